@@ -1,0 +1,157 @@
+//! The log's settings and limits: every bound the storage keeps is here, with its unit.
+
+use crate::error::{LogError, Result};
+use crate::frame::{BLOCK, HEADER_LEN};
+use std::path::PathBuf;
+
+/// When an append counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After the journal write and an `fdatasync` that covers it.
+    Always,
+    /// After the journal write; an `fdatasync` follows at least every `sync_interval_ms`.
+    Interval,
+    /// After the journal write; never synced (a crash may lose acknowledged appends).
+    Never,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(Durability::Always),
+            "interval" => Ok(Durability::Interval),
+            "never" => Ok(Durability::Never),
+            other => Err(format!(
+                "unknown durability {other:?}: use always, interval or never"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Always => "always",
+            Durability::Interval => "interval",
+            Durability::Never => "never",
+        })
+    }
+}
+
+/// Settings of one core's log. Directories are this core's own (not shared).
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub journal_dir: PathBuf,
+    pub ledger_dir: PathBuf,
+    /// The core index that owns this log; written into the journal's segment headers.
+    pub shard: u32,
+    pub durability: Durability,
+    /// With `Durability::Interval`: the longest time written data stays unsynced.
+    pub sync_interval_ms: u64,
+    /// Size of one journal segment file (preallocated and zero-filled once).
+    pub journal_segment_bytes: u64,
+    /// Number of journal segment files in the ring.
+    pub journal_segments: u32,
+    /// Largest single journal write; appends beyond it wait for the next write.
+    pub journal_flush_bytes_max: usize,
+    /// A ledger segment is sealed when it would grow beyond this.
+    pub ledger_segment_bytes: u64,
+    /// A partition's in-memory tail is written when it reaches this.
+    pub ledger_flush_bytes: usize,
+    /// Every partition's tail is written and synced at least this often.
+    pub ledger_flush_interval_ms: u64,
+    /// Unwritten ledger bytes on this core beyond which appends wait.
+    pub ledger_pending_bytes_max: usize,
+    /// Sparse index: one entry per this many ledger bytes.
+    pub index_interval_bytes: u32,
+    /// Retention: delete a partition's oldest sealed segments beyond this size.
+    pub retention_bytes: Option<u64>,
+    /// Retention: delete sealed segments whose newest batch is older than this.
+    pub retention_ms: Option<u64>,
+    /// Largest batch one append may carry.
+    pub batch_bytes_max: usize,
+    /// Partitions one core may own.
+    pub partitions_max: usize,
+}
+
+impl LogConfig {
+    /// Defaults that run on a laptop: a 256 MiB journal ring, 128 MiB ledger segments.
+    pub fn new(journal_dir: PathBuf, ledger_dir: PathBuf, shard: u32) -> Self {
+        LogConfig {
+            journal_dir,
+            ledger_dir,
+            shard,
+            durability: Durability::Always,
+            sync_interval_ms: 10,
+            journal_segment_bytes: 64 << 20,
+            journal_segments: 4,
+            journal_flush_bytes_max: 1 << 20,
+            ledger_segment_bytes: 128 << 20,
+            ledger_flush_bytes: 1 << 20,
+            ledger_flush_interval_ms: 1000,
+            ledger_pending_bytes_max: 64 << 20,
+            index_interval_bytes: 4096,
+            retention_bytes: None,
+            retention_ms: None,
+            batch_bytes_max: 1 << 20,
+            partitions_max: 4096,
+        }
+    }
+
+    /// Largest frame (header + batch) the log writes.
+    pub fn frame_bytes_max(&self) -> usize {
+        HEADER_LEN + self.batch_bytes_max
+    }
+
+    /// Checks that the limits fit each other; says which one does not.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |what: String| Err(LogError::Config(what));
+        let block = BLOCK as u64;
+        if self.journal_segments < 2 {
+            return fail("journal_segments must be at least 2 (a ring)".into());
+        }
+        if self.journal_segment_bytes % block != 0 || self.ledger_segment_bytes % block != 0 {
+            return fail(format!("segment sizes must be multiples of {BLOCK} bytes"));
+        }
+        if self.batch_bytes_max == 0 || self.batch_bytes_max > (256 << 20) {
+            return fail("batch_bytes_max must be between 1 byte and 256 MiB".into());
+        }
+        // A flush holds at least one frame plus a pad block.
+        if self.journal_flush_bytes_max < self.frame_bytes_max() + BLOCK {
+            return fail(format!(
+                "journal_flush_bytes_max ({}) must exceed batch_bytes_max + {} ({})",
+                self.journal_flush_bytes_max,
+                HEADER_LEN + BLOCK,
+                self.frame_bytes_max() + BLOCK
+            ));
+        }
+        // A segment holds its header block, one full flush and a seal block.
+        let seg_min = (self.journal_flush_bytes_max + 2 * BLOCK) as u64;
+        if self.journal_segment_bytes < seg_min {
+            return fail(format!(
+                "journal_segment_bytes ({}) must be at least journal_flush_bytes_max + 8 KiB ({seg_min})",
+                self.journal_segment_bytes
+            ));
+        }
+        let ledger_min = (self.ledger_flush_bytes + self.frame_bytes_max() + BLOCK) as u64;
+        if self.ledger_segment_bytes < ledger_min {
+            return fail(format!(
+                "ledger_segment_bytes ({}) must be at least ledger_flush_bytes + batch_bytes_max + 4 KiB ({ledger_min})",
+                self.ledger_segment_bytes
+            ));
+        }
+        if self.ledger_pending_bytes_max < self.journal_flush_bytes_max {
+            return fail(
+                "ledger_pending_bytes_max must be at least journal_flush_bytes_max".into(),
+            );
+        }
+        if self.index_interval_bytes == 0 || self.sync_interval_ms == 0 {
+            return fail("index_interval_bytes and sync_interval_ms must be positive".into());
+        }
+        if self.ledger_flush_interval_ms == 0 || self.partitions_max == 0 {
+            return fail("ledger_flush_interval_ms and partitions_max must be positive".into());
+        }
+        Ok(())
+    }
+}

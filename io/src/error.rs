@@ -1,0 +1,90 @@
+//! Errors of the storage crate. Every error names the file (and offset) it is about
+//! and says what an operator can do.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// An error of the per-core log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An I/O call failed on a file.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A device is full: nothing was acknowledged for the failed appends.
+    #[error("no space left: {op} {path}: {source}; free space on that device or lower retention; appends resume once the ledger can be written")]
+    NoSpace {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A file in a data directory is not what it must be.
+    #[error("{path}: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    /// A setting is out of range or inconsistent.
+    #[error("invalid storage setting: {0}")]
+    Config(String),
+    #[error("unknown partition id {0}")]
+    UnknownPartition(u32),
+    #[error("batch of {len} bytes exceeds batch_bytes_max = {max}")]
+    BatchTooLarge { len: usize, max: usize },
+    #[error("batch must cover at least one record")]
+    EmptyBatch,
+    #[error("partition limit reached: partitions_max = {0} per core")]
+    TooManyPartitions(usize),
+    #[error("invalid partition name {0:?}: use 1-200 characters of [A-Za-z0-9._-]")]
+    BadPartitionName(String),
+    /// A read asked for an offset the partition does not hold.
+    #[error("partition {partition}: offset {offset} is out of range [{start}, {end}]")]
+    OffsetOutOfRange {
+        partition: String,
+        offset: u64,
+        start: u64,
+        end: u64,
+    },
+    /// The log is closing or closed.
+    #[error("the log is shut down")]
+    Closed,
+    /// A shared failure reported to every append of one flush.
+    #[error("{0}")]
+    Shared(Rc<LogError>),
+}
+
+impl LogError {
+    /// Wraps an `io::Error` for a file; ENOSPC becomes [`LogError::NoSpace`].
+    pub fn io(op: &'static str, path: &Path, source: impl Into<io::Error>) -> Self {
+        let source = source.into();
+        let path = path.to_path_buf();
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
+        {
+            LogError::NoSpace { op, path, source }
+        } else {
+            LogError::Io { op, path, source }
+        }
+    }
+
+    pub fn corrupt(path: &Path, what: impl Into<String>) -> Self {
+        LogError::Corrupt {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+
+    /// True when the failure is a full device (retrying later may succeed).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            LogError::NoSpace { .. } => true,
+            LogError::Shared(inner) => inner.is_no_space(),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -1,0 +1,674 @@
+//! The journal ring: one core's write-ahead log on preallocated O_DIRECT segment files.
+//!
+//! Owns the segment files of one core's journal directory, their headers, the write
+//! position, rolling from one segment to the next and recycling old ones. It never
+//! decides *what* is written (the log's driver builds the flushes) nor when a
+//! segment's contents are safe elsewhere (the driver says so with a sequence number).
+//!
+//! Files: `journal-NNNN.seg`, `segments` of them, each `segment_bytes` long, created
+//! once with `fallocate` and zero-filled so that later writes never extend a file
+//! (writes into written blocks sync about twice as fast). Block 0 is the segment
+//! header; frames follow from block 1. A segment ends with a SEAL frame that is made
+//! durable before the next segment receives data, so recovery can tell a deliberate
+//! end from a torn one.
+
+use crate::error::{LogError, Result};
+use crate::frame::{self, Header, Invalid, Kind, Step, BLOCK, HEADER_LEN};
+use glommio::io::{DmaFile, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+const MAGIC: &[u8; 8] = b"TWJOURN1";
+/// Bytes used in the header block; the rest is zero.
+const SEG_HEADER_LEN: usize = 40;
+/// Zero-fill writes use this size.
+const ZERO_FILL_BYTES: usize = 1 << 20;
+
+/// The header block of a journal segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub shard: u32,
+    /// Position of the segment in the ring's history; 0 marks a never-used segment.
+    pub segment_seq: u64,
+    /// The journal sequence number of the segment's first frame.
+    pub first_seq: u64,
+    pub segment_bytes: u64,
+}
+
+impl SegmentHeader {
+    fn encode(&self, dst: &mut [u8]) {
+        dst[..BLOCK].fill(0);
+        dst[4..12].copy_from_slice(MAGIC);
+        dst[12..16].copy_from_slice(&self.shard.to_le_bytes());
+        dst[16..24].copy_from_slice(&self.segment_seq.to_le_bytes());
+        dst[24..32].copy_from_slice(&self.first_seq.to_le_bytes());
+        dst[32..40].copy_from_slice(&self.segment_bytes.to_le_bytes());
+        let crc = crc32c::crc32c(&dst[4..SEG_HEADER_LEN]);
+        dst[0..4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn decode(src: &[u8]) -> std::result::Result<Self, String> {
+        if src.len() < SEG_HEADER_LEN {
+            return Err("shorter than a segment header".into());
+        }
+        if &src[4..12] != MAGIC {
+            return Err("not a journal segment (bad magic)".into());
+        }
+        let stored = u32::from_le_bytes(src[0..4].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&src[4..SEG_HEADER_LEN]);
+        if stored != computed {
+            return Err(format!(
+                "segment header checksum mismatch ({stored:#010x} != {computed:#010x})"
+            ));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(src[i..i + 8].try_into().expect("8 bytes"));
+        Ok(SegmentHeader {
+            shard: u32::from_le_bytes(src[12..16].try_into().expect("4 bytes")),
+            segment_seq: u64_at(16),
+            first_seq: u64_at(24),
+            segment_bytes: u64_at(32),
+        })
+    }
+}
+
+/// Something recovery did not keep, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at byte {}: {}",
+            self.path.display(),
+            self.offset,
+            self.reason
+        )
+    }
+}
+
+/// Where recovery stopped in the journal.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveredEnd {
+    pub slot: usize,
+    pub end_pos: usize,
+    pub sealed: bool,
+    pub damaged: bool,
+}
+
+/// One journal segment file.
+struct Slot {
+    path: PathBuf,
+    file: Rc<DmaFile>,
+    header: SegmentHeader,
+    /// Sequence number of the last frame in the segment; `first_seq - 1` when empty.
+    last_seq: u64,
+}
+
+/// The journal of one core. Owned by the log's driver task only.
+pub struct Journal {
+    dir: PathBuf,
+    shard: u32,
+    segment_bytes: u64,
+    slots: Vec<Slot>,
+    /// Live slots, oldest first; the active segment is the last.
+    live: std::collections::VecDeque<usize>,
+    /// Next write position in the active segment (block aligned).
+    write_pos: u64,
+    /// The active segment must be sealed and left before the next write.
+    must_roll: bool,
+    segment_seq_next: u64,
+}
+
+/// What a scan of one segment found.
+pub struct SegmentScan {
+    /// Data frames in order: position in the segment bytes and header.
+    pub frames: Vec<(usize, Header)>,
+    /// The next sequence number expected after this segment.
+    pub next_seq: u64,
+    /// Where the valid prefix ends.
+    pub end_pos: usize,
+    /// The segment ended with a SEAL: the chain continues in the next segment.
+    pub sealed: bool,
+    /// Set when the segment ended on damage rather than on a clean end.
+    pub damage: Option<Dropped>,
+}
+
+fn slot_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("journal-{index:04}.seg"))
+}
+
+fn parse_slot_name(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("journal-")?.strip_suffix(".seg")?;
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+async fn open_rw(path: &Path, create: bool) -> Result<DmaFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| LogError::io("opening", path, e))
+}
+
+/// Creates a segment file of `bytes`, allocated and zero-filled, synced.
+async fn create_segment(path: &Path, bytes: u64) -> Result<DmaFile> {
+    let tmp = path.with_extension("seg.tmp");
+    let file = open_rw(&tmp, true).await?;
+    file.pre_allocate(bytes, false)
+        .await
+        .map_err(|e| LogError::io("allocating", &tmp, e))?;
+    let mut pos = 0u64;
+    while pos < bytes {
+        let len = ZERO_FILL_BYTES.min((bytes - pos) as usize);
+        let mut buf = file.alloc_dma_buffer(len);
+        buf.as_bytes_mut().fill(0);
+        file.write_at(buf, pos)
+            .await
+            .map_err(|e| LogError::io("zero-filling", &tmp, e))?;
+        pos += len as u64;
+    }
+    file.fdatasync()
+        .await
+        .map_err(|e| LogError::io("syncing", &tmp, e))?;
+    file.rename(path)
+        .await
+        .map_err(|e| LogError::io("renaming", &tmp, e))?;
+    Ok(file)
+}
+
+/// Reads `len` bytes from the start of `file` in large aligned reads.
+pub(crate) async fn read_all(file: &DmaFile, path: &Path, len: u64) -> Result<Vec<u8>> {
+    const PIECE: u64 = 8 << 20;
+    let mut out = Vec::with_capacity(len as usize);
+    let mut pos = 0u64;
+    while pos < len {
+        let want = PIECE.min(len - pos);
+        let piece = file
+            .read_at_aligned(pos, frame::align_up(want as usize))
+            .await
+            .map_err(|e| LogError::io("reading", path, e))?;
+        let got = piece.len().min(want as usize);
+        out.extend_from_slice(&piece[..got]);
+        if (got as u64) < want {
+            break;
+        }
+        pos += want;
+    }
+    Ok(out)
+}
+
+/// Makes glommio decide poll-ring support for `dir`'s device with a real read.
+///
+/// glommio probes whether a device supports io_uring polled I/O by reading the first
+/// file it opens there, once per process and device. An empty new file reads zero
+/// bytes, which passes the probe on devices without polling (virtio, most clouds), and
+/// every later read then fails with EOPNOTSUPP. Opening a one-block file first makes
+/// the probe read real data, so it answers for the device as it is.
+pub(crate) async fn prime_device(dir: &Path) -> Result<()> {
+    let path = dir.join(".tidewater-probe");
+    std::fs::write(&path, vec![0u8; BLOCK]).map_err(|e| LogError::io("writing", &path, e))?;
+    let opened = DmaFile::open(&path).await;
+    let _ = std::fs::remove_file(&path);
+    let file = opened.map_err(|e| LogError::io("opening", &path, e))?;
+    let _ = file.close().await;
+    Ok(())
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let d = std::fs::File::open(dir).map_err(|e| LogError::io("opening directory", dir, e))?;
+    d.sync_all()
+        .map_err(|e| LogError::io("syncing directory", dir, e))
+}
+
+impl Journal {
+    /// Opens (creating on first start) the journal ring in `dir`, checks every file
+    /// and returns the journal with its live segments in chain order; nothing is
+    /// written to existing segments until [`Journal::finish_recovery`].
+    pub async fn open(dir: &Path, shard: u32, segment_bytes: u64, segments: u32) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LogError::io("creating journal directory", dir, e))?;
+        check_journal_dir(dir, segments)?;
+        prime_device(dir).await?;
+        let mut slots = Vec::with_capacity(segments as usize);
+        let mut created = false;
+        for index in 0..segments as usize {
+            let path = slot_path(dir, index);
+            let file = if path.exists() {
+                open_rw(&path, false).await?
+            } else {
+                created = true;
+                create_segment(&path, segment_bytes).await?
+            };
+            let size = file
+                .file_size()
+                .await
+                .map_err(|e| LogError::io("reading size of", &path, e))?;
+            if size != segment_bytes {
+                return Err(LogError::corrupt(
+                    &path,
+                    format!("journal segment is {size} bytes but journal_segment_bytes is {segment_bytes}; keep the setting the journal was created with, or move the directory away"),
+                ));
+            }
+            let head = file
+                .read_at_aligned(0, BLOCK)
+                .await
+                .map_err(|e| LogError::io("reading header of", &path, e))?;
+            let header = if head.iter().all(|b| *b == 0) {
+                SegmentHeader {
+                    shard,
+                    segment_seq: 0,
+                    first_seq: 0,
+                    segment_bytes,
+                }
+            } else {
+                match SegmentHeader::decode(&head) {
+                    Ok(h) if h.shard != shard => {
+                        return Err(LogError::corrupt(
+                            &path,
+                            format!("journal segment belongs to core {} but this is core {shard}; each core needs its own journal directory", h.shard),
+                        ))
+                    }
+                    Ok(h) => h,
+                    Err(what) => {
+                        // A header is written only when a segment is (re)opened for new
+                        // data, before any of that data; a torn one holds nothing acked.
+                        tracing::warn!(path = %path.display(), "{what}; treating the segment as unused");
+                        SegmentHeader {
+                            shard,
+                            segment_seq: 0,
+                            first_seq: 0,
+                            segment_bytes,
+                        }
+                    }
+                }
+            };
+            slots.push(Slot {
+                path,
+                file: Rc::new(file),
+                header,
+                last_seq: header.first_seq.saturating_sub(1),
+            });
+        }
+        if created {
+            sync_dir(dir)?;
+        }
+        let mut live: Vec<usize> = (0..slots.len())
+            .filter(|&i| slots[i].header.segment_seq != 0)
+            .collect();
+        live.sort_by_key(|&i| slots[i].header.segment_seq);
+        let segment_seq_next = live.last().map_or(1, |&i| slots[i].header.segment_seq + 1);
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            shard,
+            segment_bytes,
+            slots,
+            live: live.into(),
+            write_pos: BLOCK as u64,
+            must_roll: true,
+            segment_seq_next,
+        })
+    }
+
+    /// Live segments, oldest first, as `(slot, first_seq)`.
+    pub fn chain(&self) -> Vec<(usize, u64)> {
+        self.live
+            .iter()
+            .map(|&i| (i, self.slots[i].header.first_seq))
+            .collect()
+    }
+
+    /// True when the slot has held an earlier segment (may hold stale frames).
+    pub fn is_reused(&self, slot: usize) -> bool {
+        self.slots[slot].header.segment_seq > self.slots.len() as u64
+    }
+
+    pub fn slot_path(&self, slot: usize) -> &Path {
+        &self.slots[slot].path
+    }
+
+    /// Reads a whole segment into memory (recovery only).
+    pub async fn read_segment(&self, slot: usize) -> Result<Vec<u8>> {
+        let s = &self.slots[slot];
+        read_all(&s.file, &s.path, self.segment_bytes).await
+    }
+
+    /// Scans segment bytes from block 1, expecting sequence numbers from `expected`.
+    pub fn scan(path: &Path, bytes: &[u8], expected: u64, recycled: bool) -> SegmentScan {
+        let mut scan = SegmentScan {
+            frames: Vec::new(),
+            next_seq: expected,
+            end_pos: BLOCK,
+            sealed: false,
+            damage: None,
+        };
+        let damage = |pos: usize, reason: String| {
+            Some(Dropped {
+                path: path.to_path_buf(),
+                offset: pos as u64,
+                reason,
+            })
+        };
+        for step in frame::Scanner::new(bytes, BLOCK, bytes.len()) {
+            match step {
+                Step::Frame { pos, header } if header.seq != scan.next_seq => {
+                    scan.end_pos = pos;
+                    if recycled && header.seq < scan.next_seq {
+                        // An older frame left by the segment's previous use: a clean end.
+                        break;
+                    }
+                    scan.damage = damage(
+                        pos,
+                        format!(
+                            "sequence gap: frame seq {} where {} was expected",
+                            header.seq, scan.next_seq
+                        ),
+                    );
+                    break;
+                }
+                Step::Frame { pos, header } if header.kind == Kind::Seal => {
+                    scan.end_pos = pos + HEADER_LEN;
+                    scan.sealed = true;
+                    break;
+                }
+                Step::Frame { pos, header } => {
+                    if header.record_count == 0 {
+                        scan.end_pos = pos;
+                        scan.damage =
+                            damage(pos, format!("frame seq {} covers no records", header.seq));
+                        break;
+                    }
+                    scan.frames.push((pos, header));
+                    scan.next_seq += 1;
+                    scan.end_pos = pos + header.frame_len();
+                }
+                Step::End { pos, why } => {
+                    scan.end_pos = pos;
+                    let rest = &bytes[pos.min(bytes.len())..];
+                    // In a reused segment, the bytes after our end may be an older
+                    // frame of its previous use (older sequence number): a clean end.
+                    let stale = recycled && looks_stale(rest, scan.next_seq);
+                    if why != Invalid::Zeroed && !stale {
+                        scan.damage = damage(pos, why.to_string());
+                    }
+                }
+            }
+        }
+        scan
+    }
+
+    /// After recovery replayed the chain: seal the last kept segment at `end_pos` so
+    /// nothing after it is read again. When recovery stopped on damage, the bytes after
+    /// the seal and every later segment are zero-filled, so that frames it dropped can
+    /// never be mistaken for new ones once their sequence numbers are reused.
+    pub async fn finish_recovery(&mut self, last: Option<RecoveredEnd>) -> Result<()> {
+        if let Some(end) = last {
+            let kept = self
+                .live
+                .iter()
+                .position(|&i| i == end.slot)
+                .map_or(0, |p| p + 1);
+            let forgotten: Vec<usize> = self.live.drain(kept..).collect();
+            if !end.sealed {
+                let after_seal = self.seal_at(end.slot, end.end_pos).await?;
+                if end.damaged {
+                    self.wipe(end.slot, after_seal).await?;
+                }
+            }
+            for slot in forgotten {
+                self.wipe(slot, 0).await?;
+                self.slots[slot].header.segment_seq = 0;
+            }
+        }
+        self.must_roll = true;
+        Ok(())
+    }
+
+    /// Records the last sequence number found in a live slot (recovery).
+    pub fn set_last_seq(&mut self, slot: usize, last_seq: u64) {
+        self.slots[slot].last_seq = last_seq;
+    }
+
+    /// Zero-fills `slot` from `from` (block aligned) to its end, and syncs.
+    async fn wipe(&self, slot: usize, from: u64) -> Result<()> {
+        let s = &self.slots[slot];
+        let mut pos = from;
+        while pos < self.segment_bytes {
+            let len = ZERO_FILL_BYTES.min((self.segment_bytes - pos) as usize);
+            let mut buf = s.file.alloc_dma_buffer(len);
+            buf.as_bytes_mut().fill(0);
+            s.file
+                .write_at(buf, pos)
+                .await
+                .map_err(|e| LogError::io("zero-filling", &s.path, e))?;
+            pos += len as u64;
+        }
+        s.file
+            .fdatasync()
+            .await
+            .map_err(|e| LogError::io("syncing", &s.path, e))
+    }
+
+    /// Writes a SEAL frame at `end_pos` of `slot`, keeping the bytes before it, and
+    /// syncs. Returns the block-aligned position after the seal.
+    async fn seal_at(&mut self, slot: usize, end_pos: usize) -> Result<u64> {
+        let s = &self.slots[slot];
+        let block_start = frame::align_down(end_pos);
+        let seal_pos = frame::frame_start(end_pos);
+        let write_end = frame::align_up(seal_pos + HEADER_LEN);
+        if write_end as u64 > self.segment_bytes {
+            // No room for a seal: the segment is full, recovery reads to its end.
+            return Ok(self.segment_bytes);
+        }
+        let keep = s
+            .file
+            .read_at(block_start as u64, end_pos - block_start)
+            .await
+            .map_err(|e| LogError::io("reading", &s.path, e))?;
+        let mut buf = s.file.alloc_dma_buffer(write_end - block_start);
+        let bytes = buf.as_bytes_mut();
+        bytes.fill(0);
+        bytes[..keep.len()].copy_from_slice(&keep);
+        let seal = Header {
+            kind: Kind::Seal,
+            payload_len: 0,
+            partition: 0,
+            seq: s.last_seq + 1,
+            base_offset: 0,
+            record_count: 0,
+            timestamp_ms: 0,
+        };
+        frame::encode(&mut bytes[seal_pos - block_start..], &seal, &[]);
+        s.file
+            .write_at(buf, block_start as u64)
+            .await
+            .map_err(|e| LogError::io("sealing", &s.path, e))?;
+        s.file
+            .fdatasync()
+            .await
+            .map_err(|e| LogError::io("syncing", &s.path, e))?;
+        Ok(write_end as u64)
+    }
+
+    /// True when a flush of `len` bytes fits the active segment (with room for a seal).
+    pub fn fits(&self, len: usize) -> bool {
+        !self.must_roll && self.write_pos + (len + BLOCK) as u64 <= self.segment_bytes
+    }
+
+    /// Seals the active segment and opens the next one for frames from `first_seq`.
+    /// `recyclable_seq`: every frame with a sequence number up to it is safe in the
+    /// ledger, so segments holding only such frames may be reused. Returns `false`
+    /// when no segment is free (the caller must make the ledger durable first).
+    pub async fn roll(&mut self, first_seq: u64, recyclable_seq: u64) -> Result<bool> {
+        let Some(slot) = self.free_slot(recyclable_seq) else {
+            return Ok(false);
+        };
+        if !self.must_roll {
+            if let Some(&active) = self.live.back() {
+                let pos = self.write_pos as usize;
+                self.seal_at(active, pos).await?;
+            }
+        }
+        if let Some(pos) = self.live.iter().position(|&i| i == slot) {
+            self.live.remove(pos);
+        }
+        let header = SegmentHeader {
+            shard: self.shard,
+            segment_seq: self.segment_seq_next,
+            first_seq,
+            segment_bytes: self.segment_bytes,
+        };
+        let s = &mut self.slots[slot];
+        let mut buf = s.file.alloc_dma_buffer(BLOCK);
+        header.encode(buf.as_bytes_mut());
+        s.file
+            .write_at(buf, 0)
+            .await
+            .map_err(|e| LogError::io("writing header of", &s.path, e))?;
+        s.file
+            .fdatasync()
+            .await
+            .map_err(|e| LogError::io("syncing", &s.path, e))?;
+        s.header = header;
+        s.last_seq = first_seq - 1;
+        self.segment_seq_next += 1;
+        self.live.push_back(slot);
+        self.write_pos = BLOCK as u64;
+        self.must_roll = false;
+        tracing::debug!(path = %s.path.display(), first_seq, "journal segment opened");
+        Ok(true)
+    }
+
+    fn free_slot(&self, recyclable_seq: u64) -> Option<usize> {
+        if let Some(i) = (0..self.slots.len()).find(|&i| self.slots[i].header.segment_seq == 0) {
+            return Some(i);
+        }
+        let &oldest = self.live.front()?;
+        let is_active = !self.must_roll && self.live.len() == 1;
+        (self.slots[oldest].last_seq <= recyclable_seq && !is_active).then_some(oldest)
+    }
+
+    /// Writes one flush (block aligned, frames `first_seq..=last_seq`) to the active
+    /// segment; syncs it when `sync`. The caller checked [`Journal::fits`].
+    pub async fn write(&mut self, buf: Rc<glommio::io::DmaBuffer>, last_seq: u64) -> Result<()> {
+        let len = buf.len();
+        assert!(len % BLOCK == 0 && self.fits(len), "flush does not fit");
+        let &active = self.live.back().expect("an active segment");
+        let s = &self.slots[active];
+        let written = s
+            .file
+            .write_rc_at(buf, self.write_pos)
+            .await
+            .map_err(|e| LogError::io("writing", &s.path, e))?;
+        if written != len {
+            return Err(LogError::io(
+                "writing",
+                &s.path,
+                std::io::Error::other(format!("short write: {written} of {len} bytes")),
+            ));
+        }
+        self.write_pos += len as u64;
+        self.slots[active].last_seq = last_seq;
+        Ok(())
+    }
+
+    /// Syncs the active segment.
+    pub async fn sync(&self) -> Result<()> {
+        if let Some(&active) = self.live.back() {
+            let s = &self.slots[active];
+            s.file
+                .fdatasync()
+                .await
+                .map_err(|e| LogError::io("syncing", &s.path, e))?;
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Live segments (for metrics and tests).
+    pub fn live_segments(&self) -> usize {
+        self.live.len()
+    }
+}
+
+/// True when `bytes` start with what reads as a frame header older than `expected`:
+/// bytes of the segment's previous use, not a torn write of ours.
+fn looks_stale(bytes: &[u8], expected: u64) -> bool {
+    if bytes.len() < 24 {
+        return false;
+    }
+    let seq = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    (1..expected).contains(&seq)
+}
+
+/// Refuses directories that hold something other than this journal's files.
+fn check_journal_dir(dir: &Path, segments: u32) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| LogError::io("listing journal directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io("listing journal directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".seg.tmp") {
+            // A segment whose creation was interrupted; it is made again.
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
+        match parse_slot_name(&name) {
+            Some(i) if i < segments as usize => {}
+            Some(_) => {
+                return Err(LogError::corrupt(
+                    &entry.path(),
+                    format!("journal has more segments than journal_segments = {segments}; keep the setting the journal was created with"),
+                ))
+            }
+            None if name == "lost+found" || name == ".tidewater-probe" => {}
+            None => {
+                return Err(LogError::corrupt(
+                    &entry.path(),
+                    "foreign file in the journal directory (only journal-NNNN.seg belong there); move it away or point journal_dir elsewhere",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_header_round_trip_and_damage() {
+        let h = SegmentHeader {
+            shard: 3,
+            segment_seq: 9,
+            first_seq: 1234,
+            segment_bytes: 1 << 20,
+        };
+        let mut block = vec![0u8; BLOCK];
+        h.encode(&mut block);
+        assert_eq!(SegmentHeader::decode(&block), Ok(h));
+        block[20] ^= 1;
+        assert!(SegmentHeader::decode(&block).is_err());
+    }
+
+    #[test]
+    fn slot_names() {
+        assert_eq!(parse_slot_name("journal-0007.seg"), Some(7));
+        assert_eq!(parse_slot_name("journal-7.seg"), None);
+        assert_eq!(parse_slot_name("other"), None);
+    }
+}

@@ -1,0 +1,990 @@
+//! The ledger: one core's partitions, each a series of segment files with a sparse
+//! offset index, written behind the journal in large aligned writes.
+//!
+//! Owns, per partition: the segment files under `<ledger_dir>/<partition-name>/`, their
+//! indexes, the in-memory chunks not yet written, reads by offset, and retention. It
+//! never assigns offsets (the log does) and never decides durability for an append
+//! (the journal does); what it holds is always a prefix of what the journal accepted.
+//!
+//! A partition directory holds `partition.meta` (its id and name),
+//! `NNNNNNNNNNNNNNNNNNNN.log` segments named by their base offset, and for sealed
+//! segments `NNNNNNNNNNNNNNNNNNNN.index`. Frames in a segment are the journal's frames,
+//! byte for byte. Every write is padded to a block boundary, so no written block is
+//! ever written again: a crash can only tear the write in flight, whose frames the
+//! journal still holds.
+
+use crate::error::{LogError, Result};
+use crate::frame::{self, Header, Kind, Step, HEADER_LEN};
+use crate::journal::Dropped;
+use glommio::io::{DmaFile, OpenOptions};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+const META_FILE: &str = "partition.meta";
+const INDEX_MAGIC: &[u8; 8] = b"TWINDEX1";
+const INDEX_HEADER_LEN: usize = 40;
+/// Reads from a segment fetch at least this much, so small reads still batch.
+const READ_BYTES_MIN: usize = 64 << 10;
+
+/// A batch read back from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub base_offset: u64,
+    pub record_count: u32,
+    pub timestamp_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+impl Entry {
+    pub fn end_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+}
+
+/// A segment file of a partition.
+struct Segment {
+    base_offset: u64,
+    /// One past the last offset written to the file.
+    end_offset: u64,
+    path: PathBuf,
+    file: Rc<DmaFile>,
+    /// Bytes written (block aligned); the next write goes here.
+    write_pos: u64,
+    /// Sparse index: (offset, position of the frame that holds it), ascending.
+    index: Vec<(u64, u64)>,
+    max_timestamp_ms: i64,
+}
+
+impl Segment {
+    fn index_position(&self, offset: u64) -> u64 {
+        let i = self.index.partition_point(|&(o, _)| o <= offset);
+        if i == 0 {
+            0
+        } else {
+            self.index[i - 1].1
+        }
+    }
+}
+
+/// Frames accepted by the journal but not yet written to a segment.
+struct Chunk {
+    base_offset: u64,
+    end_offset: u64,
+    /// Frames laid out as they will be on disk from a block boundary.
+    bytes: Vec<u8>,
+    /// (base offset, position in `bytes`) of every frame.
+    entries: Vec<(u64, u32)>,
+    max_timestamp_ms: i64,
+    last_seq: u64,
+    in_flight: bool,
+}
+
+/// One partition's ledger.
+pub struct Partition {
+    pub id: u32,
+    pub name: String,
+    dir: PathBuf,
+    segments: VecDeque<Segment>,
+    chunks: VecDeque<Chunk>,
+    next_offset: u64,
+    /// Written to a segment since the last sync.
+    unsynced: Vec<Rc<DmaFile>>,
+}
+
+impl Partition {
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    pub fn start_offset(&self) -> u64 {
+        self.segments
+            .front()
+            .map_or(self.next_offset, |s| s.base_offset)
+    }
+
+    fn unwritten_bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.bytes.len()).sum()
+    }
+}
+
+/// Settings the ledger needs.
+#[derive(Clone, Debug)]
+pub struct LedgerLimits {
+    pub segment_bytes: u64,
+    pub flush_bytes: usize,
+    pub index_interval_bytes: u64,
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
+}
+
+/// All partitions of one core.
+pub struct Ledger {
+    dir: PathBuf,
+    limits: LedgerLimits,
+    partitions: HashMap<u32, Partition>,
+    names: HashMap<String, u32>,
+    /// Bytes in chunks not yet written, over all partitions.
+    pending_bytes: usize,
+}
+
+/// What to write next: one chunk of one partition.
+pub struct WriteJob {
+    partition: u32,
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    pos: u64,
+    buf: glommio::io::DmaBuffer,
+}
+
+impl WriteJob {
+    /// Bytes this write puts on the device.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+fn segment_name(base: u64, ext: &str) -> String {
+    format!("{base:020}.{ext}")
+}
+
+fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
+    let (digits, ext) = name.split_once('.')?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((digits.parse().ok()?, ext))
+}
+
+/// Partition names become directory names: keep them to a safe alphabet.
+pub fn valid_partition_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+async fn open_segment(path: &Path, create_bytes: Option<u64>) -> Result<DmaFile> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create_bytes.is_some())
+        .dma_open(path)
+        .await
+        .map_err(|e| LogError::io("opening", path, e))?;
+    if let Some(bytes) = create_bytes {
+        file.pre_allocate(bytes, false)
+            .await
+            .map_err(|e| LogError::io("allocating", path, e))?;
+    }
+    Ok(file)
+}
+
+impl Ledger {
+    /// Opens the ledger directory, recovering every partition in it.
+    pub async fn open(
+        dir: &Path,
+        limits: LedgerLimits,
+        partitions_max: usize,
+        report: &mut Vec<Dropped>,
+        rebuilt: &mut Vec<PathBuf>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LogError::io("creating ledger directory", dir, e))?;
+        crate::journal::prime_device(dir).await?;
+        let mut ledger = Ledger {
+            dir: dir.to_path_buf(),
+            limits,
+            partitions: HashMap::new(),
+            names: HashMap::new(),
+            pending_bytes: 0,
+        };
+        let mut dirs = Vec::new();
+        for entry in
+            std::fs::read_dir(dir).map_err(|e| LogError::io("listing ledger directory", dir, e))?
+        {
+            let entry = entry.map_err(|e| LogError::io("listing ledger directory", dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "lost+found" || name == ".tidewater-probe" {
+                continue;
+            }
+            if !entry.path().is_dir() || !entry.path().join(META_FILE).is_file() {
+                return Err(LogError::corrupt(
+                    &entry.path(),
+                    format!("foreign entry in the ledger directory (only partition directories with a {META_FILE} belong there); move it away"),
+                ));
+            }
+            dirs.push(entry.path());
+        }
+        dirs.sort();
+        if dirs.len() > partitions_max {
+            return Err(LogError::TooManyPartitions(partitions_max));
+        }
+        for pdir in dirs {
+            let p = ledger.recover_partition(&pdir, report, rebuilt).await?;
+            if let Some(other) = ledger.partitions.get(&p.id) {
+                return Err(LogError::corrupt(
+                    &pdir.join(META_FILE),
+                    format!(
+                        "partition id {} is also used by {}",
+                        p.id,
+                        other.dir.display()
+                    ),
+                ));
+            }
+            ledger.names.insert(p.name.clone(), p.id);
+            ledger.partitions.insert(p.id, p);
+        }
+        Ok(ledger)
+    }
+
+    async fn recover_partition(
+        &self,
+        pdir: &Path,
+        report: &mut Vec<Dropped>,
+        rebuilt: &mut Vec<PathBuf>,
+    ) -> Result<Partition> {
+        let (id, name) = read_meta(&pdir.join(META_FILE))?;
+        let mut bases = Vec::new();
+        for entry in
+            std::fs::read_dir(pdir).map_err(|e| LogError::io("listing partition", pdir, e))?
+        {
+            let entry = entry.map_err(|e| LogError::io("listing partition", pdir, e))?;
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            match parse_segment_name(&fname) {
+                _ if fname == META_FILE => {}
+                Some((base, "log")) => bases.push(base),
+                Some((_, "index")) => {}
+                _ => {
+                    return Err(LogError::corrupt(
+                        &entry.path(),
+                        "foreign file in a partition directory (only NNNN.log, NNNN.index and partition.meta belong there); move it away",
+                    ))
+                }
+            }
+        }
+        bases.sort_unstable();
+        let mut part = Partition {
+            id,
+            name,
+            dir: pdir.to_path_buf(),
+            segments: VecDeque::new(),
+            chunks: VecDeque::new(),
+            next_offset: 0,
+            unsynced: Vec::new(),
+        };
+        for (i, &base) in bases.iter().enumerate() {
+            let path = pdir.join(segment_name(base, "log"));
+            let file = Rc::new(open_segment(&path, None).await?);
+            let sealed_end = bases.get(i + 1).copied();
+            let index_path = pdir.join(segment_name(base, "index"));
+            let seg = match sealed_end.and_then(|_| read_index(&index_path)) {
+                Some(idx) => Segment {
+                    base_offset: base,
+                    end_offset: idx.end_offset,
+                    path,
+                    file,
+                    write_pos: idx.write_pos,
+                    index: idx.entries,
+                    max_timestamp_ms: idx.max_timestamp_ms,
+                },
+                None => {
+                    let seg = self
+                        .scan_segment(id, base, path, file, sealed_end.is_none(), report)
+                        .await?;
+                    if sealed_end.is_some() {
+                        tracing::warn!(path = %index_path.display(), "index missing or damaged; rebuilt from its segment");
+                        write_index(&index_path, &seg)?;
+                        rebuilt.push(index_path);
+                    }
+                    seg
+                }
+            };
+            if let Some(next) = sealed_end {
+                if seg.end_offset != next {
+                    return Err(LogError::corrupt(
+                        &seg.path,
+                        format!(
+                            "sealed segment ends at offset {} but the next segment starts at {next}",
+                            seg.end_offset
+                        ),
+                    ));
+                }
+            }
+            part.next_offset = seg.end_offset;
+            part.segments.push_back(seg);
+        }
+        Ok(part)
+    }
+
+    /// Reads a segment and finds its valid frames; the active segment's end becomes its
+    /// write position (block aligned down: a partial last block came from a torn write
+    /// whose frames the journal still holds).
+    async fn scan_segment(
+        &self,
+        id: u32,
+        base: u64,
+        path: PathBuf,
+        file: Rc<DmaFile>,
+        active: bool,
+        report: &mut Vec<Dropped>,
+    ) -> Result<Segment> {
+        let size = file
+            .file_size()
+            .await
+            .map_err(|e| LogError::io("reading size of", &path, e))?;
+        let bytes = crate::journal::read_all(&file, &path, size).await?;
+        let mut seg = Segment {
+            base_offset: base,
+            end_offset: base,
+            path,
+            file,
+            write_pos: 0,
+            index: Vec::new(),
+            max_timestamp_ms: i64::MIN,
+        };
+        let mut last_indexed: Option<u64> = None;
+        let mut valid_end = 0usize;
+        let mut frames: Vec<(usize, Header)> = Vec::new();
+        for step in frame::Scanner::new(&bytes, 0, bytes.len()) {
+            match step {
+                Step::Frame { pos, header }
+                    if header.kind == Kind::Data
+                        && header.partition == id
+                        && header.base_offset == seg.end_offset
+                        && header.record_count > 0 =>
+                {
+                    frames.push((pos, header));
+                    seg.end_offset = header.end_offset();
+                    valid_end = pos + header.frame_len();
+                }
+                Step::Frame { pos, header } => {
+                    report.push(Dropped {
+                        path: seg.path.clone(),
+                        offset: pos as u64,
+                        reason: format!(
+                            "unexpected frame (kind {:?}, partition {}, offset {}) where offset {} was expected",
+                            header.kind, header.partition, header.base_offset, seg.end_offset
+                        ),
+                    });
+                    break;
+                }
+                Step::End { pos, why } => {
+                    if why != frame::Invalid::Zeroed {
+                        report.push(Dropped {
+                            path: seg.path.clone(),
+                            offset: pos as u64,
+                            reason: why.to_string(),
+                        });
+                    }
+                    // Padding after the last frame is part of the valid prefix.
+                    valid_end = valid_end.max(frame::align_down(pos));
+                }
+            }
+        }
+        let keep_end = if active {
+            frame::align_down(valid_end)
+        } else {
+            frame::align_up(valid_end)
+        };
+        if keep_end < valid_end {
+            tracing::info!(path = %seg.path.display(), from = keep_end, "partial last block of the ledger left for the journal to restore");
+        }
+        seg.end_offset = base;
+        for (pos, header) in frames
+            .into_iter()
+            .filter(|(p, h)| p + h.frame_len() <= keep_end)
+        {
+            if last_indexed.is_none_or(|l| pos as u64 >= l + self.limits.index_interval_bytes) {
+                seg.index.push((header.base_offset, pos as u64));
+                last_indexed = Some(pos as u64);
+            }
+            seg.end_offset = header.end_offset();
+            seg.max_timestamp_ms = seg.max_timestamp_ms.max(header.timestamp_ms);
+        }
+        seg.write_pos = keep_end as u64;
+        Ok(seg)
+    }
+
+    /// Creates a partition (its directory and meta file, synced) and returns its id.
+    pub fn create_partition(&mut self, name: &str, partitions_max: usize) -> Result<u32> {
+        if let Some(&id) = self.names.get(name) {
+            return Ok(id);
+        }
+        if !valid_partition_name(name) {
+            return Err(LogError::BadPartitionName(name.to_string()));
+        }
+        if self.partitions.len() >= partitions_max {
+            return Err(LogError::TooManyPartitions(partitions_max));
+        }
+        let id = self.partitions.keys().max().map_or(0, |m| m + 1);
+        let pdir = self.dir.join(name);
+        std::fs::create_dir_all(&pdir)
+            .map_err(|e| LogError::io("creating partition directory", &pdir, e))?;
+        write_meta(&pdir.join(META_FILE), id, name)?;
+        crate::journal::sync_dir(&pdir)?;
+        crate::journal::sync_dir(&self.dir)?;
+        self.names.insert(name.to_string(), id);
+        self.partitions.insert(
+            id,
+            Partition {
+                id,
+                name: name.to_string(),
+                dir: pdir,
+                segments: VecDeque::new(),
+                chunks: VecDeque::new(),
+                next_offset: 0,
+                unsynced: Vec::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    pub fn partition_id(&self, name: &str) -> Option<u32> {
+        self.names.get(name).copied()
+    }
+
+    pub fn partition(&self, id: u32) -> Option<&Partition> {
+        self.partitions.get(&id)
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = &Partition> {
+        self.partitions.values()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Accepts one frame (already durable in the journal per policy) into `id`'s chunks.
+    /// The frame's offsets must continue the partition exactly.
+    pub fn push_frame(&mut self, header: &Header, frame_bytes: &[u8]) {
+        let flush_bytes = self.limits.flush_bytes;
+        let p = self
+            .partitions
+            .get_mut(&header.partition)
+            .expect("journal frames name known partitions");
+        assert_eq!(
+            header.base_offset, p.next_offset,
+            "ledger offsets are dense"
+        );
+        let need_new = p
+            .chunks
+            .back()
+            .is_none_or(|c| c.in_flight || c.bytes.len() >= flush_bytes);
+        if need_new {
+            p.chunks.push_back(Chunk {
+                base_offset: header.base_offset,
+                end_offset: header.base_offset,
+                bytes: Vec::with_capacity(flush_bytes.min(1 << 16) + frame_bytes.len()),
+                entries: Vec::new(),
+                max_timestamp_ms: i64::MIN,
+                last_seq: 0,
+                in_flight: false,
+            });
+        }
+        let c = p.chunks.back_mut().expect("a chunk");
+        let before = c.bytes.len();
+        let start = frame::frame_start(before);
+        c.bytes.resize(start, 0);
+        c.bytes.extend_from_slice(frame_bytes);
+        c.entries.push((header.base_offset, start as u32));
+        c.end_offset = header.end_offset();
+        c.max_timestamp_ms = c.max_timestamp_ms.max(header.timestamp_ms);
+        c.last_seq = header.seq;
+        p.next_offset = c.end_offset;
+        self.pending_bytes += c.bytes.len() - before;
+    }
+
+    /// Partitions that have a chunk ready to write (full, or any when `all`).
+    pub fn due(&self, all: bool) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .partitions
+            .values()
+            .filter(|p| {
+                p.chunks.front().is_some_and(|c| {
+                    !c.in_flight && (all || c.bytes.len() >= self.limits.flush_bytes)
+                })
+            })
+            .map(|p| p.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Prepares the write of `id`'s oldest chunk: pads it, copies it into an aligned
+    /// buffer, and rolls the segment first when it would not fit. Segment files are
+    /// created here, so this may fail with `NoSpace`.
+    pub async fn prepare_write(
+        this: &std::cell::RefCell<Self>,
+        id: u32,
+    ) -> Result<Option<WriteJob>> {
+        let (needs_roll, base) = {
+            let l = this.borrow();
+            let Some(p) = l.partitions.get(&id) else {
+                return Ok(None);
+            };
+            let Some(c) = p.chunks.front().filter(|c| !c.in_flight) else {
+                return Ok(None);
+            };
+            let len = frame::align_up(c.bytes.len()) as u64;
+            let roll = p
+                .segments
+                .back()
+                .is_none_or(|s| s.write_pos > 0 && s.write_pos + len > l.limits.segment_bytes);
+            (roll, c.base_offset)
+        };
+        if needs_roll {
+            Self::roll(this, id, base).await?;
+        }
+        let mut l = this.borrow_mut();
+        let p = l.partitions.get_mut(&id).expect("partition exists");
+        let seg = p.segments.back().expect("an active segment");
+        let (file, path, pos) = (seg.file.clone(), seg.path.clone(), seg.write_pos);
+        let c = p.chunks.front_mut().expect("a chunk");
+        let len = frame::align_up(c.bytes.len());
+        let mut buf = file.alloc_dma_buffer(len);
+        let dst = buf.as_bytes_mut();
+        dst[..c.bytes.len()].copy_from_slice(&c.bytes);
+        frame::pad_to_block(dst, c.bytes.len());
+        c.in_flight = true;
+        Ok(Some(WriteJob {
+            partition: id,
+            file,
+            path,
+            pos,
+            buf,
+        }))
+    }
+
+    /// Seals the active segment (trim, index, sync) and creates the next at `base`.
+    async fn roll(this: &std::cell::RefCell<Self>, id: u32, base: u64) -> Result<()> {
+        let (sealing, path, seg_bytes, dir) = {
+            let l = this.borrow();
+            let p = &l.partitions[&id];
+            let sealing = p
+                .segments
+                .back()
+                .map(|s| (s.file.clone(), s.path.clone(), s.write_pos));
+            (
+                sealing,
+                p.dir.join(segment_name(base, "log")),
+                l.limits.segment_bytes,
+                p.dir.clone(),
+            )
+        };
+        if let Some((file, spath, write_pos)) = sealing {
+            file.truncate(write_pos)
+                .await
+                .map_err(|e| LogError::io("trimming", &spath, e))?;
+            file.fdatasync()
+                .await
+                .map_err(|e| LogError::io("syncing", &spath, e))?;
+            let l = this.borrow();
+            let seg = l.partitions[&id].segments.back().expect("segment");
+            write_index(&seg.path.with_extension("index"), seg)?;
+        }
+        let file = match open_segment(&path, Some(seg_bytes)).await {
+            Ok(f) => f,
+            Err(e) => {
+                // Leave no half-made segment behind; the roll is retried later.
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        crate::journal::sync_dir(&dir)?;
+        let mut l = this.borrow_mut();
+        let p = l.partitions.get_mut(&id).expect("partition");
+        p.segments.push_back(Segment {
+            base_offset: base,
+            end_offset: base,
+            path,
+            file: Rc::new(file),
+            write_pos: 0,
+            index: Vec::new(),
+            max_timestamp_ms: i64::MIN,
+        });
+        Ok(())
+    }
+
+    /// Runs a prepared write and applies it: the chunk leaves memory, the index grows.
+    pub async fn run_write(this: &std::cell::RefCell<Self>, job: WriteJob) -> Result<u64> {
+        let len = job.buf.len();
+        let res = job.file.write_at(job.buf, job.pos).await;
+        let mut l = this.borrow_mut();
+        let interval = l.limits.index_interval_bytes;
+        let p = l.partitions.get_mut(&job.partition).expect("partition");
+        let written = match res {
+            Ok(n) if n == len => n,
+            Ok(n) => {
+                p.chunks.front_mut().expect("chunk").in_flight = false;
+                return Err(LogError::io(
+                    "writing",
+                    &job.path,
+                    std::io::Error::other(format!("short write: {n} of {len} bytes")),
+                ));
+            }
+            Err(e) => {
+                p.chunks.front_mut().expect("chunk").in_flight = false;
+                return Err(LogError::io("writing", &job.path, e));
+            }
+        };
+        let c = p.chunks.pop_front().expect("chunk");
+        let seg = p.segments.back_mut().expect("segment");
+        assert_eq!(seg.end_offset, c.base_offset, "segment offsets are dense");
+        let mut last_indexed = seg.index.last().map(|&(_, pos)| pos);
+        for &(offset, rel) in &c.entries {
+            let pos = job.pos + u64::from(rel);
+            if last_indexed.is_none_or(|l| pos >= l + interval) {
+                seg.index.push((offset, pos));
+                last_indexed = Some(pos);
+            }
+        }
+        seg.end_offset = c.end_offset;
+        seg.write_pos += written as u64;
+        seg.max_timestamp_ms = seg.max_timestamp_ms.max(c.max_timestamp_ms);
+        if !p.unsynced.iter().any(|f| Rc::ptr_eq(f, &job.file)) {
+            p.unsynced.push(job.file.clone());
+        }
+        l.pending_bytes -= c.bytes.len();
+        Ok(c.last_seq)
+    }
+
+    /// Syncs every segment written since the last sync.
+    pub async fn sync(this: &std::cell::RefCell<Self>) -> Result<()> {
+        let files: Vec<(Rc<DmaFile>, u32)> = {
+            let mut l = this.borrow_mut();
+            l.partitions
+                .values_mut()
+                .flat_map(|p| {
+                    let id = p.id;
+                    p.unsynced.drain(..).map(move |f| (f, id))
+                })
+                .collect()
+        };
+        for (file, id) in files {
+            if let Err(e) = file.fdatasync().await {
+                let path = file
+                    .path()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_else(|| this.borrow().dir.join(format!("partition {id}")));
+                return Err(LogError::io("syncing", &path, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sequence number below which every journal frame is in a segment file
+    /// (written; durable after the next [`Ledger::sync`]): one before the oldest
+    /// frame still in memory, or `journal_last_seq` when nothing is.
+    pub fn written_through_seq(&self, journal_last_seq: u64) -> u64 {
+        self.partitions
+            .values()
+            .filter_map(|p| p.chunks.front())
+            .map(|c| first_seq_of(c).saturating_sub(1))
+            .min()
+            .unwrap_or(journal_last_seq)
+    }
+
+    /// Reads batches of `id` from `from`, up to about `max_bytes` of payload (at least
+    /// one batch when any exists).
+    pub async fn read(
+        this: &std::cell::RefCell<Self>,
+        id: u32,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
+        let plan = {
+            let l = this.borrow();
+            let p = l
+                .partitions
+                .get(&id)
+                .ok_or(LogError::UnknownPartition(id))?;
+            if from < p.start_offset() || from > p.next_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    partition: p.name.clone(),
+                    offset: from,
+                    start: p.start_offset(),
+                    end: p.next_offset,
+                });
+            }
+            if from == p.next_offset {
+                return Ok(Vec::new());
+            }
+            let seg_i = p.segments.partition_point(|s| s.base_offset <= from);
+            match seg_i.checked_sub(1).map(|i| &p.segments[i]) {
+                Some(seg) if from < seg.end_offset => {
+                    let start = seg.index_position(from);
+                    let want = (max_bytes + HEADER_LEN).max(READ_BYTES_MIN) as u64;
+                    let len = want.min(seg.write_pos - start) as usize;
+                    Some((
+                        seg.file.clone(),
+                        seg.path.clone(),
+                        start,
+                        len,
+                        seg.write_pos,
+                    ))
+                }
+                _ => {
+                    return Ok(read_chunks(&p.chunks, from, max_bytes));
+                }
+            }
+        };
+        let (file, path, start, len, write_pos) = plan.expect("file read planned");
+        let aligned = frame::align_down(start as usize) as u64;
+        let mut buf = read_range(&file, &path, aligned, len + (start - aligned) as usize).await?;
+        let mut entries = Vec::new();
+        let mut total = 0usize;
+        let mut pos = (start - aligned) as usize;
+        loop {
+            match frame::Scanner::new(&buf, pos, buf.len()).next() {
+                Some(Step::Frame { pos: at, header }) if header.kind == Kind::Data => {
+                    pos = at + header.frame_len();
+                    if header.end_offset() <= from {
+                        continue;
+                    }
+                    if !entries.is_empty() && total + header.payload_len as usize > max_bytes {
+                        break;
+                    }
+                    total += header.payload_len as usize;
+                    entries.push(Entry {
+                        base_offset: header.base_offset,
+                        record_count: header.record_count,
+                        timestamp_ms: header.timestamp_ms,
+                        payload: buf[at + HEADER_LEN..at + header.frame_len()].to_vec(),
+                    });
+                }
+                Some(Step::End {
+                    pos: at,
+                    why: frame::Invalid::Truncated { frame_len, .. },
+                }) if entries.is_empty() && aligned + ((at + frame_len) as u64) <= write_pos => {
+                    // The first batch is larger than what we read: read all of it.
+                    let more = at + frame_len;
+                    buf = read_range(&file, &path, aligned, more).await?;
+                    pos = at;
+                }
+                _ => break,
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Deletes sealed segments beyond the retention limits; returns how many.
+    pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+        let limits = self.limits.clone();
+        let mut removed = 0;
+        for p in self.partitions.values_mut() {
+            loop {
+                if p.segments.len() < 2 {
+                    break;
+                }
+                let total: u64 = p.segments.iter().map(|s| s.write_pos).sum();
+                let oldest = p.segments.front().expect("segments");
+                let over_size = limits.retention_bytes.is_some_and(|max| total > max);
+                let too_old = limits
+                    .retention_ms
+                    .is_some_and(|ms| oldest.max_timestamp_ms < now_ms.saturating_sub(ms as i64));
+                if !over_size && !too_old {
+                    break;
+                }
+                let seg = p.segments.pop_front().expect("segment");
+                for path in [seg.path.clone(), seg.path.with_extension("index")] {
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(path = %path.display(), "retention could not delete: {e}");
+                        }
+                    }
+                }
+                tracing::info!(partition = %p.name, path = %seg.path.display(), "segment deleted by retention");
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Segment files of a partition (tests, inspection).
+    pub fn segments_of(&self, id: u32) -> usize {
+        self.partitions.get(&id).map_or(0, |p| p.segments.len())
+    }
+
+    /// Total unwritten bytes of one partition (tests, metrics).
+    pub fn unwritten_bytes(&self, id: u32) -> usize {
+        self.partitions.get(&id).map_or(0, |p| p.unwritten_bytes())
+    }
+}
+
+fn first_seq_of(c: &Chunk) -> u64 {
+    // The first frame's seq is in its header inside the chunk bytes.
+    let pos = c.entries.first().map_or(0, |&(_, p)| p as usize);
+    u64::from_le_bytes(c.bytes[pos + 16..pos + 24].try_into().expect("8 bytes"))
+}
+
+async fn read_range(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
+    let r = file
+        .read_at(pos, len)
+        .await
+        .map_err(|e| LogError::io("reading", path, e))?;
+    Ok(r.to_vec())
+}
+
+fn read_chunks(chunks: &VecDeque<Chunk>, from: u64, max_bytes: usize) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for c in chunks.iter().filter(|c| c.end_offset > from) {
+        let first = c
+            .entries
+            .partition_point(|&(o, _)| o <= from)
+            .saturating_sub(1);
+        for &(_, pos) in &c.entries[first..] {
+            let pos = pos as usize;
+            let header =
+                frame::decode(&c.bytes[pos..], c.bytes.len()).expect("chunk frames are valid");
+            if header.end_offset() <= from {
+                continue;
+            }
+            if !out.is_empty() && total + header.payload_len as usize > max_bytes {
+                return out;
+            }
+            total += header.payload_len as usize;
+            out.push(Entry {
+                base_offset: header.base_offset,
+                record_count: header.record_count,
+                timestamp_ms: header.timestamp_ms,
+                payload: c.bytes[pos + HEADER_LEN..pos + header.frame_len()].to_vec(),
+            });
+        }
+    }
+    out
+}
+
+fn write_meta(path: &Path, id: u32, name: &str) -> Result<()> {
+    use std::io::Write;
+    let text = format!("tidewater-partition 1\nid {id}\nname {name}\n");
+    let tmp = path.with_extension("meta.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| LogError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| LogError::io("renaming", &tmp, e))
+}
+
+fn read_meta(path: &Path) -> Result<(u32, String)> {
+    let text = std::fs::read_to_string(path).map_err(|e| LogError::io("reading", path, e))?;
+    let mut lines = text.lines();
+    let bad = |what: &str| LogError::corrupt(path, format!("not a partition meta file: {what}"));
+    if lines.next() != Some("tidewater-partition 1") {
+        return Err(bad("first line must be `tidewater-partition 1`"));
+    }
+    let id = lines
+        .next()
+        .and_then(|l| l.strip_prefix("id "))
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| bad("second line must be `id N`"))?;
+    let name = lines
+        .next()
+        .and_then(|l| l.strip_prefix("name "))
+        .filter(|n| valid_partition_name(n))
+        .ok_or_else(|| bad("third line must be `name NAME`"))?;
+    Ok((id, name.to_string()))
+}
+
+struct IndexFile {
+    end_offset: u64,
+    write_pos: u64,
+    max_timestamp_ms: i64,
+    entries: Vec<(u64, u64)>,
+}
+
+fn write_index(path: &Path, seg: &Segment) -> Result<()> {
+    use std::io::Write;
+    let mut body = Vec::with_capacity(INDEX_HEADER_LEN + seg.index.len() * 16);
+    body.extend_from_slice(&[0u8; 4]);
+    body.extend_from_slice(INDEX_MAGIC);
+    body.extend_from_slice(&(seg.index.len() as u32).to_le_bytes());
+    body.extend_from_slice(&seg.end_offset.to_le_bytes());
+    body.extend_from_slice(&seg.write_pos.to_le_bytes());
+    body.extend_from_slice(&seg.max_timestamp_ms.to_le_bytes());
+    for &(o, p) in &seg.index {
+        body.extend_from_slice(&o.to_le_bytes());
+        body.extend_from_slice(&p.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&body[4..]);
+    body[0..4].copy_from_slice(&crc.to_le_bytes());
+    let tmp = path.with_extension("index.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
+    f.write_all(&body)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| LogError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| LogError::io("renaming", &tmp, e))
+}
+
+/// Loads an index file; `None` when it is missing or fails any check.
+fn read_index(path: &Path) -> Option<IndexFile> {
+    let body = std::fs::read(path).ok()?;
+    if body.len() < INDEX_HEADER_LEN || &body[4..12] != INDEX_MAGIC {
+        return None;
+    }
+    let stored = u32::from_le_bytes(body[0..4].try_into().ok()?);
+    if stored != crc32c::crc32c(&body[4..]) {
+        return None;
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
+    let count = u32::from_le_bytes(body[12..16].try_into().ok()?) as usize;
+    if body.len() != INDEX_HEADER_LEN + count * 16 {
+        return None;
+    }
+    let entries: Vec<(u64, u64)> = (0..count)
+        .map(|i| {
+            let at = INDEX_HEADER_LEN + i * 16;
+            (u64_at(at), u64_at(at + 8))
+        })
+        .collect();
+    let sorted = entries
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+    let write_pos = u64_at(24);
+    if !sorted || entries.last().is_some_and(|&(_, p)| p >= write_pos) {
+        return None;
+    }
+    Some(IndexFile {
+        end_offset: u64_at(16),
+        write_pos,
+        max_timestamp_ms: i64::from_le_bytes(body[32..40].try_into().ok()?),
+        entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_partition_name("iot-sensor-data-3"));
+        assert!(!valid_partition_name("../etc"));
+        assert!(!valid_partition_name(""));
+        assert_eq!(
+            parse_segment_name("00000000000000000042.log"),
+            Some((42, "log"))
+        );
+        assert_eq!(parse_segment_name("42.log"), None);
+    }
+
+    #[test]
+    fn meta_round_trip_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(META_FILE);
+        write_meta(&path, 7, "t-1").unwrap();
+        assert_eq!(read_meta(&path).unwrap(), (7, "t-1".to_string()));
+        std::fs::write(&path, "hello").unwrap();
+        let err = read_meta(&path).unwrap_err().to_string();
+        assert!(err.contains("partition.meta"), "{err}");
+    }
+}

@@ -1,0 +1,26 @@
+//! Tidewater's storage: the durable per-core log.
+//!
+//! Each core owns one [`ShardLog`]: a journal ring (write-ahead log with group commit
+//! on preallocated O_DIRECT segments) and a ledger (per-partition segment files with a
+//! sparse offset index, written behind the journal). The journal and the ledger take
+//! separate directories so that they can sit on separate devices.
+//!
+//! This crate knows nothing of Kafka, topics or jobs: a partition is a name and an id,
+//! a batch is opaque bytes covering `record_count` offsets. Everything here runs on
+//! one glommio executor; no type is `Send`.
+//!
+//! On-disk formats: `docs/storage-format.md` in the repository.
+
+pub mod config;
+pub mod error;
+pub mod frame;
+pub mod journal;
+pub mod ledger;
+pub mod log;
+mod wait;
+
+pub use config::{Durability, LogConfig};
+pub use error::{LogError, Result};
+pub use journal::Dropped;
+pub use ledger::Entry;
+pub use log::{Appended, LogStats, RecoveryReport, ShardLog};

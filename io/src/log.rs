@@ -1,0 +1,768 @@
+//! The per-core log: what the Kafka front end and the pipeline call.
+//!
+//! Owns one core's journal and ledger and the driver task that moves data between
+//! them. An append gets its offsets at once, is copied into the pending journal write,
+//! and completes when the write that carries it is durable per the policy (group
+//! commit: every append that arrives while a write is in flight rides the next one).
+//! Once durable, the frame is handed to the ledger, so a read never sees data that is
+//! not acknowledged. Must only be used from the core (executor) that opened it.
+
+use crate::config::{Durability, LogConfig};
+use crate::error::{LogError, Result};
+use crate::frame::{self, Header, BLOCK, HEADER_LEN};
+use crate::journal::{Dropped, Journal, RecoveredEnd};
+use crate::ledger::{Entry, Ledger, LedgerLimits};
+use crate::wait::{Notify, Outcome};
+use glommio::io::DmaBuffer;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// A completed append: where it landed and what durability was waited for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub durability: Durability,
+}
+
+/// What recovery found and did, for the log line at start-up and for tests.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// Journal segments read.
+    pub journal_segments_scanned: usize,
+    /// Journal frames restored into the ledger (the ledger lacked them).
+    pub frames_restored: u64,
+    /// Valid frames found in the journal.
+    pub frames_scanned: u64,
+    /// What was not kept, where and why.
+    pub dropped: Vec<Dropped>,
+    /// Index files rebuilt from their segments.
+    pub indexes_rebuilt: Vec<PathBuf>,
+}
+
+/// Counters of the log (read by metrics and benchmarks).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogStats {
+    pub appends: u64,
+    pub append_bytes: u64,
+    pub journal_writes: u64,
+    pub journal_syncs: u64,
+    pub journal_write_bytes: u64,
+    pub ledger_writes: u64,
+    pub ledger_write_bytes: u64,
+    pub ledger_syncs: u64,
+    pub segments_deleted: u64,
+}
+
+struct Offsets {
+    /// Next offset to assign.
+    next: u64,
+    /// One past the last acknowledged offset: the high watermark.
+    durable: u64,
+}
+
+/// The journal write being filled by appenders.
+struct Pending {
+    buf: DmaBuffer,
+    len: usize,
+    first_seq: u64,
+    last_seq: u64,
+    /// (position, header) of each frame in `buf`.
+    frames: Vec<(usize, Header)>,
+    outcome: Rc<Outcome>,
+}
+
+struct State {
+    next_seq: u64,
+    durable_seq: u64,
+    /// Journal frames up to this sequence number are durable in the ledger.
+    recyclable_seq: u64,
+    offsets: HashMap<u32, Offsets>,
+    pending: Option<Pending>,
+    /// An unrecoverable storage failure: every later append fails with it.
+    fatal: Option<Rc<LogError>>,
+    /// The last ledger write failed (e.g. no space); cleared by the next success.
+    ledger_error: Option<Rc<LogError>>,
+    closing: bool,
+    stats: LogStats,
+}
+
+struct Shared {
+    cfg: LogConfig,
+    state: RefCell<State>,
+    ledger: RefCell<Ledger>,
+    /// Wakes the driver: an append arrived, or the log is closing.
+    work: Notify,
+    /// Wakes appenders waiting for room: a flush completed.
+    room: Notify,
+    /// Wakes the ledger task: chunks are ready, or the log is closing.
+    ledger_work: Notify,
+    /// Serializes ledger I/O between the ledger task and a journal roll.
+    ledger_io: glommio::sync::Semaphore,
+}
+
+/// One core's durable log. `!Send`: it lives and dies on its core.
+pub struct ShardLog {
+    shared: Rc<Shared>,
+    tasks: Vec<glommio::task::JoinHandle<()>>,
+}
+
+impl ShardLog {
+    /// Opens the log: recovers the ledger, replays what it lacks from the journal,
+    /// makes the result durable, and starts the driver task on this executor.
+    pub async fn open(cfg: LogConfig) -> Result<(ShardLog, RecoveryReport)> {
+        cfg.validate()?;
+        let mut report = RecoveryReport::default();
+        let limits = LedgerLimits {
+            segment_bytes: cfg.ledger_segment_bytes,
+            flush_bytes: cfg.ledger_flush_bytes,
+            index_interval_bytes: u64::from(cfg.index_interval_bytes),
+            retention_bytes: cfg.retention_bytes,
+            retention_ms: cfg.retention_ms,
+        };
+        let ledger = Ledger::open(
+            &cfg.ledger_dir,
+            limits,
+            cfg.partitions_max,
+            &mut report.dropped,
+            &mut report.indexes_rebuilt,
+        )
+        .await?;
+        let mut journal = Journal::open(
+            &cfg.journal_dir,
+            cfg.shard,
+            cfg.journal_segment_bytes,
+            cfg.journal_segments,
+        )
+        .await?;
+        let ledger = RefCell::new(ledger);
+        let next_seq = replay(&mut journal, &ledger, &mut report).await?;
+        let offsets = ledger
+            .borrow()
+            .partitions()
+            .map(|p| {
+                let o = p.next_offset();
+                (
+                    p.id,
+                    Offsets {
+                        next: o,
+                        durable: o,
+                    },
+                )
+            })
+            .collect();
+        let shared = Rc::new(Shared {
+            cfg,
+            state: RefCell::new(State {
+                next_seq,
+                durable_seq: next_seq - 1,
+                recyclable_seq: 0,
+                offsets,
+                pending: None,
+                fatal: None,
+                ledger_error: None,
+                closing: false,
+                stats: LogStats::default(),
+            }),
+            ledger,
+            work: Notify::default(),
+            room: Notify::default(),
+            ledger_work: Notify::default(),
+            ledger_io: glommio::sync::Semaphore::new(1),
+        });
+        // Everything replayed is made durable in the ledger before new appends, so
+        // every journal segment is free to reuse.
+        match make_ledger_durable(&shared).await {
+            Ok(()) => {}
+            // What the ledger cannot take stays in the journal and in memory.
+            Err(e) if e.is_no_space() => tracing::warn!("after recovery: {e}"),
+            Err(e) => return Err(e),
+        }
+        for d in &report.dropped {
+            tracing::warn!("recovery dropped {d}");
+        }
+        let driver = Driver {
+            shared: shared.clone(),
+            journal,
+            journal_unsynced: false,
+        };
+        let journal_task = glommio::spawn_local(driver.run()).detach();
+        let ledger_task = glommio::spawn_local(run_ledger(shared.clone())).detach();
+        Ok((
+            ShardLog {
+                shared,
+                tasks: vec![journal_task, ledger_task],
+            },
+            report,
+        ))
+    }
+
+    /// Creates a partition if it does not exist and returns its id.
+    pub fn create_partition(&self, name: &str) -> Result<u32> {
+        let id = self
+            .shared
+            .ledger
+            .borrow_mut()
+            .create_partition(name, self.shared.cfg.partitions_max)?;
+        self.shared
+            .state
+            .borrow_mut()
+            .offsets
+            .entry(id)
+            .or_insert(Offsets {
+                next: 0,
+                durable: 0,
+            });
+        Ok(id)
+    }
+
+    pub fn partition_id(&self, name: &str) -> Option<u32> {
+        self.shared.ledger.borrow().partition_id(name)
+    }
+
+    /// Names and ids of the partitions this log holds.
+    pub fn partitions(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self
+            .shared
+            .ledger
+            .borrow()
+            .partitions()
+            .map(|p| (p.name.clone(), p.id))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Appends one batch covering `record_count` offsets to `partition`; completes with
+    /// the batch's base offset once durable per the log's policy.
+    pub async fn append(
+        &self,
+        partition: u32,
+        batch: &[u8],
+        record_count: u32,
+        timestamp_ms: i64,
+    ) -> Result<Appended> {
+        let sh = &*self.shared;
+        if batch.len() > sh.cfg.batch_bytes_max {
+            return Err(LogError::BatchTooLarge {
+                len: batch.len(),
+                max: sh.cfg.batch_bytes_max,
+            });
+        }
+        if record_count == 0 {
+            return Err(LogError::EmptyBatch);
+        }
+        let need = HEADER_LEN + batch.len() + HEADER_LEN;
+        let (base_offset, outcome) = loop {
+            let seen = sh.room.epoch();
+            {
+                let mut st = sh.state.borrow_mut();
+                if let Some(e) = &st.fatal {
+                    return Err(LogError::Shared(e.clone()));
+                }
+                if st.closing {
+                    return Err(LogError::Closed);
+                }
+                if !st.offsets.contains_key(&partition) {
+                    return Err(LogError::UnknownPartition(partition));
+                }
+                let ledger_full =
+                    sh.ledger.borrow().pending_bytes() >= sh.cfg.ledger_pending_bytes_max;
+                if ledger_full {
+                    if let Some(e) = &st.ledger_error {
+                        return Err(LogError::Shared(e.clone()));
+                    }
+                }
+                let fits = st
+                    .pending
+                    .as_ref()
+                    .is_none_or(|p| p.len + need <= sh.cfg.journal_flush_bytes_max);
+                if fits && !ledger_full {
+                    break st.push(partition, batch, record_count, timestamp_ms, &sh.cfg);
+                }
+            }
+            sh.work.notify();
+            sh.room.wait(seen).await;
+        };
+        sh.work.notify();
+        outcome.wait().await?;
+        Ok(Appended {
+            base_offset,
+            durability: sh.cfg.durability,
+        })
+    }
+
+    /// Reads batches from `from`, about `max_bytes` of payload (at least one batch when
+    /// any is there). Only acknowledged batches are visible.
+    pub async fn read(&self, partition: u32, from: u64, max_bytes: usize) -> Result<Vec<Entry>> {
+        let hw = self.high_watermark(partition)?;
+        let mut entries =
+            Ledger::read(&self.shared.ledger, partition, from.min(hw), max_bytes).await?;
+        entries.retain(|e| e.base_offset < hw);
+        Ok(entries)
+    }
+
+    /// One past the last acknowledged offset.
+    pub fn high_watermark(&self, partition: u32) -> Result<u64> {
+        self.shared
+            .state
+            .borrow()
+            .offsets
+            .get(&partition)
+            .map(|o| o.durable)
+            .ok_or(LogError::UnknownPartition(partition))
+    }
+
+    /// The first offset still held (retention moves it forward).
+    pub fn log_start_offset(&self, partition: u32) -> Result<u64> {
+        self.shared
+            .ledger
+            .borrow()
+            .partition(partition)
+            .map(|p| p.start_offset())
+            .ok_or(LogError::UnknownPartition(partition))
+    }
+
+    /// The unrecoverable failure that stopped the log, if any.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.shared
+            .state
+            .borrow()
+            .fatal
+            .as_ref()
+            .map(|e| e.to_string())
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.shared.state.borrow().stats
+    }
+
+    /// Ledger segments of a partition (tests and inspection).
+    pub fn ledger_segments(&self, partition: u32) -> usize {
+        self.shared.ledger.borrow().segments_of(partition)
+    }
+
+    /// Finishes every append already accepted, writes and syncs everything, and stops.
+    pub async fn close(mut self) -> Result<()> {
+        let sh = self.shared.clone();
+        sh.state.borrow_mut().closing = true;
+        sh.work.notify();
+        sh.room.notify();
+        sh.ledger_work.notify();
+        for task in self.tasks.drain(..) {
+            task.await;
+        }
+        if let Some(e) = sh.state.borrow().fatal.clone() {
+            return Err(LogError::Shared(e));
+        }
+        make_ledger_durable(&sh).await
+    }
+}
+
+impl Drop for ShardLog {
+    fn drop(&mut self) {
+        // Dropped without close(): stop the driver at its next wake-up; what was
+        // acknowledged is durable per the policy already.
+        self.shared.state.borrow_mut().closing = true;
+        self.shared.work.notify();
+        self.shared.ledger_work.notify();
+    }
+}
+
+impl State {
+    /// Assigns offsets and copies one frame into the pending journal write.
+    fn push(
+        &mut self,
+        partition: u32,
+        batch: &[u8],
+        record_count: u32,
+        timestamp_ms: i64,
+        cfg: &LogConfig,
+    ) -> (u64, Rc<Outcome>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let offsets = self.offsets.get_mut(&partition).expect("checked by caller");
+        let base_offset = offsets.next;
+        offsets.next += u64::from(record_count);
+        let p = self.pending.get_or_insert_with(|| Pending {
+            buf: glommio::allocate_dma_buffer(cfg.journal_flush_bytes_max),
+            len: 0,
+            first_seq: seq,
+            last_seq: seq,
+            frames: Vec::new(),
+            outcome: Rc::new(Outcome::default()),
+        });
+        let start = frame::frame_start(p.len);
+        let bytes = p.buf.as_bytes_mut();
+        bytes[p.len..start].fill(0);
+        let header = Header::data(partition, seq, base_offset, record_count, timestamp_ms);
+        let len = frame::encode(&mut bytes[start..], &header, batch);
+        let mut header = header;
+        header.payload_len = batch.len() as u32;
+        p.frames.push((start, header));
+        p.len = start + len;
+        p.last_seq = seq;
+        self.stats.appends += 1;
+        self.stats.append_bytes += batch.len() as u64;
+        (base_offset, p.outcome.clone())
+    }
+
+    /// Forgets every append not yet durable: offsets and sequence numbers go back to
+    /// the last durable ones, so offsets stay dense.
+    fn roll_back(&mut self) -> Option<Pending> {
+        for o in self.offsets.values_mut() {
+            o.next = o.durable;
+        }
+        self.next_seq = self.durable_seq + 1;
+        self.pending.take()
+    }
+}
+
+/// Replays the journal chain into the ledger and returns the next sequence number.
+async fn replay(
+    journal: &mut Journal,
+    ledger: &RefCell<Ledger>,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
+    let chain = journal.chain();
+    let mut next_seq = chain.first().map_or(1, |&(_, first)| first.max(1));
+    let mut end: Option<RecoveredEnd> = None;
+    let mut broken: HashMap<u32, ()> = HashMap::new();
+    for (i, &(slot, first_seq)) in chain.iter().enumerate() {
+        let path = journal.slot_path(slot).to_path_buf();
+        if i > 0 && first_seq != next_seq {
+            report.dropped.push(Dropped {
+                path,
+                offset: 0,
+                reason: format!(
+                    "segment starts at seq {first_seq} but the chain continues at {next_seq}: segment not replayed"
+                ),
+            });
+            break;
+        }
+        let bytes = journal.read_segment(slot).await?;
+        let scan = Journal::scan(&path, &bytes, next_seq, journal.is_reused(slot));
+        report.journal_segments_scanned += 1;
+        report.frames_scanned += scan.frames.len() as u64;
+        {
+            let mut l = ledger.borrow_mut();
+            for &(pos, header) in &scan.frames {
+                let Some(p) = l.partition(header.partition) else {
+                    report.dropped.push(Dropped {
+                        path: path.clone(),
+                        offset: pos as u64,
+                        reason: format!(
+                            "frame seq {} names partition id {} which has no ledger directory",
+                            header.seq, header.partition
+                        ),
+                    });
+                    continue;
+                };
+                let have = p.next_offset();
+                if broken.contains_key(&header.partition) || header.end_offset() <= have {
+                    continue;
+                }
+                if header.base_offset != have {
+                    report.dropped.push(Dropped {
+                        path: path.clone(),
+                        offset: pos as u64,
+                        reason: format!(
+                            "partition {}: ledger ends at offset {have} but the journal continues at {}; later frames of this partition not replayed",
+                            p.name, header.base_offset
+                        ),
+                    });
+                    broken.insert(header.partition, ());
+                    continue;
+                }
+                l.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
+                report.frames_restored += 1;
+            }
+        }
+        journal.set_last_seq(slot, scan.next_seq - 1);
+        next_seq = scan.next_seq;
+        end = Some(RecoveredEnd {
+            slot,
+            end_pos: scan.end_pos,
+            sealed: scan.sealed,
+            damaged: scan.damage.is_some(),
+        });
+        if let Some(d) = scan.damage {
+            report.dropped.push(d);
+        }
+        // Keep memory to about one segment: write what this one restored. On a full
+        // device it stays in memory (bounded by the journal ring) and in the journal.
+        let ids = ledger.borrow().due(true);
+        for id in ids {
+            let res = match Ledger::prepare_write(ledger, id).await {
+                Ok(Some(job)) => Ledger::run_write(ledger, job).await.map(|_| ()),
+                other => other.map(|_| ()),
+            };
+            match res {
+                Err(e) if !e.is_no_space() => return Err(e),
+                _ => {}
+            }
+        }
+        if !scan.sealed || end.is_some_and(|e| e.damaged) {
+            for &(later, _) in &chain[i + 1..] {
+                report.dropped.push(Dropped {
+                    path: journal.slot_path(later).to_path_buf(),
+                    offset: 0,
+                    reason: "segment after the end of the journal chain: not replayed".into(),
+                });
+            }
+            break;
+        }
+    }
+    journal.finish_recovery(end).await?;
+    Ok(next_seq)
+}
+
+/// Writes ledger chunks: the full ones, or all when `all`. A full device is
+/// remembered (appends fail once the ledger's memory is spent); the caller decides
+/// whether other errors are fatal. Callers hold `ledger_io`.
+async fn write_ledger(sh: &Shared, all: bool) -> Result<()> {
+    let ids = sh.ledger.borrow().due(all);
+    for id in ids {
+        let res = match Ledger::prepare_write(&sh.ledger, id).await {
+            Ok(Some(job)) => {
+                let len = job.len();
+                Ledger::run_write(&sh.ledger, job).await.map(|_| len)
+            }
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        };
+        let mut st = sh.state.borrow_mut();
+        match res {
+            Ok(len) => {
+                st.ledger_error = None;
+                st.stats.ledger_writes += 1;
+                st.stats.ledger_write_bytes += len as u64;
+            }
+            Err(e) => {
+                let e = Rc::new(e);
+                if st.ledger_error.is_none() {
+                    tracing::error!("ledger write failed: {e}");
+                }
+                st.ledger_error = Some(e.clone());
+                return Err(LogError::Shared(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes every ledger chunk, syncs, applies retention, and records which journal
+/// frames are now safe in the ledger (their segments may be reused).
+async fn make_ledger_durable(sh: &Shared) -> Result<()> {
+    let _io = sh
+        .ledger_io
+        .acquire_permit(1)
+        .await
+        .map_err(|_| LogError::Closed)?;
+    write_ledger(sh, true).await?;
+    let durable_seq = sh.state.borrow().durable_seq;
+    let through = sh.ledger.borrow().written_through_seq(durable_seq);
+    Ledger::sync(&sh.ledger).await?;
+    let removed = sh.ledger.borrow_mut().apply_retention(now_ms());
+    let mut st = sh.state.borrow_mut();
+    st.recyclable_seq = st.recyclable_seq.max(through);
+    st.stats.ledger_syncs += 1;
+    st.stats.segments_deleted += removed as u64;
+    Ok(())
+}
+
+/// The ledger's write-behind task: writes full chunks as they fill, and everything
+/// (synced, with retention) every `ledger_flush_interval_ms`. Runs beside the journal
+/// task so the two devices work at once.
+async fn run_ledger(sh: Rc<Shared>) {
+    let interval = Duration::from_millis(sh.cfg.ledger_flush_interval_ms);
+    let mut last_sync = Instant::now();
+    loop {
+        let seen = sh.ledger_work.epoch();
+        if sh.state.borrow().closing || sh.state.borrow().fatal.is_some() {
+            break;
+        }
+        let res = if last_sync.elapsed() >= interval {
+            last_sync = Instant::now();
+            make_ledger_durable(&sh).await
+        } else {
+            match sh.ledger_io.acquire_permit(1).await {
+                Ok(_io) => write_ledger(&sh, false).await,
+                Err(_) => break,
+            }
+        };
+        sh.room.notify();
+        match res {
+            Err(e) if !e.is_no_space() => {
+                fail_fatal(&sh, e, None);
+                break;
+            }
+            _ => {}
+        }
+        if sh.ledger_work.epoch() == seen {
+            let wait = interval
+                .saturating_sub(last_sync.elapsed())
+                .max(Duration::from_millis(1));
+            futures_lite::future::or(sh.ledger_work.wait(seen), glommio::timer::sleep(wait)).await;
+        }
+    }
+}
+
+/// Stops the log: every append not yet durable fails with `e`, and so does every
+/// later one. Storage faults (EIO, a failed sync) end here: the process must exit.
+fn fail_fatal(sh: &Shared, e: LogError, current: Option<Rc<Outcome>>) {
+    let e = Rc::new(e);
+    tracing::error!("the log on this core stopped: {e}");
+    let later = {
+        let mut st = sh.state.borrow_mut();
+        st.fatal = Some(e.clone());
+        st.roll_back()
+    };
+    for o in current.into_iter().chain(later.map(|l| l.outcome)) {
+        o.complete(Err(e.clone()));
+    }
+    sh.room.notify();
+    sh.ledger_work.notify();
+}
+
+/// The task that performs every journal write of one core.
+struct Driver {
+    shared: Rc<Shared>,
+    journal: Journal,
+    journal_unsynced: bool,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let sh = self.shared.clone();
+        let sync_interval = Duration::from_millis(sh.cfg.sync_interval_ms);
+        let mut last_journal_sync = Instant::now();
+        loop {
+            let seen = sh.work.epoch();
+            let pending = sh.state.borrow_mut().pending.take();
+            if let Some(p) = pending {
+                let outcome = p.outcome.clone();
+                if let Err(e) = self.flush(p).await {
+                    fail_fatal(&sh, e, Some(outcome));
+                    break;
+                }
+                continue;
+            }
+            let closing = sh.state.borrow().closing;
+            if self.journal_unsynced && (closing || last_journal_sync.elapsed() >= sync_interval) {
+                if let Err(e) = self.journal.sync().await {
+                    fail_fatal(&sh, e, None);
+                    break;
+                }
+                self.journal_unsynced = false;
+                last_journal_sync = Instant::now();
+                sh.state.borrow_mut().stats.journal_syncs += 1;
+            }
+            if closing {
+                break;
+            }
+            if sh.work.epoch() == seen {
+                if self.journal_unsynced {
+                    let wait = sync_interval
+                        .saturating_sub(last_journal_sync.elapsed())
+                        .max(Duration::from_millis(1));
+                    futures_lite::future::or(sh.work.wait(seen), glommio::timer::sleep(wait)).await;
+                } else {
+                    sh.work.wait(seen).await;
+                }
+            }
+        }
+    }
+
+    /// Writes one pending journal write, syncs it per policy, hands its frames to the
+    /// ledger and completes its appends. Returns an error only when it is fatal.
+    async fn flush(&mut self, mut p: Pending) -> Result<()> {
+        let sh = self.shared.clone();
+        let len = frame::pad_to_block(p.buf.as_bytes_mut(), p.len);
+        p.buf.trim_to_size(len);
+        if !self.journal.fits(len) {
+            if let Some(e) = self.roll(p.first_seq).await? {
+                self.fail_pending(p, e);
+                return Ok(());
+            }
+        }
+        let buf = Rc::new(p.buf);
+        self.journal.write(buf.clone(), p.last_seq).await?;
+        if sh.cfg.durability == Durability::Always {
+            self.journal.sync().await?;
+        } else {
+            self.journal_unsynced = true;
+        }
+        let mut st = sh.state.borrow_mut();
+        st.stats.journal_writes += 1;
+        st.stats.journal_write_bytes += len as u64;
+        if sh.cfg.durability == Durability::Always {
+            st.stats.journal_syncs += 1;
+        }
+        let ledger_due = {
+            let mut ledger = sh.ledger.borrow_mut();
+            let bytes = buf.as_bytes();
+            for &(pos, header) in &p.frames {
+                ledger.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
+                let o = st
+                    .offsets
+                    .get_mut(&header.partition)
+                    .expect("known partition");
+                o.durable = header.end_offset();
+            }
+            ledger.pending_bytes() >= sh.cfg.ledger_flush_bytes
+        };
+        st.durable_seq = p.last_seq;
+        drop(st);
+        p.outcome.complete(Ok(()));
+        sh.room.notify();
+        if ledger_due {
+            sh.ledger_work.notify();
+        }
+        Ok(())
+    }
+
+    /// Opens the next journal segment, making the ledger durable first when no
+    /// segment is free. `Ok(Some(e))`: no segment, because the ledger cannot be
+    /// written for now (a full device); the appends waiting must fail with `e`.
+    async fn roll(&mut self, first_seq: u64) -> Result<Option<LogError>> {
+        let recyclable = self.shared.state.borrow().recyclable_seq;
+        if self.journal.roll(first_seq, recyclable).await? {
+            return Ok(None);
+        }
+        match make_ledger_durable(&self.shared).await {
+            Ok(()) => {}
+            Err(e) if e.is_no_space() => return Ok(Some(e)),
+            Err(e) => return Err(e),
+        }
+        let recyclable = self.shared.state.borrow().recyclable_seq;
+        if self.journal.roll(first_seq, recyclable).await? {
+            return Ok(None);
+        }
+        Err(LogError::Config(
+            "no journal segment is free although the ledger is durable".into(),
+        ))
+    }
+
+    /// Fails `p` and every append after it (not fatal: the log goes on).
+    fn fail_pending(&mut self, p: Pending, e: LogError) {
+        let e = Rc::new(e);
+        tracing::warn!("journal write refused: {e}");
+        let later = self.shared.state.borrow_mut().roll_back();
+        p.outcome.complete(Err(e.clone()));
+        if let Some(l) = later {
+            l.outcome.complete(Err(e));
+        }
+        self.shared.room.notify();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+const _: () = assert!(BLOCK >= 2 * HEADER_LEN);

@@ -1,0 +1,527 @@
+//! Whole-log behaviour on real O_DIRECT files: round trips across segment and ring
+//! wrap-around, restarts, torn and flipped journal bytes, retention, lost indexes,
+//! foreign files and a full device.
+
+use glommio::LocalExecutorBuilder;
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use tidewater_io::frame::{self, Step};
+use tidewater_io::{Durability, LogConfig, LogError, ShardLog};
+
+/// Runs `f` on a fresh single-core executor.
+fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+    LocalExecutorBuilder::default()
+        .make()
+        .expect("executor")
+        .run(f)
+}
+
+/// Small segments so that a test crosses many of them.
+fn small_config(root: &Path) -> LogConfig {
+    let mut cfg = LogConfig::new(root.join("journal"), root.join("ledger"), 0);
+    cfg.journal_segment_bytes = 256 << 10;
+    cfg.journal_segments = 3;
+    cfg.journal_flush_bytes_max = 64 << 10;
+    cfg.batch_bytes_max = 16 << 10;
+    cfg.ledger_segment_bytes = 128 << 10;
+    cfg.ledger_flush_bytes = 32 << 10;
+    cfg.ledger_pending_bytes_max = 1 << 20;
+    cfg.ledger_flush_interval_ms = 50;
+    cfg
+}
+
+/// The payload of batch `i` of partition `p`: its identity, then filler from a seed.
+fn payload(p: u32, i: u64, len: usize) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(p) << 32 ^ i);
+    let mut v = format!("p{p} i{i} ").into_bytes();
+    v.extend((0..len).map(|_| rng.gen::<u8>()));
+    v
+}
+
+/// Reads a partition from 0 to its end and returns every entry.
+async fn read_all(log: &ShardLog, p: u32) -> Vec<tidewater_io::Entry> {
+    let mut out = Vec::new();
+    let mut next = log.log_start_offset(p).unwrap();
+    let hw = log.high_watermark(p).unwrap();
+    while next < hw {
+        let batch = log.read(p, next, 50_000).await.unwrap();
+        assert!(
+            !batch.is_empty(),
+            "read at {next} below hw {hw} returned nothing"
+        );
+        for e in batch {
+            assert!(e.end_offset() > next);
+            next = e.end_offset();
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// Checks that entries are dense from the start and match `payload`.
+fn check_dense(entries: &[tidewater_io::Entry], p: u32, counts: &[u32]) {
+    let mut expect = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.base_offset, expect, "partition {p} entry {i}");
+        assert_eq!(e.record_count, counts[i]);
+        assert_eq!(
+            e.payload,
+            payload(p, i as u64, e.payload.len() - format!("p{p} i{i} ").len())
+        );
+        expect = e.end_offset();
+    }
+}
+
+#[test]
+fn round_trip_across_segments_ring_wrap_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let parts = 5u32;
+    let mut counts: Vec<Vec<u32>> = vec![Vec::new(); parts as usize];
+    // Three runs; each appends ~1.2 MiB so the 768 KiB journal ring wraps every run.
+    for run_no in 0..3u64 {
+        let cfg = cfg.clone();
+        let before = counts.clone();
+        let added: Vec<Vec<u32>> = run(async move {
+            let (log, report) = ShardLog::open(cfg).await.unwrap();
+            assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+            let log = std::rc::Rc::new(log);
+            let ids: Vec<u32> = (0..parts)
+                .map(|p| log.create_partition(&format!("t-{p}")).unwrap())
+                .collect();
+            assert_eq!(ids, (0..parts).collect::<Vec<_>>());
+            // Everything from earlier runs is still there.
+            for p in 0..parts {
+                check_dense(&read_all(&log, p).await, p, &before[p as usize]);
+            }
+            // Concurrent appenders, one per partition, so group commit batches them.
+            let mut tasks = Vec::new();
+            for p in 0..parts {
+                let log = log.clone();
+                let start = before[p as usize].len() as u64;
+                tasks.push(glommio::spawn_local(async move {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(run_no * 100 + u64::from(p));
+                    let mut counts = Vec::new();
+                    for i in start..start + 60 {
+                        let len = rng.gen_range(10..8000);
+                        let count = rng.gen_range(1..50);
+                        let a = log
+                            .append(p, &payload(p, i, len), count, 1000)
+                            .await
+                            .unwrap();
+                        assert_eq!(a.durability, Durability::Always);
+                        counts.push(count);
+                    }
+                    counts
+                }));
+            }
+            let mut added = Vec::new();
+            for t in tasks {
+                added.push(t.await);
+            }
+            let stats = log.stats();
+            assert!(
+                stats.journal_writes < stats.appends,
+                "group commit coalesced: {stats:?}"
+            );
+            std::rc::Rc::try_unwrap(log)
+                .ok()
+                .unwrap()
+                .close()
+                .await
+                .unwrap();
+            added
+        });
+        for (p, a) in added.into_iter().enumerate() {
+            counts[p].extend(a);
+        }
+    }
+    let cfg2 = cfg.clone();
+    run(async move {
+        let (log, _) = ShardLog::open(cfg2).await.unwrap();
+        for p in 0..parts {
+            let entries = read_all(&log, p).await;
+            assert_eq!(entries.len(), counts[p as usize].len());
+            check_dense(&entries, p, &counts[p as usize]);
+            assert!(log.ledger_segments(p) > 2, "ledger rolled segments");
+        }
+        log.close().await.unwrap();
+    });
+}
+
+/// Appends `n` small batches to one partition and leaves them in the journal only (the
+/// ledger is never written after recovery): the state a crash leaves.
+fn journal_only_log(root: &Path, n: u64) -> LogConfig {
+    let mut cfg = small_config(root);
+    cfg.ledger_flush_interval_ms = 3_600_000;
+    cfg.ledger_flush_bytes = 1 << 20;
+    cfg.ledger_segment_bytes = 4 << 20;
+    let c = cfg.clone();
+    run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        let p = log.create_partition("p").unwrap();
+        for i in 0..n {
+            log.append(p, &payload(p, i, 100), 1, 7).await.unwrap();
+        }
+        // Dropped, not closed: nothing more is written.
+        drop(log);
+    });
+    cfg
+}
+
+/// Byte ranges (start, end) of the data frames in the journal's active segment.
+fn journal_frames(path: &Path) -> Vec<(usize, usize)> {
+    let bytes = std::fs::read(path).unwrap();
+    frame::Scanner::new(&bytes, frame::BLOCK, bytes.len())
+        .filter_map(|s| match s {
+            Step::Frame { pos, header } if header.kind == frame::Kind::Data => {
+                Some((pos, pos + header.frame_len()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// The journal segment holding frames (the one with the newest header).
+fn active_segment(journal_dir: &Path) -> PathBuf {
+    let mut best = None;
+    for e in std::fs::read_dir(journal_dir).unwrap() {
+        let path = e.unwrap().path();
+        let frames = journal_frames(&path);
+        if !frames.is_empty() {
+            assert!(best.is_none(), "one segment holds the frames in this test");
+            best = Some(path);
+        }
+    }
+    best.unwrap()
+}
+
+#[test]
+fn torn_and_flipped_journal_tails_keep_exactly_the_valid_prefix() {
+    let pristine = tempfile::tempdir().unwrap();
+    let n = 40u64;
+    let cfg = journal_only_log(pristine.path(), n);
+    let seg = active_segment(&cfg.journal_dir);
+    let frames = journal_frames(&seg);
+    assert_eq!(frames.len() as u64, n);
+    let seg_name = seg.file_name().unwrap().to_owned();
+    let last3 = &frames[frames.len() - 3..];
+    let root = pristine.path().to_path_buf();
+    let frames2 = frames.clone();
+    let (first, end) = (last3[0].0, last3[2].1);
+    run(async move {
+        let work = tempfile::tempdir().unwrap();
+        // Every byte of the last three frames, and the padding edges after each.
+        let mut positions: Vec<usize> = Vec::new();
+        for &(s, e) in &frames2[frames2.len() - 3..] {
+            positions.extend(s..e);
+            positions.extend([e, e + 1, e + 47, e + 48, frame::align_up(e) - 1]);
+        }
+        positions.retain(|&p| p >= first && p < frame::align_up(end));
+        for case in ["cut", "flip"] {
+            for &pos in &positions {
+                let w = work.path().join(format!("{case}-{pos}"));
+                copy_dir(&root, &w);
+                let seg = w.join("journal").join(&seg_name);
+                let mut bytes = std::fs::read(&seg).unwrap();
+                match case {
+                    "cut" => bytes[pos..frame::align_up(end)].fill(0),
+                    _ => bytes[pos] ^= 0x5a,
+                }
+                std::fs::write(&seg, &bytes).unwrap();
+                // The frame the damage is in, if any; a flip is only tried inside
+                // frames, a cut anywhere (zeroing everything after it).
+                let hit = frames2.iter().position(|&(s, e)| pos >= s && pos < e);
+                if case == "flip" && hit.is_none() {
+                    std::fs::remove_dir_all(&w).unwrap();
+                    continue;
+                }
+                let keep = match case {
+                    "cut" => frames2.iter().filter(|&&(_, e)| e <= pos).count(),
+                    _ => hit.unwrap(),
+                } as u64;
+                let mut c = small_config(&w);
+                c.ledger_flush_interval_ms = 3_600_000;
+                c.ledger_segment_bytes = 4 << 20;
+                c.ledger_flush_bytes = 1 << 20;
+                let (log, report) = ShardLog::open(c.clone()).await.unwrap();
+                let p = log.partition_id("p").unwrap();
+                assert_eq!(
+                    log.high_watermark(p).unwrap(),
+                    keep,
+                    "{case} at {pos}: {:?}",
+                    report.dropped
+                );
+                let entries = read_all(&log, p).await;
+                check_dense(&entries, p, &vec![1; keep as usize]);
+                match hit.map(|h| frames2[h].0) {
+                    // Damage inside a frame: reported with the frame's file and offset.
+                    Some(start) if start != pos || case == "flip" => {
+                        assert_eq!(
+                            report.dropped.len(),
+                            1,
+                            "{case} at {pos}: {:?}",
+                            report.dropped
+                        );
+                        let d = &report.dropped[0];
+                        assert!(d.path.ends_with(&seg_name), "{d}");
+                        assert_eq!(d.offset as usize, start, "{d}");
+                        assert!(!d.reason.is_empty());
+                    }
+                    // A cut at a frame's start leaves zeros: a clean end.
+                    Some(_) => assert!(report.dropped.is_empty(), "{:?}", report.dropped),
+                    // A cut in the padding after a frame may tear the pad frame: at
+                    // most that is reported, at the pad's position.
+                    None => {
+                        let prev_end = frames2.iter().map(|&(_, e)| e).filter(|&e| e <= pos).max();
+                        assert!(report.dropped.len() <= 1, "{:?}", report.dropped);
+                        if let Some(d) = report.dropped.first() {
+                            assert_eq!(Some(d.offset as usize), prev_end, "{d}");
+                        }
+                    }
+                }
+                // New appends continue the dense offsets, and a second recovery
+                // keeps them and drops nothing more.
+                log.append(p, &payload(p, keep, 100), 1, 7).await.unwrap();
+                drop(log);
+                let (log, report) = ShardLog::open(c).await.unwrap();
+                assert!(
+                    report.dropped.is_empty(),
+                    "{case} at {pos}: second recovery {:?}",
+                    report.dropped
+                );
+                check_dense(&read_all(&log, p).await, p, &vec![1; keep as usize + 1]);
+                log.close().await.unwrap();
+                std::fs::remove_dir_all(&w).unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn retention_deletes_old_segments_and_moves_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.retention_bytes = Some(300 << 10);
+    run(async move {
+        let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
+        let p = log.create_partition("r").unwrap();
+        for i in 0..400 {
+            log.append(p, &payload(p, i, 4000), 1, 1).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        let start = log.log_start_offset(p).unwrap();
+        assert!(start > 0, "retention moved the start");
+        assert!(log.ledger_segments(p) <= 4, "{}", log.ledger_segments(p));
+        match log.read(p, start - 1, 1000).await {
+            Err(LogError::OffsetOutOfRange { .. }) => {}
+            other => panic!("expected out of range, got {other:?}"),
+        }
+        let entries = read_all(&log, p).await;
+        assert_eq!(entries.last().unwrap().end_offset(), 400);
+        assert_eq!(entries[0].base_offset, start);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn lost_and_damaged_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let c = cfg.clone();
+    run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        let p = log.create_partition("x").unwrap();
+        for i in 0..300 {
+            log.append(p, &payload(p, i, 2000), 2, 1).await.unwrap();
+        }
+        log.close().await.unwrap();
+    });
+    let pdir = cfg.ledger_dir.join("x");
+    let mut indexes: Vec<PathBuf> = std::fs::read_dir(&pdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .collect();
+    indexes.sort();
+    assert!(indexes.len() >= 3, "{indexes:?}");
+    std::fs::remove_file(&indexes[0]).unwrap();
+    let mut bytes = std::fs::read(&indexes[1]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&indexes[1], bytes).unwrap();
+    let (i0, i1) = (indexes[0].clone(), indexes[1].clone());
+    run(async move {
+        let (log, report) = ShardLog::open(cfg).await.unwrap();
+        assert!(
+            report.indexes_rebuilt.contains(&i0),
+            "{:?}",
+            report.indexes_rebuilt
+        );
+        assert!(
+            report.indexes_rebuilt.contains(&i1),
+            "{:?}",
+            report.indexes_rebuilt
+        );
+        assert!(i0.exists());
+        let p = log.partition_id("x").unwrap();
+        // Reads from every offset, including inside batches, find the right batch.
+        for from in [0u64, 1, 77, 301, 599] {
+            let e = &log.read(p, from, 1).await.unwrap()[0];
+            assert!(
+                e.base_offset <= from && from < e.end_offset(),
+                "from {from}: {}",
+                e.base_offset
+            );
+            assert_eq!(e.payload, payload(p, e.base_offset / 2, 2000));
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn foreign_files_and_bad_settings_are_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    std::fs::create_dir_all(&cfg.journal_dir).unwrap();
+    let stray = cfg.journal_dir.join("notes.txt");
+    std::fs::write(&stray, "hello").unwrap();
+    let c = cfg.clone();
+    let err = run(async move { ShardLog::open(c).await.err().unwrap().to_string() });
+    assert!(
+        err.contains("notes.txt") && err.contains("foreign"),
+        "{err}"
+    );
+    std::fs::remove_file(&stray).unwrap();
+
+    std::fs::create_dir_all(cfg.ledger_dir.join("junk")).unwrap();
+    let c = cfg.clone();
+    let err = run(async move { ShardLog::open(c).await.err().unwrap().to_string() });
+    assert!(err.contains("junk"), "{err}");
+    std::fs::remove_dir_all(cfg.ledger_dir.join("junk")).unwrap();
+
+    // A journal made with one segment size refuses another.
+    let c = cfg.clone();
+    run(async move { ShardLog::open(c).await.unwrap().0.close().await.unwrap() });
+    let mut c = cfg.clone();
+    c.journal_segment_bytes = 512 << 10;
+    let err = run(async move { ShardLog::open(c).await.err().unwrap().to_string() });
+    assert!(
+        err.contains("journal-0000.seg") && err.contains("journal_segment_bytes"),
+        "{err}"
+    );
+
+    let mut c = cfg.clone();
+    c.journal_segments = 1;
+    let err = run(async move { ShardLog::open(c).await.err().unwrap().to_string() });
+    assert!(err.contains("journal_segments"), "{err}");
+
+    // Bad input to append gets an error, not a panic.
+    run(async move {
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        let p = log.create_partition("ok").unwrap();
+        assert!(matches!(
+            log.append(p, &vec![0u8; 17 << 10], 1, 0).await,
+            Err(LogError::BatchTooLarge { .. })
+        ));
+        assert!(matches!(
+            log.append(p, b"x", 0, 0).await,
+            Err(LogError::EmptyBatch)
+        ));
+        assert!(matches!(
+            log.append(99, b"x", 1, 0).await,
+            Err(LogError::UnknownPartition(99))
+        ));
+        assert!(matches!(
+            log.create_partition("../x"),
+            Err(LogError::BadPartitionName(_))
+        ));
+        log.close().await.unwrap();
+    });
+}
+
+/// Mounts a small tmpfs (root only); `None` where that is not allowed.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(bytes: u64) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFs(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_full_device_fails_appends_clearly_and_harms_nothing_acknowledged() {
+    // Mounting needs root, which CI has; elsewhere this says so and does nothing.
+    let Some(fs) = SmallFs::mount(3 << 20) else {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    };
+    let cfg = small_config(&fs.0);
+    let c = cfg.clone();
+    let acked = run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        let p = log.create_partition("full").unwrap();
+        let mut acked = 0u64;
+        let mut first_err = None;
+        for i in 0..2000u64 {
+            match log.append(p, &payload(p, i, 8000), 1, 1).await {
+                Ok(a) => {
+                    assert_eq!(a.base_offset, acked, "offsets stay dense across failures");
+                    acked += 1;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e.to_string());
+                    if first_err.is_some() && i > acked + 20 {
+                        break;
+                    }
+                }
+            }
+        }
+        let err = first_err.expect("the device filled up");
+        assert!(err.contains("no space left"), "{err}");
+        assert!(acked > 50, "{acked} appends before the device filled");
+        check_dense(&read_all(&log, p).await, p, &vec![1; acked as usize]);
+        let _ = log.close().await;
+        acked
+    });
+    // After a restart on the same full device every acknowledged batch reads back.
+    run(async move {
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        let p = log.partition_id("full").unwrap();
+        assert_eq!(log.high_watermark(p).unwrap(), acked);
+        check_dense(&read_all(&log, p).await, p, &vec![1; acked as usize]);
+        let _ = log.close().await;
+    });
+    drop(fs);
+}
