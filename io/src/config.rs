@@ -86,7 +86,7 @@ impl LogConfig {
             sync_interval_ms: 10,
             journal_segment_bytes: 64 << 20,
             journal_segments: 4,
-            journal_flush_bytes_max: 1 << 20,
+            journal_flush_bytes_max: 2 << 20,
             ledger_segment_bytes: 128 << 20,
             ledger_flush_bytes: 1 << 20,
             ledger_flush_interval_ms: 1000,

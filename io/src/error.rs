@@ -3,7 +3,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// An error of the per-core log.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ pub enum LogError {
     Closed,
     /// A shared failure reported to every append of one flush.
     #[error("{0}")]
-    Shared(Rc<LogError>),
+    Shared(Arc<LogError>),
 }
 
 impl LogError {

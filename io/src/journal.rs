@@ -237,6 +237,8 @@ impl Journal {
     pub async fn open(dir: &Path, shard: u32, segment_bytes: u64, segments: u32) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io("creating journal directory", dir, e))?;
+        // glommio resolves some calls (statx) by path: keep paths absolute.
+        let dir = &std::fs::canonicalize(dir).map_err(|e| LogError::io("resolving", dir, e))?;
         check_journal_dir(dir, segments)?;
         prime_device(dir).await?;
         let mut slots = Vec::with_capacity(segments as usize);

@@ -198,6 +198,8 @@ impl Ledger {
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io("creating ledger directory", dir, e))?;
+        // glommio resolves some calls (statx) by path: keep paths absolute.
+        let dir = &std::fs::canonicalize(dir).map_err(|e| LogError::io("resolving", dir, e))?;
         crate::journal::prime_device(dir).await?;
         let mut ledger = Ledger {
             dir: dir.to_path_buf(),

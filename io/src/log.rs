@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A completed append: where it landed and what durability was waited for.
@@ -82,9 +83,9 @@ struct State {
     offsets: HashMap<u32, Offsets>,
     pending: Option<Pending>,
     /// An unrecoverable storage failure: every later append fails with it.
-    fatal: Option<Rc<LogError>>,
+    fatal: Option<Arc<LogError>>,
     /// The last ledger write failed (e.g. no space); cleared by the next success.
-    ledger_error: Option<Rc<LogError>>,
+    ledger_error: Option<Arc<LogError>>,
     closing: bool,
     stats: LogStats,
 }
@@ -541,7 +542,7 @@ async fn write_ledger(sh: &Shared, all: bool) -> Result<()> {
                 st.stats.ledger_write_bytes += len as u64;
             }
             Err(e) => {
-                let e = Rc::new(e);
+                let e = Arc::new(e);
                 if st.ledger_error.is_none() {
                     tracing::error!("ledger write failed: {e}");
                 }
@@ -613,7 +614,7 @@ async fn run_ledger(sh: Rc<Shared>) {
 /// Stops the log: every append not yet durable fails with `e`, and so does every
 /// later one. Storage faults (EIO, a failed sync) end here: the process must exit.
 fn fail_fatal(sh: &Shared, e: LogError, current: Option<Rc<Outcome>>) {
-    let e = Rc::new(e);
+    let e = Arc::new(e);
     tracing::error!("the log on this core stopped: {e}");
     let later = {
         let mut st = sh.state.borrow_mut();
@@ -748,7 +749,7 @@ impl Driver {
 
     /// Fails `p` and every append after it (not fatal: the log goes on).
     fn fail_pending(&mut self, p: Pending, e: LogError) {
-        let e = Rc::new(e);
+        let e = Arc::new(e);
         tracing::warn!("journal write refused: {e}");
         let later = self.shared.state.borrow_mut().roll_back();
         p.outcome.complete(Err(e.clone()));

@@ -5,6 +5,7 @@ use crate::error::LogError;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 /// Wakes every task waiting since a given epoch.
@@ -45,12 +46,12 @@ impl Notify {
 /// The result of one journal flush, shared by every append in it.
 #[derive(Default)]
 pub struct Outcome {
-    result: RefCell<Option<Result<(), Rc<LogError>>>>,
+    result: RefCell<Option<Result<(), Arc<LogError>>>>,
     wakers: RefCell<Vec<Waker>>,
 }
 
 impl Outcome {
-    pub fn complete(&self, result: Result<(), Rc<LogError>>) {
+    pub fn complete(&self, result: Result<(), Arc<LogError>>) {
         *self.result.borrow_mut() = Some(result);
         for w in self.wakers.borrow_mut().drain(..) {
             w.wake();

@@ -1,0 +1,302 @@
+//! Settings: one TOML file, every setting also a flag, defaults that run on a laptop.
+//!
+//! Owns parsing and validation of the server's settings and their precedence
+//! (flag > file > default). Unknown keys in the file are errors, never ignored.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tidewater_io::{Durability, LogConfig};
+use tidewater_shards::Topic;
+
+/// Storage settings shared by `serve` and `log` (flags; the file has the same keys).
+#[derive(Args, Clone, Debug, Default)]
+pub struct StorageFlags {
+    /// Journal directory (default: <data-dir>/journal); one sub-directory per core.
+    #[arg(long)]
+    pub journal_dir: Option<PathBuf>,
+    /// Ledger directory (default: <data-dir>/ledger); one sub-directory per core.
+    #[arg(long)]
+    pub ledger_dir: Option<PathBuf>,
+    /// When an append is acknowledged: always (after fdatasync), interval, never.
+    #[arg(long)]
+    pub durability: Option<Durability>,
+    /// With --durability interval: longest time written data stays unsynced.
+    #[arg(long)]
+    pub journal_sync_interval_ms: Option<u64>,
+    /// Size of one journal segment file.
+    #[arg(long)]
+    pub journal_segment_bytes: Option<u64>,
+    /// Journal segment files per core.
+    #[arg(long)]
+    pub journal_segments: Option<u32>,
+    /// Largest single journal write (group commit batch).
+    #[arg(long)]
+    pub journal_flush_bytes_max: Option<usize>,
+    /// A ledger segment is sealed when it would grow beyond this.
+    #[arg(long)]
+    pub ledger_segment_bytes: Option<u64>,
+    /// A partition's unwritten ledger data is written when it reaches this.
+    #[arg(long)]
+    pub ledger_flush_bytes: Option<usize>,
+    /// Every partition's ledger data is written and synced at least this often.
+    #[arg(long)]
+    pub ledger_flush_interval_ms: Option<u64>,
+    /// Unwritten ledger bytes per core beyond which appends wait.
+    #[arg(long)]
+    pub ledger_pending_bytes_max: Option<usize>,
+    /// Delete a partition's oldest segments beyond this many bytes.
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
+    /// Delete segments whose newest batch is older than this.
+    #[arg(long)]
+    pub retention_ms: Option<u64>,
+    /// Largest batch one append may carry.
+    #[arg(long)]
+    pub batch_bytes_max: Option<usize>,
+}
+
+/// The config file. Every key is optional; unknown keys are refused.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub cores: Option<String>,
+    pub journal_dir: Option<PathBuf>,
+    pub ledger_dir: Option<PathBuf>,
+    pub durability: Option<String>,
+    pub journal_sync_interval_ms: Option<u64>,
+    pub journal_segment_bytes: Option<u64>,
+    pub journal_segments: Option<u32>,
+    pub journal_flush_bytes_max: Option<usize>,
+    pub ledger_segment_bytes: Option<u64>,
+    pub ledger_flush_bytes: Option<usize>,
+    pub ledger_flush_interval_ms: Option<u64>,
+    pub ledger_pending_bytes_max: Option<usize>,
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
+    pub batch_bytes_max: Option<usize>,
+    #[serde(default)]
+    pub topics: Vec<TopicConfig>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    pub name: String,
+    pub partitions: u32,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
+    }
+}
+
+/// Which cores to run on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoreSelection {
+    All,
+    Count(usize),
+    List(Vec<usize>),
+}
+
+impl std::str::FromStr for CoreSelection {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("--cores {s:?}: use `all`, a count like `2`, or a list like `0,2-3`");
+        if s == "all" {
+            return Ok(CoreSelection::All);
+        }
+        if !s.contains([',', '-']) {
+            let n: usize = s.parse().map_err(|_| bad())?;
+            return if n == 0 {
+                Err(bad())
+            } else {
+                Ok(CoreSelection::Count(n))
+            };
+        }
+        let mut cores = Vec::new();
+        for part in s.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b): (usize, usize) =
+                        (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                    if a > b {
+                        return Err(bad());
+                    }
+                    cores.extend(a..=b);
+                }
+                None => cores.push(part.parse().map_err(|_| bad())?),
+            }
+        }
+        cores.sort_unstable();
+        cores.dedup();
+        Ok(CoreSelection::List(cores))
+    }
+}
+
+impl CoreSelection {
+    /// The CPU ids to pin to, checked against the CPUs this process may use.
+    pub fn resolve(&self, available: &[usize]) -> Result<Vec<usize>> {
+        match self {
+            CoreSelection::All => Ok(available.to_vec()),
+            CoreSelection::Count(n) if *n <= available.len() => Ok(available[..*n].to_vec()),
+            CoreSelection::Count(n) => bail!(
+                "--cores {n}: only {} CPUs are available ({available:?})",
+                available.len()
+            ),
+            CoreSelection::List(list) => {
+                if let Some(c) = list.iter().find(|c| !available.contains(c)) {
+                    bail!("--cores: CPU {c} is not available (available: {available:?})");
+                }
+                Ok(list.clone())
+            }
+        }
+    }
+}
+
+/// The settings the server runs with, after precedence and validation.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub cores: CoreSelection,
+    pub journal_dir: PathBuf,
+    pub ledger_dir: PathBuf,
+    /// The log settings of core 0; [`Settings::log_config`] makes each core's.
+    pub log: LogConfig,
+    pub topics: Vec<Topic>,
+}
+
+impl Settings {
+    /// Merges flags over the file over defaults.
+    pub fn resolve(
+        file: FileConfig,
+        data_dir: Option<PathBuf>,
+        cores: Option<CoreSelection>,
+        flags: &StorageFlags,
+    ) -> Result<Self> {
+        let data_dir = data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./tidewater-data"));
+        let cores = match (cores, file.cores) {
+            (Some(c), _) => c,
+            (None, Some(s)) => s.parse().map_err(anyhow::Error::msg)?,
+            (None, None) => CoreSelection::All,
+        };
+        let journal_dir = flags
+            .journal_dir
+            .clone()
+            .or(file.journal_dir)
+            .unwrap_or_else(|| data_dir.join("journal"));
+        let ledger_dir = flags
+            .ledger_dir
+            .clone()
+            .or(file.ledger_dir)
+            .unwrap_or_else(|| data_dir.join("ledger"));
+        let mut log = LogConfig::new(journal_dir.clone(), ledger_dir.clone(), 0);
+        let durability = match (flags.durability, file.durability) {
+            (Some(d), _) => Some(d),
+            (None, Some(s)) => Some(s.parse().map_err(anyhow::Error::msg)?),
+            (None, None) => None,
+        };
+        macro_rules! set {
+            ($field:ident, $key:ident) => {
+                if let Some(v) = flags.$key.or(file.$key) {
+                    log.$field = v;
+                }
+            };
+        }
+        if let Some(d) = durability {
+            log.durability = d;
+        }
+        set!(sync_interval_ms, journal_sync_interval_ms);
+        set!(journal_segment_bytes, journal_segment_bytes);
+        set!(journal_segments, journal_segments);
+        set!(journal_flush_bytes_max, journal_flush_bytes_max);
+        set!(ledger_segment_bytes, ledger_segment_bytes);
+        set!(ledger_flush_bytes, ledger_flush_bytes);
+        set!(ledger_flush_interval_ms, ledger_flush_interval_ms);
+        set!(ledger_pending_bytes_max, ledger_pending_bytes_max);
+        set!(batch_bytes_max, batch_bytes_max);
+        log.retention_bytes = flags.retention_bytes.or(file.retention_bytes);
+        log.retention_ms = flags.retention_ms.or(file.retention_ms);
+        log.validate()?;
+        let mut topics: Vec<Topic> = Vec::new();
+        for t in file.topics {
+            if t.partitions == 0 || t.partitions > 10_000 {
+                bail!("topic {:?}: partitions must be between 1 and 10000", t.name);
+            }
+            let probe = tidewater_shards::partition_name(&t.name, t.partitions - 1);
+            if !tidewater_io::ledger::valid_partition_name(&probe) {
+                bail!(
+                    "topic {:?}: names are 1-200 characters of [A-Za-z0-9._-]",
+                    t.name
+                );
+            }
+            if topics.iter().any(|o| o.name == t.name) {
+                bail!("topic {:?} is declared twice", t.name);
+            }
+            topics.push(Topic {
+                name: t.name,
+                partitions: t.partitions,
+            });
+        }
+        Ok(Settings {
+            data_dir,
+            cores,
+            journal_dir,
+            ledger_dir,
+            log,
+            topics,
+        })
+    }
+
+    /// Core `shard`'s log settings: its own sub-directories.
+    pub fn log_config(&self, shard: u32) -> LogConfig {
+        let mut cfg = self.log.clone();
+        cfg.shard = shard;
+        cfg.journal_dir = self.journal_dir.join(format!("shard-{shard}"));
+        cfg.ledger_dir = self.ledger_dir.join(format!("shard-{shard}"));
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_selection_parses() {
+        assert_eq!("all".parse(), Ok(CoreSelection::All));
+        assert_eq!("2".parse(), Ok(CoreSelection::Count(2)));
+        assert_eq!("0,2-3".parse(), Ok(CoreSelection::List(vec![0, 2, 3])));
+        assert!("0".parse::<CoreSelection>().is_err());
+        assert!("3-1".parse::<CoreSelection>().is_err());
+        assert!(CoreSelection::Count(3).resolve(&[0, 1]).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_and_flags_win() {
+        let err = toml::from_str::<FileConfig>("data_dirr = 'x'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data_dirr"), "{err}");
+        let file: FileConfig = toml::from_str(
+            "durability = 'never'\njournal_segments = 8\n[[topics]]\nname = 'a'\npartitions = 3\n",
+        )
+        .unwrap();
+        let flags = StorageFlags {
+            journal_segments: Some(6),
+            ..Default::default()
+        };
+        let s = Settings::resolve(file, None, None, &flags).unwrap();
+        assert_eq!(s.log.durability, Durability::Never);
+        assert_eq!(s.log.journal_segments, 6);
+        assert_eq!(s.topics.len(), 1);
+        assert!(s.log_config(1).journal_dir.ends_with("journal/shard-1"));
+    }
+}

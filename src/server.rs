@@ -1,0 +1,190 @@
+//! `tidewater serve`: one pinned glommio executor per selected core, each owning its
+//! log and its partitions, until SIGINT or SIGTERM.
+//!
+//! Owns start-up (checking the data directory was made for this many cores, opening
+//! every core's log and creating its partitions) and shutdown (stop, finish in-flight
+//! appends, sync, exit 0). Cores share nothing but the stop flag and their join
+//! handles; a storage fault on any core stops the whole process with
+//! [`EXIT_STORAGE_FAULT`], never leaving a dead core beside live ones.
+
+use crate::config::Settings;
+use anyhow::{bail, Context, Result};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tidewater_io::ShardLog;
+use tidewater_shards::{partition_name, PartitionTable};
+
+/// Exit code when a core's storage failed (EIO, a failed sync): systemd restarts us.
+pub const EXIT_STORAGE_FAULT: i32 = 3;
+/// glommio's registered I/O memory per core.
+const IO_MEMORY_BYTES: usize = 64 << 20;
+const CLUSTER_META: &str = "tidewater.meta";
+
+/// How one core ended.
+enum ShardEnd {
+    Clean,
+    StorageFault(String),
+}
+
+pub fn serve(settings: Settings) -> Result<i32> {
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .context("cannot list the CPUs this process may use")?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let cpus = settings.cores.resolve(&available)?;
+    let shard_count = cpus.len() as u32;
+    check_shard_count(&settings.data_dir, shard_count)?;
+    let table = PartitionTable::new(shard_count, settings.topics.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install signal handlers")?;
+    {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("tw-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::info!(signal = sig, "stopping: finishing in-flight appends");
+                    stop.store(true, Ordering::SeqCst);
+                }
+            })
+            .context("cannot start the signal thread")?;
+    }
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for (shard, &cpu) in cpus.iter().enumerate() {
+        let shard = shard as u32;
+        let cfg = settings.log_config(shard);
+        let owned: Vec<String> = table
+            .owned_by(shard)
+            .into_iter()
+            .map(|(t, p)| partition_name(t, p))
+            .collect();
+        let stop = stop.clone();
+        let ready = ready.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("tw-shard-{shard}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                run_shard(shard, cpu, cfg, owned, stop, (ready, shard_count as usize)).await
+            })
+            .map_err(|e| {
+                anyhow::anyhow!("cannot start the executor of core {shard} on CPU {cpu}: {e}")
+            })?;
+        handles.push(handle);
+    }
+    let mut code = 0;
+    for (shard, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(ShardEnd::Clean)) => {}
+            Ok(Ok(ShardEnd::StorageFault(e))) => {
+                tracing::error!(shard, "storage fault: {e}");
+                stop.store(true, Ordering::SeqCst);
+                code = EXIT_STORAGE_FAULT;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(shard, "core failed: {e:#}");
+                stop.store(true, Ordering::SeqCst);
+                code = code.max(1);
+            }
+            Err(e) => {
+                tracing::error!(shard, "core's executor failed: {e}");
+                stop.store(true, Ordering::SeqCst);
+                code = code.max(1);
+            }
+        }
+    }
+    if code == 0 {
+        tracing::info!("stopped cleanly");
+    }
+    Ok(code)
+}
+
+async fn run_shard(
+    shard: u32,
+    cpu: usize,
+    cfg: tidewater_io::LogConfig,
+    owned: Vec<String>,
+    stop: Arc<AtomicBool>,
+    (ready, shard_count): (Arc<std::sync::atomic::AtomicUsize>, usize),
+) -> Result<ShardEnd> {
+    let (log, report) = ShardLog::open(cfg.clone()).await.with_context(|| {
+        format!(
+            "core {shard}: cannot open its log (journal {}, ledger {})",
+            cfg.journal_dir.display(),
+            cfg.ledger_dir.display()
+        )
+    })?;
+    for name in &owned {
+        log.create_partition(name)
+            .with_context(|| format!("core {shard}: cannot create partition {name}"))?;
+    }
+    tracing::info!(
+        shard,
+        cpu,
+        partitions = log.partitions().len(),
+        journal_segments_scanned = report.journal_segments_scanned,
+        frames_restored = report.frames_restored,
+        dropped = report.dropped.len(),
+        indexes_rebuilt = report.indexes_rebuilt.len(),
+        "core ready"
+    );
+    if ready.fetch_add(1, Ordering::SeqCst) + 1 == shard_count {
+        tracing::info!("ready");
+    }
+    let end = loop {
+        if let Some(e) = log.fatal_error() {
+            break ShardEnd::StorageFault(e);
+        }
+        if stop.load(Ordering::SeqCst) {
+            break ShardEnd::Clean;
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    };
+    match (end, log.close().await) {
+        (ShardEnd::Clean, Ok(())) => Ok(ShardEnd::Clean),
+        (ShardEnd::Clean, Err(e)) => Ok(ShardEnd::StorageFault(e.to_string())),
+        (fault, _) => Ok(fault),
+    }
+}
+
+/// The data directory remembers how many cores wrote it: partitions live on the core
+/// `partition % cores`, so another count would look for them in the wrong place.
+fn check_shard_count(data_dir: &Path, shard_count: u32) -> Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let meta = data_dir.join(CLUSTER_META);
+    match std::fs::read_to_string(&meta) {
+        Ok(text) => {
+            let found = text
+                .lines()
+                .find_map(|l| l.strip_prefix("shards "))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .with_context(|| format!("{}: not a Tidewater meta file", meta.display()))?;
+            if found != shard_count {
+                bail!(
+                    "{} was written by {found} cores but {shard_count} were selected; \
+                     start with --cores {found} (moving partitions between cores is not supported yet)",
+                    data_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = meta.with_extension("meta.tmp");
+            std::fs::write(&tmp, format!("tidewater 1\nshards {shard_count}\n"))
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|_| std::fs::rename(&tmp, &meta))
+                .with_context(|| format!("cannot write {}", meta.display()))?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", meta.display())),
+    }
+}
