@@ -1,1 +1,265 @@
-fn main() {}
+//! Journal benchmarks, against the raw disk measured in the same run.
+//!
+//! - `raw_odirect`: sequential O_DIRECT writes to a preallocated, written file (QD1),
+//!   the ceiling for the journal on this disk.
+//! - `append_64k/{always,interval,never}`: ShardLog appends of 64 KiB batches from 16
+//!   concurrent appenders; journal on the disk under test, ledger in `/dev/shm` (its
+//!   own device, as in production where they sit on separate NVMe drives).
+//! - `group_commit_4k/{1,8,64}`: appends/s of 4 KiB batches under `always` with 1, 8
+//!   and 64 concurrent appenders; p50/p99 completion latency printed beside it.
+//!
+//! `cargo bench --bench journal` measures; `cargo test --benches` runs each once, tiny.
+//! A summary with every number goes to `target/bench-reports/journal.json`.
+//! `TIDEWATER_BENCH_DIR` picks the directory (the disk) to measure; default `target/`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use glommio::io::{DmaFile, OpenOptions};
+use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tidewater_io::{Durability, LogConfig, ShardLog};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("TIDEWATER_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+fn ledger_dir() -> tempfile::TempDir {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        bench_dir()
+    }
+}
+
+fn executor() -> LocalExecutor {
+    // Pinned, as the server's cores are.
+    LocalExecutorBuilder::new(Placement::Fixed(0))
+        .io_memory(64 * MIB)
+        .make()
+        .unwrap()
+}
+
+/// Results printed at the end and written to the JSON report.
+#[derive(Default)]
+struct Report {
+    lines: Vec<(String, String)>,
+}
+
+thread_local! {
+    static REPORT: RefCell<Report> = RefCell::new(Report::default());
+}
+
+fn note(key: &str, value: String) {
+    println!("{key}: {value}");
+    REPORT.with(|r| r.borrow_mut().lines.push((key.to_string(), value)));
+}
+
+fn raw_odirect(c: &mut Criterion) {
+    let ex = executor();
+    let dir = bench_dir();
+    let file_bytes = if measuring() { 512 * MIB } else { 4 * MIB };
+    let path = dir.path().join("raw");
+    let probe_dir = dir.path().to_path_buf();
+    let file: Rc<DmaFile> = Rc::new(ex.run(async move {
+        // Let glommio probe this device's polling support on real data first.
+        tidewater_io::journal::prime_device(&probe_dir).await.unwrap();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(&path)
+            .await
+            .unwrap();
+        f.pre_allocate(file_bytes as u64, false).await.unwrap();
+        // Written once, as journal segments are.
+        let mut pos = 0;
+        while pos < file_bytes {
+            let mut b = f.alloc_dma_buffer(MIB);
+            b.as_bytes_mut().fill(0);
+            f.write_at(b, pos as u64).await.unwrap();
+            pos += MIB;
+        }
+        f.fdatasync().await.unwrap();
+        f
+    }));
+    let mut g = c.benchmark_group("raw_odirect");
+    for write_bytes in [64 * KIB, 2 * MIB] {
+        g.throughput(Throughput::Bytes(write_bytes as u64));
+        let file = file.clone();
+        let pos = Rc::new(std::cell::Cell::new(0usize));
+        g.bench_function(BenchmarkId::from_parameter(write_bytes), |b| {
+            b.iter_custom(|iters| {
+                let (file, pos) = (file.clone(), pos.clone());
+                ex.run(async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let mut p = pos.get();
+                        if p + write_bytes > file_bytes {
+                            p = 0;
+                        }
+                        let buf = file.alloc_dma_buffer(write_bytes);
+                        file.write_at(buf, p as u64).await.unwrap();
+                        pos.set(p + write_bytes);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn log_config(journal: &std::path::Path, ledger: &std::path::Path, d: Durability) -> LogConfig {
+    let mut cfg = LogConfig::new(journal.to_path_buf(), ledger.to_path_buf(), 0);
+    cfg.durability = d;
+    // The ledger (in memory in these benchmarks) keeps only the newest data.
+    cfg.retention_bytes = Some(256 * MIB as u64);
+    if !measuring() {
+        cfg.journal_segment_bytes = 4 * MIB as u64;
+        cfg.ledger_segment_bytes = 8 * MIB as u64;
+    }
+    cfg
+}
+
+/// Runs `total` appends of `size` bytes from `appenders` tasks; returns the elapsed
+/// time and every append's completion latency.
+async fn drive(log: Rc<ShardLog>, size: usize, appenders: usize, total: u64) -> (Duration, Vec<u64>) {
+    let payload = Rc::new(vec![0xabu8; size]);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for a in 0..appenders as u64 {
+        let (log, payload) = (log.clone(), payload.clone());
+        let n = total / appenders as u64 + u64::from(a < total % appenders as u64);
+        tasks.push(glommio::spawn_local(async move {
+            let mut lat = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let t = Instant::now();
+                log.append(0, &payload, 1, 0).await.unwrap();
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await);
+    }
+    (start.elapsed(), all)
+}
+
+fn open_log(ex: &LocalExecutor, cfg: LogConfig) -> Rc<ShardLog> {
+    ex.run(async move {
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        log.create_partition("bench").unwrap();
+        Rc::new(log)
+    })
+}
+
+fn append_64k(c: &mut Criterion) {
+    let ex = executor();
+    let mut g = c.benchmark_group("append_64k");
+    g.throughput(Throughput::Bytes(64 * KIB as u64));
+    for d in [Durability::Always, Durability::Interval, Durability::Never] {
+        let (jdir, ldir) = (bench_dir(), ledger_dir());
+        let log = open_log(&ex, log_config(jdir.path(), ldir.path(), d));
+        g.bench_function(BenchmarkId::from_parameter(d), |b| {
+            b.iter_custom(|iters| {
+                let log = log.clone();
+                ex.run(async move { drive(log, 64 * KIB, 16, iters).await.0 })
+            })
+        });
+        let stats = log.stats();
+        note(
+            &format!("append_64k/{d} bytes per journal write"),
+            format!("{}", stats.journal_write_bytes / stats.journal_writes.max(1)),
+        );
+    }
+    g.finish();
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn group_commit_4k(c: &mut Criterion) {
+    let ex = executor();
+    let mut g = c.benchmark_group("group_commit_4k");
+    g.throughput(Throughput::Elements(1));
+    let total = if measuring() { 40_000 } else { 200 };
+    let mut single = 0.0;
+    for appenders in [1usize, 8, 64] {
+        let (jdir, ldir) = (bench_dir(), ledger_dir());
+        let log = open_log(&ex, log_config(jdir.path(), ldir.path(), Durability::Always));
+        // A fixed run for rate and latency percentiles...
+        let l = log.clone();
+        let (elapsed, mut lat) = ex.run(async move { drive(l, 4 * KIB, appenders, total).await });
+        lat.sort_unstable();
+        let rate = total as f64 / elapsed.as_secs_f64();
+        if appenders == 1 {
+            single = rate;
+        }
+        let stats = log.stats();
+        note(
+            &format!("group_commit_4k/{appenders}"),
+            format!(
+                "{rate:.0} appends/s, p50 {:.1} us, p99 {:.1} us, {:.1} appends per sync, {:.1}x one sync per append",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                stats.appends as f64 / stats.journal_syncs.max(1) as f64,
+                rate / single
+            ),
+        );
+        // ...and criterion's own measurement of the same workload.
+        g.bench_function(BenchmarkId::from_parameter(appenders), |b| {
+            b.iter_custom(|iters| {
+                let log = log.clone();
+                ex.run(async move { drive(log, 4 * KIB, appenders, iters).await.0 })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn write_report(_: &mut Criterion) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../bench-reports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let body = REPORT.with(|r| {
+        let r = r.borrow();
+        let fields: Vec<String> = r
+            .lines
+            .iter()
+            .map(|(k, v)| format!("  {k:?}: {v:?}"))
+            .collect();
+        format!("{{\n{}\n}}\n", fields.join(",\n"))
+    });
+    std::fs::write(dir.join("journal.json"), body).unwrap();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = raw_odirect, append_64k, group_commit_4k, write_report
+}
+criterion_main!(benches);

@@ -214,7 +214,7 @@ pub(crate) async fn read_all(file: &DmaFile, path: &Path, len: u64) -> Result<Ve
 /// bytes, which passes the probe on devices without polling (virtio, most clouds), and
 /// every later read then fails with EOPNOTSUPP. Opening a one-block file first makes
 /// the probe read real data, so it answers for the device as it is.
-pub(crate) async fn prime_device(dir: &Path) -> Result<()> {
+pub async fn prime_device(dir: &Path) -> Result<()> {
     let path = dir.join(".tidewater-probe");
     std::fs::write(&path, vec![0u8; BLOCK]).map_err(|e| LogError::io("writing", &path, e))?;
     let opened = DmaFile::open(&path).await;
