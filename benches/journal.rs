@@ -2,7 +2,7 @@
 //!
 //! - `raw_odirect`: sequential O_DIRECT writes to a preallocated, written file (QD1),
 //!   the ceiling for the journal on this disk.
-//! - `append_64k/{always,interval,never}`: ShardLog appends of 64 KiB batches from 16
+//! - `append_64k/{always,interval,never}`: ShardLog appends of 64 KiB batches from 64
 //!   concurrent appenders; journal on the disk under test, ledger in `/dev/shm` (its
 //!   own device, as in production where they sit on separate NVMe drives).
 //! - `group_commit_4k/{1,8,64}`: appends/s of 4 KiB batches under `always` with 1, 8
@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use tidewater_io::{Durability, LogConfig, ShardLog};
 
 const KIB: usize = 1024;
+/// Appenders of the 64 KiB benchmark: 4 MiB outstanding, two journal writes' worth,
+/// as a busy Kafka front end keeps several batches in flight per partition.
+const APPENDERS_64K: usize = 64;
 const MIB: usize = 1024 * KIB;
 
 fn measuring() -> bool {
@@ -37,6 +40,10 @@ fn bench_dir() -> tempfile::TempDir {
 }
 
 fn ledger_dir() -> tempfile::TempDir {
+    if let Some(dir) = std::env::var_os("TIDEWATER_BENCH_LEDGER_DIR") {
+        std::fs::create_dir_all(&dir).unwrap();
+        return tempfile::tempdir_in(dir).unwrap();
+    }
     let shm = PathBuf::from("/dev/shm");
     if shm.is_dir() {
         tempfile::tempdir_in(shm).unwrap()
@@ -76,7 +83,9 @@ fn raw_odirect(c: &mut Criterion) {
     let probe_dir = dir.path().to_path_buf();
     let file: Rc<DmaFile> = Rc::new(ex.run(async move {
         // Let glommio probe this device's polling support on real data first.
-        tidewater_io::journal::prime_device(&probe_dir).await.unwrap();
+        tidewater_io::journal::prime_device(&probe_dir)
+            .await
+            .unwrap();
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -120,6 +129,29 @@ fn raw_odirect(c: &mut Criterion) {
             })
         });
     }
+    // The device's floor for one durable 4 KiB append: write, then fdatasync.
+    g.throughput(Throughput::Elements(1));
+    let pos = Rc::new(std::cell::Cell::new(0usize));
+    g.bench_function("4096_fdatasync", |b| {
+        b.iter_custom(|iters| {
+            let (file, pos) = (file.clone(), pos.clone());
+            ex.run(async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let p = if pos.get() + 4 * KIB > file_bytes {
+                        0
+                    } else {
+                        pos.get()
+                    };
+                    let buf = file.alloc_dma_buffer(4 * KIB);
+                    file.write_at(buf, p as u64).await.unwrap();
+                    file.fdatasync().await.unwrap();
+                    pos.set(p + 4 * KIB);
+                }
+                start.elapsed()
+            })
+        })
+    });
     g.finish();
 }
 
@@ -137,7 +169,12 @@ fn log_config(journal: &std::path::Path, ledger: &std::path::Path, d: Durability
 
 /// Runs `total` appends of `size` bytes from `appenders` tasks; returns the elapsed
 /// time and every append's completion latency.
-async fn drive(log: Rc<ShardLog>, size: usize, appenders: usize, total: u64) -> (Duration, Vec<u64>) {
+async fn drive(
+    log: Rc<ShardLog>,
+    size: usize,
+    appenders: usize,
+    total: u64,
+) -> (Duration, Vec<u64>) {
     let payload = Rc::new(vec![0xabu8; size]);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -179,13 +216,16 @@ fn append_64k(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter(d), |b| {
             b.iter_custom(|iters| {
                 let log = log.clone();
-                ex.run(async move { drive(log, 64 * KIB, 16, iters).await.0 })
+                ex.run(async move { drive(log, 64 * KIB, APPENDERS_64K, iters).await.0 })
             })
         });
         let stats = log.stats();
         note(
             &format!("append_64k/{d} bytes per journal write"),
-            format!("{}", stats.journal_write_bytes / stats.journal_writes.max(1)),
+            format!(
+                "{}",
+                stats.journal_write_bytes / stats.journal_writes.max(1)
+            ),
         );
     }
     g.finish();
@@ -201,36 +241,43 @@ fn group_commit_4k(c: &mut Criterion) {
     let mut g = c.benchmark_group("group_commit_4k");
     g.throughput(Throughput::Elements(1));
     let total = if measuring() { 40_000 } else { 200 };
-    let mut single = 0.0;
-    for appenders in [1usize, 8, 64] {
-        let (jdir, ldir) = (bench_dir(), ledger_dir());
-        let log = open_log(&ex, log_config(jdir.path(), ldir.path(), Durability::Always));
-        // A fixed run for rate and latency percentiles...
-        let l = log.clone();
-        let (elapsed, mut lat) = ex.run(async move { drive(l, 4 * KIB, appenders, total).await });
-        lat.sort_unstable();
-        let rate = total as f64 / elapsed.as_secs_f64();
-        if appenders == 1 {
-            single = rate;
+    // `odsync`: O_DSYNC writes (the default); `fdatasync`: a write, then a sync.
+    for odsync in [true, false] {
+        let mode = if odsync { "odsync" } else { "fdatasync" };
+        let mut single = 0.0;
+        for appenders in [1usize, 8, 64] {
+            let (jdir, ldir) = (bench_dir(), ledger_dir());
+            let mut cfg = log_config(jdir.path(), ldir.path(), Durability::Always);
+            cfg.journal_odsync = odsync;
+            let log = open_log(&ex, cfg);
+            // A fixed run for rate and latency percentiles...
+            let l = log.clone();
+            let (elapsed, mut lat) =
+                ex.run(async move { drive(l, 4 * KIB, appenders, total).await });
+            lat.sort_unstable();
+            let rate = total as f64 / elapsed.as_secs_f64();
+            if appenders == 1 {
+                single = rate;
+            }
+            let stats = log.stats();
+            note(
+                &format!("group_commit_4k/{mode}/{appenders}"),
+                format!(
+                    "{rate:.0} appends/s, p50 {:.1} us, p99 {:.1} us, {:.1} appends per write, {:.1}x one sync per append",
+                    percentile(&lat, 0.5),
+                    percentile(&lat, 0.99),
+                    stats.appends as f64 / stats.journal_writes.max(1) as f64,
+                    rate / single
+                ),
+            );
+            // ...and criterion's own measurement of the same workload.
+            g.bench_function(BenchmarkId::new(mode, appenders), |b| {
+                b.iter_custom(|iters| {
+                    let log = log.clone();
+                    ex.run(async move { drive(log, 4 * KIB, appenders, iters).await.0 })
+                })
+            });
         }
-        let stats = log.stats();
-        note(
-            &format!("group_commit_4k/{appenders}"),
-            format!(
-                "{rate:.0} appends/s, p50 {:.1} us, p99 {:.1} us, {:.1} appends per sync, {:.1}x one sync per append",
-                percentile(&lat, 0.5),
-                percentile(&lat, 0.99),
-                stats.appends as f64 / stats.journal_syncs.max(1) as f64,
-                rate / single
-            ),
-        );
-        // ...and criterion's own measurement of the same workload.
-        g.bench_function(BenchmarkId::from_parameter(appenders), |b| {
-            b.iter_custom(|iters| {
-                let log = log.clone();
-                ex.run(async move { drive(log, 4 * KIB, appenders, iters).await.0 })
-            })
-        });
     }
     g.finish();
 }

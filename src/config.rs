@@ -233,7 +233,7 @@ impl Settings {
             let probe = tidewater_shards::partition_name(&t.name, t.partitions - 1);
             if !tidewater_io::ledger::valid_partition_name(&probe) {
                 bail!(
-                    "topic {:?}: names are 1-200 characters of [A-Za-z0-9._-]",
+                    "topic {:?}: names are 1-200 characters of [A-Za-z0-9._-], not starting with a dot",
                     t.name
                 );
             }
@@ -268,6 +268,17 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/example.toml");
+        let file = FileConfig::load(&path).unwrap();
+        let s = Settings::resolve(file, None, None, &StorageFlags::default()).unwrap();
+        let d = LogConfig::new(PathBuf::new(), PathBuf::new(), 0);
+        assert_eq!(s.log.journal_segment_bytes, d.journal_segment_bytes);
+        assert_eq!(s.log.journal_flush_bytes_max, d.journal_flush_bytes_max);
+        assert_eq!(s.topics[0].partitions, 8);
+    }
 
     #[test]
     fn core_selection_parses() {

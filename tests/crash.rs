@@ -37,7 +37,14 @@ const SMALL: &[&str] = &[
 /// Returns every (partition, offset, index) it reported.
 fn append_then_kill(dir: &Path, run: u32, after: Duration) -> Vec<(u32, u64, u64)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
-        .args(["log", "append", "--partitions", "3", "--tasks-per-partition", "8"])
+        .args([
+            "log",
+            "append",
+            "--partitions",
+            "3",
+            "--tasks-per-partition",
+            "8",
+        ])
         .arg("--dir")
         .arg(dir)
         .args(["--run", &run.to_string()])
@@ -53,7 +60,11 @@ fn append_then_kill(dir: &Path, run: u32, after: Duration) -> Vec<(u32, u64, u64
             let Ok(line) = line else { break };
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() == 4 && f[0] == "ack" {
-                acks.push((f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap()));
+                acks.push((
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                    f[3].parse().unwrap(),
+                ));
             }
         }
         acks
@@ -67,7 +78,12 @@ fn append_then_kill(dir: &Path, run: u32, after: Duration) -> Vec<(u32, u64, u64
     if acks.is_empty() {
         let mut err = String::new();
         use std::io::Read;
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         assert!(
             start.elapsed() < Duration::from_millis(50) || status.code().is_none(),
             "child reported nothing and exited {status:?}: {err}"
@@ -99,7 +115,9 @@ fn verify(dir: &Path, acked: &HashMap<(u32, u64), u64>) -> usize {
         .unwrap()
         .run(async move {
             let (log, report) = tidewater_io::ShardLog::open(cfg).await.unwrap();
-            let parts = logtool::check(&log).await.unwrap_or_else(|e| panic!("log inconsistent: {e}"));
+            let parts = logtool::check(&log)
+                .await
+                .unwrap_or_else(|e| panic!("log inconsistent: {e}"));
             let mut by_offset: HashMap<(u32, u64), &tidewater_io::Entry> = HashMap::new();
             for p in &parts {
                 for e in &p.entries {
@@ -108,9 +126,16 @@ fn verify(dir: &Path, acked: &HashMap<(u32, u64), u64>) -> usize {
             }
             for (&(p, offset), &index) in &acked {
                 let e = by_offset.get(&(p, offset)).unwrap_or_else(|| {
-                    panic!("acknowledged offset {offset} of partition {p} is missing; recovery: {:?}", report.dropped)
+                    panic!(
+                        "acknowledged offset {offset} of partition {p} is missing; recovery: {:?}",
+                        report.dropped
+                    )
                 });
-                assert_eq!(e.payload, logtool::payload(p, index), "partition {p} offset {offset}");
+                assert_eq!(
+                    e.payload,
+                    logtool::payload(p, index),
+                    "partition {p} offset {offset}"
+                );
             }
             log.close().await.unwrap();
             parts.iter().map(|p| p.entries.len()).sum()
@@ -142,6 +167,13 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let stored = verify(dir.path(), &acked);
         assert!(stored >= acked.len());
     }
-    assert!(kills_with_acks * 2 > rounds, "most rounds appended before the kill");
-    assert!(acked.len() > 1000, "{} appends acknowledged in all", acked.len());
+    assert!(
+        kills_with_acks * 2 > rounds,
+        "most rounds appended before the kill"
+    );
+    assert!(
+        acked.len() > 1000,
+        "{} appends acknowledged in all",
+        acked.len()
+    );
 }

@@ -49,6 +49,9 @@ pub struct LogConfig {
     pub durability: Durability,
     /// With `Durability::Interval`: the longest time written data stays unsynced.
     pub sync_interval_ms: u64,
+    /// With `Durability::Always`: open journal segments `O_DSYNC` so each write is
+    /// durable on completion (one device request) instead of write + `fdatasync`.
+    pub journal_odsync: bool,
     /// Size of one journal segment file (preallocated and zero-filled once).
     pub journal_segment_bytes: u64,
     /// Number of journal segment files in the ring.
@@ -84,6 +87,7 @@ impl LogConfig {
             shard,
             durability: Durability::Always,
             sync_interval_ms: 10,
+            journal_odsync: true,
             journal_segment_bytes: 64 << 20,
             journal_segments: 4,
             journal_flush_bytes_max: 2 << 20,
@@ -111,8 +115,15 @@ impl LogConfig {
         if self.journal_segments < 2 {
             return fail("journal_segments must be at least 2 (a ring)".into());
         }
-        if self.journal_segment_bytes % block != 0 || self.ledger_segment_bytes % block != 0 {
+        if !self.journal_segment_bytes.is_multiple_of(block)
+            || !self.ledger_segment_bytes.is_multiple_of(block)
+        {
             return fail(format!("segment sizes must be multiples of {BLOCK} bytes"));
+        }
+        if !self.journal_flush_bytes_max.is_multiple_of(BLOCK) {
+            return fail(format!(
+                "journal_flush_bytes_max must be a multiple of {BLOCK} bytes"
+            ));
         }
         if self.batch_bytes_max == 0 || self.batch_bytes_max > (256 << 20) {
             return fail("batch_bytes_max must be between 1 byte and 256 MiB".into());

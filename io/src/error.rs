@@ -38,7 +38,7 @@ pub enum LogError {
     EmptyBatch,
     #[error("partition limit reached: partitions_max = {0} per core")]
     TooManyPartitions(usize),
-    #[error("invalid partition name {0:?}: use 1-200 characters of [A-Za-z0-9._-]")]
+    #[error("invalid partition name {0:?}: use 1-200 characters of [A-Za-z0-9._-], not starting with a dot")]
     BadPartitionName(String),
     /// A read asked for an offset the partition does not hold.
     #[error("partition {partition}: offset {offset} is out of range [{start}, {end}]")]

@@ -122,6 +122,7 @@ pub struct Journal {
     /// The active segment must be sealed and left before the next write.
     must_roll: bool,
     segment_seq_next: u64,
+    dsync: bool,
 }
 
 /// What a scan of one segment found.
@@ -151,10 +152,15 @@ fn parse_slot_name(name: &str) -> Option<usize> {
 }
 
 async fn open_rw(path: &Path, create: bool) -> Result<DmaFile> {
+    open_with(path, create, 0).await
+}
+
+async fn open_with(path: &Path, create: bool, flags: i32) -> Result<DmaFile> {
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
+        .custom_flags(flags)
         .dma_open(path)
         .await
         .map_err(|e| LogError::io("opening", path, e))
@@ -216,7 +222,12 @@ pub(crate) async fn read_all(file: &DmaFile, path: &Path, len: u64) -> Result<Ve
 /// the probe read real data, so it answers for the device as it is.
 pub async fn prime_device(dir: &Path) -> Result<()> {
     let path = dir.join(".tidewater-probe");
-    std::fs::write(&path, vec![0u8; BLOCK]).map_err(|e| LogError::io("writing", &path, e))?;
+    if let Err(e) = std::fs::write(&path, vec![0u8; BLOCK]) {
+        // A full device: the files already there (never empty) make the probe right.
+        let _ = std::fs::remove_file(&path);
+        tracing::debug!(path = %path.display(), "cannot write the device probe: {e}");
+        return Ok(());
+    }
     let opened = DmaFile::open(&path).await;
     let _ = std::fs::remove_file(&path);
     let file = opened.map_err(|e| LogError::io("opening", &path, e))?;
@@ -234,7 +245,16 @@ impl Journal {
     /// Opens (creating on first start) the journal ring in `dir`, checks every file
     /// and returns the journal with its live segments in chain order; nothing is
     /// written to existing segments until [`Journal::finish_recovery`].
-    pub async fn open(dir: &Path, shard: u32, segment_bytes: u64, segments: u32) -> Result<Self> {
+    ///
+    /// With `dsync`, segments are opened `O_DSYNC`: a write completes once durable, in
+    /// one device request (write + flush/FUA) instead of a write and an `fdatasync`.
+    pub async fn open(
+        dir: &Path,
+        shard: u32,
+        segment_bytes: u64,
+        segments: u32,
+        dsync: bool,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io("creating journal directory", dir, e))?;
         // glommio resolves some calls (statx) by path: keep paths absolute.
@@ -245,12 +265,15 @@ impl Journal {
         let mut created = false;
         for index in 0..segments as usize {
             let path = slot_path(dir, index);
-            let file = if path.exists() {
-                open_rw(&path, false).await?
-            } else {
+            if !path.exists() {
                 created = true;
-                create_segment(&path, segment_bytes).await?
-            };
+                create_segment(&path, segment_bytes)
+                    .await?
+                    .close()
+                    .await
+                    .map_err(|e| LogError::io("closing", &path, e))?;
+            }
+            let file = open_with(&path, false, if dsync { libc::O_DSYNC } else { 0 }).await?;
             let size = file
                 .file_size()
                 .await
@@ -318,7 +341,13 @@ impl Journal {
             write_pos: BLOCK as u64,
             must_roll: true,
             segment_seq_next,
+            dsync,
         })
+    }
+
+    /// True when a completed write is already durable (`O_DSYNC`): no sync needed.
+    pub fn writes_are_durable(&self) -> bool {
+        self.dsync
     }
 
     /// Live segments, oldest first, as `(slot, first_seq)`.
@@ -559,28 +588,39 @@ impl Journal {
         (self.slots[oldest].last_seq <= recyclable_seq && !is_active).then_some(oldest)
     }
 
-    /// Writes one flush (block aligned, frames `first_seq..=last_seq`) to the active
-    /// segment; syncs it when `sync`. The caller checked [`Journal::fits`].
-    pub async fn write(&mut self, buf: Rc<glommio::io::DmaBuffer>, last_seq: u64) -> Result<()> {
+    /// Starts writing one flush (block aligned, last frame `last_seq`) to the active
+    /// segment and returns the write to await; its position is taken at once, so
+    /// several writes may be in flight. The caller checked [`Journal::fits`].
+    pub fn start_write(
+        &mut self,
+        buf: Rc<glommio::io::DmaBuffer>,
+        last_seq: u64,
+    ) -> impl std::future::Future<Output = Result<()>> + 'static {
         let len = buf.len();
-        assert!(len % BLOCK == 0 && self.fits(len), "flush does not fit");
+        assert!(
+            len.is_multiple_of(BLOCK) && self.fits(len),
+            "flush does not fit"
+        );
         let &active = self.live.back().expect("an active segment");
-        let s = &self.slots[active];
-        let written = s
-            .file
-            .write_rc_at(buf, self.write_pos)
-            .await
-            .map_err(|e| LogError::io("writing", &s.path, e))?;
-        if written != len {
-            return Err(LogError::io(
-                "writing",
-                &s.path,
-                std::io::Error::other(format!("short write: {written} of {len} bytes")),
-            ));
-        }
+        let pos = self.write_pos;
         self.write_pos += len as u64;
         self.slots[active].last_seq = last_seq;
-        Ok(())
+        let s = &self.slots[active];
+        let (file, path) = (s.file.clone(), s.path.clone());
+        async move {
+            let written = file
+                .write_rc_at(buf, pos)
+                .await
+                .map_err(|e| LogError::io("writing", &path, e))?;
+            if written != len {
+                return Err(LogError::io(
+                    "writing",
+                    &path,
+                    std::io::Error::other(format!("short write: {written} of {len} bytes")),
+                ));
+            }
+            Ok(())
+        }
     }
 
     /// Syncs the active segment.

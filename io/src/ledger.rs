@@ -160,12 +160,12 @@ fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
     Some((digits.parse().ok()?, ext))
 }
 
-/// Partition names become directory names: keep them to a safe alphabet.
+/// Partition names become directory names: keep them to a safe alphabet, and off the
+/// leading dot (names the ledger uses for its own temporary entries).
 pub fn valid_partition_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
-        && name != "."
-        && name != ".."
+        && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
@@ -179,12 +179,25 @@ async fn open_segment(path: &Path, create_bytes: Option<u64>) -> Result<DmaFile>
         .dma_open(path)
         .await
         .map_err(|e| LogError::io("opening", path, e))?;
-    if let Some(bytes) = create_bytes {
+    // On tmpfs, preallocating only fills memory with zeros: there is no extent to save.
+    if let Some(bytes) = create_bytes.filter(|_| !is_tmpfs(path)) {
         file.pre_allocate(bytes, false)
             .await
             .map_err(|e| LogError::io("allocating", path, e))?;
     }
     Ok(file)
+}
+
+fn is_tmpfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-param.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; statfs writes only into `st`.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type == libc::TMPFS_MAGIC
 }
 
 impl Ledger {
@@ -215,6 +228,14 @@ impl Ledger {
             let entry = entry.map_err(|e| LogError::io("listing ledger directory", dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name == "lost+found" || name == ".tidewater-probe" {
+                continue;
+            }
+            if name.starts_with('.') && name.ends_with(".creating") {
+                // A partition whose creation a crash interrupted; it was never
+                // reported created.
+                tracing::warn!(path = %entry.path().display(), "removing an unfinished partition");
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| LogError::io("removing", &entry.path(), e))?;
                 continue;
             }
             if !entry.path().is_dir() || !entry.path().join(META_FILE).is_file() {
@@ -260,6 +281,14 @@ impl Ledger {
         {
             let entry = entry.map_err(|e| LogError::io("listing partition", pdir, e))?;
             let fname = entry.file_name().to_string_lossy().into_owned();
+            if fname.ends_with(".tmp") {
+                // An index or meta file whose writing a crash interrupted; the real
+                // one is rebuilt or still in place.
+                tracing::warn!(path = %entry.path().display(), "removing an unfinished file");
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| LogError::io("removing", &entry.path(), e))?;
+                continue;
+            }
             match parse_segment_name(&fname) {
                 _ if fname == META_FILE => {}
                 Some((base, "log")) => bases.push(base),
@@ -427,11 +456,15 @@ impl Ledger {
             return Err(LogError::TooManyPartitions(partitions_max));
         }
         let id = self.partitions.keys().max().map_or(0, |m| m + 1);
+        // Made complete under a temporary name, then renamed: a crash leaves either
+        // nothing or a whole partition directory.
         let pdir = self.dir.join(name);
-        std::fs::create_dir_all(&pdir)
-            .map_err(|e| LogError::io("creating partition directory", &pdir, e))?;
-        write_meta(&pdir.join(META_FILE), id, name)?;
-        crate::journal::sync_dir(&pdir)?;
+        let tmp = self.dir.join(format!(".{name}.creating"));
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| LogError::io("creating partition directory", &tmp, e))?;
+        write_meta(&tmp.join(META_FILE), id, name)?;
+        crate::journal::sync_dir(&tmp)?;
+        std::fs::rename(&tmp, &pdir).map_err(|e| LogError::io("renaming", &tmp, e))?;
         crate::journal::sync_dir(&self.dir)?;
         self.names.insert(name.to_string(), id);
         self.partitions.insert(

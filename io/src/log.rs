@@ -136,6 +136,7 @@ impl ShardLog {
             cfg.shard,
             cfg.journal_segment_bytes,
             cfg.journal_segments,
+            cfg.durability == Durability::Always && cfg.journal_odsync,
         )
         .await?;
         let ledger = RefCell::new(ledger);
@@ -188,6 +189,7 @@ impl ShardLog {
             shared: shared.clone(),
             journal,
             journal_unsynced: false,
+            in_flight: Default::default(),
         };
         let journal_task = glommio::spawn_local(driver.run()).detach();
         let ledger_task = glommio::spawn_local(run_ledger(shared.clone())).detach();
@@ -298,11 +300,9 @@ impl ShardLog {
     /// Reads batches from `from`, about `max_bytes` of payload (at least one batch when
     /// any is there). Only acknowledged batches are visible.
     pub async fn read(&self, partition: u32, from: u64, max_bytes: usize) -> Result<Vec<Entry>> {
-        let hw = self.high_watermark(partition)?;
-        let mut entries =
-            Ledger::read(&self.shared.ledger, partition, from.min(hw), max_bytes).await?;
-        entries.retain(|e| e.base_offset < hw);
-        Ok(entries)
+        // The ledger holds exactly the acknowledged batches: its end is the high
+        // watermark, and reads past it are out of range.
+        Ledger::read(&self.shared.ledger, partition, from, max_bytes).await
     }
 
     /// One past the last acknowledged offset.
@@ -524,7 +524,19 @@ async fn replay(
 /// remembered (appends fail once the ledger's memory is spent); the caller decides
 /// whether other errors are fatal. Callers hold `ledger_io`.
 async fn write_ledger(sh: &Shared, all: bool) -> Result<()> {
-    let ids = sh.ledger.borrow().due(all);
+    // Each pass writes the oldest chunk of every partition that has one due; passes
+    // repeat until none is (chunks of one partition are written in order).
+    loop {
+        let ids = sh.ledger.borrow().due(all);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        write_ledger_pass(sh, ids).await?;
+        sh.room.notify();
+    }
+}
+
+async fn write_ledger_pass(sh: &Shared, ids: Vec<u32>) -> Result<()> {
     for id in ids {
         let res = match Ledger::prepare_write(&sh.ledger, id).await {
             Ok(Some(job)) => {
@@ -597,7 +609,7 @@ async fn run_ledger(sh: Rc<Shared>) {
         sh.room.notify();
         match res {
             Err(e) if !e.is_no_space() => {
-                fail_fatal(&sh, e, None);
+                fail_fatal(&sh, e, []);
                 break;
             }
             _ => {}
@@ -613,7 +625,7 @@ async fn run_ledger(sh: Rc<Shared>) {
 
 /// Stops the log: every append not yet durable fails with `e`, and so does every
 /// later one. Storage faults (EIO, a failed sync) end here: the process must exit.
-fn fail_fatal(sh: &Shared, e: LogError, current: Option<Rc<Outcome>>) {
+fn fail_fatal(sh: &Shared, e: LogError, current: impl IntoIterator<Item = Rc<Outcome>>) {
     let e = Arc::new(e);
     tracing::error!("the log on this core stopped: {e}");
     let later = {
@@ -628,11 +640,27 @@ fn fail_fatal(sh: &Shared, e: LogError, current: Option<Rc<Outcome>>) {
     sh.ledger_work.notify();
 }
 
-/// The task that performs every journal write of one core.
+/// Journal writes one core keeps in flight: enough to keep the device busy while the
+/// next write fills, few enough that an acknowledgement waits for at most one more.
+const JOURNAL_WRITES_IN_FLIGHT_MAX: usize = 2;
+
+/// A journal write on its way to the device.
+struct InFlight {
+    write: glommio::Task<Result<()>>,
+    buf: Rc<DmaBuffer>,
+    frames: Vec<(usize, Header)>,
+    last_seq: u64,
+    outcome: Rc<Outcome>,
+}
+
+/// The task that performs every journal write of one core. Writes complete, and their
+/// appends are acknowledged, strictly in order, so what is acknowledged is always a
+/// prefix of the journal (recovery keeps exactly a prefix).
 struct Driver {
     shared: Rc<Shared>,
     journal: Journal,
     journal_unsynced: bool,
+    in_flight: std::collections::VecDeque<InFlight>,
 }
 
 impl Driver {
@@ -642,19 +670,42 @@ impl Driver {
         let mut last_journal_sync = Instant::now();
         loop {
             let seen = sh.work.epoch();
-            let pending = sh.state.borrow_mut().pending.take();
-            if let Some(p) = pending {
-                let outcome = p.outcome.clone();
-                if let Err(e) = self.flush(p).await {
-                    fail_fatal(&sh, e, Some(outcome));
-                    break;
+            if self.in_flight.len() < JOURNAL_WRITES_IN_FLIGHT_MAX {
+                let pending = sh.state.borrow_mut().pending.take();
+                if let Some(p) = pending {
+                    let outcome = p.outcome.clone();
+                    if let Err(e) = self.start(p).await {
+                        self.fail_all(e, Some(outcome));
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if !self.in_flight.is_empty() {
+                let room = self.in_flight.len() < JOURNAL_WRITES_IN_FLIGHT_MAX;
+                let front = self.in_flight.front_mut().expect("a write in flight");
+                let done = if room {
+                    // Wait for the oldest write, or for appends to start the next one.
+                    futures_lite::future::or(async { Some((&mut front.write).await) }, async {
+                        sh.work.wait(seen).await;
+                        None
+                    })
+                    .await
+                } else {
+                    Some((&mut front.write).await)
+                };
+                if let Some(res) = done {
+                    if let Err(e) = self.complete(res).await {
+                        self.fail_all(e, None);
+                        break;
+                    }
                 }
                 continue;
             }
             let closing = sh.state.borrow().closing;
             if self.journal_unsynced && (closing || last_journal_sync.elapsed() >= sync_interval) {
                 if let Err(e) = self.journal.sync().await {
-                    fail_fatal(&sh, e, None);
+                    self.fail_all(e, None);
                     break;
                 }
                 self.journal_unsynced = false;
@@ -677,35 +728,56 @@ impl Driver {
         }
     }
 
-    /// Writes one pending journal write, syncs it per policy, hands its frames to the
-    /// ledger and completes its appends. Returns an error only when it is fatal.
-    async fn flush(&mut self, mut p: Pending) -> Result<()> {
-        let sh = self.shared.clone();
+    /// Pads one pending write and starts it (rolling the segment first when it does
+    /// not fit). Returns an error only when it is fatal.
+    async fn start(&mut self, mut p: Pending) -> Result<()> {
         let len = frame::pad_to_block(p.buf.as_bytes_mut(), p.len);
         p.buf.trim_to_size(len);
         if !self.journal.fits(len) {
+            // A segment is sealed only behind every write into it.
+            while !self.in_flight.is_empty() {
+                let res = (&mut self.in_flight.front_mut().expect("in flight").write).await;
+                self.complete(res).await?;
+            }
             if let Some(e) = self.roll(p.first_seq).await? {
                 self.fail_pending(p, e);
                 return Ok(());
             }
         }
         let buf = Rc::new(p.buf);
-        self.journal.write(buf.clone(), p.last_seq).await?;
-        if sh.cfg.durability == Durability::Always {
+        let write = glommio::spawn_local(self.journal.start_write(buf.clone(), p.last_seq));
+        self.in_flight.push_back(InFlight {
+            write,
+            buf,
+            frames: p.frames,
+            last_seq: p.last_seq,
+            outcome: p.outcome,
+        });
+        Ok(())
+    }
+
+    /// Finishes the oldest write: syncs it per policy, hands its frames to the ledger
+    /// and acknowledges its appends. Returns an error only when it is fatal.
+    async fn complete(&mut self, res: Result<()>) -> Result<()> {
+        res?;
+        let sh = self.shared.clone();
+        let always = sh.cfg.durability == Durability::Always;
+        if always && !self.journal.writes_are_durable() {
             self.journal.sync().await?;
+        }
+        let w = self.in_flight.pop_front().expect("a write in flight");
+        let mut st = sh.state.borrow_mut();
+        st.stats.journal_writes += 1;
+        st.stats.journal_write_bytes += w.buf.len() as u64;
+        if always {
+            st.stats.journal_syncs += 1;
         } else {
             self.journal_unsynced = true;
         }
-        let mut st = sh.state.borrow_mut();
-        st.stats.journal_writes += 1;
-        st.stats.journal_write_bytes += len as u64;
-        if sh.cfg.durability == Durability::Always {
-            st.stats.journal_syncs += 1;
-        }
         let ledger_due = {
             let mut ledger = sh.ledger.borrow_mut();
-            let bytes = buf.as_bytes();
-            for &(pos, header) in &p.frames {
+            let bytes = w.buf.as_bytes();
+            for &(pos, header) in &w.frames {
                 ledger.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
                 let o = st
                     .offsets
@@ -715,9 +787,9 @@ impl Driver {
             }
             ledger.pending_bytes() >= sh.cfg.ledger_flush_bytes
         };
-        st.durable_seq = p.last_seq;
+        st.durable_seq = w.last_seq;
         drop(st);
-        p.outcome.complete(Ok(()));
+        w.outcome.complete(Ok(()));
         sh.room.notify();
         if ledger_due {
             sh.ledger_work.notify();
@@ -747,7 +819,8 @@ impl Driver {
         ))
     }
 
-    /// Fails `p` and every append after it (not fatal: the log goes on).
+    /// Fails `p` and every append after it (not fatal: the log goes on). Only called
+    /// with no write in flight.
     fn fail_pending(&mut self, p: Pending, e: LogError) {
         let e = Arc::new(e);
         tracing::warn!("journal write refused: {e}");
@@ -757,6 +830,14 @@ impl Driver {
             l.outcome.complete(Err(e));
         }
         self.shared.room.notify();
+    }
+
+    /// A fatal failure: fails `current`, every write in flight and what is pending.
+    fn fail_all(&mut self, e: LogError, current: Option<Rc<Outcome>>) {
+        let outcomes = current
+            .into_iter()
+            .chain(self.in_flight.drain(..).map(|w| w.outcome));
+        fail_fatal(&self.shared, e, outcomes);
     }
 }
 

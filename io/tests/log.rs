@@ -414,6 +414,27 @@ fn foreign_files_and_bad_settings_are_refused_with_the_file_named() {
     assert!(err.contains("junk"), "{err}");
     std::fs::remove_dir_all(cfg.ledger_dir.join("junk")).unwrap();
 
+    // Files a crash left half-written are cleaned up, not refused.
+    let c = cfg.clone();
+    run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        log.create_partition("keep").unwrap();
+        log.close().await.unwrap();
+    });
+    let leftover = cfg.ledger_dir.join("keep/00000000000000000000.index.tmp");
+    std::fs::write(&leftover, "half").unwrap();
+    let unfinished = cfg.ledger_dir.join(".half-made.creating");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    std::fs::write(unfinished.join("partition.meta.tmp"), "tidewater").unwrap();
+    let c = cfg.clone();
+    run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        assert!(log.partition_id("keep").is_some());
+        assert!(log.partition_id("half-made").is_none());
+        log.close().await.unwrap();
+    });
+    assert!(!leftover.exists() && !unfinished.exists());
+
     // A journal made with one segment size refuses another.
     let c = cfg.clone();
     run(async move { ShardLog::open(c).await.unwrap().0.close().await.unwrap() });
