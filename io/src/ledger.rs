@@ -518,7 +518,8 @@ impl Ledger {
             p.chunks.push_back(Chunk {
                 base_offset: header.base_offset,
                 end_offset: header.base_offset,
-                bytes: Vec::with_capacity(flush_bytes.min(1 << 16) + frame_bytes.len()),
+                // Sized once: growing by doubling would copy each chunk about twice.
+                bytes: Vec::with_capacity(flush_bytes + frame_bytes.len() + HEADER_LEN),
                 entries: Vec::new(),
                 max_timestamp_ms: i64::MIN,
                 last_seq: 0,
