@@ -77,6 +77,8 @@ pub struct FileConfig {
     pub retention_bytes: Option<u64>,
     pub retention_ms: Option<u64>,
     pub batch_bytes_max: Option<usize>,
+    pub kafka_addr: Option<String>,
+    pub advertised_host: Option<String>,
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
 }
@@ -169,6 +171,17 @@ pub struct Settings {
     /// The log settings of core 0; [`Settings::log_config`] makes each core's.
     pub log: LogConfig,
     pub topics: Vec<Topic>,
+    /// Core `i` listens on this address's port + `i`.
+    pub kafka_addr: std::net::SocketAddr,
+    /// The host Metadata tells clients to connect to.
+    pub advertised_host: String,
+}
+
+/// Front-end settings given as flags (the file has the same keys).
+#[derive(Clone, Debug, Default)]
+pub struct KafkaFlags {
+    pub kafka_addr: Option<String>,
+    pub advertised_host: Option<String>,
 }
 
 impl Settings {
@@ -178,6 +191,7 @@ impl Settings {
         data_dir: Option<PathBuf>,
         cores: Option<CoreSelection>,
         flags: &StorageFlags,
+        kafka: &KafkaFlags,
     ) -> Result<Self> {
         let data_dir = data_dir
             .or(file.data_dir)
@@ -245,6 +259,19 @@ impl Settings {
                 partitions: t.partitions,
             });
         }
+        let addr_text = kafka
+            .kafka_addr
+            .clone()
+            .or(file.kafka_addr)
+            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        let kafka_addr: std::net::SocketAddr = addr_text.parse().with_context(|| {
+            format!("kafka_addr {addr_text:?}: use HOST:PORT with an IP address")
+        })?;
+        let advertised_host = kafka
+            .advertised_host
+            .clone()
+            .or(file.advertised_host)
+            .unwrap_or_else(|| kafka_addr.ip().to_string());
         Ok(Settings {
             data_dir,
             cores,
@@ -252,6 +279,8 @@ impl Settings {
             ledger_dir,
             log,
             topics,
+            kafka_addr,
+            advertised_host,
         })
     }
 
@@ -273,7 +302,14 @@ mod tests {
     fn the_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/example.toml");
         let file = FileConfig::load(&path).unwrap();
-        let s = Settings::resolve(file, None, None, &StorageFlags::default()).unwrap();
+        let s = Settings::resolve(
+            file,
+            None,
+            None,
+            &StorageFlags::default(),
+            &KafkaFlags::default(),
+        )
+        .unwrap();
         let d = LogConfig::new(PathBuf::new(), PathBuf::new(), 0);
         assert_eq!(s.log.journal_segment_bytes, d.journal_segment_bytes);
         assert_eq!(s.log.journal_flush_bytes_max, d.journal_flush_bytes_max);
@@ -304,7 +340,7 @@ mod tests {
             journal_segments: Some(6),
             ..Default::default()
         };
-        let s = Settings::resolve(file, None, None, &flags).unwrap();
+        let s = Settings::resolve(file, None, None, &flags, &KafkaFlags::default()).unwrap();
         assert_eq!(s.log.durability, Durability::Never);
         assert_eq!(s.log.journal_segments, 6);
         assert_eq!(s.topics.len(), 1);

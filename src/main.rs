@@ -4,11 +4,12 @@
 //! workspace crates (`io` for storage, `shards` for what a core owns, `tools`).
 
 mod config;
+mod kafka;
 mod server;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use config::{CoreSelection, FileConfig, Settings, StorageFlags};
+use config::{CoreSelection, FileConfig, KafkaFlags, Settings, StorageFlags};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -42,6 +43,12 @@ struct ServeArgs {
     /// Cores to run on: `all`, a count (`2`), or a list (`0,2-3`).
     #[arg(long)]
     cores: Option<CoreSelection>,
+    /// Kafka listener: core i listens on PORT+i (default 127.0.0.1:9092).
+    #[arg(long)]
+    kafka_addr: Option<String>,
+    /// Host name Metadata gives clients (default: the listener's address).
+    #[arg(long)]
+    advertised_host: Option<String>,
     #[command(flatten)]
     storage: StorageFlags,
 }
@@ -101,7 +108,12 @@ fn run(cli: Cli) -> Result<i32> {
                 Some(path) => FileConfig::load(path)?,
                 None => FileConfig::default(),
             };
-            let settings = Settings::resolve(file, args.data_dir, args.cores, &args.storage)?;
+            let kafka = KafkaFlags {
+                kafka_addr: args.kafka_addr,
+                advertised_host: args.advertised_host,
+            };
+            let settings =
+                Settings::resolve(file, args.data_dir, args.cores, &args.storage, &kafka)?;
             server::serve(settings)
         }
         Command::Log(cmd) => log_command(cmd),
@@ -109,7 +121,13 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 fn log_settings(dir: PathBuf, storage: &StorageFlags) -> Result<tidewater_io::LogConfig> {
-    let s = Settings::resolve(FileConfig::default(), Some(dir), None, storage)?;
+    let s = Settings::resolve(
+        FileConfig::default(),
+        Some(dir),
+        None,
+        storage,
+        &KafkaFlags::default(),
+    )?;
     let mut cfg = s.log;
     cfg.journal_dir = s.journal_dir;
     cfg.ledger_dir = s.ledger_dir;

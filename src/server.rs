@@ -8,9 +8,11 @@
 //! [`EXIT_STORAGE_FAULT`], never leaving a dead core beside live ones.
 
 use crate::config::Settings;
+use crate::kafka;
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,14 @@ pub const EXIT_STORAGE_FAULT: i32 = 3;
 /// glommio's registered I/O memory per core.
 const IO_MEMORY_BYTES: usize = 64 << 20;
 const CLUSTER_META: &str = "tidewater.meta";
+
+/// What a core's Kafka front end needs to start.
+struct FrontEnd {
+    table: PartitionTable,
+    addr: std::net::SocketAddr,
+    advertised_host: String,
+    base_port: u16,
+}
 
 /// How one core ended.
 enum ShardEnd {
@@ -37,6 +47,12 @@ pub fn serve(settings: Settings) -> Result<i32> {
         .collect();
     let cpus = settings.cores.resolve(&available)?;
     let shard_count = cpus.len() as u32;
+    if u32::from(settings.kafka_addr.port()) + shard_count > 65_536 {
+        bail!(
+            "kafka_addr port {} + {shard_count} cores runs past port 65535",
+            settings.kafka_addr.port()
+        );
+    }
     check_shard_count(&settings.data_dir, shard_count)?;
     let table = PartitionTable::new(shard_count, settings.topics.clone());
     let stop = Arc::new(AtomicBool::new(false));
@@ -69,11 +85,29 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .collect();
         let stop = stop.clone();
         let ready = ready.clone();
+        let front = FrontEnd {
+            table: table.clone(),
+            addr: std::net::SocketAddr::new(
+                settings.kafka_addr.ip(),
+                settings.kafka_addr.port() + shard as u16,
+            ),
+            advertised_host: settings.advertised_host.clone(),
+            base_port: settings.kafka_addr.port(),
+        };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("tw-shard-{shard}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
-                run_shard(shard, cpu, cfg, owned, stop, (ready, shard_count as usize)).await
+                run_shard(
+                    shard,
+                    cpu,
+                    cfg,
+                    owned,
+                    front,
+                    stop,
+                    (ready, shard_count as usize),
+                )
+                .await
             })
             .map_err(|e| {
                 anyhow::anyhow!("cannot start the executor of core {shard} on CPU {cpu}: {e}")
@@ -112,6 +146,7 @@ async fn run_shard(
     cpu: usize,
     cfg: tidewater_io::LogConfig,
     owned: Vec<String>,
+    front: FrontEnd,
     stop: Arc<AtomicBool>,
     (ready, shard_count): (Arc<std::sync::atomic::AtomicUsize>, usize),
 ) -> Result<ShardEnd> {
@@ -136,6 +171,22 @@ async fn run_shard(
         indexes_rebuilt = report.indexes_rebuilt.len(),
         "core ready"
     );
+    let log = Rc::new(log);
+    let listener = glommio::net::TcpListener::bind(front.addr)
+        .map_err(|e| anyhow::anyhow!("core {shard}: cannot listen on {}: {e}", front.addr))?;
+    let broker = Rc::new(kafka::Broker::new(
+        shard,
+        front.table,
+        log.clone(),
+        front.advertised_host,
+        front.base_port,
+        kafka::Limits::default(),
+    ));
+    let accept_stop = stop.clone();
+    let accepting = glommio::spawn_local(kafka::serve(broker, listener, move || {
+        accept_stop.load(Ordering::SeqCst)
+    }));
+    tracing::info!(shard, addr = %front.addr, "kafka listener up");
     if ready.fetch_add(1, Ordering::SeqCst) + 1 == shard_count {
         tracing::info!("ready");
     }
@@ -148,6 +199,8 @@ async fn run_shard(
         }
         glommio::timer::sleep(Duration::from_millis(50)).await;
     };
+    stop.store(true, Ordering::SeqCst);
+    accepting.await;
     match (end, log.close().await) {
         (ShardEnd::Clean, Ok(())) => Ok(ShardEnd::Clean),
         (ShardEnd::Clean, Err(e)) => Ok(ShardEnd::StorageFault(e.to_string())),

@@ -97,10 +97,14 @@ impl Partition {
         self.next_offset
     }
 
+    /// The first offset held: in the oldest segment, else in the oldest chunk not yet
+    /// written, else the end (an empty partition).
     pub fn start_offset(&self) -> u64 {
         self.segments
             .front()
-            .map_or(self.next_offset, |s| s.base_offset)
+            .map(|s| s.base_offset)
+            .or_else(|| self.chunks.front().map(|c| c.base_offset))
+            .unwrap_or(self.next_offset)
     }
 
     fn unwritten_bytes(&self) -> usize {

@@ -107,7 +107,7 @@ struct Shared {
 /// One core's durable log. `!Send`: it lives and dies on its core.
 pub struct ShardLog {
     shared: Rc<Shared>,
-    tasks: Vec<glommio::task::JoinHandle<()>>,
+    tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
 }
 
 impl ShardLog {
@@ -196,7 +196,7 @@ impl ShardLog {
         Ok((
             ShardLog {
                 shared,
-                tasks: vec![journal_task, ledger_task],
+                tasks: RefCell::new(vec![journal_task, ledger_task]),
             },
             report,
         ))
@@ -346,13 +346,14 @@ impl ShardLog {
     }
 
     /// Finishes every append already accepted, writes and syncs everything, and stops.
-    pub async fn close(mut self) -> Result<()> {
+    pub async fn close(&self) -> Result<()> {
         let sh = self.shared.clone();
         sh.state.borrow_mut().closing = true;
         sh.work.notify();
         sh.room.notify();
         sh.ledger_work.notify();
-        for task in self.tasks.drain(..) {
+        let tasks: Vec<_> = self.tasks.borrow_mut().drain(..).collect();
+        for task in tasks {
             task.await;
         }
         if let Some(e) = sh.state.borrow().fatal.clone() {

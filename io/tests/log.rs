@@ -163,6 +163,9 @@ fn journal_only_log(root: &Path, n: u64) -> LogConfig {
         for i in 0..n {
             log.append(p, &payload(p, i, 100), 1, 7).await.unwrap();
         }
+        // Nothing is in a ledger segment yet: the start is still offset 0.
+        assert_eq!(log.log_start_offset(p).unwrap(), 0);
+        assert_eq!(log.read(p, 0, 1).await.unwrap()[0].base_offset, 0);
         // Dropped, not closed: nothing more is written.
         drop(log);
     });

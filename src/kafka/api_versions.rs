@@ -1,0 +1,41 @@
+//! ApiVersions: exactly the APIs and versions this front end implements.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// The versions we implement of each API; `None`: not implemented.
+pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
+    match api {
+        ApiKey::ApiVersions => Some((0, 3)),
+        ApiKey::Metadata => Some((0, 9)),
+        // v3 is the first with record batch v2; Fetch v13 moves to topic ids.
+        ApiKey::Produce => Some((3, 9)),
+        ApiKey::Fetch => Some((4, 12)),
+        ApiKey::ListOffsets => Some((1, 7)),
+        _ => None,
+    }
+}
+
+pub fn response(error_code: i16) -> ApiVersionsResponse {
+    let keys = [
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::Metadata,
+        ApiKey::ApiVersions,
+    ];
+    let api_keys = keys
+        .iter()
+        .filter_map(|&k| {
+            supported(k).map(|(lo, hi)| {
+                ApiVersion::default()
+                    .with_api_key(k as i16)
+                    .with_min_version(lo)
+                    .with_max_version(hi)
+            })
+        })
+        .collect();
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
+}

@@ -1,0 +1,57 @@
+//! Metadata: every core is a broker (node id = core index, port = base + index), and
+//! every partition's leader is the core that owns it.
+
+use super::{code, Broker};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tidewater_shards::partition_owner;
+
+pub fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
+    let shards = broker.table.shard_count();
+    let brokers = (0..shards)
+        .map(|s| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(s as i32))
+                .with_host(StrBytes::from_string(broker.advertised_host.clone()))
+                .with_port(broker.port_of(s))
+        })
+        .collect();
+    let wanted: Option<Vec<String>> = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .collect()
+    });
+    let mut topics = Vec::new();
+    let declared = broker.table.topics();
+    let names: Vec<String> = match &wanted {
+        Some(w) => w.clone(),
+        None => declared.iter().map(|t| t.name.clone()).collect(),
+    };
+    for name in names {
+        let topic = MetadataResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+        let Some(t) = declared.iter().find(|t| t.name == name) else {
+            topics.push(topic.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION));
+            continue;
+        };
+        let partitions = (0..t.partitions)
+            .map(|p| {
+                let leader = BrokerId(partition_owner(p, shards) as i32);
+                MetadataResponsePartition::default()
+                    .with_partition_index(p as i32)
+                    .with_leader_id(leader)
+                    .with_replica_nodes(vec![leader])
+                    .with_isr_nodes(vec![leader])
+            })
+            .collect();
+        topics.push(topic.with_partitions(partitions));
+    }
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_static_str("tidewater")))
+        .with_controller_id(BrokerId(0))
+        .with_topics(topics)
+}

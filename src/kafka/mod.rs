@@ -1,0 +1,293 @@
+//! The Kafka front end of one core: its listener, its connections, and one handler
+//! per API (`api_versions.rs`, `metadata.rs`, `produce.rs`, `fetch.rs`,
+//! `list_offsets.rs`).
+//!
+//! Per-core brokers: core `i` listens on `PORT + i` and Metadata names each core as
+//! its own broker (node id `i`) and each partition's leader as its owning core, so an
+//! unmodified client sends every partition's data straight to the core that owns it.
+//! A request for a partition another core owns gets NOT_LEADER_OR_FOLLOWER (the client
+//! refreshes its metadata). Requests on a connection are handled one at a time, so
+//! responses leave in request order.
+//!
+//! Never: panics on what a client sends, appends part of a batch, or reads a request
+//! body larger than `request_bytes_max`. Codecs come from the `kafka-protocol` crate.
+
+mod api_versions;
+pub mod batch;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use tidewater_io::ShardLog;
+use tidewater_shards::{partition_name, PartitionTable};
+
+/// Kafka error codes we send.
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const INVALID_RECORD: i16 = 87;
+}
+
+/// Limits of the front end (per core).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request body read from a socket.
+    pub request_bytes_max: usize,
+    /// Connections one core serves at once; more are closed at accept.
+    pub connections_max: usize,
+    /// Longest a Fetch waits for data (the client's max_wait is capped to this).
+    pub fetch_wait_ms_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_bytes_max: 100 << 20,
+            connections_max: 10_000,
+            fetch_wait_ms_max: 30_000,
+        }
+    }
+}
+
+/// What one core's front end serves.
+pub struct Broker {
+    pub shard: u32,
+    pub table: PartitionTable,
+    pub log: Rc<ShardLog>,
+    pub advertised_host: String,
+    pub base_port: u16,
+    pub limits: Limits,
+    /// (topic, partition) -> the log's partition id, for partitions this core owns.
+    pub partitions: HashMap<(String, i32), u32>,
+    connections: Cell<usize>,
+}
+
+/// Where a (topic, partition) lives, seen from this core.
+pub enum Placement {
+    Here(u32),
+    Elsewhere,
+    Unknown,
+}
+
+impl Broker {
+    pub fn new(
+        shard: u32,
+        table: PartitionTable,
+        log: Rc<ShardLog>,
+        advertised_host: String,
+        base_port: u16,
+        limits: Limits,
+    ) -> Self {
+        let mut partitions = HashMap::new();
+        for (topic, p) in table.owned_by(shard) {
+            if let Some(id) = log.partition_id(&partition_name(topic, p)) {
+                partitions.insert((topic.to_string(), p as i32), id);
+            }
+        }
+        Broker {
+            shard,
+            table,
+            log,
+            advertised_host,
+            base_port,
+            limits,
+            partitions,
+            connections: Cell::new(0),
+        }
+    }
+
+    pub fn place(&self, topic: &str, partition: i32) -> Placement {
+        if let Some(&id) = self.partitions.get(&(topic.to_string(), partition)) {
+            return Placement::Here(id);
+        }
+        let known = self
+            .table
+            .topics()
+            .iter()
+            .any(|t| t.name == topic && partition >= 0 && (partition as u32) < t.partitions);
+        if known {
+            Placement::Elsewhere
+        } else {
+            Placement::Unknown
+        }
+    }
+
+    pub fn port_of(&self, shard: u32) -> i32 {
+        i32::from(self.base_port) + shard as i32
+    }
+}
+
+/// Accepts connections until `stop` says so.
+pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: impl Fn() -> bool + 'static) {
+    let tasks = Rc::new(Cell::new(0usize));
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !stop() {
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { break };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(shard = broker.shard, "accept failed: {e}");
+                continue;
+            }
+        };
+        if broker.connections.get() >= broker.limits.connections_max {
+            tracing::warn!(
+                shard = broker.shard,
+                limit = broker.limits.connections_max,
+                "connection refused: connections_max reached"
+            );
+            drop(stream);
+            continue;
+        }
+        broker.connections.set(broker.connections.get() + 1);
+        let b = broker.clone();
+        let t = tasks.clone();
+        t.set(t.get() + 1);
+        glommio::spawn_local(async move {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            if let Err(why) = connection(&b, stream).await {
+                tracing::info!(shard = b.shard, peer, "connection closed: {why}");
+            }
+            b.connections.set(b.connections.get() - 1);
+            t.set(t.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Serves one connection: length-prefixed requests, answered in order.
+async fn connection(broker: &Broker, mut stream: TcpStream) -> Result<(), String> {
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut len_buf = [0u8; 4];
+    loop {
+        match stream.read_exact(&mut len_buf).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+        let len = i32::from_be_bytes(len_buf);
+        if len < 8 || len as usize > broker.limits.request_bytes_max {
+            return Err(format!(
+                "request size {len} outside 8..={} (request_bytes_max)",
+                broker.limits.request_bytes_max
+            ));
+        }
+        let mut body = vec![0u8; len as usize];
+        stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        let Some(response) = handle(broker, Bytes::from(body)).await? else {
+            continue;
+        };
+        stream
+            .write_all(&response)
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+    }
+}
+
+/// Decodes one request, runs its handler, encodes the framed response. `Ok(None)`:
+/// nothing to send (acks=0). `Err`: the connection must close (the reason is logged).
+async fn handle(broker: &Broker, mut body: Bytes) -> Result<Option<BytesMut>, String> {
+    let key = body.clone().get_i16();
+    let version = body.clone().slice(2..).get_i16();
+    let Ok(api) = ApiKey::try_from(key) else {
+        return Err(format!("unknown API key {key}"));
+    };
+    let header_version = api.request_header_version(version);
+    let header = RequestHeader::decode(&mut body, header_version)
+        .map_err(|e| format!("malformed {api:?} request header: {e}"))?;
+    let supported = api_versions::supported(api);
+    let in_range = supported.is_some_and(|(lo, hi)| (lo..=hi).contains(&version));
+    if api == ApiKey::ApiVersions && !in_range {
+        // KIP-511: answer in v0 with UNSUPPORTED_VERSION so the client can retry.
+        let r = api_versions::response(code::UNSUPPORTED_VERSION);
+        return frame(api, 0, header.correlation_id, &r).map(Some);
+    }
+    if !in_range {
+        return Err(format!(
+            "{api:?} v{version} is not supported (supported: {supported:?})"
+        ));
+    }
+    let cid = header.correlation_id;
+    macro_rules! decode {
+        ($t:ty) => {
+            <$t>::decode(&mut body, version)
+                .map_err(|e| format!("malformed {api:?} v{version} request: {e}"))?
+        };
+    }
+    use kafka_protocol::messages as m;
+    match api {
+        ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(code::NONE)),
+        ApiKey::Metadata => {
+            let req = decode!(m::MetadataRequest);
+            frame(api, version, cid, &metadata::handle(broker, &req))
+        }
+        ApiKey::Produce => {
+            let req = decode!(m::ProduceRequest);
+            let acks = req.acks;
+            let resp = produce::handle(broker, req).await;
+            if acks == 0 {
+                return Ok(None);
+            }
+            frame(api, version, cid, &resp)
+        }
+        ApiKey::Fetch => {
+            let req = decode!(m::FetchRequest);
+            frame(api, version, cid, &fetch::handle(broker, &req).await)
+        }
+        ApiKey::ListOffsets => {
+            let req = decode!(m::ListOffsetsRequest);
+            frame(api, version, cid, &list_offsets::handle(broker, &req).await)
+        }
+        other => Err(format!("{other:?} is not implemented")),
+    }
+    .map(Some)
+}
+
+/// Encodes a response with its size prefix and header.
+fn frame<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<BytesMut, String> {
+    let header_version = api.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, header_version)
+        .and_then(|_| body.encode(&mut buf, version))
+        .map_err(|e| format!("cannot encode {api:?} v{version} response: {e}"))?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}

@@ -1,0 +1,118 @@
+//! Produce: each partition's records (one or more v2 batches) are checked whole, then
+//! appended as one log entry, so a partition's part of a request lands entirely or not
+//! at all. The partitions of one request are appended concurrently and so share a
+//! group commit. The response waits for durability per the log's policy (acks 1 and
+//! all are the same on one machine: the core that owns the partition is the only
+//! replica); acks=0 gets no response.
+
+use super::batch::{self, BatchError};
+use super::{code, Broker, Placement};
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use tidewater_io::LogError;
+
+/// Checks every batch of a partition's records; returns (offsets covered, max timestamp).
+fn check_all(records: &[u8]) -> Result<(u32, i64), (i16, String)> {
+    let mut at = 0;
+    let (mut count, mut max_ts) = (0u32, i64::MIN);
+    while at < records.len() {
+        match batch::check(&records[at..]) {
+            Ok(info) => {
+                count = count.checked_add(info.record_count).ok_or((
+                    code::INVALID_RECORD,
+                    "too many records in one request".to_string(),
+                ))?;
+                max_ts = max_ts.max(info.max_timestamp_ms);
+                at += info.len;
+            }
+            Err(BatchError::Corrupt(why)) => return Err((code::CORRUPT_MESSAGE, why)),
+            Err(BatchError::OldFormat(m)) => {
+                return Err((
+                    code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+                    format!("record batch magic {m}: only magic 2 is accepted"),
+                ))
+            }
+        }
+    }
+    if count == 0 {
+        return Err((
+            code::INVALID_REQUEST,
+            "no record batch in the partition data".into(),
+        ));
+    }
+    Ok((count, max_ts))
+}
+
+fn error_code_of(e: &LogError) -> i16 {
+    match e {
+        LogError::BatchTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        LogError::Shared(inner) => error_code_of(inner),
+        _ => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+pub async fn handle(broker: &Broker, req: ProduceRequest) -> ProduceResponse {
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    for topic in req.topic_data {
+        let name = topic.name.0.to_string();
+        let mut pending = Vec::new();
+        let mut done = Vec::new();
+        for p in topic.partition_data {
+            let r = PartitionProduceResponse::default()
+                .with_index(p.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1);
+            let id = match broker.place(&name, p.index) {
+                Placement::Here(id) => id,
+                Placement::Elsewhere => {
+                    done.push(r.with_error_code(code::NOT_LEADER_OR_FOLLOWER));
+                    continue;
+                }
+                Placement::Unknown => {
+                    done.push(r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION));
+                    continue;
+                }
+            };
+            let records: Bytes = p.records.unwrap_or_default();
+            let (count, max_ts) = match check_all(&records) {
+                Ok(v) => v,
+                Err((code, why)) => {
+                    tracing::info!(topic = %name, partition = p.index, "produce refused: {why}");
+                    done.push(
+                        r.with_error_code(code)
+                            .with_error_message(Some(StrBytes::from_string(why))),
+                    );
+                    continue;
+                }
+            };
+            let log = broker.log.clone();
+            let task = glommio::spawn_local(async move {
+                let res = log.append(id, &records, count, max_ts).await;
+                (res, log.log_start_offset(id).unwrap_or(0))
+            });
+            pending.push((r, task));
+        }
+        for (r, task) in pending {
+            let (res, start) = task.await;
+            done.push(match res {
+                Ok(a) => r
+                    .with_base_offset(a.base_offset as i64)
+                    .with_log_start_offset(start as i64),
+                Err(e) => {
+                    tracing::warn!(topic = %name, partition = r.index, "append failed: {e}");
+                    r.with_error_code(error_code_of(&e))
+                        .with_error_message(Some(StrBytes::from_string(e.to_string())))
+                }
+            });
+        }
+        done.sort_by_key(|r| r.index);
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(done),
+        );
+    }
+    ProduceResponse::default().with_responses(responses)
+}
