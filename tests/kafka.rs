@@ -250,3 +250,153 @@ fn unknown_topics_get_an_error_and_garbage_closes_only_its_connection() {
     );
     assert!(ok && out.contains("after garbage"), "{out}");
 }
+
+/// Runs a client script from tests/clients with python3.
+fn python(script: &str, args: &[&str]) -> (bool, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn kafka_python_with_acks_all_and_compression_reads_everything_back() {
+    let s = start("1", 3);
+    let broker = format!("127.0.0.1:{}", s.port);
+    for codec in ["none", "gzip", "lz4"] {
+        let (ok, out) = python(
+            "kafka_python_roundtrip.py",
+            &[&broker, "events", codec, "2000"],
+        );
+        assert!(ok, "kafka-python with {codec}: {out}");
+    }
+}
+
+/// A v2 record batch of one record from idempotent producer `pid`, sequence `seq`.
+fn idempotent_batch(pid: i64, seq: i32, value: &[u8]) -> Vec<u8> {
+    // One record: length, attributes, timestamp delta, offset delta, key -1, value, 0 headers.
+    let mut rec = vec![0u8, 0, 0, 1]; // attributes, ts delta 0, offset delta 0, key len -1 (zigzag 1)
+    rec.push((value.len() as u8) << 1); // zigzag varint (values < 64 bytes)
+    rec.extend_from_slice(value);
+    rec.push(0); // headers
+    let mut body = vec![(rec.len() as u8) << 1];
+    body.extend(rec);
+    let mut b = vec![0u8; 61];
+    b.extend(body);
+    let batch_length = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    b[16] = 2;
+    b[23..27].copy_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    b[57..61].copy_from_slice(&1i32.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Sends a Produce v3 (acks=all) of `batch` to partition 0 of `events`; returns
+/// (error code, base offset).
+fn raw_produce(conn: &mut TcpStream, correlation: i32, batch: &[u8]) -> (i16, i64) {
+    let mut req = Vec::new();
+    req.extend(0i16.to_be_bytes()); // Produce
+    req.extend(3i16.to_be_bytes()); // v3
+    req.extend(correlation.to_be_bytes());
+    req.extend(4i16.to_be_bytes());
+    req.extend(b"test");
+    req.extend((-1i16).to_be_bytes()); // no transactional id
+    req.extend((-1i16).to_be_bytes()); // acks=all
+    req.extend(5000i32.to_be_bytes());
+    req.extend(1i32.to_be_bytes()); // one topic
+    req.extend(6i16.to_be_bytes());
+    req.extend(b"events");
+    req.extend(1i32.to_be_bytes()); // one partition
+    req.extend(0i32.to_be_bytes());
+    req.extend((batch.len() as i32).to_be_bytes());
+    req.extend(batch);
+    conn.write_all(&(req.len() as i32).to_be_bytes()).unwrap();
+    conn.write_all(&req).unwrap();
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).unwrap();
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut resp).unwrap();
+    assert_eq!(&resp[0..4], &correlation.to_be_bytes());
+    // correlation(4) topics(4) name(2+6) partitions(4) index(4) error(2) base_offset(8)
+    let at = 4 + 4 + 8 + 4 + 4;
+    let code = i16::from_be_bytes([resp[at], resp[at + 1]]);
+    let offset = i64::from_be_bytes(resp[at + 2..at + 10].try_into().unwrap());
+    (code, offset)
+}
+
+#[test]
+fn a_retried_idempotent_batch_is_stored_once() {
+    let s = start("1", 1);
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let pid = 4242;
+    assert_eq!(
+        raw_produce(&mut conn, 1, &idempotent_batch(pid, 0, b"first")),
+        (0, 0)
+    );
+    assert_eq!(
+        raw_produce(&mut conn, 2, &idempotent_batch(pid, 1, b"second")),
+        (0, 1)
+    );
+    // The response to seq 1 was "lost": the producer sends it again.
+    assert_eq!(
+        raw_produce(&mut conn, 3, &idempotent_batch(pid, 1, b"second")),
+        (0, 1)
+    );
+    // A gap is refused with OUT_OF_ORDER_SEQUENCE_NUMBER (45).
+    assert_eq!(
+        raw_produce(&mut conn, 4, &idempotent_batch(pid, 5, b"gap")).0,
+        45
+    );
+    // A flipped byte is CORRUPT_MESSAGE (2), and nothing is appended.
+    let mut bad = idempotent_batch(pid, 2, b"third");
+    let last = bad.len() - 2;
+    bad[last] ^= 0x20;
+    assert_eq!(raw_produce(&mut conn, 5, &bad).0, 2);
+    assert_eq!(
+        raw_produce(&mut conn, 6, &idempotent_batch(pid, 2, b"third")),
+        (0, 2)
+    );
+    let broker = format!("127.0.0.1:{}", s.port);
+    let (ok, out, err) = kcat(
+        &[
+            "-C",
+            "-b",
+            &broker,
+            "-t",
+            "events",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%o %s\n",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "0 first\n1 second\n2 third\n");
+}
+
+#[test]
+fn confluent_kafka_idempotent_producer_round_trips() {
+    let s = start("1", 2);
+    let broker = format!("127.0.0.1:{}", s.port);
+    let (ok, out) = python("confluent_idempotent.py", &[&broker, "events", "3000"]);
+    assert!(ok, "confluent-kafka: {out}");
+}

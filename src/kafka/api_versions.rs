@@ -12,6 +12,7 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::Produce => Some((3, 9)),
         ApiKey::Fetch => Some((4, 12)),
         ApiKey::ListOffsets => Some((1, 7)),
+        ApiKey::InitProducerId => Some((0, 4)),
         _ => None,
     }
 }
@@ -23,6 +24,7 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
         ApiKey::ListOffsets,
         ApiKey::Metadata,
         ApiKey::ApiVersions,
+        ApiKey::InitProducerId,
     ];
     let api_keys = keys
         .iter()

@@ -14,6 +14,10 @@ pub struct BatchInfo {
     pub max_timestamp_ms: i64,
     /// Bytes of this batch in the buffer.
     pub len: usize,
+    /// Idempotent producer id (-1: none), its epoch and the batch's first sequence.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
 /// Why a batch was refused; maps to a Kafka error code.
@@ -72,6 +76,9 @@ pub fn check(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
         record_count: last_offset_delta as u32 + 1,
         max_timestamp_ms: i64_at(bytes, 35),
         len,
+        producer_id: i64_at(bytes, 43),
+        producer_epoch: i16::from_be_bytes([bytes[51], bytes[52]]),
+        base_sequence: i32_at(bytes, 53),
     })
 }
 
@@ -116,7 +123,10 @@ pub mod tests {
             Ok(BatchInfo {
                 record_count: 5,
                 max_timestamp_ms: 1234,
-                len: b.len()
+                len: b.len(),
+                producer_id: 0,
+                producer_epoch: 0,
+                base_sequence: 0,
             })
         );
         for i in CRC_START..b.len() {

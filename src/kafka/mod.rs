@@ -15,6 +15,8 @@
 mod api_versions;
 pub mod batch;
 mod fetch;
+mod idempotence;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -41,6 +43,9 @@ pub mod code {
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const INVALID_REQUEST: i16 = 42;
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;
 }
@@ -76,6 +81,8 @@ pub struct Broker {
     pub limits: Limits,
     /// (topic, partition) -> the log's partition id, for partitions this core owns.
     pub partitions: HashMap<(String, i32), u32>,
+    /// Idempotent producers' sequence state for this core's partitions.
+    pub producers: std::cell::RefCell<idempotence::Producers>,
     connections: Cell<usize>,
 }
 
@@ -109,6 +116,7 @@ impl Broker {
             base_port,
             limits,
             partitions,
+            producers: Default::default(),
             connections: Cell::new(0),
         }
     }
@@ -266,6 +274,10 @@ async fn handle(broker: &Broker, mut body: Bytes) -> Result<Option<BytesMut>, St
         ApiKey::ListOffsets => {
             let req = decode!(m::ListOffsetsRequest);
             frame(api, version, cid, &list_offsets::handle(broker, &req).await)
+        }
+        ApiKey::InitProducerId => {
+            let req = decode!(m::InitProducerIdRequest);
+            frame(api, version, cid, &init_producer_id::handle(&req))
         }
         other => Err(format!("{other:?} is not implemented")),
     }

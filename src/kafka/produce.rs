@@ -6,6 +6,7 @@
 //! replica); acks=0 gets no response.
 
 use super::batch::{self, BatchError};
+use super::idempotence::Verdict;
 use super::{code, Broker, Placement};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -13,18 +14,37 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use tidewater_io::LogError;
 
-/// Checks every batch of a partition's records; returns (offsets covered, max timestamp).
-fn check_all(records: &[u8]) -> Result<(u32, i64), (i16, String)> {
+/// What the checks found in a partition's records.
+struct Checked {
+    count: u32,
+    max_ts: i64,
+    producer_id: i64,
+    epoch: i16,
+    first_seq: i32,
+}
+
+/// Checks every batch of a partition's records.
+fn check_all(records: &[u8]) -> Result<Checked, (i16, String)> {
     let mut at = 0;
-    let (mut count, mut max_ts) = (0u32, i64::MIN);
+    let mut c = Checked {
+        count: 0,
+        max_ts: i64::MIN,
+        producer_id: -1,
+        epoch: -1,
+        first_seq: -1,
+    };
     while at < records.len() {
         match batch::check(&records[at..]) {
             Ok(info) => {
-                count = count.checked_add(info.record_count).ok_or((
+                if at == 0 {
+                    (c.producer_id, c.epoch, c.first_seq) =
+                        (info.producer_id, info.producer_epoch, info.base_sequence);
+                }
+                c.count = c.count.checked_add(info.record_count).ok_or((
                     code::INVALID_RECORD,
                     "too many records in one request".to_string(),
                 ))?;
-                max_ts = max_ts.max(info.max_timestamp_ms);
+                c.max_ts = c.max_ts.max(info.max_timestamp_ms);
                 at += info.len;
             }
             Err(BatchError::Corrupt(why)) => return Err((code::CORRUPT_MESSAGE, why)),
@@ -36,13 +56,13 @@ fn check_all(records: &[u8]) -> Result<(u32, i64), (i16, String)> {
             }
         }
     }
-    if count == 0 {
+    if c.count == 0 {
         return Err((
             code::INVALID_REQUEST,
             "no record batch in the partition data".into(),
         ));
     }
-    Ok((count, max_ts))
+    Ok(c)
 }
 
 fn error_code_of(e: &LogError) -> i16 {
@@ -76,7 +96,7 @@ pub async fn handle(broker: &Broker, req: ProduceRequest) -> ProduceResponse {
                 }
             };
             let records: Bytes = p.records.unwrap_or_default();
-            let (count, max_ts) = match check_all(&records) {
+            let c = match check_all(&records) {
                 Ok(v) => v,
                 Err((code, why)) => {
                     tracing::info!(topic = %name, partition = p.index, "produce refused: {why}");
@@ -87,19 +107,53 @@ pub async fn handle(broker: &Broker, req: ProduceRequest) -> ProduceResponse {
                     continue;
                 }
             };
+            let last_seq = c.first_seq.wrapping_add(c.count as i32 - 1);
+            let verdict = broker.producers.borrow_mut().check(
+                c.producer_id,
+                c.epoch,
+                id,
+                c.first_seq,
+                last_seq,
+            );
+            match verdict {
+                Verdict::Append => {}
+                Verdict::Duplicate(offset) => {
+                    tracing::debug!(topic = %name, partition = p.index, offset, "duplicate batch answered, not appended");
+                    done.push(r.with_base_offset(offset as i64));
+                    continue;
+                }
+                Verdict::Refuse(code, why) => {
+                    tracing::info!(topic = %name, partition = p.index, "produce refused: {why}");
+                    done.push(
+                        r.with_error_code(code)
+                            .with_error_message(Some(StrBytes::from_string(why))),
+                    );
+                    continue;
+                }
+            }
             let log = broker.log.clone();
+            let (count, max_ts) = (c.count, c.max_ts);
             let task = glommio::spawn_local(async move {
                 let res = log.append(id, &records, count, max_ts).await;
                 (res, log.log_start_offset(id).unwrap_or(0))
             });
-            pending.push((r, task));
+            pending.push((r, task, (c.producer_id, c.epoch, id, c.first_seq, last_seq)));
         }
-        for (r, task) in pending {
+        for (r, task, (pid, epoch, id, first, last)) in pending {
             let (res, start) = task.await;
             done.push(match res {
-                Ok(a) => r
-                    .with_base_offset(a.base_offset as i64)
-                    .with_log_start_offset(start as i64),
+                Ok(a) => {
+                    broker.producers.borrow_mut().appended(
+                        pid,
+                        epoch,
+                        id,
+                        first,
+                        last,
+                        a.base_offset,
+                    );
+                    r.with_base_offset(a.base_offset as i64)
+                        .with_log_start_offset(start as i64)
+                }
                 Err(e) => {
                     tracing::warn!(topic = %name, partition = r.index, "append failed: {e}");
                     r.with_error_code(error_code_of(&e))
