@@ -30,6 +30,56 @@ enum Command {
     /// Drive or check one core's log directly (inspection and crash testing).
     #[command(subcommand)]
     Log(LogCommand),
+    /// Produce the reference IoT events (Avro, ~300 bytes, key = device_id) to any
+    /// Kafka broker and report events/s and ack latency.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadgenArgs {
+    /// Bootstrap brokers, HOST:PORT[,HOST:PORT...].
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value = "iot-sensor-data")]
+    topic: String,
+    #[arg(long, default_value_t = 100_000)]
+    devices: u32,
+    /// Events per second in all, or `max`.
+    #[arg(long, default_value = "max")]
+    rate: String,
+    /// How long to run, e.g. `60s`, `2m` (default 10s unless --events is given).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    events: Option<u64>,
+    #[arg(long, default_value_t = 2)]
+    connections: u32,
+    /// all, 1 or 0.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// Events per partition per request (the batch size).
+    #[arg(long, default_value_t = 500)]
+    batch_events: u32,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// Fraction of events whose event time goes back by up to --skew-ms.
+    #[arg(long, default_value_t = 0.0)]
+    out_of_order: f64,
+    #[arg(long, default_value_t = 0)]
+    skew_ms: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Produce requests outstanding per connection.
+    #[arg(long, default_value_t = 5)]
+    max_in_flight: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -117,7 +167,100 @@ fn run(cli: Cli) -> Result<i32> {
             server::serve(settings)
         }
         Command::Log(cmd) => log_command(cmd),
+        Command::Loadgen(args) => loadgen(args),
     }
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let (num, unit) = text.trim().split_at(
+        text.trim()
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.trim().len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("duration {text:?}: use e.g. 30s, 2m, 500ms"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => anyhow::bail!("duration {text:?}: unit must be ms, s, m or h"),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn loadgen(a: LoadgenArgs) -> Result<i32> {
+    use kafka_protocol::records::Compression;
+    use tidewater_tools::loadgen;
+    let compression = match a.compression.as_str() {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => anyhow::bail!("--compression {other:?}: use none, gzip, snappy, lz4 or zstd"),
+    };
+    let acks = match a.acks.as_str() {
+        "all" | "-1" => -1,
+        "1" => 1,
+        "0" => 0,
+        other => anyhow::bail!("--acks {other:?}: use all, 1 or 0"),
+    };
+    let rate = match a.rate.as_str() {
+        "max" => None,
+        r => Some(
+            r.parse::<u64>()
+                .map_err(|_| anyhow::anyhow!("--rate {r:?}: a number of events/s, or max"))?,
+        ),
+    };
+    let duration = match (&a.duration, a.events) {
+        (Some(d), _) => Some(parse_duration(d)?),
+        (None, None) => Some(std::time::Duration::from_secs(10)),
+        (None, Some(_)) => None,
+    };
+    if a.devices == 0 || a.batch_events == 0 || a.connections == 0 || a.max_in_flight == 0 {
+        anyhow::bail!(
+            "--devices, --batch-events, --connections and --max-in-flight must be positive"
+        );
+    }
+    if !(0.0..=1.0).contains(&a.out_of_order) {
+        anyhow::bail!("--out-of-order is a fraction between 0 and 1");
+    }
+    let opts = loadgen::Options {
+        brokers: a.brokers,
+        topic: a.topic,
+        devices: a.devices,
+        rate,
+        duration,
+        events: a.events,
+        connections: a.connections,
+        acks,
+        batch_events: a.batch_events,
+        compression,
+        out_of_order: a.out_of_order,
+        skew_ms: a.skew_ms,
+        seed: a.seed,
+        max_in_flight: a.max_in_flight,
+        progress: !a.quiet,
+    };
+    let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("loadgen: {e}"))?;
+    println!(
+        "sent {} acked {} in {:.2}s: {:.0} events/s; ack latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; errors {:?}",
+        report.sent,
+        report.acked,
+        report.seconds,
+        report.events_per_sec,
+        report.ack_latency_ms.0,
+        report.ack_latency_ms.1,
+        report.ack_latency_ms.2,
+        report.errors
+    );
+    if let Some(path) = a.report {
+        std::fs::write(&path, report.to_json())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(if report.errors.is_empty() { 0 } else { 1 })
 }
 
 fn log_settings(dir: PathBuf, storage: &StorageFlags) -> Result<tidewater_io::LogConfig> {

@@ -108,7 +108,18 @@ fn produce_and_consume(cores: &str) {
         .collect();
     let (ok, _, err) = kcat(
         &[
-            "-P", "-b", &broker, "-t", "events", "-K", "\t", "-X", "acks=all",
+            "-P",
+            "-b",
+            &broker,
+            "-t",
+            "events",
+            "-K",
+            "\t",
+            "-X",
+            "acks=all",
+            // The Java client's partitioner; the loadgen and keyBy use our murmur2.
+            "-X",
+            "partitioner=murmur2_random",
         ],
         Some(&input),
     );
@@ -138,6 +149,12 @@ fn produce_and_consume(cores: &str) {
             .entry(f[0].to_string())
             .or_default()
             .push(f[1].parse().unwrap());
+        let want = tidewater_tools::loadgen::partitioner::partition_for(f[2].as_bytes(), 5);
+        assert_eq!(
+            f[0].parse::<u32>().unwrap(),
+            want,
+            "librdkafka's murmur2 agrees: {line}"
+        );
         got.push((f[2].to_string(), f[3].to_string()));
     }
     got.sort();
@@ -399,4 +416,72 @@ fn confluent_kafka_idempotent_producer_round_trips() {
     let broker = format!("127.0.0.1:{}", s.port);
     let (ok, out) = python("confluent_idempotent.py", &[&broker, "events", "3000"]);
     assert!(ok, "confluent-kafka: {out}");
+}
+
+#[test]
+fn loadgen_produces_the_reference_events_and_reports_them() {
+    let s = start("1", 4);
+    let broker = format!("127.0.0.1:{}", s.port);
+    let report = s._dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+        .args([
+            "loadgen",
+            "--brokers",
+            &broker,
+            "--topic",
+            "events",
+            "--events",
+            "20000",
+        ])
+        .args([
+            "--devices",
+            "1000",
+            "--batch-events",
+            "100",
+            "--quiet",
+            "--out-of-order",
+            "0.1",
+            "--skew-ms",
+            "3000",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["sent"], 20000, "{json}");
+    assert_eq!(json["acked"], 20000, "{json}");
+    assert!(json["events_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(json["ack_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["errors"], serde_json::json!({}));
+    // Every event is in the log, keyed by its device, on the partition Kafka's
+    // partitioner gives that key.
+    let (ok, out, err) = kcat(
+        &[
+            "-C",
+            "-b",
+            &broker,
+            "-t",
+            "events",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%p %k\n",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 20000);
+    for l in lines.iter().take(500) {
+        let (p, key) = l.split_once(' ').unwrap();
+        assert!(key.starts_with("device-"), "{l}");
+        let want = tidewater_tools::loadgen::partitioner::partition_for(key.as_bytes(), 4);
+        assert_eq!(p.parse::<u32>().unwrap(), want, "{l}");
+    }
 }

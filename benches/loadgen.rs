@@ -1,0 +1,77 @@
+//! The load generator's hot path, per event: Avro encoding of the reference event, and
+//! a 500-event record batch (key and value copies, varints, CRC32C) through
+//! kafka-protocol's `RecordBatchEncoder`. `cargo bench --bench loadgen`.
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tidewater_tools::loadgen::event;
+
+fn reading(device: u32) -> event::Reading {
+    event::Reading {
+        device,
+        sensor_type: 3,
+        timestamp_ms: 1_700_000_000_000 + i64::from(device),
+        temperature: 21.5,
+        humidity: 40.0,
+        pressure: 1013.0,
+        battery_level: 88.0,
+        status: 1,
+        latitude: 48.1,
+        longitude: 11.5,
+    }
+}
+
+fn encode_event(c: &mut Criterion) {
+    let mut g = c.benchmark_group("loadgen");
+    g.throughput(Throughput::Elements(1));
+    let mut buf = Vec::with_capacity(320);
+    let mut device = 0u32;
+    g.bench_function("avro_event", |b| {
+        b.iter(|| {
+            device = device.wrapping_add(1) % 100_000;
+            event::encode(&reading(device), &mut buf);
+            buf.len()
+        })
+    });
+    const N: usize = 500;
+    g.throughput(Throughput::Elements(N as u64));
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    let mut key = Vec::new();
+    g.bench_function("record_batch_500", |b| {
+        b.iter(|| {
+            let records: Vec<Record> = (0..N as u32)
+                .map(|d| {
+                    event::encode(&reading(d), &mut buf);
+                    event::device_key(d, &mut key);
+                    Record {
+                        transactional: false,
+                        control: false,
+                        partition_leader_epoch: -1,
+                        producer_id: -1,
+                        producer_epoch: -1,
+                        timestamp_type: TimestampType::Creation,
+                        offset: i64::from(d),
+                        sequence: -1,
+                        timestamp: 1_700_000_000_000,
+                        key: Some(Bytes::copy_from_slice(&key)),
+                        value: Some(Bytes::copy_from_slice(&buf)),
+                        headers: Default::default(),
+                    }
+                })
+                .collect();
+            let mut out = BytesMut::new();
+            RecordBatchEncoder::encode(&mut out, &records, &options).expect("encodes");
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, encode_event);
+criterion_main!(benches);

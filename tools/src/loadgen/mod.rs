@@ -1,0 +1,578 @@
+//! `tidewater loadgen`: the reference IoT events (Avro, ~300 bytes, key = device_id)
+//! produced over the Kafka protocol to any broker, at a set rate or as fast as it goes.
+//!
+//! Each connection is one pinned thread talking to one broker (the leader of the
+//! partitions it produces to, found with Metadata), keeping up to `max_in_flight`
+//! Produce requests outstanding. A device always lands on the partition Kafka's default
+//! partitioner gives its key, so keyed state downstream sees it on one core. Ack latency
+//! is measured per request, from send to response, and applies to every event in it.
+//! Reproducible: the same `--seed` gives the same events in the same order.
+
+pub mod event;
+pub mod partitioner;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PRODUCE_VERSION: i16 = 7;
+const METADATA_VERSION: i16 = 1;
+
+/// What to generate and where to send it.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub brokers: String,
+    pub topic: String,
+    pub devices: u32,
+    /// Events per second over all connections; `None`: as fast as possible.
+    pub rate: Option<u64>,
+    pub duration: Option<Duration>,
+    pub events: Option<u64>,
+    pub connections: u32,
+    /// -1 (all), 0 or 1.
+    pub acks: i16,
+    /// Events per partition per request.
+    pub batch_events: u32,
+    pub compression: Compression,
+    /// Fraction of events whose event time is set back by up to `skew_ms`.
+    pub out_of_order: f64,
+    pub skew_ms: u64,
+    pub seed: u64,
+    pub max_in_flight: usize,
+    /// Show a live progress line.
+    pub progress: bool,
+}
+
+/// The end-of-run report (also written as JSON).
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub sent: u64,
+    pub acked: u64,
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    pub ack_latency_ms: (f64, f64, f64),
+    pub errors: BTreeMap<String, u64>,
+    pub bytes_sent: u64,
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        let errors: serde_json::Map<String, serde_json::Value> = self
+            .errors
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+            .collect();
+        serde_json::json!({
+            "sent": self.sent,
+            "acked": self.acked,
+            "seconds": self.seconds,
+            "events_per_sec": self.events_per_sec,
+            "bytes_sent": self.bytes_sent,
+            "ack_latency_ms": {
+                "p50": self.ack_latency_ms.0,
+                "p99": self.ack_latency_ms.1,
+                "p999": self.ack_latency_ms.2,
+            },
+            "errors": errors,
+        })
+        .to_string()
+    }
+}
+
+fn io_err(what: impl Into<String>) -> std::io::Error {
+    std::io::Error::other(what.into())
+}
+
+/// Writes one request with its size prefix and header.
+fn send<R: Encodable>(
+    s: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> std::io::Result<usize> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("tidewater-loadgen")));
+    let mut buf = BytesMut::with_capacity(1024);
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .and_then(|_| body.encode(&mut buf, version))
+        .map_err(|e| io_err(format!("encoding {api:?}: {e}")))?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    s.write_all(&buf)?;
+    Ok(buf.len())
+}
+
+/// Reads one response body (after its header).
+fn recv(s: &mut TcpStream, api: ApiKey, version: i16) -> std::io::Result<(i32, Bytes)> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let len = i32::from_be_bytes(len);
+    if !(4..=(256 << 20)).contains(&len) {
+        return Err(io_err(format!("response size {len} out of range")));
+    }
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body)?;
+    let mut body = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, api.response_header_version(version))
+        .map_err(|e| io_err(format!("response header: {e}")))?;
+    Ok((header.correlation_id, body))
+}
+
+/// Partition leaders: partition -> broker address.
+fn discover(opts: &Options) -> std::io::Result<Vec<String>> {
+    let mut last = io_err("no broker given");
+    for addr in opts.brokers.split(',') {
+        let mut s = match TcpStream::connect(addr.trim()) {
+            Ok(s) => s,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let req = MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(opts.topic.clone())))),
+        ]));
+        send(&mut s, ApiKey::Metadata, METADATA_VERSION, 1, &req)?;
+        let (_, mut body) = recv(&mut s, ApiKey::Metadata, METADATA_VERSION)?;
+        let meta = MetadataResponse::decode(&mut body, METADATA_VERSION)
+            .map_err(|e| io_err(format!("metadata: {e}")))?;
+        let brokers: HashMap<i32, String> = meta
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+            .collect();
+        let topic = meta
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == opts.topic))
+            .ok_or_else(|| io_err(format!("topic {} not in metadata", opts.topic)))?;
+        if topic.error_code != 0 || topic.partitions.is_empty() {
+            return Err(io_err(format!(
+                "topic {}: error code {} ({} partitions)",
+                opts.topic,
+                topic.error_code,
+                topic.partitions.len()
+            )));
+        }
+        let mut leaders = vec![String::new(); topic.partitions.len()];
+        for p in &topic.partitions {
+            let addr = brokers
+                .get(&p.leader_id.0)
+                .ok_or_else(|| io_err(format!("partition {} has no leader", p.partition_index)))?;
+            leaders[p.partition_index as usize] = addr.clone();
+        }
+        return Ok(leaders);
+    }
+    Err(last)
+}
+
+/// Counters shared with the progress line.
+#[derive(Default)]
+struct Live {
+    sent: AtomicU64,
+    acked: AtomicU64,
+}
+
+/// What one connection measured.
+struct ConnResult {
+    sent: u64,
+    acked: u64,
+    bytes: u64,
+    latency_us: hdrhistogram::Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// One connection's plan: its broker and the devices whose partitions that broker leads.
+struct Plan {
+    addr: String,
+    /// (partition, devices mapping to it)
+    partitions: Vec<(u32, Vec<u32>)>,
+}
+
+fn plan(opts: &Options, leaders: &[String]) -> Vec<Plan> {
+    let n = leaders.len() as u32;
+    let mut by_partition: Vec<Vec<u32>> = vec![Vec::new(); n as usize];
+    let mut key = Vec::with_capacity(16);
+    for d in 0..opts.devices {
+        event::device_key(d, &mut key);
+        by_partition[partitioner::partition_for(&key, n) as usize].push(d);
+    }
+    let mut brokers: Vec<String> = leaders.to_vec();
+    brokers.sort();
+    brokers.dedup();
+    let conns = (opts.connections as usize).max(brokers.len());
+    let mut plans: Vec<Plan> = (0..conns)
+        .map(|i| Plan {
+            addr: brokers[i % brokers.len()].clone(),
+            partitions: Vec::new(),
+        })
+        .collect();
+    // Deal each broker's partitions over the connections to that broker.
+    for (b, broker) in brokers.iter().enumerate() {
+        let mine: Vec<usize> = (0..conns).filter(|i| i % brokers.len() == b).collect();
+        let parts: Vec<u32> = (0..n).filter(|&p| &leaders[p as usize] == broker).collect();
+        for (j, p) in parts.into_iter().enumerate() {
+            let devices = std::mem::take(&mut by_partition[p as usize]);
+            if !devices.is_empty() {
+                plans[mine[j % mine.len()]].partitions.push((p, devices));
+            }
+        }
+    }
+    plans.retain(|p| !p.partitions.is_empty());
+    plans
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs the load and returns the report.
+pub fn run(opts: &Options) -> std::io::Result<Report> {
+    let leaders = discover(opts)?;
+    let plans = plan(opts, &leaders);
+    if plans.is_empty() {
+        return Err(io_err("no partition to produce to"));
+    }
+    let live = Arc::new(Live::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let per_conn_rate = opts.rate.map(|r| (r / plans.len() as u64).max(1));
+    let per_conn_events = opts.events.map(|e| e.div_ceil(plans.len() as u64));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for (i, plan) in plans.into_iter().enumerate() {
+        let (opts, live, stop) = (opts.clone(), live.clone(), stop.clone());
+        let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        handles.push(std::thread::spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            connection(
+                &opts,
+                plan,
+                i as u64,
+                per_conn_rate,
+                per_conn_events,
+                &live,
+                &stop,
+            )
+        }));
+    }
+    let bar = opts.progress.then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b
+    });
+    let mut last = (Instant::now(), 0u64);
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(200));
+        if opts.duration.is_some_and(|d| start.elapsed() >= d) {
+            stop.store(true, Ordering::SeqCst);
+        }
+        if let Some(b) = &bar {
+            let acked = live.acked.load(Ordering::Relaxed);
+            let rate = (acked - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            last = (Instant::now(), acked);
+            b.set_message(format!(
+                "sent {} acked {} ({:.0} events/s)",
+                live.sent.load(Ordering::Relaxed),
+                acked,
+                rate
+            ));
+            b.tick();
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let mut report = Report {
+        seconds,
+        ..Default::default()
+    };
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| io_err(e.to_string()))?;
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|_| io_err("a connection thread panicked"))??;
+        report.sent += r.sent;
+        report.acked += r.acked;
+        report.bytes_sent += r.bytes;
+        let _ = hist.add(&r.latency_us);
+        for (k, v) in r.errors {
+            *report.errors.entry(k).or_default() += v;
+        }
+    }
+    let counted = if opts.acks == 0 {
+        report.sent
+    } else {
+        report.acked
+    };
+    report.events_per_sec = counted as f64 / seconds;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    report.ack_latency_ms = (ms(0.5), ms(0.99), ms(0.999));
+    Ok(report)
+}
+
+/// One connection: builds requests of `batch_events` per partition, keeps up to
+/// `max_in_flight` outstanding, paces to `rate`, stops at `events` or when told.
+fn connection(
+    opts: &Options,
+    plan: Plan,
+    conn_index: u64,
+    rate: Option<u64>,
+    events_max: Option<u64>,
+    live: &Live,
+    stop: &AtomicBool,
+) -> std::io::Result<ConnResult> {
+    let mut s = TcpStream::connect(&plan.addr)?;
+    s.set_nodelay(true)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ conn_index.wrapping_mul(0x9e37));
+    let mut out = ConnResult {
+        sent: 0,
+        acked: 0,
+        bytes: 0,
+        latency_us: hdrhistogram::Histogram::new(3).map_err(|e| io_err(e.to_string()))?,
+        errors: BTreeMap::new(),
+    };
+    let mut cursors = vec![0usize; plan.partitions.len()];
+    let mut in_flight: VecDeque<(i32, Instant, u64)> = VecDeque::new();
+    let mut correlation = 0i32;
+    let mut value = Vec::with_capacity(320);
+    let mut key = Vec::with_capacity(16);
+    let started = Instant::now();
+    let topic = TopicName(StrBytes::from_string(opts.topic.clone()));
+    let encode_options = RecordEncodeOptions {
+        version: 2,
+        compression: opts.compression,
+    };
+    loop {
+        let done = stop.load(Ordering::Relaxed) || events_max.is_some_and(|m| out.sent >= m);
+        if done {
+            break;
+        }
+        if let Some(r) = rate {
+            // Pace: the next request goes when the schedule reaches it.
+            let due = Duration::from_secs_f64(out.sent as f64 / r as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+                continue;
+            }
+        }
+        let mut partition_data = Vec::with_capacity(plan.partitions.len());
+        let mut in_request = 0u64;
+        let ts_now = now_ms();
+        for (pi, (partition, devices)) in plan.partitions.iter().enumerate() {
+            let mut records = Vec::with_capacity(opts.batch_events as usize);
+            for _ in 0..opts.batch_events {
+                let device = devices[cursors[pi] % devices.len()];
+                cursors[pi] += 1;
+                let mut ts = ts_now;
+                if opts.out_of_order > 0.0 && rng.gen_bool(opts.out_of_order.min(1.0)) {
+                    ts -= rng.gen_range(0..=opts.skew_ms) as i64;
+                }
+                let reading = event::Reading {
+                    device,
+                    sensor_type: (device % 8) as i32,
+                    timestamp_ms: ts,
+                    temperature: 15.0 + rng.gen::<f64>() * 20.0,
+                    humidity: rng.gen::<f64>() * 100.0,
+                    pressure: 950.0 + rng.gen::<f64>() * 100.0,
+                    battery_level: rng.gen::<f64>() * 100.0,
+                    status: rng.gen_range(0..4),
+                    latitude: 48.0 + f64::from(device % 1000) / 1000.0,
+                    longitude: 11.0 + f64::from(device % 997) / 997.0,
+                };
+                event::encode(&reading, &mut value);
+                event::device_key(device, &mut key);
+                records.push(Record {
+                    transactional: false,
+                    control: false,
+                    partition_leader_epoch: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: records.len() as i64,
+                    sequence: -1,
+                    timestamp: ts,
+                    key: Some(Bytes::copy_from_slice(&key)),
+                    value: Some(Bytes::copy_from_slice(&value)),
+                    headers: Default::default(),
+                });
+            }
+            let mut batch = BytesMut::new();
+            RecordBatchEncoder::encode(&mut batch, &records, &encode_options)
+                .map_err(|e| io_err(format!("encoding a record batch: {e}")))?;
+            in_request += records.len() as u64;
+            partition_data.push(
+                PartitionProduceData::default()
+                    .with_index(*partition as i32)
+                    .with_records(Some(batch.freeze())),
+            );
+        }
+        let req = ProduceRequest::default()
+            .with_acks(opts.acks)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic.clone())
+                .with_partition_data(partition_data)]);
+        correlation = correlation.wrapping_add(1);
+        out.bytes += send(&mut s, ApiKey::Produce, PRODUCE_VERSION, correlation, &req)? as u64;
+        out.sent += in_request;
+        live.sent.fetch_add(in_request, Ordering::Relaxed);
+        if opts.acks != 0 {
+            in_flight.push_back((correlation, Instant::now(), in_request));
+            while in_flight.len() >= opts.max_in_flight {
+                receive_one(&mut s, &mut in_flight, &mut out, live)?;
+            }
+        }
+    }
+    while !in_flight.is_empty() {
+        receive_one(&mut s, &mut in_flight, &mut out, live)?;
+    }
+    Ok(out)
+}
+
+fn receive_one(
+    s: &mut TcpStream,
+    in_flight: &mut VecDeque<(i32, Instant, u64)>,
+    out: &mut ConnResult,
+    live: &Live,
+) -> std::io::Result<()> {
+    let (cid, mut body) = recv(s, ApiKey::Produce, PRODUCE_VERSION)?;
+    let Some((want, sent_at, events)) = in_flight.pop_front() else {
+        return Err(io_err("response without a request"));
+    };
+    if cid != want {
+        return Err(io_err(format!("response {cid} where {want} was expected")));
+    }
+    let _ = out.latency_us.record(sent_at.elapsed().as_micros() as u64);
+    let resp = ProduceResponse::decode(&mut body, PRODUCE_VERSION)
+        .map_err(|e| io_err(format!("produce response: {e}")))?;
+    let mut failed = 0u64;
+    for t in &resp.responses {
+        for p in &t.partition_responses {
+            if p.error_code != 0 {
+                *out.errors.entry(p.error_code.to_string()).or_default() += 1;
+                failed += 1;
+            }
+        }
+    }
+    // A failed partition fails its share of the request's events.
+    let parts: u64 = resp
+        .responses
+        .iter()
+        .map(|t| t.partition_responses.len() as u64)
+        .sum();
+    let acked = if failed == 0 {
+        events
+    } else {
+        events - events * failed / parts.max(1)
+    };
+    out.acked += acked;
+    live.acked.fetch_add(acked, Ordering::Relaxed);
+    let _ = body.remaining();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::types::Value;
+
+    #[test]
+    fn events_decode_with_the_reference_decoder_and_are_about_300_bytes() {
+        let schema = apache_avro::Schema::parse_str(event::SCHEMA).unwrap();
+        let r = event::Reading {
+            device: 123,
+            sensor_type: 3,
+            timestamp_ms: 1_700_000_000_123,
+            temperature: 21.5,
+            humidity: 40.25,
+            pressure: 1013.0,
+            battery_level: 99.0,
+            status: 1,
+            latitude: 48.1,
+            longitude: 11.5,
+        };
+        let mut buf = Vec::new();
+        event::encode(&r, &mut buf);
+        assert!((280..=320).contains(&buf.len()), "{} bytes", buf.len());
+        let v = apache_avro::from_avro_datum(&schema, &mut &buf[..], None).unwrap();
+        let Value::Record(fields) = v else {
+            panic!("not a record")
+        };
+        let get = |n: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(get("device_id"), Value::String("device-000123".into()));
+        assert_eq!(get("timestamp"), Value::Long(1_700_000_000_123));
+        assert_eq!(get("temperature"), Value::Double(21.5));
+        assert_eq!(get("status"), Value::Int(1));
+        assert_eq!(get("firmware"), Value::String("fw-2.4.1".into()));
+    }
+
+    #[test]
+    fn every_device_lands_on_exactly_one_connection() {
+        let opts = Options {
+            brokers: String::new(),
+            topic: "t".into(),
+            devices: 1000,
+            rate: None,
+            duration: None,
+            events: None,
+            connections: 3,
+            acks: -1,
+            batch_events: 10,
+            compression: Compression::None,
+            out_of_order: 0.0,
+            skew_ms: 0,
+            seed: 1,
+            max_in_flight: 5,
+            progress: false,
+        };
+        let leaders: Vec<String> = (0..8).map(|p| format!("b{}", p % 2)).collect();
+        let plans = plan(&opts, &leaders);
+        let mut devices: Vec<u32> = plans
+            .iter()
+            .flat_map(|p| p.partitions.iter().flat_map(|(_, d)| d.clone()))
+            .collect();
+        devices.sort_unstable();
+        assert_eq!(devices, (0..1000).collect::<Vec<_>>());
+        for p in &plans {
+            for (part, _) in &p.partitions {
+                assert_eq!(leaders[*part as usize], p.addr);
+            }
+        }
+    }
+}
