@@ -2,12 +2,10 @@
 //! a 500-event record batch (key and value copies, varints, CRC32C) through
 //! kafka-protocol's `RecordBatchEncoder`. `cargo bench --bench loadgen`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-use tidewater_tools::loadgen::event;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+use tidewater_tools::loadgen::{self, event};
 
 fn reading(device: u32) -> event::Reading {
     event::Reading {
@@ -49,20 +47,7 @@ fn encode_event(c: &mut Criterion) {
                 .map(|d| {
                     event::encode(&reading(d), &mut buf);
                     event::device_key(d, &mut key);
-                    Record {
-                        transactional: false,
-                        control: false,
-                        partition_leader_epoch: -1,
-                        producer_id: -1,
-                        producer_epoch: -1,
-                        timestamp_type: TimestampType::Creation,
-                        offset: i64::from(d),
-                        sequence: -1,
-                        timestamp: 1_700_000_000_000,
-                        key: Some(Bytes::copy_from_slice(&key)),
-                        value: Some(Bytes::copy_from_slice(&buf)),
-                        headers: Default::default(),
-                    }
+                    loadgen::record(&key, &buf, 1_700_000_000_000, i64::from(d))
                 })
                 .collect();
             let mut out = BytesMut::new();

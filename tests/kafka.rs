@@ -99,6 +99,27 @@ fn kcat(args: &[&str], input: Option<&str>) -> (bool, String, String) {
     )
 }
 
+/// Reads a whole topic from the beginning with kcat, one line per message in `format`.
+fn consume(broker: &str, topic: &str, format: &str) -> String {
+    let (ok, out, err) = kcat(
+        &[
+            "-C",
+            "-b",
+            broker,
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            format,
+        ],
+        None,
+    );
+    assert!(ok, "consume failed: {err}");
+    out
+}
+
 fn produce_and_consume(cores: &str) {
     let s = start(cores, 5);
     let broker = format!("127.0.0.1:{}", s.port);
@@ -124,22 +145,7 @@ fn produce_and_consume(cores: &str) {
         Some(&input),
     );
     assert!(ok, "produce failed: {err}");
-    let (ok, out, err) = kcat(
-        &[
-            "-C",
-            "-b",
-            &broker,
-            "-t",
-            "events",
-            "-o",
-            "beginning",
-            "-e",
-            "-f",
-            "%p\t%o\t%k\t%s\n",
-        ],
-        None,
-    );
-    assert!(ok, "consume failed: {err}");
+    let out = consume(&broker, "events", "%p\t%o\t%k\t%s\n");
     let mut got: Vec<(String, String)> = Vec::new();
     let mut per_partition: std::collections::HashMap<String, Vec<u64>> = Default::default();
     for line in out.lines() {
@@ -391,22 +397,7 @@ fn a_retried_idempotent_batch_is_stored_once() {
         (0, 2)
     );
     let broker = format!("127.0.0.1:{}", s.port);
-    let (ok, out, err) = kcat(
-        &[
-            "-C",
-            "-b",
-            &broker,
-            "-t",
-            "events",
-            "-o",
-            "beginning",
-            "-e",
-            "-f",
-            "%o %s\n",
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
+    let out = consume(&broker, "events", "%o %s\n");
     assert_eq!(out, "0 first\n1 second\n2 third\n");
 }
 
@@ -460,22 +451,7 @@ fn loadgen_produces_the_reference_events_and_reports_them() {
     assert_eq!(json["errors"], serde_json::json!({}));
     // Every event is in the log, keyed by its device, on the partition Kafka's
     // partitioner gives that key.
-    let (ok, out, err) = kcat(
-        &[
-            "-C",
-            "-b",
-            &broker,
-            "-t",
-            "events",
-            "-o",
-            "beginning",
-            "-e",
-            "-f",
-            "%p %k\n",
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
+    let out = consume(&broker, "events", "%p %k\n");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 20000);
     for l in lines.iter().take(500) {

@@ -2,7 +2,7 @@
 //! its in-memory tail. Long poll: with less than `min_bytes` available the request
 //! waits (up to `max_wait_ms`, capped by `fetch_wait_ms_max`) and reads again.
 
-use super::{batch, code, Broker, Placement};
+use super::{batch, code, Broker};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
@@ -49,14 +49,10 @@ async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize
                 .with_last_stable_offset(-1)
                 .with_high_watermark(-1)
                 .with_log_start_offset(-1);
-            let id = match broker.place(&t.topic.0, p.partition) {
-                Placement::Here(id) => id,
-                Placement::Elsewhere => {
-                    partitions.push(r.with_error_code(code::NOT_LEADER_OR_FOLLOWER));
-                    continue;
-                }
-                Placement::Unknown => {
-                    partitions.push(r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION));
+            let id = match broker.place(&t.topic.0, p.partition).owned() {
+                Ok(id) => id,
+                Err(code) => {
+                    partitions.push(r.with_error_code(code));
                     continue;
                 }
             };

@@ -36,6 +36,16 @@ pub enum Verdict {
     Refuse(i16, String),
 }
 
+/// Which producer batch: its producer, epoch, partition and sequence range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchId {
+    pub pid: i64,
+    pub epoch: i16,
+    pub partition: u32,
+    pub first: i32,
+    pub last: i32,
+}
+
 #[derive(Default)]
 pub struct Producers {
     states: HashMap<(i64, u32), State>,
@@ -43,14 +53,14 @@ pub struct Producers {
 }
 
 impl Producers {
-    pub fn check(
-        &mut self,
-        pid: i64,
-        epoch: i16,
-        partition: u32,
-        first: i32,
-        last: i32,
-    ) -> Verdict {
+    pub fn check(&mut self, b: &BatchId) -> Verdict {
+        let BatchId {
+            pid,
+            epoch,
+            partition,
+            first,
+            last,
+        } = *b;
         if pid < 0 {
             return Verdict::Append;
         }
@@ -93,15 +103,14 @@ impl Producers {
     }
 
     /// Records an appended batch.
-    pub fn appended(
-        &mut self,
-        pid: i64,
-        epoch: i16,
-        partition: u32,
-        first: i32,
-        last: i32,
-        offset: u64,
-    ) {
+    pub fn appended(&mut self, b: &BatchId, offset: u64) {
+        let BatchId {
+            pid,
+            epoch,
+            partition,
+            first,
+            last,
+        } = *b;
         if pid < 0 {
             return;
         }
@@ -143,22 +152,115 @@ mod tests {
     #[test]
     fn retries_are_answered_not_appended_and_gaps_are_refused() {
         let mut p = Producers::default();
-        assert_eq!(p.check(7, 0, 1, 0, 9), Verdict::Append);
-        p.appended(7, 0, 1, 0, 9, 100);
-        assert_eq!(p.check(7, 0, 1, 10, 19), Verdict::Append);
-        p.appended(7, 0, 1, 10, 19, 110);
-        assert_eq!(p.check(7, 0, 1, 0, 9), Verdict::Duplicate(100));
-        assert_eq!(p.check(7, 0, 1, 10, 19), Verdict::Duplicate(110));
+        assert_eq!(
+            p.check(&BatchId {
+                pid: 7,
+                epoch: 0,
+                partition: 1,
+                first: 0,
+                last: 9
+            }),
+            Verdict::Append
+        );
+        p.appended(
+            &BatchId {
+                pid: 7,
+                epoch: 0,
+                partition: 1,
+                first: 0,
+                last: 9,
+            },
+            100,
+        );
+        assert_eq!(
+            p.check(&BatchId {
+                pid: 7,
+                epoch: 0,
+                partition: 1,
+                first: 10,
+                last: 19
+            }),
+            Verdict::Append
+        );
+        p.appended(
+            &BatchId {
+                pid: 7,
+                epoch: 0,
+                partition: 1,
+                first: 10,
+                last: 19,
+            },
+            110,
+        );
+        assert_eq!(
+            p.check(&BatchId {
+                pid: 7,
+                epoch: 0,
+                partition: 1,
+                first: 0,
+                last: 9
+            }),
+            Verdict::Duplicate(100)
+        );
+        assert_eq!(
+            p.check(&BatchId {
+                pid: 7,
+                epoch: 0,
+                partition: 1,
+                first: 10,
+                last: 19
+            }),
+            Verdict::Duplicate(110)
+        );
         assert!(matches!(
-            p.check(7, 0, 1, 30, 39),
+            p.check(&BatchId {
+                pid: 7,
+                epoch: 0,
+                partition: 1,
+                first: 30,
+                last: 39
+            }),
             Verdict::Refuse(code::OUT_OF_ORDER_SEQUENCE_NUMBER, _)
         ));
-        assert_eq!(p.check(7, 0, 1, 20, 29), Verdict::Append);
-        p.appended(7, 1, 1, 0, 4, 120);
+        assert_eq!(
+            p.check(&BatchId {
+                pid: 7,
+                epoch: 0,
+                partition: 1,
+                first: 20,
+                last: 29
+            }),
+            Verdict::Append
+        );
+        p.appended(
+            &BatchId {
+                pid: 7,
+                epoch: 1,
+                partition: 1,
+                first: 0,
+                last: 4,
+            },
+            120,
+        );
         assert!(matches!(
-            p.check(7, 0, 1, 20, 29),
+            p.check(&BatchId {
+                pid: 7,
+                epoch: 0,
+                partition: 1,
+                first: 20,
+                last: 29
+            }),
             Verdict::Refuse(code::INVALID_PRODUCER_EPOCH, _)
         ));
-        assert_eq!(p.check(-1, -1, 1, 0, 0), Verdict::Append);
+        assert_eq!(
+            p.check(&BatchId {
+                pid: -1,
+                epoch: -1,
+                partition: 1,
+                first: 0,
+                last: 0
+            }),
+            Verdict::Append
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! ListOffsets: earliest (-2), latest (-1), and by timestamp: the first batch whose
 //! max timestamp reaches the one asked for (offset -1 when none does).
 
-use super::{code, Broker, Placement};
+use super::{code, Broker};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -19,16 +19,15 @@ pub async fn handle(broker: &Broker, req: &ListOffsetsRequest) -> ListOffsetsRes
             let r = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1);
-            partitions.push(match broker.place(&t.name.0, p.partition_index) {
-                Placement::Here(id) => match lookup(broker, id, p.timestamp).await {
+            partitions.push(match broker.place(&t.name.0, p.partition_index).owned() {
+                Ok(id) => match lookup(broker, id, p.timestamp).await {
                     Ok((offset, ts)) => r.with_offset(offset).with_timestamp(ts),
                     Err(e) => {
                         tracing::warn!(topic = %t.name.0.as_str(), "list offsets failed: {e}");
                         r.with_error_code(code::KAFKA_STORAGE_ERROR)
                     }
                 },
-                Placement::Elsewhere => r.with_error_code(code::NOT_LEADER_OR_FOLLOWER),
-                Placement::Unknown => r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Err(code) => r.with_error_code(code),
             });
         }
         topics.push(

@@ -93,6 +93,17 @@ pub enum Placement {
     Unknown,
 }
 
+impl Placement {
+    /// The log's partition id when this core owns it, else the Kafka error to send.
+    pub fn owned(self) -> Result<u32, i16> {
+        match self {
+            Placement::Here(id) => Ok(id),
+            Placement::Elsewhere => Err(code::NOT_LEADER_OR_FOLLOWER),
+            Placement::Unknown => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+        }
+    }
+}
+
 impl Broker {
     pub fn new(
         shard: u32,

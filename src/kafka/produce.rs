@@ -6,8 +6,8 @@
 //! replica); acks=0 gets no response.
 
 use super::batch::{self, BatchError};
-use super::idempotence::Verdict;
-use super::{code, Broker, Placement};
+use super::idempotence::{BatchId, Verdict};
+use super::{code, Broker};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -84,14 +84,10 @@ pub async fn handle(broker: &Broker, req: ProduceRequest) -> ProduceResponse {
                 .with_index(p.index)
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1);
-            let id = match broker.place(&name, p.index) {
-                Placement::Here(id) => id,
-                Placement::Elsewhere => {
-                    done.push(r.with_error_code(code::NOT_LEADER_OR_FOLLOWER));
-                    continue;
-                }
-                Placement::Unknown => {
-                    done.push(r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION));
+            let id = match broker.place(&name, p.index).owned() {
+                Ok(id) => id,
+                Err(code) => {
+                    done.push(r.with_error_code(code));
                     continue;
                 }
             };
@@ -107,14 +103,14 @@ pub async fn handle(broker: &Broker, req: ProduceRequest) -> ProduceResponse {
                     continue;
                 }
             };
-            let last_seq = c.first_seq.wrapping_add(c.count as i32 - 1);
-            let verdict = broker.producers.borrow_mut().check(
-                c.producer_id,
-                c.epoch,
-                id,
-                c.first_seq,
-                last_seq,
-            );
+            let batch_id = BatchId {
+                pid: c.producer_id,
+                epoch: c.epoch,
+                partition: id,
+                first: c.first_seq,
+                last: c.first_seq.wrapping_add(c.count as i32 - 1),
+            };
+            let verdict = broker.producers.borrow_mut().check(&batch_id);
             match verdict {
                 Verdict::Append => {}
                 Verdict::Duplicate(offset) => {
@@ -137,20 +133,16 @@ pub async fn handle(broker: &Broker, req: ProduceRequest) -> ProduceResponse {
                 let res = log.append(id, &records, count, max_ts).await;
                 (res, log.log_start_offset(id).unwrap_or(0))
             });
-            pending.push((r, task, (c.producer_id, c.epoch, id, c.first_seq, last_seq)));
+            pending.push((r, task, batch_id));
         }
-        for (r, task, (pid, epoch, id, first, last)) in pending {
+        for (r, task, batch_id) in pending {
             let (res, start) = task.await;
             done.push(match res {
                 Ok(a) => {
-                    broker.producers.borrow_mut().appended(
-                        pid,
-                        epoch,
-                        id,
-                        first,
-                        last,
-                        a.base_offset,
-                    );
+                    broker
+                        .producers
+                        .borrow_mut()
+                        .appended(&batch_id, a.base_offset);
                     r.with_base_offset(a.base_offset as i64)
                         .with_log_start_offset(start as i64)
                 }

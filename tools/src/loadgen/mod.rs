@@ -243,6 +243,24 @@ fn plan(opts: &Options, leaders: &[String]) -> Vec<Plan> {
     plans
 }
 
+/// One plain record (no producer id, no headers) for `RecordBatchEncoder`.
+pub fn record(key: &[u8], value: &[u8], timestamp_ms: i64, offset: i64) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: -1,
+        timestamp: timestamp_ms,
+        key: Some(Bytes::copy_from_slice(key)),
+        value: Some(Bytes::copy_from_slice(value)),
+        headers: Default::default(),
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -411,20 +429,7 @@ fn connection(
                 };
                 event::encode(&reading, &mut value);
                 event::device_key(device, &mut key);
-                records.push(Record {
-                    transactional: false,
-                    control: false,
-                    partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: records.len() as i64,
-                    sequence: -1,
-                    timestamp: ts,
-                    key: Some(Bytes::copy_from_slice(&key)),
-                    value: Some(Bytes::copy_from_slice(&value)),
-                    headers: Default::default(),
-                });
+                records.push(record(&key, &value, ts, records.len() as i64));
             }
             let mut batch = BytesMut::new();
             RecordBatchEncoder::encode(&mut batch, &records, &encode_options)
