@@ -90,7 +90,23 @@ pub struct TopicConfig {
     pub partitions: u32,
 }
 
+/// The topic every default run declares: the reference workload's.
+pub const REFERENCE_TOPIC: &str = "iot-sensor-data";
+const REFERENCE_PARTITIONS: u32 = 8;
+
 impl FileConfig {
+    /// What `serve` runs with when no config file is given: the defaults, and the
+    /// reference topic, so a first run has something to produce to.
+    pub fn embedded_defaults() -> Self {
+        FileConfig {
+            topics: vec![TopicConfig {
+                name: REFERENCE_TOPIC.to_string(),
+                partitions: REFERENCE_PARTITIONS,
+            }],
+            ..FileConfig::default()
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;

@@ -156,7 +156,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Serve(args) => {
             let file = match &args.config {
                 Some(path) => FileConfig::load(path)?,
-                None => FileConfig::default(),
+                None => FileConfig::embedded_defaults(),
             };
             let kafka = KafkaFlags {
                 kafka_addr: args.kafka_addr,

@@ -48,7 +48,9 @@ struct Segment {
     /// One past the last offset written to the file.
     end_offset: u64,
     path: PathBuf,
-    file: Rc<DmaFile>,
+    /// Open for the active segment only: sealed segments are opened per read, so
+    /// open files stay one per partition however many segments it keeps.
+    file: Option<Rc<DmaFile>>,
     /// Bytes written (block aligned); the next write goes here.
     write_pos: u64,
     /// Sparse index: (offset, position of the frame that holds it), ascending.
@@ -325,7 +327,7 @@ impl Ledger {
                     base_offset: base,
                     end_offset: idx.end_offset,
                     path,
-                    file,
+                    file: Some(file),
                     write_pos: idx.write_pos,
                     index: idx.entries,
                     max_timestamp_ms: idx.max_timestamp_ms,
@@ -342,6 +344,10 @@ impl Ledger {
                     seg
                 }
             };
+            let mut seg = seg;
+            if sealed_end.is_some() {
+                seg.file = None;
+            }
             if let Some(next) = sealed_end {
                 if seg.end_offset != next {
                     return Err(LogError::corrupt(
@@ -380,7 +386,7 @@ impl Ledger {
             base_offset: base,
             end_offset: base,
             path,
-            file,
+            file: Some(file),
             write_pos: 0,
             index: Vec::new(),
             max_timestamp_ms: i64::MIN,
@@ -587,7 +593,8 @@ impl Ledger {
         let mut l = this.borrow_mut();
         let p = l.partitions.get_mut(&id).expect("partition exists");
         let seg = p.segments.back().expect("an active segment");
-        let (file, path, pos) = (seg.file.clone(), seg.path.clone(), seg.write_pos);
+        let file = seg.file.clone().expect("the active segment is open");
+        let (path, pos) = (seg.path.clone(), seg.write_pos);
         let c = p.chunks.front_mut().expect("a chunk");
         let len = frame::align_up(c.bytes.len());
         let mut buf = file.alloc_dma_buffer(len);
@@ -609,10 +616,10 @@ impl Ledger {
         let (sealing, path, seg_bytes, dir) = {
             let l = this.borrow();
             let p = &l.partitions[&id];
-            let sealing = p
-                .segments
-                .back()
-                .map(|s| (s.file.clone(), s.path.clone(), s.write_pos));
+            let sealing = p.segments.back().map(|s| {
+                let file = s.file.clone().expect("the active segment is open");
+                (file, s.path.clone(), s.write_pos)
+            });
             (
                 sealing,
                 p.dir.join(segment_name(base, "log")),
@@ -627,9 +634,14 @@ impl Ledger {
             file.fdatasync()
                 .await
                 .map_err(|e| LogError::io("syncing", &spath, e))?;
-            let l = this.borrow();
-            let seg = l.partitions[&id].segments.back().expect("segment");
+            let mut l = this.borrow_mut();
+            let seg = l
+                .partitions
+                .get_mut(&id)
+                .and_then(|p| p.segments.back_mut())
+                .expect("segment");
             write_index(&seg.path.with_extension("index"), seg)?;
+            seg.file = None;
         }
         let file = match open_segment(&path, Some(seg_bytes)).await {
             Ok(f) => f,
@@ -646,7 +658,7 @@ impl Ledger {
             base_offset: base,
             end_offset: base,
             path,
-            file: Rc::new(file),
+            file: Some(Rc::new(file)),
             write_pos: 0,
             index: Vec::new(),
             max_timestamp_ms: i64::MIN,
@@ -778,6 +790,14 @@ impl Ledger {
             }
         };
         let (file, path, start, len, write_pos) = plan.expect("file read planned");
+        let file = match file {
+            Some(f) => f,
+            None => Rc::new(
+                DmaFile::open(&path)
+                    .await
+                    .map_err(|e| LogError::io("opening", &path, e))?,
+            ),
+        };
         let aligned = frame::align_down(start as usize) as u64;
         let mut buf = read_range(&file, &path, aligned, len + (start - aligned) as usize).await?;
         let mut entries = Vec::new();
