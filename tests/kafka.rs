@@ -2,7 +2,9 @@
 //! consumes them back byte-identical; Metadata sends each partition to its owning
 //! core; garbage on a socket closes that connection only.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,18 +22,6 @@ impl Drop for Server {
     }
 }
 
-/// Two free consecutive ports (per-core listeners use PORT and PORT+1).
-fn free_ports() -> u16 {
-    for _ in 0..100 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if port < 65000 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free ports");
-}
-
 fn start(cores: &str, partitions: u32) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("t.toml");
@@ -40,37 +30,15 @@ fn start(cores: &str, partitions: u32) -> Server {
         format!("[[topics]]\nname = \"events\"\npartitions = {partitions}\n"),
     )
     .unwrap();
-    let port = free_ports();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
-        .args([
-            "serve",
-            "--cores",
-            cores,
-            "--journal-segment-bytes",
-            "4194304",
-            "--journal-segments",
-            "2",
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains(" ready") && !line.contains("core ready") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("server ready");
+    let data = dir.path().join("data");
+    let (child, port, _) = common::serve(&[
+        "--cores",
+        cores,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     Server {
         child,
         port,

@@ -2,62 +2,16 @@
 //! and SIGINT; refuses bad settings and a data directory made for another core count
 //! with an error that says what to do.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const SMALL: &[&str] = &[
-    "--journal-segment-bytes",
-    "4194304",
-    "--journal-segments",
-    "2",
-];
+use common::tidewater;
 
-fn tidewater() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tidewater"));
-    c.env("RUST_LOG", "info");
-    c
-}
-
-/// Starts serve, waits for `ready`, sends `signal`, returns (exit code, stderr).
-fn serve_until(signal: i32, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = tidewater()
-        .arg("serve")
-        .args(args)
-        .args(SMALL)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains(" ready") && !line.contains("core ready") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rx.try_recv().is_err() {
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("serve exited early: {status:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Starts serve, waits for `ready`, sends `signal`, returns the exit code.
+fn serve_until(signal: i32, args: &[&str]) -> Option<i32> {
+    let (mut child, _, _) = common::serve(args);
     // SAFETY: kill(2) on our own child's pid with a valid signal number.
     unsafe { libc::kill(child.id() as i32, signal) };
-    let status = child.wait().unwrap();
-    let mut out = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut out);
-    }
-    (status.code(), out)
+    child.wait().unwrap().code()
 }
 
 #[test]
@@ -74,7 +28,7 @@ fn serve_starts_and_stops_cleanly_on_sigterm_and_sigint() {
         "--data-dir",
         data.to_str().unwrap(),
     ];
-    let (code, _) = serve_until(libc::SIGTERM, &args);
+    let code = serve_until(libc::SIGTERM, &args);
     assert_eq!(code, Some(0));
     for p in 0..3 {
         assert!(data
@@ -82,7 +36,7 @@ fn serve_starts_and_stops_cleanly_on_sigterm_and_sigint() {
             .is_file());
     }
     // A restart recovers the same directory; SIGINT stops it too.
-    let (code, _) = serve_until(libc::SIGINT, &args);
+    let code = serve_until(libc::SIGINT, &args);
     assert_eq!(code, Some(0));
 
     // Another core count is refused, saying which count wrote the directory.
