@@ -55,6 +55,10 @@ pub mod code {
 pub struct Limits {
     /// Largest request body read from a socket.
     pub request_bytes_max: usize,
+    /// Request bodies one core holds at once, over all its connections; a connection
+    /// reserves its request's size before reading it and waits while the budget is
+    /// spent (that wait is the back-pressure on producers).
+    pub request_memory_bytes_max: usize,
     /// Connections one core serves at once; more are closed at accept.
     pub connections_max: usize,
     /// Longest a Fetch waits for data (the client's max_wait is capped to this).
@@ -65,6 +69,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             request_bytes_max: 100 << 20,
+            request_memory_bytes_max: 256 << 20,
             connections_max: 10_000,
             fetch_wait_ms_max: 30_000,
         }
@@ -84,6 +89,8 @@ pub struct Broker {
     /// Idempotent producers' sequence state for this core's partitions.
     pub producers: std::cell::RefCell<idempotence::Producers>,
     connections: Cell<usize>,
+    /// The request memory budget, in bytes.
+    memory: glommio::sync::Semaphore,
 }
 
 /// Where a (topic, partition) lives, seen from this core.
@@ -113,6 +120,10 @@ impl Broker {
         base_port: u16,
         limits: Limits,
     ) -> Self {
+        assert!(
+            limits.request_bytes_max <= limits.request_memory_bytes_max,
+            "a request of request_bytes_max must fit the memory budget"
+        );
         let mut partitions = HashMap::new();
         for (topic, p) in table.owned_by(shard) {
             if let Some(id) = log.partition_id(&partition_name(topic, p)) {
@@ -129,6 +140,7 @@ impl Broker {
             partitions,
             producers: Default::default(),
             connections: Cell::new(0),
+            memory: glommio::sync::Semaphore::new(limits.request_memory_bytes_max as u64),
         }
     }
 
@@ -217,6 +229,12 @@ async fn connection(broker: &Broker, mut stream: TcpStream) -> Result<(), String
                 broker.limits.request_bytes_max
             ));
         }
+        // Budget before reading: held until the response is written.
+        let _budget = broker
+            .memory
+            .acquire_permit(len as u64)
+            .await
+            .map_err(|e| format!("request memory budget closed: {e}"))?;
         let mut body = vec![0u8; len as usize];
         stream
             .read_exact(&mut body)
