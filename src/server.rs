@@ -98,16 +98,22 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .name(&format!("tw-shard-{shard}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
-                run_shard(
+                let end = run_shard(
                     shard,
                     cpu,
                     cfg,
                     owned,
                     front,
-                    stop,
+                    stop.clone(),
                     (ready, shard_count as usize),
                 )
-                .await
+                .await;
+                // A core that ends for any reason but a clean stop takes the others
+                // with it: never a dead core beside live ones.
+                if !matches!(end, Ok(ShardEnd::Clean)) {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                end
             })
             .map_err(|e| {
                 anyhow::anyhow!("cannot start the executor of core {shard} on CPU {cpu}: {e}")

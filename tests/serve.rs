@@ -87,3 +87,45 @@ fn bad_settings_exit_2_naming_the_problem() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tidewater.toml"));
 }
+
+#[test]
+fn a_core_that_cannot_start_stops_the_whole_server() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIPPED: needs 2 CPUs");
+        return;
+    }
+    // Core 1's port (base + 1) is taken: core 0 starts, core 1 cannot listen.
+    let port = common::free_ports();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port + 1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tidewater()
+        .args([
+            "serve",
+            "--cores",
+            "2",
+            "--kafka-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(common::SMALL)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must exit by itself; a live core 0 beside a dead core 1 would hang here.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running with a failed core");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot listen on"), "{err}");
+}
