@@ -79,6 +79,10 @@ pub struct FileConfig {
     pub batch_bytes_max: Option<usize>,
     pub kafka_addr: Option<String>,
     pub advertised_host: Option<String>,
+    pub request_bytes_max: Option<usize>,
+    pub request_memory_bytes_max: Option<usize>,
+    pub connections_max: Option<usize>,
+    pub fetch_wait_ms_max: Option<u64>,
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
 }
@@ -191,13 +195,30 @@ pub struct Settings {
     pub kafka_addr: std::net::SocketAddr,
     /// The host Metadata tells clients to connect to.
     pub advertised_host: String,
+    pub kafka_limits: crate::kafka::Limits,
 }
 
-/// Front-end settings given as flags (the file has the same keys).
-#[derive(Clone, Debug, Default)]
+/// Kafka front-end flags (the file has the same keys).
+#[derive(Args, Clone, Debug, Default)]
 pub struct KafkaFlags {
+    /// Kafka listener: core i listens on PORT+i (default 127.0.0.1:9092).
+    #[arg(long)]
     pub kafka_addr: Option<String>,
+    /// Host name Metadata gives clients (default: the listener's address).
+    #[arg(long)]
     pub advertised_host: Option<String>,
+    /// Largest request a client may send (default 100 MiB).
+    #[arg(long)]
+    pub request_bytes_max: Option<usize>,
+    /// Request bodies held at once per core before connections wait (default 256 MiB).
+    #[arg(long)]
+    pub request_memory_bytes_max: Option<usize>,
+    /// Connections per core (default 10000).
+    #[arg(long)]
+    pub connections_max: Option<usize>,
+    /// Longest a Fetch long poll waits (default 30000).
+    #[arg(long)]
+    pub fetch_wait_ms_max: Option<u64>,
 }
 
 impl Settings {
@@ -288,6 +309,35 @@ impl Settings {
             .clone()
             .or(file.advertised_host)
             .unwrap_or_else(|| kafka_addr.ip().to_string());
+        let d = crate::kafka::Limits::default();
+        let kafka_limits = crate::kafka::Limits {
+            request_bytes_max: kafka
+                .request_bytes_max
+                .or(file.request_bytes_max)
+                .unwrap_or(d.request_bytes_max),
+            request_memory_bytes_max: kafka
+                .request_memory_bytes_max
+                .or(file.request_memory_bytes_max)
+                .unwrap_or(d.request_memory_bytes_max),
+            connections_max: kafka
+                .connections_max
+                .or(file.connections_max)
+                .unwrap_or(d.connections_max),
+            fetch_wait_ms_max: kafka
+                .fetch_wait_ms_max
+                .or(file.fetch_wait_ms_max)
+                .unwrap_or(d.fetch_wait_ms_max),
+        };
+        if kafka_limits.request_bytes_max < 1024
+            || kafka_limits.request_bytes_max > kafka_limits.request_memory_bytes_max
+            || kafka_limits.connections_max == 0
+        {
+            bail!(
+                "request_bytes_max ({}) must be at least 1024 and at most request_memory_bytes_max ({}); connections_max must be positive",
+                kafka_limits.request_bytes_max,
+                kafka_limits.request_memory_bytes_max
+            );
+        }
         Ok(Settings {
             data_dir,
             cores,
@@ -297,6 +347,7 @@ impl Settings {
             topics,
             kafka_addr,
             advertised_host,
+            kafka_limits,
         })
     }
 

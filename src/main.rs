@@ -93,12 +93,8 @@ struct ServeArgs {
     /// Cores to run on: `all`, a count (`2`), or a list (`0,2-3`).
     #[arg(long)]
     cores: Option<CoreSelection>,
-    /// Kafka listener: core i listens on PORT+i (default 127.0.0.1:9092).
-    #[arg(long)]
-    kafka_addr: Option<String>,
-    /// Host name Metadata gives clients (default: the listener's address).
-    #[arg(long)]
-    advertised_host: Option<String>,
+    #[command(flatten)]
+    kafka: KafkaFlags,
     #[command(flatten)]
     storage: StorageFlags,
 }
@@ -158,12 +154,8 @@ fn run(cli: Cli) -> Result<i32> {
                 Some(path) => FileConfig::load(path)?,
                 None => FileConfig::embedded_defaults(),
             };
-            let kafka = KafkaFlags {
-                kafka_addr: args.kafka_addr,
-                advertised_host: args.advertised_host,
-            };
             let settings =
-                Settings::resolve(file, args.data_dir, args.cores, &args.storage, &kafka)?;
+                Settings::resolve(file, args.data_dir, args.cores, &args.storage, &args.kafka)?;
             server::serve(settings)
         }
         Command::Log(cmd) => log_command(cmd),

@@ -31,6 +31,7 @@ struct FrontEnd {
     addr: std::net::SocketAddr,
     advertised_host: String,
     base_port: u16,
+    limits: kafka::Limits,
 }
 
 /// How one core ended.
@@ -93,6 +94,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             ),
             advertised_host: settings.advertised_host.clone(),
             base_port: settings.kafka_addr.port(),
+            limits: settings.kafka_limits,
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("tw-shard-{shard}"))
@@ -186,7 +188,7 @@ async fn run_shard(
         log.clone(),
         front.advertised_host,
         front.base_port,
-        kafka::Limits::default(),
+        front.limits,
     ));
     let accept_stop = stop.clone();
     let accepting = glommio::spawn_local(kafka::serve(broker, listener, move || {

@@ -23,6 +23,10 @@ impl Drop for Server {
 }
 
 fn start(cores: &str, partitions: u32) -> Server {
+    start_with(cores, partitions, &[])
+}
+
+fn start_with(cores: &str, partitions: u32, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("t.toml");
     std::fs::write(
@@ -31,14 +35,16 @@ fn start(cores: &str, partitions: u32) -> Server {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let (child, port, _) = common::serve(&[
+    let mut args = vec![
         "--cores",
         cores,
         "--config",
         cfg.to_str().unwrap(),
         "--data-dir",
         data.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (child, port, _) = common::serve(&args);
     Server {
         child,
         port,
@@ -428,4 +434,29 @@ fn loadgen_produces_the_reference_events_and_reports_them() {
         let want = tidewater_tools::loadgen::partitioner::partition_for(key.as_bytes(), 4);
         assert_eq!(p.parse::<u32>().unwrap(), want, "{l}");
     }
+}
+
+#[test]
+fn an_oversized_request_closes_its_connection_only() {
+    let s = start_with("1", 1, &["--request-bytes-max", "4096"]);
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.write_all(&8192i32.to_be_bytes()).unwrap();
+    c.write_all(&[0u8; 64]).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        c.read(&mut buf).unwrap_or(0),
+        0,
+        "the server closed the connection"
+    );
+    // Small requests still work; a produce larger than the limit fails cleanly.
+    let broker = format!("127.0.0.1:{}", s.port);
+    let (ok, out, err) = kcat(&["-L", "-b", &broker], None);
+    assert!(ok && out.contains("events"), "{err}");
+    let (ok, _, err) = kcat(
+        &["-P", "-b", &broker, "-t", "events", "-p", "0"],
+        Some("small\n"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(consume(&broker, "events", "%s\n"), "small\n");
 }
