@@ -676,11 +676,16 @@ impl Ledger {
         let written = match res {
             Ok(n) if n == len => n,
             Ok(n) => {
+                // A short write is how a full device without preallocation (tmpfs)
+                // answers: the chunk stays in memory and is written again later.
                 p.chunks.front_mut().expect("chunk").in_flight = false;
                 return Err(LogError::io(
                     "writing",
                     &job.path,
-                    std::io::Error::other(format!("short write: {n} of {len} bytes")),
+                    std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        format!("short write: {n} of {len} bytes"),
+                    ),
                 ));
             }
             Err(e) => {

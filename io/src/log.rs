@@ -100,6 +100,8 @@ struct Shared {
     room: Notify,
     /// Wakes the ledger task: chunks are ready, or the log is closing.
     ledger_work: Notify,
+    /// Wakes readers waiting for new data: a journal write became durable.
+    appended: Notify,
     /// Serializes ledger I/O between the ledger task and a journal roll.
     ledger_io: glommio::sync::Semaphore,
 }
@@ -172,6 +174,7 @@ impl ShardLog {
             work: Notify::default(),
             room: Notify::default(),
             ledger_work: Notify::default(),
+            appended: Notify::default(),
             ledger_io: glommio::sync::Semaphore::new(1),
         });
         // Everything replayed is made durable in the ledger before new appends, so
@@ -303,6 +306,18 @@ impl ShardLog {
         // The ledger holds exactly the acknowledged batches: its end is the high
         // watermark, and reads past it are out of range.
         Ledger::read(&self.shared.ledger, partition, from, max_bytes).await
+    }
+
+    /// A counter that moves whenever new data becomes readable; pass it to
+    /// [`ShardLog::wait_for_append`] to wait for the next move.
+    pub fn append_epoch(&self) -> u64 {
+        self.shared.appended.epoch()
+    }
+
+    /// Completes once data was acknowledged after `epoch` was read (or the log
+    /// stops). Readers that found nothing new wait here instead of polling.
+    pub async fn wait_for_append(&self, epoch: u64) {
+        self.shared.appended.wait(epoch).await
     }
 
     /// One past the last acknowledged offset.
@@ -639,6 +654,7 @@ fn fail_fatal(sh: &Shared, e: LogError, current: impl IntoIterator<Item = Rc<Out
     }
     sh.room.notify();
     sh.ledger_work.notify();
+    sh.appended.notify();
 }
 
 /// Journal writes one core keeps in flight: enough to keep the device busy while the
@@ -792,6 +808,7 @@ impl Driver {
         drop(st);
         w.outcome.complete(Ok(()));
         sh.room.notify();
+        sh.appended.notify();
         if ledger_due {
             sh.ledger_work.notify();
         }

@@ -1,6 +1,7 @@
 //! Fetch: batches as stored, with their base offsets written in, from the ledger and
 //! its in-memory tail. Long poll: with less than `min_bytes` available the request
-//! waits (up to `max_wait_ms`, capped by `fetch_wait_ms_max`) and reads again.
+//! sleeps until the core acknowledges new data (or `max_wait_ms`, capped by
+//! `fetch_wait_ms_max`, runs out) and reads again.
 
 use super::{batch, code, Broker};
 use bytes::{Bytes, BytesMut};
@@ -9,20 +10,24 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use std::time::{Duration, Instant};
 use tidewater_io::LogError;
 
-/// How often a waiting Fetch looks again.
-const FETCH_POLL_MS: u64 = 5;
-
 pub async fn handle(broker: &Broker, req: &FetchRequest) -> FetchResponse {
     let wait =
         Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.limits.fetch_wait_ms_max));
     let start = Instant::now();
     loop {
+        let epoch = broker.log.append_epoch();
         let (resp, bytes) = read_once(broker, req).await;
         let min = req.min_bytes.max(0) as usize;
-        if bytes >= min.max(1) || start.elapsed() >= wait || has_error(&resp) {
+        let left = wait.saturating_sub(start.elapsed());
+        if bytes >= min.max(1) || left.is_zero() || has_error(&resp) {
             return resp;
         }
-        glommio::timer::sleep(Duration::from_millis(FETCH_POLL_MS)).await;
+        // Sleep until this core acknowledges new data, or the wait is over.
+        futures_lite::future::or(
+            broker.log.wait_for_append(epoch),
+            glommio::timer::sleep(left),
+        )
+        .await;
     }
 }
 
