@@ -111,7 +111,6 @@ struct Slot {
 
 /// The journal of one core. Owned by the log's driver task only.
 pub struct Journal {
-    dir: PathBuf,
     shard: u32,
     segment_bytes: u64,
     slots: Vec<Slot>,
@@ -333,7 +332,6 @@ impl Journal {
         live.sort_by_key(|&i| slots[i].header.segment_seq);
         let segment_seq_next = live.last().map_or(1, |&i| slots[i].header.segment_seq + 1);
         Ok(Journal {
-            dir: dir.to_path_buf(),
             shard,
             segment_bytes,
             slots,
@@ -633,15 +631,6 @@ impl Journal {
                 .map_err(|e| LogError::io("syncing", &s.path, e))?;
         }
         Ok(())
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Live segments (for metrics and tests).
-    pub fn live_segments(&self) -> usize {
-        self.live.len()
     }
 }
 

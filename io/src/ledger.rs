@@ -108,10 +108,6 @@ impl Partition {
             .or_else(|| self.chunks.front().map(|c| c.base_offset))
             .unwrap_or(self.next_offset)
     }
-
-    fn unwritten_bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.bytes.len()).sum()
-    }
 }
 
 /// Settings the ledger needs.
@@ -877,11 +873,6 @@ impl Ledger {
     /// Segment files of a partition (tests, inspection).
     pub fn segments_of(&self, id: u32) -> usize {
         self.partitions.get(&id).map_or(0, |p| p.segments.len())
-    }
-
-    /// Total unwritten bytes of one partition (tests, metrics).
-    pub fn unwritten_bytes(&self, id: u32) -> usize {
-        self.partitions.get(&id).map_or(0, |p| p.unwritten_bytes())
     }
 }
 
