@@ -8,6 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tidewater_io::{Durability, LogConfig};
+use tidewater_shards::pipeline::spec::{Job, JobConfig};
 use tidewater_shards::Topic;
 
 /// Storage settings shared by `serve` and `log` (flags; the file has the same keys).
@@ -85,6 +86,11 @@ pub struct FileConfig {
     pub fetch_wait_ms_max: Option<u64>,
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
+    #[serde(default)]
+    pub jobs: Vec<JobConfig>,
+    /// Where relative paths in the file (schemas) are resolved: the file's directory.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -114,7 +120,13 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
+        let mut file: FileConfig = toml::from_str(&text)
+            .with_context(|| format!("config file {} is invalid", path.display()))?;
+        file.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Ok(file)
     }
 }
 
@@ -191,6 +203,8 @@ pub struct Settings {
     /// The log settings of core 0; [`Settings::log_config`] makes each core's.
     pub log: LogConfig,
     pub topics: Vec<Topic>,
+    /// The jobs, checked and compiled.
+    pub jobs: Vec<Job>,
     /// Core `i` listens on this address's port + `i`.
     pub kafka_addr: std::net::SocketAddr,
     /// The host Metadata tells clients to connect to.
@@ -296,6 +310,21 @@ impl Settings {
                 partitions: t.partitions,
             });
         }
+        let mut jobs: Vec<Job> = Vec::new();
+        for j in &file.jobs {
+            let job = j.compile(&file.base_dir).map_err(anyhow::Error::msg)?;
+            if jobs.iter().any(|o| o.name == job.name) {
+                bail!("job {:?} is declared twice", job.name);
+            }
+            if !topics.iter().any(|t| t.name == job.source) {
+                bail!(
+                    "job {:?}: its source topic {:?} is not declared in [[topics]]",
+                    job.name,
+                    job.source
+                );
+            }
+            jobs.push(job);
+        }
         let addr_text = kafka
             .kafka_addr
             .clone()
@@ -345,6 +374,7 @@ impl Settings {
             ledger_dir,
             log,
             topics,
+            jobs,
             kafka_addr,
             advertised_host,
             kafka_limits,

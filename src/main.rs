@@ -69,6 +69,10 @@ struct LoadgenArgs {
     out_of_order: f64,
     #[arg(long, default_value_t = 0)]
     skew_ms: u64,
+    /// Event time runs this many times faster than the wall clock (60: a minute of
+    /// event time per second, so 1-minute windows fire every second).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Produce requests outstanding per connection.
@@ -232,6 +236,7 @@ fn loadgen(a: LoadgenArgs) -> Result<i32> {
         compression,
         out_of_order: a.out_of_order,
         skew_ms: a.skew_ms,
+        time_scale: a.time_scale,
         seed: a.seed,
         max_in_flight: a.max_in_flight,
         progress: !a.quiet,

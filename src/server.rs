@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tidewater_io::ShardLog;
-use tidewater_shards::{partition_name, PartitionTable};
+use tidewater_shards::pipeline::spec::{Job, SinkConfig};
+use tidewater_shards::pipeline::window::Layout;
+use tidewater_shards::{partition_name, pipeline, sink, PartitionTable, Topic};
 
 /// Exit code when a core's storage failed (EIO, a failed sync): systemd restarts us.
 pub const EXIT_STORAGE_FAULT: i32 = 3;
@@ -55,7 +57,14 @@ pub fn serve(settings: Settings) -> Result<i32> {
         );
     }
     check_shard_count(&settings.data_dir, shard_count)?;
-    let table = PartitionTable::new(shard_count, settings.topics.clone());
+    let topics = with_job_topics(&settings.topics, &settings.jobs, shard_count)?;
+    let table = PartitionTable::new(shard_count, topics);
+    // Each job's mailboxes, core by core.
+    let mut meshes: Vec<std::collections::VecDeque<pipeline::CoreMail>> = settings
+        .jobs
+        .iter()
+        .map(|_| pipeline::mesh(shard_count).into())
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -86,6 +95,12 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .collect();
         let stop = stop.clone();
         let ready = ready.clone();
+        let jobs: Vec<(Job, pipeline::CoreMail)> = settings
+            .jobs
+            .iter()
+            .zip(meshes.iter_mut())
+            .map(|(j, m)| (j.clone(), m.pop_front().expect("one per core")))
+            .collect();
         let front = FrontEnd {
             table: table.clone(),
             addr: std::net::SocketAddr::new(
@@ -103,9 +118,9 @@ pub fn serve(settings: Settings) -> Result<i32> {
                 let end = run_shard(
                     shard,
                     cpu,
-                    cfg,
-                    owned,
+                    (cfg, owned),
                     front,
+                    jobs,
                     stop.clone(),
                     (ready, shard_count as usize),
                 )
@@ -152,9 +167,9 @@ pub fn serve(settings: Settings) -> Result<i32> {
 async fn run_shard(
     shard: u32,
     cpu: usize,
-    cfg: tidewater_io::LogConfig,
-    owned: Vec<String>,
+    (cfg, owned): (tidewater_io::LogConfig, Vec<String>),
     front: FrontEnd,
+    jobs: Vec<(Job, pipeline::CoreMail)>,
     stop: Arc<AtomicBool>,
     (ready, shard_count): (Arc<std::sync::atomic::AtomicUsize>, usize),
 ) -> Result<ShardEnd> {
@@ -180,6 +195,11 @@ async fn run_shard(
         "core ready"
     );
     let log = Rc::new(log);
+    let table = front.table.clone();
+    for (job, mail) in jobs {
+        start_job(shard, &table, &log, job, mail, &stop)
+            .with_context(|| format!("core {shard}: cannot start its part of a job"))?;
+    }
     let listener = glommio::net::TcpListener::bind(front.addr)
         .map_err(|e| anyhow::anyhow!("core {shard}: cannot listen on {}: {e}", front.addr))?;
     let broker = Rc::new(kafka::Broker::new(
@@ -214,6 +234,114 @@ async fn run_shard(
         (ShardEnd::Clean, Err(e)) => Ok(ShardEnd::StorageFault(e.to_string())),
         (fault, _) => Ok(fault),
     }
+}
+
+/// The declared topics plus those the jobs write: each sink topic not declared (as
+/// many partitions as the job's source, so a key's row lands on the core that owns
+/// the key), and `<job>.dlq` and `<job>.late` (one partition per core, each core
+/// writing its own).
+fn with_job_topics(declared: &[Topic], jobs: &[Job], shards: u32) -> Result<Vec<Topic>> {
+    let mut topics = declared.to_vec();
+    let mut add = |name: String, partitions: u32| {
+        if !topics.iter().any(|t| t.name == name) {
+            topics.push(Topic { name, partitions });
+        }
+    };
+    for job in jobs {
+        let source = declared
+            .iter()
+            .find(|t| t.name == job.source)
+            .map_or(shards, |t| t.partitions);
+        for s in &job.sinks {
+            if let SinkConfig::Topic { topic } = s {
+                add(topic.clone(), source);
+            }
+        }
+        add(job.dlq_topic(), shards);
+        add(job.late_topic(), shards);
+    }
+    for t in &topics {
+        let probe = partition_name(&t.name, t.partitions.saturating_sub(1));
+        if !tidewater_io::ledger::valid_partition_name(&probe) {
+            bail!("topic {:?}: not a valid topic name", t.name);
+        }
+    }
+    Ok(topics)
+}
+
+/// Starts this core's part of a job: its sinks, then its driver.
+fn start_job(
+    shard: u32,
+    table: &PartitionTable,
+    log: &Rc<ShardLog>,
+    job: Job,
+    mail: pipeline::CoreMail,
+    stop: &Arc<AtomicBool>,
+) -> Result<Rc<pipeline::JobStats>> {
+    let local = |topic: &str| -> Vec<(u32, u32)> {
+        table
+            .owned_by(shard)
+            .into_iter()
+            .filter(|(t, _)| *t == topic)
+            .filter_map(|(t, p)| log.partition_id(&partition_name(t, p)).map(|id| (p, id)))
+            .collect()
+    };
+    let partitions_of = |topic: &str| {
+        table
+            .topics()
+            .iter()
+            .find(|t| t.name == topic)
+            .map_or(0, |t| t.partitions)
+    };
+    let stop_flag: Rc<dyn Fn() -> bool> = {
+        let stop = stop.clone();
+        Rc::new(move || stop.load(Ordering::SeqCst))
+    };
+    let job = Rc::new(job);
+    let layout = Rc::new(Layout::new(job.aggregates.clone()));
+    let mut sinks = Vec::new();
+    for cfg in &job.sinks {
+        let target = match cfg {
+            SinkConfig::Topic { topic } => Some(sink::TopicTarget {
+                partitions: partitions_of(topic),
+                local: local(topic),
+            }),
+            _ => None,
+        };
+        let h = sink::start(
+            cfg,
+            job.clone(),
+            layout.clone(),
+            shard,
+            log.clone(),
+            target,
+            stop_flag.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("job {:?}: {e}", job.name))?;
+        sinks.push(h);
+    }
+    let side = |topic: String| {
+        local(&topic)
+            .into_iter()
+            .find(|&(p, _)| p == shard)
+            .map(|(_, id)| id)
+            .with_context(|| format!("job {:?}: this core has no partition of {topic}", job.name))
+    };
+    let ctx = pipeline::JobContext {
+        shard,
+        shards: table.shard_count(),
+        log: log.clone(),
+        source_partitions: partitions_of(&job.source),
+        sources: local(&job.source),
+        dlq_partition: side(job.dlq_topic())?,
+        late_partition: side(job.late_topic())?,
+        sinks,
+        stop: stop_flag,
+    };
+    let stats = Rc::new(pipeline::JobStats::default());
+    tracing::info!(shard, job = %job.name, sources = ctx.sources.len(), "job running");
+    glommio::spawn_local(pipeline::run(job, layout, ctx, mail, stats.clone())).detach();
+    Ok(stats)
 }
 
 /// The data directory remembers how many cores wrote it: partitions live on the core

@@ -3,7 +3,13 @@
 //! Owns the partition -> core mapping ([`partition_owner`]) and the read-only table of
 //! topics and partitions every core keeps a copy of ([`PartitionTable`]). The same
 //! function serves produce routing, keyBy routing and Metadata, so a key that a Kafka
-//! client partitioned never crosses cores. Holds no I/O and no per-core state.
+//! client partitioned never crosses cores. The window pipeline ([`pipeline`]) and its
+//! sinks ([`sink`]) run on each core over that core's log; nothing here shares state
+//! between cores except through the pipeline's mailboxes.
+
+pub mod partitioner;
+pub mod pipeline;
+pub mod sink;
 
 /// The core that owns partition `partition` of any topic, among `shard_count` cores.
 ///

@@ -9,7 +9,7 @@
 //! Reproducible: the same `--seed` gives the same events in the same order.
 
 pub mod event;
-pub mod partitioner;
+pub use tidewater_shards::partitioner;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -51,6 +51,9 @@ pub struct Options {
     /// Fraction of events whose event time is set back by up to `skew_ms`.
     pub out_of_order: f64,
     pub skew_ms: u64,
+    /// Event time runs this many times faster than the wall clock from the start of
+    /// the run (60: a minute of event time per second), so windows fire quickly.
+    pub time_scale: f64,
     pub seed: u64,
     pub max_in_flight: usize,
     /// Show a live progress line.
@@ -253,7 +256,9 @@ pub fn record(key: &[u8], value: &[u8], timestamp_ms: i64, offset: i64) -> Recor
         producer_epoch: -1,
         timestamp_type: TimestampType::Creation,
         offset,
-        sequence: -1,
+        // The encoder starts a new batch whenever offset − sequence changes: keep it
+        // constant (base sequence −1, no idempotence) so records share one batch.
+        sequence: (offset as i32).wrapping_sub(1),
         timestamp: timestamp_ms,
         key: Some(Bytes::copy_from_slice(key)),
         value: Some(Bytes::copy_from_slice(value)),
@@ -385,6 +390,7 @@ fn connection(
     let mut value = Vec::with_capacity(320);
     let mut key = Vec::with_capacity(16);
     let started = Instant::now();
+    let origin_ms = now_ms();
     let topic = TopicName(StrBytes::from_string(opts.topic.clone()));
     let encode_options = RecordEncodeOptions {
         version: 2,
@@ -405,7 +411,8 @@ fn connection(
         }
         let mut partition_data = Vec::with_capacity(plan.partitions.len());
         let mut in_request = 0u64;
-        let ts_now = now_ms();
+        let ts_now =
+            origin_ms + (started.elapsed().as_secs_f64() * 1000.0 * opts.time_scale) as i64;
         for (pi, (partition, devices)) in plan.partitions.iter().enumerate() {
             let mut records = Vec::with_capacity(opts.batch_events as usize);
             for _ in 0..opts.batch_events {
@@ -562,6 +569,7 @@ mod tests {
             compression: Compression::None,
             out_of_order: 0.0,
             skew_ms: 0,
+            time_scale: 1.0,
             seed: 1,
             max_in_flight: 5,
             progress: false,

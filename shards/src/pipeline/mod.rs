@@ -1,0 +1,11 @@
+//! The window pipeline: what replaces the Flink job. `spec` checks and compiles a
+//! job, `records` reads stored Kafka batches, `avro` projects the fields a job needs,
+//! `window` keeps the per-core state, `run` drives one job on one core.
+
+pub mod avro;
+pub mod records;
+mod run;
+pub mod spec;
+pub mod window;
+
+pub use run::{mesh, run, CoreMail, JobContext, JobStats, Mail, MailboxStats};

@@ -1,0 +1,695 @@
+//! One job on one core: read the core's source partitions in offset order, decode,
+//! route each record by key to the core that owns the key, keep window state, move
+//! the watermark, fire windows into the sinks.
+//!
+//! keyBy: the owner of a key is `partition_owner(partition_for(key, P), cores)` —
+//! the core that owns the partition Kafka's default partitioner gives the key — so
+//! records a client partitioned by the job key never leave their core. Other records
+//! go, batched, through a bounded SPSC mailbox per (job, from core, to core), followed
+//! by the sender's watermark. A receiving task per mailbox applies them at once and
+//! never waits, so two cores sending to each other cannot deadlock.
+//!
+//! Watermarks: per source partition, max event time − max_out_of_orderness; a core's
+//! watermark is the minimum over its partitions and the watermarks that arrived from
+//! the other cores, leaving out inputs idle for `idle_timeout` (all idle: the maximum,
+//! so the last windows fire once the data stops). It never moves back.
+//!
+//! Never drops a record: undecodable ones go to `<job>.dlq` with the reason, late ones
+//! to `<job>.late`; a full state or a failed side-output write stops the job with an
+//! error that says so, and the log keeps everything from there.
+
+use super::avro::{Num, Projected, SLOTS_MAX};
+use super::records::{for_each_record, BadBatch, RecordRef};
+use super::spec::{EventTime, Job};
+use super::window::{Applied, Fired, Layout, Position, Windows};
+use crate::sink::topic::{self, OutRecord};
+use crate::sink::SinkHandle;
+use crate::{partition_owner, partitioner};
+use bytes::Bytes;
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tidewater_io::{LogError, ShardLog};
+
+/// Messages a mailbox holds before the sender waits.
+pub const MAILBOX_CAPACITY: usize = 64;
+/// Bytes read from a partition at a time.
+const READ_BYTES: usize = 1 << 20;
+/// How often a core tells the others its watermark when nothing else moves.
+const HEARTBEAT: Duration = Duration::from_millis(100);
+/// Longest the driver sleeps when there is nothing to do.
+const IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// Records routed to another core.
+#[derive(Debug, Default)]
+pub struct Routed {
+    keys: Vec<u8>,
+    recs: Vec<(u32, u32, Position)>,
+    /// `slots` values per record.
+    vals: Vec<Option<Num>>,
+}
+
+/// A connected mailbox to another core and the records waiting to go into it.
+type Outbox = (ConnectedSender<Mail>, Arc<MailboxStats>, Routed);
+
+/// What travels through a mailbox.
+#[derive(Debug)]
+pub enum Mail {
+    Records(Routed),
+    /// The sender's source watermark, after every record it covers.
+    Watermark {
+        wm: i64,
+        idle: bool,
+    },
+}
+
+/// Depth and wait of one mailbox, shared by its two ends (touched once per batch).
+#[derive(Debug, Default)]
+pub struct MailboxStats {
+    pub depth: AtomicU64,
+    pub sent: AtomicU64,
+    pub wait_ns: AtomicU64,
+}
+
+/// One core's ends of one job's mailboxes, before they are connected.
+pub struct CoreMail {
+    pub out: Vec<Option<(SharedSender<Mail>, Arc<MailboxStats>)>>,
+    pub inbox: Vec<(u32, SharedReceiver<Mail>, Arc<MailboxStats>)>,
+}
+
+/// The full mesh of mailboxes for one job over `shards` cores.
+pub fn mesh(shards: u32) -> Vec<CoreMail> {
+    let n = shards as usize;
+    let mut cores: Vec<CoreMail> = (0..n)
+        .map(|_| CoreMail {
+            out: (0..n).map(|_| None).collect(),
+            inbox: Vec::new(),
+        })
+        .collect();
+    for from in 0..n {
+        for to in 0..n {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(MAILBOX_CAPACITY);
+                let stats = Arc::new(MailboxStats::default());
+                cores[from].out[to] = Some((tx, stats.clone()));
+                cores[to].inbox.push((from as u32, rx, stats));
+            }
+        }
+    }
+    cores
+}
+
+/// Counters and gauges of one job on one core.
+#[derive(Debug, Default)]
+pub struct JobStats {
+    pub records_in: Cell<u64>,
+    pub dlq: Cell<u64>,
+    pub late: Cell<u64>,
+    pub windows_fired: Cell<u64>,
+    pub routed_out: Cell<u64>,
+    pub routed_in: Cell<u64>,
+    pub watermark: Cell<i64>,
+    pub state_entries: Cell<u64>,
+    pub state_bytes: Cell<u64>,
+    /// Per source partition (Kafka index): log end − next offset to process.
+    pub lag: RefCell<Vec<(u32, u64)>>,
+    /// Time spent waiting for a full mailbox or sink queue (back-pressure).
+    pub blocked_ns: Cell<u64>,
+    pub failed: RefCell<Option<String>>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+/// What a job needs from its core.
+pub struct JobContext {
+    pub shard: u32,
+    pub shards: u32,
+    pub log: Rc<ShardLog>,
+    /// Partitions of the source topic.
+    pub source_partitions: u32,
+    /// This core's source partitions: (Kafka index, log id).
+    pub sources: Vec<(u32, u32)>,
+    /// Log ids of this core's partition of `<job>.dlq` and `<job>.late`.
+    pub dlq_partition: u32,
+    pub late_partition: u32,
+    pub sinks: Vec<SinkHandle>,
+    pub stop: Rc<dyn Fn() -> bool>,
+}
+
+struct Source {
+    index: u32,
+    id: u32,
+    next: u64,
+    max_ts: i64,
+    active_at: Instant,
+}
+
+struct Remote {
+    wm: i64,
+    idle: bool,
+}
+
+/// State the driver and the mailbox receivers share (borrowed only between awaits).
+struct Shared {
+    windows: Windows,
+    remote: Vec<Option<Remote>>,
+    late: Vec<OutRecord>,
+    full: Option<String>,
+}
+
+/// Runs the job on this core until the server stops; returns why it stopped early.
+pub async fn run(
+    job: Rc<Job>,
+    layout: Rc<Layout>,
+    ctx: JobContext,
+    mail: CoreMail,
+    stats: Rc<JobStats>,
+) -> Result<(), String> {
+    let res = drive(job.clone(), layout, ctx, mail, stats.clone()).await;
+    if let Err(e) = &res {
+        tracing::error!(job = %job.name, "job stopped: {e}; its input stays in the log");
+        *stats.failed.borrow_mut() = Some(e.clone());
+    }
+    res
+}
+
+async fn drive(
+    job: Rc<Job>,
+    layout: Rc<Layout>,
+    ctx: JobContext,
+    mail: CoreMail,
+    stats: Rc<JobStats>,
+) -> Result<(), String> {
+    let slots = job
+        .aggregates
+        .iter()
+        .filter_map(|a| a.slot)
+        .max()
+        .map_or(2, |m| m as usize + 1)
+        .max(2);
+    let shared = Rc::new(RefCell::new(Shared {
+        windows: Windows::new(
+            (*layout).clone(),
+            job.window_ms,
+            job.lateness_ms,
+            job.state_entries_max,
+        ),
+        remote: (0..ctx.shards).map(|_| None).collect(),
+        late: Vec::new(),
+        full: None,
+    }));
+    // Connect this core's ends. A connect completes when the other core connects
+    // its end, so the receivers connect in their own tasks, started first: two cores
+    // connecting to each other never wait on one another.
+    for (from, rx, st) in mail.inbox {
+        shared.borrow_mut().remote[from as usize] = Some(Remote {
+            wm: i64::MIN,
+            idle: false,
+        });
+        glommio::spawn_local(receive(
+            job.clone(),
+            from,
+            rx,
+            st,
+            shared.clone(),
+            stats.clone(),
+        ))
+        .detach();
+    }
+    let mut outboxes: Vec<Option<Outbox>> = Vec::new();
+    for o in mail.out {
+        outboxes.push(match o {
+            Some((tx, st)) => Some((tx.connect().await, st, Routed::default())),
+            None => None,
+        });
+    }
+    let started = Instant::now();
+    let mut sources: Vec<Source> = ctx
+        .sources
+        .iter()
+        .map(|&(index, id)| Source {
+            index,
+            id,
+            next: ctx.log.log_start_offset(id).unwrap_or(0),
+            max_ts: i64::MIN,
+            active_at: started,
+        })
+        .collect();
+    let mut scratch = Vec::new();
+    let mut dlq: Vec<OutRecord> = Vec::new();
+    let mut core_wm = i64::MIN;
+    let mut wm_at = Instant::now();
+    let mut sent_wm: Option<(i64, bool)> = None;
+    let mut last_heartbeat = Instant::now();
+    let idle = Duration::from_millis(job.idle_ms.max(0) as u64);
+    loop {
+        if (ctx.stop)() {
+            return Ok(());
+        }
+        if let Some(e) = shared.borrow().full.clone() {
+            return Err(e);
+        }
+        let epoch = ctx.log.append_epoch();
+        // Back-pressure: while a sink cannot take the windows that are due, read
+        // nothing more (the log keeps it).
+        let sinks_full = ctx.sinks.iter().any(|s| s.tx.is_full());
+        let blocked = sinks_full && shared.borrow().windows.due(core_wm);
+        let mut progressed = false;
+        if !blocked {
+            for src in sources.iter_mut() {
+                let end = ctx.log.high_watermark(src.id).map_err(|e| e.to_string())?;
+                if src.next >= end {
+                    continue;
+                }
+                let entries = match ctx.log.read(src.id, src.next, READ_BYTES).await {
+                    Ok(v) => v,
+                    Err(LogError::OffsetOutOfRange { .. }) => {
+                        let start = ctx
+                            .log
+                            .log_start_offset(src.id)
+                            .map_err(|e| e.to_string())?;
+                        tracing::warn!(job = %job.name, partition = src.index, from = src.next, to = start,
+                            "records before offset {start} were removed by retention before the job read them");
+                        src.next = start.max(src.next);
+                        continue;
+                    }
+                    Err(LogError::Closed) => return Ok(()),
+                    Err(e) => return Err(format!("cannot read partition {}: {e}", src.index)),
+                };
+                let mut sh = shared.borrow_mut();
+                let sh = &mut *sh;
+                for e in &entries {
+                    let mut bad = Vec::new();
+                    let mut cx = RecordCx {
+                        job: &job,
+                        ctx: &ctx,
+                        stats: &stats,
+                        windows: &mut sh.windows,
+                        late: &mut sh.late,
+                        full: &mut sh.full,
+                        dlq: &mut dlq,
+                        outboxes: &mut outboxes,
+                        src_index: src.index,
+                        max_ts: &mut src.max_ts,
+                        slots,
+                    };
+                    for_each_record(
+                        &e.payload,
+                        e.base_offset,
+                        e.record_count,
+                        &mut scratch,
+                        |r| cx.on_record(r),
+                        &mut bad,
+                    );
+                    for b in bad {
+                        cx.dead_batch(b);
+                    }
+                    src.next = e.end_offset();
+                }
+                src.active_at = Instant::now();
+                progressed = true;
+            }
+        }
+        // Records for other cores leave before the watermark that covers them.
+        for (to, o) in outboxes.iter_mut().enumerate() {
+            if let Some((tx, st, pending)) = o {
+                if !pending.recs.is_empty() {
+                    let batch = std::mem::take(pending);
+                    send(tx, st, Mail::Records(batch), &stats, &*ctx.stop)
+                        .await
+                        .map_err(|_| format!("core {to} stopped taking records"))?;
+                }
+            }
+        }
+        let now = Instant::now();
+        // This core's source watermark.
+        let mut lag = Vec::with_capacity(sources.len());
+        let mut own = Vec::with_capacity(sources.len());
+        for s in &sources {
+            let end = ctx.log.high_watermark(s.id).unwrap_or(s.next);
+            lag.push((s.index, end.saturating_sub(s.next)));
+            // Data waiting is activity, however old the last read.
+            let is_idle = s.next >= end && now.duration_since(s.active_at) >= idle;
+            own.push((s.max_ts.saturating_sub(job.out_of_orderness_ms), is_idle));
+        }
+        *stats.lag.borrow_mut() = lag;
+        let source_wm = combine(own.iter().copied());
+        let all_idle = own.iter().all(|&(_, i)| i);
+        if sent_wm != Some((source_wm, all_idle)) || now.duration_since(last_heartbeat) >= HEARTBEAT
+        {
+            for (to, o) in outboxes.iter_mut().enumerate() {
+                if let Some((tx, st, _)) = o {
+                    send(
+                        tx,
+                        st,
+                        Mail::Watermark {
+                            wm: source_wm,
+                            idle: all_idle,
+                        },
+                        &stats,
+                        &*ctx.stop,
+                    )
+                    .await
+                    .map_err(|_| format!("core {to} stopped taking records"))?;
+                }
+            }
+            sent_wm = Some((source_wm, all_idle));
+            last_heartbeat = now;
+        }
+        // The core's watermark: its sources and the other cores.
+        let wm = {
+            let sh = shared.borrow();
+            let inputs = own
+                .iter()
+                .copied()
+                .chain(sh.remote.iter().flatten().map(|r| (r.wm, r.idle)));
+            combine(inputs)
+        };
+        if wm > core_wm {
+            core_wm = wm;
+            wm_at = now;
+            stats.watermark.set(core_wm);
+        }
+        // Late events (found here or by the receivers) go to their side output.
+        let late = std::mem::take(&mut shared.borrow_mut().late);
+        if !late.is_empty() {
+            topic::append(&ctx.log, ctx.late_partition, &late)
+                .await
+                .map_err(|e| format!("cannot write late events to {}: {e}", job.late_topic()))?;
+        }
+        if !dlq.is_empty() {
+            let batch = std::mem::take(&mut dlq);
+            topic::append(&ctx.log, ctx.dlq_partition, &batch)
+                .await
+                .map_err(|e| format!("cannot write dead letters to {}: {e}", job.dlq_topic()))?;
+        }
+        // Fire what is due, as far as every sink has room.
+        {
+            let mut sh = shared.borrow_mut();
+            let sinks = &ctx.sinks;
+            sh.windows.fire(core_wm, wm_at, |f: Fired| {
+                let f = Rc::new(f);
+                for s in sinks {
+                    // Room was checked: a full queue stops firing before the pop.
+                    if s.tx.try_send(f.clone()).is_err() {
+                        tracing::error!(job = %job.name, sink = %s.name, "sink queue refused a window with room");
+                    }
+                    s.stats.queued.set(s.stats.queued.get() + 1);
+                }
+                bump(&stats.windows_fired, 1);
+                !sinks.iter().any(|s| s.tx.is_full())
+            });
+            stats.state_entries.set(sh.windows.entries() as u64);
+            stats.state_bytes.set(sh.windows.bytes() as u64);
+        }
+        if !progressed {
+            let waited = Instant::now();
+            futures_lite::future::or(
+                ctx.log.wait_for_append(epoch),
+                glommio::timer::sleep(IDLE_POLL),
+            )
+            .await;
+            if blocked {
+                bump(&stats.blocked_ns, waited.elapsed().as_nanos() as u64);
+            }
+        }
+    }
+}
+
+/// The watermark of a set of inputs (watermark, idle): the least of the active ones;
+/// when all are idle, the greatest.
+fn combine(inputs: impl Iterator<Item = (i64, bool)>) -> i64 {
+    let mut active = i64::MAX;
+    let mut any_active = false;
+    let mut all = i64::MIN;
+    for (wm, idle) in inputs {
+        all = all.max(wm);
+        if !idle {
+            any_active = true;
+            active = active.min(wm);
+        }
+    }
+    if any_active {
+        active
+    } else {
+        all
+    }
+}
+
+async fn send(
+    tx: &ConnectedSender<Mail>,
+    st: &MailboxStats,
+    m: Mail,
+    stats: &JobStats,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), ()> {
+    st.depth.fetch_add(1, Ordering::Relaxed);
+    st.sent.fetch_add(1, Ordering::Relaxed);
+    // Full: wait, but keep an eye on the stop flag. Closed: the other core is gone.
+    let back = |e: glommio::GlommioError<Mail>| match e {
+        glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m)) => Ok(m),
+        _ => Err(()),
+    };
+    let mut m = match tx.try_send(m) {
+        Ok(()) => return Ok(()),
+        Err(e) => back(e)?,
+    };
+    let waited = Instant::now();
+    loop {
+        match tx.try_send(m) {
+            Ok(()) => break,
+            Err(e) => m = back(e)?,
+        }
+        if stop() {
+            return Err(());
+        }
+        glommio::timer::sleep(Duration::from_micros(200)).await;
+    }
+    let ns = waited.elapsed().as_nanos() as u64;
+    st.wait_ns.fetch_add(ns, Ordering::Relaxed);
+    bump(&stats.blocked_ns, ns);
+    Ok(())
+}
+
+async fn receive(
+    job: Rc<Job>,
+    from: u32,
+    rx: SharedReceiver<Mail>,
+    st: Arc<MailboxStats>,
+    shared: Rc<RefCell<Shared>>,
+    stats: Rc<JobStats>,
+) {
+    let rx = rx.connect().await;
+    while let Some(m) = rx.recv().await {
+        st.depth.fetch_sub(1, Ordering::Relaxed);
+        let mut sh = shared.borrow_mut();
+        let sh = &mut *sh;
+        match m {
+            Mail::Records(r) => {
+                let slots = if r.recs.is_empty() {
+                    0
+                } else {
+                    r.vals.len() / r.recs.len()
+                };
+                let mut vals = [None; SLOTS_MAX];
+                bump(&stats.routed_in, r.recs.len() as u64);
+                for (i, &(at, len, pos)) in r.recs.iter().enumerate() {
+                    vals[..slots].copy_from_slice(&r.vals[i * slots..(i + 1) * slots]);
+                    let key = &r.keys[at as usize..(at + len) as usize];
+                    apply(
+                        &job,
+                        &mut sh.windows,
+                        &mut sh.late,
+                        &mut sh.full,
+                        &stats,
+                        key,
+                        &vals,
+                        pos,
+                    );
+                }
+            }
+            Mail::Watermark { wm, idle } => {
+                sh.remote[from as usize] = Some(Remote { wm, idle });
+            }
+        }
+    }
+}
+
+/// Applies one event to the state; late events become side-output records.
+#[allow(clippy::too_many_arguments)] // the split borrows of `Shared`, named
+fn apply(
+    job: &Job,
+    windows: &mut Windows,
+    late: &mut Vec<OutRecord>,
+    full: &mut Option<String>,
+    stats: &JobStats,
+    key: &[u8],
+    vals: &[Option<Num>; SLOTS_MAX],
+    pos: Position,
+) {
+    match windows.apply(key, vals, pos) {
+        Applied::Added => {}
+        Applied::Late(start) => {
+            bump(&stats.late, 1);
+            let mut v = Vec::with_capacity(160);
+            v.extend_from_slice(b"{\"key\":");
+            json_bytes(&mut v, key);
+            v.extend_from_slice(
+                format!(
+                    ",\"event_time\":{},\"window_start\":{start},\"source_partition\":{},\"source_offset\":{},\"reason\":\"its window had fired\"}}",
+                    pos.ts, pos.partition, pos.offset
+                )
+                .as_bytes(),
+            );
+            late.push(OutRecord {
+                key: Some(Bytes::copy_from_slice(key)),
+                value: Bytes::from(v),
+                timestamp_ms: pos.ts,
+                headers: Vec::new(),
+            });
+        }
+        Applied::Full => {
+            if full.is_none() {
+                *full = Some(format!(
+                    "window state is full ({} open key-windows = state_entries_max of job `{}`); \
+                     raise state_entries_max or use fewer keys/shorter windows",
+                    windows.entries(),
+                    job.name
+                ));
+            }
+        }
+    }
+}
+
+fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(
+        serde_json::to_string(&String::from_utf8_lossy(b))
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+}
+
+/// Everything one record touches, borrowed for the length of a log entry.
+struct RecordCx<'a> {
+    job: &'a Job,
+    ctx: &'a JobContext,
+    stats: &'a JobStats,
+    windows: &'a mut Windows,
+    late: &'a mut Vec<OutRecord>,
+    full: &'a mut Option<String>,
+    dlq: &'a mut Vec<OutRecord>,
+    outboxes: &'a mut [Option<Outbox>],
+    src_index: u32,
+    max_ts: &'a mut i64,
+    slots: usize,
+}
+
+impl RecordCx<'_> {
+    #[inline]
+    fn on_record(&mut self, r: RecordRef<'_>) {
+        bump(&self.stats.records_in, 1);
+        let Some(value) = r.value else {
+            return self.dead(r, "the record has no value (null)");
+        };
+        let mut p = Projected::default();
+        if let Err(e) = self.job.decode(value, &mut p) {
+            return self.dead(r, &format!("cannot decode: {e}"));
+        }
+        let Some(key) = p.key else {
+            return self.dead(
+                r,
+                &format!("the key field `{}` is null or missing", self.job.key_field),
+            );
+        };
+        let ts = match self.job.event_time {
+            EventTime::KafkaTimestamp => r.timestamp_ms,
+            EventTime::Field(slot) => match p.vals[slot as usize] {
+                Some(Num::I(t)) => t,
+                _ => return self.dead(r, "the event time field is null or missing"),
+            },
+        };
+        if ts > *self.max_ts {
+            *self.max_ts = ts;
+        }
+        let pos = Position {
+            ts,
+            partition: self.src_index,
+            offset: r.offset,
+        };
+        let owner = partition_owner(
+            partitioner::partition_for(key, self.ctx.source_partitions),
+            self.ctx.shards,
+        );
+        if owner == self.ctx.shard {
+            apply(
+                self.job,
+                self.windows,
+                self.late,
+                self.full,
+                self.stats,
+                key,
+                &p.vals,
+                pos,
+            );
+            return;
+        }
+        let Some((_, _, pending)) = &mut self.outboxes[owner as usize] else {
+            unreachable!("every other core has a mailbox");
+        };
+        let at = pending.keys.len() as u32;
+        pending.keys.extend_from_slice(key);
+        pending.recs.push((at, key.len() as u32, pos));
+        pending.vals.extend_from_slice(&p.vals[..self.slots]);
+        bump(&self.stats.routed_out, 1);
+    }
+
+    fn dead(&mut self, r: RecordRef<'_>, reason: &str) {
+        bump(&self.stats.dlq, 1);
+        self.dlq.push(OutRecord {
+            key: r.key.map(Bytes::copy_from_slice),
+            value: Bytes::copy_from_slice(r.value.unwrap_or_default()),
+            timestamp_ms: r.timestamp_ms,
+            headers: vec![
+                ("tidewater.error", Bytes::copy_from_slice(reason.as_bytes())),
+                (
+                    "tidewater.source",
+                    Bytes::from(format!(
+                        "{}/{}/{}",
+                        self.job.source, self.src_index, r.offset
+                    )),
+                ),
+            ],
+        });
+    }
+
+    fn dead_batch(&mut self, b: BadBatch) {
+        bump(&self.stats.dlq, u64::from(b.offsets));
+        tracing::warn!(job = %self.job.name, partition = self.src_index, offset = b.base_offset, "unreadable batch of {} offsets: {}", b.offsets, b.reason);
+        self.dlq.push(OutRecord {
+            key: None,
+            value: Bytes::new(),
+            timestamp_ms: 0,
+            headers: vec![
+                (
+                    "tidewater.error",
+                    Bytes::from(format!(
+                        "unreadable batch of {} offsets: {}",
+                        b.offsets, b.reason
+                    )),
+                ),
+                (
+                    "tidewater.source",
+                    Bytes::from(format!(
+                        "{}/{}/{}",
+                        self.job.source, self.src_index, b.base_offset
+                    )),
+                ),
+            ],
+        });
+    }
+}

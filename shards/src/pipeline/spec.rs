@@ -1,0 +1,615 @@
+//! A job as the config declares it (`[[jobs]]`), and the checked, compiled form the
+//! cores run.
+//!
+//! Owns validation: every name, field, duration and sink is checked at start-up, with
+//! an error that names the job and the key, so a bad job never starts half-way.
+
+use super::avro::{self, Num, Projected, Projection, ReaderFields, SlotKind};
+use apache_avro::Schema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[[jobs]]` in the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub name: String,
+    /// The topic the job reads.
+    pub source: String,
+    #[serde(default)]
+    pub format: Format,
+    /// The reader schema (Avro formats); relative paths are from the config file.
+    pub schema_file: Option<PathBuf>,
+    /// The reader schema inline (Avro JSON), instead of `schema_file`.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// `avro-confluent`: writer schemas by schema-registry id (`{ 1 = "v1.avsc" }`);
+    /// the reader schema's own id may be listed too.
+    #[serde(default)]
+    pub schemas: BTreeMap<u32, PathBuf>,
+    /// The field the job is keyed by (string or bytes).
+    pub key: String,
+    /// An epoch-ms field, or `kafka_timestamp` for the record's timestamp.
+    pub event_time: String,
+    pub window: WindowConfig,
+    #[serde(default = "default_ooo")]
+    pub max_out_of_orderness: String,
+    #[serde(default = "zero")]
+    pub allowed_lateness: String,
+    #[serde(default = "default_idle")]
+    pub idle_timeout: String,
+    pub aggregates: Vec<AggregateConfig>,
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+    /// Open (key, window) entries one core may hold; the job stops with an error
+    /// naming this key when it is reached.
+    #[serde(default = "default_state_max")]
+    pub state_entries_max: usize,
+}
+
+fn default_ooo() -> String {
+    "5s".into()
+}
+fn zero() -> String {
+    "0s".into()
+}
+fn default_idle() -> String {
+    "10s".into()
+}
+fn default_state_max() -> usize {
+    4_000_000
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// A raw Avro datum per record value, written with `schema_file`.
+    #[default]
+    Avro,
+    /// Confluent framing: magic byte 0, 4-byte schema id, Avro datum.
+    AvroConfluent,
+    /// One JSON object per record value.
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    #[serde(rename = "fn")]
+    pub func: String,
+    pub field: Option<String>,
+    #[serde(rename = "as")]
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Rows as JSON objects to a topic of this server, key = the job key.
+    Topic { topic: String },
+    /// Rows to a ClickHouse table over HTTP (RowBinary).
+    Clickhouse {
+        url: String,
+        table: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+    },
+    /// Rows as JSON lines appended to a file (one per core: `<path>.shard-N`).
+    File { path: PathBuf },
+}
+
+/// An aggregate function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    First,
+    Last,
+}
+
+/// One aggregate, compiled: what it reads and the type of its output column.
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    pub func: Func,
+    /// The slot it reads (`None` for count).
+    pub slot: Option<u8>,
+    /// The kind of the field it reads.
+    pub kind: SlotKind,
+    pub name: String,
+}
+
+impl Aggregate {
+    /// The output column's type: integers stay exact except in averages.
+    pub fn output(&self) -> SlotKind {
+        match self.func {
+            Func::Count => SlotKind::Int,
+            Func::Avg => SlotKind::Float,
+            _ => self.kind,
+        }
+    }
+}
+
+/// Where event time comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventTime {
+    Field(u8),
+    KafkaTimestamp,
+}
+
+/// How record values are decoded.
+#[derive(Clone, Debug)]
+pub enum Decoder {
+    Avro(Projection),
+    /// Projections by writer schema id.
+    AvroConfluent(BTreeMap<u32, Projection>),
+    /// Field name -> slot, for the JSON objects.
+    Json(Vec<(String, u8, SlotKind)>),
+}
+
+/// A job ready to run.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub name: String,
+    pub source: String,
+    pub key_field: String,
+    pub key_slot: u8,
+    pub event_time: EventTime,
+    pub decoder: Decoder,
+    pub window_ms: i64,
+    pub out_of_orderness_ms: i64,
+    pub lateness_ms: i64,
+    pub idle_ms: i64,
+    pub aggregates: Vec<Aggregate>,
+    pub sinks: Vec<SinkConfig>,
+    pub state_entries_max: usize,
+}
+
+fn duration_ms(job: &str, key: &str, text: &str) -> Result<i64, String> {
+    let d: Duration = humantime::parse_duration(text).map_err(|e| {
+        format!("job `{job}`: {key} = \"{text}\": {e} (e.g. \"1m\", \"5s\", \"250ms\")")
+    })?;
+    i64::try_from(d.as_millis()).map_err(|_| format!("job `{job}`: {key} is too long"))
+}
+
+fn read_schema(job: &str, path: &Path) -> Result<Schema, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("job `{job}`: cannot read schema {}: {e}", path.display()))?;
+    Schema::parse_str(&text).map_err(|e| {
+        format!(
+            "job `{job}`: schema {} is not valid Avro: {e}",
+            path.display()
+        )
+    })
+}
+
+impl JobConfig {
+    /// Checks and compiles the job; `base` resolves relative schema paths.
+    pub fn compile(&self, base: &Path) -> Result<Job, String> {
+        let job = self.name.as_str();
+        let valid_name = !job.is_empty()
+            && job
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid_name {
+            return Err(format!(
+                "job name `{job}`: use letters, digits, `_`, `-` and `.` only"
+            ));
+        }
+        if self.window.kind != "tumbling" {
+            return Err(format!(
+                "job `{job}`: window type `{}` is not supported (only \"tumbling\")",
+                self.window.kind
+            ));
+        }
+        let window_ms = duration_ms(job, "window.size", &self.window.size)?;
+        if window_ms <= 0 {
+            return Err(format!("job `{job}`: window.size must be positive"));
+        }
+        let out_of_orderness_ms =
+            duration_ms(job, "max_out_of_orderness", &self.max_out_of_orderness)?;
+        let lateness_ms = duration_ms(job, "allowed_lateness", &self.allowed_lateness)?;
+        let idle_ms = duration_ms(job, "idle_timeout", &self.idle_timeout)?;
+        if self.aggregates.is_empty() {
+            return Err(format!("job `{job}`: declare at least one aggregate"));
+        }
+        // The fields read: the key, the event time, then each aggregate's field.
+        let mut fields: Vec<&str> = vec![self.key.as_str()];
+        let time_field = (self.event_time != "kafka_timestamp").then_some(self.event_time.as_str());
+        if let Some(t) = time_field {
+            if t == self.key {
+                return Err(format!("job `{job}`: the key cannot be the event time"));
+            }
+            fields.push(t);
+        }
+        let mut names = std::collections::HashSet::new();
+        for name in [self.key.as_str(), "window_start", "window_end"] {
+            names.insert(name);
+        }
+        let mut parsed = Vec::new();
+        for a in &self.aggregates {
+            let func = match a.func.as_str() {
+                "count" => Func::Count,
+                "sum" => Func::Sum,
+                "min" => Func::Min,
+                "max" => Func::Max,
+                "avg" => Func::Avg,
+                "first" => Func::First,
+                "last" => Func::Last,
+                other => {
+                    return Err(format!(
+                        "job `{job}`: aggregate fn `{other}` is not one of count, sum, min, max, avg, first, last"
+                    ))
+                }
+            };
+            if !names.insert(a.name.as_str()) {
+                return Err(format!(
+                    "job `{job}`: output column `{}` is named twice",
+                    a.name
+                ));
+            }
+            match (&a.field, func) {
+                (None, Func::Count) => {}
+                (None, _) => {
+                    return Err(format!("job `{job}`: aggregate `{}` needs a field", a.name))
+                }
+                (Some(f), _) => {
+                    if *f == self.key {
+                        return Err(format!(
+                            "job `{job}`: aggregate `{}` cannot read the key",
+                            a.name
+                        ));
+                    }
+                    if !fields.contains(&f.as_str()) {
+                        fields.push(f);
+                    }
+                }
+            }
+            parsed.push((func, a));
+        }
+        let (decoder, kinds) = match self.format {
+            Format::Avro | Format::AvroConfluent => {
+                let reader = match (&self.schema, &self.schema_file) {
+                    (Some(text), None) => Schema::parse_str(text).map_err(|e| {
+                        format!("job `{job}`: its inline schema is not valid Avro: {e}")
+                    })?,
+                    (None, Some(path)) => read_schema(job, &base.join(path))?,
+                    _ => {
+                        return Err(format!(
+                            "job `{job}`: Avro formats need exactly one of schema_file and schema"
+                        ))
+                    }
+                };
+                let rf: ReaderFields = avro::reader_fields(&reader, &fields, &self.key)
+                    .map_err(|e| format!("job `{job}`: {e}"))?;
+                let decoder = if self.format == Format::Avro {
+                    if !self.schemas.is_empty() {
+                        return Err(format!(
+                            "job `{job}`: `schemas` is for format \"avro-confluent\""
+                        ));
+                    }
+                    Decoder::Avro(
+                        Projection::compile(&reader, &reader, &rf)
+                            .map_err(|e| format!("job `{job}`: {e}"))?,
+                    )
+                } else {
+                    if self.schemas.is_empty() {
+                        return Err(format!(
+                            "job `{job}`: format \"avro-confluent\" needs `schemas`, the writer schemas by id"
+                        ));
+                    }
+                    let mut by_id = BTreeMap::new();
+                    for (id, path) in &self.schemas {
+                        let writer = read_schema(job, &base.join(path))?;
+                        let p = Projection::compile(&writer, &reader, &rf).map_err(|e| {
+                            format!("job `{job}`: schema id {id} ({}): {e}", path.display())
+                        })?;
+                        by_id.insert(*id, p);
+                    }
+                    Decoder::AvroConfluent(by_id)
+                };
+                (decoder, rf.kinds)
+            }
+            Format::Json => {
+                // Without a schema, the key is a string and every other field a number.
+                let kinds: Vec<SlotKind> = fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| {
+                        if i == 0 {
+                            SlotKind::Bytes
+                        } else {
+                            SlotKind::Float
+                        }
+                    })
+                    .collect();
+                let mut kinds = kinds;
+                if time_field.is_some() {
+                    kinds[1] = SlotKind::Int;
+                }
+                let table = fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (f.to_string(), i as u8, kinds[i]))
+                    .collect();
+                (Decoder::Json(table), kinds)
+            }
+        };
+        if let (Some(t), Some(k)) = (time_field, kinds.get(1)) {
+            if *k != SlotKind::Int {
+                return Err(format!(
+                    "job `{job}`: event_time field `{t}` must be an integer (epoch ms)"
+                ));
+            }
+        }
+        let aggregates = parsed
+            .into_iter()
+            .map(|(func, a)| {
+                let slot = a
+                    .field
+                    .as_ref()
+                    .map(|f| fields.iter().position(|x| x == f).expect("added above") as u8);
+                Aggregate {
+                    func,
+                    slot,
+                    kind: slot.map_or(SlotKind::Int, |s| kinds[s as usize]),
+                    name: a.name.clone(),
+                }
+            })
+            .collect();
+        for s in &self.sinks {
+            match s {
+                SinkConfig::Clickhouse { url, table, .. } => {
+                    if !url.starts_with("http://") {
+                        return Err(format!(
+                            "job `{job}`: ClickHouse url `{url}` must start with http://"
+                        ));
+                    }
+                    let ok = table.split('.').count() <= 2
+                        && table.split('.').all(|p| {
+                            !p.is_empty()
+                                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        });
+                    if !ok {
+                        return Err(format!(
+                            "job `{job}`: ClickHouse table `{table}`: use `db.table` with letters, digits and `_`"
+                        ));
+                    }
+                }
+                SinkConfig::Topic { topic } if *topic == self.source => {
+                    return Err(format!(
+                        "job `{job}`: the sink topic cannot be the source topic"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if self.state_entries_max == 0 {
+            return Err(format!("job `{job}`: state_entries_max must be positive"));
+        }
+        Ok(Job {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            key_field: self.key.clone(),
+            key_slot: 0,
+            event_time: match time_field {
+                Some(_) => EventTime::Field(1),
+                None => EventTime::KafkaTimestamp,
+            },
+            decoder,
+            window_ms,
+            out_of_orderness_ms,
+            lateness_ms,
+            idle_ms,
+            aggregates,
+            sinks: self.sinks.clone(),
+            state_entries_max: self.state_entries_max,
+        })
+    }
+}
+
+impl Job {
+    /// Topics the job writes besides its sinks: dead letters and late events.
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.name)
+    }
+
+    pub fn late_topic(&self) -> String {
+        format!("{}.late", self.name)
+    }
+
+    /// Decodes one record value into `out`.
+    pub fn decode<'a>(
+        &self,
+        value: &'a [u8],
+        out: &mut Projected<'a>,
+    ) -> Result<(), avro::DecodeError> {
+        match &self.decoder {
+            Decoder::Avro(p) => p.project(value, out),
+            Decoder::AvroConfluent(by_id) => {
+                if value.len() < 5 || value[0] != 0 {
+                    return Err(avro::DecodeError(
+                        "not in the confluent framing (magic byte 0 + 4-byte schema id)".into(),
+                    ));
+                }
+                let id = u32::from_be_bytes(value[1..5].try_into().expect("4 bytes"));
+                let p = by_id
+                    .get(&id)
+                    .ok_or_else(|| avro::DecodeError(format!("unknown schema id {id}")))?;
+                p.project(&value[5..], out)
+            }
+            Decoder::Json(table) => decode_json(table, value, out),
+        }
+    }
+}
+
+fn decode_json<'a>(
+    table: &[(String, u8, SlotKind)],
+    value: &'a [u8],
+    out: &mut Projected<'a>,
+) -> Result<(), avro::DecodeError> {
+    use serde_json::value::RawValue;
+    let err = |m: String| avro::DecodeError(m);
+    *out = Projected::default();
+    let obj: std::collections::HashMap<&'a str, &'a RawValue> =
+        serde_json::from_slice(value).map_err(|e| err(format!("not a JSON object: {e}")))?;
+    for (name, slot, kind) in table {
+        let Some(raw) = obj.get(name.as_str()) else {
+            continue;
+        };
+        let text = raw.get();
+        if text == "null" {
+            continue;
+        }
+        match kind {
+            SlotKind::Bytes => {
+                let s = text
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .filter(|t| !t.contains('\\'))
+                    .ok_or_else(|| err(format!("field `{name}` is not a plain JSON string")))?;
+                // Borrow from the value: `text` is a slice of it.
+                let start = s.as_ptr() as usize - value.as_ptr() as usize;
+                out.key = Some(&value[start..start + s.len()]);
+            }
+            SlotKind::Int => {
+                let v: i64 = text
+                    .parse()
+                    .map_err(|_| err(format!("field `{name}` is not an integer: {text}")))?;
+                out.vals[*slot as usize] = Some(Num::I(v));
+            }
+            SlotKind::Float => {
+                let v: f64 = text
+                    .parse()
+                    .map_err(|_| err(format!("field `{name}` is not a number: {text}")))?;
+                out.vals[*slot as usize] = Some(Num::F(v));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn reference_job_toml() -> &'static str {
+        r#"
+name = "device_minute"
+source = "iot-sensor-data"
+format = "avro"
+schema_file = "schemas/sensor.avsc"
+key = "device_id"
+event_time = "timestamp"
+window = { type = "tumbling", size = "1m" }
+max_out_of_orderness = "5s"
+allowed_lateness = "0s"
+idle_timeout = "10s"
+aggregates = [
+  { fn = "count", as = "events" },
+  { fn = "min", field = "temperature", as = "temperature_min" },
+  { fn = "max", field = "temperature", as = "temperature_max" },
+  { fn = "avg", field = "temperature", as = "temperature_avg" },
+  { fn = "avg", field = "humidity", as = "humidity_avg" },
+  { fn = "sum", field = "pressure", as = "pressure_sum" },
+]
+
+[[sinks]]
+type = "topic"
+topic = "device_minute"
+
+[[sinks]]
+type = "clickhouse"
+url = "http://127.0.0.1:8123"
+table = "iot.device_minute"
+"#
+    }
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    #[test]
+    fn the_reference_job_compiles() {
+        let c: JobConfig = toml_like(reference_job_toml());
+        let j = c.compile(&root()).unwrap();
+        assert_eq!(j.window_ms, 60_000);
+        assert_eq!(j.out_of_orderness_ms, 5_000);
+        assert_eq!(j.idle_ms, 10_000);
+        assert_eq!(j.event_time, EventTime::Field(1));
+        assert_eq!(j.aggregates.len(), 6);
+        assert_eq!(j.aggregates[1].slot, Some(2));
+        assert_eq!(j.aggregates[4].slot, Some(3));
+        assert_eq!(j.sinks.len(), 2);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let base = reference_job_toml();
+        for (from, to, says) in [
+            ("size = \"1m\"", "size = \"1 fortnight\"", "window.size"),
+            ("\"tumbling\"", "\"session\"", "not supported"),
+            ("fn = \"sum\"", "fn = \"median\"", "median"),
+            (
+                "field = \"pressure\"",
+                "field = \"nope\"",
+                "no field `nope`",
+            ),
+            (
+                "field = \"pressure\"",
+                "field = \"firmware\"",
+                "only the key",
+            ),
+            ("as = \"humidity_avg\"", "as = \"events\"", "named twice"),
+            ("http://127", "https://127", "http://"),
+            ("iot.device_minute", "iot.dev;ice", "db.table"),
+        ] {
+            let text = base.replace(from, to);
+            assert_ne!(text, base, "{from}");
+            let e = toml_like(&text).compile(&root()).unwrap_err();
+            assert!(
+                e.contains(says) && e.contains("device_minute"),
+                "{from}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_records_decode() {
+        let mut c: JobConfig = toml_like(reference_job_toml());
+        c.format = Format::Json;
+        c.schema_file = None;
+        let j = c.compile(&root()).unwrap();
+        let mut out = Projected::default();
+        j.decode(
+            br#"{"device_id":"d-1","timestamp":1700000000000,"temperature":21.5,"humidity":null,"pressure":3}"#,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.key, Some(&b"d-1"[..]));
+        assert_eq!(out.vals[1], Some(Num::I(1_700_000_000_000)));
+        assert_eq!(out.vals[2], Some(Num::F(21.5)));
+        assert_eq!(out.vals[3], None);
+        assert_eq!(out.vals[4], Some(Num::F(3.0)));
+        assert!(j.decode(b"[1,2]", &mut out).is_err());
+        assert!(j.decode(br#"{"timestamp":"x"}"#, &mut out).is_err());
+    }
+
+    fn toml_like(text: &str) -> JobConfig {
+        toml::from_str(text).unwrap()
+    }
+}

@@ -1,0 +1,441 @@
+//! Window state of one job on one core: per open tumbling window, a hashbrown table
+//! from key to a fixed-size accumulator in a slab.
+//!
+//! Owns the accumulators and the firing order. An event touches one table entry and
+//! allocates only when its (key, window) is new. Windows fire in start order when the
+//! watermark passes their end plus the allowed lateness; an event whose window already
+//! fired is late and is handed back to the caller, never dropped here. The number of
+//! open (key, window) entries is bounded; reaching the bound is an error the job
+//! reports, not a silent eviction.
+
+use super::avro::{Num, SlotKind, SLOTS_MAX};
+use super::spec::{Aggregate, Func};
+use hashbrown::HashMap;
+use std::collections::BTreeMap;
+
+/// Where an event's position in the input orders it, for first/last: event time,
+/// then partition, then offset — the same answer on every replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub ts: i64,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// The slab layout: for each aggregate, its first word.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub aggs: Vec<Aggregate>,
+    at: Vec<usize>,
+    pub words: usize,
+}
+
+fn words_of(f: Func) -> usize {
+    match f {
+        Func::Count => 1,
+        // seen, value
+        Func::Sum | Func::Min | Func::Max | Func::Avg => 2,
+        // seen, value, ts, partition, offset
+        Func::First | Func::Last => 5,
+    }
+}
+
+impl Layout {
+    pub fn new(aggs: Vec<Aggregate>) -> Layout {
+        let mut at = Vec::with_capacity(aggs.len());
+        let mut words = 0;
+        for a in &aggs {
+            at.push(words);
+            words += words_of(a.func);
+        }
+        Layout { aggs, at, words }
+    }
+
+    #[inline]
+    fn update(&self, acc: &mut [u64], vals: &[Option<Num>; SLOTS_MAX], pos: Position) {
+        for (a, &at) in self.aggs.iter().zip(&self.at) {
+            let w = &mut acc[at..at + words_of(a.func)];
+            if a.func == Func::Count {
+                w[0] += 1;
+                continue;
+            }
+            let Some(v) = vals[a.slot.expect("non-count aggregates read a field") as usize] else {
+                continue; // a null: ignored, as SQL aggregates do
+            };
+            let first = w[0] == 0;
+            w[0] += 1;
+            match (a.func, v) {
+                (Func::Sum | Func::Avg, Num::I(x)) => w[1] = (w[1] as i64).wrapping_add(x) as u64,
+                (Func::Sum | Func::Avg, Num::F(x)) => w[1] = (f64::from_bits(w[1]) + x).to_bits(),
+                (Func::Min, Num::I(x)) if first || x < w[1] as i64 => w[1] = x as u64,
+                (Func::Max, Num::I(x)) if first || x > w[1] as i64 => w[1] = x as u64,
+                (Func::Min, Num::F(x)) if first || x < f64::from_bits(w[1]) => w[1] = x.to_bits(),
+                (Func::Max, Num::F(x)) if first || x > f64::from_bits(w[1]) => w[1] = x.to_bits(),
+                (Func::First | Func::Last, _) => {
+                    let old = Position {
+                        ts: w[2] as i64,
+                        partition: w[3] as u32,
+                        offset: w[4],
+                    };
+                    let take = first
+                        || (a.func == Func::First && pos < old)
+                        || (a.func == Func::Last && pos > old);
+                    if take {
+                        w[1] = match v {
+                            Num::I(x) => x as u64,
+                            Num::F(x) => x.to_bits(),
+                        };
+                        w[2] = pos.ts as u64;
+                        w[3] = u64::from(pos.partition);
+                        w[4] = pos.offset;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Aggregate `i`'s output value from an accumulator; `None` when it saw no value.
+    pub fn value(&self, acc: &[u64], i: usize) -> Option<Num> {
+        let a = &self.aggs[i];
+        let w = &acc[self.at[i]..self.at[i] + words_of(a.func)];
+        if a.func == Func::Count {
+            return Some(Num::I(w[0] as i64));
+        }
+        if w[0] == 0 {
+            return None;
+        }
+        let v = match a.kind {
+            SlotKind::Float => Num::F(f64::from_bits(w[1])),
+            _ => Num::I(w[1] as i64),
+        };
+        Some(match a.func {
+            Func::Avg => Num::F(v.as_f64() / w[0] as f64),
+            _ => v,
+        })
+    }
+}
+
+/// One window's table.
+#[derive(Default)]
+struct Table {
+    index: HashMap<Box<[u8]>, u32>,
+    keys: Vec<Box<[u8]>>,
+    slab: Vec<u64>,
+}
+
+/// A window that fired: its rows, sorted by key.
+#[derive(Debug)]
+pub struct Fired {
+    pub start: i64,
+    pub end: i64,
+    pub keys: Vec<Box<[u8]>>,
+    /// `layout.words` per key, in `keys` order.
+    pub slab: Vec<u64>,
+    /// The watermark that fired it, and when that watermark was reached (fire
+    /// latency is measured from there to the row in the sink).
+    pub watermark: i64,
+    pub due: std::time::Instant,
+}
+
+impl Fired {
+    pub fn rows(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn acc(&self, i: usize, words: usize) -> &[u64] {
+        &self.slab[i * words..(i + 1) * words]
+    }
+}
+
+/// What happened to an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Added,
+    /// Its window fired already (window start given).
+    Late(i64),
+    /// The state is at `state_entries_max`.
+    Full,
+}
+
+/// All open windows of one job on one core.
+pub struct Windows {
+    pub layout: Layout,
+    size_ms: i64,
+    lateness_ms: i64,
+    open: BTreeMap<i64, Table>,
+    entries: usize,
+    entries_max: usize,
+    key_bytes: usize,
+    /// Windows ending at or before this (+ lateness) have fired.
+    fired_upto: i64,
+}
+
+impl Windows {
+    pub fn new(layout: Layout, size_ms: i64, lateness_ms: i64, entries_max: usize) -> Windows {
+        Windows {
+            layout,
+            size_ms,
+            lateness_ms,
+            open: BTreeMap::new(),
+            entries: 0,
+            entries_max,
+            key_bytes: 0,
+            fired_upto: i64::MIN,
+        }
+    }
+
+    /// The start of the window holding `ts`.
+    #[inline]
+    pub fn start_of(&self, ts: i64) -> i64 {
+        ts.div_euclid(self.size_ms) * self.size_ms
+    }
+
+    /// Adds one event.
+    #[inline]
+    pub fn apply(&mut self, key: &[u8], vals: &[Option<Num>; SLOTS_MAX], pos: Position) -> Applied {
+        let start = self.start_of(pos.ts);
+        let end = start.saturating_add(self.size_ms);
+        if end.saturating_add(self.lateness_ms) <= self.fired_upto {
+            return Applied::Late(start);
+        }
+        let words = self.layout.words;
+        let table = self.open.entry(start).or_default();
+        let i = match table.index.get(key) {
+            Some(&i) => i as usize,
+            None => {
+                if self.entries >= self.entries_max {
+                    return Applied::Full;
+                }
+                let i = table.keys.len();
+                let k: Box<[u8]> = key.into();
+                table.index.insert(k.clone(), i as u32);
+                table.keys.push(k);
+                // All-zero is every accumulator's empty state (`seen` = 0).
+                table.slab.resize(table.slab.len() + words, 0);
+                self.entries += 1;
+                self.key_bytes += key.len();
+                i
+            }
+        };
+        self.layout
+            .update(&mut table.slab[i * words..(i + 1) * words], vals, pos);
+        Applied::Added
+    }
+
+    /// Fires every window whose end + lateness is at or below `watermark`, oldest
+    /// first; `fire` returns false to stop (a sink queue is full), and the rest stay
+    /// open until the next call.
+    pub fn fire(
+        &mut self,
+        watermark: i64,
+        due: std::time::Instant,
+        mut fire: impl FnMut(Fired) -> bool,
+    ) {
+        while let Some((&start, _)) = self.open.first_key_value() {
+            let end = start + self.size_ms;
+            if end.saturating_add(self.lateness_ms) > watermark {
+                break;
+            }
+            let table = self.open.pop_first().expect("present").1;
+            self.entries -= table.keys.len();
+            self.key_bytes -= table.keys.iter().map(|k| k.len()).sum::<usize>();
+            self.fired_upto = self.fired_upto.max(end + self.lateness_ms);
+            let fired = sorted(table, start, end, (watermark, due), self.layout.words);
+            if !fire(fired) {
+                return;
+            }
+        }
+        // Windows with no events still move the line late events are judged by.
+        self.fired_upto = self.fired_upto.max(watermark);
+    }
+
+    /// Can a window fire at `watermark`? (Cheap check before taking sink room.)
+    pub fn due(&self, watermark: i64) -> bool {
+        self.open
+            .first_key_value()
+            .is_some_and(|(&s, _)| (s + self.size_ms).saturating_add(self.lateness_ms) <= watermark)
+    }
+
+    /// Open (key, window) entries.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Approximate bytes held (keys, slab, index).
+    pub fn bytes(&self) -> usize {
+        self.entries * (self.layout.words * 8 + 16 + 16 + 8) + self.key_bytes * 2
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+}
+
+fn sorted(
+    table: Table,
+    start: i64,
+    end: i64,
+    (watermark, due): (i64, std::time::Instant),
+    words: usize,
+) -> Fired {
+    let mut order: Vec<u32> = (0..table.keys.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| table.keys[a as usize].cmp(&table.keys[b as usize]));
+    let mut slab = Vec::with_capacity(table.slab.len());
+    let mut keys = Vec::with_capacity(table.keys.len());
+    let mut old_keys: Vec<Option<Box<[u8]>>> = table.keys.into_iter().map(Some).collect();
+    for i in order {
+        let i = i as usize;
+        keys.push(old_keys[i].take().expect("each key once"));
+        slab.extend_from_slice(&table.slab[i * words..(i + 1) * words]);
+    }
+    Fired {
+        start,
+        end,
+        keys,
+        slab,
+        watermark,
+        due,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agg(func: Func, slot: Option<u8>, kind: SlotKind) -> Aggregate {
+        Aggregate {
+            func,
+            slot,
+            kind,
+            name: format!("{func:?}"),
+        }
+    }
+
+    fn vals(x: f64, n: i64) -> [Option<Num>; SLOTS_MAX] {
+        let mut v = [None; SLOTS_MAX];
+        v[2] = Some(Num::F(x));
+        v[3] = Some(Num::I(n));
+        v
+    }
+
+    fn layout() -> Layout {
+        Layout::new(vec![
+            agg(Func::Count, None, SlotKind::Int),
+            agg(Func::Sum, Some(3), SlotKind::Int),
+            agg(Func::Min, Some(2), SlotKind::Float),
+            agg(Func::Max, Some(2), SlotKind::Float),
+            agg(Func::Avg, Some(2), SlotKind::Float),
+            agg(Func::First, Some(3), SlotKind::Int),
+            agg(Func::Last, Some(3), SlotKind::Int),
+            agg(Func::Min, Some(4), SlotKind::Float),
+        ])
+    }
+
+    fn pos(ts: i64, offset: u64) -> Position {
+        Position {
+            ts,
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn aggregates_fire_in_order_and_late_events_are_handed_back() {
+        let mut w = Windows::new(layout(), 60_000, 0, 100);
+        assert_eq!(
+            w.apply(b"a", &vals(1.5, 10), pos(61_000, 0)),
+            Applied::Added
+        );
+        assert_eq!(
+            w.apply(b"a", &vals(-2.0, 20), pos(60_000, 1)),
+            Applied::Added
+        );
+        assert_eq!(
+            w.apply(b"a", &vals(4.0, 30), pos(119_999, 2)),
+            Applied::Added
+        );
+        assert_eq!(w.apply(b"b", &vals(0.0, 1), pos(5_000, 3)), Applied::Added);
+        assert_eq!(
+            w.apply(b"b", &vals(9.0, 1), pos(125_000, 4)),
+            Applied::Added
+        );
+        assert_eq!(w.entries(), 3);
+        let mut fired = Vec::new();
+        w.fire(119_999, std::time::Instant::now(), |f| {
+            fired.push(f);
+            true
+        });
+        assert_eq!(fired.len(), 1, "only [0, 60000) is due");
+        w.fire(120_000, std::time::Instant::now(), |f| {
+            fired.push(f);
+            true
+        });
+        assert_eq!(fired.len(), 2);
+        let l = &w.layout;
+        let f = &fired[1];
+        assert_eq!((f.start, f.end, f.rows()), (60_000, 120_000, 1));
+        let acc = f.acc(0, l.words);
+        assert_eq!(l.value(acc, 0), Some(Num::I(3)));
+        assert_eq!(l.value(acc, 1), Some(Num::I(60)));
+        assert_eq!(l.value(acc, 2), Some(Num::F(-2.0)));
+        assert_eq!(l.value(acc, 3), Some(Num::F(4.0)));
+        assert_eq!(l.value(acc, 4), Some(Num::F(3.5 / 3.0)));
+        assert_eq!(l.value(acc, 5), Some(Num::I(20)), "first by event time");
+        assert_eq!(l.value(acc, 6), Some(Num::I(30)));
+        assert_eq!(l.value(acc, 7), None, "a field never seen");
+        assert_eq!(
+            w.apply(b"c", &vals(1.0, 1), pos(100_000, 5)),
+            Applied::Late(60_000)
+        );
+        assert_eq!(w.entries(), 1);
+    }
+
+    #[test]
+    fn rows_are_sorted_by_key_and_the_bound_holds() {
+        let mut w = Windows::new(layout(), 1_000, 0, 3);
+        for (i, k) in [b"d", b"b", b"c"].iter().enumerate() {
+            assert_eq!(
+                w.apply(*k, &vals(1.0, 1), pos(10, i as u64)),
+                Applied::Added
+            );
+        }
+        assert_eq!(w.apply(b"a", &vals(1.0, 1), pos(10, 9)), Applied::Full);
+        assert_eq!(
+            w.apply(b"b", &vals(1.0, 1), pos(10, 9)),
+            Applied::Added,
+            "existing keys still update"
+        );
+        let mut keys = Vec::new();
+        w.fire(1_000, std::time::Instant::now(), |f| {
+            keys = f.keys.clone();
+            true
+        });
+        assert_eq!(
+            keys,
+            vec![
+                b"b".to_vec().into_boxed_slice(),
+                b"c".to_vec().into(),
+                b"d".to_vec().into()
+            ]
+        );
+        assert_eq!(w.entries(), 0);
+    }
+
+    #[test]
+    fn a_stopped_fire_leaves_the_rest_open() {
+        let mut w = Windows::new(layout(), 10, 5, 100);
+        for ts in [1, 11, 21] {
+            w.apply(b"k", &vals(1.0, 1), pos(ts, 0));
+        }
+        let mut n = 0;
+        w.fire(100, std::time::Instant::now(), |_| {
+            n += 1;
+            false
+        });
+        assert_eq!((n, w.open_windows()), (1, 2));
+        assert!(w.due(100));
+        assert!(!w.due(24), "[10, 20) waits for lateness: due at 25");
+        assert!(w.due(25));
+    }
+}

@@ -1,0 +1,281 @@
+//! Where fired windows go: an output topic of this server, a ClickHouse table, a
+//! JSON-lines file. One task per sink per core, fed by a bounded queue of fired
+//! windows.
+//!
+//! A sink retries a failed delivery with backoff (100 ms doubling to 5 s) until it
+//! succeeds or the server stops; it never drops a window. While it retries, its queue
+//! fills and the pipeline stops firing and reading (it falls behind, the log keeps
+//! the backlog, ingest goes on); when the sink comes back it catches up. Deliveries
+//! are idempotent where the target allows (ClickHouse: ReplacingMergeTree keyed by
+//! key + window_start), so a retried insert never counts twice in `FINAL` reads.
+
+pub mod http;
+pub mod rows;
+pub mod topic;
+
+use crate::pipeline::spec::{Job, SinkConfig};
+use crate::pipeline::window::{Fired, Layout};
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tidewater_io::ShardLog;
+
+/// Fired windows a sink may hold queued per core before the pipeline waits.
+pub const QUEUE_FIRES: usize = 16;
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const CLICKHOUSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counters of one sink on one core.
+#[derive(Default, Debug)]
+pub struct SinkStats {
+    pub fires: Cell<u64>,
+    pub rows: Cell<u64>,
+    pub errors: Cell<u64>,
+    pub retries: Cell<u64>,
+    /// Windows queued, not yet delivered.
+    pub queued: Cell<u64>,
+    /// Fire latency samples (watermark passed → delivered), microseconds; the
+    /// reader drains them.
+    pub latencies_us: std::cell::RefCell<Vec<u64>>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+/// The pipeline's end of a sink.
+pub struct SinkHandle {
+    /// `topic:NAME`, `clickhouse:TABLE` or `file:PATH`.
+    pub name: String,
+    pub tx: LocalSender<Rc<Fired>>,
+    pub stats: Rc<SinkStats>,
+}
+
+/// What a topic sink needs: the topic's partition count and this core's partitions
+/// of it (Kafka partition index → log partition id).
+#[derive(Clone, Debug)]
+pub struct TopicTarget {
+    pub partitions: u32,
+    pub local: Vec<(u32, u32)>,
+}
+
+/// Starts the sink's task on this core.
+pub fn start(
+    cfg: &SinkConfig,
+    job: Rc<Job>,
+    layout: Rc<Layout>,
+    shard: u32,
+    log: Rc<ShardLog>,
+    topic: Option<TopicTarget>,
+    stop: Rc<dyn Fn() -> bool>,
+) -> Result<SinkHandle, String> {
+    let (tx, rx) = local_channel::new_bounded(QUEUE_FIRES);
+    let stats = Rc::new(SinkStats::default());
+    let (name, target) = match cfg {
+        SinkConfig::Topic { topic: t } => {
+            let target =
+                topic.ok_or_else(|| format!("sink topic `{t}` is not a topic of this server"))?;
+            if target.local.is_empty() {
+                return Err(format!(
+                    "sink topic `{t}` has {} partitions, fewer than the cores; give it at least one per core",
+                    target.partitions
+                ));
+            }
+            (format!("topic:{t}"), Target::Topic(target))
+        }
+        SinkConfig::Clickhouse {
+            url,
+            table,
+            user,
+            password,
+        } => {
+            let ep = http::Endpoint::parse(url, user.as_deref(), password.as_deref())?;
+            (
+                format!("clickhouse:{table}"),
+                Target::Clickhouse {
+                    client: http::Client::new(ep, CLICKHOUSE_TIMEOUT),
+                    table: table.clone(),
+                    ready: false,
+                },
+            )
+        }
+        SinkConfig::File { path } => {
+            let mut name = path.as_os_str().to_owned();
+            name.push(format!(".shard-{shard}"));
+            let path = std::path::PathBuf::from(name);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("file sink: cannot create {}: {e}", dir.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("file sink: cannot open {}: {e}", path.display()))?;
+            (format!("file:{}", path.display()), Target::File(file))
+        }
+    };
+    let task = SinkTask {
+        name: name.clone(),
+        job,
+        layout,
+        log,
+        stats: stats.clone(),
+        target,
+    };
+    glommio::spawn_local(task.run(rx, stop)).detach();
+    Ok(SinkHandle { name, tx, stats })
+}
+
+enum Target {
+    Topic(TopicTarget),
+    Clickhouse {
+        client: http::Client,
+        table: String,
+        ready: bool,
+    },
+    File(std::fs::File),
+}
+
+struct SinkTask {
+    name: String,
+    job: Rc<Job>,
+    layout: Rc<Layout>,
+    log: Rc<ShardLog>,
+    stats: Rc<SinkStats>,
+    target: Target,
+}
+
+impl SinkTask {
+    async fn run(mut self, rx: LocalReceiver<Rc<Fired>>, stop: Rc<dyn Fn() -> bool>) {
+        while let Some(fired) = rx.recv().await {
+            let mut backoff = BACKOFF_FIRST;
+            let mut failures = 0u32;
+            loop {
+                match self.deliver(&fired).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        bump(&self.stats.errors, 1);
+                        failures += 1;
+                        // One line per failure at first, then one per ~30 s.
+                        if failures <= 3 || failures.is_multiple_of(8) {
+                            tracing::warn!(
+                                job = %self.job.name,
+                                sink = %self.name,
+                                window_start = fired.start,
+                                failures,
+                                "sink delivery failed, retrying in {backoff:?}: {e}"
+                            );
+                        }
+                        if stop() {
+                            return;
+                        }
+                        glommio::timer::sleep(backoff).await;
+                        bump(&self.stats.retries, 1);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+            if failures > 0 {
+                tracing::info!(job = %self.job.name, sink = %self.name, failures, "sink delivering again");
+            }
+            bump(&self.stats.fires, 1);
+            bump(&self.stats.rows, fired.rows() as u64);
+            self.stats
+                .queued
+                .set(self.stats.queued.get().saturating_sub(1));
+            let mut l = self.stats.latencies_us.borrow_mut();
+            if l.len() < 100_000 {
+                l.push(fired.due.elapsed().as_micros() as u64);
+            }
+        }
+    }
+
+    async fn deliver(&mut self, f: &Fired) -> Result<(), String> {
+        let (job, layout) = (&*self.job, &*self.layout);
+        match &mut self.target {
+            Target::Topic(t) => {
+                // Rows by partition: the key's partition when this core owns it (always,
+                // when the sink topic has as many partitions as the source), else one of
+                // this core's partitions chosen by the key.
+                let mut by_partition: Vec<Vec<topic::OutRecord>> = vec![Vec::new(); t.local.len()];
+                let mut buf = Vec::with_capacity(256);
+                for i in 0..f.rows() {
+                    let key = &f.keys[i];
+                    let p = crate::partitioner::partition_for(key, t.partitions);
+                    let slot = t
+                        .local
+                        .iter()
+                        .position(|&(kp, _)| kp == p)
+                        .unwrap_or(p as usize % t.local.len());
+                    buf.clear();
+                    rows::json_row(&mut buf, job, layout, f, i);
+                    by_partition[slot].push(topic::OutRecord {
+                        key: Some(Bytes::copy_from_slice(key)),
+                        value: Bytes::copy_from_slice(&buf),
+                        timestamp_ms: f.end,
+                        headers: Vec::new(),
+                    });
+                }
+                for (slot, recs) in by_partition.iter().enumerate() {
+                    if !recs.is_empty() {
+                        topic::append(&self.log, t.local[slot].1, recs).await?;
+                    }
+                }
+                Ok(())
+            }
+            Target::Clickhouse {
+                client,
+                table,
+                ready,
+            } => {
+                if !*ready {
+                    if let Some((db, _)) = table.split_once('.') {
+                        clickhouse(client, &format!("CREATE DATABASE IF NOT EXISTS {db}"), &[])
+                            .await?;
+                    }
+                    clickhouse(client, &rows::create_table(job, layout, table), &[]).await?;
+                    *ready = true;
+                }
+                let mut body = Vec::with_capacity(f.rows() * 96);
+                rows::row_binary(&mut body, layout, f);
+                let q = format!(
+                    "INSERT INTO {table} ({}) FORMAT RowBinary",
+                    rows::columns(job, layout)
+                );
+                clickhouse(client, &q, &body).await
+            }
+            Target::File(file) => {
+                let mut buf = Vec::with_capacity(f.rows() * 200);
+                for i in 0..f.rows() {
+                    rows::json_row(&mut buf, job, layout, f, i);
+                    buf.push(b'\n');
+                }
+                // One write per window: O_APPEND keeps it whole.
+                use std::io::Write;
+                file.write_all(&buf)
+                    .map_err(|e| format!("cannot write: {e}"))
+            }
+        }
+    }
+}
+
+async fn clickhouse(client: &mut http::Client, query: &str, body: &[u8]) -> Result<(), String> {
+    let started = Instant::now();
+    let r = client
+        .post(&format!("/?query={}", http::encode_query(query)), body)
+        .await?;
+    if r.status == 200 {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&r.body);
+    Err(format!(
+        "ClickHouse answered {} after {:?}: {}",
+        r.status,
+        started.elapsed(),
+        text.trim().chars().take(500).collect::<String>()
+    ))
+}
