@@ -248,32 +248,12 @@ fn unknown_topics_get_an_error_and_garbage_closes_only_its_connection() {
     assert!(ok && out.contains("after garbage"), "{out}");
 }
 
-/// Runs a client script from tests/clients with python3.
-fn python(script: &str, args: &[&str]) -> (bool, String) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(script);
-    let out = Command::new("python3")
-        .arg(path)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn kafka_python_with_acks_all_and_compression_reads_everything_back() {
     let s = start("1", 3);
     let broker = format!("127.0.0.1:{}", s.port);
     for codec in ["none", "gzip", "lz4"] {
-        let (ok, out) = python(
+        let (ok, out) = common::python(
             "kafka_python_roundtrip.py",
             &[&broker, "events", codec, "2000"],
         );
@@ -379,7 +359,7 @@ fn a_retried_idempotent_batch_is_stored_once() {
 fn confluent_kafka_idempotent_producer_round_trips() {
     let s = start("1", 2);
     let broker = format!("127.0.0.1:{}", s.port);
-    let (ok, out) = python("confluent_idempotent.py", &[&broker, "events", "3000"]);
+    let (ok, out) = common::python("confluent_idempotent.py", &[&broker, "events", "3000"]);
     assert!(ok, "confluent-kafka: {out}");
 }
 

@@ -67,3 +67,130 @@ pub fn serve(args: &[&str]) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     }
     (child, port, log_rx)
 }
+
+/// Runs a client script from tests/clients with python3; (success, stdout + stderr).
+pub fn python(script: &str, args: &[&str]) -> (bool, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A real ClickHouse server (Debian's `clickhouse-server`) of its own, on free
+/// loopback ports, its data in a temporary directory. Stops when dropped.
+pub struct ClickHouse {
+    child: Option<Child>,
+    pub http_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl ClickHouse {
+    pub fn start() -> ClickHouse {
+        let installed = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|d| d.join("clickhouse-server").is_file())
+        });
+        assert!(
+            installed,
+            "clickhouse-server is not installed: scripts/test installs it (apt-get install clickhouse-server)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_ports();
+        let tcp_port = free_ports();
+        std::fs::write(
+            dir.path().join("config.xml"),
+            format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+    <logger><level>warning</level><log>log/server.log</log><errorlog>log/error.log</errorlog><console>0</console></logger>
+    <http_port>{http_port}</http_port>
+    <tcp_port>{tcp_port}</tcp_port>
+    <listen_host>127.0.0.1</listen_host>
+    <path>./data/</path>
+    <tmp_path>./tmp/</tmp_path>
+    <user_files_path>./user_files/</user_files_path>
+    <format_schema_path>./format_schemas/</format_schema_path>
+    <users_config>users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <mark_cache_size>268435456</mark_cache_size>
+</yandex>
+"#
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("users.xml"),
+            r#"<?xml version="1.0"?>
+<yandex>
+    <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+    <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+"#,
+        )
+        .unwrap();
+        let mut ch = ClickHouse {
+            child: None,
+            http_port,
+            dir,
+        };
+        ch.restart();
+        ch
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the server (again, on the same data) and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = Command::new("clickhouse-server")
+            .arg("--config-file=config.xml")
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clickhouse-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.ends_with("Ok.\n") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "clickhouse-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server, as an outage would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

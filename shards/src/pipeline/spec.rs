@@ -27,8 +27,9 @@ pub struct JobConfig {
     pub schema: Option<String>,
     /// `avro-confluent`: writer schemas by schema-registry id (`{ 1 = "v1.avsc" }`);
     /// the reader schema's own id may be listed too.
+    /// (TOML keys are strings: `{ "1" = ... }` and `{ 1 = ... }` both work.)
     #[serde(default)]
-    pub schemas: BTreeMap<u32, PathBuf>,
+    pub schemas: BTreeMap<String, PathBuf>,
     /// The field the job is keyed by (string or bytes).
     pub key: String,
     /// An epoch-ms field, or `kafka_timestamp` for the record's timestamp.
@@ -313,12 +314,15 @@ impl JobConfig {
                         ));
                     }
                     let mut by_id = BTreeMap::new();
-                    for (id, path) in &self.schemas {
+                    for (id_text, path) in &self.schemas {
+                        let id: u32 = id_text.parse().map_err(|_| {
+                            format!("job `{job}`: schemas key `{id_text}` is not a schema id (a number)")
+                        })?;
                         let writer = read_schema(job, &base.join(path))?;
                         let p = Projection::compile(&writer, &reader, &rf).map_err(|e| {
                             format!("job `{job}`: schema id {id} ({}): {e}", path.display())
                         })?;
-                        by_id.insert(*id, p);
+                        by_id.insert(id, p);
                     }
                     Decoder::AvroConfluent(by_id)
                 };
