@@ -84,6 +84,7 @@ pub struct FileConfig {
     pub request_memory_bytes_max: Option<usize>,
     pub connections_max: Option<usize>,
     pub fetch_wait_ms_max: Option<u64>,
+    pub admin_addr: Option<String>,
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
     #[serde(default)]
@@ -210,6 +211,8 @@ pub struct Settings {
     /// The host Metadata tells clients to connect to.
     pub advertised_host: String,
     pub kafka_limits: crate::kafka::Limits,
+    /// Where /metrics and /health are served.
+    pub admin_addr: std::net::SocketAddr,
 }
 
 /// Kafka front-end flags (the file has the same keys).
@@ -233,6 +236,9 @@ pub struct KafkaFlags {
     /// Longest a Fetch long poll waits (default 30000).
     #[arg(long)]
     pub fetch_wait_ms_max: Option<u64>,
+    /// Admin listener for GET /metrics and /health (default 127.0.0.1:9644).
+    #[arg(long)]
+    pub admin_addr: Option<String>,
 }
 
 impl Settings {
@@ -367,7 +373,16 @@ impl Settings {
                 kafka_limits.request_memory_bytes_max
             );
         }
+        let admin_text = kafka
+            .admin_addr
+            .clone()
+            .or(file.admin_addr)
+            .unwrap_or_else(|| "127.0.0.1:9644".to_string());
+        let admin_addr: std::net::SocketAddr = admin_text.parse().with_context(|| {
+            format!("admin_addr {admin_text:?}: use HOST:PORT with an IP address")
+        })?;
         Ok(Settings {
+            admin_addr,
             data_dir,
             cores,
             journal_dir,

@@ -5,6 +5,7 @@
 
 mod config;
 mod kafka;
+mod metrics;
 mod server;
 
 use anyhow::Result;

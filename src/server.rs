@@ -9,6 +9,7 @@
 
 use crate::config::Settings;
 use crate::kafka;
+use crate::metrics::{CoreSources, KafkaMetrics, Metrics};
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::path::Path;
@@ -84,6 +85,9 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .context("cannot start the signal thread")?;
     }
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let metrics = Arc::new(Metrics::new(cpus.len()));
+    crate::metrics::serve_admin(metrics.clone(), settings.admin_addr)
+        .with_context(|| format!("cannot listen on admin_addr {}", settings.admin_addr))?;
     let mut handles = Vec::new();
     for (shard, &cpu) in cpus.iter().enumerate() {
         let shard = shard as u32;
@@ -95,6 +99,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .collect();
         let stop = stop.clone();
         let ready = ready.clone();
+        let metrics = metrics.clone();
         let jobs: Vec<(Job, pipeline::CoreMail)> = settings
             .jobs
             .iter()
@@ -121,7 +126,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
                     (cfg, owned),
                     front,
                     jobs,
-                    stop.clone(),
+                    (stop.clone(), metrics),
                     (ready, shard_count as usize),
                 )
                 .await;
@@ -170,7 +175,7 @@ async fn run_shard(
     (cfg, owned): (tidewater_io::LogConfig, Vec<String>),
     front: FrontEnd,
     jobs: Vec<(Job, pipeline::CoreMail)>,
-    stop: Arc<AtomicBool>,
+    (stop, metrics): (Arc<AtomicBool>, Arc<Metrics>),
     (ready, shard_count): (Arc<std::sync::atomic::AtomicUsize>, usize),
 ) -> Result<ShardEnd> {
     let (log, report) = ShardLog::open(cfg.clone()).await.with_context(|| {
@@ -196,10 +201,22 @@ async fn run_shard(
     );
     let log = Rc::new(log);
     let table = front.table.clone();
+    let mut sources = CoreSources::new(log.clone());
     for (job, mail) in jobs {
-        start_job(shard, &table, &log, job, mail, &stop)
+        start_job(shard, &table, &log, job, mail, &stop, &mut sources)
             .with_context(|| format!("core {shard}: cannot start its part of a job"))?;
     }
+    {
+        let stop = stop.clone();
+        glommio::spawn_local(crate::metrics::sync(
+            metrics.clone(),
+            shard,
+            sources,
+            move || stop.load(Ordering::SeqCst),
+        ))
+        .detach();
+    }
+    let topic_names: Vec<String> = table.topics().iter().map(|t| t.name.clone()).collect();
     let listener = glommio::net::TcpListener::bind(front.addr)
         .map_err(|e| anyhow::anyhow!("core {shard}: cannot listen on {}: {e}", front.addr))?;
     let broker = Rc::new(kafka::Broker::new(
@@ -209,12 +226,14 @@ async fn run_shard(
         front.advertised_host,
         front.base_port,
         front.limits,
+        KafkaMetrics::new(&metrics, shard, &topic_names),
     ));
     let accept_stop = stop.clone();
     let accepting = glommio::spawn_local(kafka::serve(broker, listener, move || {
         accept_stop.load(Ordering::SeqCst)
     }));
     tracing::info!(shard, addr = %front.addr, "kafka listener up");
+    metrics.ready_cores.fetch_add(1, Ordering::SeqCst);
     if ready.fetch_add(1, Ordering::SeqCst) + 1 == shard_count {
         tracing::info!("ready");
     }
@@ -228,6 +247,7 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(50)).await;
     };
     stop.store(true, Ordering::SeqCst);
+    metrics.stopping.store(true, Ordering::SeqCst);
     accepting.await;
     match (end, log.close().await) {
         (ShardEnd::Clean, Ok(())) => Ok(ShardEnd::Clean),
@@ -277,7 +297,8 @@ fn start_job(
     job: Job,
     mail: pipeline::CoreMail,
     stop: &Arc<AtomicBool>,
-) -> Result<Rc<pipeline::JobStats>> {
+    sources: &mut CoreSources,
+) -> Result<()> {
     let local = |topic: &str| -> Vec<(u32, u32)> {
         table
             .owned_by(shard)
@@ -339,9 +360,16 @@ fn start_job(
         stop: stop_flag,
     };
     let stats = Rc::new(pipeline::JobStats::default());
+    let mailboxes = mail
+        .out
+        .iter()
+        .enumerate()
+        .filter_map(|(to, o)| o.as_ref().map(|(_, st)| (to as u32, st.clone())))
+        .collect();
+    sources.add_job(&job.name, stats.clone(), &ctx.sinks, mailboxes);
     tracing::info!(shard, job = %job.name, sources = ctx.sources.len(), "job running");
-    glommio::spawn_local(pipeline::run(job, layout, ctx, mail, stats.clone())).detach();
-    Ok(stats)
+    glommio::spawn_local(pipeline::run(job, layout, ctx, mail, stats)).detach();
+    Ok(())
 }
 
 /// The data directory remembers how many cores wrote it: partitions live on the core

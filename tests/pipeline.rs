@@ -16,6 +16,7 @@ fn repo() -> &'static Path {
 struct Run {
     child: Child,
     port: u16,
+    admin: u16,
     dir: tempfile::TempDir,
 }
 
@@ -100,7 +101,7 @@ fn start(cores: &str, format: &str, clickhouse: Option<&str>) -> Run {
     let cfg = dir.path().join("job.toml");
     std::fs::write(&cfg, job_toml(format, clickhouse, &dir.path().join("out"))).unwrap();
     let data = dir.path().join("data");
-    let (child, port, _) = common::serve(&[
+    let (child, port, admin, _) = common::serve_with_admin(&[
         "--cores",
         cores,
         "--config",
@@ -108,7 +109,12 @@ fn start(cores: &str, format: &str, clickhouse: Option<&str>) -> Run {
         "--data-dir",
         data.to_str().unwrap(),
     ]);
-    Run { child, port, dir }
+    Run {
+        child,
+        port,
+        admin,
+        dir,
+    }
 }
 
 fn step(run: &Run, args: &[&str]) -> String {
@@ -138,7 +144,14 @@ fn reference_run(cores: &str, keyed: bool, clickhouse: bool) {
     }
     step(&run, &produce);
     let files = run.files();
-    let mut verify = vec!["verify", "--files", files.as_str()];
+    let metrics = format!("http://127.0.0.1:{}/metrics", run.admin);
+    let mut verify = vec![
+        "verify",
+        "--files",
+        files.as_str(),
+        "--metrics",
+        metrics.as_str(),
+    ];
     if let Some(u) = &url {
         verify.extend_from_slice(&["--clickhouse", u.as_str()]);
     }

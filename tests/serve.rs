@@ -105,6 +105,8 @@ fn a_core_that_cannot_start_stops_the_whole_server() {
             "2",
             "--kafka-addr",
             &format!("127.0.0.1:{port}"),
+            "--admin-addr",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(dir.path())

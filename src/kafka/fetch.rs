@@ -79,14 +79,17 @@ async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize
             match broker.log.read(id, p.fetch_offset as u64, max).await {
                 Ok(entries) => {
                     let mut out = BytesMut::new();
+                    let mut records = 0u64;
                     for e in entries {
                         if !out.is_empty() && out.len() + e.payload.len() > max {
                             break;
                         }
+                        records += u64::from(e.record_count);
                         let at = out.len();
                         out.extend_from_slice(&e.payload);
                         set_base_offsets(&mut out[at..], e.base_offset);
                     }
+                    broker.metrics.fetched(&t.topic.0, records);
                     total += out.len();
                     budget = budget.saturating_sub(out.len());
                     partitions.push(r.with_records(Some(out.freeze())));

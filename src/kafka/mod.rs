@@ -89,6 +89,7 @@ pub struct Broker {
     /// Idempotent producers' sequence state for this core's partitions.
     pub producers: std::cell::RefCell<idempotence::Producers>,
     connections: Cell<usize>,
+    pub metrics: crate::metrics::KafkaMetrics,
     /// The request memory budget, in bytes.
     memory: glommio::sync::Semaphore,
 }
@@ -119,6 +120,7 @@ impl Broker {
         advertised_host: String,
         base_port: u16,
         limits: Limits,
+        metrics: crate::metrics::KafkaMetrics,
     ) -> Self {
         assert!(
             limits.request_bytes_max <= limits.request_memory_bytes_max,
@@ -140,6 +142,7 @@ impl Broker {
             partitions,
             producers: Default::default(),
             connections: Cell::new(0),
+            metrics,
             memory: glommio::sync::Semaphore::new(limits.request_memory_bytes_max as u64),
         }
     }
@@ -194,6 +197,10 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: impl Fn() ->
             continue;
         }
         broker.connections.set(broker.connections.get() + 1);
+        broker
+            .metrics
+            .connections
+            .set(broker.connections.get() as i64);
         let b = broker.clone();
         let t = tasks.clone();
         t.set(t.get() + 1);
@@ -206,6 +213,7 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: impl Fn() ->
                 tracing::info!(shard = b.shard, peer, "connection closed: {why}");
             }
             b.connections.set(b.connections.get() - 1);
+            b.metrics.connections.set(b.connections.get() as i64);
             t.set(t.get() - 1);
         })
         .detach();
@@ -240,7 +248,11 @@ async fn connection(broker: &Broker, mut stream: TcpStream) -> Result<(), String
             .read_exact(&mut body)
             .await
             .map_err(|e| format!("read failed: {e}"))?;
-        let Some(response) = handle(broker, Bytes::from(body)).await? else {
+        let started = std::time::Instant::now();
+        let api = api_name(&body);
+        let response = handle(broker, Bytes::from(body)).await?;
+        broker.metrics.request(api, started.elapsed().as_secs_f64());
+        let Some(response) = response else {
             continue;
         };
         stream
@@ -311,6 +323,19 @@ async fn handle(broker: &Broker, mut body: Bytes) -> Result<Option<BytesMut>, St
         other => Err(format!("{other:?} is not implemented")),
     }
     .map(Some)
+}
+
+/// The metric label of a request's API.
+fn api_name(body: &[u8]) -> &'static str {
+    match body.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) {
+        Some(0) => "produce",
+        Some(1) => "fetch",
+        Some(2) => "list_offsets",
+        Some(3) => "metadata",
+        Some(18) => "api_versions",
+        Some(22) => "init_producer_id",
+        _ => "other",
+    }
 }
 
 /// Encodes a response with its size prefix and header.

@@ -129,16 +129,26 @@ pub async fn handle(broker: &Broker, req: ProduceRequest) -> ProduceResponse {
             }
             let log = broker.log.clone();
             let (count, max_ts) = (c.count, c.max_ts);
+            let bytes = records.len() as u64;
             let task = glommio::spawn_local(async move {
+                let started = std::time::Instant::now();
                 let res = log.append(id, &records, count, max_ts).await;
-                (res, log.log_start_offset(id).unwrap_or(0))
+                (
+                    res,
+                    log.log_start_offset(id).unwrap_or(0),
+                    started.elapsed(),
+                    count,
+                    bytes,
+                )
             });
             pending.push((r, task, batch_id));
         }
         for (r, task, batch_id) in pending {
-            let (res, start) = task.await;
+            let (res, start, took, count, bytes) = task.await;
             done.push(match res {
                 Ok(a) => {
+                    broker.metrics.produced(&name, u64::from(count), bytes);
+                    broker.metrics.append_seconds.observe(took.as_secs_f64());
                     broker
                         .producers
                         .borrow_mut()

@@ -220,6 +220,43 @@ def clickhouse_rows(url, table):
         return [{"error": str(e)}]
 
 
+def check_metrics(url, state, rows):
+    """The server's own counters agree with what was sent and what came out."""
+    from prometheus_client.parser import text_string_to_metric_families
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            text = r.read().decode()
+    except Exception as e:
+        return [f"metrics: cannot scrape {url}: {e}"]
+    samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            samples.setdefault(s.name, []).append((s.labels, s.value))
+
+    def total(name, **match):
+        return sum(v for l, v in samples.get(name, []) if all(l.get(k) == w for k, w in match.items()))
+
+    sent = len(state["events"]) + state["bad"] + state["late"]
+    problems = []
+    for name, got, want in [
+        ("records_in_total", total("tidewater_records_in_total", topic=SOURCE), sent),
+        ("pipeline_records_total", total("tidewater_pipeline_records_total", job_name=JOB), sent),
+        ("late_events_total", total("tidewater_late_events_total", job_name=JOB), state["late"]),
+        ("dlq_records_total", total("tidewater_dlq_records_total", job_name=JOB), state["bad"]),
+        ("sink_rows_total (topic)", total("tidewater_sink_rows_total", sink=f"topic:{JOB}"), rows),
+    ]:
+        if got != want:
+            problems.append(f"metrics: {name} = {got}, want {want}")
+    for name, match in [("tidewater_kafka_request_seconds_count", {"api": "produce"}),
+                        ("tidewater_journal_syncs_total", {}),
+                        ("tidewater_windows_fired_total", {"job_name": JOB}),
+                        ("tidewater_sink_fire_latency_seconds_count", {"job_name": JOB}),
+                        ("tidewater_busy_seconds_total", {})]:
+        if total(name, **match) <= 0:
+            problems.append(f"metrics: {name} did not move")
+    return problems
+
+
 def cmd_verify(a):
     with open(a.state) as f:
         state = json.load(f)
@@ -258,6 +295,8 @@ def cmd_verify(a):
             problems.append(f"dlq: {len(dlq)} records, want {state['bad']}")
         elif any(b"tidewater.error" not in {k.encode() if isinstance(k, str) else k for k in h} for _, _, h in dlq):
             problems.append("dlq: a record without its tidewater.error header")
+        if not problems and a.metrics:
+            problems += check_metrics(a.metrics, state, len(want))
         if not problems:
             print(f"ok: {len(want)} rows match in every sink; {state['late']} late, {state['bad']} dead letters")
             return 0
@@ -284,6 +323,7 @@ def main():
     ap.add_argument("--clickhouse")
     ap.add_argument("--table", default="iot.device_minute")
     ap.add_argument("--files")
+    ap.add_argument("--metrics")
     ap.add_argument("--timeout", type=float, default=60)
     a = ap.parse_args()
     if a.step == "produce":

@@ -36,12 +36,20 @@ pub fn free_ports() -> u16 {
 /// Starts `tidewater serve ARGS` (plus SMALL and a free --kafka-addr) and waits for
 /// its `ready` line. Returns the child, its base port, and its stderr so far.
 pub fn serve(args: &[&str]) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+    let (child, port, _, log) = serve_with_admin(args);
+    (child, port, log)
+}
+
+/// [`serve`], also returning the admin (metrics) port.
+pub fn serve_with_admin(args: &[&str]) -> (Child, u16, u16, std::sync::mpsc::Receiver<String>) {
     let port = free_ports();
+    let admin = free_ports();
     let mut child = tidewater()
         .arg("serve")
         .args(args)
         .args(SMALL)
         .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -65,7 +73,7 @@ pub fn serve(args: &[&str]) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    (child, port, log_rx)
+    (child, port, admin, log_rx)
 }
 
 /// Runs a client script from tests/clients with python3; (success, stdout + stderr).

@@ -1,0 +1,504 @@
+//! Prometheus metrics and the admin listener (`GET /metrics`, `GET /health`).
+//!
+//! One registry for the process; every series carries the label `shard`, and each
+//! series has exactly one writer: the core it names. The Kafka front end writes its
+//! series directly (one add per request or batch, never per record); the log and the
+//! pipeline keep plain per-core counters on their hot paths, and a small task on each
+//! core copies them into the registry every [`SYNC_INTERVAL`]. The admin listener is
+//! a thread of its own, off the cores, so a scrape never takes core time.
+//!
+//! Never: a lock or a shared write on a per-record path; an unbounded label set (the
+//! labels are shards, declared topics, jobs, their sinks and partitions). Jobs are
+//! labelled `job_name`: Prometheus keeps `job` for the scrape job.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tidewater_io::ShardLog;
+use tidewater_shards::pipeline::JobStats;
+use tidewater_shards::sink::SinkHandle;
+
+/// How often each core copies its counters into the registry.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+type Labels = Vec<(String, String)>;
+type Hist = Family<Labels, Histogram, fn() -> Histogram>;
+type FGauge = Gauge<f64, AtomicU64>;
+
+fn latency_buckets() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(50e-6, 2.0, 16))
+}
+
+fn fire_buckets() -> Histogram {
+    // 1 ms .. ~65 s
+    Histogram::new(exponential_buckets(1e-3, 2.0, 17))
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Every metric family; cloned handles are cheap (shared series).
+pub struct Metrics {
+    registry: Registry,
+    records_in: Family<Labels, Counter>,
+    bytes_in: Family<Labels, Counter>,
+    records_out: Family<Labels, Counter>,
+    request_seconds: Hist,
+    append_seconds: Hist,
+    connections: Family<Labels, Gauge>,
+    journal_appends: Family<Labels, Counter>,
+    journal_writes: Family<Labels, Counter>,
+    journal_syncs: Family<Labels, Counter>,
+    journal_write_bytes: Family<Labels, Counter>,
+    ledger_flush_bytes: Family<Labels, Counter>,
+    ledger_writes: Family<Labels, Counter>,
+    segments_deleted: Family<Labels, Counter>,
+    cross_core_forwards: Family<Labels, Counter>,
+    busy_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    pipeline_records: Family<Labels, Counter>,
+    routed_records: Family<Labels, Counter>,
+    mailbox_depth: Family<Labels, Gauge>,
+    mailbox_wait_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    pipeline_lag: Family<Labels, Gauge>,
+    watermark_ms: Family<Labels, Gauge>,
+    watermark_lag: Family<Labels, FGauge>,
+    state_entries: Family<Labels, Gauge>,
+    state_bytes: Family<Labels, Gauge>,
+    windows_fired: Family<Labels, Counter>,
+    late: Family<Labels, Counter>,
+    dlq: Family<Labels, Counter>,
+    backpressure_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    job_failed: Family<Labels, Gauge>,
+    sink_rows: Family<Labels, Counter>,
+    sink_errors: Family<Labels, Counter>,
+    sink_retries: Family<Labels, Counter>,
+    sink_queue: Family<Labels, Gauge>,
+    sink_fire_seconds: Hist,
+    /// Cores that finished starting; the server is healthy when all did.
+    pub ready_cores: AtomicUsize,
+    pub cores: usize,
+    pub stopping: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new(cores: usize) -> Metrics {
+        let mut r = Registry::with_prefix("tidewater");
+        macro_rules! fam {
+            ($name:literal, $help:literal) => {{
+                let f = Family::default();
+                r.register($name, $help, f.clone());
+                f
+            }};
+            ($name:literal, $help:literal, $ctor:expr) => {{
+                let f: Hist = Family::new_with_constructor($ctor as fn() -> Histogram);
+                r.register($name, $help, f.clone());
+                f
+            }};
+        }
+        Metrics {
+            records_in: fam!("records_in", "Records appended by producers, per topic"),
+            bytes_in: fam!(
+                "bytes_in",
+                "Record batch bytes appended by producers, per topic"
+            ),
+            records_out: fam!(
+                "records_out",
+                "Records served to consumers (Fetch), per topic"
+            ),
+            request_seconds: fam!(
+                "kafka_request_seconds",
+                "Kafka request handling time, per API",
+                latency_buckets
+            ),
+            append_seconds: fam!(
+                "journal_append_seconds",
+                "Time from a produced batch reaching the log to its durable ack",
+                latency_buckets
+            ),
+            connections: fam!("kafka_connections", "Open Kafka connections"),
+            journal_appends: fam!("journal_appends", "Batches appended to the journal"),
+            journal_writes: fam!("journal_writes", "Journal writes (one group commit each)"),
+            journal_syncs: fam!(
+                "journal_syncs",
+                "Journal syncs; appends / syncs is the group-commit size"
+            ),
+            journal_write_bytes: fam!("journal_write_bytes", "Bytes written to the journal"),
+            ledger_flush_bytes: fam!("ledger_flush_bytes", "Bytes written to ledger segments"),
+            ledger_writes: fam!("ledger_writes", "Ledger segment writes"),
+            segments_deleted: fam!(
+                "ledger_segments_deleted",
+                "Ledger segments removed by retention"
+            ),
+            cross_core_forwards: fam!(
+                "cross_core_forwards",
+                "Produce requests forwarded to the owning core (0 in per-core mode)"
+            ),
+            busy_seconds: fam!(
+                "busy_seconds",
+                "Time the core spent running tasks (rate: busy fraction)"
+            ),
+            pipeline_records: fam!("pipeline_records", "Source records a job read"),
+            routed_records: fam!(
+                "routed_records",
+                "Records a job sent to other cores (keyBy)"
+            ),
+            mailbox_depth: fam!(
+                "mailbox_depth",
+                "Messages queued in a keyBy mailbox to another core"
+            ),
+            mailbox_wait_seconds: fam!(
+                "mailbox_wait_seconds",
+                "Time spent waiting for room in a keyBy mailbox"
+            ),
+            pipeline_lag: fam!(
+                "pipeline_lag_records",
+                "Records in a source partition the job has not read yet"
+            ),
+            watermark_ms: fam!("watermark_ms", "The core's event-time watermark, epoch ms"),
+            watermark_lag: fam!("watermark_lag_seconds", "Wall clock minus the watermark"),
+            state_entries: fam!("window_state_entries", "Open (key, window) entries"),
+            state_bytes: fam!("window_state_bytes", "Approximate bytes of window state"),
+            windows_fired: fam!("windows_fired", "Windows fired (one per window per core)"),
+            late: fam!(
+                "late_events",
+                "Events whose window had fired, sent to <job>.late"
+            ),
+            dlq: fam!(
+                "dlq_records",
+                "Records that could not be read, sent to <job>.dlq"
+            ),
+            backpressure_seconds: fam!(
+                "backpressure_seconds",
+                "Time a job waited on a full mailbox or sink (rate: backpressured fraction)"
+            ),
+            job_failed: fam!(
+                "job_failed",
+                "1 when the job stopped on this core (see the log)"
+            ),
+            sink_rows: fam!("sink_rows", "Rows delivered"),
+            sink_errors: fam!("sink_errors", "Failed deliveries (each retried)"),
+            sink_retries: fam!("sink_retries", "Delivery retries"),
+            sink_queue: fam!("sink_queue_windows", "Fired windows waiting for the sink"),
+            sink_fire_seconds: fam!(
+                "sink_fire_latency_seconds",
+                "From the watermark passing a window's end to its rows in the sink",
+                fire_buckets
+            ),
+            registry: r,
+            ready_cores: AtomicUsize::new(0),
+            cores,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// The text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(64 << 10);
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+/// The front end's handles on one core.
+pub struct KafkaMetrics {
+    pub shard: String,
+    topics: HashMap<String, (Counter, Counter, Counter)>,
+    requests: std::cell::RefCell<HashMap<&'static str, Histogram>>,
+    pub append_seconds: Histogram,
+    pub connections: Gauge,
+    metrics: Arc<Metrics>,
+}
+
+impl KafkaMetrics {
+    pub fn new(m: &Arc<Metrics>, shard: u32, topics: &[String]) -> KafkaMetrics {
+        let s = shard.to_string();
+        let topics = topics
+            .iter()
+            .map(|t| {
+                let l = labels(&[("shard", &s), ("topic", t)]);
+                (
+                    t.clone(),
+                    (
+                        m.records_in.get_or_create(&l).clone(),
+                        m.bytes_in.get_or_create(&l).clone(),
+                        m.records_out.get_or_create(&l).clone(),
+                    ),
+                )
+            })
+            .collect();
+        let l = labels(&[("shard", &s)]);
+        // Per-core brokers never forward: the series exists, and stays 0.
+        let _ = m.cross_core_forwards.get_or_create(&l);
+        KafkaMetrics {
+            topics,
+            requests: Default::default(),
+            append_seconds: m.append_seconds.get_or_create(&l).clone(),
+            connections: m.connections.get_or_create(&l).clone(),
+            shard: s,
+            metrics: m.clone(),
+        }
+    }
+
+    pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
+        if let Some((r, b, _)) = self.topics.get(topic) {
+            r.inc_by(records);
+            b.inc_by(bytes);
+        }
+    }
+
+    pub fn fetched(&self, topic: &str, records: u64) {
+        if let Some((_, _, o)) = self.topics.get(topic) {
+            o.inc_by(records);
+        }
+    }
+
+    pub fn request(&self, api: &'static str, seconds: f64) {
+        let mut map = self.requests.borrow_mut();
+        map.entry(api)
+            .or_insert_with(|| {
+                self.metrics
+                    .request_seconds
+                    .get_or_create(&labels(&[("shard", &self.shard), ("api", api)]))
+                    .clone()
+            })
+            .observe(seconds);
+    }
+}
+
+/// Copies a monotonic per-core count into a counter.
+#[derive(Default)]
+struct Delta(u64);
+
+impl Delta {
+    fn push(&mut self, c: &Counter, now: u64) {
+        c.inc_by(now.saturating_sub(self.0));
+        self.0 = self.0.max(now);
+    }
+}
+
+/// One job's handles on one core.
+struct JobSeries {
+    name: String,
+    stats: Rc<JobStats>,
+    sinks: Vec<(String, Rc<tidewater_shards::sink::SinkStats>)>,
+    mailboxes: Vec<(u32, Arc<tidewater_shards::pipeline::MailboxStats>)>,
+    deltas: HashMap<String, Delta>,
+    wait_ns: HashMap<u32, u64>,
+    blocked_ns: u64,
+}
+
+/// What a core's sync task reads.
+pub struct CoreSources {
+    pub log: Rc<ShardLog>,
+    jobs: Vec<JobSeries>,
+}
+
+impl CoreSources {
+    pub fn new(log: Rc<ShardLog>) -> CoreSources {
+        CoreSources {
+            log,
+            jobs: Vec::new(),
+        }
+    }
+
+    pub fn add_job(
+        &mut self,
+        name: &str,
+        stats: Rc<JobStats>,
+        sinks: &[SinkHandle],
+        mailboxes: Vec<(u32, Arc<tidewater_shards::pipeline::MailboxStats>)>,
+    ) {
+        self.jobs.push(JobSeries {
+            name: name.to_string(),
+            stats,
+            sinks: sinks
+                .iter()
+                .map(|s| (s.name.clone(), s.stats.clone()))
+                .collect(),
+            mailboxes,
+            deltas: HashMap::new(),
+            wait_ns: HashMap::new(),
+            blocked_ns: 0,
+        });
+    }
+}
+
+/// Runs on each core until the server stops: copies the core's counters into the
+/// registry every [`SYNC_INTERVAL`].
+pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl Fn() -> bool) {
+    let s = shard.to_string();
+    let l = labels(&[("shard", &s)]);
+    let mut log_deltas: HashMap<&'static str, Delta> = HashMap::new();
+    let mut busy_prev = Duration::ZERO;
+    let busy = m.busy_seconds.get_or_create(&l).clone();
+    while !stop() {
+        let st = src.log.stats();
+        for (name, fam, v) in [
+            ("appends", &m.journal_appends, st.appends),
+            ("writes", &m.journal_writes, st.journal_writes),
+            ("syncs", &m.journal_syncs, st.journal_syncs),
+            ("bytes", &m.journal_write_bytes, st.journal_write_bytes),
+            ("ledger_bytes", &m.ledger_flush_bytes, st.ledger_write_bytes),
+            ("ledger_writes", &m.ledger_writes, st.ledger_writes),
+            ("deleted", &m.segments_deleted, st.segments_deleted),
+        ] {
+            log_deltas
+                .entry(name)
+                .or_default()
+                .push(&fam.get_or_create(&l), v);
+        }
+        let runtime = glommio::executor().executor_stats().total_runtime();
+        busy.inc_by(runtime.saturating_sub(busy_prev).as_secs_f64());
+        busy_prev = runtime;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for j in &mut src.jobs {
+            sync_job(&m, &s, j, now_ms);
+        }
+        glommio::timer::sleep(SYNC_INTERVAL).await;
+    }
+}
+
+fn sync_job(m: &Metrics, shard: &str, j: &mut JobSeries, now_ms: i64) {
+    let l = labels(&[("shard", shard), ("job_name", &j.name)]);
+    let st = &j.stats;
+    for (key, fam, v) in [
+        ("records", &m.pipeline_records, st.records_in.get()),
+        ("routed", &m.routed_records, st.routed_out.get()),
+        ("fired", &m.windows_fired, st.windows_fired.get()),
+        ("late", &m.late, st.late.get()),
+        ("dlq", &m.dlq, st.dlq.get()),
+    ] {
+        j.deltas
+            .entry(key.to_string())
+            .or_default()
+            .push(&fam.get_or_create(&l), v);
+    }
+    let blocked = st.blocked_ns.get();
+    m.backpressure_seconds
+        .get_or_create(&l)
+        .inc_by(blocked.saturating_sub(j.blocked_ns) as f64 / 1e9);
+    j.blocked_ns = blocked;
+    let wm = st.watermark.get();
+    m.watermark_ms.get_or_create(&l).set(wm.max(0));
+    if wm > 0 {
+        m.watermark_lag
+            .get_or_create(&l)
+            .set((now_ms - wm) as f64 / 1000.0);
+    }
+    m.state_entries
+        .get_or_create(&l)
+        .set(st.state_entries.get() as i64);
+    m.state_bytes
+        .get_or_create(&l)
+        .set(st.state_bytes.get() as i64);
+    m.job_failed
+        .get_or_create(&l)
+        .set(i64::from(st.failed.borrow().is_some()));
+    for &(p, lag) in st.lag.borrow().iter() {
+        let pl = labels(&[
+            ("shard", shard),
+            ("job_name", &j.name),
+            ("partition", &p.to_string()),
+        ]);
+        m.pipeline_lag.get_or_create(&pl).set(lag as i64);
+    }
+    for (to, mb) in &j.mailboxes {
+        let ml = labels(&[
+            ("shard", shard),
+            ("job_name", &j.name),
+            ("to", &to.to_string()),
+        ]);
+        m.mailbox_depth
+            .get_or_create(&ml)
+            .set(mb.depth.load(Ordering::Relaxed) as i64);
+        let w = mb.wait_ns.load(Ordering::Relaxed);
+        let prev = j.wait_ns.entry(*to).or_default();
+        m.mailbox_wait_seconds
+            .get_or_create(&ml)
+            .inc_by(w.saturating_sub(*prev) as f64 / 1e9);
+        *prev = w;
+    }
+    for (sink, ss) in &j.sinks {
+        let sl = labels(&[("shard", shard), ("job_name", &j.name), ("sink", sink)]);
+        for (key, fam, v) in [
+            ("rows", &m.sink_rows, ss.rows.get()),
+            ("errors", &m.sink_errors, ss.errors.get()),
+            ("retries", &m.sink_retries, ss.retries.get()),
+        ] {
+            j.deltas
+                .entry(format!("{sink}/{key}"))
+                .or_default()
+                .push(&fam.get_or_create(&sl), v);
+        }
+        m.sink_queue.get_or_create(&sl).set(ss.queued.get() as i64);
+        let h = m.sink_fire_seconds.get_or_create(&sl);
+        for us in ss.latencies_us.borrow_mut().drain(..) {
+            h.observe(us as f64 / 1e6);
+        }
+    }
+}
+
+/// Serves `GET /metrics` and `GET /health` on `addr` from a thread of its own.
+pub fn serve_admin(m: Arc<Metrics>, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    tracing::info!(%addr, "admin listener up: /metrics, /health");
+    std::thread::Builder::new()
+        .name("tw-admin".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut line = String::new();
+                if BufReader::new(&conn).read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("");
+                let (status, ctype, body) = match path {
+                    "/metrics" => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        m.render(),
+                    ),
+                    "/health" => {
+                        let ready = m.ready_cores.load(Ordering::SeqCst);
+                        if m.stopping.load(Ordering::SeqCst) {
+                            ("503 Service Unavailable", "text/plain", "stopping\n".to_string())
+                        } else if ready < m.cores {
+                            (
+                                "503 Service Unavailable",
+                                "text/plain",
+                                format!("starting: {ready} of {} cores ready\n", m.cores),
+                            )
+                        } else {
+                            ("200 OK", "text/plain", "ok\n".to_string())
+                        }
+                    }
+                    _ => ("404 Not Found", "text/plain", "try /metrics or /health\n".to_string()),
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })?;
+    Ok(())
+}
