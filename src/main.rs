@@ -3,7 +3,10 @@
 //! Owns the command line, logging set-up and exit codes; everything else lives in the
 //! workspace crates (`io` for storage, `shards` for what a core owns, `tools`).
 
+mod bench;
 mod config;
+mod demo;
+mod harness;
 mod kafka;
 mod metrics;
 mod server;
@@ -34,6 +37,12 @@ enum Command {
     /// Produce the reference IoT events (Avro, ~300 bytes, key = device_id) to any
     /// Kafka broker and report events/s and ack latency.
     Loadgen(LoadgenArgs),
+    /// The reference job on embedded defaults with the built-in load generator: a
+    /// live line, then a summary and where the results went.
+    Demo(demo::DemoArgs),
+    /// The end-to-end benchmark: live test at max rate, then the backlog test; writes
+    /// a report (events/s, CPU per event, ack and fire latency, verified).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -165,26 +174,21 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Log(cmd) => log_command(cmd),
         Command::Loadgen(args) => loadgen(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration> {
-    let (num, unit) = text.trim().split_at(
-        text.trim()
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(text.trim().len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("duration {text:?}: use e.g. 30s, 2m, 500ms"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => anyhow::bail!("duration {text:?}: unit must be ms, s, m or h"),
-    };
-    Ok(std::time::Duration::from_secs_f64(secs))
+/// `30s`, `2m`, `500ms`, `1h 30m` (humantime); a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs >= 0.0 && secs.is_finite() {
+            return Ok(std::time::Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| anyhow::anyhow!("duration {text:?}: {e} (use e.g. 30s, 2m, 500ms)"))
 }
 
 fn loadgen(a: LoadgenArgs) -> Result<i32> {
@@ -238,6 +242,7 @@ fn loadgen(a: LoadgenArgs) -> Result<i32> {
         out_of_order: a.out_of_order,
         skew_ms: a.skew_ms,
         time_scale: a.time_scale,
+        window_ms: 0,
         seed: a.seed,
         max_in_flight: a.max_in_flight,
         progress: !a.quiet,

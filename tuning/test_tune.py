@@ -639,28 +639,155 @@ class ProductionConfigTest(unittest.TestCase):
             self.assertRegex(f.read(), r'(?m)^(# )?admin_addr = "127\.0\.0\.1:9644"$')
 
 
-# The metrics the server will export; histograms also as _bucket, _sum, _count.
-COUNTERS_AND_GAUGES = {
-    "tidewater_records_in_total", "tidewater_bytes_in_total", "tidewater_records_out_total",
-    "tidewater_ledger_flush_bytes_total", "tidewater_cross_core_forwards_total", "tidewater_mailbox_depth",
-    "tidewater_pipeline_lag_records", "tidewater_watermark_lag_seconds", "tidewater_window_state_entries",
-    "tidewater_window_state_bytes", "tidewater_windows_fired_total", "tidewater_late_events_total",
-    "tidewater_dlq_records_total", "tidewater_sink_rows_total", "tidewater_sink_errors_total",
-    "tidewater_sink_retries_total", "tidewater_checkpoint_bytes", "tidewater_checkpoint_last_id",
-    "tidewater_busy_seconds_total", "tidewater_executor_stalls_total",
+# Dashboard panels for metrics that come with checkpoints: the server does not
+# export them yet. Each panel reading one says COMING in its title. Drop a name here
+# once src/metrics.rs registers it (test_pending_metrics_are_marked says when).
+PENDING = {
+    "tidewater_checkpoint_duration_seconds": "histogram",
+    "tidewater_checkpoint_bytes": "gauge",
+    "tidewater_checkpoint_last_id": "gauge",
 }
-HISTOGRAMS = {
-    "tidewater_kafka_request_seconds", "tidewater_journal_append_seconds", "tidewater_journal_sync_seconds",
-    "tidewater_journal_group_commit_appends", "tidewater_mailbox_wait_seconds", "tidewater_sink_seconds",
-    "tidewater_checkpoint_duration_seconds",
+COMING = "(coming with checkpoints)"
+
+
+def macro_args(text, start):
+    """The top-level arguments of the macro call whose `(` is at text[start]."""
+    args, depth, i, arg_start = [], 0, start, start + 1
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            i += 1
+            while text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                args.append(text[arg_start:i].strip())
+                return [a for a in args if a]
+        elif ch == "," and depth == 1:
+            args.append(text[arg_start:i].strip())
+            arg_start = i + 1
+        i += 1
+    raise ValueError("unclosed macro call at %d" % start)
+
+
+def metric_families(source):
+    """(prefix, {registered name: "counter" | "gauge" | "histogram"}) from the
+    `fam!("name", "help"[, buckets])` calls in `Metrics::new`, each typed by its field
+    in `struct Metrics` (a third argument is a histogram's bucket constructor)."""
+    text = re.sub(r"(?m)^\s*//.*\n", "", source)
+    (prefix,) = re.findall(r'Registry::with_prefix\(\s*"([a-z0-9_]+)"\s*\)', text)
+    aliases = dict(re.findall(r"(?m)^\s*(?:pub\s+)?type\s+(\w+)\s*=\s*([^;]+);", text))
+    body = re.search(r"pub struct Metrics \{(.*?)\n\}", text, re.S).group(1)
+    fields = dict(re.findall(r"(?m)^\s*(?:pub\s+)?(\w+)\s*:\s*(.+?),\s*$", body))
+
+    def kind(ty):
+        for _ in range(5):
+            ty = re.sub(r"\b\w+\b", lambda m: aliases.get(m.group(0), m.group(0)), ty)
+        if re.search(r"\bHistogram\b", ty):
+            return "histogram"
+        if re.search(r"\bCounter\b", ty):
+            return "counter"
+        if re.search(r"\bGauge\b", ty):
+            return "gauge"
+        raise ValueError("metric field of unknown type: " + ty)
+
+    families = {}
+    calls = list(re.finditer(r"(\w+)\s*:\s*fam!\s*\(", text))
+    if len(calls) != text.count("fam!("):
+        raise ValueError("a fam! call not of the form `field: fam!(...)`")
+    if re.search(r'\.register\w*\(\s*"', text):
+        raise ValueError("a metric registered without fam!: teach metric_families about it")
+    for call in calls:
+        field = call.group(1)
+        args = macro_args(text, call.end() - 1)
+        name = re.fullmatch(r'"([a-z0-9_]+)"', args[0]).group(1)
+        k = kind(fields[field])
+        if (k == "histogram") != (len(args) == 3):
+            raise ValueError("%s: a %s registered with %d arguments" % (name, k, len(args)))
+        if name in families:
+            raise ValueError("registered twice: " + name)
+        families[name] = k
+    return prefix, families
+
+
+def series_names(name, kind):
+    """The names a family has in the text exposition."""
+    if kind == "counter":
+        return {name + "_total"}
+    if kind == "histogram":
+        return {name + s for s in ("_bucket", "_sum", "_count")}
+    return {name}
+
+
+def exported_series(source):
+    prefix, families = metric_families(source)
+    names = set()
+    for name, kind in families.items():
+        names |= series_names(prefix + "_" + name, kind)
+    return names
+
+
+def server_source():
+    with open(os.path.join(REPO, "src/metrics.rs")) as f:
+        return f.read()
+
+
+class ExportedMetricsTest(unittest.TestCase):
+    SAMPLE = """
+type Labels = Vec<(String, String)>;
+type Hist = Family<Labels, Histogram, fn() -> Histogram>;
+type FGauge = Gauge<f64, AtomicU64>;
+pub struct Metrics {
+    registry: Registry,
+    records_in: Family<Labels, Counter>,
+    busy_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    connections: Family<Labels, Gauge>,
+    lag: Family<Labels, FGauge>,
+    request_seconds: Hist,
+    /// Not a metric: a comment, then a plain field.
+    pub cores: usize,
 }
-# Metrics whose `job` label (a pipeline job) Prometheus stores as exported_job.
-WITH_JOB = {
-    "tidewater_pipeline_lag_records", "tidewater_watermark_lag_seconds", "tidewater_window_state_entries",
-    "tidewater_window_state_bytes", "tidewater_windows_fired_total", "tidewater_late_events_total",
-    "tidewater_dlq_records_total", "tidewater_sink_rows_total", "tidewater_sink_errors_total",
-    "tidewater_sink_retries_total", "tidewater_sink_seconds",
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("tw");
+        Metrics {
+            records_in: fam!("records_in", "Records (per topic), \\"quoted\\""),
+            busy_seconds: fam!(
+                "busy_seconds",
+                "Busy time (rate: busy fraction)"
+            ),
+            connections: fam!("kafka_connections", "Open connections"),
+            lag: fam!("lag_seconds", "Lag, seconds"),
+            request_seconds: fam!("kafka_request_seconds", "Latency", latency_buckets),
+        }
+    }
 }
+"""
+
+    def test_the_parser_on_a_sample(self):
+        self.assertEqual(exported_series(self.SAMPLE), {
+            "tw_records_in_total", "tw_busy_seconds_total", "tw_kafka_connections", "tw_lag_seconds",
+            "tw_kafka_request_seconds_bucket", "tw_kafka_request_seconds_sum", "tw_kafka_request_seconds_count",
+        })
+
+    def test_the_parser_refuses_what_it_cannot_type(self):
+        with self.assertRaises(ValueError):  # a histogram field registered without buckets
+            metric_families(self.SAMPLE.replace(', latency_buckets)', ')'))
+        with self.assertRaises(ValueError):  # a registration fam! does not make
+            metric_families(self.SAMPLE.replace("Metrics {\n            records_in",
+                                                'r.register("x", "y", f);\n        Metrics {\n            records_in'))
+
+    def test_the_server_source_parses(self):
+        prefix, families = metric_families(server_source())
+        self.assertEqual(prefix, "tidewater")
+        self.assertEqual(families.get("records_in"), "counter")
+        self.assertEqual(families.get("busy_seconds"), "counter")
+        self.assertEqual(families.get("kafka_connections"), "gauge")
+        self.assertEqual(families.get("sink_fire_latency_seconds"), "histogram")
+        self.assertGreaterEqual(len(families), 30)
 
 
 class DashboardTest(unittest.TestCase):
@@ -695,18 +822,60 @@ class DashboardTest(unittest.TestCase):
         self.assertEqual(variables["datasource"]["type"], "datasource")
         self.assertEqual(variables["datasource"]["query"], "prometheus")
 
-    def test_every_metric_is_shown_and_no_other(self):
-        used = set()
+    def dashboard_metrics(self):
+        """{metric name: where it is read} for every tidewater_* name in a panel query
+        or a variable query."""
+        found = {}
+
+        def note(text, where):
+            for name in re.findall(r"\btidewater_[a-z0-9_]+", text):
+                found.setdefault(name, "%s: %s" % (where, text))
+
+        for p in self.panels:
+            for t in p["targets"]:
+                note(t["expr"], p["title"])
+        for v in self.dash["templating"]["list"]:
+            q = v.get("query")
+            note(q.get("query", "") if isinstance(q, dict) else q or "", "variable " + v["name"])
+            note(v.get("definition", ""), "variable " + v["name"])
+        return found
+
+    def test_every_metric_is_exported_by_the_server(self):
+        exported = exported_series(server_source())
+        pending = set().union(*(series_names(n, k) for n, k in PENDING.items()))
+        used = self.dashboard_metrics()
+        self.assertGreaterEqual(len(used), 20)
+        unknown = sorted(n for n in used if n not in exported | pending)
+        self.assertEqual(
+            unknown, [],
+            "the dashboard reads metrics src/metrics.rs does not export:\n"
+            + "\n".join("  %s  (%s)" % (n, used[n]) for n in unknown))
+
+    def test_pending_metrics_are_marked(self):
+        prefix, families = metric_families(server_source())
+        for name in PENDING:
+            self.assertNotIn(name[len(prefix) + 1:], families,
+                             "%s is exported now: drop it from PENDING and %r from its panels" % (name, COMING))
+        pending = re.compile(r"\b(%s)(_bucket|_sum|_count)?\b" % "|".join(PENDING))
+        for p in self.panels:
+            reads_pending = any(pending.search(t["expr"]) for t in p["targets"])
+            self.assertEqual(reads_pending, COMING in p["title"], p["title"])
+            if reads_pending:
+                self.assertIn("coming with checkpoints", p["description"].lower(), p["title"])
+
+    def test_variables_and_the_job_name_label(self):
+        variables = {v["name"]: v for v in self.dash["templating"]["list"]}
+        self.assertLessEqual({"datasource", "shard", "job_name"}, set(variables))
+        self.assertRegex(variables["shard"]["definition"], r", shard\)$")
+        # The pipeline job is the label job_name: Prometheus keeps `job` for the scrape
+        # job, so there is no exported_job to read.
+        self.assertRegex(variables["job_name"]["definition"], r", job_name\)$")
+        self.assertNotIn("exported_job", json.dumps(self.dash))
         for expr in self.exprs:
-            for name in re.findall(r"\btidewater_[a-z_]+", expr):
-                base = re.sub(r"_(bucket|sum|count)$", "", name)
-                if base in HISTOGRAMS:
-                    self.assertNotEqual(base, name.rstrip("_"), "a histogram is read through _bucket/_sum/_count: " + expr)
-                    used.add(base)
-                else:
-                    self.assertIn(name, COUNTERS_AND_GAUGES, expr)
-                    used.add(name)
-        self.assertEqual(used, COUNTERS_AND_GAUGES | HISTOGRAMS)
+            for var in re.findall(r"\$(\w+)", expr):
+                if not var.startswith("__"):
+                    self.assertIn(var, variables, expr)
+            self.assertEqual(expr.count("$job_name"), expr.count('job_name=~"$job_name"'), expr)
 
     def test_queries_are_well_formed(self):
         for expr in self.exprs:
@@ -720,12 +889,12 @@ class DashboardTest(unittest.TestCase):
                     self.assertGreaterEqual(depth[close[ch]], 0, expr)
             self.assertEqual(set(depth.values()), {0}, expr)
             # Counters are read as rates, never raw.
-            for name in re.findall(r"\btidewater_[a-z_]+_total\b", expr):
+            for name in re.findall(r"\btidewater_[a-z0-9_]+_total\b", expr):
                 self.assertRegex(expr, r"rate\(%s\{" % name, expr)
-            for name in re.findall(r"\btidewater_[a-z_]+_bucket\b", expr):
+            for name in re.findall(r"\btidewater_[a-z0-9_]+_bucket\b", expr):
                 self.assertIn("histogram_quantile", expr)
                 self.assertRegex(expr, r"by \([^)]*\ble\b", expr)
-            # The pipeline job is exported_job in Prometheus; `job` is the scrape job.
+            # The pipeline job is the label job_name; `job` is Prometheus's scrape job.
             self.assertNotRegex(expr, r"(?<![_a-z])job\b", expr)
 
     def test_busy_time_is_ms_per_second(self):

@@ -54,6 +54,9 @@ pub struct Options {
     /// Event time runs this many times faster than the wall clock from the start of
     /// the run (60: a minute of event time per second), so windows fire quickly.
     pub time_scale: f64,
+    /// Count acknowledged events per event-time window of this size (0: do not),
+    /// so a windowed job's output can be checked against what was acknowledged.
+    pub window_ms: i64,
     pub seed: u64,
     pub max_in_flight: usize,
     /// Show a live progress line.
@@ -70,6 +73,13 @@ pub struct Report {
     pub ack_latency_ms: (f64, f64, f64),
     pub errors: BTreeMap<String, u64>,
     pub bytes_sent: u64,
+    /// Acknowledged events per window start (with `window_ms`).
+    pub acked_per_window: BTreeMap<i64, u64>,
+    /// False when a request failed in part: then which events of it were stored is
+    /// not known here, and `acked_per_window` leaves the whole request out.
+    pub windows_exact: bool,
+    /// The latest event time sent.
+    pub max_event_ms: i64,
 }
 
 impl Report {
@@ -198,7 +208,13 @@ struct Live {
 }
 
 /// What one connection measured.
+/// A produce request on its way: correlation id, sent at, events, events per window.
+type InFlight = (i32, Instant, u64, Vec<(i64, u64)>);
+
 struct ConnResult {
+    max_ts: i64,
+    windows: BTreeMap<i64, u64>,
+    windows_exact: bool,
     sent: u64,
     acked: u64,
     bytes: u64,
@@ -337,6 +353,7 @@ pub fn run(opts: &Options) -> std::io::Result<Report> {
     let seconds = start.elapsed().as_secs_f64();
     let mut report = Report {
         seconds,
+        windows_exact: true,
         ..Default::default()
     };
     let mut hist = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| io_err(e.to_string()))?;
@@ -347,6 +364,11 @@ pub fn run(opts: &Options) -> std::io::Result<Report> {
         report.sent += r.sent;
         report.acked += r.acked;
         report.bytes_sent += r.bytes;
+        for (w, n) in r.windows {
+            *report.acked_per_window.entry(w).or_default() += n;
+        }
+        report.windows_exact &= r.windows_exact;
+        report.max_event_ms = report.max_event_ms.max(r.max_ts);
         let _ = hist.add(&r.latency_us);
         for (k, v) in r.errors {
             *report.errors.entry(k).or_default() += v;
@@ -378,6 +400,9 @@ fn connection(
     s.set_nodelay(true)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ conn_index.wrapping_mul(0x9e37));
     let mut out = ConnResult {
+        max_ts: i64::MIN,
+        windows: BTreeMap::new(),
+        windows_exact: true,
         sent: 0,
         acked: 0,
         bytes: 0,
@@ -385,7 +410,8 @@ fn connection(
         errors: BTreeMap::new(),
     };
     let mut cursors = vec![0usize; plan.partitions.len()];
-    let mut in_flight: VecDeque<(i32, Instant, u64)> = VecDeque::new();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut req_windows: Vec<(i64, u64)> = Vec::new();
     let mut correlation = 0i32;
     let mut value = Vec::with_capacity(320);
     let mut key = Vec::with_capacity(16);
@@ -421,6 +447,14 @@ fn connection(
                 let mut ts = ts_now;
                 if opts.out_of_order > 0.0 && rng.gen_bool(opts.out_of_order.min(1.0)) {
                     ts -= rng.gen_range(0..=opts.skew_ms) as i64;
+                }
+                out.max_ts = out.max_ts.max(ts);
+                if opts.window_ms > 0 {
+                    let w = ts.div_euclid(opts.window_ms) * opts.window_ms;
+                    match req_windows.iter_mut().find(|(s, _)| *s == w) {
+                        Some((_, n)) => *n += 1,
+                        None => req_windows.push((w, 1)),
+                    }
                 }
                 let reading = event::Reading {
                     device,
@@ -458,8 +492,15 @@ fn connection(
         out.bytes += send(&mut s, ApiKey::Produce, PRODUCE_VERSION, correlation, &req)? as u64;
         out.sent += in_request;
         live.sent.fetch_add(in_request, Ordering::Relaxed);
-        if opts.acks != 0 {
-            in_flight.push_back((correlation, Instant::now(), in_request));
+        if opts.acks == 0 {
+            req_windows.clear(); // nothing is acknowledged
+        } else {
+            in_flight.push_back((
+                correlation,
+                Instant::now(),
+                in_request,
+                std::mem::take(&mut req_windows),
+            ));
             while in_flight.len() >= opts.max_in_flight {
                 receive_one(&mut s, &mut in_flight, &mut out, live)?;
             }
@@ -473,12 +514,12 @@ fn connection(
 
 fn receive_one(
     s: &mut TcpStream,
-    in_flight: &mut VecDeque<(i32, Instant, u64)>,
+    in_flight: &mut VecDeque<InFlight>,
     out: &mut ConnResult,
     live: &Live,
 ) -> std::io::Result<()> {
     let (cid, mut body) = recv(s, ApiKey::Produce, PRODUCE_VERSION)?;
-    let Some((want, sent_at, events)) = in_flight.pop_front() else {
+    let Some((want, sent_at, events, windows)) = in_flight.pop_front() else {
         return Err(io_err("response without a request"));
     };
     if cid != want {
@@ -503,8 +544,12 @@ fn receive_one(
         .map(|t| t.partition_responses.len() as u64)
         .sum();
     let acked = if failed == 0 {
+        for (w, n) in windows {
+            *out.windows.entry(w).or_default() += n;
+        }
         events
     } else {
+        out.windows_exact = false;
         events - events * failed / parts.max(1)
     };
     out.acked += acked;
@@ -570,6 +615,7 @@ mod tests {
             out_of_order: 0.0,
             skew_ms: 0,
             time_scale: 1.0,
+            window_ms: 0,
             seed: 1,
             max_in_flight: 5,
             progress: false,

@@ -1,0 +1,363 @@
+//! `tidewater bench`: the end-to-end benchmark of the reference job.
+//!
+//! Live test: the server runs the job while the load generator produces at full
+//! rate (acks=all) for `--duration`; then the job drains and the results are checked
+//! against what was acknowledged. Backlog test: N events are produced with no job
+//! running, then the job starts and the time to read them all is measured. The report
+//! (stdout, and `--report FILE.json`) gives events/s ingested, processed live and from
+//! the backlog, server CPU seconds per million events, ack latency and window-fire
+//! latency percentiles, and whether the results were verified.
+
+use crate::harness::{self, Server};
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tidewater_tools::loadgen;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Length of the live test.
+    #[arg(long, default_value = "60s")]
+    duration: String,
+    /// Events produced for the backlog test (0: skip it).
+    #[arg(long, default_value_t = 10_000_000)]
+    backlog_events: u64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Add the ClickHouse sink (e.g. http://127.0.0.1:8123).
+    #[arg(long)]
+    clickhouse: Option<String>,
+    /// Cores for the server: `all`, a count or a list.
+    #[arg(long, default_value = "all")]
+    cores: String,
+    /// Load generator connections (threads).
+    #[arg(long, default_value_t = 2)]
+    connections: u32,
+    #[arg(long, default_value_t = 100_000)]
+    devices: u32,
+    /// Events per partition per produce request.
+    #[arg(long, default_value_t = 500)]
+    batch_events: u32,
+    /// always, interval or never.
+    #[arg(long, default_value = "always")]
+    durability: String,
+    /// Working directory (replaced on each run).
+    #[arg(long, default_value = "tidewater-bench")]
+    dir: PathBuf,
+}
+
+const MARKER: &str = ".tidewater-bench";
+
+fn fresh(dir: &Path) -> Result<PathBuf> {
+    if dir.exists() {
+        anyhow::ensure!(
+            dir.join(MARKER).exists(),
+            "{} exists and was not made by `tidewater bench`; pass --dir elsewhere",
+            dir.display()
+        );
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(MARKER),
+        "made by tidewater bench; replaced by the next run\n",
+    )?;
+    Ok(std::fs::canonicalize(dir)?)
+}
+
+struct Live {
+    ingest_eps: f64,
+    live_eps: f64,
+    cpu_per_million: f64,
+    ack_ms: (f64, f64, f64),
+    fire_ms: (Option<f64>, Option<f64>),
+    verified: bool,
+    why_not: Vec<String>,
+    acked: u64,
+    windows_checked: usize,
+    drain_seconds: f64,
+}
+
+pub fn run(a: BenchArgs) -> Result<i32> {
+    let duration = crate::parse_duration(&a.duration)?;
+    let root = fresh(&a.dir)?;
+    println!(
+        "Tidewater bench: reference job, {} devices, acks=all, durability {}",
+        a.devices, a.durability
+    );
+    println!("machine: {}", machine());
+    let live = live_test(&a, &root.join("live"), duration)?;
+    println!(
+        "live: ingest {:.0} events/s, processed {:.0} events/s during the load, {:.3} server CPU-s per million events",
+        live.ingest_eps, live.live_eps, live.cpu_per_million
+    );
+    println!(
+        "      ack latency p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms; fire latency p50 {} p99 {}; drained {:.1}s after the load",
+        live.ack_ms.0,
+        live.ack_ms.1,
+        live.ack_ms.2,
+        fmt_ms(live.fire_ms.0),
+        fmt_ms(live.fire_ms.1),
+        live.drain_seconds
+    );
+    if live.verified {
+        println!(
+            "      verified: {} acknowledged events; {} fired windows hold exactly the events acknowledged for them",
+            live.acked, live.windows_checked
+        );
+    } else {
+        println!("      NOT verified: {}", live.why_not.join("; "));
+    }
+    let backlog = if a.backlog_events > 0 {
+        let b = backlog_test(&a, &root.join("backlog"))?;
+        println!(
+            "backlog: {} events drained in {:.2}s = {:.0} events/s ({:.0} events/s from the job's first record), {:.3} CPU-s per million",
+            a.backlog_events, b.0, a.backlog_events as f64 / b.0, b.2, b.1
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let report = serde_json::json!({
+        "machine": machine(),
+        "cores": a.cores,
+        "durability": a.durability,
+        "devices": a.devices,
+        "duration_secs": duration.as_secs_f64(),
+        "sinks": if a.clickhouse.is_some() { "topic, file, clickhouse" } else { "topic, file" },
+        "ingest_events_per_sec": live.ingest_eps,
+        "live_events_per_sec": live.live_eps,
+        "backlog_events_per_sec": backlog.map(|b| a.backlog_events as f64 / b.0),
+        "backlog_events_per_sec_from_first_record": backlog.map(|b| b.2),
+        "backlog_events": a.backlog_events,
+        "cpu_seconds_per_million_events": live.cpu_per_million,
+        "backlog_cpu_seconds_per_million_events": backlog.map(|b| b.1),
+        "ack_latency_ms": { "p50": live.ack_ms.0, "p99": live.ack_ms.1, "p999": live.ack_ms.2 },
+        "fire_latency_ms": { "p50": live.fire_ms.0.map(|s| s * 1000.0), "p99": live.fire_ms.1.map(|s| s * 1000.0) },
+        "acked_events": live.acked,
+        "windows_checked": live.windows_checked,
+        "verified": live.verified,
+        "not_verified_because": live.why_not,
+    });
+    if let Some(path) = &a.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("report: {}", path.display());
+    }
+    Ok(if live.verified { 0 } else { 1 })
+}
+
+fn options(a: &BenchArgs, brokers: String) -> loadgen::Options {
+    loadgen::Options {
+        brokers,
+        topic: "iot-sensor-data".into(),
+        devices: a.devices,
+        rate: None,
+        duration: None,
+        events: None,
+        connections: a.connections,
+        acks: -1,
+        batch_events: a.batch_events,
+        compression: kafka_protocol::records::Compression::None,
+        out_of_order: 0.0,
+        skew_ms: 0,
+        time_scale: 1.0,
+        window_ms: 60_000,
+        seed: 1,
+        max_in_flight: 5,
+        progress: false,
+    }
+}
+
+fn start(a: &BenchArgs, dir: &Path, with_job: bool) -> Result<Server> {
+    std::fs::create_dir_all(dir)?;
+    let schema = harness::write_schema(dir)?;
+    let config = dir.join("bench.toml");
+    let text = if with_job {
+        harness::reference_config(
+            &schema,
+            "2s",
+            &harness::reference_sinks(&dir.join("out"), a.clickhouse.as_deref()),
+        )
+    } else {
+        "[[topics]]\nname = \"iot-sensor-data\"\npartitions = 8\n".to_string()
+    };
+    std::fs::write(&config, text)?;
+    Server::start(
+        &config,
+        &dir.join("data"),
+        &a.cores,
+        &["--durability", &a.durability],
+        &dir.join("server.log"),
+    )
+}
+
+/// Waits until the job has read everything and stayed idle long enough for every
+/// complete window to fire; returns the seconds it took.
+fn drain(server: &Server) -> Result<f64> {
+    let t = Instant::now();
+    let mut quiet: Option<Instant> = None;
+    loop {
+        let lag = server.scrape()?.sum("tidewater_pipeline_lag_records", &[]);
+        if lag == 0.0 {
+            if quiet.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(4) {
+                return Ok(t.elapsed().as_secs_f64());
+            }
+        } else {
+            quiet = None;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "the job did not catch up within 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn live_test(a: &BenchArgs, dir: &Path, duration: Duration) -> Result<Live> {
+    let server = start(a, dir, true)?;
+    let mut opts = options(a, server.brokers());
+    opts.duration = Some(duration);
+    let cpu0 = harness::cpu_seconds(server.pid())?;
+    let before = server.scrape()?;
+    let t0 = Instant::now();
+    let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"))?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    let during = server.scrape()?;
+    let drain_seconds = drain(&server)?;
+    let cpu1 = harness::cpu_seconds(server.pid())?;
+    let after = server.scrape()?;
+    let processed_live = during.sum("tidewater_pipeline_records_total", &[])
+        - before.sum("tidewater_pipeline_records_total", &[]);
+    let sink = if a.clickhouse.is_some() {
+        "clickhouse:iot.device_minute"
+    } else {
+        "topic:device_minute"
+    };
+    let m = [("sink", sink)];
+    let fire = (
+        after.quantile("tidewater_sink_fire_latency_seconds", &m, 0.5),
+        after.quantile("tidewater_sink_fire_latency_seconds", &m, 0.99),
+    );
+    // Verification: every event acknowledged was read once, nothing went to the side
+    // outputs, and each fired window holds exactly the events acknowledged for it.
+    let mut why_not = Vec::new();
+    if !report.errors.is_empty() || !report.windows_exact {
+        why_not.push(format!("produce errors {:?}", report.errors));
+    }
+    let read = after.sum("tidewater_pipeline_records_total", &[]);
+    if read as u64 != report.acked {
+        why_not.push(format!(
+            "the job read {read} records, {} were acknowledged",
+            report.acked
+        ));
+    }
+    for name in ["tidewater_late_events_total", "tidewater_dlq_records_total"] {
+        let n = after.sum(name, &[]);
+        if n != 0.0 {
+            why_not.push(format!("{name} = {n}"));
+        }
+    }
+    let counts = harness::file_sink_counts(&dir.join("out"))?;
+    let final_wm = report.max_event_ms - 5_000;
+    let due: BTreeMap<i64, u64> = report
+        .acked_per_window
+        .iter()
+        .filter(|(w, _)| **w + 60_000 <= final_wm)
+        .map(|(w, n)| (*w, *n))
+        .collect();
+    if counts != due {
+        let diff: Vec<String> = due
+            .iter()
+            .filter(|(w, n)| counts.get(w) != Some(n))
+            .map(|(w, n)| {
+                format!(
+                    "window {w}: {:?} in the sink, {n} acknowledged",
+                    counts.get(w)
+                )
+            })
+            .take(3)
+            .collect();
+        why_not.push(format!(
+            "{} windows in the sink, {} due; {}",
+            counts.len(),
+            due.len(),
+            diff.join(", ")
+        ));
+    }
+    server.stop()?;
+    Ok(Live {
+        ingest_eps: report.events_per_sec,
+        live_eps: processed_live / load_secs,
+        cpu_per_million: (cpu1 - cpu0) / report.acked.max(1) as f64 * 1e6,
+        ack_ms: report.ack_latency_ms,
+        fire_ms: fire,
+        verified: why_not.is_empty(),
+        why_not,
+        acked: report.acked,
+        windows_checked: counts.len(),
+        drain_seconds,
+    })
+}
+
+/// (seconds from start to drained, CPU-s per million, events/s from the first record read).
+fn backlog_test(a: &BenchArgs, dir: &Path) -> Result<(f64, f64, f64)> {
+    // Produce with no job running: the backlog.
+    let server = start(a, dir, false)?;
+    let mut opts = options(a, server.brokers());
+    opts.events = Some(a.backlog_events);
+    let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"))?;
+    anyhow::ensure!(
+        report.errors.is_empty(),
+        "backlog load failed: {:?}",
+        report.errors
+    );
+    server.stop()?;
+    // The job starts and reads it all.
+    let server = start(a, dir, true)?;
+    let target = report.acked as f64;
+    let mut first: Option<(Instant, f64)> = None;
+    let done = loop {
+        let s = server.scrape()?;
+        let read = s.sum("tidewater_pipeline_records_total", &[]);
+        if read > 0.0 && first.is_none() {
+            first = Some((Instant::now(), read));
+        }
+        if read >= target {
+            break Instant::now();
+        }
+        anyhow::ensure!(
+            server.started.elapsed() < Duration::from_secs(900),
+            "the backlog did not drain within 15 minutes ({read} of {target})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let cpu = harness::cpu_seconds(server.pid())?;
+    let secs = done.duration_since(server.started).as_secs_f64();
+    let from_first = first.map_or(0.0, |(t, n)| {
+        (target - n) / done.duration_since(t).as_secs_f64().max(1e-3)
+    });
+    server.stop()?;
+    Ok((secs, cpu / target * 1e6, from_first))
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |s| format!("{:.0} ms", s * 1000.0))
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs ({model}), kernel {}", kernel.trim())
+}

@@ -1,0 +1,355 @@
+//! What `demo` and `bench` share: the reference job's config, a server run as a
+//! child process of this same binary, its metrics scraped and read back, and its
+//! CPU time from /proc.
+//!
+//! The server is a separate process on purpose: what the demo shows and the bench
+//! measures is exactly what `serve` does, metrics included.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The reference job (`schemas/sensor.avsc`, 1-minute tumbling windows on
+/// `device_id`), with `sinks` appended as TOML.
+pub fn reference_config(schema_path: &Path, idle_timeout: &str, sinks: &str) -> String {
+    format!(
+        r#"[[topics]]
+name = "iot-sensor-data"
+partitions = 8
+
+[[jobs]]
+name = "device_minute"
+source = "iot-sensor-data"
+format = "avro"
+schema_file = {schema:?}
+key = "device_id"
+event_time = "timestamp"
+window = {{ type = "tumbling", size = "1m" }}
+max_out_of_orderness = "5s"
+allowed_lateness = "0s"
+idle_timeout = "{idle_timeout}"
+aggregates = [
+  {{ fn = "count", as = "events" }},
+  {{ fn = "min", field = "temperature", as = "temperature_min" }},
+  {{ fn = "max", field = "temperature", as = "temperature_max" }},
+  {{ fn = "avg", field = "temperature", as = "temperature_avg" }},
+  {{ fn = "avg", field = "humidity", as = "humidity_avg" }},
+  {{ fn = "sum", field = "pressure", as = "pressure_sum" }},
+]
+{sinks}"#,
+        schema = schema_path.display().to_string()
+    )
+}
+
+/// The sinks of the reference job: the output topic, JSON-lines files under `out`,
+/// and ClickHouse when a URL is given.
+pub fn reference_sinks(out: &Path, clickhouse: Option<&str>) -> String {
+    let mut s = format!(
+        "\n[[jobs.sinks]]\ntype = \"topic\"\ntopic = \"device_minute\"\n\n[[jobs.sinks]]\ntype = \"file\"\npath = {:?}\n",
+        out.join("device_minute.jsonl").display().to_string()
+    );
+    if let Some(url) = clickhouse {
+        s.push_str(&format!(
+            "\n[[jobs.sinks]]\ntype = \"clickhouse\"\nurl = \"{url}\"\ntable = \"iot.device_minute\"\n"
+        ));
+    }
+    s
+}
+
+/// Writes the embedded reference schema next to a config, returning its path.
+pub fn write_schema(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("sensor.avsc");
+    std::fs::write(&path, tidewater_tools::loadgen::event::SCHEMA)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// A free loopback port with the next one free too (per-core listeners).
+pub fn free_ports(count: u16) -> Result<u16> {
+    for _ in 0..200 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        if port > 65_000 - count {
+            continue;
+        }
+        let rest_free =
+            (1..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok());
+        if rest_free {
+            return Ok(port);
+        }
+    }
+    bail!("no free ports on 127.0.0.1")
+}
+
+/// `tidewater serve` as a child process.
+pub struct Server {
+    child: Child,
+    pub kafka_port: u16,
+    pub admin_port: u16,
+    pub started: Instant,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `serve --config CONFIG --data-dir DATA` plus `extra`, logging to
+    /// `log`, and waits until /health says ready.
+    pub fn start(
+        config: &Path,
+        data: &Path,
+        cores: &str,
+        extra: &[&str],
+        log: &Path,
+    ) -> Result<Server> {
+        let kafka_port = free_ports(16)?;
+        let admin_port = free_ports(1)?;
+        let exe = std::env::current_exe().context("cannot find this executable")?;
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let started = Instant::now();
+        let child = Command::new(exe)
+            .args(["serve", "--cores", cores])
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--kafka-addr", &format!("127.0.0.1:{kafka_port}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("cannot start the server")?;
+        let mut s = Server {
+            child,
+            kafka_port,
+            admin_port,
+            started,
+            log: log.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(status) = s.child.try_wait()? {
+                bail!(
+                    "the server exited during start-up ({status}); its log: {}\n{}",
+                    s.log.display(),
+                    tail(&s.log, 15)
+                );
+            }
+            if http_get(admin_port, "/health").is_ok_and(|(code, _)| code == 200) {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server did not become ready in 180 s; see {}",
+                    s.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn scrape(&self) -> Result<Scrape> {
+        let (code, body) = http_get(self.admin_port, "/metrics")?;
+        if code != 200 {
+            bail!("/metrics answered {code}");
+        }
+        Ok(Scrape::parse(&body))
+    }
+
+    /// SIGTERM, then wait for the clean stop.
+    pub fn stop(mut self) -> Result<()> {
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!(
+                "the server stopped with {status}; see {}",
+                self.log.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status, body).
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+/// One scrape of the Prometheus text exposition.
+#[derive(Default)]
+pub struct Scrape {
+    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+impl Scrape {
+    pub fn parse(text: &str) -> Scrape {
+        let mut samples = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = match line.rsplit_once(' ') {
+                Some(x) => x,
+                None => continue,
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let mut map = BTreeMap::new();
+            for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                if let Some((k, v)) = pair.split_once("=\"") {
+                    map.insert(k.to_string(), v.trim_end_matches('"').to_string());
+                }
+            }
+            samples.push((name.to_string(), map, value));
+        }
+        Scrape { samples }
+    }
+
+    /// The sum of every series of `name` whose labels include `matching`.
+    pub fn sum(&self, name: &str, matching: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && matching
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+
+    /// Quantile `q` of histogram `name` over every matching series, by linear
+    /// interpolation within buckets (as Prometheus' histogram_quantile).
+    pub fn quantile(&self, name: &str, matching: &[(&str, &str)], q: f64) -> Option<f64> {
+        let bucket = format!("{name}_bucket");
+        let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        for (n, l, v) in &self.samples {
+            if *n != bucket
+                || !matching
+                    .iter()
+                    .all(|(k, w)| l.get(*k).map(String::as_str) == Some(*w))
+            {
+                continue;
+            }
+            let le = match l.get("le").map(String::as_str) {
+                Some("+Inf") => f64::INFINITY,
+                Some(x) => x.parse().ok()?,
+                None => continue,
+            };
+            by_le.entry(le.to_bits()).or_insert((le, 0.0)).1 += v;
+        }
+        let mut buckets: Vec<(f64, f64)> = by_le.into_values().collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q * total;
+        let mut prev = (0.0, 0.0);
+        for &(le, count) in &buckets {
+            if count >= rank {
+                if le.is_infinite() {
+                    return Some(prev.0);
+                }
+                let within = (rank - prev.1) / (count - prev.1).max(f64::MIN_POSITIVE);
+                return Some(prev.0 + (le - prev.0) * within);
+            }
+            prev = (le, count);
+        }
+        None
+    }
+}
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(ticks / hz)
+}
+
+/// Sums `events` per window_start over the JSON-lines files a file sink wrote.
+pub fn file_sink_counts(dir: &Path) -> Result<BTreeMap<i64, u64>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}: not JSON: {line}", path.display()))?;
+            let start = v["window_start"]
+                .as_i64()
+                .context("row without window_start")?;
+            let n = v["events"].as_u64().context("row without events")?;
+            *out.entry(start).or_default() += n;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_exposition() {
+        let s = Scrape::parse(
+            "# TYPE x counter\nx_total{shard=\"0\",topic=\"a\"} 3\nx_total{shard=\"1\",topic=\"a\"} 4\n\
+             h_bucket{shard=\"0\",le=\"1.0\"} 5\nh_bucket{shard=\"0\",le=\"2.0\"} 10\nh_bucket{shard=\"0\",le=\"+Inf\"} 10\n",
+        );
+        assert_eq!(s.sum("x_total", &[("topic", "a")]), 7.0);
+        assert_eq!(s.sum("x_total", &[("shard", "1")]), 4.0);
+        assert_eq!(s.quantile("h", &[], 0.5), Some(1.0));
+        assert_eq!(s.quantile("h", &[], 0.75), Some(1.5));
+        assert_eq!(s.quantile("nope", &[], 0.5), None);
+    }
+}

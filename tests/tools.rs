@@ -1,0 +1,93 @@
+//! `tidewater demo` and `tidewater bench` as a user runs them, cut short: they start
+//! the server, drive the load, check the results and say so.
+
+mod common;
+
+#[test]
+fn demo_runs_the_reference_job_and_checks_its_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = common::tidewater()
+        .args([
+            "demo",
+            "--duration",
+            "4s",
+            "--rate",
+            "20000",
+            "--devices",
+            "1000",
+        ])
+        .args(["--time-scale", "60", "--dir"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "check: N of M fired windows hold exactly the events acknowledged for them"
+    let check = stdout
+        .lines()
+        .find(|l| l.contains("check:"))
+        .unwrap_or_else(|| panic!("no check line in:\n{stdout}"));
+    let nums: Vec<u64> = check
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        nums.len() >= 2 && nums[0] == nums[1] && nums[0] >= 2,
+        "{check}"
+    );
+    assert!(stdout.contains("Stopped cleanly"), "{stdout}");
+    // A second run replaces its own directory; a foreign one is refused.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    let out = common::tidewater()
+        .args(["demo", "--duration", "1s", "--dir"])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not made by `tidewater demo`"));
+}
+
+#[test]
+fn bench_writes_a_verified_report_with_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = common::tidewater()
+        .args(["bench", "--duration", "3s", "--backlog-events", "100000"])
+        .args(["--devices", "1000", "--dir"])
+        .arg(dir.path().join("bench"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for key in [
+        "ingest_events_per_sec",
+        "live_events_per_sec",
+        "backlog_events_per_sec",
+        "cpu_seconds_per_million_events",
+    ] {
+        assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {r}");
+    }
+    for q in ["p50", "p99", "p999"] {
+        assert!(
+            r["ack_latency_ms"][q].as_f64().is_some_and(|v| v > 0.0),
+            "{r}"
+        );
+    }
+    assert!(r["fire_latency_ms"].get("p50").is_some() && r["fire_latency_ms"].get("p99").is_some());
+    assert_eq!(r["verified"], serde_json::Value::Bool(true), "{r}");
+    assert!(r["acked_events"].as_u64().unwrap() > 0);
+}
