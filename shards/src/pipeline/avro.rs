@@ -85,6 +85,10 @@ enum Skip {
 
 #[derive(Clone, Debug, PartialEq)]
 enum Op {
+    /// The common skips, flat: one match per field on the hot path.
+    SkipVarint,
+    SkipBytes,
+    SkipFixed(usize),
     Skip(Skip),
     /// A number read into a slot, converted to the slot's kind.
     Num(Prim, u8, SlotKind),
@@ -262,6 +266,20 @@ fn skip_of(s: &Schema, names: &HashMap<Name, Schema>, depth: usize) -> Result<Sk
     })
 }
 
+/// A skip as a flat op where it has one.
+fn flat(s: Skip) -> Op {
+    match s {
+        Skip::Varint => Op::SkipVarint,
+        Skip::Bytes => Op::SkipBytes,
+        Skip::Double => Op::SkipFixed(8),
+        Skip::Float => Op::SkipFixed(4),
+        Skip::Bool => Op::SkipFixed(1),
+        Skip::Null => Op::SkipFixed(0),
+        Skip::Fixed(n) => Op::SkipFixed(n),
+        other => Op::Skip(other),
+    }
+}
+
 /// Whether a writer primitive may be read as a reader slot of `kind` (Avro's
 /// promotion rules: int → long/float/double, long → float/double, float → double).
 fn promotable(w: &Schema, r: &Schema, kind: SlotKind) -> bool {
@@ -364,7 +382,7 @@ impl Projection {
                     let rtype = value_type(&rf.schema, &rnames)?;
                     ops.push(read_op(&wf.schema, rtype, slot, kind, &wnames, &rf.name)?);
                 }
-                _ => ops.push(Op::Skip(skip_of(&wf.schema, &wnames, 0)?)),
+                _ => ops.push(flat(skip_of(&wf.schema, &wnames, 0)?)),
             }
         }
         let mut defaults = Vec::new();
@@ -407,7 +425,7 @@ impl Projection {
         }
         let mut cur = Cursor { b: datum, at: 0 };
         for op in &self.ops {
-            run(op, &mut cur, out)?;
+            step(op, &mut cur, out)?;
         }
         if cur.at != datum.len() {
             return Err(DecodeError(format!(
@@ -431,6 +449,13 @@ fn eof() -> DecodeError {
 impl<'a> Cursor<'a> {
     #[inline]
     fn long(&mut self) -> Result<i64, DecodeError> {
+        // One-byte values (small ints, lengths, union branches) are the common case.
+        if let Some(&b) = self.b.get(self.at) {
+            if b < 0x80 {
+                self.at += 1;
+                return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+            }
+        }
         let mut v: u64 = 0;
         let mut shift = 0;
         loop {
@@ -526,9 +551,25 @@ fn branch(c: &mut Cursor<'_>, n: usize) -> Result<usize, DecodeError> {
         .ok_or_else(|| DecodeError(format!("union branch {b} of {n}")))
 }
 
-#[inline]
+/// One op, for union branches (recursive, so never inlined).
 fn run<'a>(op: &Op, c: &mut Cursor<'a>, out: &mut Projected<'a>) -> Result<(), DecodeError> {
+    step(op, c, out)
+}
+
+/// One op, inlined into [`Projection::project`]'s loop.
+#[inline(always)]
+fn step<'a>(op: &Op, c: &mut Cursor<'a>, out: &mut Projected<'a>) -> Result<(), DecodeError> {
     match op {
+        Op::SkipVarint => {
+            c.long()?;
+        }
+        Op::SkipBytes => {
+            let n = c.len()?;
+            c.take(n)?;
+        }
+        Op::SkipFixed(n) => {
+            c.take(*n)?;
+        }
         Op::Skip(s) => skip(s, c)?,
         Op::Absent => {}
         Op::Key => {

@@ -1,8 +1,10 @@
 //! Window state of one job on one core: per open tumbling window, a hashbrown table
-//! from key to a fixed-size accumulator in a slab.
+//! of entry indexes into a slab where each entry holds its key inline (up to 30
+//! bytes; longer keys live beside it) followed by its fixed-size accumulators.
 //!
-//! Owns the accumulators and the firing order. An event touches one table entry and
-//! allocates only when its (key, window) is new. Windows fire in start order when the
+//! Owns the accumulators and the firing order. An event hashes its key once, probes
+//! the index and touches one slab entry (key compare and update in the same cache
+//! lines); it allocates only when its (key, window) is new and the slab grows. Windows fire in start order when the
 //! watermark passes their end plus the allowed lateness; an event whose window already
 //! fired is late and is handed back to the caller, never dropped here. The number of
 //! open (key, window) entries is bounded; reaching the bound is an error the job
@@ -10,8 +12,9 @@
 
 use super::avro::{Num, SlotKind, SLOTS_MAX};
 use super::spec::{Aggregate, Func};
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 
 /// Where an event's position in the input orders it, for first/last: event time,
 /// then partition, then offset — the same answer on every replay.
@@ -116,12 +119,59 @@ impl Layout {
     }
 }
 
+/// Words of an entry's key area: a length byte, then up to [`KEY_INLINE`] bytes.
+const KEY_WORDS: usize = 4;
+const KEY_INLINE: usize = KEY_WORDS * 8 - 2;
+/// Length byte of a key kept in `long_keys` (its index in bytes 1..5).
+const LONG: u8 = 0xff;
+
+/// A key as it sits in the slab; `long` when it does not fit inline.
+fn key_words(key: &[u8]) -> Option<[u64; KEY_WORDS]> {
+    if key.len() > KEY_INLINE {
+        return None;
+    }
+    let mut b = [0u8; KEY_WORDS * 8];
+    b[0] = key.len() as u8;
+    b[1..1 + key.len()].copy_from_slice(key);
+    let mut w = [0u64; KEY_WORDS];
+    for (i, c) in b.chunks_exact(8).enumerate() {
+        w[i] = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+    }
+    Some(w)
+}
+
 /// One window's table.
-#[derive(Default)]
 struct Table {
-    index: HashMap<Box<[u8]>, u32>,
-    keys: Vec<Box<[u8]>>,
+    index: HashTable<u32>,
+    /// `KEY_WORDS + words` per entry.
     slab: Vec<u64>,
+    hashes: Vec<u64>,
+    long_keys: Vec<Box<[u8]>>,
+    len: usize,
+}
+
+impl Table {
+    fn new() -> Table {
+        Table {
+            index: HashTable::new(),
+            slab: Vec::new(),
+            hashes: Vec::new(),
+            long_keys: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn key(&self, i: usize, stride: usize) -> &[u8] {
+        let w = &self.slab[i * stride..i * stride + KEY_WORDS];
+        let first = w[0].to_ne_bytes();
+        if first[0] == LONG {
+            let at = u32::from_ne_bytes(first[1..5].try_into().expect("4 bytes"));
+            return &self.long_keys[at as usize];
+        }
+        // SAFETY: KEY_WORDS u64s are KEY_WORDS * 8 initialized bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u8>(), KEY_WORDS * 8) };
+        &bytes[1..1 + first[0] as usize]
+    }
 }
 
 /// A window that fired: its rows, sorted by key.
@@ -164,6 +214,7 @@ pub struct Windows {
     size_ms: i64,
     lateness_ms: i64,
     open: BTreeMap<i64, Table>,
+    hasher: DefaultHashBuilder,
     entries: usize,
     entries_max: usize,
     key_bytes: usize,
@@ -178,6 +229,7 @@ impl Windows {
             size_ms,
             lateness_ms,
             open: BTreeMap::new(),
+            hasher: DefaultHashBuilder::default(),
             entries: 0,
             entries_max,
             key_bytes: 0,
@@ -200,26 +252,65 @@ impl Windows {
             return Applied::Late(start);
         }
         let words = self.layout.words;
-        let table = self.open.entry(start).or_default();
-        let i = match table.index.get(key) {
-            Some(&i) => i as usize,
+        let stride = KEY_WORDS + words;
+        let hash = self.hasher.hash_one(key);
+        let inline = key_words(key);
+        let table = self.open.entry(start).or_insert_with(Table::new);
+        let found = {
+            let (slab, long_keys) = (&table.slab, &table.long_keys);
+            table
+                .index
+                .find(hash, |&i| {
+                    let e = &slab[i as usize * stride..i as usize * stride + KEY_WORDS];
+                    match &inline {
+                        Some(w) => e == w,
+                        None => {
+                            let first = e[0].to_ne_bytes();
+                            first[0] == LONG && {
+                                let at =
+                                    u32::from_ne_bytes(first[1..5].try_into().expect("4 bytes"));
+                                *long_keys[at as usize] == *key
+                            }
+                        }
+                    }
+                })
+                .copied()
+        };
+        let i = match found {
+            Some(i) => i as usize,
             None => {
                 if self.entries >= self.entries_max {
                     return Applied::Full;
                 }
-                let i = table.keys.len();
-                let k: Box<[u8]> = key.into();
-                table.index.insert(k.clone(), i as u32);
-                table.keys.push(k);
+                let i = table.len;
+                let kw = inline.unwrap_or_else(|| {
+                    let mut b = [0u8; KEY_WORDS * 8];
+                    b[0] = LONG;
+                    b[1..5].copy_from_slice(&(table.long_keys.len() as u32).to_ne_bytes());
+                    table.long_keys.push(key.into());
+                    let mut w = [0u64; KEY_WORDS];
+                    for (j, c) in b.chunks_exact(8).enumerate() {
+                        w[j] = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+                    }
+                    w
+                });
+                table.slab.extend_from_slice(&kw);
                 // All-zero is every accumulator's empty state (`seen` = 0).
                 table.slab.resize(table.slab.len() + words, 0);
+                table.hashes.push(hash);
+                let hashes = &table.hashes;
+                table
+                    .index
+                    .insert_unique(hash, i as u32, |&j| hashes[j as usize]);
+                table.len += 1;
                 self.entries += 1;
                 self.key_bytes += key.len();
                 i
             }
         };
+        let at = i * stride + KEY_WORDS;
         self.layout
-            .update(&mut table.slab[i * words..(i + 1) * words], vals, pos);
+            .update(&mut table.slab[at..at + words], vals, pos);
         Applied::Added
     }
 
@@ -238,8 +329,11 @@ impl Windows {
                 break;
             }
             let table = self.open.pop_first().expect("present").1;
-            self.entries -= table.keys.len();
-            self.key_bytes -= table.keys.iter().map(|k| k.len()).sum::<usize>();
+            let stride = KEY_WORDS + self.layout.words;
+            self.entries -= table.len;
+            self.key_bytes -= (0..table.len)
+                .map(|i| table.key(i, stride).len())
+                .sum::<usize>();
             self.fired_upto = self.fired_upto.max(end + self.lateness_ms);
             let fired = sorted(table, start, end, (watermark, due), self.layout.words);
             if !fire(fired) {
@@ -279,15 +373,19 @@ fn sorted(
     (watermark, due): (i64, std::time::Instant),
     words: usize,
 ) -> Fired {
-    let mut order: Vec<u32> = (0..table.keys.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| table.keys[a as usize].cmp(&table.keys[b as usize]));
-    let mut slab = Vec::with_capacity(table.slab.len());
-    let mut keys = Vec::with_capacity(table.keys.len());
-    let mut old_keys: Vec<Option<Box<[u8]>>> = table.keys.into_iter().map(Some).collect();
+    let stride = KEY_WORDS + words;
+    let mut order: Vec<u32> = (0..table.len as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        table
+            .key(a as usize, stride)
+            .cmp(table.key(b as usize, stride))
+    });
+    let mut slab = Vec::with_capacity(table.len * words);
+    let mut keys = Vec::with_capacity(table.len);
     for i in order {
         let i = i as usize;
-        keys.push(old_keys[i].take().expect("each key once"));
-        slab.extend_from_slice(&table.slab[i * words..(i + 1) * words]);
+        keys.push(Box::from(table.key(i, stride)));
+        slab.extend_from_slice(&table.slab[i * stride + KEY_WORDS..(i + 1) * stride]);
     }
     Fired {
         start,
@@ -420,6 +518,31 @@ mod tests {
             ]
         );
         assert_eq!(w.entries(), 0);
+    }
+
+    #[test]
+    fn long_keys_and_inline_keys_never_collide() {
+        let mut w = Windows::new(layout(), 1_000, 0, 100);
+        let long = vec![b'k'; 100];
+        let mut long2 = long.clone();
+        long2[99] = b'j';
+        let short30 = vec![b'k'; 30];
+        for (i, k) in [&long, &long2, &short30, &long].iter().enumerate() {
+            assert_eq!(w.apply(k, &vals(1.0, 1), pos(10, i as u64)), Applied::Added);
+        }
+        assert_eq!(w.entries(), 3);
+        let mut got = Vec::new();
+        w.fire(1_000, std::time::Instant::now(), |f| {
+            for i in 0..f.rows() {
+                got.push((f.keys[i].to_vec(), w_count(&f, i)));
+            }
+            true
+        });
+        assert_eq!(got, vec![(short30, 1), (long2, 1), (long, 2)]);
+    }
+
+    fn w_count(f: &Fired, i: usize) -> u64 {
+        f.acc(i, layout().words)[0]
     }
 
     #[test]
