@@ -85,6 +85,7 @@ pub struct FileConfig {
     pub connections_max: Option<usize>,
     pub fetch_wait_ms_max: Option<u64>,
     pub admin_addr: Option<String>,
+    pub kafka_mode: Option<String>,
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
     #[serde(default)]
@@ -213,6 +214,7 @@ pub struct Settings {
     pub kafka_limits: crate::kafka::Limits,
     /// Where /metrics and /health are served.
     pub admin_addr: std::net::SocketAddr,
+    pub kafka_mode: crate::kafka::Mode,
 }
 
 /// Kafka front-end flags (the file has the same keys).
@@ -239,6 +241,10 @@ pub struct KafkaFlags {
     /// Admin listener for GET /metrics and /health (default 127.0.0.1:9644).
     #[arg(long)]
     pub admin_addr: Option<String>,
+    /// per-core (core i is broker i on PORT+i) or single-port (every core on PORT,
+    /// other cores' partitions forwarded); default per-core.
+    #[arg(long)]
+    pub kafka_mode: Option<String>,
 }
 
 impl Settings {
@@ -381,7 +387,14 @@ impl Settings {
         let admin_addr: std::net::SocketAddr = admin_text.parse().with_context(|| {
             format!("admin_addr {admin_text:?}: use HOST:PORT with an IP address")
         })?;
+        let kafka_mode = kafka
+            .kafka_mode
+            .clone()
+            .or(file.kafka_mode)
+            .map_or(Ok(crate::kafka::Mode::PerCore), |m| m.parse())
+            .map_err(anyhow::Error::msg)?;
         Ok(Settings {
+            kafka_mode,
             admin_addr,
             data_dir,
             cores,

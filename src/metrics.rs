@@ -145,7 +145,7 @@ impl Metrics {
             ),
             cross_core_forwards: fam!(
                 "cross_core_forwards",
-                "Produce requests forwarded to the owning core (0 in per-core mode)"
+                "Partition parts of requests forwarded to the owning core (single-port mode; 0 in per-core mode)"
             ),
             busy_seconds: fam!(
                 "busy_seconds",
@@ -222,6 +222,7 @@ pub struct KafkaMetrics {
     requests: std::cell::RefCell<HashMap<&'static str, Histogram>>,
     pub append_seconds: Histogram,
     pub connections: Gauge,
+    forwards: Counter,
     metrics: Arc<Metrics>,
 }
 
@@ -243,9 +244,8 @@ impl KafkaMetrics {
             })
             .collect();
         let l = labels(&[("shard", &s)]);
-        // Per-core brokers never forward: the series exists, and stays 0.
-        let _ = m.cross_core_forwards.get_or_create(&l);
         KafkaMetrics {
+            forwards: m.cross_core_forwards.get_or_create(&l).clone(),
             topics,
             requests: Default::default(),
             append_seconds: m.append_seconds.get_or_create(&l).clone(),
@@ -260,6 +260,11 @@ impl KafkaMetrics {
             r.inc_by(records);
             b.inc_by(bytes);
         }
+    }
+
+    /// A partition's part of a request sent to its owner (single-port mode).
+    pub fn forwarded(&self) {
+        self.forwards.inc();
     }
 
     pub fn fetched(&self, topic: &str, records: u64) {

@@ -35,6 +35,9 @@ struct FrontEnd {
     advertised_host: String,
     base_port: u16,
     limits: kafka::Limits,
+    mode: kafka::Mode,
+    /// Single-port mode: this core's ends of the forwarding mesh.
+    forwarding: Option<kafka::forward::ForwardMail>,
 }
 
 /// How one core ended.
@@ -51,7 +54,8 @@ pub fn serve(settings: Settings) -> Result<i32> {
         .collect();
     let cpus = settings.cores.resolve(&available)?;
     let shard_count = cpus.len() as u32;
-    if u32::from(settings.kafka_addr.port()) + shard_count > 65_536 {
+    let single_port = settings.kafka_mode == kafka::Mode::SinglePort;
+    if !single_port && u32::from(settings.kafka_addr.port()) + shard_count > 65_536 {
         bail!(
             "kafka_addr port {} + {shard_count} cores runs past port 65535",
             settings.kafka_addr.port()
@@ -66,6 +70,11 @@ pub fn serve(settings: Settings) -> Result<i32> {
         .iter()
         .map(|_| pipeline::mesh(shard_count).into())
         .collect();
+    let mut forwarding: std::collections::VecDeque<kafka::forward::ForwardMail> = if single_port {
+        kafka::forward::mesh(shard_count).into()
+    } else {
+        Default::default()
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -110,8 +119,10 @@ pub fn serve(settings: Settings) -> Result<i32> {
             table: table.clone(),
             addr: std::net::SocketAddr::new(
                 settings.kafka_addr.ip(),
-                settings.kafka_addr.port() + shard as u16,
+                settings.kafka_addr.port() + if single_port { 0 } else { shard as u16 },
             ),
+            mode: settings.kafka_mode,
+            forwarding: forwarding.pop_front(),
             advertised_host: settings.advertised_host.clone(),
             base_port: settings.kafka_addr.port(),
             limits: settings.kafka_limits,
@@ -223,11 +234,13 @@ async fn run_shard(
         shard,
         front.table,
         log.clone(),
-        front.advertised_host,
-        front.base_port,
+        (front.advertised_host, front.base_port, front.mode),
         front.limits,
         KafkaMetrics::new(&metrics, shard, &topic_names),
     ));
+    if let Some(mail) = front.forwarding {
+        broker.connect_forwarding(mail).await;
+    }
     let accept_stop = stop.clone();
     let accepting = glommio::spawn_local(kafka::serve(broker, listener, move || {
         accept_stop.load(Ordering::SeqCst)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 struct Server {
     child: Child,
     port: u16,
+    admin: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -44,10 +45,11 @@ fn start_with(cores: &str, partitions: u32, extra: &[&str]) -> Server {
         data.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let (child, port, _) = common::serve(&args);
+    let (child, port, admin, _) = common::serve_with_admin(&args);
     Server {
         child,
         port,
+        admin,
         _dir: dir,
     }
 }
@@ -94,8 +96,8 @@ fn consume(broker: &str, topic: &str, format: &str) -> String {
     out
 }
 
-fn produce_and_consume(cores: &str) {
-    let s = start(cores, 5);
+fn produce_and_consume(cores: &str, extra: &[&str]) -> Server {
+    let s = start_with(cores, 5, extra);
     let broker = format!("127.0.0.1:{}", s.port);
     let n = 500;
     let input: String = (0..n)
@@ -153,11 +155,12 @@ fn produce_and_consume(cores: &str) {
         let dense: Vec<u64> = (0..offsets.len() as u64).collect();
         assert_eq!(offsets, dense, "partition {p} offsets dense from 0");
     }
+    s
 }
 
 #[test]
 fn kcat_round_trip_on_one_core() {
-    produce_and_consume("1");
+    produce_and_consume("1", &[]);
 }
 
 #[test]
@@ -181,7 +184,38 @@ fn kcat_round_trip_on_two_cores_per_core_brokers() {
         );
     }
     drop(s);
-    produce_and_consume("2");
+    let s = produce_and_consume("2", &[]);
+    // Each partition's data went straight to its owner: nothing was forwarded.
+    let metrics = common::scrape(s.admin);
+    assert_eq!(
+        common::metric_sum(&metrics, "tidewater_cross_core_forwards_total"),
+        0.0
+    );
+    assert!(common::metric_sum(&metrics, "tidewater_records_in_total") >= 500.0);
+}
+
+#[test]
+fn kcat_round_trip_on_two_cores_single_port() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIPPED: needs 2 CPUs");
+        return;
+    }
+    let s = start_with("2", 4, &["--kafka-mode", "single-port"]);
+    let broker = format!("127.0.0.1:{}", s.port);
+    let (ok, out, err) = kcat(&["-L", "-b", &broker], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 brokers:"), "one broker: {out}");
+    for p in 0..4 {
+        assert!(out.contains(&format!("partition {p}, leader 0")), "{out}");
+    }
+    drop(s);
+    // Connections land on either core; the other core's partitions are forwarded.
+    let s = produce_and_consume("2", &["--kafka-mode", "single-port"]);
+    let metrics = common::scrape(s.admin);
+    assert!(
+        common::metric_sum(&metrics, "tidewater_cross_core_forwards_total") > 0.0,
+        "{metrics}"
+    );
 }
 
 #[test]

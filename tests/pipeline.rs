@@ -97,18 +97,24 @@ path = {:?}
 }
 
 fn start(cores: &str, format: &str, clickhouse: Option<&str>) -> Run {
+    start_with(cores, format, clickhouse, &[])
+}
+
+fn start_with(cores: &str, format: &str, clickhouse: Option<&str>, extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("job.toml");
     std::fs::write(&cfg, job_toml(format, clickhouse, &dir.path().join("out"))).unwrap();
     let data = dir.path().join("data");
-    let (child, port, admin, _) = common::serve_with_admin(&[
+    let mut args = vec![
         "--cores",
         cores,
         "--config",
         cfg.to_str().unwrap(),
         "--data-dir",
         data.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (child, port, admin, _) = common::serve_with_admin(&args);
     Run {
         child,
         port,
@@ -132,10 +138,10 @@ fn schema() -> PathBuf {
 }
 
 /// Produce, verify, send late events, verify again.
-fn reference_run(cores: &str, keyed: bool, clickhouse: bool) {
+fn reference_run(cores: &str, keyed: bool, clickhouse: bool, extra: &[&str]) {
     let ch = clickhouse.then(common::ClickHouse::start);
     let url = ch.as_ref().map(|c| c.url());
-    let run = start(cores, "avro", url.as_deref());
+    let run = start_with(cores, "avro", url.as_deref(), extra);
     let schema = schema();
     let schema = schema.to_str().unwrap();
     let mut produce = vec!["produce", "--schema", schema];
@@ -163,17 +169,22 @@ fn reference_run(cores: &str, keyed: bool, clickhouse: bool) {
 
 #[test]
 fn one_core_keyed_matches_the_reference_in_topic_clickhouse_and_files() {
-    reference_run("1", true, true);
+    reference_run("1", true, true, &[]);
 }
 
 #[test]
 fn two_cores_unkeyed_records_cross_cores_and_still_match() {
-    reference_run("2", false, true);
+    reference_run("2", false, true, &[]);
 }
 
 #[test]
 fn two_cores_keyed_match_without_crossing() {
-    reference_run("2", true, false);
+    reference_run("2", true, false, &[]);
+}
+
+#[test]
+fn two_cores_single_port_match_the_same_reference() {
+    reference_run("2", false, false, &["--kafka-mode", "single-port"]);
 }
 
 #[test]

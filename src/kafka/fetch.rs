@@ -3,33 +3,39 @@
 //! sleeps until the core acknowledges new data (or `max_wait_ms`, capped by
 //! `fetch_wait_ms_max`, runs out) and reads again.
 
-use super::{batch, code, Broker};
+use super::{batch, code, forward, Broker, Placement};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tidewater_io::LogError;
 
-pub async fn handle(broker: &Broker, req: &FetchRequest) -> FetchResponse {
+pub async fn handle(broker: &Rc<Broker>, req: &FetchRequest) -> FetchResponse {
     let wait =
         Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.limits.fetch_wait_ms_max));
     let start = Instant::now();
     loop {
         let epoch = broker.log.append_epoch();
-        let (resp, bytes) = read_once(broker, req).await;
+        let (resp, bytes, remote) = read_once(broker, req).await;
         let min = req.min_bytes.max(0) as usize;
         let left = wait.saturating_sub(start.elapsed());
         if bytes >= min.max(1) || left.is_zero() || has_error(&resp) {
             return resp;
         }
-        // Sleep until this core acknowledges new data, or the wait is over.
+        // Sleep until this core acknowledges new data, or the wait is over; other
+        // cores' partitions (single-port mode) are asked again every 10 ms.
+        let nap = if remote { left.min(REMOTE_POLL) } else { left };
         futures_lite::future::or(
             broker.log.wait_for_append(epoch),
-            glommio::timer::sleep(left),
+            glommio::timer::sleep(nap),
         )
         .await;
     }
 }
+
+/// How often a long poll asks other cores again for their partitions.
+const REMOTE_POLL: Duration = Duration::from_millis(10);
 
 fn has_error(r: &FetchResponse) -> bool {
     r.responses
@@ -37,71 +43,118 @@ fn has_error(r: &FetchResponse) -> bool {
         .any(|t| t.partitions.iter().any(|p| p.error_code != code::NONE))
 }
 
-/// Serves every partition once; returns the response and the record bytes in it.
-async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize) {
+/// One partition read on the core that owns it.
+#[derive(Debug, Default)]
+pub struct PartitionRead {
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start: i64,
+    pub records: Bytes,
+}
+
+/// Reads `index` of `topic` from `offset`, about `max` bytes (at least one batch).
+pub async fn read_partition(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    offset: i64,
+    max: usize,
+) -> PartitionRead {
+    let mut r = PartitionRead {
+        high_watermark: -1,
+        log_start: -1,
+        ..Default::default()
+    };
+    let id = match broker.place(topic, index).owned() {
+        Ok(id) => id,
+        Err(code) => {
+            r.error = code;
+            return r;
+        }
+    };
+    let hw = broker.log.high_watermark(id).unwrap_or(0) as i64;
+    r.high_watermark = hw;
+    r.log_start = broker.log.log_start_offset(id).unwrap_or(0) as i64;
+    if max == 0 || offset == hw {
+        return r;
+    }
+    if offset < 0 {
+        r.error = code::OFFSET_OUT_OF_RANGE;
+        return r;
+    }
+    match broker.log.read(id, offset as u64, max).await {
+        Ok(entries) => {
+            let mut out = BytesMut::new();
+            let mut records = 0u64;
+            for e in entries {
+                if !out.is_empty() && out.len() + e.payload.len() > max {
+                    break;
+                }
+                records += u64::from(e.record_count);
+                let at = out.len();
+                out.extend_from_slice(&e.payload);
+                set_base_offsets(&mut out[at..], e.base_offset);
+            }
+            broker.metrics.fetched(topic, records);
+            r.records = out.freeze();
+        }
+        Err(LogError::OffsetOutOfRange { .. }) => r.error = code::OFFSET_OUT_OF_RANGE,
+        Err(e) => {
+            tracing::warn!(topic, partition = index, "fetch failed: {e}");
+            r.error = code::KAFKA_STORAGE_ERROR;
+        }
+    }
+    r
+}
+
+/// Serves every partition once; returns the response, the record bytes in it, and
+/// whether another core was asked.
+async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool) {
     let mut budget = if req.max_bytes > 0 {
         req.max_bytes as usize
     } else {
         usize::MAX
     };
     let mut total = 0usize;
+    let mut remote = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let mut r = PartitionData::default()
-                .with_partition_index(p.partition)
-                .with_last_stable_offset(-1)
-                .with_high_watermark(-1)
-                .with_log_start_offset(-1);
-            let id = match broker.place(&t.topic.0, p.partition).owned() {
-                Ok(id) => id,
-                Err(code) => {
-                    partitions.push(r.with_error_code(code));
-                    continue;
-                }
-            };
-            let hw = broker.log.high_watermark(id).unwrap_or(0) as i64;
-            let start = broker.log.log_start_offset(id).unwrap_or(0) as i64;
-            r = r
-                .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
-                .with_log_start_offset(start);
             let max = (p.partition_max_bytes.max(0) as usize).min(budget);
-            if max == 0 || p.fetch_offset == hw {
-                partitions.push(r.with_records(Some(Bytes::new())));
-                continue;
-            }
-            if p.fetch_offset < 0 {
-                partitions.push(r.with_error_code(code::OFFSET_OUT_OF_RANGE));
-                continue;
-            }
-            match broker.log.read(id, p.fetch_offset as u64, max).await {
-                Ok(entries) => {
-                    let mut out = BytesMut::new();
-                    let mut records = 0u64;
-                    for e in entries {
-                        if !out.is_empty() && out.len() + e.payload.len() > max {
-                            break;
-                        }
-                        records += u64::from(e.record_count);
-                        let at = out.len();
-                        out.extend_from_slice(&e.payload);
-                        set_base_offsets(&mut out[at..], e.base_offset);
+            let read = match (broker.place(&t.topic.0, p.partition), broker.forwarder()) {
+                (Placement::Elsewhere(owner), Some(f)) => {
+                    remote = true;
+                    broker.metrics.forwarded();
+                    let req = forward::Request::Fetch {
+                        topic: t.topic.0.to_string(),
+                        index: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: max,
+                    };
+                    match f.call(owner, req).await {
+                        Some(forward::Reply::Fetch(r)) => r,
+                        _ => PartitionRead {
+                            error: code::NOT_LEADER_OR_FOLLOWER,
+                            high_watermark: -1,
+                            log_start: -1,
+                            ..Default::default()
+                        },
                     }
-                    broker.metrics.fetched(&t.topic.0, records);
-                    total += out.len();
-                    budget = budget.saturating_sub(out.len());
-                    partitions.push(r.with_records(Some(out.freeze())));
                 }
-                Err(LogError::OffsetOutOfRange { .. }) => {
-                    partitions.push(r.with_error_code(code::OFFSET_OUT_OF_RANGE));
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %t.topic.0.as_str(), partition = p.partition, "fetch failed: {e}");
-                    partitions.push(r.with_error_code(code::KAFKA_STORAGE_ERROR));
-                }
-            }
+                _ => read_partition(broker, &t.topic.0, p.partition, p.fetch_offset, max).await,
+            };
+            total += read.records.len();
+            budget = budget.saturating_sub(read.records.len());
+            partitions.push(
+                PartitionData::default()
+                    .with_partition_index(p.partition)
+                    .with_error_code(read.error)
+                    .with_high_watermark(read.high_watermark)
+                    .with_last_stable_offset(read.high_watermark)
+                    .with_log_start_offset(read.log_start)
+                    .with_records(Some(read.records)),
+            );
         }
         topics.push(
             FetchableTopicResponse::default()
@@ -109,7 +162,11 @@ async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize
                 .with_partitions(partitions),
         );
     }
-    (FetchResponse::default().with_responses(topics), total)
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        remote,
+    )
 }
 
 /// A log entry holds one or more batches with consecutive offsets from `base`.

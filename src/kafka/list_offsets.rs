@@ -1,7 +1,7 @@
 //! ListOffsets: earliest (-2), latest (-1), and by timestamp: the first batch whose
 //! max timestamp reaches the one asked for (offset -1 when none does).
 
-use super::{code, Broker};
+use super::{code, forward, Broker, Placement};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -16,18 +16,25 @@ pub async fn handle(broker: &Broker, req: &ListOffsetsRequest) -> ListOffsetsRes
     for t in &req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let r = ListOffsetsPartitionResponse::default()
-                .with_partition_index(p.partition_index)
-                .with_timestamp(-1);
-            partitions.push(match broker.place(&t.name.0, p.partition_index).owned() {
-                Ok(id) => match lookup(broker, id, p.timestamp).await {
-                    Ok((offset, ts)) => r.with_offset(offset).with_timestamp(ts),
-                    Err(e) => {
-                        tracing::warn!(topic = %t.name.0.as_str(), "list offsets failed: {e}");
-                        r.with_error_code(code::KAFKA_STORAGE_ERROR)
+            let (index, ts) = (p.partition_index, p.timestamp);
+            partitions.push(match (broker.place(&t.name.0, index), broker.forwarder()) {
+                (Placement::Elsewhere(owner), Some(f)) => {
+                    broker.metrics.forwarded();
+                    let req = forward::Request::ListOffsets {
+                        topic: t.name.0.to_string(),
+                        index,
+                        timestamp: ts,
+                    };
+                    match f.call(owner, req).await {
+                        Some(forward::Reply::ListOffsets(r)) => r,
+                        _ => ListOffsetsPartitionResponse::default()
+                            .with_partition_index(index)
+                            .with_timestamp(-1)
+                            .with_offset(-1)
+                            .with_error_code(code::NOT_LEADER_OR_FOLLOWER),
                     }
-                },
-                Err(code) => r.with_error_code(code),
+                }
+                _ => partition(broker, &t.name.0, index, ts).await,
             });
         }
         topics.push(
@@ -37,6 +44,28 @@ pub async fn handle(broker: &Broker, req: &ListOffsetsRequest) -> ListOffsetsRes
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// One partition's answer, on the core that owns it.
+pub async fn partition(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    timestamp: i64,
+) -> ListOffsetsPartitionResponse {
+    let r = ListOffsetsPartitionResponse::default()
+        .with_partition_index(index)
+        .with_timestamp(-1);
+    match broker.place(topic, index).owned() {
+        Ok(id) => match lookup(broker, id, timestamp).await {
+            Ok((offset, ts)) => r.with_offset(offset).with_timestamp(ts),
+            Err(e) => {
+                tracing::warn!(topic, "list offsets failed: {e}");
+                r.with_error_code(code::KAFKA_STORAGE_ERROR)
+            }
+        },
+        Err(code) => r.with_error_code(code),
+    }
 }
 
 /// (offset, timestamp) for a ListOffsets timestamp argument.

@@ -1,7 +1,8 @@
-//! Metadata: every core is a broker (node id = core index, port = base + index), and
-//! every partition's leader is the core that owns it.
+//! Metadata. Per-core brokers: every core is a broker (node id = core index, port =
+//! base + index) and every partition's leader is the core that owns it. Single port:
+//! one broker, node 0 on the shared port, leading every partition.
 
-use super::{code, Broker};
+use super::{code, Broker, Mode};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -11,7 +12,8 @@ use tidewater_shards::partition_owner;
 
 pub fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
     let shards = broker.table.shard_count();
-    let brokers = (0..shards)
+    let single = broker.mode == Mode::SinglePort;
+    let brokers = (0..if single { 1 } else { shards })
         .map(|s| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(s as i32))
@@ -39,7 +41,11 @@ pub fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
         };
         let partitions = (0..t.partitions)
             .map(|p| {
-                let leader = BrokerId(partition_owner(p, shards) as i32);
+                let leader = BrokerId(if single {
+                    0
+                } else {
+                    partition_owner(p, shards) as i32
+                });
                 MetadataResponsePartition::default()
                     .with_partition_index(p as i32)
                     .with_leader_id(leader)

@@ -2,12 +2,18 @@
 //! per API (`api_versions.rs`, `metadata.rs`, `produce.rs`, `fetch.rs`,
 //! `list_offsets.rs`).
 //!
-//! Per-core brokers: core `i` listens on `PORT + i` and Metadata names each core as
-//! its own broker (node id `i`) and each partition's leader as its owning core, so an
-//! unmodified client sends every partition's data straight to the core that owns it.
-//! A request for a partition another core owns gets NOT_LEADER_OR_FOLLOWER (the client
-//! refreshes its metadata). Requests on a connection are handled one at a time, so
-//! responses leave in request order.
+//! Per-core brokers (the default): core `i` listens on `PORT + i` and Metadata names
+//! each core as its own broker (node id `i`) and each partition's leader as its owning
+//! core, so an unmodified client sends every partition's data straight to the core
+//! that owns it. A request for a partition another core owns gets
+//! NOT_LEADER_OR_FOLLOWER (the client refreshes its metadata).
+//!
+//! Single port: every core listens on `PORT` (SO_REUSEPORT, the kernel spreads the
+//! connections), Metadata names one broker, and a core forwards the parts of a
+//! request that other cores own to them (`forward.rs`).
+//!
+//! Requests on a connection are handled one at a time, so responses leave in request
+//! order.
 //!
 //! Never: panics on what a client sends, appends part of a batch, or reads a request
 //! body larger than `request_bytes_max`. Codecs come from the `kafka-protocol` crate.
@@ -15,6 +21,7 @@
 mod api_versions;
 pub mod batch;
 mod fetch;
+pub mod forward;
 mod idempotence;
 mod init_producer_id;
 mod list_offsets;
@@ -90,14 +97,38 @@ pub struct Broker {
     pub producers: std::cell::RefCell<idempotence::Producers>,
     connections: Cell<usize>,
     pub metrics: crate::metrics::KafkaMetrics,
+    pub mode: Mode,
+    /// Single-port mode: the way to the other cores (set once connected).
+    forward: std::cell::OnceCell<forward::Forwarder>,
     /// The request memory budget, in bytes.
     memory: glommio::sync::Semaphore,
+}
+
+/// How clients reach the cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Core `i` is broker `i` on port + `i`.
+    PerCore,
+    /// One port on every core; other cores' partitions are forwarded.
+    SinglePort,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "per-core" => Ok(Mode::PerCore),
+            "single-port" => Ok(Mode::SinglePort),
+            other => Err(format!("kafka_mode {other:?}: use per-core or single-port")),
+        }
+    }
 }
 
 /// Where a (topic, partition) lives, seen from this core.
 pub enum Placement {
     Here(u32),
-    Elsewhere,
+    /// Owned by that core.
+    Elsewhere(u32),
     Unknown,
 }
 
@@ -106,7 +137,7 @@ impl Placement {
     pub fn owned(self) -> Result<u32, i16> {
         match self {
             Placement::Here(id) => Ok(id),
-            Placement::Elsewhere => Err(code::NOT_LEADER_OR_FOLLOWER),
+            Placement::Elsewhere(_) => Err(code::NOT_LEADER_OR_FOLLOWER),
             Placement::Unknown => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
         }
     }
@@ -117,8 +148,8 @@ impl Broker {
         shard: u32,
         table: PartitionTable,
         log: Rc<ShardLog>,
-        advertised_host: String,
-        base_port: u16,
+        // What Metadata tells clients: host, base port, and how cores are reached.
+        (advertised_host, base_port, mode): (String, u16, Mode),
         limits: Limits,
         metrics: crate::metrics::KafkaMetrics,
     ) -> Self {
@@ -143,6 +174,8 @@ impl Broker {
             producers: Default::default(),
             connections: Cell::new(0),
             metrics,
+            mode,
+            forward: std::cell::OnceCell::new(),
             memory: glommio::sync::Semaphore::new(limits.request_memory_bytes_max as u64),
         }
     }
@@ -157,10 +190,24 @@ impl Broker {
             .iter()
             .any(|t| t.name == topic && partition >= 0 && (partition as u32) < t.partitions);
         if known {
-            Placement::Elsewhere
+            Placement::Elsewhere(tidewater_shards::partition_owner(
+                partition as u32,
+                self.table.shard_count(),
+            ))
         } else {
             Placement::Unknown
         }
+    }
+
+    /// Single-port mode's way to the other cores, once connected.
+    pub fn forwarder(&self) -> Option<&forward::Forwarder> {
+        self.forward.get()
+    }
+
+    /// Connects the forwarding mesh (single-port mode), before the listener opens.
+    pub async fn connect_forwarding(self: &Rc<Self>, mail: forward::ForwardMail) {
+        let f = forward::start(self.clone(), mail).await;
+        let _ = self.forward.set(f);
     }
 
     pub fn port_of(&self, shard: u32) -> i32 {
@@ -221,7 +268,7 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: impl Fn() ->
 }
 
 /// Serves one connection: length-prefixed requests, answered in order.
-async fn connection(broker: &Broker, mut stream: TcpStream) -> Result<(), String> {
+async fn connection(broker: &Rc<Broker>, mut stream: TcpStream) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut len_buf = [0u8; 4];
     loop {
@@ -264,7 +311,7 @@ async fn connection(broker: &Broker, mut stream: TcpStream) -> Result<(), String
 
 /// Decodes one request, runs its handler, encodes the framed response. `Ok(None)`:
 /// nothing to send (acks=0). `Err`: the connection must close (the reason is logged).
-async fn handle(broker: &Broker, mut body: Bytes) -> Result<Option<BytesMut>, String> {
+async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Option<BytesMut>, String> {
     let key = body.clone().get_i16();
     let version = body.clone().slice(2..).get_i16();
     let Ok(api) = ApiKey::try_from(key) else {

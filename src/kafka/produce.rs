@@ -7,11 +7,12 @@
 
 use super::batch::{self, BatchError};
 use super::idempotence::{BatchId, Verdict};
-use super::{code, Broker};
+use super::{code, forward, Broker, Placement};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use std::rc::Rc;
 use tidewater_io::LogError;
 
 /// What the checks found in a partition's records.
@@ -73,95 +74,43 @@ fn error_code_of(e: &LogError) -> i16 {
     }
 }
 
-pub async fn handle(broker: &Broker, req: ProduceRequest) -> ProduceResponse {
+pub async fn handle(broker: &Rc<Broker>, req: ProduceRequest) -> ProduceResponse {
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
-        let mut pending = Vec::new();
-        let mut done = Vec::new();
+        // Every partition's part runs at once (here or on its owner), so they share
+        // group commits; the answers are collected in request order.
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
-            let r = PartitionProduceResponse::default()
-                .with_index(p.index)
-                .with_base_offset(-1)
-                .with_log_append_time_ms(-1);
-            let id = match broker.place(&name, p.index).owned() {
-                Ok(id) => id,
-                Err(code) => {
-                    done.push(r.with_error_code(code));
-                    continue;
-                }
-            };
             let records: Bytes = p.records.unwrap_or_default();
-            let c = match check_all(&records) {
-                Ok(v) => v,
-                Err((code, why)) => {
-                    tracing::info!(topic = %name, partition = p.index, "produce refused: {why}");
-                    done.push(
-                        r.with_error_code(code)
-                            .with_error_message(Some(StrBytes::from_string(why))),
-                    );
-                    continue;
+            let (b, name, index) = (broker.clone(), name.clone(), p.index);
+            parts.push(match broker.place(&name, index) {
+                Placement::Elsewhere(owner) if broker.forwarder().is_some() => {
+                    broker.metrics.forwarded();
+                    glommio::spawn_local(async move {
+                        let req = forward::Request::Produce {
+                            topic: name,
+                            index,
+                            records,
+                        };
+                        match b.forwarder().expect("checked").call(owner, req).await {
+                            Some(forward::Reply::Produce(r)) => r,
+                            _ => failed(
+                                index,
+                                code::NOT_LEADER_OR_FOLLOWER,
+                                "the owning core is not answering",
+                            ),
+                        }
+                    })
                 }
-            };
-            let batch_id = BatchId {
-                pid: c.producer_id,
-                epoch: c.epoch,
-                partition: id,
-                first: c.first_seq,
-                last: c.first_seq.wrapping_add(c.count as i32 - 1),
-            };
-            let verdict = broker.producers.borrow_mut().check(&batch_id);
-            match verdict {
-                Verdict::Append => {}
-                Verdict::Duplicate(offset) => {
-                    tracing::debug!(topic = %name, partition = p.index, offset, "duplicate batch answered, not appended");
-                    done.push(r.with_base_offset(offset as i64));
-                    continue;
+                _ => {
+                    glommio::spawn_local(async move { partition(&b, &name, index, records).await })
                 }
-                Verdict::Refuse(code, why) => {
-                    tracing::info!(topic = %name, partition = p.index, "produce refused: {why}");
-                    done.push(
-                        r.with_error_code(code)
-                            .with_error_message(Some(StrBytes::from_string(why))),
-                    );
-                    continue;
-                }
-            }
-            let log = broker.log.clone();
-            let (count, max_ts) = (c.count, c.max_ts);
-            let bytes = records.len() as u64;
-            let task = glommio::spawn_local(async move {
-                let started = std::time::Instant::now();
-                let res = log.append(id, &records, count, max_ts).await;
-                (
-                    res,
-                    log.log_start_offset(id).unwrap_or(0),
-                    started.elapsed(),
-                    count,
-                    bytes,
-                )
             });
-            pending.push((r, task, batch_id));
         }
-        for (r, task, batch_id) in pending {
-            let (res, start, took, count, bytes) = task.await;
-            done.push(match res {
-                Ok(a) => {
-                    broker.metrics.produced(&name, u64::from(count), bytes);
-                    broker.metrics.append_seconds.observe(took.as_secs_f64());
-                    broker
-                        .producers
-                        .borrow_mut()
-                        .appended(&batch_id, a.base_offset);
-                    r.with_base_offset(a.base_offset as i64)
-                        .with_log_start_offset(start as i64)
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %name, partition = r.index, "append failed: {e}");
-                    r.with_error_code(error_code_of(&e))
-                        .with_error_message(Some(StrBytes::from_string(e.to_string())))
-                }
-            });
+        let mut done = Vec::with_capacity(parts.len());
+        for part in parts {
+            done.push(part.await);
         }
         done.sort_by_key(|r| r.index);
         responses.push(
@@ -171,4 +120,85 @@ pub async fn handle(broker: &Broker, req: ProduceRequest) -> ProduceResponse {
         );
     }
     ProduceResponse::default().with_responses(responses)
+}
+
+fn failed(index: i32, code: i16, why: &str) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_error_code(code)
+        .with_error_message(Some(StrBytes::from_string(why.to_string())))
+}
+
+/// One partition's records on the core that owns it: checked whole, checked for a
+/// retried idempotent batch, appended as one log entry, answered once durable.
+pub async fn partition(
+    broker: &Broker,
+    name: &str,
+    index: i32,
+    records: Bytes,
+) -> PartitionProduceResponse {
+    let r = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1);
+    let id = match broker.place(name, index).owned() {
+        Ok(id) => id,
+        Err(code) => return r.with_error_code(code),
+    };
+    let c = match check_all(&records) {
+        Ok(v) => v,
+        Err((code, why)) => {
+            tracing::info!(topic = %name, partition = index, "produce refused: {why}");
+            return r
+                .with_error_code(code)
+                .with_error_message(Some(StrBytes::from_string(why)));
+        }
+    };
+    let batch_id = BatchId {
+        pid: c.producer_id,
+        epoch: c.epoch,
+        partition: id,
+        first: c.first_seq,
+        last: c.first_seq.wrapping_add(c.count as i32 - 1),
+    };
+    let verdict = broker.producers.borrow_mut().check(&batch_id);
+    match verdict {
+        Verdict::Append => {}
+        Verdict::Duplicate(offset) => {
+            tracing::debug!(topic = %name, partition = index, offset, "duplicate batch answered, not appended");
+            return r.with_base_offset(offset as i64);
+        }
+        Verdict::Refuse(code, why) => {
+            tracing::info!(topic = %name, partition = index, "produce refused: {why}");
+            return r
+                .with_error_code(code)
+                .with_error_message(Some(StrBytes::from_string(why)));
+        }
+    }
+    let started = std::time::Instant::now();
+    match broker.log.append(id, &records, c.count, c.max_ts).await {
+        Ok(a) => {
+            broker
+                .metrics
+                .produced(name, u64::from(c.count), records.len() as u64);
+            broker
+                .metrics
+                .append_seconds
+                .observe(started.elapsed().as_secs_f64());
+            broker
+                .producers
+                .borrow_mut()
+                .appended(&batch_id, a.base_offset);
+            let start = broker.log.log_start_offset(id).unwrap_or(0);
+            r.with_base_offset(a.base_offset as i64)
+                .with_log_start_offset(start as i64)
+        }
+        Err(e) => {
+            tracing::warn!(topic = %name, partition = index, "append failed: {e}");
+            r.with_error_code(error_code_of(&e))
+                .with_error_message(Some(StrBytes::from_string(e.to_string())))
+        }
+    }
 }
