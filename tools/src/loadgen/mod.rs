@@ -8,6 +8,7 @@
 //! is measured per request, from send to response, and applies to every event in it.
 //! Reproducible: the same `--seed` gives the same events in the same order.
 
+pub mod batch;
 pub mod event;
 pub use tidewater_shards::partitioner;
 
@@ -412,6 +413,10 @@ fn connection(
     let mut cursors = vec![0usize; plan.partitions.len()];
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut req_windows: Vec<(i64, u64)> = Vec::new();
+    // Uncompressed batches are written directly (see batch.rs); compressed ones go
+    // through kafka-protocol's encoder.
+    let plain = matches!(opts.compression, Compression::None);
+    let mut writer = batch::BatchWriter::new(opts.batch_events as usize * 340 + 64);
     let mut correlation = 0i32;
     let mut value = Vec::with_capacity(320);
     let mut key = Vec::with_capacity(16);
@@ -440,7 +445,9 @@ fn connection(
         let ts_now =
             origin_ms + (started.elapsed().as_secs_f64() * 1000.0 * opts.time_scale) as i64;
         for (pi, (partition, devices)) in plan.partitions.iter().enumerate() {
-            let mut records = Vec::with_capacity(opts.batch_events as usize);
+            let mut records =
+                Vec::with_capacity(if plain { 0 } else { opts.batch_events as usize });
+            writer.clear();
             for _ in 0..opts.batch_events {
                 let device = devices[cursors[pi] % devices.len()];
                 cursors[pi] += 1;
@@ -470,16 +477,25 @@ fn connection(
                 };
                 event::encode(&reading, &mut value);
                 event::device_key(device, &mut key);
-                records.push(record(&key, &value, ts, records.len() as i64));
+                if plain {
+                    writer.push(&key, &value, ts);
+                } else {
+                    records.push(record(&key, &value, ts, records.len() as i64));
+                }
             }
-            let mut batch = BytesMut::new();
-            RecordBatchEncoder::encode(&mut batch, &records, &encode_options)
-                .map_err(|e| io_err(format!("encoding a record batch: {e}")))?;
-            in_request += records.len() as u64;
+            let batch = if plain {
+                Bytes::copy_from_slice(writer.finish())
+            } else {
+                let mut batch = BytesMut::new();
+                RecordBatchEncoder::encode(&mut batch, &records, &encode_options)
+                    .map_err(|e| io_err(format!("encoding a record batch: {e}")))?;
+                batch.freeze()
+            };
+            in_request += u64::from(opts.batch_events);
             partition_data.push(
                 PartitionProduceData::default()
                     .with_index(*partition as i32)
-                    .with_records(Some(batch.freeze())),
+                    .with_records(Some(batch)),
             );
         }
         let req = ProduceRequest::default()
