@@ -86,6 +86,8 @@ pub struct FileConfig {
     pub fetch_wait_ms_max: Option<u64>,
     pub admin_addr: Option<String>,
     pub kafka_mode: Option<String>,
+    pub auto_create_topics: Option<bool>,
+    pub default_partitions: Option<u32>,
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
     #[serde(default)]
@@ -215,6 +217,8 @@ pub struct Settings {
     /// Where /metrics and /health are served.
     pub admin_addr: std::net::SocketAddr,
     pub kafka_mode: crate::kafka::Mode,
+    pub auto_create_topics: bool,
+    pub default_partitions: Option<u32>,
 }
 
 /// Kafka front-end flags (the file has the same keys).
@@ -245,6 +249,13 @@ pub struct KafkaFlags {
     /// other cores' partitions forwarded); default per-core.
     #[arg(long)]
     pub kafka_mode: Option<String>,
+    /// Create unknown topics clients ask for in Metadata (default false).
+    #[arg(long)]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics and of CreateTopics asking for the default
+    /// (default: one per core).
+    #[arg(long)]
+    pub default_partitions: Option<u32>,
 }
 
 impl Settings {
@@ -393,7 +404,16 @@ impl Settings {
             .or(file.kafka_mode)
             .map_or(Ok(crate::kafka::Mode::PerCore), |m| m.parse())
             .map_err(anyhow::Error::msg)?;
+        let default_partitions = kafka.default_partitions.or(file.default_partitions);
+        if default_partitions.is_some_and(|p| p == 0 || p > 10_000) {
+            bail!("default_partitions must be between 1 and 10000");
+        }
         Ok(Settings {
+            auto_create_topics: kafka
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(false),
+            default_partitions,
             kafka_mode,
             admin_addr,
             data_dir,

@@ -218,7 +218,7 @@ impl Metrics {
 /// The front end's handles on one core.
 pub struct KafkaMetrics {
     pub shard: String,
-    topics: HashMap<String, (Counter, Counter, Counter)>,
+    topics: std::cell::RefCell<HashMap<String, (Counter, Counter, Counter)>>,
     requests: std::cell::RefCell<HashMap<&'static str, Histogram>>,
     pub append_seconds: Histogram,
     pub connections: Gauge,
@@ -231,22 +231,12 @@ impl KafkaMetrics {
         let s = shard.to_string();
         let topics = topics
             .iter()
-            .map(|t| {
-                let l = labels(&[("shard", &s), ("topic", t)]);
-                (
-                    t.clone(),
-                    (
-                        m.records_in.get_or_create(&l).clone(),
-                        m.bytes_in.get_or_create(&l).clone(),
-                        m.records_out.get_or_create(&l).clone(),
-                    ),
-                )
-            })
+            .map(|t| (t.clone(), topic_series(m, &s, t)))
             .collect();
         let l = labels(&[("shard", &s)]);
         KafkaMetrics {
+            topics: std::cell::RefCell::new(topics),
             forwards: m.cross_core_forwards.get_or_create(&l).clone(),
-            topics,
             requests: Default::default(),
             append_seconds: m.append_seconds.get_or_create(&l).clone(),
             connections: m.connections.get_or_create(&l).clone(),
@@ -255,8 +245,16 @@ impl KafkaMetrics {
         }
     }
 
+    /// Series for a topic created at run time.
+    pub fn add_topic(&self, topic: &str) {
+        self.topics
+            .borrow_mut()
+            .entry(topic.to_string())
+            .or_insert_with(|| topic_series(&self.metrics, &self.shard, topic));
+    }
+
     pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
-        if let Some((r, b, _)) = self.topics.get(topic) {
+        if let Some((r, b, _)) = self.topics.borrow().get(topic) {
             r.inc_by(records);
             b.inc_by(bytes);
         }
@@ -268,7 +266,7 @@ impl KafkaMetrics {
     }
 
     pub fn fetched(&self, topic: &str, records: u64) {
-        if let Some((_, _, o)) = self.topics.get(topic) {
+        if let Some((_, _, o)) = self.topics.borrow().get(topic) {
             o.inc_by(records);
         }
     }
@@ -284,6 +282,15 @@ impl KafkaMetrics {
             })
             .observe(seconds);
     }
+}
+
+fn topic_series(m: &Metrics, shard: &str, topic: &str) -> (Counter, Counter, Counter) {
+    let l = labels(&[("shard", shard), ("topic", topic)]);
+    (
+        m.records_in.get_or_create(&l).clone(),
+        m.bytes_in.get_or_create(&l).clone(),
+        m.records_out.get_or_create(&l).clone(),
+    )
 }
 
 /// Copies a monotonic per-core count into a counter.

@@ -27,6 +27,7 @@ pub const EXIT_STORAGE_FAULT: i32 = 3;
 /// glommio's registered I/O memory per core.
 const IO_MEMORY_BYTES: usize = 64 << 20;
 const CLUSTER_META: &str = "tidewater.meta";
+const TOPICS_FILE: &str = "topics.json";
 
 /// What a core's Kafka front end needs to start.
 struct FrontEnd {
@@ -36,8 +37,9 @@ struct FrontEnd {
     base_port: u16,
     limits: kafka::Limits,
     mode: kafka::Mode,
-    /// Single-port mode: this core's ends of the forwarding mesh.
+    /// This core's ends of the mesh between the cores' front ends.
     forwarding: Option<kafka::forward::ForwardMail>,
+    topics: kafka::TopicPolicy,
 }
 
 /// How one core ended.
@@ -62,7 +64,26 @@ pub fn serve(settings: Settings) -> Result<i32> {
         );
     }
     check_shard_count(&settings.data_dir, shard_count)?;
-    let topics = with_job_topics(&settings.topics, &settings.jobs, shard_count)?;
+    // Topics created at run time (CreateTopics) are recorded beside tidewater.meta.
+    let topics_file = settings.data_dir.join(TOPICS_FILE);
+    let mut declared = settings.topics.clone();
+    for t in kafka::create_topics::recorded(&topics_file).map_err(anyhow::Error::msg)? {
+        match declared.iter().find(|d| d.name == t.name) {
+            Some(d) if d.partitions != t.partitions => bail!(
+                "topic {:?} is declared with {} partitions but was created with {} ({}); make them agree",
+                t.name,
+                d.partitions,
+                t.partitions,
+                topics_file.display()
+            ),
+            Some(_) => {}
+            None => declared.push(Topic {
+                name: t.name,
+                partitions: t.partitions,
+            }),
+        }
+    }
+    let topics = with_job_topics(&declared, &settings.jobs, shard_count)?;
     let table = PartitionTable::new(shard_count, topics);
     // Each job's mailboxes, core by core.
     let mut meshes: Vec<std::collections::VecDeque<pipeline::CoreMail>> = settings
@@ -70,10 +91,14 @@ pub fn serve(settings: Settings) -> Result<i32> {
         .iter()
         .map(|_| pipeline::mesh(shard_count).into())
         .collect();
-    let mut forwarding: std::collections::VecDeque<kafka::forward::ForwardMail> = if single_port {
-        kafka::forward::mesh(shard_count).into()
-    } else {
-        Default::default()
+    let mut forwarding: std::collections::VecDeque<kafka::forward::ForwardMail> =
+        kafka::forward::mesh(shard_count).into();
+    let topic_policy = kafka::TopicPolicy {
+        file: Some(topics_file.clone()),
+        auto_create_partitions: settings
+            .auto_create_topics
+            .then(|| settings.default_partitions.unwrap_or(shard_count)),
+        default_partitions: settings.default_partitions.unwrap_or(shard_count),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
@@ -123,6 +148,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             ),
             mode: settings.kafka_mode,
             forwarding: forwarding.pop_front(),
+            topics: topic_policy.clone(),
             advertised_host: settings.advertised_host.clone(),
             base_port: settings.kafka_addr.port(),
             limits: settings.kafka_limits,
@@ -237,6 +263,7 @@ async fn run_shard(
         (front.advertised_host, front.base_port, front.mode),
         front.limits,
         KafkaMetrics::new(&metrics, shard, &topic_names),
+        front.topics,
     ));
     if let Some(mail) = front.forwarding {
         broker.connect_forwarding(mail).await;

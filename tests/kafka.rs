@@ -474,3 +474,68 @@ fn an_oversized_request_closes_its_connection_only() {
     assert!(ok, "{err}");
     assert_eq!(consume(&broker, "events", "%s\n"), "small\n");
 }
+
+#[test]
+fn create_topics_creates_on_every_core_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = |extra: &'static [&'static str]| {
+        let mut a = vec![
+            "--cores".to_string(),
+            "2".to_string(),
+            "--data-dir".to_string(),
+            data.to_str().unwrap().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let a = args(&[]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (mut child, port, _) = common::serve(&a);
+    let broker = format!("127.0.0.1:{port}");
+    let (ok, out) = common::python("create_topics.py", &[&broker, "made-at-runtime", "5"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "{out}");
+    // After a restart the topic is still there, with its records.
+    let (mut child, port, _) = common::serve(&a);
+    let broker = format!("127.0.0.1:{port}");
+    let (ok, out, err) = kcat(&["-L", "-b", &broker, "-t", "made-at-runtime"], None);
+    assert!(ok && out.contains("5 partitions"), "{out} {err}");
+    let records = consume(&broker, "made-at-runtime", "%s\n");
+    assert_eq!(records.lines().count(), 300, "{records}");
+    // Unknown topics stay unknown: auto-creation is off by default.
+    let (_, out, _) = kcat(&["-L", "-b", &broker, "-t", "not-made"], None);
+    assert!(out.contains("Unknown topic"), "{out}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn auto_creation_when_enabled_makes_unknown_topics_on_first_use() {
+    let s = start_with(
+        "2",
+        1,
+        &["--auto-create-topics", "true", "--default-partitions", "3"],
+    );
+    let broker = format!("127.0.0.1:{}", s.port);
+    let (ok, _, err) = kcat(
+        &[
+            "-P",
+            "-b",
+            &broker,
+            "-t",
+            "born-on-produce",
+            "-X",
+            "acks=all",
+        ],
+        Some("one\ntwo\nthree\n"),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = kcat(&["-L", "-b", &broker, "-t", "born-on-produce"], None);
+    assert!(ok && out.contains("3 partitions"), "{out} {err}");
+    let got = consume(&broker, "born-on-produce", "%s\n");
+    let mut lines: Vec<&str> = got.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, vec!["one", "three", "two"]);
+}

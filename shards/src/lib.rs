@@ -57,6 +57,19 @@ impl PartitionTable {
         &self.topics
     }
 
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+
+    /// Adds a topic created at run time (CreateTopics); false if it exists.
+    pub fn add_topic(&mut self, topic: Topic) -> bool {
+        if self.topic(&topic.name).is_some() {
+            return false;
+        }
+        self.topics.push(topic);
+        true
+    }
+
     /// The (topic, partition) pairs owned by `shard`, in topic then partition order.
     pub fn owned_by(&self, shard: u32) -> Vec<(&str, u32)> {
         self.topics

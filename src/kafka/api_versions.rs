@@ -13,6 +13,7 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::Fetch => Some((4, 12)),
         ApiKey::ListOffsets => Some((1, 7)),
         ApiKey::InitProducerId => Some((0, 4)),
+        ApiKey::CreateTopics => Some((0, 7)),
         _ => None,
     }
 }
@@ -25,6 +26,7 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
         ApiKey::Metadata,
         ApiKey::ApiVersions,
         ApiKey::InitProducerId,
+        ApiKey::CreateTopics,
     ];
     let api_keys = keys
         .iter()

@@ -1,6 +1,8 @@
-//! Single-port mode: one port, a SO_REUSEPORT listener on every core, and requests
-//! for partitions another core owns forwarded to that core through SPSC mailboxes
-//! (glommio shared channels, one request and one answer channel per pair of cores).
+//! The front end's way between cores: SPSC mailboxes (glommio shared channels, one
+//! request and one answer channel per pair of cores). Topic creation uses it in both
+//! modes (core 0 coordinates, every core creates its partitions). In single-port mode
+//! (one port, a SO_REUSEPORT listener on every core) requests for partitions another
+//! core owns are forwarded through it to that core.
 //!
 //! Forwarding is per partition: the receiving core splits a request, runs its own
 //! partitions, sends each other partition's part to its owner, and assembles the
@@ -44,6 +46,10 @@ pub enum Request {
         index: i32,
         timestamp: i64,
     },
+    /// To core 0: create this topic on every core.
+    CreateTopic { name: String, partitions: u32 },
+    /// To each core: create your partitions of this topic.
+    AddTopic { name: String, partitions: u32 },
 }
 
 /// What the owner answers.
@@ -52,6 +58,8 @@ pub enum Reply {
     Produce(PartitionProduceResponse),
     Fetch(super::fetch::PartitionRead),
     ListOffsets(ListOffsetsPartitionResponse),
+    /// Done, or the Kafka error code and why not.
+    Admin(Result<(), (i16, String)>),
 }
 
 pub struct Envelope {
@@ -211,6 +219,14 @@ async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
             timestamp,
         } => Reply::ListOffsets(
             super::list_offsets::partition(broker, &topic, index, timestamp).await,
+        ),
+        Request::CreateTopic { name, partitions } => {
+            Reply::Admin(super::create_topics::coordinate(broker, &name, partitions).await)
+        }
+        Request::AddTopic { name, partitions } => Reply::Admin(
+            broker
+                .add_topic(&name, partitions)
+                .map_err(|e| (super::code::KAFKA_STORAGE_ERROR, e)),
         ),
     }
 }

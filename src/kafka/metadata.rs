@@ -10,8 +10,24 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use tidewater_shards::partition_owner;
 
-pub fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
-    let shards = broker.table.shard_count();
+pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
+    // Unknown topics asked for by name are created first when auto-creation is on
+    // (and the client allows it, v4+).
+    if let (Some(partitions), Some(topics)) = (broker.topics.auto_create_partitions, &req.topics) {
+        if req.allow_auto_topic_creation {
+            for t in topics.iter().filter_map(|t| t.name.as_ref()) {
+                if broker.table().topic(&t.0).is_none() {
+                    if let Err((code, why)) =
+                        super::create_topics::create(broker, &t.0, partitions).await
+                    {
+                        tracing::info!(topic = %t.0.as_str(), code, "auto-creation refused: {why}");
+                    }
+                }
+            }
+        }
+    }
+    let table = broker.table();
+    let shards = table.shard_count();
     let single = broker.mode == Mode::SinglePort;
     let brokers = (0..if single { 1 } else { shards })
         .map(|s| {
@@ -27,7 +43,7 @@ pub fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
             .collect()
     });
     let mut topics = Vec::new();
-    let declared = broker.table.topics();
+    let declared = table.topics();
     let names: Vec<String> = match &wanted {
         Some(w) => w.clone(),
         None => declared.iter().map(|t| t.name.clone()).collect(),

@@ -20,6 +20,7 @@
 
 mod api_versions;
 pub mod batch;
+pub mod create_topics;
 mod fetch;
 pub mod forward;
 mod idempotence;
@@ -33,7 +34,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use tidewater_io::ShardLog;
@@ -54,6 +55,12 @@ pub mod code {
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
     pub const INVALID_RECORD: i16 = 87;
 }
 
@@ -86,22 +93,40 @@ impl Default for Limits {
 /// What one core's front end serves.
 pub struct Broker {
     pub shard: u32,
-    pub table: PartitionTable,
+    /// Every topic and its partitions; grows when CreateTopics adds one.
+    table: RefCell<PartitionTable>,
     pub log: Rc<ShardLog>,
     pub advertised_host: String,
     pub base_port: u16,
     pub limits: Limits,
     /// (topic, partition) -> the log's partition id, for partitions this core owns.
-    pub partitions: HashMap<(String, i32), u32>,
+    partitions: RefCell<HashMap<(String, i32), u32>>,
+    /// Topics created at run time, and when set, unknown topics too.
+    pub topics: TopicPolicy,
+    /// One topic creation at a time (on core 0, which coordinates them).
+    creating: glommio::sync::Semaphore,
     /// Idempotent producers' sequence state for this core's partitions.
     pub producers: std::cell::RefCell<idempotence::Producers>,
     connections: Cell<usize>,
     pub metrics: crate::metrics::KafkaMetrics,
     pub mode: Mode,
-    /// Single-port mode: the way to the other cores (set once connected).
+    /// The way to the other cores (set once connected): topic creation in both
+    /// modes, and the parts of requests other cores own in single-port mode.
     forward: std::cell::OnceCell<forward::Forwarder>,
     /// The request memory budget, in bytes.
     memory: glommio::sync::Semaphore,
+}
+
+/// What the front end does about topics that are not declared.
+#[derive(Clone, Debug, Default)]
+pub struct TopicPolicy {
+    /// Where topics created at run time are recorded (they survive restarts).
+    pub file: Option<std::path::PathBuf>,
+    /// Create unknown topics a client asks for in Metadata, with this many
+    /// partitions (`None`: off, the default).
+    pub auto_create_partitions: Option<u32>,
+    /// Partitions of a CreateTopics that asks for the default (-1).
+    pub default_partitions: u32,
 }
 
 /// How clients reach the cores.
@@ -152,6 +177,7 @@ impl Broker {
         (advertised_host, base_port, mode): (String, u16, Mode),
         limits: Limits,
         metrics: crate::metrics::KafkaMetrics,
+        topics: TopicPolicy,
     ) -> Self {
         assert!(
             limits.request_bytes_max <= limits.request_memory_bytes_max,
@@ -165,12 +191,14 @@ impl Broker {
         }
         Broker {
             shard,
-            table,
+            table: RefCell::new(table),
             log,
             advertised_host,
             base_port,
             limits,
-            partitions,
+            partitions: RefCell::new(partitions),
+            topics,
+            creating: glommio::sync::Semaphore::new(1),
             producers: Default::default(),
             connections: Cell::new(0),
             metrics,
@@ -181,30 +209,72 @@ impl Broker {
     }
 
     pub fn place(&self, topic: &str, partition: i32) -> Placement {
-        if let Some(&id) = self.partitions.get(&(topic.to_string(), partition)) {
+        if let Some(&id) = self
+            .partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+        {
             return Placement::Here(id);
         }
-        let known = self
-            .table
-            .topics()
-            .iter()
-            .any(|t| t.name == topic && partition >= 0 && (partition as u32) < t.partitions);
+        let table = self.table.borrow();
+        let known = table
+            .topic(topic)
+            .is_some_and(|t| partition >= 0 && (partition as u32) < t.partitions);
         if known {
             Placement::Elsewhere(tidewater_shards::partition_owner(
                 partition as u32,
-                self.table.shard_count(),
+                table.shard_count(),
             ))
         } else {
             Placement::Unknown
         }
     }
 
-    /// Single-port mode's way to the other cores, once connected.
+    /// The partition table as it is now.
+    pub fn table(&self) -> std::cell::Ref<'_, PartitionTable> {
+        self.table.borrow()
+    }
+
+    /// Single-port mode's way to the other cores' partitions.
     pub fn forwarder(&self) -> Option<&forward::Forwarder> {
+        (self.mode == Mode::SinglePort)
+            .then(|| self.forward.get())
+            .flatten()
+    }
+
+    /// The way to the other cores for topic creation.
+    pub fn control(&self) -> Option<&forward::Forwarder> {
         self.forward.get()
     }
 
-    /// Connects the forwarding mesh (single-port mode), before the listener opens.
+    /// Creates this core's partitions of a new topic and makes the topic known here.
+    pub fn add_topic(&self, name: &str, partitions: u32) -> Result<(), String> {
+        let shards = self.table.borrow().shard_count();
+        for p in
+            (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
+        {
+            let id = self
+                .log
+                .create_partition(&partition_name(name, p))
+                .map_err(|e| {
+                    format!(
+                        "core {}: cannot create partition {p} of {name}: {e}",
+                        self.shard
+                    )
+                })?;
+            self.partitions
+                .borrow_mut()
+                .insert((name.to_string(), p as i32), id);
+        }
+        self.table.borrow_mut().add_topic(tidewater_shards::Topic {
+            name: name.to_string(),
+            partitions,
+        });
+        self.metrics.add_topic(name);
+        Ok(())
+    }
+
+    /// Connects the mesh to the other cores, before the listener opens.
     pub async fn connect_forwarding(self: &Rc<Self>, mail: forward::ForwardMail) {
         let f = forward::start(self.clone(), mail).await;
         let _ = self.forward.set(f);
@@ -344,7 +414,7 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Option<BytesMut>
         ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(code::NONE)),
         ApiKey::Metadata => {
             let req = decode!(m::MetadataRequest);
-            frame(api, version, cid, &metadata::handle(broker, &req))
+            frame(api, version, cid, &metadata::handle(broker, &req).await)
         }
         ApiKey::Produce => {
             let req = decode!(m::ProduceRequest);
@@ -366,6 +436,15 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Option<BytesMut>
         ApiKey::InitProducerId => {
             let req = decode!(m::InitProducerIdRequest);
             frame(api, version, cid, &init_producer_id::handle(&req))
+        }
+        ApiKey::CreateTopics => {
+            let req = decode!(m::CreateTopicsRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &create_topics::handle(broker, &req).await,
+            )
         }
         other => Err(format!("{other:?} is not implemented")),
     }

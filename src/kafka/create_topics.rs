@@ -1,0 +1,194 @@
+//! CreateTopics, and the auto-creation Metadata asks for: core 0 coordinates, one
+//! topic at a time; every core creates the partitions it owns (`p % cores`); the
+//! topic is then recorded in the data directory (`topics.json`) so it exists after a
+//! restart. Replication factor is 1 (one machine); per-topic configs and manual
+//! replica assignments are refused with their error codes rather than ignored.
+
+use super::{code, forward, Broker};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+use std::path::Path;
+
+/// Most partitions one topic may have.
+pub const PARTITIONS_MAX: u32 = 10_000;
+
+pub async fn handle(broker: &Broker, req: &CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let name = t.name.0.as_str();
+        let r = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let partitions = if t.num_partitions == -1 {
+            broker.topics.default_partitions
+        } else {
+            t.num_partitions.max(0) as u32
+        };
+        let checked = if t.replication_factor != -1 && t.replication_factor != 1 {
+            Err((
+                code::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {}: one machine keeps one copy (use 1)",
+                    t.replication_factor
+                ),
+            ))
+        } else if !t.assignments.is_empty() {
+            Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                "partitions are placed by the server (partition p on core p % cores)".to_string(),
+            ))
+        } else if !t.configs.is_empty() {
+            Err((
+                code::INVALID_CONFIG,
+                "per-topic configs are not supported; retention and limits are server settings"
+                    .to_string(),
+            ))
+        } else {
+            validate(name, partitions)
+        };
+        let res = match checked {
+            Err(e) => Err(e),
+            Ok(()) if req.validate_only => match broker.table().topic(name) {
+                Some(_) => Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} exists"))),
+                None => Ok(()),
+            },
+            Ok(()) => create(broker, name, partitions).await,
+        };
+        results.push(match res {
+            Ok(()) => r
+                .with_num_partitions(partitions as i32)
+                .with_replication_factor(1),
+            Err((code, why)) => {
+                tracing::info!(topic = name, code, "topic not created: {why}");
+                r.with_error_code(code)
+                    .with_error_message(Some(StrBytes::from_string(why)))
+            }
+        });
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn validate(name: &str, partitions: u32) -> Result<(), (i16, String)> {
+    if partitions == 0 || partitions > PARTITIONS_MAX {
+        return Err((
+            code::INVALID_PARTITIONS,
+            format!("{partitions} partitions: use 1 to {PARTITIONS_MAX}"),
+        ));
+    }
+    let probe = tidewater_shards::partition_name(name, partitions - 1);
+    if !tidewater_io::ledger::valid_partition_name(&probe) {
+        return Err((
+            code::INVALID_TOPIC_EXCEPTION,
+            format!(
+                "topic name {name:?}: 1-200 characters of [A-Za-z0-9._-], not starting with a dot"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a topic on every core (through core 0).
+pub async fn create(broker: &Broker, name: &str, partitions: u32) -> Result<(), (i16, String)> {
+    validate(name, partitions)?;
+    if broker.shard == 0 {
+        return coordinate(broker, name, partitions).await;
+    }
+    let req = forward::Request::CreateTopic {
+        name: name.to_string(),
+        partitions,
+    };
+    match broker.control().map(|c| c.call(0, req)) {
+        Some(call) => match call.await {
+            Some(forward::Reply::Admin(r)) => r,
+            _ => Err((code::KAFKA_STORAGE_ERROR, "core 0 is not answering".into())),
+        },
+        None => Err((
+            code::KAFKA_STORAGE_ERROR,
+            "the cores are not connected yet".into(),
+        )),
+    }
+}
+
+/// On core 0: one creation at a time, every core's partitions, then the record.
+pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<(), (i16, String)> {
+    let _one_at_a_time = broker
+        .creating
+        .acquire_permit(1)
+        .await
+        .map_err(|e| (code::KAFKA_STORAGE_ERROR, e.to_string()))?;
+    if broker.table().topic(name).is_some() {
+        return Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} exists")));
+    }
+    let shards = broker.table().shard_count();
+    for core in 0..shards {
+        let res = if core == broker.shard {
+            broker
+                .add_topic(name, partitions)
+                .map_err(|e| (code::KAFKA_STORAGE_ERROR, e))
+        } else {
+            let req = forward::Request::AddTopic {
+                name: name.to_string(),
+                partitions,
+            };
+            match broker.control().map(|c| c.call(core, req)) {
+                Some(call) => match call.await {
+                    Some(forward::Reply::Admin(r)) => r,
+                    _ => Err((
+                        code::KAFKA_STORAGE_ERROR,
+                        format!("core {core} is not answering"),
+                    )),
+                },
+                None => Err((
+                    code::KAFKA_STORAGE_ERROR,
+                    "the cores are not connected yet".into(),
+                )),
+            }
+        };
+        res?;
+    }
+    if let Some(file) = &broker.topics.file {
+        record(file, name, partitions).map_err(|e| (code::KAFKA_STORAGE_ERROR, e))?;
+    }
+    tracing::info!(topic = name, partitions, "topic created");
+    Ok(())
+}
+
+/// A topic created at run time, as `topics.json` records it.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub name: String,
+    pub partitions: u32,
+}
+
+/// The topics recorded in `file` (none when it does not exist).
+pub fn recorded(file: &Path) -> Result<Vec<Recorded>, String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a topics file: {e}", file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+    }
+}
+
+/// Adds a topic to `file`: written whole under a temporary name, synced, renamed.
+fn record(file: &Path, name: &str, partitions: u32) -> Result<(), String> {
+    let mut all = recorded(file)?;
+    all.push(Recorded {
+        name: name.to_string(),
+        partitions,
+    });
+    let tmp = file.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
+    let write = || -> std::io::Result<()> {
+        std::fs::write(&tmp, text.as_bytes())?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        if let Some(dir) = file.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| format!("cannot record the topic in {}: {e}", file.display()))
+}
