@@ -88,6 +88,10 @@ pub struct Metrics {
     sink_retries: Family<Labels, Counter>,
     sink_queue: Family<Labels, Gauge>,
     sink_fire_seconds: Hist,
+    checkpoint_seconds: Hist,
+    alignment_seconds: Hist,
+    checkpoint_bytes: Family<Labels, Gauge>,
+    checkpoint_last_id: Family<Labels, Gauge>,
     /// Cores that finished starting; the server is healthy when all did.
     pub ready_cores: AtomicUsize,
     pub cores: usize,
@@ -197,6 +201,21 @@ impl Metrics {
                 "sink_fire_latency_seconds",
                 "From the watermark passing a window's end to its rows in the sink",
                 fire_buckets
+            ),
+            checkpoint_seconds: fam!(
+                "checkpoint_duration_seconds",
+                "From a core's checkpoint barrier to its part written and synced",
+                fire_buckets
+            ),
+            alignment_seconds: fam!(
+                "checkpoint_alignment_seconds",
+                "Part of a checkpoint spent waiting for the other cores' barriers",
+                fire_buckets
+            ),
+            checkpoint_bytes: fam!("checkpoint_bytes", "Size of the core's last checkpoint part"),
+            checkpoint_last_id: fam!(
+                "checkpoint_last_id",
+                "Last checkpoint id: complete (core 0) or written (other cores)"
             ),
             registry: r,
             ready_cores: AtomicUsize::new(0),
@@ -424,6 +443,23 @@ fn sync_job(m: &Metrics, shard: &str, j: &mut JobSeries, now_ms: i64) {
     m.job_failed
         .get_or_create(&l)
         .set(i64::from(st.failed.borrow().is_some()));
+    m.checkpoint_bytes
+        .get_or_create(&l)
+        .set(st.checkpoint_bytes.get() as i64);
+    let last = if shard == "0" {
+        st.checkpoint_complete.get()
+    } else {
+        st.checkpoint_part.get()
+    };
+    m.checkpoint_last_id.get_or_create(&l).set(last as i64);
+    let h = m.checkpoint_seconds.get_or_create(&l);
+    for us in st.checkpoint_us.borrow_mut().drain(..) {
+        h.observe(us as f64 / 1e6);
+    }
+    let h = m.alignment_seconds.get_or_create(&l);
+    for us in st.alignment_us.borrow_mut().drain(..) {
+        h.observe(us as f64 / 1e6);
+    }
     for &(p, lag) in st.lag.borrow().iter() {
         let pl = labels(&[
             ("shard", shard),

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tidewater_io::ShardLog;
+use tidewater_shards::pipeline::checkpoint;
 use tidewater_shards::pipeline::spec::{Job, SinkConfig};
 use tidewater_shards::pipeline::window::Layout;
 use tidewater_shards::{partition_name, pipeline, sink, PartitionTable, Topic};
@@ -84,6 +85,26 @@ pub fn serve(settings: Settings) -> Result<i32> {
         }
     }
     let topics = with_job_topics(&declared, &settings.jobs, shard_count)?;
+    // Each job resumes from its newest complete checkpoint, the same one on every core.
+    let checkpoints_root = settings.data_dir.join("checkpoints");
+    let resume: Vec<(Option<u64>, u64)> = settings
+        .jobs
+        .iter()
+        .map(|j| {
+            if j.checkpoint_ms <= 0 {
+                return (None, 0);
+            }
+            let (id, skipped) = checkpoint::latest(&checkpoints_root, &j.name, shard_count);
+            for why in skipped {
+                tracing::warn!(job = %j.name, "checkpoint skipped: {why}");
+            }
+            match id {
+                Some(id) => tracing::info!(job = %j.name, checkpoint = id, "resuming from checkpoint"),
+                None => tracing::info!(job = %j.name, "no usable checkpoint: reading the source from the start of the log"),
+            }
+            (id, checkpoint::highest(&checkpoints_root, &j.name))
+        })
+        .collect();
     let table = PartitionTable::new(shard_count, topics);
     // Each job's mailboxes, core by core.
     let mut meshes: Vec<std::collections::VecDeque<pipeline::CoreMail>> = settings
@@ -134,11 +155,18 @@ pub fn serve(settings: Settings) -> Result<i32> {
         let stop = stop.clone();
         let ready = ready.clone();
         let metrics = metrics.clone();
-        let jobs: Vec<(Job, pipeline::CoreMail)> = settings
+        let jobs: Vec<JobStart> = settings
             .jobs
             .iter()
             .zip(meshes.iter_mut())
-            .map(|(j, m)| (j.clone(), m.pop_front().expect("one per core")))
+            .zip(&resume)
+            .map(|((j, m), &(restore, highest))| JobStart {
+                job: j.clone(),
+                mail: m.pop_front().expect("one per core"),
+                checkpoints: checkpoints_root.clone(),
+                restore,
+                highest,
+            })
             .collect();
         let front = FrontEnd {
             table: table.clone(),
@@ -211,7 +239,7 @@ async fn run_shard(
     cpu: usize,
     (cfg, owned): (tidewater_io::LogConfig, Vec<String>),
     front: FrontEnd,
-    jobs: Vec<(Job, pipeline::CoreMail)>,
+    jobs: Vec<JobStart>,
     (stop, metrics): (Arc<AtomicBool>, Arc<Metrics>),
     (ready, shard_count): (Arc<std::sync::atomic::AtomicUsize>, usize),
 ) -> Result<ShardEnd> {
@@ -239,8 +267,8 @@ async fn run_shard(
     let log = Rc::new(log);
     let table = front.table.clone();
     let mut sources = CoreSources::new(log.clone());
-    for (job, mail) in jobs {
-        start_job(shard, &table, &log, job, mail, &stop, &mut sources)
+    for j in jobs {
+        start_job(shard, &table, &log, j, &stop, &mut sources)
             .with_context(|| format!("core {shard}: cannot start its part of a job"))?;
     }
     {
@@ -329,16 +357,55 @@ fn with_job_topics(declared: &[Topic], jobs: &[Job], shards: u32) -> Result<Vec<
     Ok(topics)
 }
 
+/// What a core needs to run its part of a job.
+struct JobStart {
+    job: Job,
+    mail: pipeline::CoreMail,
+    checkpoints: std::path::PathBuf,
+    /// The checkpoint every core resumes from, and the highest id on disk.
+    restore: Option<u64>,
+    highest: u64,
+}
+
 /// Starts this core's part of a job: its sinks, then its driver.
 fn start_job(
     shard: u32,
     table: &PartitionTable,
     log: &Rc<ShardLog>,
-    job: Job,
-    mail: pipeline::CoreMail,
+    start: JobStart,
     stop: &Arc<AtomicBool>,
     sources: &mut CoreSources,
 ) -> Result<()> {
+    let JobStart {
+        job,
+        mail,
+        checkpoints: root,
+        restore,
+        highest,
+    } = start;
+    // This core's part of the checkpoint to resume from (checked at start-up).
+    let restored = match restore.filter(|_| job.checkpoint_ms > 0) {
+        Some(id) => {
+            let path = checkpoint::dir_of(&root, &job.name, id).join(format!("shard-{shard}.ckpt"));
+            let bytes = checkpoint::read_part(&path).map_err(anyhow::Error::msg)?;
+            Some((id, Rc::new(bytes)))
+        }
+        None => None,
+    };
+    let outputs: Vec<checkpoint::OutputSnap> = restored
+        .as_ref()
+        .map(|(_, b)| {
+            checkpoint::view(b)
+                .outputs
+                .iter()
+                .map(|o| checkpoint::OutputSnap {
+                    name: o.name.to_string(),
+                    partition: o.partition.to_native(),
+                    end: o.end.to_native(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let local = |topic: &str| -> Vec<(u32, u32)> {
         table
             .owned_by(shard)
@@ -373,10 +440,10 @@ fn start_job(
             cfg,
             job.clone(),
             layout.clone(),
-            shard,
-            log.clone(),
+            (shard, log.clone()),
             target,
             stop_flag.clone(),
+            &outputs,
         )
         .map_err(|e| anyhow::anyhow!("job {:?}: {e}", job.name))?;
         sinks.push(h);
@@ -398,6 +465,12 @@ fn start_job(
         late_partition: side(job.late_topic())?,
         sinks,
         stop: stop_flag,
+        checkpoints: (job.checkpoint_ms > 0).then(|| pipeline::Checkpoints {
+            root,
+            interval: Duration::from_millis(job.checkpoint_ms as u64),
+            restore: restored,
+            highest,
+        }),
     };
     let stats = Rc::new(pipeline::JobStats::default());
     let mailboxes = mail

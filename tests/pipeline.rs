@@ -18,6 +18,7 @@ struct Run {
     port: u16,
     admin: u16,
     dir: tempfile::TempDir,
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 impl Drop for Run {
@@ -69,6 +70,7 @@ window = {{ type = "tumbling", size = "1m" }}
 max_out_of_orderness = "5s"
 allowed_lateness = "0s"
 idle_timeout = "3s"
+checkpoint_interval = "1s"
 aggregates = [
   {{ fn = "count", as = "events" }},
   {{ fn = "min", field = "temperature", as = "temperature_min" }},
@@ -114,12 +116,13 @@ fn start_with(cores: &str, format: &str, clickhouse: Option<&str>, extra: &[&str
         data.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let (child, port, admin, _) = common::serve_with_admin(&args);
+    let (child, port, admin, log) = common::serve_with_admin(&args);
     Run {
         child,
         port,
         admin,
         dir,
+        log,
     }
 }
 
@@ -129,7 +132,15 @@ fn step(run: &Run, args: &[&str]) -> String {
     let mut all = vec![args[0], state.as_str(), "--bootstrap", bootstrap.as_str()];
     all.extend_from_slice(&args[1..]);
     let (ok, out) = common::python("pipeline.py", &all);
-    assert!(ok, "pipeline.py {}: {out}", args[0]);
+    if !ok {
+        let log: Vec<String> = run.log.try_iter().collect();
+        let tail = &log[log.len().saturating_sub(40)..];
+        panic!(
+            "pipeline.py {}: {out}\nserver log (last lines):\n{}",
+            args[0],
+            tail.join("\n")
+        );
+    }
     out
 }
 

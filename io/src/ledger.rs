@@ -92,6 +92,9 @@ pub struct Partition {
     next_offset: u64,
     /// Written to a segment since the last sync.
     unsynced: Vec<Rc<DmaFile>>,
+    /// Offsets from here on must stay readable (a checkpoint may replay from it):
+    /// retention never deletes a segment holding one.
+    retain_from: Option<u64>,
 }
 
 impl Partition {
@@ -312,6 +315,7 @@ impl Ledger {
             chunks: VecDeque::new(),
             next_offset: 0,
             unsynced: Vec::new(),
+            retain_from: None,
         };
         for (i, &base) in bases.iter().enumerate() {
             let path = pdir.join(segment_name(base, "log"));
@@ -483,6 +487,7 @@ impl Ledger {
                 chunks: VecDeque::new(),
                 next_offset: 0,
                 unsynced: Vec::new(),
+                retain_from: None,
             },
         );
         Ok(id)
@@ -848,6 +853,9 @@ impl Ledger {
                 }
                 let total: u64 = p.segments.iter().map(|s| s.write_pos).sum();
                 let oldest = p.segments.front().expect("segments");
+                if p.retain_from.is_some_and(|keep| oldest.end_offset > keep) {
+                    break;
+                }
                 let over_size = limits.retention_bytes.is_some_and(|max| total > max);
                 let too_old = limits
                     .retention_ms
@@ -868,6 +876,14 @@ impl Ledger {
             }
         }
         removed
+    }
+
+    /// Keeps offsets from `offset` on readable whatever the retention limits say
+    /// (`None`: retention alone decides).
+    pub fn retain_from(&mut self, id: u32, offset: Option<u64>) {
+        if let Some(p) = self.partitions.get_mut(&id) {
+            p.retain_from = offset;
+        }
     }
 
     /// Segment files of a partition (tests, inspection).

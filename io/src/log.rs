@@ -308,6 +308,15 @@ impl ShardLog {
         Ledger::read(&self.shared.ledger, partition, from, max_bytes).await
     }
 
+    /// Keeps `partition`'s offsets from `offset` on readable whatever retention says
+    /// (a checkpoint may replay from there); `None` lifts the hold.
+    pub fn retain_from(&self, partition: u32, offset: Option<u64>) {
+        self.shared
+            .ledger
+            .borrow_mut()
+            .retain_from(partition, offset);
+    }
+
     /// A counter that moves whenever new data becomes readable; pass it to
     /// [`ShardLog::wait_for_append`] to wait for the next move.
     pub fn append_epoch(&self) -> u64 {

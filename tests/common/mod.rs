@@ -42,8 +42,15 @@ pub fn serve(args: &[&str]) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
 
 /// [`serve`], also returning the admin (metrics) port.
 pub fn serve_with_admin(args: &[&str]) -> (Child, u16, u16, std::sync::mpsc::Receiver<String>) {
-    let port = free_ports();
-    let admin = free_ports();
+    serve_on(args, free_ports(), free_ports())
+}
+
+/// [`serve`] on given Kafka and admin ports (a restart on the same ports).
+pub fn serve_on(
+    args: &[&str],
+    port: u16,
+    admin: u16,
+) -> (Child, u16, u16, std::sync::mpsc::Receiver<String>) {
     let mut child = tidewater()
         .arg("serve")
         .args(args)

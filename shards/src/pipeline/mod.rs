@@ -3,9 +3,10 @@
 //! `window` keeps the per-core state, `run` drives one job on one core.
 
 pub mod avro;
+pub mod checkpoint;
 pub mod records;
 mod run;
 pub mod spec;
 pub mod window;
 
-pub use run::{mesh, run, CoreMail, JobContext, JobStats, Mail, MailboxStats};
+pub use run::{mesh, run, Checkpoints, CoreMail, JobContext, JobStats, Mail, MailboxStats};

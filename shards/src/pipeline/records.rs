@@ -20,6 +20,22 @@ pub struct RecordRef<'a> {
     pub timestamp_ms: i64,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The record's headers, still encoded (see [`header`]).
+    pub headers: &'a [u8],
+}
+
+/// The value of header `name` in a record's encoded headers.
+pub fn header<'a>(headers: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut at = 0;
+    let count = varlong(headers, &mut at)?;
+    for _ in 0..count.max(0) {
+        let k = nullable_bytes(headers, &mut at)??;
+        let v = nullable_bytes(headers, &mut at)?;
+        if k == name.as_bytes() {
+            return v;
+        }
+    }
+    None
 }
 
 /// A batch that cannot be read. Carries the offsets it covers so the caller can
@@ -163,7 +179,8 @@ fn read_batch(
         if at > end || offset_delta < 0 {
             return Err(broken());
         }
-        at = end; // headers are not needed by the pipeline
+        let headers = &rec[at..end];
+        at = end;
         f(RecordRef {
             offset: base + offset_delta as u64,
             timestamp_ms: if log_append_time {
@@ -173,6 +190,7 @@ fn read_batch(
             },
             key,
             value,
+            headers,
         });
     }
     Ok(())

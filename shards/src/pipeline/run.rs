@@ -14,11 +14,23 @@
 //! the other cores, leaving out inputs idle for `idle_timeout` (all idle: the maximum,
 //! so the last windows fire once the data stops). It never moves back.
 //!
+//! Checkpoints (aligned barriers): core 0 starts checkpoint `n` every
+//! `checkpoint_interval` by sending barrier `n` into its mailboxes after the records
+//! before it; a core that sees a barrier sends its own the same way. A core stops
+//! reading its sources at its barrier, and a mailbox receiver that delivered barrier
+//! `n` takes nothing more from that core until this core's part of `n` is written.
+//! When every input has delivered `n` and the sinks have delivered every window fired
+//! before it, the core writes its part (window state, source positions, watermarks,
+//! output positions; `checkpoint.rs`) and tells core 0, which writes the manifest
+//! when all parts are durable. On start, the job resumes from the newest complete
+//! checkpoint and skips side-output records it already wrote after it.
+//!
 //! Never drops a record: undecodable ones go to `<job>.dlq` with the reason, late ones
 //! to `<job>.late`; a full state or a failed side-output write stops the job with an
 //! error that says so, and the log keeps everything from there.
 
 use super::avro::{Num, Projected, SLOTS_MAX};
+use super::checkpoint;
 use super::records::{for_each_record, BadBatch, RecordRef};
 use super::spec::{EventTime, Job};
 use super::window::{Applied, Fired, Layout, Position, Windows};
@@ -63,6 +75,14 @@ pub enum Mail {
     Watermark {
         wm: i64,
         idle: bool,
+    },
+    /// Checkpoint barrier: every record the sender routed before its part of
+    /// checkpoint `n` came before this.
+    Barrier(u64),
+    /// To core 0: this core's part of checkpoint `id` is durable.
+    Done {
+        id: u64,
+        bytes: u64,
     },
 }
 
@@ -119,6 +139,26 @@ pub struct JobStats {
     /// Time spent waiting for a full mailbox or sink queue (back-pressure).
     pub blocked_ns: Cell<u64>,
     pub failed: RefCell<Option<String>>,
+    /// Last checkpoint this core wrote its part of, its size, and (core 0) the last
+    /// complete one.
+    pub checkpoint_part: Cell<u64>,
+    pub checkpoint_bytes: Cell<u64>,
+    pub checkpoint_complete: Cell<u64>,
+    /// Samples (µs) drained by the metrics task: barrier to part written, and the
+    /// part of that spent waiting for the other cores' barriers.
+    pub checkpoint_us: RefCell<Vec<u64>>,
+    pub alignment_us: RefCell<Vec<u64>>,
+}
+
+/// A job's checkpointing on one core.
+pub struct Checkpoints {
+    /// `<data_dir>/checkpoints`.
+    pub root: std::path::PathBuf,
+    pub interval: Duration,
+    /// The checkpoint to resume from (the same on every core), read and checked.
+    pub restore: Option<(u64, Rc<rkyv::util::AlignedVec>)>,
+    /// Ids on disk go up to this: new ones start above it.
+    pub highest: u64,
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -139,6 +179,8 @@ pub struct JobContext {
     pub late_partition: u32,
     pub sinks: Vec<SinkHandle>,
     pub stop: Rc<dyn Fn() -> bool>,
+    /// `None`: checkpoints off (a restart replays the sources from the start).
+    pub checkpoints: Option<Checkpoints>,
 }
 
 struct Source {
@@ -160,6 +202,12 @@ struct Shared {
     remote: Vec<Option<Remote>>,
     late: Vec<OutRecord>,
     full: Option<String>,
+    /// The checkpoint barrier each other core delivered last.
+    barriers: Vec<u64>,
+    /// Receivers hold after barrier `n` until this reaches `n`.
+    resumed: u64,
+    /// Core 0: parts done per checkpoint (count, bytes).
+    done: std::collections::BTreeMap<u64, (u32, u64)>,
 }
 
 /// Runs the job on this core until the server stops; returns why it stopped early.
@@ -202,7 +250,21 @@ async fn drive(
         remote: (0..ctx.shards).map(|_| None).collect(),
         late: Vec::new(),
         full: None,
+        barriers: vec![0; ctx.shards as usize],
+        resumed: 0,
+        done: Default::default(),
     }));
+    let restored = ctx.checkpoints.as_ref().and_then(|c| c.restore.clone());
+    if let Some((id, bytes)) = &restored {
+        restore_state(&job, &mut shared.borrow_mut(), checkpoint::view(bytes))
+            .map_err(|e| format!("checkpoint {id}: {e}"))?;
+    }
+    let first_id = ctx.checkpoints.as_ref().map_or(0, |c| c.highest);
+    {
+        let mut sh = shared.borrow_mut();
+        sh.resumed = first_id;
+        sh.barriers.fill(first_id);
+    }
     // Connect this core's ends. A connect completes when the other core connects
     // its end, so the receivers connect in their own tasks, started first: two cores
     // connecting to each other never wait on one another.
@@ -229,20 +291,65 @@ async fn drive(
         });
     }
     let started = Instant::now();
+    let snap = restored.as_ref().map(|(_, b)| checkpoint::view(b));
     let mut sources: Vec<Source> = ctx
         .sources
         .iter()
-        .map(|&(index, id)| Source {
-            index,
-            id,
-            next: ctx.log.log_start_offset(id).unwrap_or(0),
-            max_ts: i64::MIN,
-            active_at: started,
+        .map(|&(index, id)| {
+            let saved =
+                snap.and_then(|s| s.sources.iter().find(|x| x.partition.to_native() == index));
+            Source {
+                index,
+                id,
+                next: saved.map_or_else(
+                    || ctx.log.log_start_offset(id).unwrap_or(0),
+                    |x| x.next.to_native(),
+                ),
+                max_ts: saved.map_or(i64::MIN, |x| x.max_ts.to_native()),
+                active_at: started,
+            }
         })
         .collect();
+    // Side-output records already written after the checkpoint are not written again.
+    let output_from = |name: &str, partition: u32| {
+        snap.and_then(|s| {
+            s.outputs
+                .iter()
+                .find(|o| o.name.as_str() == name && o.partition.to_native() == partition)
+                .map(|o| o.end.to_native())
+        })
+        .unwrap_or(0)
+    };
+    let late_name = format!("topic:{}", job.late_topic());
+    let dlq_name = format!("topic:{}", job.dlq_topic());
+    let mut late_seen = sources_written(
+        &ctx.log,
+        ctx.late_partition,
+        output_from(&late_name, ctx.shard),
+    )
+    .await?;
+    let mut dlq_seen = sources_written(
+        &ctx.log,
+        ctx.dlq_partition,
+        output_from(&dlq_name, ctx.shard),
+    )
+    .await?;
+    let mut core_wm = snap.map_or(i64::MIN, |s| s.core_wm.to_native());
+    if let Some((id, _)) = &restored {
+        tracing::info!(job = %job.name, shard = ctx.shard, checkpoint = id, "resuming from checkpoint");
+    }
+    // Retention keeps what a checkpoint may replay from: the positions of the parts
+    // this core wrote that are still kept (and the one resumed from).
+    let mut kept_positions: std::collections::VecDeque<Vec<(u32, u64)>> = Default::default();
+    if ctx.checkpoints.is_some() {
+        kept_positions.push_back(sources.iter().map(|s| (s.id, s.next)).collect());
+        hold(&ctx.log, &kept_positions);
+    }
+    let mut ckpt: Option<InProgress> = None;
+    let mut next_id = first_id + 1;
+    let mut last_ckpt = Instant::now();
     let mut scratch = Vec::new();
     let mut dlq: Vec<OutRecord> = Vec::new();
-    let mut core_wm = i64::MIN;
     let mut wm_at = Instant::now();
     let mut sent_wm: Option<(i64, bool)> = None;
     let mut last_heartbeat = Instant::now();
@@ -260,7 +367,33 @@ async fn drive(
         let sinks_full = ctx.sinks.iter().any(|s| s.tx.is_full());
         let blocked = sinks_full && shared.borrow().windows.due(core_wm);
         let mut progressed = false;
-        if !blocked {
+        // Start a checkpoint: core 0 on its timer, the others on core 0's barrier.
+        if let (None, Some(c)) = (&ckpt, &ctx.checkpoints) {
+            let seen = shared.borrow().barriers.iter().copied().max().unwrap_or(0);
+            let start = if ctx.shard == 0 {
+                (last_ckpt.elapsed() >= c.interval).then_some(next_id)
+            } else {
+                (seen >= next_id).then_some(seen)
+            };
+            if let Some(id) = start {
+                flush_outboxes(&mut outboxes, &stats, &*ctx.stop).await?;
+                for (to, o) in outboxes.iter_mut().enumerate() {
+                    if let Some((tx, st, _)) = o {
+                        send(tx, st, Mail::Barrier(id), &stats, &*ctx.stop)
+                            .await
+                            .map_err(|_| format!("core {to} stopped taking records"))?;
+                    }
+                }
+                ckpt = Some(InProgress {
+                    id,
+                    started: Instant::now(),
+                    aligned_at: None,
+                });
+                next_id = id + 1;
+                last_ckpt = Instant::now();
+            }
+        }
+        if !blocked && ckpt.is_none() {
             for src in sources.iter_mut() {
                 let end = ctx.log.high_watermark(src.id).map_err(|e| e.to_string())?;
                 if src.next >= end {
@@ -316,16 +449,7 @@ async fn drive(
             }
         }
         // Records for other cores leave before the watermark that covers them.
-        for (to, o) in outboxes.iter_mut().enumerate() {
-            if let Some((tx, st, pending)) = o {
-                if !pending.recs.is_empty() {
-                    let batch = std::mem::take(pending);
-                    send(tx, st, Mail::Records(batch), &stats, &*ctx.stop)
-                        .await
-                        .map_err(|_| format!("core {to} stopped taking records"))?;
-                }
-            }
-        }
+        flush_outboxes(&mut outboxes, &stats, &*ctx.stop).await?;
         let now = Instant::now();
         // This core's source watermark.
         let mut lag = Vec::with_capacity(sources.len());
@@ -340,8 +464,11 @@ async fn drive(
         *stats.lag.borrow_mut() = lag;
         let source_wm = combine(own.iter().copied());
         let all_idle = own.iter().all(|&(_, i)| i);
-        if sent_wm != Some((source_wm, all_idle)) || now.duration_since(last_heartbeat) >= HEARTBEAT
-        {
+        // Nothing goes out while this core's part of a checkpoint is pending: the
+        // other cores hold what arrives after a barrier, so a stream of heartbeats
+        // would fill their mailboxes and block two cores on each other.
+        let changed = sent_wm != Some((source_wm, all_idle));
+        if ckpt.is_none() && (changed || now.duration_since(last_heartbeat) >= HEARTBEAT) {
             for (to, o) in outboxes.iter_mut().enumerate() {
                 if let Some((tx, st, _)) = o {
                     send(
@@ -376,7 +503,9 @@ async fn drive(
             stats.watermark.set(core_wm);
         }
         // Late events (found here or by the receivers) go to their side output.
-        let late = std::mem::take(&mut shared.borrow_mut().late);
+        let mut late = std::mem::take(&mut shared.borrow_mut().late);
+        not_again(&mut late, &mut late_seen);
+        not_again(&mut dlq, &mut dlq_seen);
         if !late.is_empty() {
             topic::append(&ctx.log, ctx.late_partition, &late)
                 .await
@@ -407,7 +536,120 @@ async fn drive(
             stats.state_entries.set(sh.windows.entries() as u64);
             stats.state_bytes.set(sh.windows.bytes() as u64);
         }
-        if !progressed {
+        // This core's part of a checkpoint: once every other core's barrier is in
+        // and the sinks hold nothing fired before it.
+        if let (Some(cur), Some(c)) = (&mut ckpt, &ctx.checkpoints) {
+            let aligned = shared
+                .borrow()
+                .barriers
+                .iter()
+                .enumerate()
+                .all(|(from, &b)| from as u32 == ctx.shard || b >= cur.id);
+            if aligned && cur.aligned_at.is_none() {
+                cur.aligned_at = Some(Instant::now());
+            }
+            let drained = ctx.sinks.iter().all(|s| s.stats.queued.get() == 0);
+            let flushed = shared.borrow().late.is_empty() && dlq.is_empty();
+            if aligned && drained && flushed {
+                let snap = {
+                    let sh = shared.borrow();
+                    let (windows, fired_upto) = sh.windows.snapshot();
+                    let mut outputs: Vec<checkpoint::OutputSnap> = ctx
+                        .sinks
+                        .iter()
+                        .flat_map(|s| s.positions(&ctx.log))
+                        .collect();
+                    for (name, id) in [
+                        (&late_name, ctx.late_partition),
+                        (&dlq_name, ctx.dlq_partition),
+                    ] {
+                        outputs.push(checkpoint::OutputSnap {
+                            name: name.clone(),
+                            partition: ctx.shard,
+                            end: ctx.log.high_watermark(id).unwrap_or(0),
+                        });
+                    }
+                    checkpoint::CoreSnapshot {
+                        job: job.name.clone(),
+                        id: cur.id,
+                        shard: ctx.shard,
+                        shards: ctx.shards,
+                        words: layout.words as u32,
+                        sources: sources
+                            .iter()
+                            .map(|s| checkpoint::SourceSnap {
+                                partition: s.index,
+                                next: s.next,
+                                max_ts: s.max_ts,
+                            })
+                            .collect(),
+                        remote: sh
+                            .remote
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(from, r)| {
+                                r.as_ref().map(|r| checkpoint::RemoteSnap {
+                                    from: from as u32,
+                                    wm: r.wm,
+                                    idle: r.idle,
+                                })
+                            })
+                            .collect(),
+                        core_wm,
+                        fired_upto,
+                        windows,
+                        outputs,
+                    }
+                };
+                let bytes = checkpoint::write_part(&c.root, &snap)?;
+                let id = cur.id;
+                stats.checkpoint_part.set(id);
+                stats.checkpoint_bytes.set(bytes);
+                push_sample(&stats.checkpoint_us, cur.started.elapsed());
+                push_sample(
+                    &stats.alignment_us,
+                    cur.aligned_at
+                        .map_or(Duration::ZERO, |a| a.duration_since(cur.started)),
+                );
+                kept_positions.push_back(sources.iter().map(|s| (s.id, s.next)).collect());
+                while kept_positions.len() > checkpoint::KEEP + 1 {
+                    kept_positions.pop_front();
+                }
+                hold(&ctx.log, &kept_positions);
+                if ctx.shard == 0 {
+                    let mut sh = shared.borrow_mut();
+                    let e = sh.done.entry(id).or_default();
+                    e.0 += 1;
+                    e.1 += bytes;
+                } else if let Some(Some((tx, st, _))) = outboxes.get_mut(0) {
+                    send(tx, st, Mail::Done { id, bytes }, &stats, &*ctx.stop)
+                        .await
+                        .map_err(|_| "core 0 stopped taking records".to_string())?;
+                }
+                shared.borrow_mut().resumed = id;
+                ckpt = None;
+            }
+        }
+        // Core 0: a checkpoint every core has written is complete.
+        if ctx.shard == 0 {
+            if let Some(c) = &ctx.checkpoints {
+                let complete: Vec<u64> = shared
+                    .borrow()
+                    .done
+                    .iter()
+                    .filter(|(_, (n, _))| *n == ctx.shards)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in complete {
+                    checkpoint::write_manifest(&c.root, &job.name, id, ctx.shards)?;
+                    shared.borrow_mut().done.retain(|&k, _| k > id);
+                    checkpoint::prune(&c.root, &job.name, id);
+                    stats.checkpoint_complete.set(id);
+                    tracing::debug!(job = %job.name, checkpoint = id, "checkpoint complete");
+                }
+            }
+        }
+        if !progressed || ckpt.is_some() {
             let waited = Instant::now();
             futures_lite::future::or(
                 ctx.log.wait_for_append(epoch),
@@ -420,6 +662,154 @@ async fn drive(
         }
     }
 }
+
+/// A checkpoint this core has sent its barrier for and not yet written.
+struct InProgress {
+    id: u64,
+    started: Instant,
+    aligned_at: Option<Instant>,
+}
+
+fn push_sample(v: &RefCell<Vec<u64>>, d: Duration) {
+    let mut v = v.borrow_mut();
+    if v.len() < 10_000 {
+        v.push(d.as_micros() as u64);
+    }
+}
+
+/// Holds retention at the oldest kept checkpoint position of each source partition.
+fn hold(log: &ShardLog, kept: &std::collections::VecDeque<Vec<(u32, u64)>>) {
+    if let Some(oldest) = kept.front() {
+        for &(id, next) in oldest {
+            log.retain_from(id, Some(next));
+        }
+    }
+}
+
+async fn flush_outboxes(
+    outboxes: &mut [Option<Outbox>],
+    stats: &JobStats,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), String> {
+    for (to, o) in outboxes.iter_mut().enumerate() {
+        if let Some((tx, st, pending)) = o {
+            if !pending.recs.is_empty() {
+                let batch = std::mem::take(pending);
+                send(tx, st, Mail::Records(batch), stats, stop)
+                    .await
+                    .map_err(|_| format!("core {to} stopped taking records"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts a checkpoint's window state and watermarks back.
+fn restore_state(
+    job: &Job,
+    sh: &mut Shared,
+    snap: &checkpoint::ArchivedCoreSnapshot,
+) -> Result<(), String> {
+    let words = snap.words.to_native() as usize;
+    if words != sh.windows.layout.words {
+        return Err(format!(
+            "it holds {words} accumulator words per key, job {} now needs {} (were its aggregates changed?)",
+            job.name, sh.windows.layout.words
+        ));
+    }
+    sh.windows.set_fired_upto(snap.fired_upto.to_native());
+    for w in snap.windows.iter() {
+        let start = w.start.to_native();
+        let mut at = 0usize;
+        for (i, len) in w.key_lens.iter().enumerate() {
+            let len = len.to_native() as usize;
+            let key = w
+                .keys
+                .get(at..at + len)
+                .ok_or("window keys are cut short")?;
+            at += len;
+            let acc: Vec<u64> = w
+                .accs
+                .get(i * words..(i + 1) * words)
+                .ok_or("window accumulators are cut short")?
+                .iter()
+                .map(|v| v.to_native())
+                .collect();
+            sh.windows.restore_entry(start, key, &acc).map_err(|_| {
+                format!(
+                    "more open windows than state_entries_max of job {}",
+                    job.name
+                )
+            })?;
+        }
+    }
+    for r in snap.remote.iter() {
+        if let Some(slot) = sh.remote.get_mut(r.from.to_native() as usize) {
+            *slot = Some(Remote {
+                wm: r.wm.to_native(),
+                idle: r.idle,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Source positions (`tidewater.source` headers) of the records in `partition`
+/// from `from` on: side output written after the checkpoint.
+async fn sources_written(
+    log: &ShardLog,
+    partition: u32,
+    from: u64,
+) -> Result<std::collections::HashSet<Vec<u8>>, String> {
+    let mut seen = std::collections::HashSet::new();
+    let end = log.high_watermark(partition).map_err(|e| e.to_string())?;
+    let mut next = from.max(log.log_start_offset(partition).unwrap_or(0));
+    let mut scratch = Vec::new();
+    while next < end {
+        let entries = log
+            .read(partition, next, READ_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        if entries.is_empty() {
+            break;
+        }
+        for e in &entries {
+            let mut bad = Vec::new();
+            for_each_record(
+                &e.payload,
+                e.base_offset,
+                e.record_count,
+                &mut scratch,
+                |r| {
+                    if let Some(src) = super::records::header(r.headers, SOURCE_HEADER) {
+                        seen.insert(src.to_vec());
+                    }
+                },
+                &mut bad,
+            );
+            next = e.end_offset();
+        }
+    }
+    Ok(seen)
+}
+
+/// Drops the records already written before a restart (their source in `seen`).
+fn not_again(records: &mut Vec<OutRecord>, seen: &mut std::collections::HashSet<Vec<u8>>) {
+    if seen.is_empty() {
+        return;
+    }
+    records.retain(|r| {
+        let src = r
+            .headers
+            .iter()
+            .find(|(k, _)| *k == SOURCE_HEADER)
+            .map(|(_, v)| v.to_vec());
+        !src.is_some_and(|s| seen.remove(&s))
+    });
+}
+
+/// The header naming a side-output record's source: `topic/partition/offset`.
+const SOURCE_HEADER: &str = "tidewater.source";
 
 /// The watermark of a set of inputs (watermark, idle): the least of the active ones;
 /// when all are idle, the greatest.
@@ -487,37 +877,62 @@ async fn receive(
     let rx = rx.connect().await;
     while let Some(m) = rx.recv().await {
         st.depth.fetch_sub(1, Ordering::Relaxed);
-        let mut sh = shared.borrow_mut();
-        let sh = &mut *sh;
-        match m {
-            Mail::Records(r) => {
-                let slots = if r.recs.is_empty() {
-                    0
-                } else {
-                    r.vals.len() / r.recs.len()
-                };
-                let mut vals = [None; SLOTS_MAX];
-                bump(&stats.routed_in, r.recs.len() as u64);
-                for (i, &(at, len, pos)) in r.recs.iter().enumerate() {
-                    vals[..slots].copy_from_slice(&r.vals[i * slots..(i + 1) * slots]);
-                    let key = &r.keys[at as usize..(at + len) as usize];
-                    apply(
-                        &job,
-                        &mut sh.windows,
-                        &mut sh.late,
-                        &mut sh.full,
-                        &stats,
-                        key,
-                        &vals,
-                        pos,
-                    );
-                }
-            }
-            Mail::Watermark { wm, idle } => {
-                sh.remote[from as usize] = Some(Remote { wm, idle });
+        let hold_for = {
+            let mut guard = shared.borrow_mut();
+            let sh = &mut *guard;
+            receive_one(&job, from, m, sh, &stats)
+        };
+        // Alignment: after a barrier, nothing more from this core until our part of
+        // that checkpoint is written (its records after the barrier belong to the
+        // next one).
+        if let Some(id) = hold_for {
+            while shared.borrow().resumed < id {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
             }
         }
     }
+}
+
+/// Applies one message; returns the checkpoint to hold for after a barrier.
+fn receive_one(job: &Job, from: u32, m: Mail, sh: &mut Shared, stats: &JobStats) -> Option<u64> {
+    match m {
+        Mail::Records(r) => {
+            let slots = if r.recs.is_empty() {
+                0
+            } else {
+                r.vals.len() / r.recs.len()
+            };
+            let mut vals = [None; SLOTS_MAX];
+            bump(&stats.routed_in, r.recs.len() as u64);
+            for (i, &(at, len, pos)) in r.recs.iter().enumerate() {
+                vals[..slots].copy_from_slice(&r.vals[i * slots..(i + 1) * slots]);
+                let key = &r.keys[at as usize..(at + len) as usize];
+                apply(
+                    job,
+                    &mut sh.windows,
+                    &mut sh.late,
+                    &mut sh.full,
+                    stats,
+                    key,
+                    &vals,
+                    pos,
+                );
+            }
+        }
+        Mail::Watermark { wm, idle } => {
+            sh.remote[from as usize] = Some(Remote { wm, idle });
+        }
+        Mail::Done { id, bytes } => {
+            let e = sh.done.entry(id).or_default();
+            e.0 += 1;
+            e.1 += bytes;
+        }
+        Mail::Barrier(id) => {
+            sh.barriers[from as usize] = sh.barriers[from as usize].max(id);
+            return Some(id);
+        }
+    }
+    None
 }
 
 /// Applies one event to the state; late events become side-output records.
@@ -550,7 +965,10 @@ fn apply(
                 key: Some(Bytes::copy_from_slice(key)),
                 value: Bytes::from(v),
                 timestamp_ms: pos.ts,
-                headers: Vec::new(),
+                headers: vec![(
+                    SOURCE_HEADER,
+                    Bytes::from(format!("{}/{}/{}", job.source, pos.partition, pos.offset)),
+                )],
             });
         }
         Applied::Full => {
@@ -657,7 +1075,7 @@ impl RecordCx<'_> {
             headers: vec![
                 ("tidewater.error", Bytes::copy_from_slice(reason.as_bytes())),
                 (
-                    "tidewater.source",
+                    SOURCE_HEADER,
                     Bytes::from(format!(
                         "{}/{}/{}",
                         self.job.source, self.src_index, r.offset
@@ -683,7 +1101,7 @@ impl RecordCx<'_> {
                     )),
                 ),
                 (
-                    "tidewater.source",
+                    SOURCE_HEADER,
                     Bytes::from(format!(
                         "{}/{}/{}",
                         self.job.source, self.src_index, b.base_offset

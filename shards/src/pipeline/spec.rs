@@ -48,6 +48,14 @@ pub struct JobConfig {
     /// naming this key when it is reached.
     #[serde(default = "default_state_max")]
     pub state_entries_max: usize,
+    /// How often a checkpoint is taken; "0s" turns checkpoints off (a restart then
+    /// replays the source from the start of the log).
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval: String,
+}
+
+fn default_checkpoint() -> String {
+    "10s".into()
 }
 
 fn default_ooo() -> String {
@@ -178,6 +186,8 @@ pub struct Job {
     pub aggregates: Vec<Aggregate>,
     pub sinks: Vec<SinkConfig>,
     pub state_entries_max: usize,
+    /// 0: no checkpoints.
+    pub checkpoint_ms: i64,
 }
 
 fn duration_ms(job: &str, key: &str, text: &str) -> Result<i64, String> {
@@ -422,6 +432,7 @@ impl JobConfig {
             aggregates,
             sinks: self.sinks.clone(),
             state_entries_max: self.state_entries_max,
+            checkpoint_ms: duration_ms(job, "checkpoint_interval", &self.checkpoint_interval)?,
         })
     }
 }

@@ -252,10 +252,52 @@ impl Windows {
             return Applied::Late(start);
         }
         let words = self.layout.words;
+        let (open, layout) = (&mut self.open, &self.layout);
+        match entry(
+            open,
+            EntryLimits {
+                hasher: &self.hasher,
+                entries: &mut self.entries,
+                entries_max: self.entries_max,
+                key_bytes: &mut self.key_bytes,
+                words,
+            },
+            start,
+            key,
+        ) {
+            Ok((table, at)) => {
+                layout.update(&mut table.slab[at..at + words], vals, pos);
+                Applied::Added
+            }
+            Err(full) => full,
+        }
+    }
+}
+
+/// The parts of [`Windows`] that finding or creating an entry touches.
+struct EntryLimits<'a> {
+    hasher: &'a DefaultHashBuilder,
+    entries: &'a mut usize,
+    entries_max: usize,
+    key_bytes: &'a mut usize,
+    words: usize,
+}
+
+/// The accumulators of (window `start`, `key`), created empty when new: the window's
+/// table and the slab position of the first accumulator word.
+#[inline]
+fn entry<'t>(
+    open: &'t mut BTreeMap<i64, Table>,
+    l: EntryLimits<'_>,
+    start: i64,
+    key: &[u8],
+) -> Result<(&'t mut Table, usize), Applied> {
+    {
+        let words = l.words;
         let stride = KEY_WORDS + words;
-        let hash = self.hasher.hash_one(key);
+        let hash = l.hasher.hash_one(key);
         let inline = key_words(key);
-        let table = self.open.entry(start).or_insert_with(Table::new);
+        let table = open.entry(start).or_insert_with(Table::new);
         let found = {
             let (slab, long_keys) = (&table.slab, &table.long_keys);
             table
@@ -279,8 +321,8 @@ impl Windows {
         let i = match found {
             Some(i) => i as usize,
             None => {
-                if self.entries >= self.entries_max {
-                    return Applied::Full;
+                if *l.entries >= l.entries_max {
+                    return Err(Applied::Full);
                 }
                 let i = table.len;
                 let kw = inline.unwrap_or_else(|| {
@@ -303,17 +345,16 @@ impl Windows {
                     .index
                     .insert_unique(hash, i as u32, |&j| hashes[j as usize]);
                 table.len += 1;
-                self.entries += 1;
-                self.key_bytes += key.len();
+                *l.entries += 1;
+                *l.key_bytes += key.len();
                 i
             }
         };
-        let at = i * stride + KEY_WORDS;
-        self.layout
-            .update(&mut table.slab[at..at + words], vals, pos);
-        Applied::Added
+        Ok((table, i * stride + KEY_WORDS))
     }
+}
 
+impl Windows {
     /// Fires every window whose end + lateness is at or below `watermark`, oldest
     /// first; `fire` returns false to stop (a sink queue is full), and the rest stay
     /// open until the next call.
@@ -342,6 +383,53 @@ impl Windows {
         }
         // Windows with no events still move the line late events are judged by.
         self.fired_upto = self.fired_upto.max(watermark);
+    }
+
+    /// Every open window, for a checkpoint, and the line late events are judged by.
+    pub fn snapshot(&self) -> (Vec<super::checkpoint::WindowSnap>, i64) {
+        let stride = KEY_WORDS + self.layout.words;
+        let windows = self
+            .open
+            .iter()
+            .map(|(&start, t)| {
+                let mut w = super::checkpoint::WindowSnap {
+                    start,
+                    ..Default::default()
+                };
+                for i in 0..t.len {
+                    let k = t.key(i, stride);
+                    w.keys.extend_from_slice(k);
+                    w.key_lens.push(k.len() as u32);
+                    w.accs
+                        .extend_from_slice(&t.slab[i * stride + KEY_WORDS..(i + 1) * stride]);
+                }
+                w
+            })
+            .collect();
+        (windows, self.fired_upto)
+    }
+
+    /// Puts back one (key, window) entry from a checkpoint.
+    pub fn restore_entry(&mut self, start: i64, key: &[u8], acc: &[u64]) -> Result<(), Applied> {
+        let words = self.layout.words;
+        if acc.len() != words {
+            return Err(Applied::Full);
+        }
+        let limits = EntryLimits {
+            hasher: &self.hasher,
+            entries: &mut self.entries,
+            entries_max: self.entries_max,
+            key_bytes: &mut self.key_bytes,
+            words,
+        };
+        let (table, at) = entry(&mut self.open, limits, start, key)?;
+        table.slab[at..at + words].copy_from_slice(acc);
+        Ok(())
+    }
+
+    /// Sets the line late events are judged by (restoring a checkpoint).
+    pub fn set_fired_upto(&mut self, v: i64) {
+        self.fired_upto = v;
     }
 
     /// Can a window fire at `watermark`? (Cheap check before taking sink room.)
@@ -543,6 +631,48 @@ mod tests {
 
     fn w_count(f: &Fired, i: usize) -> u64 {
         f.acc(i, layout().words)[0]
+    }
+
+    #[test]
+    fn a_snapshot_restores_to_the_same_rows() {
+        let mut w = Windows::new(layout(), 1_000, 0, 100);
+        let long = vec![b'z'; 64];
+        for (i, k) in [&b"a"[..], b"b", &long, b"a"].iter().enumerate() {
+            w.apply(
+                k,
+                &vals(i as f64, i as i64),
+                pos(10 + i as i64 * 700, i as u64),
+            );
+        }
+        w.fire(1_000, std::time::Instant::now(), |_| true);
+        let (snap, fired) = w.snapshot();
+        let mut r = Windows::new(layout(), 1_000, 0, 100);
+        r.set_fired_upto(fired);
+        let words = layout().words;
+        for win in &snap {
+            let mut at = 0;
+            for (i, &len) in win.key_lens.iter().enumerate() {
+                let key = &win.keys[at..at + len as usize];
+                at += len as usize;
+                r.restore_entry(win.start, key, &win.accs[i * words..(i + 1) * words])
+                    .unwrap();
+            }
+        }
+        assert_eq!(r.entries(), w.entries());
+        assert_eq!(
+            r.apply(b"q", &vals(1.0, 1), pos(500, 9)),
+            Applied::Late(0),
+            "fired line restored"
+        );
+        let rows = |mut x: Windows| {
+            let mut out = Vec::new();
+            x.fire(i64::MAX / 2, std::time::Instant::now(), |f| {
+                out.push((f.start, f.keys.clone(), f.slab.clone()));
+                true
+            });
+            out
+        };
+        assert_eq!(rows(r), rows(w));
     }
 
     #[test]

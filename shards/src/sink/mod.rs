@@ -5,9 +5,14 @@
 //! A sink retries a failed delivery with backoff (100 ms doubling to 5 s) until it
 //! succeeds or the server stops; it never drops a window. While it retries, its queue
 //! fills and the pipeline stops firing and reading (it falls behind, the log keeps
-//! the backlog, ingest goes on); when the sink comes back it catches up. Deliveries
-//! are idempotent where the target allows (ClickHouse: ReplacingMergeTree keyed by
-//! key + window_start), so a retried insert never counts twice in `FINAL` reads.
+//! the backlog, ingest goes on); when the sink comes back it catches up.
+//!
+//! Exactly once across restarts: a restarted job replays from its checkpoint and
+//! fires the same windows again with the same rows. ClickHouse collapses them
+//! (ReplacingMergeTree keyed by key + window_start; read with `FINAL`, which also
+//! hides a retried insert); the topic sink first reads what it wrote after the
+//! checkpoint and skips those rows; the file sink cuts its file back to its length
+//! at the checkpoint.
 
 pub mod http;
 pub mod rows;
@@ -52,6 +57,37 @@ pub struct SinkHandle {
     pub name: String,
     pub tx: LocalSender<Rc<Fired>>,
     pub stats: Rc<SinkStats>,
+    /// What a checkpoint records of this sink's position.
+    pub outputs: Vec<Output>,
+}
+
+/// A place a sink writes whose position a checkpoint records.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// A local partition of an output topic: (Kafka index, log id).
+    Topic(u32, u32),
+    File(std::path::PathBuf),
+}
+
+impl SinkHandle {
+    /// Where each output stands now: (sink name, partition, end offset or length).
+    pub fn positions(&self, log: &ShardLog) -> Vec<crate::pipeline::checkpoint::OutputSnap> {
+        self.outputs
+            .iter()
+            .map(|o| match o {
+                Output::Topic(p, id) => crate::pipeline::checkpoint::OutputSnap {
+                    name: self.name.clone(),
+                    partition: *p,
+                    end: log.high_watermark(*id).unwrap_or(0),
+                },
+                Output::File(path) => crate::pipeline::checkpoint::OutputSnap {
+                    name: self.name.clone(),
+                    partition: 0,
+                    end: std::fs::metadata(path).map_or(0, |m| m.len()),
+                },
+            })
+            .collect()
+    }
 }
 
 /// What a topic sink needs: the topic's partition count and this core's partitions
@@ -67,10 +103,10 @@ pub fn start(
     cfg: &SinkConfig,
     job: Rc<Job>,
     layout: Rc<Layout>,
-    shard: u32,
-    log: Rc<ShardLog>,
+    (shard, log): (u32, Rc<ShardLog>),
     topic: Option<TopicTarget>,
     stop: Rc<dyn Fn() -> bool>,
+    restored: &[crate::pipeline::checkpoint::OutputSnap],
 ) -> Result<SinkHandle, String> {
     let (tx, rx) = local_channel::new_bounded(QUEUE_FIRES);
     let stats = Rc::new(SinkStats::default());
@@ -84,7 +120,10 @@ pub fn start(
                     target.partitions
                 ));
             }
-            (format!("topic:{t}"), Target::Topic(target))
+            (
+                format!("topic:{t}"),
+                Target::Topic(target, Default::default()),
+            )
         }
         SinkConfig::Clickhouse {
             url,
@@ -106,6 +145,7 @@ pub fn start(
             let mut name = path.as_os_str().to_owned();
             name.push(format!(".shard-{shard}"));
             let path = std::path::PathBuf::from(name);
+            let sink_name = format!("file:{}", path.display());
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("file sink: cannot create {}: {e}", dir.display()))?;
@@ -115,8 +155,47 @@ pub fn start(
                 .append(true)
                 .open(&path)
                 .map_err(|e| format!("file sink: cannot open {}: {e}", path.display()))?;
-            (format!("file:{}", path.display()), Target::File(file))
+            // Back to where the checkpoint saw it (the start when there is none): the
+            // windows after it fire again and are written again.
+            let keep = restored
+                .iter()
+                .find(|o| o.name == sink_name)
+                .map_or(0, |o| o.end);
+            let len = file.metadata().map_or(0, |m| m.len());
+            if len > keep {
+                file.set_len(keep).map_err(|e| {
+                    format!(
+                        "file sink: cannot cut {} back to {keep} bytes: {e}",
+                        path.display()
+                    )
+                })?;
+                tracing::info!(path = %path.display(), from = len, to = keep, "file sink cut back to its checkpoint");
+            }
+            (sink_name, Target::File(file, path))
         }
+    };
+    let outputs = match &target {
+        Target::Topic(t, _) => t
+            .local
+            .iter()
+            .map(|&(p, id)| Output::Topic(p, id))
+            .collect(),
+        Target::File(_, path) => vec![Output::File(path.clone())],
+        Target::Clickhouse { .. } => Vec::new(),
+    };
+    let replay_from: Vec<(u32, u64)> = match &target {
+        Target::Topic(t, _) => t
+            .local
+            .iter()
+            .map(|&(p, id)| {
+                let from = restored
+                    .iter()
+                    .find(|o| o.name == name && o.partition == p)
+                    .map_or(0, |o| o.end);
+                (id, from)
+            })
+            .collect(),
+        _ => Vec::new(),
     };
     let task = SinkTask {
         name: name.clone(),
@@ -126,18 +205,26 @@ pub fn start(
         stats: stats.clone(),
         target,
     };
-    glommio::spawn_local(task.run(rx, stop)).detach();
-    Ok(SinkHandle { name, tx, stats })
+    glommio::spawn_local(task.run(rx, stop, replay_from)).detach();
+    Ok(SinkHandle {
+        name,
+        tx,
+        stats,
+        outputs,
+    })
 }
 
+/// Rows (key, window_start) already in the output topic after the checkpoint.
+type Written = std::collections::HashSet<(Box<[u8]>, i64)>;
+
 enum Target {
-    Topic(TopicTarget),
+    Topic(TopicTarget, Written),
     Clickhouse {
         client: http::Client,
         table: String,
         ready: bool,
     },
-    File(std::fs::File),
+    File(std::fs::File, std::path::PathBuf),
 }
 
 struct SinkTask {
@@ -150,7 +237,25 @@ struct SinkTask {
 }
 
 impl SinkTask {
-    async fn run(mut self, rx: LocalReceiver<Rc<Fired>>, stop: Rc<dyn Fn() -> bool>) {
+    async fn run(
+        mut self,
+        rx: LocalReceiver<Rc<Fired>>,
+        stop: Rc<dyn Fn() -> bool>,
+        replay_from: Vec<(u32, u64)>,
+    ) {
+        if let Target::Topic(_, written) = &mut self.target {
+            match written_since(&self.log, &replay_from).await {
+                Ok(w) => {
+                    if !w.is_empty() {
+                        tracing::info!(job = %self.job.name, sink = %self.name, rows = w.len(),
+                            "rows written after the checkpoint will not be written again");
+                    }
+                    *written = w;
+                }
+                Err(e) => tracing::error!(job = %self.job.name, sink = %self.name,
+                    "cannot read what was written after the checkpoint; replayed rows may repeat: {e}"),
+            }
+        }
         while let Some(fired) = rx.recv().await {
             let mut backoff = BACKOFF_FIRST;
             let mut failures = 0u32;
@@ -197,7 +302,7 @@ impl SinkTask {
     async fn deliver(&mut self, f: &Fired) -> Result<(), String> {
         let (job, layout) = (&*self.job, &*self.layout);
         match &mut self.target {
-            Target::Topic(t) => {
+            Target::Topic(t, written) => {
                 // Rows by partition: the key's partition when this core owns it (always,
                 // when the sink topic has as many partitions as the source), else one of
                 // this core's partitions chosen by the key.
@@ -205,6 +310,9 @@ impl SinkTask {
                 let mut buf = Vec::with_capacity(256);
                 for i in 0..f.rows() {
                     let key = &f.keys[i];
+                    if !written.is_empty() && written.remove(&(key.clone(), f.start)) {
+                        continue; // written before the restart
+                    }
                     let p = crate::partitioner::partition_for(key, t.partitions);
                     let slot = t
                         .local
@@ -248,7 +356,7 @@ impl SinkTask {
                 );
                 clickhouse(client, &q, &body).await
             }
-            Target::File(file) => {
+            Target::File(file, _) => {
                 let mut buf = Vec::with_capacity(f.rows() * 200);
                 for i in 0..f.rows() {
                     rows::json_row(&mut buf, job, layout, f, i);
@@ -261,6 +369,53 @@ impl SinkTask {
             }
         }
     }
+}
+
+/// (key, window_start) of every row in the given partitions from the given offsets.
+async fn written_since(log: &ShardLog, from: &[(u32, u64)]) -> Result<Written, String> {
+    let mut out = Written::new();
+    let mut scratch = Vec::new();
+    for &(id, start) in from {
+        let end = log.high_watermark(id).map_err(|e| e.to_string())?;
+        let mut next = start.max(log.log_start_offset(id).unwrap_or(0));
+        while next < end {
+            let entries = log
+                .read(id, next, 1 << 20)
+                .await
+                .map_err(|e| e.to_string())?;
+            if entries.is_empty() {
+                break;
+            }
+            for e in &entries {
+                let mut bad = Vec::new();
+                crate::pipeline::records::for_each_record(
+                    &e.payload,
+                    e.base_offset,
+                    e.record_count,
+                    &mut scratch,
+                    |r| {
+                        if let (Some(k), Some(ws)) = (r.key, r.value.and_then(window_start)) {
+                            out.insert((k.into(), ws));
+                        }
+                    },
+                    &mut bad,
+                );
+                next = e.end_offset();
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `window_start` of a JSON row as the topic sink writes it.
+fn window_start(row: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(row).ok()?;
+    let at = text.find("\"window_start\":")? + "\"window_start\":".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .collect();
+    digits.parse().ok()
 }
 
 async fn clickhouse(client: &mut http::Client, query: &str, body: &[u8]) -> Result<(), String> {

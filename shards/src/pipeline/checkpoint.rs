@@ -1,0 +1,301 @@
+//! Checkpoint files of a job: each core's part (its window state, source positions,
+//! watermarks and where its outputs stood), written with rkyv, and the manifest that
+//! makes a checkpoint complete.
+//!
+//! Layout: `<root>/<job>/<id, 20 digits>/shard-<n>.ckpt` and `MANIFEST`. A part is
+//! `TWCKPT01`, its length (u64 LE), its CRC32C (u32 LE), 4 bytes of padding, then the
+//! rkyv bytes; written under a temporary name, synced, renamed, the directory synced.
+//! A checkpoint is complete when its MANIFEST exists and every part it names reads
+//! back with a good checksum; recovery takes the newest complete one and says why it
+//! skipped any newer. Never deletes a checkpoint that recovery could still pick: the
+//! two newest complete ones are kept.
+
+use rkyv::{Archive, Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"TWCKPT01";
+const HEAD: usize = 24;
+const MANIFEST: &str = "MANIFEST";
+/// Complete checkpoints kept per job.
+pub const KEEP: usize = 2;
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SourceSnap {
+    /// Kafka partition index of the source topic.
+    pub partition: u32,
+    pub next: u64,
+    pub max_ts: i64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RemoteSnap {
+    pub from: u32,
+    pub wm: i64,
+    pub idle: bool,
+}
+
+/// One open window: keys back to back (`key_lens` says where each ends) and
+/// `words` accumulator words per key.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct WindowSnap {
+    pub start: i64,
+    pub keys: Vec<u8>,
+    pub key_lens: Vec<u32>,
+    pub accs: Vec<u64>,
+}
+
+/// Where an output stood: a topic partition's end offset (topic sink, side
+/// outputs) or a file's length (file sink).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OutputSnap {
+    pub name: String,
+    pub partition: u32,
+    pub end: u64,
+}
+
+/// One core's part of a checkpoint.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CoreSnapshot {
+    pub job: String,
+    pub id: u64,
+    pub shard: u32,
+    pub shards: u32,
+    pub words: u32,
+    pub sources: Vec<SourceSnap>,
+    pub remote: Vec<RemoteSnap>,
+    pub core_wm: i64,
+    pub fired_upto: i64,
+    pub windows: Vec<WindowSnap>,
+    pub outputs: Vec<OutputSnap>,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("cannot sync directory", dir, e))
+}
+
+/// The directory of checkpoint `id` of a job.
+pub fn dir_of(root: &Path, job: &str, id: u64) -> PathBuf {
+    root.join(job).join(format!("{id:020}"))
+}
+
+/// Writes one core's part, durably; returns its size in bytes.
+pub fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, String> {
+    let dir = dir_of(root, &snap.job, snap.id);
+    std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+    let body = rkyv::to_bytes::<rkyv::rancor::Error>(snap)
+        .map_err(|e| format!("cannot encode checkpoint {}: {e}", snap.id))?;
+    let mut out = Vec::with_capacity(HEAD + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&body);
+    let path = dir.join(format!("shard-{}.ckpt", snap.shard));
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| io("cannot write", &path, e))?;
+    sync_dir(&dir)?;
+    Ok(out.len() as u64)
+}
+
+/// Marks checkpoint `id` complete (every part is durable).
+pub fn write_manifest(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), String> {
+    let dir = dir_of(root, job, id);
+    let path = dir.join(MANIFEST);
+    let tmp = dir.join("MANIFEST.tmp");
+    let text = format!("tidewater checkpoint\nid {id}\nshards {shards}\n");
+    let write = || -> std::io::Result<()> {
+        std::fs::write(&tmp, text.as_bytes())?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| io("cannot write", &path, e))?;
+    sync_dir(&dir)
+}
+
+/// Reads and checks one part: its bytes, aligned for rkyv.
+pub fn read_part(path: &Path) -> Result<rkyv::util::AlignedVec, String> {
+    let bytes = std::fs::read(path).map_err(|e| io("cannot read", path, e))?;
+    if bytes.len() < HEAD || &bytes[..8] != MAGIC {
+        return Err(format!("{}: not a checkpoint part", path.display()));
+    }
+    let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let body = bytes.get(HEAD..HEAD + len).ok_or_else(|| {
+        format!(
+            "{}: truncated ({} of {len} bytes)",
+            path.display(),
+            bytes.len() - HEAD
+        )
+    })?;
+    if crc32c::crc32c(body) != crc {
+        return Err(format!("{}: checksum mismatch", path.display()));
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
+    aligned.extend_from_slice(body);
+    rkyv::access::<ArchivedCoreSnapshot, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| format!("{}: not a valid checkpoint: {e}", path.display()))?;
+    Ok(aligned)
+}
+
+/// The archived part in `bytes` (checked by [`read_part`]), read in place.
+pub fn view(bytes: &rkyv::util::AlignedVec) -> &ArchivedCoreSnapshot {
+    // SAFETY: `read_part` validated exactly these bytes with `rkyv::access`.
+    unsafe { rkyv::access_unchecked::<ArchivedCoreSnapshot>(bytes) }
+}
+
+/// Checkpoint ids of a job on disk, newest first.
+fn ids(root: &Path, job: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(root.join(job))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v
+}
+
+/// Whether checkpoint `id` is complete and readable for `shards` cores.
+fn usable(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), String> {
+    let dir = dir_of(root, job, id);
+    let manifest = std::fs::read_to_string(dir.join(MANIFEST))
+        .map_err(|_| format!("checkpoint {id} of {job} has no manifest (it did not complete)"))?;
+    let found = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("shards "))
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| format!("checkpoint {id} of {job}: unreadable manifest"))?;
+    if found != shards {
+        return Err(format!(
+            "checkpoint {id} of {job} was taken on {found} cores, this server runs {shards}"
+        ));
+    }
+    for s in 0..shards {
+        read_part(&dir.join(format!("shard-{s}.ckpt")))?;
+    }
+    Ok(())
+}
+
+/// The newest complete checkpoint of `job` for `shards` cores, with a line for
+/// each newer one skipped and why.
+pub fn latest(root: &Path, job: &str, shards: u32) -> (Option<u64>, Vec<String>) {
+    let mut skipped = Vec::new();
+    for id in ids(root, job) {
+        match usable(root, job, id, shards) {
+            Ok(()) => return (Some(id), skipped),
+            Err(why) => skipped.push(why),
+        }
+    }
+    (None, skipped)
+}
+
+/// The highest id present (complete or not), so new ids never reuse one.
+pub fn highest(root: &Path, job: &str) -> u64 {
+    ids(root, job).first().copied().unwrap_or(0)
+}
+
+/// Removes all but the `KEEP` newest complete checkpoints, and incomplete ones
+/// older than the newest complete.
+pub fn prune(root: &Path, job: &str, newest_complete: u64) {
+    let mut complete = 0;
+    for id in ids(root, job) {
+        if id > newest_complete {
+            continue; // in progress
+        }
+        let dir = dir_of(root, job, id);
+        let keep = dir.join(MANIFEST).exists() && {
+            complete += 1;
+            complete <= KEEP
+        };
+        if !keep {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(path = %dir.display(), "cannot remove an old checkpoint: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: u64, shard: u32) -> CoreSnapshot {
+        CoreSnapshot {
+            job: "j".into(),
+            id,
+            shard,
+            shards: 2,
+            words: 2,
+            sources: vec![SourceSnap {
+                partition: shard,
+                next: 10 * id,
+                max_ts: 7,
+            }],
+            remote: vec![],
+            core_wm: 5,
+            fired_upto: 4,
+            windows: vec![WindowSnap {
+                start: 0,
+                keys: b"abcd".to_vec(),
+                key_lens: vec![1, 3],
+                accs: vec![1, 2, 3, 4],
+            }],
+            outputs: vec![OutputSnap {
+                name: "t".into(),
+                partition: 0,
+                end: 9,
+            }],
+        }
+    }
+
+    #[test]
+    fn parts_round_trip_and_only_complete_checkpoints_count() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for id in 1..=3 {
+            for s in 0..2 {
+                write_part(r, &snap(id, s)).unwrap();
+            }
+            if id < 3 {
+                write_manifest(r, "j", id, 2).unwrap();
+            }
+        }
+        let (id, skipped) = latest(r, "j", 2);
+        assert_eq!(id, Some(2));
+        assert!(skipped[0].contains("no manifest"), "{skipped:?}");
+        let bytes = read_part(&dir_of(r, "j", 2).join("shard-1.ckpt")).unwrap();
+        let got: CoreSnapshot =
+            rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(view(&bytes)).unwrap();
+        assert_eq!(got, snap(2, 1));
+        assert_eq!(latest(r, "j", 3).0, None, "another core count is refused");
+        // A flipped byte in the newest complete one: the previous one is used.
+        let p = dir_of(r, "j", 2).join("shard-0.ckpt");
+        let mut b = std::fs::read(&p).unwrap();
+        let n = b.len();
+        b[n - 3] ^= 0x40;
+        std::fs::write(&p, b).unwrap();
+        let (id, skipped) = latest(r, "j", 2);
+        assert_eq!(id, Some(1));
+        assert!(
+            skipped.iter().any(|s| s.contains("checksum")),
+            "{skipped:?}"
+        );
+        // Pruning keeps the two newest complete and what is in progress.
+        write_manifest(r, "j", 3, 2).unwrap();
+        prune(r, "j", 3);
+        assert_eq!(ids(r, "j"), vec![3, 2]);
+        assert_eq!(highest(r, "j"), 3);
+    }
+}

@@ -1,0 +1,183 @@
+//! Checkpoints and exactly-once recovery: the reference job under a producer that
+//! keeps going while the server is SIGKILLed at random moments and restarted; at
+//! the end every acknowledged event is in the log, and the output topic, ClickHouse
+//! (`FINAL`) and the files hold each window's row exactly once, equal to aggregates
+//! computed independently over the log (tests/clients/crash_loop.py). Before the last
+//! restart the newest checkpoint is damaged: recovery falls back to the one before.
+//!
+//! `TIDEWATER_EXACTLY_ONCE_KILLS=50 cargo test --release --test exactly_once` runs
+//! the long variant.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(dir: &Path, clickhouse: &str) -> std::path::PathBuf {
+    let schema = repo().join("schemas/sensor.avsc");
+    let out = dir.join("out");
+    let text = format!(
+        r#"
+[[topics]]
+name = "iot-sensor-data"
+partitions = 8
+
+[[jobs]]
+name = "device_minute"
+source = "iot-sensor-data"
+schema_file = {schema:?}
+key = "device_id"
+event_time = "timestamp"
+window = {{ type = "tumbling", size = "1m" }}
+max_out_of_orderness = "5s"
+idle_timeout = "2s"
+checkpoint_interval = "1s"
+aggregates = [
+  {{ fn = "count", as = "events" }},
+  {{ fn = "min", field = "temperature", as = "temperature_min" }},
+  {{ fn = "max", field = "temperature", as = "temperature_max" }},
+  {{ fn = "avg", field = "temperature", as = "temperature_avg" }},
+  {{ fn = "avg", field = "humidity", as = "humidity_avg" }},
+  {{ fn = "sum", field = "pressure", as = "pressure_sum" }},
+]
+
+[[jobs.sinks]]
+type = "topic"
+topic = "device_minute"
+
+[[jobs.sinks]]
+type = "clickhouse"
+url = "{clickhouse}"
+table = "iot.device_minute"
+
+[[jobs.sinks]]
+type = "file"
+path = {:?}
+"#,
+        out.join("device_minute.jsonl")
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Flips a byte in the newest complete checkpoint's part of core 0.
+fn damage_newest_checkpoint(data: &Path) -> u64 {
+    let root = data.join("checkpoints/device_minute");
+    let mut ids: Vec<u64> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|id: &u64| root.join(format!("{id:020}/MANIFEST")).exists())
+        .collect();
+    ids.sort_unstable();
+    let newest = *ids.last().expect("a complete checkpoint");
+    assert!(ids.len() >= 2, "two complete checkpoints kept: {ids:?}");
+    let part = root.join(format!("{newest:020}/shard-0.ckpt"));
+    let mut b = std::fs::read(&part).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0x5a;
+    std::fs::write(&part, b).unwrap();
+    newest
+}
+
+#[test]
+fn kill_9_under_load_loses_nothing_and_counts_nothing_twice() {
+    let kills: u32 = std::env::var("TIDEWATER_EXACTLY_ONCE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let ch = common::ClickHouse::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &ch.url());
+    let data = dir.path().join("data");
+    let args = [
+        "--cores",
+        "2",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let (port, admin) = (common::free_ports(), common::free_ports());
+    let bootstrap = format!("127.0.0.1:{port}");
+    let (mut server, ..) = common::serve_on(&args, port, admin);
+    let state = dir.path().join("acked.json");
+    let stop = dir.path().join("stop");
+    let schema = repo().join("schemas/sensor.avsc");
+    let script = repo().join("tests/clients/crash_loop.py");
+    let producer = Command::new("python3")
+        .arg(&script)
+        .args([
+            "produce",
+            state.to_str().unwrap(),
+            "--bootstrap",
+            &bootstrap,
+        ])
+        .args([
+            "--schema",
+            schema.to_str().unwrap(),
+            "--stop",
+            stop.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut damaged = None;
+    for round in 0..kills {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Between 1.5 and 4 s of load, then SIGKILL at whatever moment that is.
+        std::thread::sleep(Duration::from_millis(1_500 + rng % 2_500));
+        let _ = server.kill();
+        let _ = server.wait();
+        if round + 1 == kills {
+            damaged = Some(damage_newest_checkpoint(&data));
+        }
+        let (s, _, _, log) = common::serve_on(&args, port, admin);
+        server = s;
+        if let Some(id) = damaged {
+            let lines: Vec<String> = log.try_iter().collect();
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains("checkpoint skipped") && l.contains(&format!("{id:020}"))),
+                "recovery names the damaged checkpoint {id}:\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&stop, "").unwrap();
+    let out = producer.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let files = dir.path().join("out");
+    let (ok, report) = common::python(
+        "crash_loop.py",
+        &[
+            "verify",
+            state.to_str().unwrap(),
+            "--bootstrap",
+            &bootstrap,
+            "--schema",
+            schema.to_str().unwrap(),
+            "--clickhouse",
+            &ch.url(),
+            "--files",
+            files.to_str().unwrap(),
+        ],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        ok,
+        "{report}\nproducer: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
