@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// always, interval or never.
     #[arg(long, default_value = "always")]
     durability: String,
+    /// The job's checkpoint interval (`0s`: no checkpoints).
+    #[arg(long, default_value = "10s")]
+    checkpoint_interval: String,
     /// Working directory (replaced on each run).
     #[arg(long, default_value = "tidewater-bench")]
     dir: PathBuf,
@@ -124,6 +127,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         "machine": machine(),
         "cores": a.cores,
         "durability": a.durability,
+        "checkpoint_interval": a.checkpoint_interval,
         "devices": a.devices,
         "duration_secs": duration.as_secs_f64(),
         "sinks": if a.clickhouse.is_some() { "topic, file, clickhouse" } else { "topic, file" },
@@ -179,6 +183,7 @@ fn start(a: &BenchArgs, dir: &Path, with_job: bool) -> Result<Server> {
         harness::reference_config(
             &schema,
             "2s",
+            &a.checkpoint_interval,
             &harness::reference_sinks(&dir.join("out"), a.clickhouse.as_deref()),
         )
     } else {

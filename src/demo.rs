@@ -67,6 +67,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         harness::reference_config(
             &schema,
             "2s",
+            "10s",
             &harness::reference_sinks(&out, a.clickhouse.as_deref()),
         ),
     )?;

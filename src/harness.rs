@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 
 /// The reference job (`schemas/sensor.avsc`, 1-minute tumbling windows on
 /// `device_id`), with `sinks` appended as TOML.
-pub fn reference_config(schema_path: &Path, idle_timeout: &str, sinks: &str) -> String {
+pub fn reference_config(
+    schema_path: &Path,
+    idle_timeout: &str,
+    checkpoint_interval: &str,
+    sinks: &str,
+) -> String {
     format!(
         r#"[[topics]]
 name = "iot-sensor-data"
@@ -31,6 +36,7 @@ window = {{ type = "tumbling", size = "1m" }}
 max_out_of_orderness = "5s"
 allowed_lateness = "0s"
 idle_timeout = "{idle_timeout}"
+checkpoint_interval = "{checkpoint_interval}"
 aggregates = [
   {{ fn = "count", as = "events" }},
   {{ fn = "min", field = "temperature", as = "temperature_min" }},
@@ -199,9 +205,17 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// A plain HTTP/1.0 GET on loopback: (status, body).
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    http(&format!("127.0.0.1:{port}"), "GET", path)
+}
+
+/// A plain HTTP/1.0 request without a body: (status, body).
+pub fn http(addr: &str, method: &str, path: &str) -> Result<(u16, String)> {
+    let mut s =
+        std::net::TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    // One write: a server may answer as soon as it has the request line.
+    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes())?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -246,6 +260,15 @@ impl Scrape {
             samples.push((name.to_string(), map, value));
         }
         Scrape { samples }
+    }
+
+    /// Every series of `name`: its labels and value.
+    pub fn series(&self, name: &str) -> Vec<(&BTreeMap<String, String>, f64)> {
+        self.samples
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, l, v)| (l, *v))
+            .collect()
     }
 
     /// The sum of every series of `name` whose labels include `matching`.

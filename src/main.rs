@@ -43,6 +43,22 @@ enum Command {
     /// The end-to-end benchmark: live test at max rate, then the backlog test; writes
     /// a report (events/s, CPU per event, ack and fire latency, verified).
     Bench(bench::BenchArgs),
+    /// Take a checkpoint of every job now (a savepoint: kept until removed by hand)
+    /// through a running server's admin listener, and wait until it is complete.
+    Checkpoint(CheckpointArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckpointArgs {
+    /// Required: take it now.
+    #[arg(long)]
+    now: bool,
+    /// The server's admin listener.
+    #[arg(long, default_value = "127.0.0.1:9644")]
+    admin_addr: String,
+    /// How long to wait for it to complete.
+    #[arg(long, default_value = "60s")]
+    timeout: String,
 }
 
 #[derive(clap::Args)]
@@ -176,6 +192,52 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Loadgen(args) => loadgen(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Checkpoint(args) => checkpoint_now(args),
+    }
+}
+
+/// `tidewater checkpoint --now`: asks for a savepoint and waits for every job's.
+fn checkpoint_now(a: CheckpointArgs) -> Result<i32> {
+    anyhow::ensure!(
+        a.now,
+        "say --now: a checkpoint of every job is taken at once"
+    );
+    let timeout = parse_duration(&a.timeout)?;
+    let last = |addr: &str| -> Result<std::collections::BTreeMap<String, f64>> {
+        let (code, body) = harness::http(addr, "GET", "/metrics")?;
+        anyhow::ensure!(code == 200, "{addr}/metrics answered {code}");
+        let s = harness::Scrape::parse(&body);
+        Ok(s.series("tidewater_checkpoint_last_id")
+            .into_iter()
+            .filter(|(l, _)| l.get("shard").map(String::as_str) == Some("0"))
+            .filter_map(|(l, v)| Some((l.get("job_name")?.clone(), v)))
+            .collect())
+    };
+    let before = last(&a.admin_addr)?;
+    anyhow::ensure!(
+        !before.is_empty(),
+        "the server at {} runs no job with checkpoints",
+        a.admin_addr
+    );
+    let (code, body) = harness::http(&a.admin_addr, "POST", "/checkpoint")?;
+    anyhow::ensure!(code == 202, "POST /checkpoint answered {code}: {body}");
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = last(&a.admin_addr)?;
+        let done = before
+            .iter()
+            .all(|(job, id)| now.get(job).is_some_and(|n| n > id));
+        if done {
+            for (job, id) in now {
+                println!("job {job}: savepoint {id} complete");
+            }
+            return Ok(0);
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "no complete checkpoint within {timeout:?} (a sink that cannot deliver holds checkpoints; see the server log)"
+        );
     }
 }
 

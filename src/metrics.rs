@@ -96,6 +96,8 @@ pub struct Metrics {
     pub ready_cores: AtomicUsize,
     pub cores: usize,
     pub stopping: AtomicBool,
+    /// Savepoints asked for through `POST /checkpoint`.
+    pub savepoints: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -221,6 +223,7 @@ impl Metrics {
             ready_cores: AtomicUsize::new(0),
             cores,
             stopping: AtomicBool::new(false),
+            savepoints: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -514,12 +517,35 @@ pub fn serve_admin(m: Arc<Metrics>, addr: std::net::SocketAddr) -> std::io::Resu
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                // The request line, then the headers up to the blank line (read
+                // whole, so the client is never cut off while still sending).
+                let mut reader = BufReader::new(&conn);
                 let mut line = String::new();
-                if BufReader::new(&conn).read_line(&mut line).is_err() {
+                if reader.read_line(&mut line).is_err() {
                     continue;
                 }
-                let path = line.split_whitespace().nth(1).unwrap_or("");
-                let (status, ctype, body) = match path {
+                let mut header = String::new();
+                for _ in 0..100 {
+                    header.clear();
+                    match reader.read_line(&mut header) {
+                        Ok(n) if n > 0 && header != "\r\n" && header != "\n" => {}
+                        _ => break,
+                    }
+                }
+                let mut words = line.split_whitespace();
+                let method = words.next().unwrap_or("");
+                let path = words.next().unwrap_or("");
+                let (status, ctype, body) = match (method, path) {
+                    ("POST", "/checkpoint") => {
+                        let n = m.savepoints.fetch_add(1, Ordering::SeqCst) + 1;
+                        tracing::info!(request = n, "savepoint asked for");
+                        (
+                            "202 Accepted",
+                            "text/plain",
+                            "a checkpoint of every job starts now; watch tidewater_checkpoint_last_id\n".to_string(),
+                        )
+                    }
+                    (_, path) => match path {
                     "/metrics" => (
                         "200 OK",
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -539,7 +565,12 @@ pub fn serve_admin(m: Arc<Metrics>, addr: std::net::SocketAddr) -> std::io::Resu
                             ("200 OK", "text/plain", "ok\n".to_string())
                         }
                     }
-                    _ => ("404 Not Found", "text/plain", "try /metrics or /health\n".to_string()),
+                    _ => (
+                        "404 Not Found",
+                        "text/plain",
+                        "try GET /metrics, GET /health or POST /checkpoint\n".to_string(),
+                    ),
+                    },
                 };
                 let _ = write!(
                     conn,

@@ -268,8 +268,16 @@ async fn run_shard(
     let table = front.table.clone();
     let mut sources = CoreSources::new(log.clone());
     for j in jobs {
-        start_job(shard, &table, &log, j, &stop, &mut sources)
-            .with_context(|| format!("core {shard}: cannot start its part of a job"))?;
+        start_job(
+            shard,
+            &table,
+            &log,
+            j,
+            &stop,
+            &mut sources,
+            metrics.savepoints.clone(),
+        )
+        .with_context(|| format!("core {shard}: cannot start its part of a job"))?;
     }
     {
         let stop = stop.clone();
@@ -375,6 +383,7 @@ fn start_job(
     start: JobStart,
     stop: &Arc<AtomicBool>,
     sources: &mut CoreSources,
+    savepoints: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<()> {
     let JobStart {
         job,
@@ -470,6 +479,7 @@ fn start_job(
             interval: Duration::from_millis(job.checkpoint_ms as u64),
             restore: restored,
             highest,
+            requested: savepoints,
         }),
     };
     let stats = Rc::new(pipeline::JobStats::default());

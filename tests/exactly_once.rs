@@ -18,7 +18,7 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn config(dir: &Path, clickhouse: &str) -> std::path::PathBuf {
+fn config(dir: &Path, clickhouse: &str, interval: &str) -> std::path::PathBuf {
     let schema = repo().join("schemas/sensor.avsc");
     let out = dir.join("out");
     let text = format!(
@@ -36,7 +36,7 @@ event_time = "timestamp"
 window = {{ type = "tumbling", size = "1m" }}
 max_out_of_orderness = "5s"
 idle_timeout = "2s"
-checkpoint_interval = "1s"
+checkpoint_interval = "{interval}"
 aggregates = [
   {{ fn = "count", as = "events" }},
   {{ fn = "min", field = "temperature", as = "temperature_min" }},
@@ -93,7 +93,7 @@ fn kill_9_under_load_loses_nothing_and_counts_nothing_twice() {
         .unwrap_or(10);
     let ch = common::ClickHouse::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &ch.url());
+    let cfg = config(dir.path(), &ch.url(), "1s");
     let data = dir.path().join("data");
     let args = [
         "--cores",
@@ -180,4 +180,55 @@ fn kill_9_under_load_loses_nothing_and_counts_nothing_twice() {
         "{report}\nproducer: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[test]
+fn checkpoint_now_takes_a_savepoint_that_pruning_keeps() {
+    let ch = common::ClickHouse::start();
+    let dir = tempfile::tempdir().unwrap();
+    // No periodic checkpoint within the test: only the ones asked for.
+    let cfg = config(dir.path(), &ch.url(), "1h");
+    let data = dir.path().join("data");
+    let args = [
+        "--cores",
+        "2",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let (mut server, _, admin, _) = common::serve_with_admin(&args);
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        let out = common::tidewater()
+            .args(["checkpoint", "--now", "--admin-addr", &admin_addr])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("job device_minute: savepoint"), "{text}");
+        taken.push(text);
+    }
+    let root = data.join("checkpoints/device_minute");
+    let kept: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("SAVEPOINT").exists() && e.path().join("MANIFEST").exists())
+        .collect();
+    // Four savepoints, all kept although only two checkpoints are kept otherwise.
+    assert_eq!(kept.len(), 4, "{taken:?}");
+    let _ = server.kill();
+    let _ = server.wait();
+    // Without --now it refuses, saying why.
+    let out = common::tidewater()
+        .args(["checkpoint", "--admin-addr", &admin_addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--now"));
 }

@@ -287,17 +287,20 @@ impl Broker {
 
 /// Accepts connections until `stop` says so.
 pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: impl Fn() -> bool + 'static) {
-    let tasks = Rc::new(Cell::new(0usize));
+    // The accept loop runs as its own task and is cancelled at stop. (Racing each
+    // accept against a polling stop check re-polled the pending accept every tick,
+    // and every poll kept another waker of the task: after ~32k ticks, about half an
+    // hour idle, glommio's waker count overflowed and the core panicked.)
+    let accepting = glommio::spawn_local(accept_loop(broker, listener));
+    while !stop() {
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    accepting.cancel().await;
+}
+
+async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !stop() {
-                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            None
-        })
-        .await;
-        let Some(accepted) = accepted else { break };
-        let stream = match accepted {
+        let stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(shard = broker.shard, "accept failed: {e}");
@@ -319,8 +322,6 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: impl Fn() ->
             .connections
             .set(broker.connections.get() as i64);
         let b = broker.clone();
-        let t = tasks.clone();
-        t.set(t.get() + 1);
         glommio::spawn_local(async move {
             let peer = stream
                 .peer_addr()
@@ -331,7 +332,6 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: impl Fn() ->
             }
             b.connections.set(b.connections.get() - 1);
             b.metrics.connections.set(b.connections.get() as i64);
-            t.set(t.get() - 1);
         })
         .detach();
     }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"TWCKPT01";
 const HEAD: usize = 24;
 const MANIFEST: &str = "MANIFEST";
+const SAVEPOINT: &str = "SAVEPOINT";
 /// Complete checkpoints kept per job.
 pub const KEEP: usize = 2;
 
@@ -125,6 +126,19 @@ pub fn write_manifest(root: &Path, job: &str, id: u64, shards: u32) -> Result<()
     sync_dir(&dir)
 }
 
+/// Marks a complete checkpoint as a savepoint: pruning keeps it until removed by
+/// hand.
+pub fn mark_savepoint(root: &Path, job: &str, id: u64) -> Result<(), String> {
+    let dir = dir_of(root, job, id);
+    let path = dir.join(SAVEPOINT);
+    std::fs::write(
+        &path,
+        b"taken on request; remove this file to let it be pruned\n",
+    )
+    .map_err(|e| io("cannot write", &path, e))?;
+    sync_dir(&dir)
+}
+
 /// Reads and checks one part: its bytes, aligned for rkyv.
 pub fn read_part(path: &Path) -> Result<rkyv::util::AlignedVec, String> {
     let bytes = std::fs::read(path).map_err(|e| io("cannot read", path, e))?;
@@ -215,10 +229,11 @@ pub fn prune(root: &Path, job: &str, newest_complete: u64) {
             continue; // in progress
         }
         let dir = dir_of(root, job, id);
-        let keep = dir.join(MANIFEST).exists() && {
-            complete += 1;
-            complete <= KEEP
-        };
+        let keep = dir.join(SAVEPOINT).exists()
+            || dir.join(MANIFEST).exists() && {
+                complete += 1;
+                complete <= KEEP
+            };
         if !keep {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(path = %dir.display(), "cannot remove an old checkpoint: {e}");

@@ -159,6 +159,9 @@ pub struct Checkpoints {
     pub restore: Option<(u64, Rc<rkyv::util::AlignedVec>)>,
     /// Ids on disk go up to this: new ones start above it.
     pub highest: u64,
+    /// Savepoints asked for (core 0 takes one at once when this moves); a
+    /// savepoint is a checkpoint that pruning keeps.
+    pub requested: Arc<AtomicU64>,
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -348,6 +351,11 @@ async fn drive(
     let mut ckpt: Option<InProgress> = None;
     let mut next_id = first_id + 1;
     let mut last_ckpt = Instant::now();
+    let mut savepoints_seen = ctx
+        .checkpoints
+        .as_ref()
+        .map_or(0, |c| c.requested.load(Ordering::Relaxed));
+    let mut savepoint: Option<u64> = None;
     let mut scratch = Vec::new();
     let mut dlq: Vec<OutRecord> = Vec::new();
     let mut wm_at = Instant::now();
@@ -371,7 +379,12 @@ async fn drive(
         if let (None, Some(c)) = (&ckpt, &ctx.checkpoints) {
             let seen = shared.borrow().barriers.iter().copied().max().unwrap_or(0);
             let start = if ctx.shard == 0 {
-                (last_ckpt.elapsed() >= c.interval).then_some(next_id)
+                let asked = c.requested.load(Ordering::Relaxed);
+                if asked > savepoints_seen {
+                    savepoints_seen = asked;
+                    savepoint = Some(next_id);
+                }
+                (last_ckpt.elapsed() >= c.interval || savepoint == Some(next_id)).then_some(next_id)
             } else {
                 (seen >= next_id).then_some(seen)
             };
@@ -642,6 +655,11 @@ async fn drive(
                     .collect();
                 for id in complete {
                     checkpoint::write_manifest(&c.root, &job.name, id, ctx.shards)?;
+                    if savepoint.is_some_and(|s| s <= id) {
+                        checkpoint::mark_savepoint(&c.root, &job.name, id)?;
+                        tracing::info!(job = %job.name, checkpoint = id, "savepoint taken");
+                        savepoint = None;
+                    }
                     shared.borrow_mut().done.retain(|&k, _| k > id);
                     checkpoint::prune(&c.root, &job.name, id);
                     stats.checkpoint_complete.set(id);
