@@ -92,6 +92,8 @@ pub struct Metrics {
     alignment_seconds: Hist,
     checkpoint_bytes: Family<Labels, Gauge>,
     checkpoint_last_id: Family<Labels, Gauge>,
+    stalls: Family<Labels, Counter>,
+    timer_lateness: Hist,
     /// Cores that finished starting; the server is healthy when all did.
     pub ready_cores: AtomicUsize,
     pub cores: usize,
@@ -218,6 +220,15 @@ impl Metrics {
             checkpoint_last_id: fam!(
                 "checkpoint_last_id",
                 "Last checkpoint id: complete (core 0) or written (other cores)"
+            ),
+            stalls: fam!(
+                "executor_stalls",
+                "Times the core came back to a due timer more than 10 ms late (a task ran too long or the CPU was taken)"
+            ),
+            timer_lateness: fam!(
+                "executor_timer_lateness_seconds",
+                "How late the core's metrics timer fired: scheduling delay on the core",
+                latency_buckets
             ),
             registry: r,
             ready_cores: AtomicUsize::new(0),
@@ -381,6 +392,8 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
     let mut log_deltas: HashMap<&'static str, Delta> = HashMap::new();
     let mut busy_prev = Duration::ZERO;
     let busy = m.busy_seconds.get_or_create(&l).clone();
+    let stalls = m.stalls.get_or_create(&l).clone();
+    let lateness = m.timer_lateness.get_or_create(&l).clone();
     while !stop() {
         let st = src.log.stats();
         for (name, fam, v) in [
@@ -406,9 +419,19 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
         for j in &mut src.jobs {
             sync_job(&m, &s, j, now_ms);
         }
+        // A timer that fires late means the core was not free to run it: a stall.
+        let asked = std::time::Instant::now();
         glommio::timer::sleep(SYNC_INTERVAL).await;
+        let late = asked.elapsed().saturating_sub(SYNC_INTERVAL);
+        lateness.observe(late.as_secs_f64());
+        if late > STALL {
+            stalls.inc();
+        }
     }
 }
+
+/// Timer lateness counted as an executor stall.
+const STALL: Duration = Duration::from_millis(10);
 
 fn sync_job(m: &Metrics, shard: &str, j: &mut JobSeries, now_ms: i64) {
     let l = labels(&[("shard", shard), ("job_name", &j.name)]);
