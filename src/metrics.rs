@@ -39,6 +39,11 @@ fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(50e-6, 2.0, 16))
 }
 
+fn commit_buckets() -> Histogram {
+    // 1 .. 4096 appends
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
 fn fire_buckets() -> Histogram {
     // 1 ms .. ~65 s
     Histogram::new(exponential_buckets(1e-3, 2.0, 17))
@@ -94,6 +99,8 @@ pub struct Metrics {
     checkpoint_last_id: Family<Labels, Gauge>,
     stalls: Family<Labels, Counter>,
     timer_lateness: Hist,
+    journal_write_seconds: Hist,
+    group_commit: Hist,
     /// Cores that finished starting; the server is healthy when all did.
     pub ready_cores: AtomicUsize,
     pub cores: usize,
@@ -229,6 +236,16 @@ impl Metrics {
                 "executor_timer_lateness_seconds",
                 "How late the core's metrics timer fired: scheduling delay on the core",
                 latency_buckets
+            ),
+            journal_write_seconds: fam!(
+                "journal_write_seconds",
+                "One journal write (a group commit) from start to durable: write, and sync under durability always",
+                latency_buckets
+            ),
+            group_commit: fam!(
+                "journal_group_commit_appends",
+                "Appends carried by one journal write (group commit size)",
+                commit_buckets
             ),
             registry: r,
             ready_cores: AtomicUsize::new(0),
@@ -393,6 +410,8 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
     let mut busy_prev = Duration::ZERO;
     let busy = m.busy_seconds.get_or_create(&l).clone();
     let stalls = m.stalls.get_or_create(&l).clone();
+    let write_seconds = m.journal_write_seconds.get_or_create(&l).clone();
+    let group_commit = m.group_commit.get_or_create(&l).clone();
     let lateness = m.timer_lateness.get_or_create(&l).clone();
     while !stop() {
         let st = src.log.stats();
@@ -409,6 +428,10 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
                 .entry(name)
                 .or_default()
                 .push(&fam.get_or_create(&l), v);
+        }
+        for (ns, appends) in src.log.drain_write_samples() {
+            write_seconds.observe(ns as f64 / 1e9);
+            group_commit.observe(f64::from(appends));
         }
         let runtime = glommio::executor().executor_stats().total_runtime();
         busy.inc_by(runtime.saturating_sub(busy_prev).as_secs_f64());

@@ -88,7 +88,14 @@ struct State {
     ledger_error: Option<Arc<LogError>>,
     closing: bool,
     stats: LogStats,
+    /// Per journal write (one group commit): nanoseconds from start to durable
+    /// (write, and sync under `always`), and the appends it carried. Bounded; the
+    /// metrics task drains it.
+    write_samples: Vec<(u64, u32)>,
 }
+
+/// Journal write samples kept between two drains.
+const WRITE_SAMPLES_MAX: usize = 8192;
 
 struct Shared {
     cfg: LogConfig,
@@ -169,6 +176,7 @@ impl ShardLog {
                 ledger_error: None,
                 closing: false,
                 stats: LogStats::default(),
+                write_samples: Vec::new(),
             }),
             ledger,
             work: Notify::default(),
@@ -362,6 +370,12 @@ impl ShardLog {
 
     pub fn stats(&self) -> LogStats {
         self.shared.state.borrow().stats
+    }
+
+    /// Takes the samples of the journal writes since the last call: (nanoseconds
+    /// to durable, appends in the group commit), at most 8192 of them.
+    pub fn drain_write_samples(&self) -> Vec<(u64, u32)> {
+        std::mem::take(&mut self.shared.state.borrow_mut().write_samples)
     }
 
     /// Ledger segments of a partition (tests and inspection).
@@ -672,6 +686,7 @@ const JOURNAL_WRITES_IN_FLIGHT_MAX: usize = 2;
 
 /// A journal write on its way to the device.
 struct InFlight {
+    started: Instant,
     write: glommio::Task<Result<()>>,
     buf: Rc<DmaBuffer>,
     frames: Vec<(usize, Header)>,
@@ -773,6 +788,7 @@ impl Driver {
         let buf = Rc::new(p.buf);
         let write = glommio::spawn_local(self.journal.start_write(buf.clone(), p.last_seq));
         self.in_flight.push_back(InFlight {
+            started: Instant::now(),
             write,
             buf,
             frames: p.frames,
@@ -799,6 +815,12 @@ impl Driver {
             st.stats.journal_syncs += 1;
         } else {
             self.journal_unsynced = true;
+        }
+        // Kept only while someone drains them (the metrics task); beyond the bound
+        // the newest are left out.
+        if st.write_samples.len() < WRITE_SAMPLES_MAX {
+            let sample = (w.started.elapsed().as_nanos() as u64, w.frames.len() as u32);
+            st.write_samples.push(sample);
         }
         let ledger_due = {
             let mut ledger = sh.ledger.borrow_mut();

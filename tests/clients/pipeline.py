@@ -249,6 +249,8 @@ def check_metrics(url, state, rows):
             problems.append(f"metrics: {name} = {got}, want {want}")
     for name, match in [("tidewater_kafka_request_seconds_count", {"api": "produce"}),
                         ("tidewater_journal_syncs_total", {}),
+                        ("tidewater_journal_write_seconds_count", {}),
+                        ("tidewater_journal_group_commit_appends_count", {}),
                         ("tidewater_windows_fired_total", {"job_name": JOB}),
                         ("tidewater_sink_fire_latency_seconds_count", {"job_name": JOB}),
                         ("tidewater_busy_seconds_total", {})]:
