@@ -184,7 +184,7 @@ fn start(a: &BenchArgs, dir: &Path, with_job: bool) -> Result<Server> {
             &schema,
             "2s",
             &a.checkpoint_interval,
-            &harness::reference_sinks(&dir.join("out"), a.clickhouse.as_deref()),
+            &tidewater_tools::reference::sinks(&dir.join("out"), a.clickhouse.as_deref()),
         )
     } else {
         "[[topics]]\nname = \"iot-sensor-data\"\npartitions = 8\n".to_string()

@@ -68,7 +68,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
             &schema,
             "2s",
             "10s",
-            &harness::reference_sinks(&out, a.clickhouse.as_deref()),
+            &tidewater_tools::reference::sinks(&out, a.clickhouse.as_deref()),
         ),
     )?;
     println!("Tidewater demo: the reference job (keyBy device_id, 1-minute tumbling windows, count/min/max/avg/sum)");

@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tidewater_tools::reference;
 
 /// The reference job (`schemas/sensor.avsc`, 1-minute tumbling windows on
 /// `device_id`), with `sinks` appended as TOML.
@@ -20,49 +21,14 @@ pub fn reference_config(
     checkpoint_interval: &str,
     sinks: &str,
 ) -> String {
-    format!(
-        r#"[[topics]]
-name = "iot-sensor-data"
-partitions = 8
-
-[[jobs]]
-name = "device_minute"
-source = "iot-sensor-data"
-format = "avro"
-schema_file = {schema:?}
-key = "device_id"
-event_time = "timestamp"
-window = {{ type = "tumbling", size = "1m" }}
-max_out_of_orderness = "5s"
-allowed_lateness = "0s"
-idle_timeout = "{idle_timeout}"
-checkpoint_interval = "{checkpoint_interval}"
-aggregates = [
-  {{ fn = "count", as = "events" }},
-  {{ fn = "min", field = "temperature", as = "temperature_min" }},
-  {{ fn = "max", field = "temperature", as = "temperature_max" }},
-  {{ fn = "avg", field = "temperature", as = "temperature_avg" }},
-  {{ fn = "avg", field = "humidity", as = "humidity_avg" }},
-  {{ fn = "sum", field = "pressure", as = "pressure_sum" }},
-]
-{sinks}"#,
-        schema = schema_path.display().to_string()
+    reference::config(
+        &reference::Job {
+            format: reference::Job::avro(schema_path),
+            idle_timeout,
+            checkpoint_interval,
+        },
+        sinks,
     )
-}
-
-/// The sinks of the reference job: the output topic, JSON-lines files under `out`,
-/// and ClickHouse when a URL is given.
-pub fn reference_sinks(out: &Path, clickhouse: Option<&str>) -> String {
-    let mut s = format!(
-        "\n[[jobs.sinks]]\ntype = \"topic\"\ntopic = \"device_minute\"\n\n[[jobs.sinks]]\ntype = \"file\"\npath = {:?}\n",
-        out.join("device_minute.jsonl").display().to_string()
-    );
-    if let Some(url) = clickhouse {
-        s.push_str(&format!(
-            "\n[[jobs.sinks]]\ntype = \"clickhouse\"\nurl = \"{url}\"\ntable = \"iot.device_minute\"\n"
-        ));
-    }
-    s
 }
 
 /// Writes the embedded reference schema next to a config, returning its path.

@@ -13,54 +13,19 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use tidewater_tools::reference;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn config(dir: &Path, clickhouse: &str, interval: &str) -> std::path::PathBuf {
-    let schema = repo().join("schemas/sensor.avsc");
-    let out = dir.join("out");
-    let text = format!(
-        r#"
-[[topics]]
-name = "iot-sensor-data"
-partitions = 8
-
-[[jobs]]
-name = "device_minute"
-source = "iot-sensor-data"
-schema_file = {schema:?}
-key = "device_id"
-event_time = "timestamp"
-window = {{ type = "tumbling", size = "1m" }}
-max_out_of_orderness = "5s"
-idle_timeout = "2s"
-checkpoint_interval = "{interval}"
-aggregates = [
-  {{ fn = "count", as = "events" }},
-  {{ fn = "min", field = "temperature", as = "temperature_min" }},
-  {{ fn = "max", field = "temperature", as = "temperature_max" }},
-  {{ fn = "avg", field = "temperature", as = "temperature_avg" }},
-  {{ fn = "avg", field = "humidity", as = "humidity_avg" }},
-  {{ fn = "sum", field = "pressure", as = "pressure_sum" }},
-]
-
-[[jobs.sinks]]
-type = "topic"
-topic = "device_minute"
-
-[[jobs.sinks]]
-type = "clickhouse"
-url = "{clickhouse}"
-table = "iot.device_minute"
-
-[[jobs.sinks]]
-type = "file"
-path = {:?}
-"#,
-        out.join("device_minute.jsonl")
-    );
+    let job = reference::Job {
+        format: reference::Job::avro(&repo().join("schemas/sensor.avsc")),
+        idle_timeout: "2s",
+        checkpoint_interval: interval,
+    };
+    let text = reference::config(&job, &reference::sinks(&dir.join("out"), Some(clickhouse)));
     let path = dir.join("job.toml");
     std::fs::write(&path, text).unwrap();
     path

@@ -8,6 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use tidewater_tools::reference;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,56 +47,20 @@ impl Run {
 /// and (when given) ClickHouse.
 fn job_toml(format: &str, clickhouse: Option<&str>, out: &Path) -> String {
     let schema = repo().join("schemas/sensor.avsc");
-    let schema_keys = if format == "avro-confluent" {
+    let format = if format == "avro-confluent" {
         format!(
-            "schema_file = {schema:?}\nschemas = {{ 1 = {:?}, 2 = {schema:?} }}\n",
+            "format = \"avro-confluent\"\nschema_file = {schema:?}\nschemas = {{ 1 = {:?}, 2 = {schema:?} }}\n",
             repo().join("tests/data/sensor-v1.avsc")
         )
     } else {
-        format!("schema_file = {schema:?}\n")
+        reference::Job::avro(&schema)
     };
-    let mut t = format!(
-        r#"
-[[topics]]
-name = "iot-sensor-data"
-partitions = 8
-
-[[jobs]]
-name = "device_minute"
-source = "iot-sensor-data"
-format = "{format}"
-{schema_keys}key = "device_id"
-event_time = "timestamp"
-window = {{ type = "tumbling", size = "1m" }}
-max_out_of_orderness = "5s"
-allowed_lateness = "0s"
-idle_timeout = "3s"
-checkpoint_interval = "1s"
-aggregates = [
-  {{ fn = "count", as = "events" }},
-  {{ fn = "min", field = "temperature", as = "temperature_min" }},
-  {{ fn = "max", field = "temperature", as = "temperature_max" }},
-  {{ fn = "avg", field = "temperature", as = "temperature_avg" }},
-  {{ fn = "avg", field = "humidity", as = "humidity_avg" }},
-  {{ fn = "sum", field = "pressure", as = "pressure_sum" }},
-]
-
-[[jobs.sinks]]
-type = "topic"
-topic = "device_minute"
-
-[[jobs.sinks]]
-type = "file"
-path = {:?}
-"#,
-        out.join("device_minute.jsonl")
-    );
-    if let Some(url) = clickhouse {
-        t.push_str(&format!(
-            "\n[[jobs.sinks]]\ntype = \"clickhouse\"\nurl = \"{url}\"\ntable = \"iot.device_minute\"\n"
-        ));
-    }
-    t
+    let job = reference::Job {
+        format,
+        idle_timeout: "3s",
+        checkpoint_interval: "1s",
+    };
+    reference::config(&job, &reference::sinks(out, clickhouse))
 }
 
 fn start(cores: &str, format: &str, clickhouse: Option<&str>) -> Run {

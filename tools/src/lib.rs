@@ -1,6 +1,8 @@
-//! Tidewater's tools that are not the server: for now the log workload and checker
-//! used by `tidewater log` and by the crash test. (The load generator and the backlog
-//! test join here.) Nothing here runs inside the server.
+//! Tidewater's tools that are not the server: the load generator, the log workload
+//! and checker used by `tidewater log` and by the crash test, and the reference
+//! job's config shared by the demo, the benchmark and the tests. Nothing here runs
+//! inside the server.
 
 pub mod loadgen;
 pub mod logtool;
+pub mod reference;
