@@ -184,19 +184,6 @@ pub fn reader_fields(reader: &Schema, needed: &[&str], key: &str) -> Result<Read
 /// The kind a reader type gives a slot; unions count by their non-null branch.
 fn slot_kind(s: &Schema, names: &HashMap<Name, Schema>) -> Option<SlotKind> {
     match deref(s, names).ok()? {
-        Schema::Boolean
-        | Schema::Int
-        | Schema::Long
-        | Schema::Date
-        | Schema::TimeMillis
-        | Schema::TimeMicros
-        | Schema::TimestampMillis
-        | Schema::TimestampMicros
-        | Schema::TimestampNanos
-        | Schema::LocalTimestampMillis
-        | Schema::LocalTimestampMicros
-        | Schema::LocalTimestampNanos => Some(SlotKind::Int),
-        Schema::Float | Schema::Double => Some(SlotKind::Float),
         Schema::String | Schema::Bytes | Schema::Uuid => Some(SlotKind::Bytes),
         Schema::Union(u) => {
             let mut it = u.variants().iter().filter(|v| !matches!(v, Schema::Null));
@@ -206,7 +193,10 @@ fn slot_kind(s: &Schema, names: &HashMap<Name, Schema>) -> Option<SlotKind> {
             }
             slot_kind(one, names)
         }
-        _ => None,
+        other => match prim_of(other)? {
+            Prim::Float | Prim::Double => Some(SlotKind::Float),
+            Prim::Bool | Prim::Int => Some(SlotKind::Int),
+        },
     }
 }
 
