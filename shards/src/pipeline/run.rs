@@ -1129,3 +1129,33 @@ impl RecordCx<'_> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::combine;
+
+    #[test]
+    fn the_watermark_is_the_least_active_input_or_else_the_greatest() {
+        // (watermark, idle) per input.
+        assert_eq!(
+            combine([(10, false), (5, false), (99, true)].into_iter()),
+            5
+        );
+        assert_eq!(
+            combine([(10, false), (5, true)].into_iter()),
+            10,
+            "an idle input does not hold the others back"
+        );
+        assert_eq!(
+            combine([(10, true), (5, true)].into_iter()),
+            10,
+            "all idle: the greatest, so the last windows fire"
+        );
+        assert_eq!(
+            combine([(i64::MIN, false), (7, false)].into_iter()),
+            i64::MIN,
+            "an input that has seen nothing yet holds everything back"
+        );
+        assert_eq!(combine(std::iter::empty()), i64::MIN);
+    }
+}
