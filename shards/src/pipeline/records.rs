@@ -256,6 +256,47 @@ fn snappy(body: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     }
 }
 
+/// Calls `f` for every record of log partition `partition` from offset `from`
+/// (or the log's start, if later) to its current end: what a restarted job reads
+/// back of its own outputs.
+pub async fn read_from(
+    log: &tidewater_io::ShardLog,
+    partition: u32,
+    from: u64,
+    mut f: impl FnMut(RecordRef<'_>),
+) -> Result<(), String> {
+    let end = log.high_watermark(partition).map_err(|e| e.to_string())?;
+    let mut next = from.max(log.log_start_offset(partition).unwrap_or(0));
+    let mut scratch = Vec::new();
+    while next < end {
+        let entries = log
+            .read(partition, next, 1 << 20)
+            .await
+            .map_err(|e| e.to_string())?;
+        if entries.is_empty() {
+            break;
+        }
+        for e in &entries {
+            let mut bad = Vec::new();
+            for_each_record(
+                &e.payload,
+                e.base_offset,
+                e.record_count,
+                &mut scratch,
+                &mut f,
+                &mut bad,
+            );
+            next = e.end_offset();
+        }
+    }
+    Ok(())
+}
+
+/// Adds `n` to a per-core counter.
+pub(crate) fn bump(c: &std::cell::Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -164,9 +164,7 @@ pub struct Checkpoints {
     pub requested: Arc<AtomicU64>,
 }
 
-fn bump(c: &Cell<u64>, n: u64) {
-    c.set(c.get() + n);
-}
+use super::records::bump;
 
 /// What a job needs from its core.
 pub struct JobContext {
@@ -780,34 +778,12 @@ async fn sources_written(
     from: u64,
 ) -> Result<std::collections::HashSet<Vec<u8>>, String> {
     let mut seen = std::collections::HashSet::new();
-    let end = log.high_watermark(partition).map_err(|e| e.to_string())?;
-    let mut next = from.max(log.log_start_offset(partition).unwrap_or(0));
-    let mut scratch = Vec::new();
-    while next < end {
-        let entries = log
-            .read(partition, next, READ_BYTES)
-            .await
-            .map_err(|e| e.to_string())?;
-        if entries.is_empty() {
-            break;
+    super::records::read_from(log, partition, from, |r| {
+        if let Some(src) = super::records::header(r.headers, SOURCE_HEADER) {
+            seen.insert(src.to_vec());
         }
-        for e in &entries {
-            let mut bad = Vec::new();
-            for_each_record(
-                &e.payload,
-                e.base_offset,
-                e.record_count,
-                &mut scratch,
-                |r| {
-                    if let Some(src) = super::records::header(r.headers, SOURCE_HEADER) {
-                        seen.insert(src.to_vec());
-                    }
-                },
-                &mut bad,
-            );
-            next = e.end_offset();
-        }
-    }
+    })
+    .await?;
     Ok(seen)
 }
 

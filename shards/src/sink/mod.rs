@@ -47,9 +47,7 @@ pub struct SinkStats {
     pub latencies_us: std::cell::RefCell<Vec<u64>>,
 }
 
-fn bump(c: &Cell<u64>, n: u64) {
-    c.set(c.get() + n);
-}
+use crate::pipeline::records::bump;
 
 /// The pipeline's end of a sink.
 pub struct SinkHandle {
@@ -374,35 +372,13 @@ impl SinkTask {
 /// (key, window_start) of every row in the given partitions from the given offsets.
 async fn written_since(log: &ShardLog, from: &[(u32, u64)]) -> Result<Written, String> {
     let mut out = Written::new();
-    let mut scratch = Vec::new();
     for &(id, start) in from {
-        let end = log.high_watermark(id).map_err(|e| e.to_string())?;
-        let mut next = start.max(log.log_start_offset(id).unwrap_or(0));
-        while next < end {
-            let entries = log
-                .read(id, next, 1 << 20)
-                .await
-                .map_err(|e| e.to_string())?;
-            if entries.is_empty() {
-                break;
+        crate::pipeline::records::read_from(log, id, start, |r| {
+            if let (Some(k), Some(ws)) = (r.key, r.value.and_then(window_start)) {
+                out.insert((k.into(), ws));
             }
-            for e in &entries {
-                let mut bad = Vec::new();
-                crate::pipeline::records::for_each_record(
-                    &e.payload,
-                    e.base_offset,
-                    e.record_count,
-                    &mut scratch,
-                    |r| {
-                        if let (Some(k), Some(ws)) = (r.key, r.value.and_then(window_start)) {
-                            out.insert((k.into(), ws));
-                        }
-                    },
-                    &mut bad,
-                );
-                next = e.end_offset();
-            }
-        }
+        })
+        .await?;
     }
     Ok(out)
 }
