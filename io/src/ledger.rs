@@ -456,6 +456,18 @@ impl Ledger {
 
     /// Creates a partition (its directory and meta file, synced) and returns its id.
     pub fn create_partition(&mut self, name: &str, partitions_max: usize) -> Result<u32> {
+        self.create_partition_at(name, 0, partitions_max)
+    }
+
+    /// Creates a partition whose first offset is `start` (a partition moved here from
+    /// another core, whose older offsets retention had removed); an existing one is
+    /// returned as it is.
+    pub fn create_partition_at(
+        &mut self,
+        name: &str,
+        start: u64,
+        partitions_max: usize,
+    ) -> Result<u32> {
         if let Some(&id) = self.names.get(name) {
             return Ok(id);
         }
@@ -473,6 +485,14 @@ impl Ledger {
         std::fs::create_dir_all(&tmp)
             .map_err(|e| LogError::io("creating partition directory", &tmp, e))?;
         write_meta(&tmp.join(META_FILE), id, name)?;
+        if start > 0 {
+            // An empty active segment says where the offsets start; the first write
+            // fills it.
+            let seg = tmp.join(segment_name(start, "log"));
+            std::fs::File::create(&seg)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| LogError::io("creating", &seg, e))?;
+        }
         crate::journal::sync_dir(&tmp)?;
         std::fs::rename(&tmp, &pdir).map_err(|e| LogError::io("renaming", &tmp, e))?;
         crate::journal::sync_dir(&self.dir)?;
@@ -485,7 +505,7 @@ impl Ledger {
                 dir: pdir,
                 segments: VecDeque::new(),
                 chunks: VecDeque::new(),
-                next_offset: 0,
+                next_offset: start,
                 unsynced: Vec::new(),
                 retain_from: None,
             },

@@ -215,19 +215,25 @@ impl ShardLog {
 
     /// Creates a partition if it does not exist and returns its id.
     pub fn create_partition(&self, name: &str) -> Result<u32> {
-        let id = self
-            .shared
-            .ledger
-            .borrow_mut()
-            .create_partition(name, self.shared.cfg.partitions_max)?;
+        self.create_partition_at(name, 0)
+    }
+
+    /// Creates a partition whose offsets start at `start` if it does not exist, and
+    /// returns its id (used to move a partition from another core's log).
+    pub fn create_partition_at(&self, name: &str, start: u64) -> Result<u32> {
+        let id = self.shared.ledger.borrow_mut().create_partition_at(
+            name,
+            start,
+            self.shared.cfg.partitions_max,
+        )?;
         self.shared
             .state
             .borrow_mut()
             .offsets
             .entry(id)
             .or_insert(Offsets {
-                next: 0,
-                durable: 0,
+                next: start,
+                durable: start,
             });
         Ok(id)
     }

@@ -341,6 +341,53 @@ fn retention_deletes_old_segments_and_moves_the_start() {
     });
 }
 
+/// A partition moved from another core's log starts at the offset retention had
+/// left it at, empty or not, and keeps it across restarts.
+#[test]
+fn a_partition_can_start_at_a_later_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    run(async move {
+        let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
+        let empty = log.create_partition_at("empty", 1_000).unwrap();
+        let moved = log.create_partition_at("moved", 500).unwrap();
+        for i in 0..100 {
+            let got = log
+                .append(moved, &payload(moved, i, 4000), 2, 1)
+                .await
+                .unwrap();
+            assert_eq!(got.base_offset, 500 + 2 * i);
+        }
+        log.close().await.unwrap();
+        let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
+        assert_eq!(log.log_start_offset(empty).unwrap(), 1_000);
+        assert_eq!(log.high_watermark(empty).unwrap(), 1_000);
+        assert_eq!(log.log_start_offset(moved).unwrap(), 500);
+        let entries = read_all(&log, moved).await;
+        assert_eq!(entries.len(), 100);
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.base_offset, 500 + 2 * i as u64);
+            assert_eq!(e.payload, payload(moved, i as u64, 4000));
+        }
+        match log.read(moved, 499, 1000).await {
+            Err(LogError::OffsetOutOfRange { .. }) => {}
+            other => panic!("expected out of range, got {other:?}"),
+        }
+        // An existing partition is returned as it is, whatever start is asked.
+        assert_eq!(log.create_partition_at("moved", 7).unwrap(), moved);
+        let got = log
+            .append(empty, &payload(empty, 0, 10), 1, 1)
+            .await
+            .unwrap();
+        assert_eq!(got.base_offset, 1_000);
+        log.close().await.unwrap();
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        assert_eq!(log.high_watermark(empty).unwrap(), 1_001);
+        assert_eq!(log.high_watermark(moved).unwrap(), 700);
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn retention_keeps_what_a_checkpoint_may_replay() {
     let dir = tempfile::tempdir().unwrap();
