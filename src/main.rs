@@ -9,6 +9,7 @@ mod demo;
 mod harness;
 mod kafka;
 mod metrics;
+mod rescale;
 mod server;
 
 use anyhow::Result;

@@ -26,7 +26,7 @@ use tidewater_shards::{partition_name, pipeline, sink, PartitionTable, Topic};
 /// Exit code when a core's storage failed (EIO, a failed sync): systemd restarts us.
 pub const EXIT_STORAGE_FAULT: i32 = 3;
 /// glommio's registered I/O memory per core.
-const IO_MEMORY_BYTES: usize = 64 << 20;
+pub(crate) const IO_MEMORY_BYTES: usize = 64 << 20;
 const CLUSTER_META: &str = "tidewater.meta";
 const TOPICS_FILE: &str = "topics.json";
 
@@ -64,7 +64,6 @@ pub fn serve(settings: Settings) -> Result<i32> {
             settings.kafka_addr.port()
         );
     }
-    check_shard_count(&settings.data_dir, shard_count)?;
     // Topics created at run time (CreateTopics) are recorded beside tidewater.meta.
     let topics_file = settings.data_dir.join(TOPICS_FILE);
     let mut declared = settings.topics.clone();
@@ -85,6 +84,12 @@ pub fn serve(settings: Settings) -> Result<i32> {
         }
     }
     let topics = with_job_topics(&declared, &settings.jobs, shard_count)?;
+    // Written by another number of cores: partitions and state move first.
+    let found = recorded_shard_count(&settings.data_dir)?;
+    crate::rescale::ensure(&settings, &topics, found, shard_count)?;
+    if found.is_none() {
+        write_shard_count(&settings.data_dir, shard_count)?;
+    }
     // Each job resumes from its newest complete checkpoint, the same one on every core.
     let checkpoints_root = settings.data_dir.join("checkpoints");
     let resume: Vec<(Option<u64>, u64)> = settings
@@ -334,8 +339,9 @@ async fn run_shard(
 
 /// The declared topics plus those the jobs write: each sink topic not declared (as
 /// many partitions as the job's source, so a key's row lands on the core that owns
-/// the key), and `<job>.dlq` and `<job>.late` (one partition per core, each core
-/// writing its own).
+/// the key), and `<job>.dlq` and `<job>.late` (as many partitions as the source too:
+/// a side record goes to the partition of its key group or source partition, so it
+/// stays with that group when the job moves to another number of cores).
 fn with_job_topics(declared: &[Topic], jobs: &[Job], shards: u32) -> Result<Vec<Topic>> {
     let mut topics = declared.to_vec();
     let mut add = |name: String, partitions: u32| {
@@ -353,8 +359,8 @@ fn with_job_topics(declared: &[Topic], jobs: &[Job], shards: u32) -> Result<Vec<
                 add(topic.clone(), source);
             }
         }
-        add(job.dlq_topic(), shards);
-        add(job.late_topic(), shards);
+        add(job.dlq_topic(), source);
+        add(job.late_topic(), source);
     }
     for t in &topics {
         let probe = partition_name(&t.name, t.partitions.saturating_sub(1));
@@ -457,21 +463,30 @@ fn start_job(
         .map_err(|e| anyhow::anyhow!("job {:?}: {e}", job.name))?;
         sinks.push(h);
     }
-    let side = |topic: String| {
-        local(&topic)
-            .into_iter()
-            .find(|&(p, _)| p == shard)
-            .map(|(_, id)| id)
-            .with_context(|| format!("job {:?}: this core has no partition of {topic}", job.name))
+    let source_partitions = partitions_of(&job.source);
+    let side = |topic: String| -> Result<Vec<Option<u32>>> {
+        if partitions_of(&topic) != source_partitions {
+            bail!(
+                "job {:?}: topic {topic} has {} partitions, its source {} has {source_partitions}; they must agree",
+                job.name,
+                partitions_of(&topic),
+                job.source
+            );
+        }
+        let mut ids = vec![None; source_partitions as usize];
+        for (p, id) in local(&topic) {
+            ids[p as usize] = Some(id);
+        }
+        Ok(ids)
     };
     let ctx = pipeline::JobContext {
         shard,
         shards: table.shard_count(),
         log: log.clone(),
-        source_partitions: partitions_of(&job.source),
+        source_partitions,
         sources: local(&job.source),
-        dlq_partition: side(job.dlq_topic())?,
-        late_partition: side(job.late_topic())?,
+        late_ids: side(job.late_topic())?,
+        dlq_ids: side(job.dlq_topic())?,
         sinks,
         stop: stop_flag,
         checkpoints: (job.checkpoint_ms > 0).then(|| pipeline::Checkpoints {
@@ -495,36 +510,33 @@ fn start_job(
     Ok(())
 }
 
-/// The data directory remembers how many cores wrote it: partitions live on the core
-/// `partition % cores`, so another count would look for them in the wrong place.
-fn check_shard_count(data_dir: &Path, shard_count: u32) -> Result<()> {
+/// The core count the data directory was written by (None: a new directory).
+/// Partitions live on core `partition % cores`, so another count must move them
+/// first (`rescale.rs`).
+fn recorded_shard_count(data_dir: &Path) -> Result<Option<u32>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let meta = data_dir.join(CLUSTER_META);
     match std::fs::read_to_string(&meta) {
-        Ok(text) => {
-            let found = text
-                .lines()
-                .find_map(|l| l.strip_prefix("shards "))
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .with_context(|| format!("{}: not a Tidewater meta file", meta.display()))?;
-            if found != shard_count {
-                bail!(
-                    "{} was written by {found} cores but {shard_count} were selected; \
-                     start with --cores {found} (moving partitions between cores is not supported yet)",
-                    data_dir.display()
-                );
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = meta.with_extension("meta.tmp");
-            std::fs::write(&tmp, format!("tidewater 1\nshards {shard_count}\n"))
-                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-                .and_then(|_| std::fs::rename(&tmp, &meta))
-                .with_context(|| format!("cannot write {}", meta.display()))?;
-            Ok(())
-        }
+        Ok(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("shards "))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|&n| n > 0)
+            .map(Some)
+            .with_context(|| format!("{}: not a Tidewater meta file", meta.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", meta.display())),
     }
+}
+
+/// Records the core count the data directory is laid out for (whole and synced).
+pub(crate) fn write_shard_count(data_dir: &Path, shard_count: u32) -> Result<()> {
+    let meta = data_dir.join(CLUSTER_META);
+    let tmp = meta.with_extension("meta.tmp");
+    std::fs::write(&tmp, format!("tidewater 1\nshards {shard_count}\n"))
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &meta))
+        .and_then(|_| std::fs::File::open(data_dir)?.sync_all())
+        .with_context(|| format!("cannot write {}", meta.display()))
 }

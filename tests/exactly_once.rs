@@ -56,21 +56,43 @@ fn kill_9_under_load_loses_nothing_and_counts_nothing_twice() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    crash_loop(kills, |_| 2, true);
+}
+
+/// Rescaling: killed under load on 2 cores, restarted on 1 (partitions, key groups
+/// and output positions move to the one core), killed again, restarted on 2, and so
+/// on; the results are the same exactly-once results.
+#[test]
+fn kill_9_and_restart_on_another_core_count_moves_state_exactly_once() {
+    crash_loop(4, |round| if round % 2 == 0 { 2 } else { 1 }, false);
+}
+
+/// The reference job under load; `kills` SIGKILLs at random moments, restart `r`
+/// on `cores(r)` cores (start: `cores(0)`); optionally the newest checkpoint is
+/// damaged before the last restart. Then every sink is checked.
+fn crash_loop(kills: u32, cores: impl Fn(u32) -> u32, damage: bool) {
     let ch = common::ClickHouse::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &ch.url(), "1s");
     let data = dir.path().join("data");
-    let args = [
-        "--cores",
-        "2",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
+    let args_for = |n: u32| -> Vec<String> {
+        vec![
+            "--cores".into(),
+            n.to_string(),
+            "--config".into(),
+            cfg.to_str().unwrap().into(),
+            "--data-dir".into(),
+            data.to_str().unwrap().into(),
+        ]
+    };
     let (port, admin) = (common::free_ports(), common::free_ports());
+    let serve = |n: u32| {
+        let args = args_for(n);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::serve_on(&args, port, admin)
+    };
     let bootstrap = format!("127.0.0.1:{port}");
-    let (mut server, ..) = common::serve_on(&args, port, admin);
+    let (mut server, ..) = serve(cores(0));
     let state = dir.path().join("acked.json");
     let stop = dir.path().join("stop");
     let schema = repo().join("schemas/sensor.avsc");
@@ -102,18 +124,26 @@ fn kill_9_under_load_loses_nothing_and_counts_nothing_twice() {
         std::thread::sleep(Duration::from_millis(1_500 + rng % 2_500));
         let _ = server.kill();
         let _ = server.wait();
-        if round + 1 == kills {
+        if damage && round + 1 == kills {
             damaged = Some(damage_newest_checkpoint(&data));
         }
-        let (s, _, _, log) = common::serve_on(&args, port, admin);
+        let (before, after) = (cores(round), cores(round + 1));
+        let (s, _, _, log) = serve(after);
         server = s;
+        let lines: Vec<String> = log.try_iter().collect();
         if let Some(id) = damaged {
-            let lines: Vec<String> = log.try_iter().collect();
             assert!(
                 lines
                     .iter()
                     .any(|l| l.contains("checkpoint skipped") && l.contains(&format!("{id:020}"))),
                 "recovery names the damaged checkpoint {id}:\n{}",
+                lines.join("\n")
+            );
+        }
+        if before != after {
+            assert!(
+                lines.iter().any(|l| l.contains("rescaled")),
+                "a start on {after} cores after {before} says it rescaled:\n{}",
                 lines.join("\n")
             );
         }

@@ -13,7 +13,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"TWCKPT01";
+const MAGIC: &[u8; 8] = b"TWCKPT02";
 const HEAD: usize = 24;
 const MANIFEST: &str = "MANIFEST";
 const SAVEPOINT: &str = "SAVEPOINT";
@@ -54,6 +54,15 @@ pub struct OutputSnap {
     pub end: u64,
 }
 
+/// After a rescale, the line late events of a key group are judged by, where the
+/// core that owned the group before had fired further than its new owner has.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupLine {
+    /// The key group: the source partition Kafka's default partitioner gives a key.
+    pub group: u32,
+    pub upto: i64,
+}
+
 /// One core's part of a checkpoint.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct CoreSnapshot {
@@ -66,6 +75,8 @@ pub struct CoreSnapshot {
     pub remote: Vec<RemoteSnap>,
     pub core_wm: i64,
     pub fired_upto: i64,
+    /// Key groups whose line is past `fired_upto` (only after a rescale).
+    pub group_lines: Vec<GroupLine>,
     pub windows: Vec<WindowSnap>,
     pub outputs: Vec<OutputSnap>,
 }
@@ -242,6 +253,110 @@ pub fn prune(root: &Path, job: &str, newest_complete: u64) {
     }
 }
 
+/// Checkpoint `id`'s parts for `shards` cores, read and decoded (for a rescale).
+pub fn read_all(root: &Path, job: &str, id: u64, shards: u32) -> Result<Vec<CoreSnapshot>, String> {
+    (0..shards)
+        .map(|s| {
+            let path = dir_of(root, job, id).join(format!("shard-{s}.ckpt"));
+            let bytes = read_part(&path)?;
+            rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(view(&bytes))
+                .map_err(|e| format!("{}: cannot decode: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// A checkpoint taken on `parts.len()` cores, cut for `to` cores as checkpoint `id`.
+///
+/// State is partitioned by key group, as Flink does: a key's group is the partition
+/// of the source (`groups` of them) Kafka's default partitioner gives it, and the
+/// group lives on the core that owns that partition. Source positions, window
+/// entries and topic output positions (the side outputs too) move with their group
+/// or partition. A group's late line is what its old owner had fired to; a new core
+/// starts from the least line of its groups and keeps the others per group, so an
+/// event its old owner would have judged late still is. File outputs are per core:
+/// the caller adds those. Watermarks start from the least of the old cores' and
+/// move on as the sources replay.
+pub fn regroup(parts: &[CoreSnapshot], to: u32, groups: u32, id: u64) -> Vec<CoreSnapshot> {
+    let from = parts.len() as u32;
+    let least = |f: fn(&CoreSnapshot) -> i64| parts.iter().map(f).min().unwrap_or(i64::MIN);
+    let core_wm = least(|p| p.core_wm);
+    // Each group's line, from the core that owned it.
+    let line: Vec<i64> = (0..groups)
+        .map(|g| {
+            let old = &parts[(g % from) as usize];
+            old.group_lines
+                .iter()
+                .filter(|l| l.group == g)
+                .map(|l| l.upto)
+                .fold(old.fired_upto, i64::max)
+        })
+        .collect();
+    let mut out: Vec<CoreSnapshot> = (0..to)
+        .map(|shard| {
+            let mine = (0..groups).filter(|g| g % to == shard);
+            let fired_upto = mine
+                .clone()
+                .map(|g| line[g as usize])
+                .min()
+                .unwrap_or_else(|| least(|p| p.fired_upto));
+            CoreSnapshot {
+                job: parts[0].job.clone(),
+                id,
+                shard,
+                shards: to,
+                words: parts[0].words,
+                sources: Vec::new(),
+                remote: Vec::new(),
+                core_wm,
+                fired_upto,
+                group_lines: mine
+                    .filter(|&g| line[g as usize] > fired_upto)
+                    .map(|g| GroupLine {
+                        group: g,
+                        upto: line[g as usize],
+                    })
+                    .collect(),
+                windows: Vec::new(),
+                outputs: Vec::new(),
+            }
+        })
+        .collect();
+    let mut windows: Vec<std::collections::BTreeMap<i64, WindowSnap>> =
+        (0..to).map(|_| Default::default()).collect();
+    let words = parts[0].words as usize;
+    for p in parts {
+        for s in &p.sources {
+            out[(s.partition % to) as usize].sources.push(s.clone());
+        }
+        for o in p.outputs.iter().filter(|o| o.name.starts_with("topic:")) {
+            out[(o.partition % to) as usize].outputs.push(o.clone());
+        }
+        for w in &p.windows {
+            let mut at = 0usize;
+            for (i, &len) in w.key_lens.iter().enumerate() {
+                let key = &w.keys[at..at + len as usize];
+                at += len as usize;
+                let shard = crate::partitioner::partition_for(key, groups) % to;
+                let n = windows[shard as usize]
+                    .entry(w.start)
+                    .or_insert_with(|| WindowSnap {
+                        start: w.start,
+                        ..Default::default()
+                    });
+                n.keys.extend_from_slice(key);
+                n.key_lens.push(len);
+                n.accs
+                    .extend_from_slice(&w.accs[i * words..(i + 1) * words]);
+            }
+        }
+    }
+    for (o, w) in out.iter_mut().zip(windows) {
+        o.sources.sort_by_key(|s| s.partition);
+        o.windows = w.into_values().collect();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +376,7 @@ mod tests {
             remote: vec![],
             core_wm: 5,
             fired_upto: 4,
+            group_lines: vec![GroupLine { group: 1, upto: 9 }],
             windows: vec![WindowSnap {
                 start: 0,
                 keys: b"abcd".to_vec(),
@@ -312,5 +428,100 @@ mod tests {
         prune(r, "j", 3);
         assert_eq!(ids(r, "j"), vec![3, 2]);
         assert_eq!(highest(r, "j"), 3);
+    }
+
+    #[test]
+    fn regrouping_moves_each_key_group_with_its_partition() {
+        use crate::partitioner::partition_for;
+        let groups = 4;
+        // Keys of every group, on the core that owns the group with 2 cores.
+        let keys: Vec<Vec<u8>> = (0..40)
+            .map(|i| format!("device-{i:06}").into_bytes())
+            .collect();
+        let mut parts: Vec<CoreSnapshot> = (0..2)
+            .map(|s| CoreSnapshot {
+                job: "j".into(),
+                id: 7,
+                shard: s,
+                shards: 2,
+                words: 1,
+                sources: (0..groups)
+                    .filter(|p| p % 2 == s)
+                    .map(|p| SourceSnap {
+                        partition: p,
+                        next: 100 + u64::from(p),
+                        max_ts: 1_000,
+                    })
+                    .collect(),
+                remote: vec![],
+                core_wm: 60_000 * (i64::from(s) + 1),
+                fired_upto: 60_000 * (i64::from(s) + 1),
+                group_lines: vec![],
+                windows: vec![WindowSnap {
+                    start: 120_000,
+                    ..Default::default()
+                }],
+                outputs: (0..groups)
+                    .filter(|p| p % 2 == s)
+                    .map(|p| OutputSnap {
+                        name: "topic:out".into(),
+                        partition: p,
+                        end: 5,
+                    })
+                    .chain([OutputSnap {
+                        name: format!("file:x.shard-{s}"),
+                        partition: 0,
+                        end: 9,
+                    }])
+                    .collect(),
+            })
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            let s = (partition_for(k, groups) % 2) as usize;
+            let w = &mut parts[s].windows[0];
+            w.keys.extend_from_slice(k);
+            w.key_lens.push(k.len() as u32);
+            w.accs.push(i as u64);
+        }
+        let one = regroup(&parts, 1, groups, 8);
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].id, one[0].shards), (8, 1));
+        assert_eq!(one[0].sources.len(), 4);
+        assert_eq!(one[0].windows[0].key_lens.len(), keys.len());
+        assert_eq!(one[0].outputs.len(), 4, "file outputs are the caller's");
+        // Core 1 had fired further: its groups keep its line, the core starts
+        // from core 0's.
+        assert_eq!(one[0].fired_upto, 60_000);
+        assert_eq!(
+            one[0].group_lines,
+            vec![
+                GroupLine {
+                    group: 1,
+                    upto: 120_000
+                },
+                GroupLine {
+                    group: 3,
+                    upto: 120_000
+                }
+            ]
+        );
+        // And back to 2: the lines go home, each core's own again.
+        let two = regroup(&one, 2, groups, 9);
+        for (s, p) in two.iter().enumerate() {
+            assert_eq!(p.fired_upto, parts[s].fired_upto);
+            assert!(p.group_lines.is_empty());
+            assert_eq!(p.sources, parts[s].sources);
+            let mut got: Vec<(&[u8], u64)> = Vec::new();
+            let w = &p.windows[0];
+            let mut at = 0;
+            for (i, &l) in w.key_lens.iter().enumerate() {
+                got.push((&w.keys[at..at + l as usize], w.accs[i]));
+                at += l as usize;
+            }
+            for (k, _) in &got {
+                assert_eq!(partition_for(k, groups) % 2, s as u32);
+            }
+            assert_eq!(got.len(), parts[s].windows[0].key_lens.len());
+        }
     }
 }

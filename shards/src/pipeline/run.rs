@@ -175,9 +175,12 @@ pub struct JobContext {
     pub source_partitions: u32,
     /// This core's source partitions: (Kafka index, log id).
     pub sources: Vec<(u32, u32)>,
-    /// Log ids of this core's partition of `<job>.dlq` and `<job>.late`.
-    pub dlq_partition: u32,
-    pub late_partition: u32,
+    /// Log ids of this core's partitions of `<job>.late` and `<job>.dlq`, by Kafka
+    /// index. They have the source's partition count: a late event goes to its key
+    /// group's partition, a dead letter to its source partition's, both owned here,
+    /// so side output moves with its key group when the job is rescaled.
+    pub late_ids: Vec<Option<u32>>,
+    pub dlq_ids: Vec<Option<u32>>,
     pub sinks: Vec<SinkHandle>,
     pub stop: Rc<dyn Fn() -> bool>,
     /// `None`: checkpoints off (a restart replays the sources from the start).
@@ -197,9 +200,29 @@ struct Remote {
     idle: bool,
 }
 
+/// Per key group, the line late events are judged by where it is past the core's
+/// own: after a rescale, a group's old owner may have fired further than its new one.
+/// Empty otherwise, and emptied once the core's own line passes every group's.
+#[derive(Default)]
+struct GroupLines {
+    by_group: Vec<i64>,
+    max: i64,
+}
+
+impl GroupLines {
+    #[inline]
+    fn line(&self, key: &[u8]) -> i64 {
+        if self.by_group.is_empty() {
+            return i64::MIN;
+        }
+        self.by_group[partitioner::partition_for(key, self.by_group.len() as u32) as usize]
+    }
+}
+
 /// State the driver and the mailbox receivers share (borrowed only between awaits).
 struct Shared {
     windows: Windows,
+    lines: GroupLines,
     remote: Vec<Option<Remote>>,
     late: Vec<OutRecord>,
     full: Option<String>,
@@ -248,6 +271,7 @@ async fn drive(
             job.lateness_ms,
             job.state_entries_max,
         ),
+        lines: GroupLines::default(),
         remote: (0..ctx.shards).map(|_| None).collect(),
         late: Vec::new(),
         full: None,
@@ -257,8 +281,13 @@ async fn drive(
     }));
     let restored = ctx.checkpoints.as_ref().and_then(|c| c.restore.clone());
     if let Some((id, bytes)) = &restored {
-        restore_state(&job, &mut shared.borrow_mut(), checkpoint::view(bytes))
-            .map_err(|e| format!("checkpoint {id}: {e}"))?;
+        restore_state(
+            &job,
+            &mut shared.borrow_mut(),
+            checkpoint::view(bytes),
+            ctx.source_partitions,
+        )
+        .map_err(|e| format!("checkpoint {id}: {e}"))?;
     }
     let first_id = ctx.checkpoints.as_ref().map_or(0, |c| c.highest);
     {
@@ -323,18 +352,14 @@ async fn drive(
     };
     let late_name = format!("topic:{}", job.late_topic());
     let dlq_name = format!("topic:{}", job.dlq_topic());
-    let mut late_seen = sources_written(
-        &ctx.log,
-        ctx.late_partition,
-        output_from(&late_name, ctx.shard),
-    )
-    .await?;
-    let mut dlq_seen = sources_written(
-        &ctx.log,
-        ctx.dlq_partition,
-        output_from(&dlq_name, ctx.shard),
-    )
-    .await?;
+    let mut late_seen = std::collections::HashSet::new();
+    for (p, id) in owned(&ctx.late_ids) {
+        late_seen.extend(sources_written(&ctx.log, id, output_from(&late_name, p)).await?);
+    }
+    let mut dlq_seen = std::collections::HashSet::new();
+    for (p, id) in owned(&ctx.dlq_ids) {
+        dlq_seen.extend(sources_written(&ctx.log, id, output_from(&dlq_name, p)).await?);
+    }
     let mut core_wm = snap.map_or(i64::MIN, |s| s.core_wm.to_native());
     if let Some((id, _)) = &restored {
         tracing::info!(job = %job.name, shard = ctx.shard, checkpoint = id, "resuming from checkpoint");
@@ -355,7 +380,7 @@ async fn drive(
         .map_or(0, |c| c.requested.load(Ordering::Relaxed));
     let mut savepoint: Option<u64> = None;
     let mut scratch = Vec::new();
-    let mut dlq: Vec<OutRecord> = Vec::new();
+    let mut dlq: Vec<(u32, OutRecord)> = Vec::new();
     let mut wm_at = Instant::now();
     let mut sent_wm: Option<(i64, bool)> = None;
     let mut last_heartbeat = Instant::now();
@@ -434,6 +459,7 @@ async fn drive(
                         ctx: &ctx,
                         stats: &stats,
                         windows: &mut sh.windows,
+                        lines: &sh.lines,
                         late: &mut sh.late,
                         full: &mut sh.full,
                         dlq: &mut dlq,
@@ -514,20 +540,21 @@ async fn drive(
             stats.watermark.set(core_wm);
         }
         // Late events (found here or by the receivers) go to their side output.
-        let mut late = std::mem::take(&mut shared.borrow_mut().late);
+        let mut late: Vec<(u32, OutRecord)> = std::mem::take(&mut shared.borrow_mut().late)
+            .into_iter()
+            .map(|r| {
+                let key = r.key.as_deref().unwrap_or_default();
+                (partitioner::partition_for(key, ctx.source_partitions), r)
+            })
+            .collect();
         not_again(&mut late, &mut late_seen);
         not_again(&mut dlq, &mut dlq_seen);
-        if !late.is_empty() {
-            topic::append(&ctx.log, ctx.late_partition, &late)
-                .await
-                .map_err(|e| format!("cannot write late events to {}: {e}", job.late_topic()))?;
-        }
-        if !dlq.is_empty() {
-            let batch = std::mem::take(&mut dlq);
-            topic::append(&ctx.log, ctx.dlq_partition, &batch)
-                .await
-                .map_err(|e| format!("cannot write dead letters to {}: {e}", job.dlq_topic()))?;
-        }
+        append_side(&ctx.log, &ctx.late_ids, late)
+            .await
+            .map_err(|e| format!("cannot write late events to {}: {e}", job.late_topic()))?;
+        append_side(&ctx.log, &ctx.dlq_ids, std::mem::take(&mut dlq))
+            .await
+            .map_err(|e| format!("cannot write dead letters to {}: {e}", job.dlq_topic()))?;
         // Fire what is due, as far as every sink has room.
         {
             let mut sh = shared.borrow_mut();
@@ -544,6 +571,9 @@ async fn drive(
                 bump(&stats.windows_fired, 1);
                 !sinks.iter().any(|s| s.tx.is_full())
             });
+            if !sh.lines.by_group.is_empty() && sh.windows.fired_upto() >= sh.lines.max {
+                sh.lines = GroupLines::default();
+            }
             stats.state_entries.set(sh.windows.entries() as u64);
             stats.state_bytes.set(sh.windows.bytes() as u64);
         }
@@ -570,15 +600,14 @@ async fn drive(
                         .iter()
                         .flat_map(|s| s.positions(&ctx.log))
                         .collect();
-                    for (name, id) in [
-                        (&late_name, ctx.late_partition),
-                        (&dlq_name, ctx.dlq_partition),
-                    ] {
-                        outputs.push(checkpoint::OutputSnap {
-                            name: name.clone(),
-                            partition: ctx.shard,
-                            end: ctx.log.high_watermark(id).unwrap_or(0),
-                        });
+                    for (name, ids) in [(&late_name, &ctx.late_ids), (&dlq_name, &ctx.dlq_ids)] {
+                        for (p, id) in owned(ids) {
+                            outputs.push(checkpoint::OutputSnap {
+                                name: name.clone(),
+                                partition: p,
+                                end: ctx.log.high_watermark(id).unwrap_or(0),
+                            });
+                        }
                     }
                     checkpoint::CoreSnapshot {
                         job: job.name.clone(),
@@ -608,6 +637,17 @@ async fn drive(
                             .collect(),
                         core_wm,
                         fired_upto,
+                        group_lines: sh
+                            .lines
+                            .by_group
+                            .iter()
+                            .enumerate()
+                            .filter(|&(_, &upto)| upto > fired_upto)
+                            .map(|(g, &upto)| checkpoint::GroupLine {
+                                group: g as u32,
+                                upto,
+                            })
+                            .collect(),
                         windows,
                         outputs,
                     }
@@ -725,6 +765,7 @@ fn restore_state(
     job: &Job,
     sh: &mut Shared,
     snap: &checkpoint::ArchivedCoreSnapshot,
+    groups: u32,
 ) -> Result<(), String> {
     let words = snap.words.to_native() as usize;
     if words != sh.windows.layout.words {
@@ -734,6 +775,17 @@ fn restore_state(
         ));
     }
     sh.windows.set_fired_upto(snap.fired_upto.to_native());
+    if !snap.group_lines.is_empty() {
+        let mut by_group = vec![i64::MIN; groups as usize];
+        for l in snap.group_lines.iter() {
+            let slot = by_group
+                .get_mut(l.group.to_native() as usize)
+                .ok_or("a key group past the source's partitions")?;
+            *slot = l.upto.to_native();
+        }
+        let max = by_group.iter().copied().max().unwrap_or(i64::MIN);
+        sh.lines = GroupLines { by_group, max };
+    }
     for w in snap.windows.iter() {
         let start = w.start.to_native();
         let mut at = 0usize;
@@ -787,12 +839,42 @@ async fn sources_written(
     Ok(seen)
 }
 
+/// (Kafka index, log id) of each partition in `ids` this core holds.
+fn owned(ids: &[Option<u32>]) -> impl Iterator<Item = (u32, u32)> + '_ {
+    ids.iter()
+        .enumerate()
+        .filter_map(|(p, id)| id.map(|id| (p as u32, id)))
+}
+
+/// Appends side-output records (Kafka index, record) to their partitions.
+async fn append_side(
+    log: &ShardLog,
+    ids: &[Option<u32>],
+    records: Vec<(u32, OutRecord)>,
+) -> Result<(), String> {
+    let mut by_partition: std::collections::BTreeMap<u32, Vec<OutRecord>> = Default::default();
+    for (p, r) in records {
+        by_partition.entry(p).or_default().push(r);
+    }
+    for (p, batch) in by_partition {
+        let id = ids
+            .get(p as usize)
+            .copied()
+            .flatten()
+            .ok_or_else(|| format!("partition {p} is not on this core"))?;
+        topic::append(log, id, &batch)
+            .await
+            .map_err(|e| format!("partition {p}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Drops the records already written before a restart (their source in `seen`).
-fn not_again(records: &mut Vec<OutRecord>, seen: &mut std::collections::HashSet<Vec<u8>>) {
+fn not_again(records: &mut Vec<(u32, OutRecord)>, seen: &mut std::collections::HashSet<Vec<u8>>) {
     if seen.is_empty() {
         return;
     }
-    records.retain(|r| {
+    records.retain(|(_, r)| {
         let src = r
             .headers
             .iter()
@@ -904,6 +986,7 @@ fn receive_one(job: &Job, from: u32, m: Mail, sh: &mut Shared, stats: &JobStats)
                 apply(
                     job,
                     &mut sh.windows,
+                    &sh.lines,
                     &mut sh.late,
                     &mut sh.full,
                     stats,
@@ -934,6 +1017,7 @@ fn receive_one(job: &Job, from: u32, m: Mail, sh: &mut Shared, stats: &JobStats)
 fn apply(
     job: &Job,
     windows: &mut Windows,
+    lines: &GroupLines,
     late: &mut Vec<OutRecord>,
     full: &mut Option<String>,
     stats: &JobStats,
@@ -941,7 +1025,7 @@ fn apply(
     vals: &[Option<Num>; SLOTS_MAX],
     pos: Position,
 ) {
-    match windows.apply(key, vals, pos) {
+    match windows.apply_after(key, vals, pos, lines.line(key)) {
         Applied::Added => {}
         Applied::Late(start) => {
             bump(&stats.late, 1);
@@ -992,9 +1076,10 @@ struct RecordCx<'a> {
     ctx: &'a JobContext,
     stats: &'a JobStats,
     windows: &'a mut Windows,
+    lines: &'a GroupLines,
     late: &'a mut Vec<OutRecord>,
     full: &'a mut Option<String>,
-    dlq: &'a mut Vec<OutRecord>,
+    dlq: &'a mut Vec<(u32, OutRecord)>,
     outboxes: &'a mut [Option<Outbox>],
     src_index: u32,
     max_ts: &'a mut i64,
@@ -1041,6 +1126,7 @@ impl RecordCx<'_> {
             apply(
                 self.job,
                 self.windows,
+                self.lines,
                 self.late,
                 self.full,
                 self.stats,
@@ -1062,47 +1148,53 @@ impl RecordCx<'_> {
 
     fn dead(&mut self, r: RecordRef<'_>, reason: &str) {
         bump(&self.stats.dlq, 1);
-        self.dlq.push(OutRecord {
-            key: r.key.map(Bytes::copy_from_slice),
-            value: Bytes::copy_from_slice(r.value.unwrap_or_default()),
-            timestamp_ms: r.timestamp_ms,
-            headers: vec![
-                ("tidewater.error", Bytes::copy_from_slice(reason.as_bytes())),
-                (
-                    SOURCE_HEADER,
-                    Bytes::from(format!(
-                        "{}/{}/{}",
-                        self.job.source, self.src_index, r.offset
-                    )),
-                ),
-            ],
-        });
+        self.dlq.push((
+            self.src_index,
+            OutRecord {
+                key: r.key.map(Bytes::copy_from_slice),
+                value: Bytes::copy_from_slice(r.value.unwrap_or_default()),
+                timestamp_ms: r.timestamp_ms,
+                headers: vec![
+                    ("tidewater.error", Bytes::copy_from_slice(reason.as_bytes())),
+                    (
+                        SOURCE_HEADER,
+                        Bytes::from(format!(
+                            "{}/{}/{}",
+                            self.job.source, self.src_index, r.offset
+                        )),
+                    ),
+                ],
+            },
+        ));
     }
 
     fn dead_batch(&mut self, b: BadBatch) {
         bump(&self.stats.dlq, u64::from(b.offsets));
         tracing::warn!(job = %self.job.name, partition = self.src_index, offset = b.base_offset, "unreadable batch of {} offsets: {}", b.offsets, b.reason);
-        self.dlq.push(OutRecord {
-            key: None,
-            value: Bytes::new(),
-            timestamp_ms: 0,
-            headers: vec![
-                (
-                    "tidewater.error",
-                    Bytes::from(format!(
-                        "unreadable batch of {} offsets: {}",
-                        b.offsets, b.reason
-                    )),
-                ),
-                (
-                    SOURCE_HEADER,
-                    Bytes::from(format!(
-                        "{}/{}/{}",
-                        self.job.source, self.src_index, b.base_offset
-                    )),
-                ),
-            ],
-        });
+        self.dlq.push((
+            self.src_index,
+            OutRecord {
+                key: None,
+                value: Bytes::new(),
+                timestamp_ms: 0,
+                headers: vec![
+                    (
+                        "tidewater.error",
+                        Bytes::from(format!(
+                            "unreadable batch of {} offsets: {}",
+                            b.offsets, b.reason
+                        )),
+                    ),
+                    (
+                        SOURCE_HEADER,
+                        Bytes::from(format!(
+                            "{}/{}/{}",
+                            self.job.source, self.src_index, b.base_offset
+                        )),
+                    ),
+                ],
+            },
+        ));
     }
 }
 

@@ -246,9 +246,22 @@ impl Windows {
     /// Adds one event.
     #[inline]
     pub fn apply(&mut self, key: &[u8], vals: &[Option<Num>; SLOTS_MAX], pos: Position) -> Applied {
+        self.apply_after(key, vals, pos, i64::MIN)
+    }
+
+    /// Adds one event, late also when its window is at or below `line` (a key
+    /// group's line after a rescale, when that is past this core's own).
+    #[inline]
+    pub fn apply_after(
+        &mut self,
+        key: &[u8],
+        vals: &[Option<Num>; SLOTS_MAX],
+        pos: Position,
+        line: i64,
+    ) -> Applied {
         let start = self.start_of(pos.ts);
         let end = start.saturating_add(self.size_ms);
-        if end.saturating_add(self.lateness_ms) <= self.fired_upto {
+        if end.saturating_add(self.lateness_ms) <= self.fired_upto.max(line) {
             return Applied::Late(start);
         }
         let words = self.layout.words;
@@ -383,6 +396,12 @@ impl Windows {
         }
         // Windows with no events still move the line late events are judged by.
         self.fired_upto = self.fired_upto.max(watermark);
+    }
+
+    /// The line late events are judged by: windows ending (plus lateness) at or
+    /// below it have fired.
+    pub fn fired_upto(&self) -> i64 {
+        self.fired_upto
     }
 
     /// Every open window, for a checkpoint, and the line late events are judged by.
@@ -575,6 +594,31 @@ mod tests {
             Applied::Late(60_000)
         );
         assert_eq!(w.entries(), 1);
+    }
+
+    #[test]
+    fn a_key_groups_line_past_the_cores_own_makes_its_events_late() {
+        let mut w = Windows::new(layout(), 60_000, 0, 100);
+        // The group's old owner had fired up to 120 s; this core only to 60 s.
+        w.set_fired_upto(60_000);
+        assert_eq!(
+            w.apply_after(b"a", &vals(1.0, 1), pos(90_000, 0), 120_000),
+            Applied::Late(60_000)
+        );
+        assert_eq!(
+            w.apply_after(b"a", &vals(1.0, 1), pos(120_000, 1), 120_000),
+            Applied::Added
+        );
+        // Another group, no line of its own: only the core's counts.
+        assert_eq!(
+            w.apply_after(b"b", &vals(1.0, 1), pos(90_000, 2), i64::MIN),
+            Applied::Added
+        );
+        assert_eq!(
+            w.apply_after(b"b", &vals(1.0, 1), pos(59_999, 3), i64::MIN),
+            Applied::Late(0)
+        );
+        assert_eq!(w.fired_upto(), 60_000);
     }
 
     #[test]

@@ -140,10 +140,8 @@ pub fn start(
             )
         }
         SinkConfig::File { path } => {
-            let mut name = path.as_os_str().to_owned();
-            name.push(format!(".shard-{shard}"));
-            let path = std::path::PathBuf::from(name);
-            let sink_name = format!("file:{}", path.display());
+            let path = file_of(path, shard);
+            let sink_name = file_output_name(&path);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("file sink: cannot create {}: {e}", dir.display()))?;
@@ -210,6 +208,18 @@ pub fn start(
         stats,
         outputs,
     })
+}
+
+/// The file core `shard` writes for a file sink configured with `path`.
+pub fn file_of(path: &std::path::Path, shard: u32) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".shard-{shard}"));
+    name.into()
+}
+
+/// The name a file's position has in a checkpoint.
+pub fn file_output_name(file: &std::path::Path) -> String {
+    format!("file:{}", file.display())
 }
 
 /// Rows (key, window_start) already in the output topic after the checkpoint.

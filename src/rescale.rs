@@ -1,0 +1,415 @@
+//! Moving a data directory to another number of cores, before the cores start.
+//!
+//! Owns the one step that changes which core holds what. Partition `p` lives on core
+//! `p % cores`, and a job's keyed state lives with its key group (the source partition
+//! a key hashes to), so a new core count moves whole partitions and whole key groups:
+//!
+//! 1. **Copy**: every partition of every old core's log is copied, batch by batch with
+//!    its offsets, into a new log for its new owner under `shard-<j>.rescale` beside
+//!    the old `shard-<k>` directories (journal and ledger directories alike). Each
+//!    job's newest complete checkpoint is cut for the new cores
+//!    ([`checkpoint::regroup`]) as a new checkpoint id, without its manifest yet.
+//! 2. **Commit**: a `RESCALE` file in the data directory records the step (from, to,
+//!    the manifests to write, the file-sink files to cut back); written whole and
+//!    synced, it is the point of no return.
+//! 3. **Switch**: the old directories become `shard-<k>.old`, the new ones take their
+//!    names, the manifests and the core count are written, file-sink files are cut
+//!    back to their checkpoint, the old directories and `RESCALE` are removed. Every
+//!    action is idempotent: after a crash the next start finds `RESCALE` and finishes.
+//!
+//! A crash before the commit leaves the old layout whole; the `.rescale` directories
+//! are removed at the next attempt. Never writes into an old core's directories
+//! except by opening its log (which recovers it as a normal start would), and never
+//! removes them before the new layout is in place.
+
+use crate::config::Settings;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use tidewater_io::{Durability, ShardLog};
+use tidewater_shards::pipeline::checkpoint;
+use tidewater_shards::pipeline::spec::SinkConfig;
+use tidewater_shards::{partition_owner, sink, Topic};
+
+const MARKER: &str = "RESCALE";
+/// Bytes read from an old partition at a time.
+const COPY_READ_BYTES: usize = 8 << 20;
+
+/// What the commit file records.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    from: u32,
+    to: u32,
+    /// (job, checkpoint id) to mark complete.
+    manifests: Vec<(String, u64)>,
+    /// Files to cut back to a length.
+    truncate: Vec<(u64, PathBuf)>,
+}
+
+impl Plan {
+    fn encode(&self) -> String {
+        let mut s = format!("tidewater rescale\nfrom {}\nto {}\n", self.from, self.to);
+        for (job, id) in &self.manifests {
+            s.push_str(&format!("manifest {id} {job}\n"));
+        }
+        for (len, path) in &self.truncate {
+            s.push_str(&format!("truncate {len} {}\n", path.display()));
+        }
+        s
+    }
+
+    fn decode(text: &str) -> Option<Plan> {
+        let mut lines = text.lines();
+        if lines.next()? != "tidewater rescale" {
+            return None;
+        }
+        let mut plan = Plan::default();
+        for line in lines {
+            let (what, rest) = line.split_once(' ')?;
+            match what {
+                "from" => plan.from = rest.parse().ok()?,
+                "to" => plan.to = rest.parse().ok()?,
+                "manifest" => {
+                    let (id, job) = rest.split_once(' ')?;
+                    plan.manifests.push((job.to_string(), id.parse().ok()?));
+                }
+                "truncate" => {
+                    let (len, path) = rest.split_once(' ')?;
+                    plan.truncate.push((len.parse().ok()?, PathBuf::from(path)));
+                }
+                _ => return None,
+            }
+        }
+        (plan.from > 0 && plan.to > 0).then_some(plan)
+    }
+}
+
+/// Finishes a rescale a crash interrupted; then, if the data directory was written
+/// by another number of cores than `to`, moves it to `to`. `found` is the count the
+/// directory records (None: a new directory).
+pub fn ensure(settings: &Settings, topics: &[Topic], found: Option<u32>, to: u32) -> Result<u32> {
+    let marker = settings.data_dir.join(MARKER);
+    let mut found = found;
+    match std::fs::read_to_string(&marker) {
+        Ok(text) => {
+            let plan = Plan::decode(&text)
+                .with_context(|| format!("{}: not a rescale record", marker.display()))?;
+            tracing::warn!(
+                from = plan.from,
+                to = plan.to,
+                "finishing a rescale that was interrupted"
+            );
+            switch(settings, &plan)?;
+            found = Some(plan.to);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", marker.display())),
+    }
+    let Some(from) = found.filter(|&f| f != to) else {
+        return Ok(to);
+    };
+    let started = std::time::Instant::now();
+    tracing::info!(
+        from,
+        to,
+        "the data directory was written by {from} cores: moving partitions and state to {to}"
+    );
+    let plan = prepare(settings, topics, from, to)?;
+    write_synced(&marker, plan.encode().as_bytes())?;
+    switch(settings, &plan)?;
+    tracing::info!(
+        from,
+        to,
+        secs = started.elapsed().as_secs_f64(),
+        "rescaled: partitions, checkpoints and outputs now belong to {to} cores"
+    );
+    Ok(to)
+}
+
+/// The journal and ledger parents (one when they are the same directory).
+fn parents(settings: &Settings) -> Vec<PathBuf> {
+    let mut v = vec![settings.journal_dir.clone(), settings.ledger_dir.clone()];
+    v.dedup();
+    v
+}
+
+fn shard_dir(parent: &Path, shard: u32, suffix: &str) -> PathBuf {
+    parent.join(format!("shard-{shard}{suffix}"))
+}
+
+/// Step 1: the new logs and checkpoints, beside the old ones.
+fn prepare(settings: &Settings, topics: &[Topic], from: u32, to: u32) -> Result<Plan> {
+    for parent in parents(settings) {
+        for j in 0..to.max(from) {
+            let d = shard_dir(&parent, j, ".rescale");
+            if d.exists() {
+                tracing::warn!(path = %d.display(), "removing what an interrupted rescale left");
+                std::fs::remove_dir_all(&d)
+                    .with_context(|| format!("cannot remove {}", d.display()))?;
+            }
+        }
+    }
+    copy_logs(settings, from, to)?;
+    let mut plan = Plan {
+        from,
+        to,
+        ..Plan::default()
+    };
+    let root = settings.data_dir.join("checkpoints");
+    for job in &settings.jobs {
+        let groups = topics
+            .iter()
+            .find(|t| t.name == job.source)
+            .map_or(0, |t| t.partitions);
+        let files: Vec<&Path> = job
+            .sinks
+            .iter()
+            .filter_map(|s| match s {
+                SinkConfig::File { path } => Some(path.as_path()),
+                _ => None,
+            })
+            .collect();
+        let (latest, _) = if job.checkpoint_ms > 0 {
+            checkpoint::latest(&root, &job.name, from)
+        } else {
+            (None, Vec::new())
+        };
+        let old = match latest {
+            Some(id) => Some(
+                checkpoint::read_all(&root, &job.name, id, from)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("job {}: checkpoint {id}", job.name))?,
+            ),
+            None => {
+                tracing::info!(job = %job.name, "no checkpoint to move: the job will replay its source from the start of the log");
+                None
+            }
+        };
+        // Each old core's file goes back to where its checkpoint saw it (all of it
+        // when there is none): what came after is written again by the new owners.
+        let file_end = |path: &Path, k: u32| -> u64 {
+            let file = sink::file_of(path, k);
+            let name = sink::file_output_name(&file);
+            old.as_ref()
+                .and_then(|parts| parts[k as usize].outputs.iter().find(|o| o.name == name))
+                .map_or(0, |o| o.end)
+        };
+        for path in &files {
+            for k in 0..from {
+                plan.truncate
+                    .push((file_end(path, k), sink::file_of(path, k)));
+            }
+        }
+        let Some(old) = &old else { continue };
+        if groups == 0 {
+            bail!(
+                "job {}: its source {} is not a topic of this server",
+                job.name,
+                job.source
+            );
+        }
+        let id = checkpoint::highest(&root, &job.name) + 1;
+        let mut parts = checkpoint::regroup(old, to, groups, id);
+        for (j, part) in parts.iter_mut().enumerate() {
+            let j = j as u32;
+            for path in &files {
+                let file = sink::file_of(path, j);
+                // A core that wrote this file before keeps what its checkpoint saw;
+                // a file no old core wrote is whole history, kept as it is.
+                let end = if j < from {
+                    file_end(path, j)
+                } else {
+                    std::fs::metadata(&file).map_or(0, |m| m.len())
+                };
+                part.outputs.push(checkpoint::OutputSnap {
+                    name: sink::file_output_name(&file),
+                    partition: 0,
+                    end,
+                });
+            }
+            checkpoint::write_part(&root, part).map_err(anyhow::Error::msg)?;
+        }
+        tracing::info!(job = %job.name, from_checkpoint = old[0].id, checkpoint = id, "checkpoint cut for {to} cores");
+        plan.manifests.push((job.name.clone(), id));
+    }
+    Ok(plan)
+}
+
+/// Copies every partition of the `from` old logs into `to` new logs.
+fn copy_logs(settings: &Settings, from: u32, to: u32) -> Result<()> {
+    let settings = settings.clone();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("tw-rescale")
+        .io_memory(crate::server::IO_MEMORY_BYTES)
+        .spawn(move || async move { copy_logs_on(&settings, from, to).await })
+        .map_err(|e| anyhow::anyhow!("cannot start the rescale executor: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("the rescale executor failed: {e}"))?
+}
+
+async fn copy_logs_on(settings: &Settings, from: u32, to: u32) -> Result<()> {
+    let mut new = Vec::new();
+    for j in 0..to {
+        let mut cfg = settings.log_config(j);
+        cfg.journal_dir = shard_dir(&settings.journal_dir, j, ".rescale");
+        cfg.ledger_dir = shard_dir(&settings.ledger_dir, j, ".rescale");
+        // Made durable by close(), before the commit.
+        cfg.durability = Durability::Never;
+        let (log, _) = ShardLog::open(cfg)
+            .await
+            .with_context(|| format!("cannot create the log of new core {j}"))?;
+        new.push(log);
+    }
+    let (mut partitions, mut bytes) = (0u64, 0u64);
+    for k in 0..from {
+        let cfg = settings.log_config(k);
+        let (old, report) = ShardLog::open(cfg.clone())
+            .await
+            .with_context(|| format!("cannot open the log of old core {k}"))?;
+        if !report.dropped.is_empty() {
+            tracing::warn!(
+                core = k,
+                dropped = report.dropped.len(),
+                "recovery of an old core's log dropped damaged frames"
+            );
+        }
+        for (name, id) in old.partitions() {
+            let index: u32 = name
+                .rsplit_once('-')
+                .and_then(|(_, p)| p.parse().ok())
+                .with_context(|| {
+                    format!(
+                        "{}: partition {name} has no index",
+                        cfg.ledger_dir.display()
+                    )
+                })?;
+            let to_core = partition_owner(index, to);
+            let dest = &new[to_core as usize];
+            let start = old.log_start_offset(id)?;
+            let end = old.high_watermark(id)?;
+            let new_id = dest.create_partition_at(&name, start)?;
+            let mut next = start;
+            while next < end {
+                for e in old.read(id, next, COPY_READ_BYTES).await? {
+                    let got = dest
+                        .append(new_id, &e.payload, e.record_count, e.timestamp_ms)
+                        .await?;
+                    if got.base_offset != e.base_offset {
+                        bail!(
+                            "partition {name}: batch at offset {} landed at {} in the new log",
+                            e.base_offset,
+                            got.base_offset
+                        );
+                    }
+                    bytes += e.payload.len() as u64;
+                    next = e.end_offset();
+                }
+            }
+            if dest.high_watermark(new_id)? != end || dest.log_start_offset(new_id)? != start {
+                bail!("partition {name}: the copy does not span offsets {start}..{end}");
+            }
+            partitions += 1;
+            tracing::info!(partition = %name, from_core = k, to_core, start, end, "partition copied");
+        }
+        old.close().await?;
+    }
+    for log in &new {
+        log.close().await?;
+    }
+    tracing::info!(partitions, bytes, "every partition copied");
+    Ok(())
+}
+
+/// Steps 2 and 3 after the commit; safe to run again after a crash at any point.
+fn switch(settings: &Settings, plan: &Plan) -> Result<()> {
+    for parent in parents(settings) {
+        // Old ones aside first; a name both old and new is moved once (its `.old`
+        // exists from then on).
+        for k in 0..plan.from {
+            let (cur, old) = (shard_dir(&parent, k, ""), shard_dir(&parent, k, ".old"));
+            if cur.exists() && !old.exists() {
+                rename(&cur, &old)?;
+            }
+        }
+        for j in 0..plan.to {
+            let (new, cur) = (shard_dir(&parent, j, ".rescale"), shard_dir(&parent, j, ""));
+            if new.exists() {
+                if cur.exists() {
+                    bail!(
+                        "{} and {} both exist: move one away by hand",
+                        new.display(),
+                        cur.display()
+                    );
+                }
+                rename(&new, &cur)?;
+            }
+        }
+        sync_dir(&parent)?;
+    }
+    let root = settings.data_dir.join("checkpoints");
+    for (job, id) in &plan.manifests {
+        checkpoint::write_manifest(&root, job, *id, plan.to).map_err(anyhow::Error::msg)?;
+    }
+    for (len, path) in &plan.truncate {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > *len) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(*len).and(f.sync_all()))
+                .with_context(|| format!("cannot cut {} back to {len} bytes", path.display()));
+            f?;
+            tracing::info!(path = %path.display(), to = len, "file sink cut back to its checkpoint");
+        }
+    }
+    crate::server::write_shard_count(&settings.data_dir, plan.to)?;
+    for parent in parents(settings) {
+        for k in 0..plan.from {
+            let old = shard_dir(&parent, k, ".old");
+            if old.exists() {
+                std::fs::remove_dir_all(&old)
+                    .with_context(|| format!("cannot remove {}", old.display()))?;
+            }
+        }
+    }
+    let marker = settings.data_dir.join(MARKER);
+    std::fs::remove_file(&marker).with_context(|| format!("cannot remove {}", marker.display()))?;
+    sync_dir(&settings.data_dir)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to)
+        .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// Writes `bytes` to `path` whole: a temporary file, synced, renamed, directory synced.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_record_round_trips_and_refuses_garbage() {
+        let plan = Plan {
+            from: 2,
+            to: 1,
+            manifests: vec![("device_minute".into(), 12)],
+            truncate: vec![(77, PathBuf::from("out/rows with space.jsonl.shard-1"))],
+        };
+        assert_eq!(Plan::decode(&plan.encode()), Some(plan));
+        assert_eq!(Plan::decode("tidewater rescale\nfrom 2\n"), None);
+        assert_eq!(Plan::decode("something else\nfrom 2\nto 1\n"), None);
+    }
+}
