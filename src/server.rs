@@ -111,6 +111,9 @@ pub fn serve(settings: Settings) -> Result<i32> {
         })
         .collect();
     let table = PartitionTable::new(shard_count, topics);
+    // Per job, shared by its cores: the checkpoint taken at shutdown is done.
+    let finished: Vec<Arc<std::sync::atomic::AtomicU64>> =
+        settings.jobs.iter().map(|_| Default::default()).collect();
     // Each job's mailboxes, core by core.
     let mut meshes: Vec<std::collections::VecDeque<pipeline::CoreMail>> = settings
         .jobs
@@ -165,12 +168,14 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .iter()
             .zip(meshes.iter_mut())
             .zip(&resume)
-            .map(|((j, m), &(restore, highest))| JobStart {
+            .zip(&finished)
+            .map(|(((j, m), &(restore, highest)), finished)| JobStart {
                 job: j.clone(),
                 mail: m.pop_front().expect("one per core"),
                 checkpoints: checkpoints_root.clone(),
                 restore,
                 highest,
+                finished: finished.clone(),
             })
             .collect();
         let front = FrontEnd {
@@ -272,8 +277,9 @@ async fn run_shard(
     let log = Rc::new(log);
     let table = front.table.clone();
     let mut sources = CoreSources::new(log.clone());
+    let mut drivers = Vec::new();
     for j in jobs {
-        start_job(
+        let driver = start_job(
             shard,
             &table,
             &log,
@@ -283,6 +289,7 @@ async fn run_shard(
             metrics.savepoints.clone(),
         )
         .with_context(|| format!("core {shard}: cannot start its part of a job"))?;
+        drivers.push(driver);
     }
     {
         let stop = stop.clone();
@@ -330,6 +337,11 @@ async fn run_shard(
     stop.store(true, Ordering::SeqCst);
     metrics.stopping.store(true, Ordering::SeqCst);
     accepting.await;
+    // The jobs take their checkpoint at shutdown (bounded by
+    // SHUTDOWN_CHECKPOINT_WAIT) while the log is still open.
+    for d in drivers {
+        let _ = d.await;
+    }
     match (end, log.close().await) {
         (ShardEnd::Clean, Ok(())) => Ok(ShardEnd::Clean),
         (ShardEnd::Clean, Err(e)) => Ok(ShardEnd::StorageFault(e.to_string())),
@@ -379,6 +391,7 @@ struct JobStart {
     /// The checkpoint every core resumes from, and the highest id on disk.
     restore: Option<u64>,
     highest: u64,
+    finished: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Starts this core's part of a job: its sinks, then its driver.
@@ -390,13 +403,14 @@ fn start_job(
     stop: &Arc<AtomicBool>,
     sources: &mut CoreSources,
     savepoints: Arc<std::sync::atomic::AtomicU64>,
-) -> Result<()> {
+) -> Result<glommio::task::JoinHandle<Result<(), String>>> {
     let JobStart {
         job,
         mail,
         checkpoints: root,
         restore,
         highest,
+        finished,
     } = start;
     // This core's part of the checkpoint to resume from (checked at start-up).
     let restored = match restore.filter(|_| job.checkpoint_ms > 0) {
@@ -440,6 +454,13 @@ fn start_job(
         let stop = stop.clone();
         Rc::new(move || stop.load(Ordering::SeqCst))
     };
+    // Sinks deliver until the driver is done (its checkpoint at shutdown waits for
+    // them), not merely until the server stops.
+    let driver_done: Rc<std::cell::Cell<bool>> = Default::default();
+    let sink_stop: Rc<dyn Fn() -> bool> = {
+        let (stop, done) = (stop.clone(), driver_done.clone());
+        Rc::new(move || stop.load(Ordering::SeqCst) && done.get())
+    };
     let job = Rc::new(job);
     let layout = Rc::new(Layout::new(job.aggregates.clone()));
     let mut sinks = Vec::new();
@@ -457,7 +478,7 @@ fn start_job(
             layout.clone(),
             (shard, log.clone()),
             target,
-            stop_flag.clone(),
+            sink_stop.clone(),
             &outputs,
         )
         .map_err(|e| anyhow::anyhow!("job {:?}: {e}", job.name))?;
@@ -495,6 +516,7 @@ fn start_job(
             restore: restored,
             highest,
             requested: savepoints,
+            finished,
         }),
     };
     let stats = Rc::new(pipeline::JobStats::default());
@@ -506,8 +528,12 @@ fn start_job(
         .collect();
     sources.add_job(&job.name, stats.clone(), &ctx.sinks, mailboxes);
     tracing::info!(shard, job = %job.name, sources = ctx.sources.len(), "job running");
-    glommio::spawn_local(pipeline::run(job, layout, ctx, mail, stats)).detach();
-    Ok(())
+    Ok(glommio::spawn_local(async move {
+        let res = pipeline::run(job, layout, ctx, mail, stats).await;
+        driver_done.set(true);
+        res
+    })
+    .detach())
 }
 
 /// The core count the data directory was written by (None: a new directory).

@@ -227,3 +227,75 @@ fn checkpoint_now_takes_a_savepoint_that_pruning_keeps() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--now"));
 }
+
+/// A clean stop takes a checkpoint of everything read, so the next start replays
+/// nothing (here no periodic checkpoint is due within the test).
+#[test]
+fn a_clean_stop_checkpoints_so_a_restart_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = reference::Job {
+        format: reference::Job::avro(&repo().join("schemas/sensor.avsc")),
+        idle_timeout: "2s",
+        checkpoint_interval: "1h",
+    };
+    let cfg = dir.path().join("job.toml");
+    std::fs::write(
+        &cfg,
+        reference::config(&job, &reference::sinks(&dir.path().join("out"), None)),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--cores",
+        "2",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let (port, admin) = (common::free_ports(), common::free_ports());
+    let (mut server, _, _, first_log) = common::serve_on(&args, port, admin);
+    let events = 20_000;
+    let out = common::tidewater()
+        .args(["loadgen", "--brokers", &format!("127.0.0.1:{port}")])
+        .args([
+            "--topic",
+            "iot-sensor-data",
+            "--events",
+            &events.to_string(),
+        ])
+        .args(["--devices", "1000", "--batch-events", "100", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let read =
+        |admin: u16| common::metric_sum(&common::scrape(admin), "tidewater_pipeline_records_total");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read(admin) < f64::from(events) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job did not read every event"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);
+    let status = server.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let log: Vec<String> = first_log.try_iter().collect();
+    let log = log.join("\n");
+    assert!(status.success(), "{log}");
+    assert!(log.contains("checkpoint taken at shutdown"), "{log}");
+    let (mut server, _, _, log) = common::serve_on(&args, port, admin);
+    std::thread::sleep(Duration::from_secs(3));
+    let replayed = read(admin);
+    let lines: Vec<String> = log.try_iter().collect();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("resuming from checkpoint")),
+        "{}",
+        lines.join("\n")
+    );
+    assert_eq!(replayed, 0.0, "records read again after a clean stop");
+}

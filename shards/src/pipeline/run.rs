@@ -25,6 +25,11 @@
 //! when all parts are durable. On start, the job resumes from the newest complete
 //! checkpoint and skips side-output records it already wrote after it.
 //!
+//! At a clean stop, core 0 takes one more checkpoint (after the one in progress, if
+//! any) and the other cores keep taking part until it is complete, so a restart
+//! replays nothing; a sink that cannot deliver within `SHUTDOWN_CHECKPOINT_WAIT`
+//! abandons it, and the next start replays from the checkpoint before.
+//!
 //! Never drops a record: undecodable ones go to `<job>.dlq` with the reason, late ones
 //! to `<job>.late`; a full state or a failed side-output write stops the job with an
 //! error that says so, and the log keeps everything from there.
@@ -162,7 +167,15 @@ pub struct Checkpoints {
     /// Savepoints asked for (core 0 takes one at once when this moves); a
     /// savepoint is a checkpoint that pruning keeps.
     pub requested: Arc<AtomicU64>,
+    /// Shared by the job's cores: set by core 0 when the checkpoint taken at
+    /// shutdown is complete (or abandoned), after which every core's part ends.
+    pub finished: Arc<AtomicU64>,
 }
+
+/// How long a stopping server waits for its shutdown checkpoint (a dead sink
+/// cannot deliver what was fired before it); after that the next start replays
+/// from the checkpoint before.
+pub const SHUTDOWN_CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
 
 use super::records::bump;
 
@@ -385,9 +398,41 @@ async fn drive(
     let mut sent_wm: Option<(i64, bool)> = None;
     let mut last_heartbeat = Instant::now();
     let idle = Duration::from_millis(job.idle_ms.max(0) as u64);
+    // Stopping: when the stop was first seen, and (core 0) the checkpoint that ends
+    // the job. Waits for room in a mailbox end once the shutdown wait is over.
+    let stopping_since: Rc<Cell<Option<Instant>>> = Default::default();
+    let mut final_id: Option<u64> = None;
+    let halt = {
+        let (stop, since) = (ctx.stop.clone(), stopping_since.clone());
+        move || {
+            if !stop() {
+                return false;
+            }
+            let t = since.get().unwrap_or_else(|| {
+                since.set(Some(Instant::now()));
+                Instant::now()
+            });
+            t.elapsed() >= SHUTDOWN_CHECKPOINT_WAIT
+        }
+    };
     loop {
         if (ctx.stop)() {
-            return Ok(());
+            let Some(c) = &ctx.checkpoints else {
+                return Ok(());
+            };
+            let done = c.finished.load(Ordering::SeqCst);
+            if done != 0 {
+                return Ok(());
+            }
+            if halt() {
+                if ctx.shard == 0 {
+                    c.finished.store(u64::MAX, Ordering::SeqCst);
+                }
+                tracing::warn!(job = %job.name, shard = ctx.shard,
+                    "no checkpoint at shutdown: it did not complete within {SHUTDOWN_CHECKPOINT_WAIT:?} \
+                     (a sink that cannot deliver?); the next start replays from the last complete one");
+                return Ok(());
+            }
         }
         if let Some(e) = shared.borrow().full.clone() {
             return Err(e);
@@ -407,15 +452,20 @@ async fn drive(
                     savepoints_seen = asked;
                     savepoint = Some(next_id);
                 }
-                (last_ckpt.elapsed() >= c.interval || savepoint == Some(next_id)).then_some(next_id)
+                let last = (ctx.stop)() && final_id.is_none();
+                if last {
+                    final_id = Some(next_id);
+                }
+                (last_ckpt.elapsed() >= c.interval || savepoint == Some(next_id) || last)
+                    .then_some(next_id)
             } else {
                 (seen >= next_id).then_some(seen)
             };
             if let Some(id) = start {
-                flush_outboxes(&mut outboxes, &stats, &*ctx.stop).await?;
+                flush_outboxes(&mut outboxes, &stats, &halt).await?;
                 for (to, o) in outboxes.iter_mut().enumerate() {
                     if let Some((tx, st, _)) = o {
-                        send(tx, st, Mail::Barrier(id), &stats, &*ctx.stop)
+                        send(tx, st, Mail::Barrier(id), &stats, &halt)
                             .await
                             .map_err(|_| format!("core {to} stopped taking records"))?;
                     }
@@ -486,7 +536,7 @@ async fn drive(
             }
         }
         // Records for other cores leave before the watermark that covers them.
-        flush_outboxes(&mut outboxes, &stats, &*ctx.stop).await?;
+        flush_outboxes(&mut outboxes, &stats, &halt).await?;
         let now = Instant::now();
         // This core's source watermark.
         let mut lag = Vec::with_capacity(sources.len());
@@ -516,7 +566,7 @@ async fn drive(
                             idle: all_idle,
                         },
                         &stats,
-                        &*ctx.stop,
+                        &halt,
                     )
                     .await
                     .map_err(|_| format!("core {to} stopped taking records"))?;
@@ -673,7 +723,7 @@ async fn drive(
                     e.0 += 1;
                     e.1 += bytes;
                 } else if let Some(Some((tx, st, _))) = outboxes.get_mut(0) {
-                    send(tx, st, Mail::Done { id, bytes }, &stats, &*ctx.stop)
+                    send(tx, st, Mail::Done { id, bytes }, &stats, &halt)
                         .await
                         .map_err(|_| "core 0 stopped taking records".to_string())?;
                 }
@@ -702,6 +752,10 @@ async fn drive(
                     checkpoint::prune(&c.root, &job.name, id);
                     stats.checkpoint_complete.set(id);
                     tracing::debug!(job = %job.name, checkpoint = id, "checkpoint complete");
+                    if final_id.is_some_and(|f| f <= id) {
+                        tracing::info!(job = %job.name, checkpoint = id, "checkpoint taken at shutdown");
+                        c.finished.store(id, Ordering::SeqCst);
+                    }
                 }
             }
         }
