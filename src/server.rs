@@ -29,6 +29,7 @@ pub const EXIT_STORAGE_FAULT: i32 = 3;
 pub(crate) const IO_MEMORY_BYTES: usize = 64 << 20;
 const CLUSTER_META: &str = "tidewater.meta";
 const TOPICS_FILE: &str = "topics.json";
+const LOCK_FILE: &str = "tidewater.lock";
 
 /// What a core's Kafka front end needs to start.
 struct FrontEnd {
@@ -64,6 +65,12 @@ pub fn serve(settings: Settings) -> Result<i32> {
             settings.kafka_addr.port()
         );
     }
+    // One server per directory: held until the process exits.
+    let _locks = lock_dirs(&[
+        &settings.data_dir,
+        &settings.journal_dir,
+        &settings.ledger_dir,
+    ])?;
     // Topics created at run time (CreateTopics) are recorded beside tidewater.meta.
     let topics_file = settings.data_dir.join(TOPICS_FILE);
     let mut declared = settings.topics.clone();
@@ -534,6 +541,50 @@ fn start_job(
         res
     })
     .detach())
+}
+
+/// Takes an exclusive lock (`flock`) on `tidewater.lock` in each directory: a
+/// second server on the same data would interleave two journals, or rescale a
+/// directory under a running server. The lock goes with the process, however it ends.
+fn lock_dirs(dirs: &[&Path]) -> Result<Vec<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let mut seen = Vec::new();
+    let mut locks = Vec::new();
+    for dir in dirs {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        let real = std::fs::canonicalize(dir)
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        if seen.contains(&real) {
+            continue;
+        }
+        let path = real.join(LOCK_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            bail!(
+                "{} is in use by another Tidewater process ({}); stop it first",
+                real.display(),
+                holder.trim()
+            );
+        }
+        f.set_len(0)
+            .and_then(|_| f.rewind())
+            .and_then(|_| write!(f, "pid {}", std::process::id()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        seen.push(real);
+        locks.push(f);
+    }
+    Ok(locks)
 }
 
 /// The core count the data directory was written by (None: a new directory).

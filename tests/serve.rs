@@ -1,5 +1,5 @@
 //! `tidewater serve` as a user runs it: starts, says ready, stops cleanly on SIGTERM
-//! and SIGINT; refuses bad settings and a data directory made for another core count
+//! and SIGINT; refuses bad settings, and a data directory another server is using,
 //! with an error that says what to do.
 
 mod common;
@@ -39,22 +39,29 @@ fn serve_starts_and_stops_cleanly_on_sigterm_and_sigint() {
     let code = serve_until(libc::SIGINT, &args);
     assert_eq!(code, Some(0));
 
-    // Another core count is refused, saying which count wrote the directory.
+    // A second server on the same directory is refused while the first runs,
+    // naming the process that holds it.
+    let (mut first, _, _) = common::serve(&args);
     let out = tidewater()
         .args([
             "serve",
             "--cores",
-            "2",
+            "1",
             "--data-dir",
             data.to_str().unwrap(),
         ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains("--cores 1"), "{err}");
-    }
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("in use by another Tidewater process")
+            && err.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    assert_eq!(first.wait().unwrap().code(), Some(0));
 }
 
 #[test]
