@@ -74,7 +74,16 @@ pub fn serve(settings: Settings) -> Result<i32> {
     // Topics created at run time (CreateTopics) are recorded beside tidewater.meta.
     let topics_file = settings.data_dir.join(TOPICS_FILE);
     let mut declared = settings.topics.clone();
+    // Topics whose deletion a crash interrupted: each core finishes it at start.
+    let mut deleting = Vec::new();
     for t in kafka::create_topics::recorded(&topics_file).map_err(anyhow::Error::msg)? {
+        if t.deleting {
+            deleting.push(Topic {
+                name: t.name,
+                partitions: t.partitions,
+            });
+            continue;
+        }
         match declared.iter().find(|d| d.name == t.name) {
             Some(d) if d.partitions != t.partitions => bail!(
                 "topic {:?} is declared with {} partitions but was created with {} ({}); make them agree",
@@ -135,6 +144,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .auto_create_topics
             .then(|| settings.default_partitions.unwrap_or(shard_count)),
         default_partitions: settings.default_partitions.unwrap_or(shard_count),
+        protected: protected_topics(&settings),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
@@ -163,6 +173,11 @@ pub fn serve(settings: Settings) -> Result<i32> {
         let shard = shard as u32;
         let cfg = settings.log_config(shard);
         let owned: Vec<String> = table
+            .owned_by(shard)
+            .into_iter()
+            .map(|(t, p)| partition_name(t, p))
+            .collect();
+        let deleted: Vec<String> = PartitionTable::new(shard_count, deleting.clone())
             .owned_by(shard)
             .into_iter()
             .map(|(t, p)| partition_name(t, p))
@@ -205,7 +220,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
                 let end = run_shard(
                     shard,
                     cpu,
-                    (cfg, owned),
+                    (cfg, owned, deleted),
                     front,
                     jobs,
                     (stop.clone(), metrics),
@@ -254,7 +269,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
 async fn run_shard(
     shard: u32,
     cpu: usize,
-    (cfg, owned): (tidewater_io::LogConfig, Vec<String>),
+    (cfg, owned, deleted): (tidewater_io::LogConfig, Vec<String>, Vec<String>),
     front: FrontEnd,
     jobs: Vec<JobStart>,
     (stop, metrics): (Arc<AtomicBool>, Arc<Metrics>),
@@ -267,6 +282,15 @@ async fn run_shard(
             cfg.ledger_dir.display()
         )
     })?;
+    for name in &deleted {
+        if log
+            .delete_partition(name)
+            .await
+            .with_context(|| format!("core {shard}: cannot delete partition {name}"))?
+        {
+            tracing::info!(shard, partition = %name, "deleted: its topic's deletion was interrupted");
+        }
+    }
     for name in &owned {
         log.create_partition(name)
             .with_context(|| format!("core {shard}: cannot create partition {name}"))?;
@@ -388,6 +412,35 @@ fn with_job_topics(declared: &[Topic], jobs: &[Job], shards: u32) -> Result<Vec<
         }
     }
     Ok(topics)
+}
+
+/// Topics DeleteTopics must refuse, and why: the config would bring them back, or a
+/// job reads or writes them.
+fn protected_topics(settings: &Settings) -> std::collections::HashMap<String, String> {
+    let mut m = std::collections::HashMap::new();
+    for t in &settings.topics {
+        m.insert(
+            t.name.clone(),
+            "is declared in the config file (remove it there)".to_string(),
+        );
+    }
+    for job in &settings.jobs {
+        m.insert(
+            job.source.clone(),
+            format!("is the source of job {}", job.name),
+        );
+        let mut written = vec![job.dlq_topic(), job.late_topic()];
+        for s in &job.sinks {
+            if let SinkConfig::Topic { topic } = s {
+                written.push(topic.clone());
+            }
+        }
+        for t in written {
+            m.entry(t)
+                .or_insert_with(|| format!("is written by job {}", job.name));
+        }
+    }
+    m
 }
 
 /// What a core needs to run its part of a job.

@@ -539,3 +539,76 @@ fn auto_creation_when_enabled_makes_unknown_topics_on_first_use() {
     lines.sort_unstable();
     assert_eq!(lines, vec!["one", "three", "two"]);
 }
+
+#[test]
+fn delete_topics_deletes_everywhere_and_an_interrupted_one_finishes_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(&cfg, "[[topics]]\nname = \"declared\"\npartitions = 2\n").unwrap();
+    let a = [
+        "--cores",
+        "2",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let (mut child, port, _) = common::serve(&a);
+    let broker = format!("127.0.0.1:{port}");
+    let (ok, out) = common::python("delete_topics.py", &[&broker, "short-lived", "declared"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "{out}");
+    // After a restart: the re-created topic, with only its new records.
+    let (mut child, port, _) = common::serve(&a);
+    let broker = format!("127.0.0.1:{port}");
+    let (ok, out, err) = kcat(&["-L", "-b", &broker, "-t", "short-lived"], None);
+    assert!(ok && out.contains("3 partitions"), "{out} {err}");
+    assert_eq!(consume(&broker, "short-lived", "%s\n").lines().count(), 10);
+    let _ = child.kill();
+    let _ = child.wait();
+    // A deletion cut short by a crash (marked, partitions still there): the next
+    // start deletes them on every core before it listens.
+    let topics = data.join("topics.json");
+    let text = std::fs::read_to_string(&topics).unwrap();
+    let marked = text.replace(
+        "\"partitions\": 3",
+        "\"partitions\": 3,\n    \"deleting\": true",
+    );
+    assert_ne!(marked, text, "{text}");
+    std::fs::write(&topics, marked).unwrap();
+    assert!(data.join("ledger/shard-1/short-lived-1").is_dir());
+    let (mut child, port, log) = common::serve(&a);
+    let broker = format!("127.0.0.1:{port}");
+    let lines: Vec<String> = log.try_iter().collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("its topic's deletion was interrupted"))
+            .count(),
+        3,
+        "{}",
+        lines.join("\n")
+    );
+    let (_, out, _) = kcat(&["-L", "-b", &broker, "-t", "short-lived"], None);
+    assert!(out.contains("Unknown topic"), "{out}");
+    assert!(!data.join("ledger/shard-1/short-lived-1").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+    // Single port: connections land on either core, so deletions also travel from
+    // core 1 to core 0, which coordinates them.
+    let mut single = a.to_vec();
+    single.extend(["--kafka-mode", "single-port"]);
+    let (mut child, port, _) = common::serve(&single);
+    let broker = format!("127.0.0.1:{port}");
+    for n in 0..4 {
+        let (ok, out) = common::python(
+            "delete_topics.py",
+            &[&broker, &format!("sp-{n}"), "declared"],
+        );
+        assert!(ok, "{out}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -6,6 +6,10 @@
 //! never assigns offsets (the log does) and never decides durability for an append
 //! (the journal does); what it holds is always a prefix of what the journal accepted.
 //!
+//! A deleted partition leaves a tombstone, `.<name>.<id>.deleted` holding only its
+//! meta file, so its id is never given to another partition: journal frames that
+//! still name it are skipped at recovery instead of landing in a stranger.
+//!
 //! A partition directory holds `partition.meta` (its id and name),
 //! `NNNNNNNNNNNNNNNNNNNN.log` segments named by their base offset, and for sealed
 //! segments `NNNNNNNNNNNNNNNNNNNN.index`. Frames in a segment are the journal's frames,
@@ -129,6 +133,8 @@ pub struct Ledger {
     limits: LedgerLimits,
     partitions: HashMap<u32, Partition>,
     names: HashMap<String, u32>,
+    /// Ids of deleted partitions: never given out again.
+    deleted: std::collections::HashSet<u32>,
     /// Bytes in chunks not yet written, over all partitions.
     pending_bytes: usize,
 }
@@ -155,6 +161,18 @@ impl WriteJob {
 
 fn segment_name(base: u64, ext: &str) -> String {
     format!("{base:020}.{ext}")
+}
+
+/// Removes everything but the meta file from a deleted partition's directory.
+fn empty_tombstone(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io("listing", dir, e))? {
+        let entry = entry.map_err(|e| LogError::io("listing", dir, e))?;
+        if entry.file_name() != META_FILE {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| LogError::io("removing", &entry.path(), e))?;
+        }
+    }
+    Ok(())
 }
 
 fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
@@ -224,6 +242,7 @@ impl Ledger {
             limits,
             partitions: HashMap::new(),
             names: HashMap::new(),
+            deleted: Default::default(),
             pending_bytes: 0,
         };
         let mut dirs = Vec::new();
@@ -233,6 +252,13 @@ impl Ledger {
             let entry = entry.map_err(|e| LogError::io("listing ledger directory", dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name == "lost+found" || name == ".tidewater-probe" {
+                continue;
+            }
+            if name.starts_with('.') && name.ends_with(".deleted") {
+                // A deleted partition: keep its id, finish removing its data.
+                let (id, _) = read_meta(&entry.path().join(META_FILE))?;
+                empty_tombstone(&entry.path())?;
+                ledger.deleted.insert(id);
                 continue;
             }
             if name.starts_with('.') && name.ends_with(".creating") {
@@ -477,7 +503,12 @@ impl Ledger {
         if self.partitions.len() >= partitions_max {
             return Err(LogError::TooManyPartitions(partitions_max));
         }
-        let id = self.partitions.keys().max().map_or(0, |m| m + 1);
+        let id = self
+            .partitions
+            .keys()
+            .chain(&self.deleted)
+            .max()
+            .map_or(0, |m| m + 1);
         // Made complete under a temporary name, then renamed: a crash leaves either
         // nothing or a whole partition directory.
         let pdir = self.dir.join(name);
@@ -515,6 +546,32 @@ impl Ledger {
 
     pub fn partition_id(&self, name: &str) -> Option<u32> {
         self.names.get(name).copied()
+    }
+
+    /// Whether `id` belonged to a partition that was deleted.
+    pub fn is_deleted(&self, id: u32) -> bool {
+        self.deleted.contains(&id)
+    }
+
+    /// Deletes a partition: its directory becomes a tombstone (renamed, synced), then
+    /// its segments are removed. Callers make sure no write of it is in flight.
+    pub fn delete_partition(&mut self, id: u32) -> Result<()> {
+        let Some(p) = self.partitions.get(&id) else {
+            return Ok(());
+        };
+        assert!(
+            p.chunks.iter().all(|c| !c.in_flight),
+            "no write of a partition being deleted is in flight"
+        );
+        let tomb = self.dir.join(format!(".{}.{id}.deleted", p.name));
+        std::fs::rename(&p.dir, &tomb).map_err(|e| LogError::io("renaming", &p.dir, e))?;
+        crate::journal::sync_dir(&self.dir)?;
+        let p = self.partitions.remove(&id).expect("present");
+        self.names.remove(&p.name);
+        self.pending_bytes -= p.chunks.iter().map(|c| c.bytes.len()).sum::<usize>();
+        self.deleted.insert(id);
+        drop(p);
+        empty_tombstone(&tomb)
     }
 
     pub fn partition(&self, id: u32) -> Option<&Partition> {

@@ -62,6 +62,8 @@ struct Offsets {
     next: u64,
     /// One past the last acknowledged offset: the high watermark.
     durable: u64,
+    /// Being deleted: appends are refused.
+    deleting: bool,
 }
 
 /// The journal write being filled by appenders.
@@ -160,6 +162,7 @@ impl ShardLog {
                     Offsets {
                         next: o,
                         durable: o,
+                        deleting: false,
                     },
                 )
             })
@@ -234,12 +237,51 @@ impl ShardLog {
             .or_insert(Offsets {
                 next: start,
                 durable: start,
+                deleting: false,
             });
         Ok(id)
     }
 
     pub fn partition_id(&self, name: &str) -> Option<u32> {
         self.shared.ledger.borrow().partition_id(name)
+    }
+
+    /// Deletes a partition and its data; false if there is none by that name. New
+    /// appends are refused at once, appends already accepted finish first, and the
+    /// id is never given to another partition.
+    pub async fn delete_partition(&self, name: &str) -> Result<bool> {
+        let sh = &*self.shared;
+        let Some(id) = self.partition_id(name) else {
+            return Ok(false);
+        };
+        match sh.state.borrow_mut().offsets.get_mut(&id) {
+            Some(o) if !o.deleting => o.deleting = true,
+            // Another delete of it is under way.
+            _ => return Ok(false),
+        }
+        loop {
+            {
+                let st = sh.state.borrow();
+                if let Some(e) = &st.fatal {
+                    return Err(LogError::Shared(e.clone()));
+                }
+                let o = &st.offsets[&id];
+                if o.durable == o.next {
+                    break;
+                }
+            }
+            sh.work.notify();
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // No ledger write is in flight while the permit is held.
+        let _io = sh
+            .ledger_io
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)?;
+        sh.ledger.borrow_mut().delete_partition(id)?;
+        sh.state.borrow_mut().offsets.remove(&id);
+        Ok(true)
     }
 
     /// Names and ids of the partitions this log holds.
@@ -285,7 +327,7 @@ impl ShardLog {
                 if st.closing {
                     return Err(LogError::Closed);
                 }
-                if !st.offsets.contains_key(&partition) {
+                if st.offsets.get(&partition).is_none_or(|o| o.deleting) {
                     return Err(LogError::UnknownPartition(partition));
                 }
                 let ledger_full =
@@ -496,6 +538,9 @@ async fn replay(
             let mut l = ledger.borrow_mut();
             for &(pos, header) in &scan.frames {
                 let Some(p) = l.partition(header.partition) else {
+                    if l.is_deleted(header.partition) {
+                        continue;
+                    }
                     report.dropped.push(Dropped {
                         path: path.clone(),
                         offset: pos as u64,

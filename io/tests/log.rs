@@ -388,6 +388,63 @@ fn a_partition_can_start_at_a_later_offset() {
     });
 }
 
+/// Deleting a partition: appends already accepted finish, new ones are refused, its
+/// data goes, its id is never reused (its frames still in the journal are skipped,
+/// not restored into a newer partition), and the others are untouched.
+#[test]
+fn a_deleted_partition_is_gone_and_its_id_never_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    run(async move {
+        let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
+        let log = std::rc::Rc::new(log);
+        let a = log.create_partition("a").unwrap();
+        let b = log.create_partition("b").unwrap();
+        for i in 0..50 {
+            log.append(a, &payload(a, i, 3000), 1, 1).await.unwrap();
+            log.append(b, &payload(b, i, 3000), 1, 1).await.unwrap();
+        }
+        // Appends in flight while the delete starts.
+        let inflight: Vec<_> = (50..60)
+            .map(|i| {
+                let log = log.clone();
+                glommio::spawn_local(async move { log.append(a, &payload(a, i, 3000), 1, 1).await })
+            })
+            .collect();
+        glommio::executor().yield_now().await;
+        assert!(log.delete_partition("a").await.unwrap());
+        for t in inflight {
+            t.await.unwrap();
+        }
+        assert!(matches!(
+            log.append(a, b"late", 1, 1).await,
+            Err(LogError::UnknownPartition(_))
+        ));
+        assert!(log.read(a, 0, 1000).await.is_err());
+        assert!(!log.delete_partition("a").await.unwrap(), "already gone");
+        assert!(!dir.path().join("ledger/a").exists());
+        log.close().await.unwrap();
+        drop(log);
+        let (log, report) = ShardLog::open(cfg.clone()).await.unwrap();
+        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+        assert_eq!(log.partition_id("a"), None);
+        assert_eq!(read_all(&log, b).await.len(), 50);
+        // A new partition by the same name: a new id, empty.
+        let a2 = log.create_partition("a").unwrap();
+        assert!(a2 != a && a2 != b, "{a2}");
+        assert_eq!(log.high_watermark(a2).unwrap(), 0);
+        log.append(a2, &payload(a2, 0, 100), 1, 1).await.unwrap();
+        log.close().await.unwrap();
+        let (log, report) = ShardLog::open(cfg).await.unwrap();
+        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+        assert_eq!(
+            log.high_watermark(log.partition_id("a").unwrap()).unwrap(),
+            1
+        );
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn retention_keeps_what_a_checkpoint_may_replay() {
     let dir = tempfile::tempdir().unwrap();

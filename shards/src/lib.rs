@@ -70,6 +70,13 @@ impl PartitionTable {
         true
     }
 
+    /// Removes a topic (DeleteTopics); false if there was none.
+    pub fn remove_topic(&mut self, name: &str) -> bool {
+        let before = self.topics.len();
+        self.topics.retain(|t| t.name != name);
+        self.topics.len() != before
+    }
+
     /// The (topic, partition) pairs owned by `shard`, in topic then partition order.
     pub fn owned_by(&self, shard: u32) -> Vec<(&str, u32)> {
         self.topics

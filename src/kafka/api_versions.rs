@@ -14,6 +14,7 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::ListOffsets => Some((1, 7)),
         ApiKey::InitProducerId => Some((0, 4)),
         ApiKey::CreateTopics => Some((0, 7)),
+        ApiKey::DeleteTopics => Some((0, 6)),
         _ => None,
     }
 }
@@ -27,6 +28,7 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
         ApiKey::ApiVersions,
         ApiKey::InitProducerId,
         ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
     ];
     let api_keys = keys
         .iter()

@@ -99,10 +99,18 @@ pub async fn create(broker: &Broker, name: &str, partitions: u32) -> Result<(), 
         name: name.to_string(),
         partitions,
     };
-    match broker.control().map(|c| c.call(0, req)) {
+    ask(broker, 0, req).await
+}
+
+/// Has core `core` run an admin request and waits for its answer.
+pub async fn ask(broker: &Broker, core: u32, req: forward::Request) -> Result<(), (i16, String)> {
+    match broker.control().map(|c| c.call(core, req)) {
         Some(call) => match call.await {
             Some(forward::Reply::Admin(r)) => r,
-            _ => Err((code::KAFKA_STORAGE_ERROR, "core 0 is not answering".into())),
+            _ => Err((
+                code::KAFKA_STORAGE_ERROR,
+                format!("core {core} is not answering"),
+            )),
         },
         None => Err((
             code::KAFKA_STORAGE_ERROR,
@@ -114,7 +122,7 @@ pub async fn create(broker: &Broker, name: &str, partitions: u32) -> Result<(), 
 /// On core 0: one creation at a time, every core's partitions, then the record.
 pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<(), (i16, String)> {
     let _one_at_a_time = broker
-        .creating
+        .topic_changes
         .acquire_permit(1)
         .await
         .map_err(|e| (code::KAFKA_STORAGE_ERROR, e.to_string()))?;
@@ -132,19 +140,7 @@ pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<
                 name: name.to_string(),
                 partitions,
             };
-            match broker.control().map(|c| c.call(core, req)) {
-                Some(call) => match call.await {
-                    Some(forward::Reply::Admin(r)) => r,
-                    _ => Err((
-                        code::KAFKA_STORAGE_ERROR,
-                        format!("core {core} is not answering"),
-                    )),
-                },
-                None => Err((
-                    code::KAFKA_STORAGE_ERROR,
-                    "the cores are not connected yet".into(),
-                )),
-            }
+            ask(broker, core, req).await
         };
         res?;
     }
@@ -160,6 +156,9 @@ pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<
 pub struct Recorded {
     pub name: String,
     pub partitions: u32,
+    /// A DeleteTopics was under way: every core deletes its partitions at start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 /// The topics recorded in `file` (none when it does not exist).
@@ -172,15 +171,23 @@ pub fn recorded(file: &Path) -> Result<Vec<Recorded>, String> {
     }
 }
 
-/// Adds a topic to `file`: written whole under a temporary name, synced, renamed.
+/// Adds a topic to `file` (in place of a deleted one by that name, whose partitions
+/// are gone by now).
 fn record(file: &Path, name: &str, partitions: u32) -> Result<(), String> {
     let mut all = recorded(file)?;
+    all.retain(|t| t.name != name);
     all.push(Recorded {
         name: name.to_string(),
         partitions,
+        deleting: false,
     });
+    rewrite(file, &all)
+}
+
+/// Writes `file` whole: under a temporary name, synced, renamed.
+pub fn rewrite(file: &Path, all: &[Recorded]) -> Result<(), String> {
     let tmp = file.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(all).map_err(|e| e.to_string())?;
     let write = || -> std::io::Result<()> {
         std::fs::write(&tmp, text.as_bytes())?;
         std::fs::File::open(&tmp)?.sync_all()?;
@@ -190,5 +197,5 @@ fn record(file: &Path, name: &str, partitions: u32) -> Result<(), String> {
         }
         Ok(())
     };
-    write().map_err(|e| format!("cannot record the topic in {}: {e}", file.display()))
+    write().map_err(|e| format!("cannot write {}: {e}", file.display()))
 }

@@ -50,6 +50,10 @@ pub enum Request {
     CreateTopic { name: String, partitions: u32 },
     /// To each core: create your partitions of this topic.
     AddTopic { name: String, partitions: u32 },
+    /// To core 0: delete this topic on every core.
+    DeleteTopic { name: String },
+    /// To each core: delete your partitions of this topic.
+    RemoveTopic { name: String },
 }
 
 /// What the owner answers.
@@ -226,6 +230,15 @@ async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
         Request::AddTopic { name, partitions } => Reply::Admin(
             broker
                 .add_topic(&name, partitions)
+                .map_err(|e| (super::code::KAFKA_STORAGE_ERROR, e)),
+        ),
+        Request::DeleteTopic { name } => {
+            Reply::Admin(super::delete_topics::coordinate(broker, &name).await)
+        }
+        Request::RemoveTopic { name } => Reply::Admin(
+            broker
+                .remove_topic(&name)
+                .await
                 .map_err(|e| (super::code::KAFKA_STORAGE_ERROR, e)),
         ),
     }

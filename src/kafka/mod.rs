@@ -21,6 +21,7 @@
 mod api_versions;
 pub mod batch;
 pub mod create_topics;
+pub mod delete_topics;
 mod fetch;
 pub mod forward;
 mod idempotence;
@@ -62,6 +63,8 @@ pub mod code {
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_CONFIG: i16 = 40;
     pub const INVALID_RECORD: i16 = 87;
+    pub const POLICY_VIOLATION: i16 = 44;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
 
 /// Limits of the front end (per core).
@@ -103,8 +106,8 @@ pub struct Broker {
     partitions: RefCell<HashMap<(String, i32), u32>>,
     /// Topics created at run time, and when set, unknown topics too.
     pub topics: TopicPolicy,
-    /// One topic creation at a time (on core 0, which coordinates them).
-    creating: glommio::sync::Semaphore,
+    /// One topic creation or deletion at a time (on core 0, which coordinates them).
+    topic_changes: glommio::sync::Semaphore,
     /// Idempotent producers' sequence state for this core's partitions.
     pub producers: std::cell::RefCell<idempotence::Producers>,
     connections: Cell<usize>,
@@ -127,6 +130,8 @@ pub struct TopicPolicy {
     pub auto_create_partitions: Option<u32>,
     /// Partitions of a CreateTopics that asks for the default (-1).
     pub default_partitions: u32,
+    /// Topics DeleteTopics refuses, and why (declared in the config, used by a job).
+    pub protected: HashMap<String, String>,
 }
 
 /// How clients reach the cores.
@@ -198,7 +203,7 @@ impl Broker {
             limits,
             partitions: RefCell::new(partitions),
             topics,
-            creating: glommio::sync::Semaphore::new(1),
+            topic_changes: glommio::sync::Semaphore::new(1),
             producers: Default::default(),
             connections: Cell::new(0),
             metrics,
@@ -271,6 +276,32 @@ impl Broker {
             partitions,
         });
         self.metrics.add_topic(name);
+        Ok(())
+    }
+
+    /// Deletes this core's partitions of a topic (DeleteTopics) and forgets it.
+    pub async fn remove_topic(&self, name: &str) -> Result<(), String> {
+        let shards = self.table.borrow().shard_count();
+        let partitions = self.table.borrow().topic(name).map_or(0, |t| t.partitions);
+        // Out of the table first: Metadata stops naming it, new requests for it get
+        // UNKNOWN_TOPIC_OR_PARTITION while the data goes.
+        self.table.borrow_mut().remove_topic(name);
+        for p in
+            (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
+        {
+            self.partitions
+                .borrow_mut()
+                .remove(&(name.to_string(), p as i32));
+            self.log
+                .delete_partition(&partition_name(name, p))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "core {}: cannot delete partition {p} of {name}: {e}",
+                        self.shard
+                    )
+                })?;
+        }
         Ok(())
     }
 
@@ -436,6 +467,15 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Option<BytesMut>
         ApiKey::InitProducerId => {
             let req = decode!(m::InitProducerIdRequest);
             frame(api, version, cid, &init_producer_id::handle(&req))
+        }
+        ApiKey::DeleteTopics => {
+            let req = decode!(m::DeleteTopicsRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &delete_topics::handle(broker, &req).await,
+            )
         }
         ApiKey::CreateTopics => {
             let req = decode!(m::CreateTopicsRequest);
