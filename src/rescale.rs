@@ -14,8 +14,10 @@
 //!    synced, it is the point of no return.
 //! 3. **Switch**: the old directories become `shard-<k>.old`, the new ones take their
 //!    names, the manifests and the core count are written, file-sink files are cut
-//!    back to their checkpoint, the old directories and `RESCALE` are removed. Every
-//!    action is idempotent: after a crash the next start finds `RESCALE` and finishes.
+//!    back to their checkpoint, `RESCALE` is removed, then the old directories. An
+//!    old directory is moved aside only while its replacement waits beside it, and
+//!    nothing is removed before every new directory is in place and the record is
+//!    gone, so after a crash at any point the next start finds `RESCALE` and finishes.
 //!
 //! A crash before the commit leaves the old layout whole; the `.rescale` directories
 //! are removed at the next attempt. Never writes into an old core's directories
@@ -101,7 +103,8 @@ pub fn ensure(settings: &Settings, topics: &[Topic], found: Option<u32>, to: u32
             switch(settings, &plan)?;
             found = Some(plan.to);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // No record: what a finished switch had not removed yet goes now.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => remove_old(&parents(settings))?,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", marker.display())),
     }
     let Some(from) = found.filter(|&f| f != to) else {
@@ -114,6 +117,15 @@ pub fn ensure(settings: &Settings, topics: &[Topic], found: Option<u32>, to: u32
         "the data directory was written by {from} cores: moving partitions and state to {to}"
     );
     let plan = prepare(settings, topics, from, to)?;
+    // The new directories and checkpoint parts are durable before the record is.
+    for parent in parents(settings) {
+        sync_dir(&parent)?;
+    }
+    let root = settings.data_dir.join("checkpoints");
+    for (job, _) in &plan.manifests {
+        sync_dir(&root.join(job))?;
+        sync_dir(&root)?;
+    }
     write_synced(&marker, plan.encode().as_bytes())?;
     switch(settings, &plan)?;
     tracing::info!(
@@ -197,6 +209,20 @@ fn prepare(settings: &Settings, topics: &[Topic], from: u32, to: u32) -> Result<
             for k in 0..from {
                 plan.truncate
                     .push((file_end(path, k), sink::file_of(path, k)));
+            }
+        }
+        for s in &job.sinks {
+            if let SinkConfig::Topic { topic } = s {
+                let n = topics
+                    .iter()
+                    .find(|t| &t.name == topic)
+                    .map_or(0, |t| t.partitions);
+                if n != groups {
+                    // A row goes to its key's partition only when the counts agree;
+                    // otherwise to one of its core's, which the move changes.
+                    tracing::warn!(job = %job.name, topic = %topic,
+                        "the sink topic has {n} partitions, the source {groups}: windows replayed after this move may be written to it twice");
+                }
             }
         }
         let Some(old) = &old else { continue };
@@ -319,19 +345,56 @@ async fn copy_logs_on(settings: &Settings, from: u32, to: u32) -> Result<()> {
     Ok(())
 }
 
-/// Steps 2 and 3 after the commit; safe to run again after a crash at any point.
+/// Step 3 after the commit; safe to run again after a crash at any point: a
+/// directory is moved aside only while its replacement is still waiting beside it
+/// (or when no new core takes its name), nothing is removed until every new
+/// directory is in place and the record is gone.
 fn switch(settings: &Settings, plan: &Plan) -> Result<()> {
-    for parent in parents(settings) {
-        // Old ones aside first; a name both old and new is moved once (its `.old`
-        // exists from then on).
-        for k in 0..plan.from {
-            let (cur, old) = (shard_dir(&parent, k, ""), shard_dir(&parent, k, ".old"));
-            if cur.exists() && !old.exists() {
+    move_dirs(&parents(settings), plan.from, plan.to)?;
+    let root = settings.data_dir.join("checkpoints");
+    for (job, id) in &plan.manifests {
+        checkpoint::write_manifest(&root, job, *id, plan.to).map_err(anyhow::Error::msg)?;
+    }
+    for (len, path) in &plan.truncate {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > *len) {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(*len).and(f.sync_all()))
+                .with_context(|| format!("cannot cut {} back to {len} bytes", path.display()))?;
+            tracing::info!(path = %path.display(), to = len, "file sink cut back to its checkpoint");
+        }
+    }
+    crate::server::write_shard_count(&settings.data_dir, plan.to)?;
+    let marker = settings.data_dir.join(MARKER);
+    std::fs::remove_file(&marker).with_context(|| format!("cannot remove {}", marker.display()))?;
+    sync_dir(&settings.data_dir)?;
+    remove_old(&parents(settings))
+}
+
+/// Puts each `shard-<j>.rescale` in the place of `shard-<j>` and the old ones aside
+/// as `shard-<k>.old`, in every parent; idempotent.
+fn move_dirs(parents: &[PathBuf], from: u32, to: u32) -> Result<()> {
+    for parent in parents {
+        for k in 0..from {
+            let cur = shard_dir(parent, k, "");
+            let waiting = shard_dir(parent, k, ".rescale").exists();
+            // `shard-k` is old while its replacement waits, or when no new core is k;
+            // otherwise it already is the new one.
+            if cur.exists() && (waiting || k >= to) {
+                let old = shard_dir(parent, k, ".old");
+                if old.exists() {
+                    bail!(
+                        "{} and {} both exist: move one away by hand",
+                        cur.display(),
+                        old.display()
+                    );
+                }
                 rename(&cur, &old)?;
             }
         }
-        for j in 0..plan.to {
-            let (new, cur) = (shard_dir(&parent, j, ".rescale"), shard_dir(&parent, j, ""));
+        for j in 0..to {
+            let (new, cur) = (shard_dir(parent, j, ".rescale"), shard_dir(parent, j, ""));
             if new.exists() {
                 if cur.exists() {
                     bail!(
@@ -342,37 +405,34 @@ fn switch(settings: &Settings, plan: &Plan) -> Result<()> {
                 }
                 rename(&new, &cur)?;
             }
+            if !cur.is_dir() {
+                bail!(
+                    "{} is missing after a rescale to {to} cores; the old data is kept as shard-*.old beside it",
+                    cur.display(),
+                );
+            }
         }
-        sync_dir(&parent)?;
+        sync_dir(parent)?;
     }
-    let root = settings.data_dir.join("checkpoints");
-    for (job, id) in &plan.manifests {
-        checkpoint::write_manifest(&root, job, *id, plan.to).map_err(anyhow::Error::msg)?;
-    }
-    for (len, path) in &plan.truncate {
-        if std::fs::metadata(path).is_ok_and(|m| m.len() > *len) {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|f| f.set_len(*len).and(f.sync_all()))
-                .with_context(|| format!("cannot cut {} back to {len} bytes", path.display()));
-            f?;
-            tracing::info!(path = %path.display(), to = len, "file sink cut back to its checkpoint");
-        }
-    }
-    crate::server::write_shard_count(&settings.data_dir, plan.to)?;
-    for parent in parents(settings) {
-        for k in 0..plan.from {
-            let old = shard_dir(&parent, k, ".old");
-            if old.exists() {
-                std::fs::remove_dir_all(&old)
-                    .with_context(|| format!("cannot remove {}", old.display()))?;
+    Ok(())
+}
+
+/// Removes the old directories a finished switch left (only ever called with no
+/// `RESCALE` record on disk: they are garbage by then).
+fn remove_old(parents: &[PathBuf]) -> Result<()> {
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("shard-") && name.ends_with(".old") {
+                std::fs::remove_dir_all(e.path())
+                    .with_context(|| format!("cannot remove {}", e.path().display()))?;
             }
         }
     }
-    let marker = settings.data_dir.join(MARKER);
-    std::fs::remove_file(&marker).with_context(|| format!("cannot remove {}", marker.display()))?;
-    sync_dir(&settings.data_dir)
+    Ok(())
 }
 
 fn rename(from: &Path, to: &Path) -> Result<()> {
@@ -411,5 +471,78 @@ mod tests {
         assert_eq!(Plan::decode(&plan.encode()), Some(plan));
         assert_eq!(Plan::decode("tidewater rescale\nfrom 2\n"), None);
         assert_eq!(Plan::decode("something else\nfrom 2\nto 1\n"), None);
+    }
+
+    /// Each old `shard-*` directory holds a file naming its generation.
+    fn layout(parent: &Path, dirs: &[(&str, &str)]) {
+        for (name, tag) in dirs {
+            std::fs::create_dir_all(parent.join(name)).unwrap();
+            std::fs::write(parent.join(name).join("tag"), tag).unwrap();
+        }
+    }
+
+    fn tag(parent: &Path, name: &str) -> Option<String> {
+        std::fs::read_to_string(parent.join(name).join("tag")).ok()
+    }
+
+    #[test]
+    fn the_switch_can_be_cut_anywhere_and_run_again() {
+        for (from, to) in [(2, 1), (1, 2), (2, 3)] {
+            // Every prefix of the moves a first run makes, then the whole switch,
+            // then once more (a crash before the record was removed).
+            for cut in 0..=(from + to) as usize {
+                let dir = tempfile::tempdir().unwrap();
+                let p = dir.path();
+                let mut dirs: Vec<(String, String)> = (0..from)
+                    .map(|k| (format!("shard-{k}"), format!("old-{k}")))
+                    .collect();
+                dirs.extend((0..to).map(|j| (format!("shard-{j}.rescale"), format!("new-{j}"))));
+                let dirs_ref: Vec<(&str, &str)> =
+                    dirs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                layout(p, &dirs_ref);
+                // The first `cut` renames of a run, as a crash would leave them.
+                let mut moves: Vec<(String, String)> = (0..from)
+                    .map(|k| (format!("shard-{k}"), format!("shard-{k}.old")))
+                    .collect();
+                moves.extend((0..to).map(|j| (format!("shard-{j}.rescale"), format!("shard-{j}"))));
+                for (a, b) in moves.iter().take(cut) {
+                    std::fs::rename(p.join(a), p.join(b)).unwrap();
+                }
+                let parents = vec![p.to_path_buf()];
+                move_dirs(&parents, from, to).unwrap();
+                move_dirs(&parents, from, to).unwrap();
+                for j in 0..to {
+                    assert_eq!(
+                        tag(p, &format!("shard-{j}")).as_deref(),
+                        Some(format!("new-{j}").as_str()),
+                        "{from}->{to} cut {cut}"
+                    );
+                }
+                for k in 0..from {
+                    assert_eq!(
+                        tag(p, &format!("shard-{k}.old")).as_deref(),
+                        Some(format!("old-{k}").as_str())
+                    );
+                }
+                remove_old(&parents).unwrap();
+                let mut left: Vec<String> = std::fs::read_dir(p)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                left.sort();
+                let want: Vec<String> = (0..to).map(|j| format!("shard-{j}")).collect();
+                assert_eq!(left, want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_new_directory_stops_the_switch_and_keeps_the_old_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        layout(p, &[("shard-0", "old-0"), ("shard-0.rescale", "new-0")]);
+        let err = move_dirs(&[p.to_path_buf()], 1, 2).unwrap_err().to_string();
+        assert!(err.contains("shard-1 is missing"), "{err}");
+        assert_eq!(tag(p, "shard-0.old").as_deref(), Some("old-0"));
     }
 }

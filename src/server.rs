@@ -165,6 +165,9 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .context("cannot start the signal thread")?;
     }
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Cores that have finished the deletions an interrupted DeleteTopics left.
+    let cleaned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let any_deleting = !deleting.is_empty();
     let metrics = Arc::new(Metrics::new(cpus.len()));
     crate::metrics::serve_admin(metrics.clone(), settings.admin_addr)
         .with_context(|| format!("cannot listen on admin_addr {}", settings.admin_addr))?;
@@ -184,6 +187,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .collect();
         let stop = stop.clone();
         let ready = ready.clone();
+        let cleaned = cleaned.clone();
         let metrics = metrics.clone();
         let jobs: Vec<JobStart> = settings
             .jobs
@@ -224,7 +228,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
                     front,
                     jobs,
                     (stop.clone(), metrics),
-                    (ready, shard_count as usize),
+                    (ready, shard_count as usize, (cleaned, any_deleting)),
                 )
                 .await;
                 // A core that ends for any reason but a clean stop takes the others
@@ -273,7 +277,11 @@ async fn run_shard(
     front: FrontEnd,
     jobs: Vec<JobStart>,
     (stop, metrics): (Arc<AtomicBool>, Arc<Metrics>),
-    (ready, shard_count): (Arc<std::sync::atomic::AtomicUsize>, usize),
+    (ready, shard_count, (cleaned, any_deleting)): (
+        Arc<std::sync::atomic::AtomicUsize>,
+        usize,
+        (Arc<std::sync::atomic::AtomicUsize>, bool),
+    ),
 ) -> Result<ShardEnd> {
     let (log, report) = ShardLog::open(cfg.clone()).await.with_context(|| {
         format!(
@@ -289,6 +297,23 @@ async fn run_shard(
             .with_context(|| format!("core {shard}: cannot delete partition {name}"))?
         {
             tracing::info!(shard, partition = %name, "deleted: its topic's deletion was interrupted");
+        }
+    }
+    cleaned.fetch_add(1, Ordering::SeqCst);
+    // Core 0 drops the marks once every core has finished, before anything (a
+    // forwarded CreateTopics included) can rewrite the file: a mark left behind
+    // would delete a topic of that name made later at every start.
+    if shard == 0 && any_deleting {
+        while cleaned.load(Ordering::SeqCst) < shard_count {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(ShardEnd::Clean);
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(file) = &front.topics.file {
+            let mut all = kafka::create_topics::recorded(file).map_err(anyhow::Error::msg)?;
+            all.retain(|t| !t.deleting);
+            kafka::create_topics::rewrite(file, &all).map_err(anyhow::Error::msg)?;
         }
     }
     for name in &owned {

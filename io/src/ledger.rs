@@ -565,12 +565,14 @@ impl Ledger {
         );
         let tomb = self.dir.join(format!(".{}.{id}.deleted", p.name));
         std::fs::rename(&p.dir, &tomb).map_err(|e| LogError::io("renaming", &p.dir, e))?;
-        crate::journal::sync_dir(&self.dir)?;
+        // Renamed: deleted from here on, whatever fails next (the next start finishes
+        // emptying the tombstone).
         let p = self.partitions.remove(&id).expect("present");
         self.names.remove(&p.name);
         self.pending_bytes -= p.chunks.iter().map(|c| c.bytes.len()).sum::<usize>();
         self.deleted.insert(id);
         drop(p);
+        crate::journal::sync_dir(&self.dir)?;
         empty_tombstone(&tomb)
     }
 

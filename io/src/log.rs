@@ -259,6 +259,22 @@ impl ShardLog {
             // Another delete of it is under way.
             _ => return Ok(false),
         }
+        let res = self.delete_when_quiet(id).await;
+        let gone = sh.ledger.borrow().partition(id).is_none();
+        let mut st = sh.state.borrow_mut();
+        if gone {
+            st.offsets.remove(&id);
+        } else if let Some(o) = st.offsets.get_mut(&id) {
+            // Still there: appends are taken again, and the delete can be retried.
+            o.deleting = false;
+        }
+        res.map(|()| true)
+    }
+
+    /// Waits for the appends accepted for `id` and for any ledger write, then
+    /// deletes it from the ledger.
+    async fn delete_when_quiet(&self, id: u32) -> Result<()> {
+        let sh = &*self.shared;
         loop {
             {
                 let st = sh.state.borrow();
@@ -279,9 +295,8 @@ impl ShardLog {
             .acquire_permit(1)
             .await
             .map_err(|_| LogError::Closed)?;
-        sh.ledger.borrow_mut().delete_partition(id)?;
-        sh.state.borrow_mut().offsets.remove(&id);
-        Ok(true)
+        let res = sh.ledger.borrow_mut().delete_partition(id);
+        res
     }
 
     /// Names and ids of the partitions this log holds.

@@ -14,6 +14,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"TWCKPT02";
+/// Parts written before key-group lines existed; read and converted.
+const MAGIC_V1: &[u8; 8] = b"TWCKPT01";
 const HEAD: usize = 24;
 const MANIFEST: &str = "MANIFEST";
 const SAVEPOINT: &str = "SAVEPOINT";
@@ -79,6 +81,41 @@ pub struct CoreSnapshot {
     pub group_lines: Vec<GroupLine>,
     pub windows: Vec<WindowSnap>,
     pub outputs: Vec<OutputSnap>,
+}
+
+/// A part as `TWCKPT01` wrote it: [`CoreSnapshot`] without `group_lines`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct CoreSnapshotV1 {
+    job: String,
+    id: u64,
+    shard: u32,
+    shards: u32,
+    words: u32,
+    sources: Vec<SourceSnap>,
+    remote: Vec<RemoteSnap>,
+    core_wm: i64,
+    fired_upto: i64,
+    windows: Vec<WindowSnap>,
+    outputs: Vec<OutputSnap>,
+}
+
+impl From<CoreSnapshotV1> for CoreSnapshot {
+    fn from(v: CoreSnapshotV1) -> Self {
+        CoreSnapshot {
+            job: v.job,
+            id: v.id,
+            shard: v.shard,
+            shards: v.shards,
+            words: v.words,
+            sources: v.sources,
+            remote: v.remote,
+            core_wm: v.core_wm,
+            fired_upto: v.fired_upto,
+            group_lines: Vec::new(),
+            windows: v.windows,
+            outputs: v.outputs,
+        }
+    }
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> String {
@@ -153,7 +190,8 @@ pub fn mark_savepoint(root: &Path, job: &str, id: u64) -> Result<(), String> {
 /// Reads and checks one part: its bytes, aligned for rkyv.
 pub fn read_part(path: &Path) -> Result<rkyv::util::AlignedVec, String> {
     let bytes = std::fs::read(path).map_err(|e| io("cannot read", path, e))?;
-    if bytes.len() < HEAD || &bytes[..8] != MAGIC {
+    let v1 = bytes.get(..8) == Some(MAGIC_V1);
+    if bytes.len() < HEAD || (&bytes[..8] != MAGIC && !v1) {
         return Err(format!("{}: not a checkpoint part", path.display()));
     }
     let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
@@ -170,6 +208,12 @@ pub fn read_part(path: &Path) -> Result<rkyv::util::AlignedVec, String> {
     }
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
     aligned.extend_from_slice(body);
+    if v1 {
+        let old = rkyv::from_bytes::<CoreSnapshotV1, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| format!("{}: not a valid checkpoint: {e}", path.display()))?;
+        aligned = rkyv::to_bytes::<rkyv::rancor::Error>(&CoreSnapshot::from(old))
+            .map_err(|e| format!("{}: cannot convert: {e}", path.display()))?;
+    }
     rkyv::access::<ArchivedCoreSnapshot, rkyv::rancor::Error>(&aligned)
         .map_err(|e| format!("{}: not a valid checkpoint: {e}", path.display()))?;
     Ok(aligned)
@@ -523,5 +567,42 @@ mod tests {
             }
             assert_eq!(got.len(), parts[s].windows[0].key_lens.len());
         }
+    }
+
+    #[test]
+    fn parts_written_before_key_group_lines_still_read() {
+        let root = tempfile::tempdir().unwrap();
+        let want = snap(4, 1);
+        let old = CoreSnapshotV1 {
+            job: want.job.clone(),
+            id: want.id,
+            shard: want.shard,
+            shards: want.shards,
+            words: want.words,
+            sources: want.sources.clone(),
+            remote: want.remote.clone(),
+            core_wm: want.core_wm,
+            fired_upto: want.fired_upto,
+            windows: want.windows.clone(),
+            outputs: want.outputs.clone(),
+        };
+        let body = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+        let mut out = MAGIC_V1.to_vec();
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&body);
+        let path = root.path().join("shard-1.ckpt");
+        std::fs::write(&path, out).unwrap();
+        let bytes = read_part(&path).unwrap();
+        let got: CoreSnapshot =
+            rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(view(&bytes)).unwrap();
+        assert_eq!(
+            got,
+            CoreSnapshot {
+                group_lines: vec![],
+                ..want
+            }
+        );
     }
 }

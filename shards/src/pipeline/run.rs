@@ -27,7 +27,7 @@
 //!
 //! At a clean stop, core 0 takes one more checkpoint (after the one in progress, if
 //! any) and the other cores keep taking part until it is complete, so a restart
-//! replays nothing; a sink that cannot deliver within `SHUTDOWN_CHECKPOINT_WAIT`
+//! replays only what was appended or read while that checkpoint was taken; a sink that cannot deliver within `SHUTDOWN_CHECKPOINT_WAIT`
 //! abandons it, and the next start replays from the checkpoint before.
 //!
 //! Never drops a record: undecodable ones go to `<job>.dlq` with the reason, late ones
