@@ -39,21 +39,9 @@ pub fn write_schema(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// A free loopback port with the next one free too (per-core listeners).
+/// `count` consecutive free loopback ports (per-core listeners).
 pub fn free_ports(count: u16) -> Result<u16> {
-    for _ in 0..200 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = l.local_addr()?.port();
-        if port > 65_000 - count {
-            continue;
-        }
-        let rest_free =
-            (1..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok());
-        if rest_free {
-            return Ok(port);
-        }
-    }
-    bail!("no free ports on 127.0.0.1")
+    tidewater_tools::ports::free(count).context("no free ports on 127.0.0.1")
 }
 
 /// `tidewater serve` as a child process.

@@ -21,16 +21,10 @@ pub fn tidewater() -> Command {
     c
 }
 
-/// Two free consecutive ports (per-core listeners use PORT and PORT+1).
+/// Two free consecutive ports (per-core listeners use PORT and PORT+1), below the
+/// ephemeral range so a client's socket never takes one between restarts.
 pub fn free_ports() -> u16 {
-    for _ in 0..100 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if port < 65000 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free ports");
+    tidewater_tools::ports::free(2).expect("free ports")
 }
 
 /// Starts `tidewater serve ARGS` (plus SMALL and a free --kafka-addr) and waits for

@@ -5,4 +5,5 @@
 
 pub mod loadgen;
 pub mod logtool;
+pub mod ports;
 pub mod reference;
