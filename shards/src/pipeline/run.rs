@@ -27,8 +27,9 @@
 //!
 //! At a clean stop, core 0 takes one more checkpoint (after the one in progress, if
 //! any) and the other cores keep taking part until it is complete, so a restart
-//! replays only what was appended or read while that checkpoint was taken; a sink that cannot deliver within `SHUTDOWN_CHECKPOINT_WAIT`
-//! abandons it, and the next start replays from the checkpoint before.
+//! replays only what was appended or read while that checkpoint was taken; a sink
+//! that cannot deliver within `SHUTDOWN_CHECKPOINT_WAIT` abandons it, and the next
+//! start replays from the checkpoint before.
 //!
 //! Never drops a record: undecodable ones go to `<job>.dlq` with the reason, late ones
 //! to `<job>.late`; a full state or a failed side-output write stops the job with an
