@@ -126,7 +126,8 @@ pub fn ensure(settings: &Settings, topics: &[Topic], found: Option<u32>, to: u32
         sync_dir(&root.join(job))?;
         sync_dir(&root)?;
     }
-    write_synced(&marker, plan.encode().as_bytes())?;
+    crate::durable::write_whole(&marker, plan.encode().as_bytes())
+        .with_context(|| format!("cannot write {}", marker.display()))?;
     switch(settings, &plan)?;
     tracing::info!(
         from,
@@ -441,19 +442,7 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot sync {}", dir.display()))
-}
-
-/// Writes `bytes` to `path` whole: a temporary file, synced, renamed, directory synced.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    crate::durable::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
 }
 
 #[cfg(test)]

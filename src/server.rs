@@ -688,10 +688,7 @@ fn recorded_shard_count(data_dir: &Path) -> Result<Option<u32>> {
 /// Records the core count the data directory is laid out for (whole and synced).
 pub(crate) fn write_shard_count(data_dir: &Path, shard_count: u32) -> Result<()> {
     let meta = data_dir.join(CLUSTER_META);
-    let tmp = meta.with_extension("meta.tmp");
-    std::fs::write(&tmp, format!("tidewater 1\nshards {shard_count}\n"))
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, &meta))
-        .and_then(|_| std::fs::File::open(data_dir)?.sync_all())
+    let text = format!("tidewater 1\nshards {shard_count}\n");
+    crate::durable::write_whole(&meta, text.as_bytes())
         .with_context(|| format!("cannot write {}", meta.display()))
 }

@@ -186,16 +186,7 @@ fn record(file: &Path, name: &str, partitions: u32) -> Result<(), String> {
 
 /// Writes `file` whole: under a temporary name, synced, renamed.
 pub fn rewrite(file: &Path, all: &[Recorded]) -> Result<(), String> {
-    let tmp = file.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(all).map_err(|e| e.to_string())?;
-    let write = || -> std::io::Result<()> {
-        std::fs::write(&tmp, text.as_bytes())?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, file)?;
-        if let Some(dir) = file.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| format!("cannot write {}: {e}", file.display()))
+    crate::durable::write_whole(file, text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))
 }
