@@ -19,16 +19,33 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn config(dir: &Path, clickhouse: &str, interval: &str) -> std::path::PathBuf {
+/// The reference job's config in `dir` (ClickHouse as a sink when given).
+fn config(dir: &Path, clickhouse: Option<&str>, interval: &str) -> std::path::PathBuf {
     let job = reference::Job {
         format: reference::Job::avro(&repo().join("schemas/sensor.avsc")),
         idle_timeout: "2s",
         checkpoint_interval: interval,
     };
-    let text = reference::config(&job, &reference::sinks(&dir.join("out"), Some(clickhouse)));
+    let text = reference::config(&job, &reference::sinks(&dir.join("out"), clickhouse));
     let path = dir.join("job.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `serve` arguments: `cores` cores, the config, the data directory.
+fn serve_args(cores: u32, cfg: &Path, data: &Path) -> Vec<String> {
+    vec![
+        "--cores".into(),
+        cores.to_string(),
+        "--config".into(),
+        cfg.to_str().unwrap().into(),
+        "--data-dir".into(),
+        data.to_str().unwrap().into(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 /// Flips a byte in the newest complete checkpoint's part of core 0.
@@ -73,24 +90,10 @@ fn kill_9_and_restart_on_another_core_count_moves_state_exactly_once() {
 fn crash_loop(kills: u32, cores: impl Fn(u32) -> u32, damage: bool) {
     let ch = common::ClickHouse::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &ch.url(), "1s");
+    let cfg = config(dir.path(), Some(&ch.url()), "1s");
     let data = dir.path().join("data");
-    let args_for = |n: u32| -> Vec<String> {
-        vec![
-            "--cores".into(),
-            n.to_string(),
-            "--config".into(),
-            cfg.to_str().unwrap().into(),
-            "--data-dir".into(),
-            data.to_str().unwrap().into(),
-        ]
-    };
     let (port, admin) = (common::free_ports(), common::free_ports());
-    let serve = |n: u32| {
-        let args = args_for(n);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::serve_on(&args, port, admin)
-    };
+    let serve = |n: u32| common::serve_on(&strs(&serve_args(n, &cfg, &data)), port, admin);
     let bootstrap = format!("127.0.0.1:{port}");
     let (mut server, ..) = serve(cores(0));
     let state = dir.path().join("acked.json");
@@ -182,17 +185,10 @@ fn checkpoint_now_takes_a_savepoint_that_pruning_keeps() {
     let ch = common::ClickHouse::start();
     let dir = tempfile::tempdir().unwrap();
     // No periodic checkpoint within the test: only the ones asked for.
-    let cfg = config(dir.path(), &ch.url(), "1h");
+    let cfg = config(dir.path(), Some(&ch.url()), "1h");
     let data = dir.path().join("data");
-    let args = [
-        "--cores",
-        "2",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    let (mut server, _, admin, _) = common::serve_with_admin(&args);
+    let args = serve_args(2, &cfg, &data);
+    let (mut server, _, admin, _) = common::serve_with_admin(&strs(&args));
     let admin_addr = format!("127.0.0.1:{admin}");
     let mut taken = Vec::new();
     for _ in 0..4 {
@@ -233,26 +229,9 @@ fn checkpoint_now_takes_a_savepoint_that_pruning_keeps() {
 #[test]
 fn a_clean_stop_checkpoints_so_a_restart_replays_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let job = reference::Job {
-        format: reference::Job::avro(&repo().join("schemas/sensor.avsc")),
-        idle_timeout: "2s",
-        checkpoint_interval: "1h",
-    };
-    let cfg = dir.path().join("job.toml");
-    std::fs::write(
-        &cfg,
-        reference::config(&job, &reference::sinks(&dir.path().join("out"), None)),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let args = [
-        "--cores",
-        "2",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
+    let cfg = config(dir.path(), None, "1h");
+    let args = serve_args(2, &cfg, &dir.path().join("data"));
+    let args = strs(&args);
     let (port, admin) = (common::free_ports(), common::free_ports());
     let (mut server, _, _, first_log) = common::serve_on(&args, port, admin);
     let events = 20_000;
