@@ -5,6 +5,8 @@
 //! - `append_64k/{always,interval,never}`: ShardLog appends of 64 KiB batches from 64
 //!   concurrent appenders; journal on the disk under test, ledger in `/dev/shm` (its
 //!   own device, as in production where they sit on separate NVMe drives).
+//! - `journal_vs_raw`: rounds alternating raw writes and `never` appends of the same
+//!   bytes, for a ratio that the disk's drift over a run does not skew.
 //! - `group_commit_4k/{1,8,64}`: appends/s of 4 KiB batches under `always` with 1, 8
 //!   and 64 concurrent appenders; p50/p99 completion latency printed beside it.
 //!
@@ -75,13 +77,11 @@ fn note(key: &str, value: String) {
     REPORT.with(|r| r.borrow_mut().lines.push((key.to_string(), value)));
 }
 
-fn raw_odirect(c: &mut Criterion) {
-    let ex = executor();
-    let dir = bench_dir();
-    let file_bytes = if measuring() { 512 * MIB } else { 4 * MIB };
-    let path = dir.path().join("raw");
-    let probe_dir = dir.path().to_path_buf();
-    let file: Rc<DmaFile> = Rc::new(ex.run(async move {
+/// A preallocated file of `file_bytes` in `dir`, written once, as journal segments are.
+fn raw_file(ex: &LocalExecutor, dir: &std::path::Path, file_bytes: usize) -> Rc<DmaFile> {
+    let path = dir.join("raw");
+    let probe_dir = dir.to_path_buf();
+    Rc::new(ex.run(async move {
         // Let glommio probe this device's polling support on real data first.
         tidewater_io::journal::prime_device(&probe_dir)
             .await
@@ -104,7 +104,48 @@ fn raw_odirect(c: &mut Criterion) {
         }
         f.fdatasync().await.unwrap();
         f
-    }));
+    }))
+}
+
+/// Writes `total` bytes sequentially in `write_bytes` writes, `depth` in flight,
+/// from `*pos` (wrapping at the file's end); returns the elapsed time.
+async fn raw_writes(
+    file: Rc<DmaFile>,
+    file_bytes: usize,
+    pos: &std::cell::Cell<usize>,
+    write_bytes: usize,
+    depth: usize,
+    total: usize,
+) -> Duration {
+    let start = Instant::now();
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut done = 0;
+    while done < total {
+        let mut p = pos.get();
+        if p + write_bytes > file_bytes {
+            p = 0;
+        }
+        pos.set(p + write_bytes);
+        let (f, buf) = (file.clone(), file.alloc_dma_buffer(write_bytes));
+        in_flight.push_back(glommio::spawn_local(async move {
+            f.write_at(buf, p as u64).await.unwrap();
+        }));
+        if in_flight.len() == depth {
+            in_flight.pop_front().unwrap().await;
+        }
+        done += write_bytes;
+    }
+    for w in in_flight {
+        w.await;
+    }
+    start.elapsed()
+}
+
+fn raw_odirect(c: &mut Criterion) {
+    let ex = executor();
+    let dir = bench_dir();
+    let file_bytes = if measuring() { 512 * MIB } else { 4 * MIB };
+    let file = raw_file(&ex, dir.path(), file_bytes);
     let mut g = c.benchmark_group("raw_odirect");
     for write_bytes in [64 * KIB, 2 * MIB] {
         g.throughput(Throughput::Bytes(write_bytes as u64));
@@ -113,19 +154,10 @@ fn raw_odirect(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter(write_bytes), |b| {
             b.iter_custom(|iters| {
                 let (file, pos) = (file.clone(), pos.clone());
-                ex.run(async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let mut p = pos.get();
-                        if p + write_bytes > file_bytes {
-                            p = 0;
-                        }
-                        let buf = file.alloc_dma_buffer(write_bytes);
-                        file.write_at(buf, p as u64).await.unwrap();
-                        pos.set(p + write_bytes);
-                    }
-                    start.elapsed()
-                })
+                let total = iters as usize * write_bytes;
+                ex.run(
+                    async move { raw_writes(file, file_bytes, &pos, write_bytes, 1, total).await },
+                )
             })
         });
     }
@@ -220,6 +252,14 @@ fn append_64k(c: &mut Criterion) {
             })
         });
         let stats = log.stats();
+        let mut w: Vec<u64> = log.drain_write_samples().iter().map(|s| s.0).collect();
+        w.sort_unstable();
+        if !w.is_empty() {
+            note(
+                &format!("append_64k/{d} journal write p50/p99 us"),
+                format!("{:.0} / {:.0}", percentile(&w, 0.5), percentile(&w, 0.99)),
+            );
+        }
         note(
             &format!("append_64k/{d} bytes per journal write"),
             format!(
@@ -229,6 +269,62 @@ fn append_64k(c: &mut Criterion) {
         );
     }
     g.finish();
+}
+
+/// The journal against the raw disk, alternating: rounds of raw 2 MiB writes (one
+/// and two in flight) and of 64 KiB appends under `never`, the same bytes each, so
+/// that both see the same device (this VM's disk bandwidth drifts by 2x over
+/// minutes). Reports the median of each round's ratio to the faster raw mode.
+fn journal_vs_raw(_: &mut Criterion) {
+    let ex = executor();
+    let (rounds, bytes, file_bytes) = if measuring() {
+        (3, 1024 * MIB, 512 * MIB)
+    } else {
+        (1, 4 * MIB, 4 * MIB)
+    };
+    let raw_dir = bench_dir();
+    let file = raw_file(&ex, raw_dir.path(), file_bytes);
+    let (jdir, ldir) = (bench_dir(), ledger_dir());
+    let log = open_log(&ex, log_config(jdir.path(), ldir.path(), Durability::Never));
+    let pos = Rc::new(std::cell::Cell::new(0usize));
+    let mib_s = |d: Duration| bytes as f64 / MIB as f64 / d.as_secs_f64();
+    let mut ratios = Vec::new();
+    let (mut raw1, mut raw2, mut appends) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let mut round = [0.0; 3];
+        for (i, slot) in round.iter_mut().enumerate() {
+            let (file, pos, log) = (file.clone(), pos.clone(), log.clone());
+            let took = ex.run(async move {
+                match i {
+                    0 | 1 => raw_writes(file, file_bytes, &pos, 2 * MIB, i + 1, bytes).await,
+                    _ => {
+                        let n = (bytes / (64 * KIB)) as u64;
+                        drive(log, 64 * KIB, APPENDERS_64K, n).await.0
+                    }
+                }
+            });
+            *slot = mib_s(took);
+        }
+        raw1.push(round[0]);
+        raw2.push(round[1]);
+        appends.push(round[2]);
+        ratios.push(round[2] / round[0].max(round[1]));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    note(
+        "journal_vs_raw",
+        format!(
+            "{rounds} alternating rounds of {} MiB: raw 2 MiB QD1 {:.0} MiB/s, QD2 {:.0} MiB/s, append 64 KiB never {:.0} MiB/s (medians); append / faster raw: median {:.0}%",
+            bytes / MIB,
+            median(&mut raw1),
+            median(&mut raw2),
+            median(&mut appends),
+            100.0 * median(&mut ratios)
+        ),
+    );
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -307,6 +403,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = raw_odirect, append_64k, group_commit_4k, write_report
+    targets = raw_odirect, append_64k, journal_vs_raw, group_commit_4k, write_report
 }
 criterion_main!(benches);

@@ -122,6 +122,9 @@ pub struct Journal {
     must_roll: bool,
     segment_seq_next: u64,
     dsync: bool,
+    /// Sync the sealed segment and the new header at a roll (`always`, `interval`);
+    /// under `never` nothing is synced but at a clean close.
+    sync_rolls: bool,
 }
 
 /// What a scan of one segment found.
@@ -247,12 +250,18 @@ impl Journal {
     ///
     /// With `dsync`, segments are opened `O_DSYNC`: a write completes once durable, in
     /// one device request (write + flush/FUA) instead of a write and an `fdatasync`.
+    /// Without `sync_rolls`, a roll writes the seal and the next header without
+    /// syncing them (`never`: each sync there flushes the device's cache of the whole
+    /// segment, tens of milliseconds during which no append completes). Recovery
+    /// still keeps a valid prefix: the chain is followed only across a seal and
+    /// from a segment whose first sequence number continues it.
     pub async fn open(
         dir: &Path,
         shard: u32,
         segment_bytes: u64,
         segments: u32,
         dsync: bool,
+        sync_rolls: bool,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io("creating journal directory", dir, e))?;
@@ -340,6 +349,7 @@ impl Journal {
             must_roll: true,
             segment_seq_next,
             dsync,
+            sync_rolls,
         })
     }
 
@@ -448,7 +458,7 @@ impl Journal {
                 .map_or(0, |p| p + 1);
             let forgotten: Vec<usize> = self.live.drain(kept..).collect();
             if !end.sealed {
-                let after_seal = self.seal_at(end.slot, end.end_pos).await?;
+                let after_seal = self.seal_at(end.slot, end.end_pos, true).await?;
                 if end.damaged {
                     self.wipe(end.slot, after_seal).await?;
                 }
@@ -489,7 +499,7 @@ impl Journal {
 
     /// Writes a SEAL frame at `end_pos` of `slot`, keeping the bytes before it, and
     /// syncs. Returns the block-aligned position after the seal.
-    async fn seal_at(&mut self, slot: usize, end_pos: usize) -> Result<u64> {
+    async fn seal_at(&mut self, slot: usize, end_pos: usize, sync: bool) -> Result<u64> {
         let s = &self.slots[slot];
         let block_start = frame::align_down(end_pos);
         let seal_pos = frame::frame_start(end_pos);
@@ -521,10 +531,12 @@ impl Journal {
             .write_at(buf, block_start as u64)
             .await
             .map_err(|e| LogError::io("sealing", &s.path, e))?;
-        s.file
-            .fdatasync()
-            .await
-            .map_err(|e| LogError::io("syncing", &s.path, e))?;
+        if sync {
+            s.file
+                .fdatasync()
+                .await
+                .map_err(|e| LogError::io("syncing", &s.path, e))?;
+        }
         Ok(write_end as u64)
     }
 
@@ -544,7 +556,7 @@ impl Journal {
         if !self.must_roll {
             if let Some(&active) = self.live.back() {
                 let pos = self.write_pos as usize;
-                self.seal_at(active, pos).await?;
+                self.seal_at(active, pos, self.sync_rolls).await?;
             }
         }
         if let Some(pos) = self.live.iter().position(|&i| i == slot) {
@@ -563,10 +575,12 @@ impl Journal {
             .write_at(buf, 0)
             .await
             .map_err(|e| LogError::io("writing header of", &s.path, e))?;
-        s.file
-            .fdatasync()
-            .await
-            .map_err(|e| LogError::io("syncing", &s.path, e))?;
+        if self.sync_rolls {
+            s.file
+                .fdatasync()
+                .await
+                .map_err(|e| LogError::io("syncing", &s.path, e))?;
+        }
         s.header = header;
         s.last_seq = first_seq - 1;
         self.segment_seq_next += 1;

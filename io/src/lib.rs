@@ -23,4 +23,4 @@ pub use config::{Durability, LogConfig};
 pub use error::{LogError, Result};
 pub use journal::Dropped;
 pub use ledger::Entry;
-pub use log::{Appended, LogStats, RecoveryReport, ShardLog};
+pub use log::{Appended, LogStats, RecoveryReport, Reserved, ShardLog};

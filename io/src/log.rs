@@ -28,6 +28,28 @@ pub struct Appended {
     pub durability: Durability,
 }
 
+/// A batch with its offsets, on its way to the device: see [`ShardLog::reserve`].
+#[must_use = "the append is acknowledged only once durable"]
+pub struct Reserved {
+    appended: Appended,
+    outcome: Rc<Outcome>,
+}
+
+impl Reserved {
+    /// The batch's base offset (not readable before it is durable).
+    pub fn base_offset(&self) -> u64 {
+        self.appended.base_offset
+    }
+
+    /// Completes once the batch is durable per the log's policy. On an error the
+    /// batch is not in the log, nor is any batch reserved after it up to the failure:
+    /// their offsets are given out again.
+    pub async fn durable(self) -> Result<Appended> {
+        self.outcome.wait().await?;
+        Ok(self.appended)
+    }
+}
+
 /// What recovery found and did, for the log line at start-up and for tests.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
@@ -113,6 +135,11 @@ struct Shared {
     appended: Notify,
     /// Serializes ledger I/O between the ledger task and a journal roll.
     ledger_io: glommio::sync::Semaphore,
+    /// Set by the journal driver when it opens a segment: the ledger task makes the
+    /// ledger durable now, in the background, so that the older segments are free
+    /// to reuse by the time the journal rolls again (instead of the roll doing it
+    /// while every append waits).
+    durable_wanted: std::cell::Cell<bool>,
 }
 
 /// One core's durable log. `!Send`: it lives and dies on its core.
@@ -148,6 +175,7 @@ impl ShardLog {
             cfg.journal_segment_bytes,
             cfg.journal_segments,
             cfg.durability == Durability::Always && cfg.journal_odsync,
+            cfg.durability != Durability::Never,
         )
         .await?;
         let ledger = RefCell::new(ledger);
@@ -187,6 +215,7 @@ impl ShardLog {
             ledger_work: Notify::default(),
             appended: Notify::default(),
             ledger_io: glommio::sync::Semaphore::new(1),
+            durable_wanted: std::cell::Cell::new(false),
         });
         // Everything replayed is made durable in the ledger before new appends, so
         // every journal segment is free to reuse.
@@ -203,6 +232,7 @@ impl ShardLog {
             shared: shared.clone(),
             journal,
             journal_unsynced: false,
+            last_sync: Instant::now(),
             in_flight: Default::default(),
         };
         let journal_task = glommio::spawn_local(driver.run()).detach();
@@ -321,6 +351,25 @@ impl ShardLog {
         record_count: u32,
         timestamp_ms: i64,
     ) -> Result<Appended> {
+        self.reserve(partition, batch, record_count, timestamp_ms)
+            .await?
+            .durable()
+            .await
+    }
+
+    /// The first half of [`ShardLog::append`]: completes once the batch has its
+    /// offsets and is copied into the pending journal write (after waiting for room
+    /// when the log is full), so batches reserved one after another get offsets in
+    /// that order. [`Reserved::durable`] then waits for the write. A caller may
+    /// reserve the next batch before the last is durable: that is how one connection
+    /// keeps several requests in one group commit.
+    pub async fn reserve(
+        &self,
+        partition: u32,
+        batch: &[u8],
+        record_count: u32,
+        timestamp_ms: i64,
+    ) -> Result<Reserved> {
         let sh = &*self.shared;
         if batch.len() > sh.cfg.batch_bytes_max {
             return Err(LogError::BatchTooLarge {
@@ -364,10 +413,12 @@ impl ShardLog {
             sh.room.wait(seen).await;
         };
         sh.work.notify();
-        outcome.wait().await?;
-        Ok(Appended {
-            base_offset,
-            durability: sh.cfg.durability,
+        Ok(Reserved {
+            appended: Appended {
+                base_offset,
+                durability: sh.cfg.durability,
+            },
+            outcome,
         })
     }
 
@@ -625,19 +676,27 @@ async fn replay(
     Ok(next_seq)
 }
 
-/// Writes ledger chunks: the full ones, or all when `all`. A full device is
-/// remembered (appends fail once the ledger's memory is spent); the caller decides
-/// whether other errors are fatal. Callers hold `ledger_io`.
+/// Writes ledger chunks. With `all`, every frame durable in the journal when called
+/// (frames arriving meanwhile are not chased, or a steady stream would keep this
+/// going for ever); without, one pass over the full chunks, so that the ledger task
+/// soon looks again at whether the journal needs the ledger durable. A full device
+/// is remembered (appends fail once the ledger's memory is spent); the caller
+/// decides whether other errors are fatal. Callers hold `ledger_io`.
 async fn write_ledger(sh: &Shared, all: bool) -> Result<()> {
-    // Each pass writes the oldest chunk of every partition that has one due; passes
-    // repeat until none is (chunks of one partition are written in order).
+    let target = sh.state.borrow().durable_seq;
+    // Each pass writes the oldest chunk of every partition that has one due (chunks
+    // of one partition are written in order).
     loop {
         let ids = sh.ledger.borrow().due(all);
-        if ids.is_empty() {
+        let written = all && sh.ledger.borrow().written_through_seq(target) >= target;
+        if ids.is_empty() || written {
             return Ok(());
         }
         write_ledger_pass(sh, ids).await?;
         sh.room.notify();
+        if !all {
+            return Ok(());
+        }
     }
 }
 
@@ -702,7 +761,7 @@ async fn run_ledger(sh: Rc<Shared>) {
         if sh.state.borrow().closing || sh.state.borrow().fatal.is_some() {
             break;
         }
-        let res = if last_sync.elapsed() >= interval {
+        let res = if last_sync.elapsed() >= interval || sh.durable_wanted.take() {
             last_sync = Instant::now();
             make_ledger_durable(&sh).await
         } else {
@@ -712,6 +771,8 @@ async fn run_ledger(sh: Rc<Shared>) {
             }
         };
         sh.room.notify();
+        // After a failure (a full device) wait before trying again.
+        let more_due = res.is_ok() && !sh.ledger.borrow().due(false).is_empty();
         match res {
             Err(e) if !e.is_no_space() => {
                 fail_fatal(&sh, e, []);
@@ -719,7 +780,7 @@ async fn run_ledger(sh: Rc<Shared>) {
             }
             _ => {}
         }
-        if sh.ledger_work.epoch() == seen {
+        if !more_due && sh.ledger_work.epoch() == seen {
             let wait = interval
                 .saturating_sub(last_sync.elapsed())
                 .max(Duration::from_millis(1));
@@ -767,6 +828,9 @@ struct Driver {
     shared: Rc<Shared>,
     journal: Journal,
     journal_unsynced: bool,
+    /// When the journal was last synced (`interval` syncs at least every
+    /// `sync_interval_ms`, under load too).
+    last_sync: Instant,
     in_flight: std::collections::VecDeque<InFlight>,
 }
 
@@ -774,7 +838,7 @@ impl Driver {
     async fn run(mut self) {
         let sh = self.shared.clone();
         let sync_interval = Duration::from_millis(sh.cfg.sync_interval_ms);
-        let mut last_journal_sync = Instant::now();
+        let interval = sh.cfg.durability == Durability::Interval;
         loop {
             let seen = sh.work.epoch();
             if self.in_flight.len() < JOURNAL_WRITES_IN_FLIGHT_MAX {
@@ -809,23 +873,23 @@ impl Driver {
                 }
                 continue;
             }
+            // Idle with unsynced writes: `interval` syncs when due, every policy at
+            // a clean close (`never` syncs nowhere else).
             let closing = sh.state.borrow().closing;
-            if self.journal_unsynced && (closing || last_journal_sync.elapsed() >= sync_interval) {
-                if let Err(e) = self.journal.sync().await {
+            let interval_due = interval && self.last_sync.elapsed() >= sync_interval;
+            if self.journal_unsynced && (closing || interval_due) {
+                if let Err(e) = self.sync_journal().await {
                     self.fail_all(e, None);
                     break;
                 }
-                self.journal_unsynced = false;
-                last_journal_sync = Instant::now();
-                sh.state.borrow_mut().stats.journal_syncs += 1;
             }
             if closing {
                 break;
             }
             if sh.work.epoch() == seen {
-                if self.journal_unsynced {
+                if self.journal_unsynced && interval {
                     let wait = sync_interval
-                        .saturating_sub(last_journal_sync.elapsed())
+                        .saturating_sub(self.last_sync.elapsed())
                         .max(Duration::from_millis(1));
                     futures_lite::future::or(sh.work.wait(seen), glommio::timer::sleep(wait)).await;
                 } else {
@@ -873,13 +937,19 @@ impl Driver {
         if always && !self.journal.writes_are_durable() {
             self.journal.sync().await?;
         }
+        // Under a steady load the driver is never idle: `interval` syncs here once due.
+        let interval_due = sh.cfg.durability == Durability::Interval
+            && self.last_sync.elapsed() >= Duration::from_millis(sh.cfg.sync_interval_ms);
+        if interval_due {
+            self.sync_journal().await?;
+        }
         let w = self.in_flight.pop_front().expect("a write in flight");
         let mut st = sh.state.borrow_mut();
         st.stats.journal_writes += 1;
         st.stats.journal_write_bytes += w.buf.len() as u64;
         if always {
             st.stats.journal_syncs += 1;
-        } else {
+        } else if !interval_due {
             self.journal_unsynced = true;
         }
         // Kept only while someone drains them (the metrics task); beyond the bound
@@ -912,12 +982,23 @@ impl Driver {
         Ok(())
     }
 
+    /// Syncs the active journal segment (`interval`, and at close).
+    async fn sync_journal(&mut self) -> Result<()> {
+        self.journal.sync().await?;
+        self.journal_unsynced = false;
+        self.last_sync = Instant::now();
+        self.shared.state.borrow_mut().stats.journal_syncs += 1;
+        Ok(())
+    }
+
     /// Opens the next journal segment, making the ledger durable first when no
     /// segment is free. `Ok(Some(e))`: no segment, because the ledger cannot be
     /// written for now (a full device); the appends waiting must fail with `e`.
     async fn roll(&mut self, first_seq: u64) -> Result<Option<LogError>> {
         let recyclable = self.shared.state.borrow().recyclable_seq;
         if self.journal.roll(first_seq, recyclable).await? {
+            self.shared.durable_wanted.set(true);
+            self.shared.ledger_work.notify();
             return Ok(None);
         }
         match make_ledger_durable(&self.shared).await {

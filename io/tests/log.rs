@@ -341,6 +341,77 @@ fn retention_deletes_old_segments_and_moves_the_start() {
     });
 }
 
+/// Runs `appenders` tasks appending 4000-byte batches to `p` until `busy` has
+/// passed, so that the driver has writes in flight the whole time.
+async fn append_for(
+    log: &std::rc::Rc<ShardLog>,
+    p: u32,
+    appenders: u64,
+    busy: std::time::Duration,
+) {
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = (0..appenders)
+        .map(|a| {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                let mut i = 0;
+                while start.elapsed() < busy {
+                    log.append(p, &payload(p, a << 32 | i, 4000), 1, 1)
+                        .await
+                        .unwrap();
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await;
+    }
+}
+
+/// `never` syncs the journal nowhere but at a clean close, idle or not; `interval`
+/// syncs at least every `sync_interval_ms`, also while writes are always in flight.
+#[test]
+fn each_durability_syncs_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut never = small_config(&dir.path().join("never"));
+    never.durability = Durability::Never;
+    let mut interval = small_config(&dir.path().join("interval"));
+    interval.durability = Durability::Interval;
+    interval.sync_interval_ms = 5;
+    run(async move {
+        let busy = std::time::Duration::from_millis(300);
+        let (log, _) = ShardLog::open(never).await.unwrap();
+        let log = std::rc::Rc::new(log);
+        let p = log.create_partition("n").unwrap();
+        append_for(&log, p, 16, busy).await;
+        glommio::timer::sleep(std::time::Duration::from_millis(60)).await;
+        let stats = log.stats();
+        assert!(stats.journal_writes > 0);
+        assert_eq!(
+            stats.journal_syncs, 0,
+            "never synced before close: {stats:?}"
+        );
+        log.close().await.unwrap();
+        assert!(log.stats().journal_syncs >= 1, "synced at close");
+
+        let (log, _) = ShardLog::open(interval).await.unwrap();
+        let log = std::rc::Rc::new(log);
+        let p = log.create_partition("i").unwrap();
+        append_for(&log, p, 16, busy).await;
+        let stats = log.stats();
+        // 300 ms at one sync per 5 ms is 60; half of that, or of the writes on a slow
+        // disk (a sync per write is then more than due).
+        let floor = 30.min(stats.journal_writes / 2);
+        assert!(
+            stats.journal_syncs >= floor,
+            "{} syncs in {busy:?} of writes in flight (at least {floor} due): {stats:?}",
+            stats.journal_syncs
+        );
+        log.close().await.unwrap();
+    });
+}
+
 /// A partition moved from another core's log starts at the offset retention had
 /// left it at, empty or not, and keeps it across restarts.
 #[test]
