@@ -83,6 +83,7 @@ pub struct FileConfig {
     pub request_bytes_max: Option<usize>,
     pub request_memory_bytes_max: Option<usize>,
     pub connections_max: Option<usize>,
+    pub in_flight_requests_max: Option<usize>,
     pub fetch_wait_ms_max: Option<u64>,
     pub admin_addr: Option<String>,
     pub kafka_mode: Option<String>,
@@ -239,6 +240,9 @@ pub struct KafkaFlags {
     /// Connections per core (default 10000).
     #[arg(long)]
     pub connections_max: Option<usize>,
+    /// Requests a connection may have read and not yet answered (default 16).
+    #[arg(long)]
+    pub in_flight_requests_max: Option<usize>,
     /// Longest a Fetch long poll waits (default 30000).
     #[arg(long)]
     pub fetch_wait_ms_max: Option<u64>,
@@ -375,6 +379,10 @@ impl Settings {
                 .connections_max
                 .or(file.connections_max)
                 .unwrap_or(d.connections_max),
+            in_flight_requests_max: kafka
+                .in_flight_requests_max
+                .or(file.in_flight_requests_max)
+                .unwrap_or(d.in_flight_requests_max),
             fetch_wait_ms_max: kafka
                 .fetch_wait_ms_max
                 .or(file.fetch_wait_ms_max)
@@ -383,9 +391,10 @@ impl Settings {
         if kafka_limits.request_bytes_max < 1024
             || kafka_limits.request_bytes_max > kafka_limits.request_memory_bytes_max
             || kafka_limits.connections_max == 0
+            || kafka_limits.in_flight_requests_max == 0
         {
             bail!(
-                "request_bytes_max ({}) must be at least 1024 and at most request_memory_bytes_max ({}); connections_max must be positive",
+                "request_bytes_max ({}) must be at least 1024 and at most request_memory_bytes_max ({}); connections_max and in_flight_requests_max must be positive",
                 kafka_limits.request_bytes_max,
                 kafka_limits.request_memory_bytes_max
             );

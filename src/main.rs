@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: one pinned core per selected CPU, until SIGINT/SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Drive or check one core's log directly (inspection and crash testing).
     #[command(subcommand)]
     Log(LogCommand),

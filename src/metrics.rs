@@ -65,6 +65,7 @@ pub struct Metrics {
     request_seconds: Hist,
     append_seconds: Hist,
     connections: Family<Labels, Gauge>,
+    requests_in_flight: Family<Labels, Gauge>,
     journal_appends: Family<Labels, Counter>,
     journal_writes: Family<Labels, Counter>,
     journal_syncs: Family<Labels, Counter>,
@@ -145,6 +146,10 @@ impl Metrics {
                 latency_buckets
             ),
             connections: fam!("kafka_connections", "Open Kafka connections"),
+            requests_in_flight: fam!(
+                "kafka_requests_in_flight",
+                "Kafka requests read and not yet answered, over a core's connections (at most in_flight_requests_max per connection)"
+            ),
             journal_appends: fam!("journal_appends", "Batches appended to the journal"),
             journal_writes: fam!("journal_writes", "Journal writes (one group commit each)"),
             journal_syncs: fam!(
@@ -272,6 +277,7 @@ pub struct KafkaMetrics {
     requests: std::cell::RefCell<HashMap<&'static str, Histogram>>,
     pub append_seconds: Histogram,
     pub connections: Gauge,
+    pub requests_in_flight: Gauge,
     forwards: Counter,
     metrics: Arc<Metrics>,
 }
@@ -290,6 +296,7 @@ impl KafkaMetrics {
             requests: Default::default(),
             append_seconds: m.append_seconds.get_or_create(&l).clone(),
             connections: m.connections.get_or_create(&l).clone(),
+            requests_in_flight: m.requests_in_flight.get_or_create(&l).clone(),
             shard: s,
             metrics: m.clone(),
         }

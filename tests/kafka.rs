@@ -322,6 +322,12 @@ fn idempotent_batch(pid: i64, seq: i32, value: &[u8]) -> Vec<u8> {
 /// Sends a Produce v3 (acks=all) of `batch` to partition 0 of `events`; returns
 /// (error code, base offset).
 fn raw_produce(conn: &mut TcpStream, correlation: i32, batch: &[u8]) -> (i16, i64) {
+    send_produce(conn, correlation, batch);
+    produce_answer(conn, correlation)
+}
+
+/// Sends a Produce v3 (acks=all) of `batch` to partition 0 of `events`.
+fn send_produce(conn: &mut TcpStream, correlation: i32, batch: &[u8]) {
     let mut req = Vec::new();
     req.extend(0i16.to_be_bytes()); // Produce
     req.extend(3i16.to_be_bytes()); // v3
@@ -340,6 +346,10 @@ fn raw_produce(conn: &mut TcpStream, correlation: i32, batch: &[u8]) -> (i16, i6
     req.extend(batch);
     conn.write_all(&(req.len() as i32).to_be_bytes()).unwrap();
     conn.write_all(&req).unwrap();
+}
+
+/// Reads the answer to a [`send_produce`]: (error code, base offset).
+fn produce_answer(conn: &mut TcpStream, correlation: i32) -> (i16, i64) {
     let mut len = [0u8; 4];
     conn.read_exact(&mut len).unwrap();
     let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
@@ -387,6 +397,77 @@ fn a_retried_idempotent_batch_is_stored_once() {
     let broker = format!("127.0.0.1:{}", s.port);
     let out = consume(&broker, "events", "%o %s\n");
     assert_eq!(out, "0 first\n1 second\n2 third\n");
+}
+
+/// Produce requests sent back to back on one connection are pipelined: they share
+/// journal writes (group commits), get their offsets in request order and are
+/// answered in request order, an ApiVersions between them in its place; the
+/// idempotent producer's batches each follow the one before, not yet durable.
+#[test]
+fn pipelined_produce_requests_share_writes_and_keep_their_order() {
+    let s = start_with("1", 1, &["--durability", "always"]);
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let pid = 77;
+    let n = 300;
+    let mut burst = TcpStream::try_clone(&conn).unwrap();
+    let sender = std::thread::spawn(move || {
+        for i in 0..n {
+            if i == n / 2 {
+                // ApiVersions v0: key 18, version 0, correlation, client id "test".
+                let mut req = vec![0, 18, 0, 0];
+                req.extend(1_000_000i32.to_be_bytes());
+                req.extend(4i16.to_be_bytes());
+                req.extend(b"test");
+                burst.write_all(&(req.len() as i32).to_be_bytes()).unwrap();
+                burst.write_all(&req).unwrap();
+            }
+            send_produce(
+                &mut burst,
+                i,
+                &idempotent_batch(pid, i, format!("v{i}").as_bytes()),
+            );
+        }
+    });
+    for i in 0..n {
+        if i == n / 2 {
+            let mut len = [0u8; 4];
+            conn.read_exact(&mut len).unwrap();
+            let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+            conn.read_exact(&mut resp).unwrap();
+            assert_eq!(
+                &resp[0..4],
+                &1_000_000i32.to_be_bytes(),
+                "ApiVersions in its place"
+            );
+        }
+        assert_eq!(
+            produce_answer(&mut conn, i),
+            (0, i64::from(i)),
+            "request {i}"
+        );
+    }
+    sender.join().unwrap();
+    // The counters reach the registry about once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (appends, writes) = loop {
+        let metrics = common::scrape(s.admin);
+        let appends = common::metric_sum(&metrics, "tidewater_journal_appends_total");
+        let writes = common::metric_sum(&metrics, "tidewater_journal_writes_total");
+        if appends == f64::from(n) || Instant::now() > deadline {
+            break (appends, writes);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(appends, f64::from(n));
+    // Handled one at a time, every request would have had a write of its own.
+    assert!(
+        writes < appends / 2.0,
+        "{writes} journal writes for {appends} appends from one connection"
+    );
+    let broker = format!("127.0.0.1:{}", s.port);
+    let out = consume(&broker, "events", "%o %s\n");
+    let want: String = (0..n).map(|i| format!("{i} v{i}\n")).collect();
+    assert_eq!(out, want);
 }
 
 #[test]

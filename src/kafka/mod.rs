@@ -12,8 +12,9 @@
 //! connections), Metadata names one broker, and a core forwards the parts of a
 //! request that other cores own to them (`forward.rs`).
 //!
-//! Requests on a connection are handled one at a time, so responses leave in request
-//! order.
+//! Produce requests on a connection are pipelined (up to `in_flight_requests_max`):
+//! each gets its offsets as it is read, in order, and the answers leave in request
+//! order once durable. Other requests are handled one at a time.
 //!
 //! Never: panics on what a client sends, appends part of a batch, or reads a request
 //! body larger than `request_bytes_max`. Codecs come from the `kafka-protocol` crate.
@@ -33,7 +34,7 @@ mod produce;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{self as m, ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -45,6 +46,7 @@ use tidewater_shards::{partition_name, PartitionTable};
 pub mod code {
     pub const NONE: i16 = 0;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -78,6 +80,10 @@ pub struct Limits {
     pub request_memory_bytes_max: usize,
     /// Connections one core serves at once; more are closed at accept.
     pub connections_max: usize,
+    /// Requests one connection may have read and not yet answered: the next request
+    /// is read (and a produce gets its offsets) while earlier ones wait for their
+    /// journal write; answers leave in request order.
+    pub in_flight_requests_max: usize,
     /// Longest a Fetch waits for data (the client's max_wait is capped to this).
     pub fetch_wait_ms_max: u64,
 }
@@ -88,6 +94,7 @@ impl Default for Limits {
             request_bytes_max: 100 << 20,
             request_memory_bytes_max: 256 << 20,
             connections_max: 10_000,
+            in_flight_requests_max: 16,
             fetch_wait_ms_max: 30_000,
         }
     }
@@ -117,7 +124,7 @@ pub struct Broker {
     /// modes, and the parts of requests other cores own in single-port mode.
     forward: std::cell::OnceCell<forward::Forwarder>,
     /// The request memory budget, in bytes.
-    memory: glommio::sync::Semaphore,
+    memory: Rc<glommio::sync::Semaphore>,
 }
 
 /// What the front end does about topics that are not declared.
@@ -209,7 +216,9 @@ impl Broker {
             metrics,
             mode,
             forward: std::cell::OnceCell::new(),
-            memory: glommio::sync::Semaphore::new(limits.request_memory_bytes_max as u64),
+            memory: Rc::new(glommio::sync::Semaphore::new(
+                limits.request_memory_bytes_max as u64,
+            )),
         }
     }
 
@@ -368,11 +377,75 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
     }
 }
 
+/// An answer as it leaves the reader for the writer.
+enum Answer {
+    /// Computed already; `Err`: the connection closes after the answers before it.
+    Ready(Result<Option<BytesMut>, String>),
+    /// A produce on its way to the device. Detached: it runs to its end even when
+    /// the client is gone, so that its producer's state learns the outcome.
+    Later(glommio::task::JoinHandle<Result<Option<BytesMut>, String>>),
+}
+
+/// One request read and begun, in the order read. The permits and the count are
+/// held until its answer is written (or dropped with the connection).
+struct Begun {
+    answer: Answer,
+    _slot: glommio::sync::StaticPermit,
+    _budget: glommio::sync::StaticPermit,
+    _counted: Counted,
+}
+
+/// One request in `tidewater_kafka_requests_in_flight`, for as long as it lives.
+struct Counted(prometheus_client::metrics::gauge::Gauge);
+
+impl Counted {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Serves one connection: length-prefixed requests, answered in order.
-async fn connection(broker: &Rc<Broker>, mut stream: TcpStream) -> Result<(), String> {
+///
+/// Requests are pipelined: the reader begins each request as it arrives (a produce
+/// gets its offsets, in request order, and waits for durability in a task of its
+/// own) and the writer sends the answers in request order. At most
+/// `in_flight_requests_max` requests are between the two. Any other request waits
+/// until every earlier one is answered and is answered before the next is read, as
+/// Kafka handles requests: a Metadata after a CreateTopics sees the topic.
+async fn connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (reader, writer) = futures_lite::io::split(stream);
+    let (to_writer, answers) = glommio::channels::local_channel::new_unbounded();
+    let slots = Rc::new(glommio::sync::Semaphore::new(
+        broker.limits.in_flight_requests_max as u64,
+    ));
+    let writing = glommio::spawn_local(write_answers(writer, answers, slots.clone()));
+    let read = read_requests(broker, reader, to_writer, slots).await;
+    // The reader is done (the sender dropped): the writer sends what is begun.
+    let written = writing.await;
+    read.and(written)
+}
+
+async fn read_requests(
+    broker: &Rc<Broker>,
+    mut stream: futures_lite::io::ReadHalf<TcpStream>,
+    to_writer: glommio::channels::local_channel::LocalSender<Begun>,
+    slots: Rc<glommio::sync::Semaphore>,
+) -> Result<(), String> {
+    let slots_max = broker.limits.in_flight_requests_max as u64;
     let mut len_buf = [0u8; 4];
     loop {
+        let slot = slots
+            .acquire_static_permit(1)
+            .await
+            .map_err(|e| format!("request slots closed: {e}"))?;
         match stream.read_exact(&mut len_buf).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -386,9 +459,9 @@ async fn connection(broker: &Rc<Broker>, mut stream: TcpStream) -> Result<(), St
             ));
         }
         // Budget before reading: held until the response is written.
-        let _budget = broker
+        let budget = broker
             .memory
-            .acquire_permit(len as u64)
+            .acquire_static_permit(len as u64)
             .await
             .map_err(|e| format!("request memory budget closed: {e}"))?;
         let mut body = vec![0u8; len as usize];
@@ -396,23 +469,93 @@ async fn connection(broker: &Rc<Broker>, mut stream: TcpStream) -> Result<(), St
             .read_exact(&mut body)
             .await
             .map_err(|e| format!("read failed: {e}"))?;
+        let counted = Counted::new(&broker.metrics.requests_in_flight);
         let started = std::time::Instant::now();
         let api = api_name(&body);
-        let response = handle(broker, Bytes::from(body)).await?;
-        broker.metrics.request(api, started.elapsed().as_secs_f64());
-        let Some(response) = response else {
-            continue;
+        // Anything but a produce waits for every earlier request's answer.
+        let all = if api == "produce" {
+            None
+        } else {
+            let all = slots.acquire_permit(slots_max - 1).await;
+            Some(all.map_err(|e| format!("request slots closed: {e}"))?)
         };
-        stream
-            .write_all(&response)
-            .await
-            .map_err(|e| format!("write failed: {e}"))?;
+        let answer = match handle(broker, Bytes::from(body)).await {
+            Ok(Handled::Now(answer)) => {
+                broker.metrics.request(api, started.elapsed().as_secs_f64());
+                Answer::Ready(Ok(answer))
+            }
+            Ok(Handled::Later(later)) => {
+                let b = broker.clone();
+                let task = glommio::spawn_local(async move {
+                    let answer = later.await;
+                    b.metrics.request(api, started.elapsed().as_secs_f64());
+                    answer
+                });
+                Answer::Later(task.detach())
+            }
+            Err(why) => Answer::Ready(Err(why)),
+        };
+        drop(all);
+        let closing = matches!(answer, Answer::Ready(Err(_)));
+        let begun = Begun {
+            answer,
+            _slot: slot,
+            _budget: budget,
+            _counted: counted,
+        };
+        if to_writer.send(begun).await.is_err() {
+            // The writer stopped (the client went away); it says why.
+            return Ok(());
+        }
+        if closing {
+            return Ok(());
+        }
     }
 }
 
-/// Decodes one request, runs its handler, encodes the framed response. `Ok(None)`:
-/// nothing to send (acks=0). `Err`: the connection must close (the reason is logged).
-async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Option<BytesMut>, String> {
+/// Writes the answers in request order; stops at the first request that closes the
+/// connection, or when the client cannot be written to. Then it closes `slots`, so
+/// that a reader waiting for one stops too (the answers it holds are dropped).
+async fn write_answers(
+    mut stream: futures_lite::io::WriteHalf<TcpStream>,
+    answers: glommio::channels::local_channel::LocalReceiver<Begun>,
+    slots: Rc<glommio::sync::Semaphore>,
+) -> Result<(), String> {
+    let written = async {
+        while let Some(begun) = answers.recv().await {
+            let answer = match begun.answer {
+                Answer::Ready(a) => a,
+                Answer::Later(task) => task
+                    .await
+                    .unwrap_or_else(|| Err("a produce task was cancelled".into())),
+            };
+            if let Some(response) = answer? {
+                stream
+                    .write_all(&response)
+                    .await
+                    .map_err(|e| format!("write failed: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if written.is_err() {
+        slots.close();
+    }
+    written
+}
+
+/// A request handled: its framed response (`None`: nothing to send, acks=0), now or
+/// once a produce is durable.
+enum Handled {
+    Now(Option<BytesMut>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<BytesMut>, String>>>>),
+}
+
+/// Decodes one request, runs its handler, encodes the framed response; a produce
+/// returns once its offsets are reserved. `Err`: the connection must close (the
+/// reason is logged).
+async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Handled, String> {
     let key = body.clone().get_i16();
     let version = body.clone().slice(2..).get_i16();
     let Ok(api) = ApiKey::try_from(key) else {
@@ -426,7 +569,7 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Option<BytesMut>
     if api == ApiKey::ApiVersions && !in_range {
         // KIP-511: answer in v0 with UNSUPPORTED_VERSION so the client can retry.
         let r = api_versions::response(code::UNSUPPORTED_VERSION);
-        return frame(api, 0, header.correlation_id, &r).map(Some);
+        return frame(api, 0, header.correlation_id, &r).map(|f| Handled::Now(Some(f)));
     }
     if !in_range {
         return Err(format!(
@@ -440,7 +583,6 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Option<BytesMut>
                 .map_err(|e| format!("malformed {api:?} v{version} request: {e}"))?
         };
     }
-    use kafka_protocol::messages as m;
     match api {
         ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(code::NONE)),
         ApiKey::Metadata => {
@@ -450,11 +592,14 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Option<BytesMut>
         ApiKey::Produce => {
             let req = decode!(m::ProduceRequest);
             let acks = req.acks;
-            let resp = produce::handle(broker, req).await;
-            if acks == 0 {
-                return Ok(None);
-            }
-            frame(api, version, cid, &resp)
+            let later = produce::begin(broker, req).await;
+            return Ok(Handled::Later(Box::pin(async move {
+                let resp = later.await;
+                if acks == 0 {
+                    return Ok(None);
+                }
+                frame(api, version, cid, &resp).map(Some)
+            })));
         }
         ApiKey::Fetch => {
             let req = decode!(m::FetchRequest);
@@ -488,7 +633,7 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Option<BytesMut>
         }
         other => Err(format!("{other:?} is not implemented")),
     }
-    .map(Some)
+    .map(|f| Handled::Now(Some(f)))
 }
 
 /// The metric label of a request's API.

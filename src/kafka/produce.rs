@@ -1,9 +1,13 @@
 //! Produce: each partition's records (one or more v2 batches) are checked whole, then
 //! appended as one log entry, so a partition's part of a request lands entirely or not
-//! at all. The partitions of one request are appended concurrently and so share a
-//! group commit. The response waits for durability per the log's policy (acks 1 and
-//! all are the same on one machine: the core that owns the partition is the only
-//! replica); acks=0 gets no response.
+//! at all. A request is handled in two steps: [`begin`] reserves every local part's
+//! offsets in request order (and sends the parts other cores own to them), and the
+//! future it returns waits for durability. The connection begins the next request
+//! before the last is durable, so the requests of one connection, like the
+//! partitions of one request, share group commits and keep their order. The response
+//! waits for durability per the log's policy (acks 1 and all are the same on one
+//! machine: the core that owns the partition is the only replica); acks=0 gets no
+//! response.
 
 use super::batch::{self, BatchError};
 use super::idempotence::{BatchId, Verdict};
@@ -74,12 +78,27 @@ fn error_code_of(e: &LogError) -> i16 {
     }
 }
 
-pub async fn handle(broker: &Rc<Broker>, req: ProduceRequest) -> ProduceResponse {
-    let mut responses = Vec::with_capacity(req.topic_data.len());
+/// One partition's part of a request on its way.
+enum Part {
+    /// Answered already (refused, or a retry of a durable batch).
+    Done(PartitionProduceResponse),
+    /// Reserved here: waits for durability.
+    Local(Reserved),
+    /// Sent to the core that owns it.
+    Forwarded(glommio::Task<PartitionProduceResponse>),
+}
+
+/// Begins a produce request: every part this core owns gets its offsets, in request
+/// order, before this returns (waiting for room in the log if it is full); the parts
+/// other cores own are sent to them. The returned future completes with the
+/// response once every part is durable or refused.
+pub async fn begin(
+    broker: &Rc<Broker>,
+    req: ProduceRequest,
+) -> impl std::future::Future<Output = ProduceResponse> + 'static {
+    let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
-        // Every partition's part runs at once (here or on its owner), so they share
-        // group commits; the answers are collected in request order.
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let records: Bytes = p.records.unwrap_or_default();
@@ -87,7 +106,7 @@ pub async fn handle(broker: &Rc<Broker>, req: ProduceRequest) -> ProduceResponse
             parts.push(match broker.place(&name, index) {
                 Placement::Elsewhere(owner) if broker.forwarder().is_some() => {
                     broker.metrics.forwarded();
-                    glommio::spawn_local(async move {
+                    Part::Forwarded(glommio::spawn_local(async move {
                         let req = forward::Request::Produce {
                             topic: name,
                             index,
@@ -101,25 +120,37 @@ pub async fn handle(broker: &Rc<Broker>, req: ProduceRequest) -> ProduceResponse
                                 "the owning core is not answering",
                             ),
                         }
-                    })
+                    }))
                 }
-                _ => {
-                    glommio::spawn_local(async move { partition(&b, &name, index, records).await })
-                }
+                _ => match reserve(broker, &name, index, records).await {
+                    Ok(local) => Part::Local(local),
+                    Err(answer) => Part::Done(answer),
+                },
             });
         }
-        let mut done = Vec::with_capacity(parts.len());
-        for part in parts {
-            done.push(part.await);
-        }
-        done.sort_by_key(|r| r.index);
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(done),
-        );
+        topics.push((topic.name, parts));
     }
-    ProduceResponse::default().with_responses(responses)
+    let broker = broker.clone();
+    async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, parts) in topics {
+            let mut done = Vec::with_capacity(parts.len());
+            for part in parts {
+                done.push(match part {
+                    Part::Done(r) => r,
+                    Part::Local(local) => local.finish(&broker).await,
+                    Part::Forwarded(task) => task.await,
+                });
+            }
+            done.sort_by_key(|r| r.index);
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(done),
+            );
+        }
+        ProduceResponse::default().with_responses(responses)
+    }
 }
 
 fn failed(index: i32, code: i16, why: &str) -> PartitionProduceResponse {
@@ -139,21 +170,47 @@ pub async fn partition(
     index: i32,
     records: Bytes,
 ) -> PartitionProduceResponse {
+    match reserve(broker, name, index, records).await {
+        Ok(local) => local.finish(broker).await,
+        Err(answer) => answer,
+    }
+}
+
+/// A partition's part with its offsets, on its way to the device.
+struct Reserved {
+    log: tidewater_io::Reserved,
+    topic: String,
+    index: i32,
+    id: u32,
+    batch_id: BatchId,
+    count: u32,
+    bytes: usize,
+    started: std::time::Instant,
+}
+
+/// Checks one partition's records and reserves their offsets; `Err` is the answer
+/// when nothing is to be appended (refused, or a retry of a durable batch).
+async fn reserve(
+    broker: &Broker,
+    name: &str,
+    index: i32,
+    records: Bytes,
+) -> Result<Reserved, PartitionProduceResponse> {
     let r = PartitionProduceResponse::default()
         .with_index(index)
         .with_base_offset(-1)
         .with_log_append_time_ms(-1);
-    let id = match broker.place(name, index).owned() {
-        Ok(id) => id,
-        Err(code) => return r.with_error_code(code),
-    };
+    let id = broker
+        .place(name, index)
+        .owned()
+        .map_err(|code| r.clone().with_error_code(code))?;
     let c = match check_all(&records) {
         Ok(v) => v,
         Err((code, why)) => {
             tracing::info!(topic = %name, partition = index, "produce refused: {why}");
-            return r
+            return Err(r
                 .with_error_code(code)
-                .with_error_message(Some(StrBytes::from_string(why)));
+                .with_error_message(Some(StrBytes::from_string(why))));
         }
     };
     let batch_id = BatchId {
@@ -168,37 +225,80 @@ pub async fn partition(
         Verdict::Append => {}
         Verdict::Duplicate(offset) => {
             tracing::debug!(topic = %name, partition = index, offset, "duplicate batch answered, not appended");
-            return r.with_base_offset(offset as i64);
+            return Err(r.with_base_offset(offset as i64));
+        }
+        Verdict::InFlight => {
+            let why = "a retry of a batch still being written: retry";
+            tracing::debug!(topic = %name, partition = index, "{why}");
+            return Err(r
+                .with_error_code(code::REQUEST_TIMED_OUT)
+                .with_error_message(Some(StrBytes::from_static_str(why))));
         }
         Verdict::Refuse(code, why) => {
             tracing::info!(topic = %name, partition = index, "produce refused: {why}");
-            return r
+            return Err(r
                 .with_error_code(code)
-                .with_error_message(Some(StrBytes::from_string(why)));
+                .with_error_message(Some(StrBytes::from_string(why))));
         }
     }
     let started = std::time::Instant::now();
-    match broker.log.append(id, &records, c.count, c.max_ts).await {
-        Ok(a) => {
-            broker
-                .metrics
-                .produced(name, u64::from(c.count), records.len() as u64);
-            broker
-                .metrics
-                .append_seconds
-                .observe(started.elapsed().as_secs_f64());
+    match broker.log.reserve(id, &records, c.count, c.max_ts).await {
+        Ok(log) => {
             broker
                 .producers
                 .borrow_mut()
-                .appended(&batch_id, a.base_offset);
-            let start = broker.log.log_start_offset(id).unwrap_or(0);
-            r.with_base_offset(a.base_offset as i64)
-                .with_log_start_offset(start as i64)
+                .reserved(&batch_id, log.base_offset());
+            Ok(Reserved {
+                log,
+                topic: name.to_string(),
+                index,
+                id,
+                batch_id,
+                count: c.count,
+                bytes: records.len(),
+                started,
+            })
         }
-        Err(e) => {
-            tracing::warn!(topic = %name, partition = index, "append failed: {e}");
-            r.with_error_code(error_code_of(&e))
-                .with_error_message(Some(StrBytes::from_string(e.to_string())))
+        Err(e) => Err(append_failed(r, name, index, &e)),
+    }
+}
+
+fn append_failed(
+    r: PartitionProduceResponse,
+    name: &str,
+    index: i32,
+    e: &LogError,
+) -> PartitionProduceResponse {
+    tracing::warn!(topic = %name, partition = index, "append failed: {e}");
+    r.with_error_code(error_code_of(e))
+        .with_error_message(Some(StrBytes::from_string(e.to_string())))
+}
+
+impl Reserved {
+    /// Waits for durability and answers.
+    async fn finish(self, broker: &Broker) -> PartitionProduceResponse {
+        let r = PartitionProduceResponse::default()
+            .with_index(self.index)
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1);
+        match self.log.durable().await {
+            Ok(a) => {
+                broker
+                    .metrics
+                    .produced(&self.topic, u64::from(self.count), self.bytes as u64);
+                broker
+                    .metrics
+                    .append_seconds
+                    .observe(self.started.elapsed().as_secs_f64());
+                broker.producers.borrow_mut().durable(&self.batch_id);
+                let start = broker.log.log_start_offset(self.id).unwrap_or(0);
+                r.with_base_offset(a.base_offset as i64)
+                    .with_log_start_offset(start as i64)
+            }
+            Err(e) => {
+                broker.producers.borrow_mut().failed(&self.batch_id);
+                append_failed(r, &self.topic, self.index, &e)
+            }
         }
     }
 }
