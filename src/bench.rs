@@ -49,6 +49,11 @@ pub struct BenchArgs {
     /// Working directory (replaced on each run).
     #[arg(long, default_value = "tidewater-bench")]
     dir: PathBuf,
+    /// Put the servers' ledgers under this directory (in a `tidewater-bench`
+    /// directory replaced on each run), e.g. on a second device as in production;
+    /// default: inside --dir, on the journal's device.
+    #[arg(long)]
+    ledger_dir: Option<PathBuf>,
 }
 
 const MARKER: &str = ".tidewater-bench";
@@ -83,9 +88,12 @@ struct Live {
     drain_seconds: f64,
 }
 
-pub fn run(a: BenchArgs) -> Result<i32> {
+pub fn run(mut a: BenchArgs) -> Result<i32> {
     let duration = crate::parse_duration(&a.duration)?;
     let root = fresh(&a.dir)?;
+    if let Some(ledgers) = &a.ledger_dir {
+        a.ledger_dir = Some(fresh(&ledgers.join("tidewater-bench"))?);
+    }
     println!(
         "Tidewater bench: reference job, {} devices, acks=all, durability {}",
         a.devices, a.durability
@@ -127,6 +135,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         "machine": machine(),
         "cores": a.cores,
         "durability": a.durability,
+        "ledger_dir": a.ledger_dir.as_ref().map_or("inside --dir".into(), |d| d.display().to_string()),
         "checkpoint_interval": a.checkpoint_interval,
         "devices": a.devices,
         "duration_secs": duration.as_secs_f64(),
@@ -190,11 +199,17 @@ fn start(a: &BenchArgs, dir: &Path, with_job: bool) -> Result<Server> {
         "[[topics]]\nname = \"iot-sensor-data\"\npartitions = 8\n".to_string()
     };
     std::fs::write(&config, text)?;
+    let mut args = vec!["--durability".to_string(), a.durability.clone()];
+    if let (Some(ledgers), Some(name)) = (&a.ledger_dir, dir.file_name()) {
+        args.push("--ledger-dir".into());
+        args.push(ledgers.join(name).display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start(
         &config,
         &dir.join("data"),
         &a.cores,
-        &["--durability", &a.durability],
+        &args,
         &dir.join("server.log"),
     )
 }
