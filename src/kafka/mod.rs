@@ -422,10 +422,11 @@ impl Drop for Counted {
 async fn connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (reader, writer) = futures_lite::io::split(stream);
-    let (to_writer, answers) = glommio::channels::local_channel::new_unbounded();
-    let slots = Rc::new(glommio::sync::Semaphore::new(
-        broker.limits.in_flight_requests_max as u64,
-    ));
+    // A request holds a slot until its answer is written, so the channel never
+    // holds more than the slots.
+    let slots_max = broker.limits.in_flight_requests_max;
+    let (to_writer, answers) = glommio::channels::local_channel::new_bounded(slots_max);
+    let slots = Rc::new(glommio::sync::Semaphore::new(slots_max as u64));
     let writing = glommio::spawn_local(write_answers(writer, answers, slots.clone()));
     let read = read_requests(broker, reader, to_writer, slots).await;
     // The reader is done (the sender dropped): the writer sends what is begun.
