@@ -358,6 +358,12 @@ impl Journal {
         self.dsync
     }
 
+    /// A roll's seal and header must be synced: the policy wants them stable and the
+    /// writes are not already (`O_DSYNC` makes each write stable as it completes).
+    fn roll_needs_sync(&self) -> bool {
+        self.sync_rolls && !self.dsync
+    }
+
     /// Live segments, oldest first, as `(slot, first_seq)`.
     pub fn chain(&self) -> Vec<(usize, u64)> {
         self.live
@@ -556,7 +562,7 @@ impl Journal {
         if !self.must_roll {
             if let Some(&active) = self.live.back() {
                 let pos = self.write_pos as usize;
-                self.seal_at(active, pos, self.sync_rolls).await?;
+                self.seal_at(active, pos, self.roll_needs_sync()).await?;
             }
         }
         if let Some(pos) = self.live.iter().position(|&i| i == slot) {
@@ -568,6 +574,7 @@ impl Journal {
             first_seq,
             segment_bytes: self.segment_bytes,
         };
+        let sync = self.roll_needs_sync();
         let s = &mut self.slots[slot];
         let mut buf = s.file.alloc_dma_buffer(BLOCK);
         header.encode(buf.as_bytes_mut());
@@ -575,7 +582,7 @@ impl Journal {
             .write_at(buf, 0)
             .await
             .map_err(|e| LogError::io("writing header of", &s.path, e))?;
-        if self.sync_rolls {
+        if sync {
             s.file
                 .fdatasync()
                 .await
