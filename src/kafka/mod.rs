@@ -429,9 +429,10 @@ async fn connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), String
     let slots = Rc::new(glommio::sync::Semaphore::new(slots_max as u64));
     let writing = glommio::spawn_local(write_answers(writer, answers, slots.clone()));
     let read = read_requests(broker, reader, to_writer, slots).await;
-    // The reader is done (the sender dropped): the writer sends what is begun.
+    // The reader is done (the sender dropped): the writer sends what is begun. When
+    // the writer failed first, its reason is the one to log.
     let written = writing.await;
-    read.and(written)
+    written.and(read)
 }
 
 async fn read_requests(
