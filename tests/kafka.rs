@@ -403,6 +403,7 @@ fn a_retried_idempotent_batch_is_stored_once() {
 /// journal writes (group commits), get their offsets in request order and are
 /// answered in request order, an ApiVersions between them in its place; the
 /// idempotent producer's batches each follow the one before, not yet durable.
+/// Garbage behind pipelined requests closes the connection after their answers.
 #[test]
 fn pipelined_produce_requests_share_writes_and_keep_their_order() {
     let s = start_with("1", 1, &["--durability", "always"]);
@@ -468,6 +469,30 @@ fn pipelined_produce_requests_share_writes_and_keep_their_order() {
     let out = consume(&broker, "events", "%o %s\n");
     let want: String = (0..n).map(|i| format!("{i} v{i}\n")).collect();
     assert_eq!(out, want);
+
+    // Garbage behind pipelined requests: they are answered, then the connection
+    // closes; the server goes on.
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    for i in 0..5 {
+        send_produce(&mut conn, i, &idempotent_batch(78, i, b"before garbage"));
+    }
+    // A whole frame of 20 bytes with an unknown API key.
+    let mut garbage = vec![0, 0, 0, 20, 0, 77];
+    garbage.resize(24, 1);
+    conn.write_all(&garbage).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for i in 0..5 {
+        assert_eq!(produce_answer(&mut conn, i), (0, i64::from(n + i)));
+    }
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing after the answers, then the close");
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    assert_eq!(
+        raw_produce(&mut conn, 1, &idempotent_batch(78, 5, b"after")),
+        (0, i64::from(n + 5))
+    );
 }
 
 #[test]
