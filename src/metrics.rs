@@ -310,6 +310,20 @@ impl KafkaMetrics {
             .or_insert_with(|| topic_series(&self.metrics, &self.shard, topic));
     }
 
+    /// Drops a deleted topic's series on this core, so that a scrape stops showing
+    /// it (a topic created again later starts from zero).
+    pub fn remove_topic(&self, topic: &str) {
+        self.topics.borrow_mut().remove(topic);
+        let l = labels(&[("shard", &self.shard), ("topic", topic)]);
+        for family in [
+            &self.metrics.records_in,
+            &self.metrics.bytes_in,
+            &self.metrics.records_out,
+        ] {
+            family.remove(&l);
+        }
+    }
+
     pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
         if let Some((r, b, _)) = self.topics.borrow().get(topic) {
             r.inc_by(records);

@@ -660,9 +660,13 @@ fn delete_topics_deletes_everywhere_and_an_interrupted_one_finishes_at_start() {
         "--data-dir",
         data.to_str().unwrap(),
     ];
-    let (mut child, port, _) = common::serve(&a);
+    let (mut child, port, admin, _) = common::serve_with_admin(&a);
     let broker = format!("127.0.0.1:{port}");
-    let (ok, out) = common::python("delete_topics.py", &[&broker, "short-lived", "declared"]);
+    let admin = format!("127.0.0.1:{admin}");
+    let (ok, out) = common::python(
+        "delete_topics.py",
+        &[&broker, "short-lived", "declared", &admin],
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert!(ok, "{out}");

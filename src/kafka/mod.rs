@@ -311,6 +311,7 @@ impl Broker {
                     )
                 })?;
         }
+        self.metrics.remove_topic(name);
         Ok(())
     }
 
