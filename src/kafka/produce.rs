@@ -153,11 +153,16 @@ pub async fn begin(
     }
 }
 
-fn failed(index: i32, code: i16, why: &str) -> PartitionProduceResponse {
+/// A partition's answer before anything is known: no offset, no append time.
+fn answer(index: i32) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
         .with_base_offset(-1)
         .with_log_append_time_ms(-1)
+}
+
+fn failed(index: i32, code: i16, why: &str) -> PartitionProduceResponse {
+    answer(index)
         .with_error_code(code)
         .with_error_message(Some(StrBytes::from_string(why.to_string())))
 }
@@ -196,10 +201,7 @@ async fn reserve(
     index: i32,
     records: Bytes,
 ) -> Result<Reserved, PartitionProduceResponse> {
-    let r = PartitionProduceResponse::default()
-        .with_index(index)
-        .with_base_offset(-1)
-        .with_log_append_time_ms(-1);
+    let r = answer(index);
     let id = broker
         .place(name, index)
         .owned()
@@ -277,10 +279,7 @@ fn append_failed(
 impl Reserved {
     /// Waits for durability and answers.
     async fn finish(self, broker: &Broker) -> PartitionProduceResponse {
-        let r = PartitionProduceResponse::default()
-            .with_index(self.index)
-            .with_base_offset(-1)
-            .with_log_append_time_ms(-1);
+        let r = answer(self.index);
         match self.log.durable().await {
             Ok(a) => {
                 broker
