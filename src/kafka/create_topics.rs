@@ -119,31 +119,48 @@ pub async fn ask(broker: &Broker, core: u32, req: forward::Request) -> Result<()
     }
 }
 
-/// On core 0: one creation at a time, every core's partitions, then the record.
-pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<(), (i16, String)> {
-    let _one_at_a_time = broker
+/// On core 0: the one topic creation or deletion under way.
+pub async fn one_topic_change(broker: &Broker) -> Result<glommio::sync::Permit<'_>, (i16, String)> {
+    broker
         .topic_changes
         .acquire_permit(1)
         .await
-        .map_err(|e| (code::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        .map_err(|e| (code::KAFKA_STORAGE_ERROR, e.to_string()))
+}
+
+/// On core 0: a topic change on every core in turn, `here` on this one and
+/// `request` asked of the others; stops at the first core that fails.
+pub async fn on_every_core(
+    broker: &Broker,
+    here: impl std::future::Future<Output = Result<(), String>>,
+    request: impl Fn() -> forward::Request,
+) -> Result<(), (i16, String)> {
+    let mut here = Some(here);
+    // Read apart from the loop: a borrow in its head would last across the awaits.
+    let shards = broker.table().shard_count();
+    for core in 0..shards {
+        if core == broker.shard {
+            let here = here.take().expect("this core comes once");
+            here.await.map_err(|e| (code::KAFKA_STORAGE_ERROR, e))?;
+        } else {
+            ask(broker, core, request()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// On core 0: one creation at a time, every core's partitions, then the record.
+pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<(), (i16, String)> {
+    let _one_at_a_time = one_topic_change(broker).await?;
     if broker.table().topic(name).is_some() {
         return Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} exists")));
     }
-    let shards = broker.table().shard_count();
-    for core in 0..shards {
-        let res = if core == broker.shard {
-            broker
-                .add_topic(name, partitions)
-                .map_err(|e| (code::KAFKA_STORAGE_ERROR, e))
-        } else {
-            let req = forward::Request::AddTopic {
-                name: name.to_string(),
-                partitions,
-            };
-            ask(broker, core, req).await
-        };
-        res?;
-    }
+    let here = async { broker.add_topic(name, partitions) };
+    on_every_core(broker, here, || forward::Request::AddTopic {
+        name: name.to_string(),
+        partitions,
+    })
+    .await?;
     if let Some(file) = &broker.topics.file {
         record(file, name, partitions).map_err(|e| (code::KAFKA_STORAGE_ERROR, e))?;
     }

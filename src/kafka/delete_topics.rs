@@ -9,7 +9,7 @@
 //! would bring them back) and topics a job reads or writes. Topics have no ids here:
 //! a v6 request by id gets UNKNOWN_TOPIC_ID.
 
-use super::create_topics::{ask, recorded, rewrite};
+use super::create_topics::{ask, on_every_core, one_topic_change, recorded, rewrite};
 use super::{code, forward, Broker};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
@@ -65,11 +65,7 @@ pub async fn delete(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
 
 /// On core 0: the mark, every core's partitions, then the record goes.
 pub async fn coordinate(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
-    let _one_at_a_time = broker
-        .topic_changes
-        .acquire_permit(1)
-        .await
-        .map_err(|e| (code::KAFKA_STORAGE_ERROR, e.to_string()))?;
+    let _one_at_a_time = one_topic_change(broker).await?;
     if broker.table().topic(name).is_none() {
         return Err((
             code::UNKNOWN_TOPIC_OR_PARTITION,
@@ -91,17 +87,12 @@ pub async fn coordinate(broker: &Broker, name: &str) -> Result<(), (i16, String)
         }
         rewrite(file, &all).map_err(storage)?;
     }
-    let shards = broker.table().shard_count();
-    for core in 0..shards {
-        if core == broker.shard {
-            broker.remove_topic(name).await.map_err(storage)?;
-        } else {
-            let req = forward::Request::RemoveTopic {
-                name: name.to_string(),
-            };
-            ask(broker, core, req).await?;
+    on_every_core(broker, broker.remove_topic(name), || {
+        forward::Request::RemoveTopic {
+            name: name.to_string(),
         }
-    }
+    })
+    .await?;
     if let Some(file) = file {
         let mut all = recorded(file).map_err(storage)?;
         all.retain(|t| t.name != name);
