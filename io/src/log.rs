@@ -761,7 +761,9 @@ async fn run_ledger(sh: Rc<Shared>) {
         if sh.state.borrow().closing || sh.state.borrow().fatal.is_some() {
             break;
         }
-        let res = if last_sync.elapsed() >= interval || sh.durable_wanted.take() {
+        // Taken either way: a pass that is due anyway also serves the roll's request.
+        let wanted = sh.durable_wanted.take();
+        let res = if wanted || last_sync.elapsed() >= interval {
             last_sync = Instant::now();
             make_ledger_durable(&sh).await
         } else {
