@@ -675,10 +675,11 @@ impl Ledger {
                 return Ok(None);
             };
             let len = frame::align_up(c.bytes.len()) as u64;
-            let roll = p
-                .segments
-                .back()
-                .is_none_or(|s| s.write_pos > 0 && s.write_pos + len > l.limits.segment_bytes);
+            // A sealed last segment (its successor could not be created, e.g. on a
+            // full device) takes no more writes: the roll is retried.
+            let roll = p.segments.back().is_none_or(|s| {
+                s.file.is_none() || s.write_pos > 0 && s.write_pos + len > l.limits.segment_bytes
+            });
             (roll, c.base_offset)
         };
         if needs_roll {
@@ -710,10 +711,12 @@ impl Ledger {
         let (sealing, path, seg_bytes, dir) = {
             let l = this.borrow();
             let p = &l.partitions[&id];
-            let sealing = p.segments.back().map(|s| {
-                let file = s.file.clone().expect("the active segment is open");
-                (file, s.path.clone(), s.write_pos)
-            });
+            // Already sealed when an earlier roll sealed it and then failed to
+            // create the next segment.
+            let sealing = p
+                .segments
+                .back()
+                .and_then(|s| Some((s.file.clone()?, s.path.clone(), s.write_pos)));
             (
                 sealing,
                 p.dir.join(segment_name(base, "log")),

@@ -110,6 +110,10 @@ struct State {
     fatal: Option<Arc<LogError>>,
     /// The last ledger write failed (e.g. no space); cleared by the next success.
     ledger_error: Option<Arc<LogError>>,
+    /// When a failed ledger write was last logged: a device that stays full (other
+    /// partitions' writes may succeed in between) is reported every
+    /// `LEDGER_ERROR_LOG_EVERY`, not on every retry.
+    ledger_error_logged: Option<Instant>,
     closing: bool,
     stats: LogStats,
     /// Per journal write (one group commit): nanoseconds from start to durable
@@ -205,6 +209,7 @@ impl ShardLog {
                 pending: None,
                 fatal: None,
                 ledger_error: None,
+                ledger_error_logged: None,
                 closing: false,
                 stats: LogStats::default(),
                 write_samples: Vec::new(),
@@ -700,6 +705,9 @@ async fn write_ledger(sh: &Shared, all: bool) -> Result<()> {
     }
 }
 
+/// How often a ledger write that keeps failing (a full device) is logged again.
+const LEDGER_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
 async fn write_ledger_pass(sh: &Shared, ids: Vec<u32>) -> Result<()> {
     for id in ids {
         let res = match Ledger::prepare_write(&sh.ledger, id).await {
@@ -719,8 +727,12 @@ async fn write_ledger_pass(sh: &Shared, ids: Vec<u32>) -> Result<()> {
             }
             Err(e) => {
                 let e = Arc::new(e);
-                if st.ledger_error.is_none() {
-                    tracing::error!("ledger write failed: {e}");
+                if st
+                    .ledger_error_logged
+                    .is_none_or(|t| t.elapsed() >= LEDGER_ERROR_LOG_EVERY)
+                {
+                    tracing::error!("ledger write failed (retried until it succeeds): {e}");
+                    st.ledger_error_logged = Some(Instant::now());
                 }
                 st.ledger_error = Some(e.clone());
                 return Err(LogError::Shared(e));

@@ -755,3 +755,127 @@ fn a_full_device_fails_appends_clearly_and_harms_nothing_acknowledged() {
     });
     drop(fs);
 }
+
+/// A small ext4 file system in an image file, loop-mounted (root only; `None` where
+/// that is not possible). Unlike tmpfs, ext4 really preallocates segment files.
+struct SmallExt4 {
+    dir: tempfile::TempDir,
+}
+
+impl SmallExt4 {
+    fn mount(bytes: u64) -> Option<SmallExt4> {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        let ok = |c: &mut std::process::Command| c.status().is_ok_and(|s| s.success());
+        let made = ok(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "^has_journal", "-m", "0"])
+            .arg(&image))
+            && ok(std::process::Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&mnt));
+        made.then_some(SmallExt4 { dir })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let c = std::ffi::CString::new(self.path().into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path and a properly sized out-parameter.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail * st.f_frsize
+    }
+}
+
+impl Drop for SmallExt4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_ledger_device_fails_appends_and_they_resume_when_space_returns() {
+    // The ledger alone on a device that fills up while the journal has room. The
+    // device holds one ledger segment and not two, so the first roll seals the full
+    // segment and then cannot create the next; appends fail once the ledger's
+    // memory is spent, and all resumes once space is freed.
+    let Some(fs) = SmallExt4::mount(16 << 20) else {
+        eprintln!("SKIPPED: loop-mounting an ext4 image needs root and mkfs.ext4");
+        return;
+    };
+    let segment = 1u64 << 20;
+    let filler = fs.path().join("filler");
+    let keep_free = segment + segment / 2;
+    let fill = fs.free_bytes().checked_sub(keep_free).expect("room");
+    std::fs::write(&filler, vec![1u8; fill as usize]).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(root.path());
+    cfg.ledger_dir = fs.path().join("ledger");
+    cfg.ledger_segment_bytes = segment;
+    let c = cfg.clone();
+    let acked = run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        let p = log.create_partition("full").unwrap();
+        let mut acked = 0u64;
+        let err = loop {
+            match log.append(p, &payload(p, acked, 8000), 1, 1).await {
+                Ok(a) => {
+                    assert_eq!(a.base_offset, acked);
+                    acked += 1;
+                }
+                Err(e) => break e.to_string(),
+            }
+            assert!(acked < 2000, "the ledger device never filled");
+        };
+        assert!(err.contains("no space left"), "{err}");
+        assert!(
+            err.contains("allocating"),
+            "the next segment could not be made: {err}"
+        );
+        assert!(acked > 100, "{acked} appends before the device filled");
+        check_dense(&read_all(&log, p).await, p, &vec![1; acked as usize]);
+
+        std::fs::remove_file(&filler).unwrap();
+        let resumed_from = acked;
+        let mut failures = 0;
+        while acked < resumed_from + 300 {
+            match log.append(p, &payload(p, acked, 8000), 1, 1).await {
+                Ok(a) => {
+                    assert_eq!(a.base_offset, acked, "offsets stay dense across failures");
+                    acked += 1;
+                }
+                Err(e) => {
+                    // Until the ledger task has retried and written its backlog.
+                    assert!(e.to_string().contains("no space left"), "{e}");
+                    failures += 1;
+                    assert!(failures < 500, "appends did not resume: {e}");
+                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+        check_dense(&read_all(&log, p).await, p, &vec![1; acked as usize]);
+        log.close().await.unwrap();
+        acked
+    });
+    run(async move {
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        let p = log.partition_id("full").unwrap();
+        assert_eq!(log.high_watermark(p).unwrap(), acked);
+        check_dense(&read_all(&log, p).await, p, &vec![1; acked as usize]);
+        log.close().await.unwrap();
+    });
+    drop(fs);
+}
