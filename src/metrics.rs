@@ -66,6 +66,7 @@ pub struct Metrics {
     append_seconds: Hist,
     connections: Family<Labels, Gauge>,
     requests_in_flight: Family<Labels, Gauge>,
+    request_buffers_pooled: Family<Labels, Gauge>,
     journal_appends: Family<Labels, Counter>,
     journal_writes: Family<Labels, Counter>,
     journal_syncs: Family<Labels, Counter>,
@@ -149,6 +150,10 @@ impl Metrics {
             requests_in_flight: fam!(
                 "kafka_requests_in_flight",
                 "Kafka requests read and not yet answered, over a core's connections (at most in_flight_requests_max per connection)"
+            ),
+            request_buffers_pooled: fam!(
+                "kafka_request_buffers_pooled_bytes",
+                "Bytes of free request buffers a core keeps for reuse (at most 32 MiB)"
             ),
             journal_appends: fam!("journal_appends", "Batches appended to the journal"),
             journal_writes: fam!("journal_writes", "Journal writes (one group commit each)"),
@@ -278,6 +283,7 @@ pub struct KafkaMetrics {
     pub append_seconds: Histogram,
     pub connections: Gauge,
     pub requests_in_flight: Gauge,
+    pub request_buffers_pooled: Gauge,
     forwards: Counter,
     metrics: Arc<Metrics>,
 }
@@ -297,6 +303,7 @@ impl KafkaMetrics {
             append_seconds: m.append_seconds.get_or_create(&l).clone(),
             connections: m.connections.get_or_create(&l).clone(),
             requests_in_flight: m.requests_in_flight.get_or_create(&l).clone(),
+            request_buffers_pooled: m.request_buffers_pooled.get_or_create(&l).clone(),
             shard: s,
             metrics: m.clone(),
         }

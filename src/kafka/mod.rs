@@ -21,6 +21,7 @@
 
 mod api_versions;
 pub mod batch;
+mod bodies;
 pub mod create_topics;
 pub mod delete_topics;
 mod fetch;
@@ -467,11 +468,16 @@ async fn read_requests(
             .acquire_static_permit(len as u64)
             .await
             .map_err(|e| format!("request memory budget closed: {e}"))?;
-        let mut body = vec![0u8; len as usize];
+        let mut buf = bodies::take(len as usize);
         stream
-            .read_exact(&mut body)
+            .read_exact(&mut buf[..len as usize])
             .await
             .map_err(|e| format!("read failed: {e}"))?;
+        let body = bodies::freeze(buf, len as usize);
+        broker
+            .metrics
+            .request_buffers_pooled
+            .set(bodies::pooled_bytes() as i64);
         let counted = Counted::new(&broker.metrics.requests_in_flight);
         let started = std::time::Instant::now();
         let api = api_name(&body);
@@ -482,7 +488,7 @@ async fn read_requests(
             let all = slots.acquire_permit(slots_max - 1).await;
             Some(all.map_err(|e| format!("request slots closed: {e}"))?)
         };
-        let answer = match handle(broker, Bytes::from(body)).await {
+        let answer = match handle(broker, body).await {
             Ok(Handled::Now(answer)) => {
                 broker.metrics.request(api, started.elapsed().as_secs_f64());
                 Answer::Ready(Ok(answer))
