@@ -259,6 +259,26 @@ pub fn decode(src: &[u8], payload_len_max: usize) -> Result<Header, Invalid> {
     })
 }
 
+/// The header of a data frame this process encoded and still holds in memory (a
+/// ledger chunk not yet written): no CRC check, which guards bytes that went through
+/// a device, not the process's own memory (~2% of a core at 1M events/s). Debug
+/// builds still check.
+pub fn decode_own(src: &[u8]) -> Header {
+    let u32_at = |i: usize| u32::from_le_bytes(src[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_le_bytes(src[i..i + 8].try_into().expect("8 bytes"));
+    let header = Header {
+        kind: Kind::Data,
+        payload_len: u32_at(4),
+        partition: u32_at(12),
+        seq: u64_at(16),
+        base_offset: u64_at(24),
+        record_count: u32_at(32),
+        timestamp_ms: u64_at(40) as i64,
+    };
+    debug_assert_eq!(decode(src, src.len()), Ok(header));
+    header
+}
+
 /// One step of a scan over a frame stream that starts on a block boundary.
 #[derive(Debug)]
 pub enum Step {

@@ -1018,8 +1018,7 @@ fn read_chunks(chunks: &VecDeque<Chunk>, from: u64, max_bytes: usize) -> Vec<Ent
             .saturating_sub(1);
         for &(_, pos) in &c.entries[first..] {
             let pos = pos as usize;
-            let header =
-                frame::decode(&c.bytes[pos..], c.bytes.len()).expect("chunk frames are valid");
+            let header = frame::decode_own(&c.bytes[pos..]);
             if header.end_offset() <= from {
                 continue;
             }
