@@ -54,6 +54,16 @@ pub struct BenchArgs {
     /// default: inside --dir, on the journal's device.
     #[arg(long)]
     ledger_dir: Option<PathBuf>,
+    /// Event time runs this many times faster than the wall clock, so the live test
+    /// fires several windows (at 1, a 60 s run may fire none: the first window fires
+    /// only once event time passes its end plus the 5 s out-of-orderness).
+    #[arg(long, default_value_t = 4.0)]
+    time_scale: f64,
+    /// Per-partition retention for the servers (`--retention-bytes` of serve);
+    /// default: none, every event stays on disk. Retention never deletes what the
+    /// job has not checkpointed past, so it bounds a RAM-backed `--ledger-dir`.
+    #[arg(long)]
+    retention_bytes: Option<u64>,
 }
 
 const MARKER: &str = ".tidewater-bench";
@@ -90,6 +100,11 @@ struct Live {
 
 pub fn run(mut a: BenchArgs) -> Result<i32> {
     let duration = crate::parse_duration(&a.duration)?;
+    anyhow::ensure!(
+        a.time_scale.is_finite() && a.time_scale > 0.0,
+        "--time-scale must be a positive number, not {}",
+        a.time_scale
+    );
     let root = fresh(&a.dir)?;
     if let Some(ledgers) = &a.ledger_dir {
         a.ledger_dir = Some(fresh(&ledgers.join("tidewater-bench"))?);
@@ -137,6 +152,8 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
         "durability": a.durability,
         "ledger_dir": a.ledger_dir.as_ref().map_or("inside --dir".into(), |d| d.display().to_string()),
         "checkpoint_interval": a.checkpoint_interval,
+        "retention_bytes": a.retention_bytes,
+        "time_scale": a.time_scale,
         "devices": a.devices,
         "duration_secs": duration.as_secs_f64(),
         "sinks": if a.clickhouse.is_some() { "topic, file, clickhouse" } else { "topic, file" },
@@ -176,7 +193,7 @@ fn options(a: &BenchArgs, brokers: String) -> loadgen::Options {
         compression: kafka_protocol::records::Compression::None,
         out_of_order: 0.0,
         skew_ms: 0,
-        time_scale: 1.0,
+        time_scale: a.time_scale,
         window_ms: 60_000,
         seed: 1,
         max_in_flight: 5,
@@ -203,6 +220,10 @@ fn start(a: &BenchArgs, dir: &Path, with_job: bool) -> Result<Server> {
     if let (Some(ledgers), Some(name)) = (&a.ledger_dir, dir.file_name()) {
         args.push("--ledger-dir".into());
         args.push(ledgers.join(name).display().to_string());
+    }
+    if let Some(bytes) = a.retention_bytes {
+        args.push("--retention-bytes".into());
+        args.push(bytes.to_string());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start(
@@ -288,6 +309,12 @@ fn live_test(a: &BenchArgs, dir: &Path, duration: Duration) -> Result<Live> {
         .filter(|(w, _)| **w + 60_000 <= final_wm)
         .map(|(w, n)| (*w, *n))
         .collect();
+    if due.is_empty() {
+        why_not.push(
+            "no window was due to fire, so none could be checked: run longer or raise --time-scale"
+                .into(),
+        );
+    }
     if counts != due {
         let diff: Vec<String> = due
             .iter()
