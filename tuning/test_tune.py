@@ -943,7 +943,46 @@ class PrometheusAndCloudInitTest(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, proc.stderr)
 
 
-SCRIPTS = [os.path.join(DEPLOY, "ec2/bringup.sh"), os.path.join(HERE, "profile.sh")]
+RAM_DEVICE = os.path.join(HERE, "..", "scripts", "ram-device")
+SCRIPTS = [
+    os.path.join(DEPLOY, "ec2/bringup.sh"),
+    os.path.join(HERE, "profile.sh"),
+    RAM_DEVICE,
+    os.path.join(HERE, "..", "scripts", "test"),
+]
+
+
+class RamDeviceTest(unittest.TestCase):
+    """scripts/ram-device: a real loop-mounted ext4 in RAM that takes O_DIRECT writes."""
+
+    def test_up_write_direct_down(self):
+        if os.geteuid() != 0:
+            self.skipTest("loop devices need root")
+        with tempfile.TemporaryDirectory() as tmp:
+            mnt = os.path.join(tmp, "ledger")
+            run = lambda *args: subprocess.run([RAM_DEVICE, *args], capture_output=True, text=True, timeout=120)
+            up = run("up", "64M", mnt)
+            self.assertEqual(up.returncode, 0, up.stderr)
+            try:
+                fstype = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", mnt], capture_output=True, text=True)
+                self.assertEqual(fstype.stdout.strip(), "ext4")
+                dd = subprocess.run(
+                    ["dd", "if=/dev/zero", "of=" + os.path.join(mnt, "f"), "bs=1M", "count=8", "oflag=direct"],
+                    capture_output=True, text=True, timeout=60)
+                self.assertEqual(dd.returncode, 0, dd.stderr)
+                again = run("up", "64M", mnt)
+                self.assertNotEqual(again.returncode, 0)
+                self.assertIn("already a mount point", again.stderr)
+            finally:
+                down = run("down", mnt)
+            self.assertEqual(down.returncode, 0, down.stderr)
+            self.assertFalse(os.path.ismount(mnt))
+            self.assertFalse([f for f in os.listdir("/dev/shm") if f.startswith("tidewater-ram-device.") and "ledger" in f])
+
+    def test_refuses_more_than_the_memory(self):
+        proc = subprocess.run([RAM_DEVICE, "up", "100T", "/nonexistent"], capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("available memory", proc.stderr)
 
 
 class ShellScriptTest(unittest.TestCase):
