@@ -105,6 +105,9 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
         "--time-scale must be a positive number, not {}",
         a.time_scale
     );
+    if let Some(url) = &a.clickhouse {
+        clickhouse_answers(url)?;
+    }
     let root = fresh(&a.dir)?;
     if let Some(ledgers) = &a.ledger_dir {
         a.ledger_dir = Some(fresh(&ledgers.join("tidewater-bench"))?);
@@ -235,19 +238,49 @@ fn start(a: &BenchArgs, dir: &Path, with_job: bool) -> Result<Server> {
     )
 }
 
+/// Fails early, and says so, when the ClickHouse of `--clickhouse` does not answer:
+/// the sink would retry for ever and the job would never drain.
+fn clickhouse_answers(url: &str) -> Result<()> {
+    let endpoint = tidewater_shards::sink::http::Endpoint::parse(url, None, None)
+        .map_err(|e| anyhow::anyhow!("--clickhouse {e}"))?;
+    let answer = harness::http(&endpoint.host_port, "GET", "/ping");
+    match answer {
+        Ok((200, _)) => Ok(()),
+        Ok((code, body)) => {
+            anyhow::bail!("--clickhouse {url}: /ping answered {code} {}", body.trim())
+        }
+        Err(e) => anyhow::bail!("--clickhouse {url} does not answer ({e:#}); start it first"),
+    }
+}
+
+/// How long the job may read nothing while it lags before the run is given up.
+const NO_PROGRESS_MAX: Duration = Duration::from_secs(60);
+
 /// Waits until the job has read everything and stayed idle long enough for every
 /// complete window to fire; returns the seconds it took.
 fn drain(server: &Server) -> Result<f64> {
     let t = Instant::now();
     let mut quiet: Option<Instant> = None;
+    let mut progress = (f64::NAN, Instant::now());
     loop {
-        let lag = server.scrape()?.sum("tidewater_pipeline_lag_records", &[]);
+        let scrape = server.scrape()?;
+        let lag = scrape.sum("tidewater_pipeline_lag_records", &[]);
+        let read = scrape.sum("tidewater_pipeline_records_total", &[]);
+        if read != progress.0 {
+            progress = (read, Instant::now());
+        }
         if lag == 0.0 {
             if quiet.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(4) {
                 return Ok(t.elapsed().as_secs_f64());
             }
         } else {
             quiet = None;
+            anyhow::ensure!(
+                progress.1.elapsed() < NO_PROGRESS_MAX,
+                "the job read nothing for {NO_PROGRESS_MAX:?} while {lag} records wait \
+                 (a sink down?); see {}",
+                server.log_path().display()
+            );
         }
         anyhow::ensure!(
             t.elapsed() < Duration::from_secs(600),

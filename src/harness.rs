@@ -54,6 +54,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// Where the server logs.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Starts `serve --config CONFIG --data-dir DATA` plus `extra`, logging to
     /// `log`, and waits until /health says ready.
     pub fn start(
