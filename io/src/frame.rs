@@ -209,7 +209,6 @@ pub fn decode(src: &[u8], payload_len_max: usize) -> Result<Header, Invalid> {
         return Err(Invalid::Zeroed);
     }
     let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
-    let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
     let payload_len = u32_at(4);
     let (kind_byte, version) = (head[8], head[9]);
     let kind = match (kind_byte, version) {
@@ -248,15 +247,23 @@ pub fn decode(src: &[u8], payload_len_max: usize) -> Result<Header, Invalid> {
     if stored != computed {
         return Err(Invalid::BadCrc { stored, computed });
     }
-    Ok(Header {
+    Ok(header_fields(head, kind))
+}
+
+/// The header fields at the start of `head` (at least `HEADER_LEN` bytes), read as
+/// they are: the caller has decided the frame is of `kind` and may be trusted.
+fn header_fields(head: &[u8], kind: Kind) -> Header {
+    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
+    Header {
         kind,
-        payload_len,
+        payload_len: u32_at(4),
         partition: u32_at(12),
         seq: u64_at(16),
         base_offset: u64_at(24),
         record_count: u32_at(32),
-        timestamp_ms: i64::from_le_bytes(head[40..48].try_into().expect("8 bytes")),
-    })
+        timestamp_ms: u64_at(40) as i64,
+    }
 }
 
 /// The header of a data frame this process encoded and still holds in memory (a
@@ -264,17 +271,7 @@ pub fn decode(src: &[u8], payload_len_max: usize) -> Result<Header, Invalid> {
 /// a device, not the process's own memory (~2% of a core at 1M events/s). Debug
 /// builds still check.
 pub fn decode_own(src: &[u8]) -> Header {
-    let u32_at = |i: usize| u32::from_le_bytes(src[i..i + 4].try_into().expect("4 bytes"));
-    let u64_at = |i: usize| u64::from_le_bytes(src[i..i + 8].try_into().expect("8 bytes"));
-    let header = Header {
-        kind: Kind::Data,
-        payload_len: u32_at(4),
-        partition: u32_at(12),
-        seq: u64_at(16),
-        base_offset: u64_at(24),
-        record_count: u32_at(32),
-        timestamp_ms: u64_at(40) as i64,
-    };
+    let header = header_fields(src, Kind::Data);
     debug_assert_eq!(decode(src, src.len()), Ok(header));
     header
 }
