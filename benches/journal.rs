@@ -56,8 +56,9 @@ fn ledger_dir() -> tempfile::TempDir {
 
 fn executor() -> LocalExecutor {
     // Pinned, as the server's cores are.
+    let cfg = LogConfig::new(PathBuf::new(), PathBuf::new(), 0);
     LocalExecutorBuilder::new(Placement::Fixed(0))
-        .io_memory(64 * MIB)
+        .io_memory(cfg.io_memory_bytes())
         .make()
         .unwrap()
 }

@@ -266,7 +266,7 @@ fn copy_logs(settings: &Settings, from: u32, to: u32) -> Result<()> {
     let settings = settings.clone();
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("tw-rescale")
-        .io_memory(crate::server::IO_MEMORY_BYTES)
+        .io_memory(settings.log_config(0).io_memory_bytes())
         .spawn(move || async move { copy_logs_on(&settings, from, to).await })
         .map_err(|e| anyhow::anyhow!("cannot start the rescale executor: {e}"))?
         .join()

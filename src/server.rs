@@ -25,8 +25,6 @@ use tidewater_shards::{partition_name, pipeline, sink, PartitionTable, Topic};
 
 /// Exit code when a core's storage failed (EIO, a failed sync): systemd restarts us.
 pub const EXIT_STORAGE_FAULT: i32 = 3;
-/// glommio's registered I/O memory per core.
-pub(crate) const IO_MEMORY_BYTES: usize = 64 << 20;
 const CLUSTER_META: &str = "tidewater.meta";
 const TOPICS_FILE: &str = "topics.json";
 const LOCK_FILE: &str = "tidewater.lock";
@@ -219,7 +217,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("tw-shard-{shard}"))
-            .io_memory(IO_MEMORY_BYTES)
+            .io_memory(cfg.io_memory_bytes())
             .spawn(move || async move {
                 let end = run_shard(
                     shard,

@@ -103,6 +103,23 @@ impl LogConfig {
         }
     }
 
+    /// Registered (pinned) I/O memory a core's executor should have for this log:
+    /// room for every ledger chunk allowed to wait in memory, the journal writes in
+    /// flight and the one filling, and reads. Buffers beyond it come from the heap,
+    /// where each new page costs a fault and each write pins its pages, which
+    /// halved the ledger's throughput when measured (`docs/benchmarks.md`).
+    pub fn io_memory_bytes(&self) -> usize {
+        /// Segment reads in flight on one core.
+        const READS: usize = 16 << 20;
+        let journal = (crate::log::JOURNAL_WRITES_IN_FLIGHT_MAX + 1) * self.journal_flush_bytes_max;
+        // Pending bytes may pass the limit by one journal write, into two chunks.
+        let ledger = self.ledger_pending_bytes_max
+            + self.journal_flush_bytes_max
+            + 2 * crate::ledger::chunk_capacity(self.ledger_flush_bytes, self.frame_bytes_max());
+        // The pool is a buddy allocator: a power of two wastes none of it.
+        (ledger + journal + READS).next_power_of_two()
+    }
+
     /// Largest frame (header + batch) the log writes.
     pub fn frame_bytes_max(&self) -> usize {
         HEADER_LEN + self.batch_bytes_max
@@ -164,5 +181,22 @@ impl LogConfig {
             return fail("ledger_flush_interval_ms and partitions_max must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_memory_covers_the_ledger_and_journal_buffers_in_a_power_of_two() {
+        let mut cfg = LogConfig::new(PathBuf::new(), PathBuf::new(), 0);
+        // 64 MiB of ledger chunks + 3 journal writes of 2 MiB + 16 MiB of reads.
+        assert_eq!(cfg.io_memory_bytes(), 128 << 20);
+        cfg.ledger_pending_bytes_max = 256 << 20;
+        assert_eq!(cfg.io_memory_bytes(), 512 << 20);
+        cfg.ledger_pending_bytes_max = 4 << 20;
+        cfg.journal_flush_bytes_max = 4 << 20;
+        assert_eq!(cfg.io_memory_bytes(), 64 << 20);
     }
 }

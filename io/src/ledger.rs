@@ -20,7 +20,7 @@
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, Kind, Step, HEADER_LEN};
 use crate::journal::Dropped;
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -77,8 +77,13 @@ impl Segment {
 struct Chunk {
     base_offset: u64,
     end_offset: u64,
-    /// Frames laid out as they will be on disk from a block boundary.
-    bytes: Vec<u8>,
+    /// Frames laid out as they will be on disk from a block boundary: the first
+    /// `len` bytes of `buf`, an aligned buffer filled in place, then sealed (padded
+    /// to a block, trimmed) and written as it is. The write in flight shares it, so
+    /// readers still find the frames in memory; nothing is copied in between.
+    buf: Rc<DmaBuffer>,
+    len: usize,
+    sealed: bool,
     /// (base offset, position in `bytes`) of every frame.
     entries: Vec<(u64, u32)>,
     max_timestamp_ms: i64,
@@ -99,6 +104,36 @@ pub struct Partition {
     /// Offsets from here on must stay readable (a checkpoint may replay from it):
     /// retention never deletes a segment holding one.
     retain_from: Option<u64>,
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        &self.buf.as_bytes()[..self.len]
+    }
+
+    /// Whether a frame of `frame_len` bytes still fits (its block padding too: the
+    /// buffer is a whole number of blocks). A sealed chunk takes nothing more.
+    fn fits(&self, frame_len: usize) -> bool {
+        !self.sealed && frame::frame_start(self.len) + frame_len <= self.buf.len()
+    }
+
+    /// The buffer of an open chunk, to fill.
+    fn open_buf(&mut self) -> &mut DmaBuffer {
+        assert!(!self.sealed, "a sealed chunk takes no frames");
+        Rc::get_mut(&mut self.buf).expect("only a sealed chunk's buffer is shared")
+    }
+
+    /// Pads the chunk to a block and seals it (once); returns the bytes to write.
+    fn seal(&mut self) -> Rc<DmaBuffer> {
+        if !self.sealed {
+            let len = self.len;
+            let b = self.open_buf();
+            let end = frame::pad_to_block(b.as_bytes_mut(), len);
+            b.trim_to_size(end);
+            self.sealed = true;
+        }
+        self.buf.clone()
+    }
 }
 
 impl Partition {
@@ -137,15 +172,7 @@ pub struct Ledger {
     deleted: std::collections::HashSet<u32>,
     /// Bytes in chunks not yet written, over all partitions.
     pending_bytes: usize,
-    /// Buffers of written chunks, kept for the next chunks (at most
-    /// `SPARE_CHUNKS_MAX`): their pages are already mapped, so filling them is a
-    /// plain copy, where a new allocation pays a page fault every 4 KiB.
-    spare: Vec<Vec<u8>>,
 }
-
-/// Chunk buffers kept for reuse; the ledger writes a chunk at a time per partition,
-/// so a few cover a core's steady state.
-const SPARE_CHUNKS_MAX: usize = 8;
 
 /// What to write next: one chunk of one partition.
 pub struct WriteJob {
@@ -153,7 +180,7 @@ pub struct WriteJob {
     file: Rc<DmaFile>,
     path: PathBuf,
     pos: u64,
-    buf: glommio::io::DmaBuffer,
+    buf: Rc<DmaBuffer>,
 }
 
 impl WriteJob {
@@ -252,7 +279,6 @@ impl Ledger {
             names: HashMap::new(),
             deleted: Default::default(),
             pending_bytes: 0,
-            spare: Vec::new(),
         };
         let mut dirs = Vec::new();
         for entry in
@@ -578,7 +604,7 @@ impl Ledger {
         // emptying the tombstone).
         let p = self.partitions.remove(&id).expect("present");
         self.names.remove(&p.name);
-        self.pending_bytes -= p.chunks.iter().map(|c| c.bytes.len()).sum::<usize>();
+        self.pending_bytes -= p.chunks.iter().map(|c| c.len).sum::<usize>();
         self.deleted.insert(id);
         drop(p);
         crate::journal::sync_dir(&self.dir)?;
@@ -612,18 +638,18 @@ impl Ledger {
         let need_new = p
             .chunks
             .back()
-            .is_none_or(|c| c.in_flight || c.bytes.len() >= flush_bytes);
+            .is_none_or(|c| c.len >= flush_bytes || !c.fits(frame_bytes.len()));
         if need_new {
-            // Sized once: growing by doubling would copy each chunk about twice.
-            let want = flush_bytes + frame_bytes.len() + HEADER_LEN;
-            let bytes = match self.spare.pop() {
-                Some(b) if b.capacity() >= want => b,
-                _ => Vec::with_capacity(want),
-            };
+            // A frame that does not fit starts the next chunk (this one is then
+            // due, see `due`). From the registered pool while it lasts (writes skip
+            // pinning pages), else the heap.
+            let cap = chunk_capacity(flush_bytes, frame_bytes.len());
             p.chunks.push_back(Chunk {
                 base_offset: header.base_offset,
                 end_offset: header.base_offset,
-                bytes,
+                buf: Rc::new(glommio::allocate_dma_buffer(cap)),
+                len: 0,
+                sealed: false,
                 entries: Vec::new(),
                 max_timestamp_ms: i64::MIN,
                 last_seq: 0,
@@ -631,26 +657,29 @@ impl Ledger {
             });
         }
         let c = p.chunks.back_mut().expect("a chunk");
-        let before = c.bytes.len();
+        let before = c.len;
         let start = frame::frame_start(before);
-        c.bytes.resize(start, 0);
-        c.bytes.extend_from_slice(frame_bytes);
+        let dst = c.open_buf().as_bytes_mut();
+        dst[before..start].fill(0);
+        dst[start..start + frame_bytes.len()].copy_from_slice(frame_bytes);
+        c.len = start + frame_bytes.len();
         c.entries.push((header.base_offset, start as u32));
         c.end_offset = header.end_offset();
         c.max_timestamp_ms = c.max_timestamp_ms.max(header.timestamp_ms);
         c.last_seq = header.seq;
         p.next_offset = c.end_offset;
-        self.pending_bytes += c.bytes.len() - before;
+        self.pending_bytes += c.len - before;
     }
 
-    /// Partitions that have a chunk ready to write (full, or any when `all`).
+    /// Partitions that have a chunk ready to write (full, or any when `all`). A
+    /// chunk with a successor is full: the next frame did not fit.
     pub fn due(&self, all: bool) -> Vec<u32> {
         let mut ids: Vec<u32> = self
             .partitions
             .values()
             .filter(|p| {
                 p.chunks.front().is_some_and(|c| {
-                    !c.in_flight && (all || c.bytes.len() >= self.limits.flush_bytes)
+                    !c.in_flight && (all || c.len >= self.limits.flush_bytes || p.chunks.len() > 1)
                 })
             })
             .map(|p| p.id)
@@ -659,8 +688,8 @@ impl Ledger {
         ids
     }
 
-    /// Prepares the write of `id`'s oldest chunk: pads it, copies it into an aligned
-    /// buffer, and rolls the segment first when it would not fit. Segment files are
+    /// Prepares the write of `id`'s oldest chunk: pads and seals it (it takes no more
+    /// frames), and rolls the segment first when it would not fit. Segment files are
     /// created here, so this may fail with `NoSpace`.
     pub async fn prepare_write(
         this: &std::cell::RefCell<Self>,
@@ -674,7 +703,7 @@ impl Ledger {
             let Some(c) = p.chunks.front().filter(|c| !c.in_flight) else {
                 return Ok(None);
             };
-            let len = frame::align_up(c.bytes.len()) as u64;
+            let len = frame::align_up(c.len) as u64;
             // A sealed last segment (its successor could not be created, e.g. on a
             // full device) takes no more writes: the roll is retried.
             let roll = p.segments.back().is_none_or(|s| {
@@ -691,11 +720,7 @@ impl Ledger {
         let file = seg.file.clone().expect("the active segment is open");
         let (path, pos) = (seg.path.clone(), seg.write_pos);
         let c = p.chunks.front_mut().expect("a chunk");
-        let len = frame::align_up(c.bytes.len());
-        let mut buf = file.alloc_dma_buffer(len);
-        let dst = buf.as_bytes_mut();
-        dst[..c.bytes.len()].copy_from_slice(&c.bytes);
-        frame::pad_to_block(dst, c.bytes.len());
+        let buf = c.seal();
         c.in_flight = true;
         Ok(Some(WriteJob {
             partition: id,
@@ -766,7 +791,7 @@ impl Ledger {
     /// Runs a prepared write and applies it: the chunk leaves memory, the index grows.
     pub async fn run_write(this: &std::cell::RefCell<Self>, job: WriteJob) -> Result<u64> {
         let len = job.buf.len();
-        let res = job.file.write_at(job.buf, job.pos).await;
+        let res = job.file.write_rc_at(job.buf, job.pos).await;
         let mut l = this.borrow_mut();
         let interval = l.limits.index_interval_bytes;
         let p = l.partitions.get_mut(&job.partition).expect("partition");
@@ -807,14 +832,8 @@ impl Ledger {
         if !p.unsynced.iter().any(|f| Rc::ptr_eq(f, &job.file)) {
             p.unsynced.push(job.file.clone());
         }
-        l.pending_bytes -= c.bytes.len();
-        let last_seq = c.last_seq;
-        if l.spare.len() < SPARE_CHUNKS_MAX {
-            let mut bytes = c.bytes;
-            bytes.clear();
-            l.spare.push(bytes);
-        }
-        Ok(last_seq)
+        l.pending_bytes -= c.len;
+        Ok(c.last_seq)
     }
 
     /// Syncs every segment written since the last sync.
@@ -994,10 +1013,17 @@ impl Ledger {
     }
 }
 
+/// The buffer of a ledger chunk: `flush_bytes`, or one frame (with the padding of
+/// its write) when that is larger, in whole blocks. The registered pool is a buddy
+/// allocator, so the default 1 MiB takes exactly a 1 MiB block of it.
+pub(crate) fn chunk_capacity(flush_bytes: usize, frame_len: usize) -> usize {
+    frame::align_up(flush_bytes.max(frame_len + frame::BLOCK))
+}
+
 fn first_seq_of(c: &Chunk) -> u64 {
     // The first frame's seq is in its header inside the chunk bytes.
     let pos = c.entries.first().map_or(0, |&(_, p)| p as usize);
-    u64::from_le_bytes(c.bytes[pos + 16..pos + 24].try_into().expect("8 bytes"))
+    u64::from_le_bytes(c.bytes()[pos + 16..pos + 24].try_into().expect("8 bytes"))
 }
 
 async fn read_range(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
@@ -1016,9 +1042,10 @@ fn read_chunks(chunks: &VecDeque<Chunk>, from: u64, max_bytes: usize) -> Vec<Ent
             .entries
             .partition_point(|&(o, _)| o <= from)
             .saturating_sub(1);
+        let bytes = c.bytes();
         for &(_, pos) in &c.entries[first..] {
             let pos = pos as usize;
-            let header = frame::decode_own(&c.bytes[pos..]);
+            let header = frame::decode_own(&bytes[pos..]);
             if header.end_offset() <= from {
                 continue;
             }
@@ -1030,7 +1057,7 @@ fn read_chunks(chunks: &VecDeque<Chunk>, from: u64, max_bytes: usize) -> Vec<Ent
                 base_offset: header.base_offset,
                 record_count: header.record_count,
                 timestamp_ms: header.timestamp_ms,
-                payload: c.bytes[pos + HEADER_LEN..pos + header.frame_len()].to_vec(),
+                payload: bytes[pos + HEADER_LEN..pos + header.frame_len()].to_vec(),
             });
         }
     }
@@ -1148,6 +1175,84 @@ mod tests {
             Some((42, "log"))
         );
         assert_eq!(parse_segment_name("42.log"), None);
+    }
+
+    /// Frames of `sizes` bytes for partition 0 from offset `base`, seq from `seq`,
+    /// one record each, pushed into `l`; returns their payloads.
+    fn push(l: &mut Ledger, base: u64, seq: u64, sizes: &[usize]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let payload = vec![(base + i as u64) as u8; n];
+            let mut header = Header::data(0, seq + i as u64, base + i as u64, 1, 5);
+            let mut buf = vec![0; HEADER_LEN + n];
+            frame::encode(&mut buf, &header, &payload);
+            header.payload_len = n as u32;
+            l.push_frame(&header, &buf);
+            out.push(payload);
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_fill_in_place_and_stay_readable_while_their_write_is_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async move {
+                let limits = LedgerLimits {
+                    segment_bytes: 1 << 20,
+                    flush_bytes: 16 << 10,
+                    index_interval_bytes: 4096,
+                    retention_bytes: None,
+                    retention_ms: None,
+                };
+                let l = std::cell::RefCell::new(
+                    Ledger::open(&path, limits, 8, &mut Vec::new(), &mut Vec::new())
+                        .await
+                        .unwrap(),
+                );
+                l.borrow_mut().create_partition("p", 8).unwrap();
+                // 3 x 5000 bytes fill 15 KiB of the 16 KiB chunk: not due. The fourth
+                // does not fit, starts a second chunk and makes the first due.
+                let mut want = push(&mut l.borrow_mut(), 0, 1, &[5000, 5000, 5000]);
+                assert!(l.borrow().due(false).is_empty());
+                want.extend(push(&mut l.borrow_mut(), 3, 4, &[5000]));
+                assert_eq!(l.borrow().due(false), vec![0]);
+                assert_eq!(l.borrow().partitions[&0].chunks.len(), 2);
+                let job = Ledger::prepare_write(&l, 0).await.unwrap().unwrap();
+                assert_eq!(job.len(), 16 << 10, "three frames, padded to a block");
+                // Sealed and in flight: later frames go to the open chunk, and every
+                // frame reads back from memory meanwhile.
+                want.extend(push(&mut l.borrow_mut(), 4, 5, &[100]));
+                // (offset, length, every byte its offset) of each entry.
+                let check = |entries: Vec<Entry>, from: usize, to: usize| {
+                    let got: Vec<(u64, usize, bool)> = entries
+                        .iter()
+                        .map(|e| {
+                            let b = e.base_offset;
+                            (b, e.payload.len(), e.payload == want[b as usize])
+                        })
+                        .collect();
+                    let expect: Vec<(u64, usize, bool)> = (from..to)
+                        .map(|i| (i as u64, want[i].len(), true))
+                        .collect();
+                    assert_eq!(got, expect);
+                };
+                check(Ledger::read(&l, 0, 0, 1 << 20).await.unwrap(), 0, 5);
+                check(Ledger::read(&l, 0, 2, 1 << 20).await.unwrap(), 2, 5);
+                // Written: the first three read from the segment file (a read stays in
+                // one place), the rest from memory.
+                assert_eq!(Ledger::run_write(&l, job).await.unwrap(), 3);
+                assert_eq!(l.borrow().partitions[&0].segments[0].end_offset, 3);
+                check(Ledger::read(&l, 0, 0, 1 << 20).await.unwrap(), 0, 3);
+                check(Ledger::read(&l, 0, 3, 1 << 20).await.unwrap(), 3, 5);
+                assert_eq!(
+                    l.borrow().pending_bytes(),
+                    5000 + HEADER_LEN + 100 + HEADER_LEN
+                );
+            });
     }
 
     #[test]

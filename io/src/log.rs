@@ -823,7 +823,7 @@ fn fail_fatal(sh: &Shared, e: LogError, current: impl IntoIterator<Item = Rc<Out
 
 /// Journal writes one core keeps in flight: enough to keep the device busy while the
 /// next write fills, few enough that an acknowledgement waits for at most one more.
-const JOURNAL_WRITES_IN_FLIGHT_MAX: usize = 2;
+pub(crate) const JOURNAL_WRITES_IN_FLIGHT_MAX: usize = 2;
 
 /// A journal write on its way to the device.
 struct InFlight {

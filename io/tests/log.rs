@@ -149,6 +149,65 @@ fn round_trip_across_segments_ring_wrap_and_restarts() {
     });
 }
 
+#[test]
+fn a_reader_following_appends_sees_every_batch_once_while_chunks_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    run(async move {
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        let log = std::rc::Rc::new(log);
+        let p = log.create_partition("tail").unwrap();
+        let n = 400u64;
+        let appender = {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+                let mut counts = Vec::new();
+                for i in 0..n {
+                    // Up to the batch limit: some frames do not fit a chunk's rest.
+                    let len = rng.gen_range(10..16_000);
+                    let count = rng.gen_range(1..20);
+                    log.append(p, &payload(p, i, len), count, 1000)
+                        .await
+                        .unwrap();
+                    counts.push(count);
+                }
+                counts
+            })
+        };
+        // Reads the tail as it grows, while the chunks behind it are sealed and
+        // written (the ledger's unit test pins down a read during a write).
+        let mut seen = Vec::new();
+        let mut next = 0u64;
+        while seen.len() < n as usize {
+            let epoch = log.append_epoch();
+            let batch = log.read(p, next, 20_000).await.unwrap();
+            if batch.is_empty() {
+                log.wait_for_append(epoch).await;
+                continue;
+            }
+            for e in batch {
+                assert_eq!(e.base_offset, next, "dense, each batch once");
+                next = e.end_offset();
+                seen.push(e);
+            }
+        }
+        let counts = appender.await;
+        check_dense(&seen, p, &counts);
+        let stats = log.stats();
+        assert!(
+            stats.ledger_writes > 20,
+            "chunks were written meanwhile: {stats:?}"
+        );
+        std::rc::Rc::try_unwrap(log)
+            .ok()
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+    });
+}
+
 /// Appends `n` small batches to one partition and leaves them in the journal only (the
 /// ledger is never written after recovery): the state a crash leaves.
 fn journal_only_log(root: &Path, n: u64) -> LogConfig {
