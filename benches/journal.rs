@@ -7,10 +7,13 @@
 //!   own device, as in production where they sit on separate NVMe drives).
 //! - `journal_vs_raw`: rounds alternating raw writes and `never` appends of the same
 //!   bytes, for a ratio that the disk's drift over a run does not skew.
-//! - `group_commit_4k/{1,8,64}`: appends/s of 4 KiB batches under `always` with 1, 8
-//!   and 64 concurrent appenders; p50/p99 completion latency printed beside it.
+//! - `group_commit_4k/{odsync,fdatasync}/{1,8,64}`: appends/s of 4 KiB batches under
+//!   `always` with 1, 8 and 64 concurrent appenders, in alternating rounds; p50/p99
+//!   completion latency printed beside it, and the device's own ceiling for the
+//!   ratio: durable writes of one group's bytes against durable 4 KiB writes.
 //!
-//! `cargo bench --bench journal` measures; `cargo test --benches` runs each once, tiny.
+//! `cargo bench --bench journal` measures (a filter such as `-- group_commit_4k`
+//! picks parts); `cargo test --benches` runs each once, tiny.
 //! A summary with every number goes to `target/bench-reports/journal.json`.
 //! `TIDEWATER_BENCH_DIR` picks the directory (the disk) to measure; default `target/`.
 
@@ -31,6 +34,45 @@ const MIB: usize = 1024 * KIB;
 
 fn measuring() -> bool {
     std::env::args().any(|a| a == "--bench")
+}
+
+/// Whether the command line's filter (criterion's positional argument) selects
+/// `name`: criterion applies it only to its own benchmark functions, and the rounds
+/// below run outside them.
+fn selected(name: &str) -> bool {
+    // Criterion's options that take a value.
+    const VALUED: &[&str] = &[
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "-c",
+        "--color",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--output-format",
+        "--format",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut filter = None;
+    let mut i = 0;
+    while i < args.len() {
+        if VALUED.contains(&args[i].as_str()) {
+            i += 1;
+        } else if !args[i].starts_with('-') {
+            filter = Some(args[i].clone());
+        }
+        i += 1;
+    }
+    filter.is_none_or(|f| name.contains(&f) || f.starts_with(name))
 }
 
 fn bench_dir() -> tempfile::TempDir {
@@ -80,6 +122,16 @@ fn note(key: &str, value: String) {
 
 /// A preallocated file of `file_bytes` in `dir`, written once, as journal segments are.
 fn raw_file(ex: &LocalExecutor, dir: &std::path::Path, file_bytes: usize) -> Rc<DmaFile> {
+    raw_file_with(ex, dir, file_bytes, 0)
+}
+
+/// [`raw_file`], opened with `flags` (e.g. `O_DSYNC`) as well.
+fn raw_file_with(
+    ex: &LocalExecutor,
+    dir: &std::path::Path,
+    file_bytes: usize,
+    flags: libc::c_int,
+) -> Rc<DmaFile> {
     let path = dir.join("raw");
     let probe_dir = dir.to_path_buf();
     Rc::new(ex.run(async move {
@@ -91,6 +143,7 @@ fn raw_file(ex: &LocalExecutor, dir: &std::path::Path, file_bytes: usize) -> Rc<
             .read(true)
             .write(true)
             .create(true)
+            .custom_flags(flags)
             .dma_open(&path)
             .await
             .unwrap();
@@ -143,6 +196,9 @@ async fn raw_writes(
 }
 
 fn raw_odirect(c: &mut Criterion) {
+    if !selected("raw_odirect/") {
+        return;
+    }
     let ex = executor();
     let dir = bench_dir();
     let file_bytes = if measuring() { 512 * MIB } else { 4 * MIB };
@@ -244,6 +300,9 @@ fn append_64k(c: &mut Criterion) {
     let mut g = c.benchmark_group("append_64k");
     g.throughput(Throughput::Bytes(64 * KIB as u64));
     for d in [Durability::Always, Durability::Interval, Durability::Never] {
+        if !selected(&format!("append_64k/{d}")) {
+            continue;
+        }
         let (jdir, ldir) = (bench_dir(), ledger_dir());
         let log = open_log(&ex, log_config(jdir.path(), ldir.path(), d));
         g.bench_function(BenchmarkId::from_parameter(d), |b| {
@@ -277,6 +336,9 @@ fn append_64k(c: &mut Criterion) {
 /// that both see the same device (this VM's disk bandwidth drifts by 2x over
 /// minutes). Reports the median of each round's ratio to the faster raw mode.
 fn journal_vs_raw(_: &mut Criterion) {
+    if !selected("journal_vs_raw") {
+        return;
+    }
     let ex = executor();
     let (rounds, bytes, file_bytes) = if measuring() {
         (3, 1024 * MIB, 512 * MIB)
@@ -311,10 +373,6 @@ fn journal_vs_raw(_: &mut Criterion) {
         appends.push(round[2]);
         ratios.push(round[2] / round[0].max(round[1]));
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     note(
         "journal_vs_raw",
         format!(
@@ -337,37 +395,72 @@ fn group_commit_4k(c: &mut Criterion) {
     let ex = executor();
     let mut g = c.benchmark_group("group_commit_4k");
     g.throughput(Throughput::Elements(1));
-    let total = if measuring() { 40_000 } else { 200 };
+    const APPENDERS: [usize; 3] = [1, 8, 64];
+    // Appends per run: a second or two each at this disk's rates.
+    let per_run = |appenders: usize| -> u64 {
+        if measuring() {
+            10_000 * (appenders as u64).min(4)
+        } else {
+            200
+        }
+    };
+    let rounds = if measuring() { 5 } else { 1 };
     // `odsync`: O_DSYNC writes (the default); `fdatasync`: a write, then a sync.
     for odsync in [true, false] {
         let mode = if odsync { "odsync" } else { "fdatasync" };
-        let mut single = 0.0;
-        for appenders in [1usize, 8, 64] {
-            let (jdir, ldir) = (bench_dir(), ledger_dir());
-            let mut cfg = log_config(jdir.path(), ldir.path(), Durability::Always);
-            cfg.journal_odsync = odsync;
-            let log = open_log(&ex, cfg);
-            // A fixed run for rate and latency percentiles...
-            let l = log.clone();
-            let (elapsed, mut lat) =
-                ex.run(async move { drive(l, 4 * KIB, appenders, total).await });
-            lat.sort_unstable();
-            let rate = total as f64 / elapsed.as_secs_f64();
-            if appenders == 1 {
-                single = rate;
+        if !selected(&format!("group_commit_4k/{mode}/")) {
+            continue;
+        }
+        let logs: Vec<_> = APPENDERS
+            .iter()
+            .map(|_| {
+                let (jdir, ldir) = (bench_dir(), ledger_dir());
+                let mut cfg = log_config(jdir.path(), ldir.path(), Durability::Always);
+                cfg.journal_odsync = odsync;
+                (open_log(&ex, cfg), jdir, ldir)
+            })
+            .collect();
+        // Fixed runs in rounds, each appender count once per round, so the disk's
+        // drift over minutes hits the single appender and the groups alike: rates
+        // and ratios are medians over the rounds.
+        let mut rates = vec![Vec::new(); APPENDERS.len()];
+        let mut lats = vec![Vec::new(); APPENDERS.len()];
+        let mut ratios = vec![Vec::new(); APPENDERS.len()];
+        for _ in 0..rounds {
+            let mut single = 0.0;
+            for (i, &appenders) in APPENDERS.iter().enumerate() {
+                let l = logs[i].0.clone();
+                let n = per_run(appenders);
+                let (elapsed, lat) = ex.run(async move { drive(l, 4 * KIB, appenders, n).await });
+                let rate = n as f64 / elapsed.as_secs_f64();
+                if appenders == 1 {
+                    single = rate;
+                }
+                rates[i].push(rate);
+                ratios[i].push(rate / single);
+                lats[i].extend(lat);
             }
+        }
+        for (i, &appenders) in APPENDERS.iter().enumerate() {
+            let log = logs[i].0.clone();
             let stats = log.stats();
+            lats[i].sort_unstable();
             note(
                 &format!("group_commit_4k/{mode}/{appenders}"),
                 format!(
-                    "{rate:.0} appends/s, p50 {:.1} us, p99 {:.1} us, {:.1} appends per write, {:.1}x one sync per append",
-                    percentile(&lat, 0.5),
-                    percentile(&lat, 0.99),
+                    "{:.0} appends/s, p50 {:.1} us, p99 {:.1} us, {:.1} appends per write, {:.1}x one sync per append (medians of {rounds} alternating rounds)",
+                    median(&mut rates[i]),
+                    percentile(&lats[i], 0.5),
+                    percentile(&lats[i], 0.99),
                     stats.appends as f64 / stats.journal_writes.max(1) as f64,
-                    rate / single
+                    median(&mut ratios[i]),
                 ),
             );
-            // ...and criterion's own measurement of the same workload.
+            if appenders > 1 {
+                let group = (stats.journal_write_bytes / stats.journal_writes.max(1)) as usize;
+                device_ceiling(&ex, mode, odsync, appenders, group);
+            }
+            // Criterion's own measurement of the same workload.
             g.bench_function(BenchmarkId::new(mode, appenders), |b| {
                 b.iter_custom(|iters| {
                     let log = log.clone();
@@ -377,6 +470,57 @@ fn group_commit_4k(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The device's own limit for group commit: durable writes of one 4 KiB block
+/// against durable writes of `group` bytes (what one group commit of `appenders`
+/// wrote), alternating in rounds so drift hits both alike. No log can beat
+/// `appenders` x (rate of `group` writes) / (rate of 4 KiB writes) on this device.
+fn device_ceiling(ex: &LocalExecutor, mode: &str, odsync: bool, appenders: usize, group: usize) {
+    let group = group.next_multiple_of(4 * KIB);
+    let (rounds, per_round) = if measuring() { (5, 400) } else { (1, 4) };
+    let file_bytes = 64 * MIB;
+    let dir = bench_dir();
+    let flags = if odsync { libc::O_DSYNC } else { 0 };
+    let file = raw_file_with(ex, dir.path(), file_bytes, flags);
+    let pos = Rc::new(std::cell::Cell::new(0usize));
+    let (mut small, mut large) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (size, out) in [(4 * KIB, &mut small), (group, &mut large)] {
+            let (file, pos) = (file.clone(), pos.clone());
+            let took = ex.run(async move {
+                let start = Instant::now();
+                for _ in 0..per_round {
+                    let mut p = pos.get();
+                    if p + size > file_bytes {
+                        p = 0;
+                    }
+                    pos.set(p + size);
+                    file.write_at(file.alloc_dma_buffer(size), p as u64)
+                        .await
+                        .unwrap();
+                    if !odsync {
+                        file.fdatasync().await.unwrap();
+                    }
+                }
+                start.elapsed()
+            });
+            out.push(took.as_secs_f64() * 1e6 / per_round as f64);
+        }
+    }
+    let (t_small, t_large) = (median(&mut small), median(&mut large));
+    note(
+        &format!("group_commit_4k/{mode}/{appenders} device ceiling"),
+        format!(
+            "{:.1}x: one durable 4 KiB write {t_small:.0} us, one of {group} bytes {t_large:.0} us (medians of {rounds} alternating rounds)",
+            appenders as f64 * t_small / t_large
+        ),
+    );
 }
 
 fn write_report(_: &mut Criterion) {
