@@ -10,7 +10,7 @@
 //! (writes into written blocks sync about twice as fast). Block 0 is the segment
 //! header; frames follow from block 1. A segment ends with a SEAL frame that is made
 //! durable before the next segment receives data, so recovery can tell a deliberate
-//! end from a torn one.
+//! end from a torn one; a clean stop seals the active segment the same way.
 
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, Invalid, Kind, Step, BLOCK, HEADER_LEN};
@@ -640,6 +640,19 @@ impl Journal {
             }
             Ok(())
         }
+    }
+
+    /// Seals the active segment after its last write and syncs (a clean stop), so
+    /// the next start finds where the journal ends. Without the seal, recovery
+    /// reads on into what the segment's previous use left there, which is often
+    /// the middle of an old frame: indistinguishable from a torn write, it was
+    /// reported as damage and wiped.
+    pub async fn seal_for_stop(&mut self) -> Result<()> {
+        if let Some(&active) = self.live.back().filter(|_| !self.must_roll) {
+            self.seal_at(active, self.write_pos as usize, true).await?;
+            self.must_roll = true;
+        }
+        Ok(())
     }
 
     /// Syncs the active segment.

@@ -898,6 +898,9 @@ impl Driver {
                 }
             }
             if closing {
+                if let Err(e) = self.journal.seal_for_stop().await {
+                    self.fail_all(e, None);
+                }
                 break;
             }
             if sh.work.epoch() == seen {
