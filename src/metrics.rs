@@ -73,6 +73,7 @@ pub struct Metrics {
     journal_write_bytes: Family<Labels, Counter>,
     ledger_flush_bytes: Family<Labels, Counter>,
     ledger_writes: Family<Labels, Counter>,
+    ledger_adopted_writes: Family<Labels, Counter>,
     segments_deleted: Family<Labels, Counter>,
     cross_core_forwards: Family<Labels, Counter>,
     busy_seconds: Family<Labels, Counter<f64, AtomicU64>>,
@@ -164,6 +165,10 @@ impl Metrics {
             journal_write_bytes: fam!("journal_write_bytes", "Bytes written to the journal"),
             ledger_flush_bytes: fam!("ledger_flush_bytes", "Bytes written to ledger segments"),
             ledger_writes: fam!("ledger_writes", "Ledger segment writes"),
+            ledger_adopted_writes: fam!(
+                "ledger_adopted_writes",
+                "Journal writes of one partition the ledger took whole, without a copy"
+            ),
             segments_deleted: fam!(
                 "ledger_segments_deleted",
                 "Ledger segments removed by retention"
@@ -450,6 +455,11 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
             ("bytes", &m.journal_write_bytes, st.journal_write_bytes),
             ("ledger_bytes", &m.ledger_flush_bytes, st.ledger_write_bytes),
             ("ledger_writes", &m.ledger_writes, st.ledger_writes),
+            (
+                "ledger_adopted",
+                &m.ledger_adopted_writes,
+                st.ledger_adopted_writes,
+            ),
             ("deleted", &m.segments_deleted, st.segments_deleted),
         ] {
             log_deltas

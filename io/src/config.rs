@@ -107,7 +107,9 @@ impl LogConfig {
     /// room for every ledger chunk allowed to wait in memory, the journal writes in
     /// flight and the one filling, and reads. Buffers beyond it come from the heap,
     /// where each new page costs a fault and each write pins its pages, which
-    /// halved the ledger's throughput when measured (`docs/benchmarks.md`).
+    /// halved the ledger's throughput when measured (`docs/benchmarks.md`). A
+    /// ledger far behind, holding adopted journal writes (up to twice their bytes
+    /// each), can pass it: slower then, never wrong.
     pub fn io_memory_bytes(&self) -> usize {
         /// Segment reads in flight on one core.
         const READS: usize = 16 << 20;

@@ -2,7 +2,8 @@
 //! offset index, written behind the journal in large aligned writes.
 //!
 //! Owns, per partition: the segment files under `<ledger_dir>/<partition-name>/`, their
-//! indexes, the in-memory chunks not yet written, reads by offset, and retention. It
+//! indexes, the in-memory chunks not yet written (frames copied in, or a whole
+//! journal write of the partition taken as it is), reads by offset, and retention. It
 //! never assigns offsets (the log does) and never decides durability for an append
 //! (the journal does); what it holds is always a prefix of what the journal accepted.
 //!
@@ -671,15 +672,72 @@ impl Ledger {
         self.pending_bytes += c.len - before;
     }
 
+    /// Takes a whole journal write as one sealed chunk, without copying it: `buf` is
+    /// the write as it went to the journal (padded to a block), `frames` the
+    /// (position, header) of its frames in order, all of one partition, continuing
+    /// it exactly. Callers check [`Ledger::adoptable`] first. The layout of a
+    /// journal write is a chunk's (frames from a block boundary, each header
+    /// within a block, the same padding), so the ledger writes the bytes as they are.
+    pub fn adopt_write(&mut self, buf: Rc<DmaBuffer>, frames: &[(usize, Header)]) {
+        let (&(_, first), &(last_pos, last)) = (
+            frames.first().expect("a write holds frames"),
+            frames.last().expect("a write holds frames"),
+        );
+        let p = self
+            .partitions
+            .get_mut(&first.partition)
+            .expect("journal frames name known partitions");
+        assert_eq!(first.base_offset, p.next_offset, "ledger offsets are dense");
+        let mut entries = Vec::with_capacity(frames.len());
+        let mut max_timestamp_ms = i64::MIN;
+        let mut next = first.base_offset;
+        for &(pos, h) in frames {
+            assert!(
+                h.partition == first.partition && h.base_offset == next,
+                "an adopted write holds one partition's frames, dense"
+            );
+            entries.push((h.base_offset, pos as u32));
+            max_timestamp_ms = max_timestamp_ms.max(h.timestamp_ms);
+            next = h.end_offset();
+        }
+        let len = last_pos + last.frame_len();
+        assert!(len <= buf.len() && buf.len() == frame::align_up(len));
+        p.chunks.push_back(Chunk {
+            base_offset: first.base_offset,
+            end_offset: next,
+            buf,
+            len,
+            sealed: true,
+            entries,
+            max_timestamp_ms,
+            last_seq: last.seq,
+            in_flight: false,
+        });
+        p.next_offset = next;
+        self.pending_bytes += len;
+    }
+
+    /// Whether a journal write of `len` bytes is worth taking whole as a chunk: at
+    /// least half a ledger flush (smaller ones are packed together by copying,
+    /// so the ledger's writes stay large), and no more than half a segment.
+    pub fn adoptable(&self, len: usize) -> bool {
+        len >= self.limits.flush_bytes / 2 && len as u64 <= self.limits.segment_bytes / 2
+    }
+
     /// Partitions that have a chunk ready to write (full, or any when `all`). A
-    /// chunk with a successor is full: the next frame did not fit.
+    /// chunk with a successor is full (the next frame did not fit), and so is a
+    /// sealed one.
     pub fn due(&self, all: bool) -> Vec<u32> {
         let mut ids: Vec<u32> = self
             .partitions
             .values()
             .filter(|p| {
                 p.chunks.front().is_some_and(|c| {
-                    !c.in_flight && (all || c.len >= self.limits.flush_bytes || p.chunks.len() > 1)
+                    !c.in_flight
+                        && (all
+                            || c.sealed
+                            || c.len >= self.limits.flush_bytes
+                            || p.chunks.len() > 1)
                 })
             })
             .map(|p| p.id)

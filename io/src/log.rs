@@ -76,6 +76,8 @@ pub struct LogStats {
     pub ledger_writes: u64,
     pub ledger_write_bytes: u64,
     pub ledger_syncs: u64,
+    /// Journal writes taken whole as ledger chunks (no copy).
+    pub ledger_adopted_writes: u64,
     pub segments_deleted: u64,
 }
 
@@ -977,16 +979,35 @@ impl Driver {
         }
         let ledger_due = {
             let mut ledger = sh.ledger.borrow_mut();
-            let bytes = w.buf.as_bytes();
-            for &(pos, header) in &w.frames {
-                ledger.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
+            // A large write of one partition (the usual case: a core owns one
+            // partition of a busy topic) becomes a ledger chunk as it is; others
+            // are copied frame by frame into the partitions' chunks. "Large": at
+            // least half its buffer, which stays allocated until the ledger has
+            // written it, so adopted writes hold at most twice their bytes.
+            let one_partition = w
+                .frames
+                .iter()
+                .all(|(_, h)| h.partition == w.frames[0].1.partition);
+            let large = 2 * w.buf.len() >= sh.cfg.journal_flush_bytes_max;
+            let adopt = one_partition && large && ledger.adoptable(w.buf.len());
+            if adopt {
+                ledger.adopt_write(w.buf.clone(), &w.frames);
+                st.stats.ledger_adopted_writes += 1;
+            } else {
+                let bytes = w.buf.as_bytes();
+                for &(pos, header) in &w.frames {
+                    ledger.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
+                }
+            }
+            for &(_, header) in &w.frames {
                 let o = st
                     .offsets
                     .get_mut(&header.partition)
                     .expect("known partition");
                 o.durable = header.end_offset();
             }
-            ledger.pending_bytes() >= sh.cfg.ledger_flush_bytes
+            // An adopted write is a sealed chunk: due at once.
+            adopt || ledger.pending_bytes() >= sh.cfg.ledger_flush_bytes
         };
         st.durable_seq = w.last_seq;
         drop(st);

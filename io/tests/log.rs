@@ -216,7 +216,11 @@ fn a_clean_stop_leaves_no_stale_journal_bytes_to_mistake_for_damage() {
         let cfg = cfg.clone();
         run(async move {
             let (log, report) = ShardLog::open(cfg).await.unwrap();
-            assert!(report.dropped.is_empty(), "round {round}: {:?}", report.dropped);
+            assert!(
+                report.dropped.is_empty(),
+                "round {round}: {:?}",
+                report.dropped
+            );
             let p = log.create_partition("p").unwrap();
             // One write per append, 20 KiB each (a 16 KiB frame spans blocks): the
             // 768 KiB ring wraps, so segments are reused and what follows the last
@@ -233,6 +237,89 @@ fn a_clean_stop_leaves_no_stale_journal_bytes_to_mistake_for_damage() {
             log.close().await.unwrap();
         });
     }
+}
+
+#[test]
+fn large_one_partition_journal_writes_become_ledger_chunks_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let (cfg1, cfg2) = (cfg.clone(), cfg.clone());
+    // 64 appenders of 2 KiB to one partition: group commits fill the 64 KiB journal
+    // writes, so the ledger takes them whole.
+    let counts = run(async move {
+        let (log, _) = ShardLog::open(cfg1).await.unwrap();
+        let log = std::rc::Rc::new(log);
+        let p = log.create_partition("one").unwrap();
+        let q = log.create_partition("other").unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..64u64 {
+            let log = log.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let mut out = Vec::new();
+                for n in 0..40u64 {
+                    let i = n * 64 + t;
+                    let o = log.append(p, &payload(p, i, 2000), 1, 1000).await.unwrap();
+                    out.push((o.base_offset, i));
+                }
+                out
+            }));
+        }
+        let mut acked: Vec<(u64, u64)> = Vec::new();
+        for t in tasks {
+            acked.extend(t.await);
+        }
+        let stats = log.stats();
+        assert!(
+            stats.ledger_adopted_writes * 2 > stats.journal_writes,
+            "most journal writes were taken whole: {stats:?}"
+        );
+        // Then small writes mixing two partitions: copied, after the adopted chunks.
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let log = log.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let part = if t % 2 == 0 { p } else { q };
+                for n in 0..10u64 {
+                    let i = 10_000 + n * 8 + t;
+                    log.append(part, &payload(part, i, 3000), 1, 1000)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let adopted = log.stats().ledger_adopted_writes;
+        assert_eq!(
+            adopted, stats.ledger_adopted_writes,
+            "small writes are copied"
+        );
+        // Readable before the restart too, from chunks and segments alike.
+        assert_eq!(read_all(&log, p).await.len(), 64 * 40 + 40);
+        acked.sort_unstable();
+        std::rc::Rc::try_unwrap(log)
+            .ok()
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        acked
+    });
+    // After a restart, from the ledger's segments: every acknowledged batch at its
+    // offset, byte for byte, and the partition dense.
+    run(async move {
+        let (log, report) = ShardLog::open(cfg2).await.unwrap();
+        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+        let entries = read_all(&log, 0).await;
+        assert_eq!(entries.len(), counts.len() + 40);
+        for (e, &(offset, i)) in entries.iter().zip(&counts) {
+            assert_eq!(e.base_offset, offset);
+            assert_eq!(e.payload, payload(0, i, 2000), "offset {offset}");
+        }
+        assert_eq!(read_all(&log, 1).await.len(), 40);
+        log.close().await.unwrap();
+    });
 }
 
 /// Appends `n` small batches to one partition and leaves them in the journal only (the
