@@ -85,7 +85,7 @@ struct Chunk {
     buf: Rc<DmaBuffer>,
     len: usize,
     sealed: bool,
-    /// (base offset, position in `bytes`) of every frame.
+    /// (base offset, position in `buf`) of every frame.
     entries: Vec<(u64, u32)>,
     max_timestamp_ms: i64,
     last_seq: u64,
