@@ -979,8 +979,9 @@ impl Driver {
         }
         let ledger_due = {
             let mut ledger = sh.ledger.borrow_mut();
-            // A large write of one partition (the usual case: a core owns one
-            // partition of a busy topic) becomes a ledger chunk as it is; others
+            // A large write of one partition (a core that owns one busy partition,
+            // as with the default of one partition per core) becomes a ledger
+            // chunk as it is; others
             // are copied frame by frame into the partitions' chunks. "Large": at
             // least half its buffer, which stays allocated until the ledger has
             // written it, so adopted writes hold at most twice their bytes.
