@@ -34,16 +34,20 @@ const SMALL: &[&str] = &[
 ];
 
 /// Starts `tidewater log append` for round `run` and kills it after `after`.
+/// Odd rounds append to one partition from 64 tasks, so group commits fill more
+/// than half a journal write and the ledger takes them whole; even rounds mix
+/// three partitions, whose frames the ledger copies.
 /// Returns every (partition, offset, index) it reported.
 fn append_then_kill(dir: &Path, run: u32, after: Duration) -> Vec<(u32, u64, u64)> {
+    let (partitions, tasks) = if run % 2 == 1 { ("1", "64") } else { ("3", "8") };
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
         .args([
             "log",
             "append",
             "--partitions",
-            "3",
+            partitions,
             "--tasks-per-partition",
-            "8",
+            tasks,
         ])
         .arg("--dir")
         .arg(dir)
