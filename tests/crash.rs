@@ -39,7 +39,11 @@ const SMALL: &[&str] = &[
 /// three partitions, whose frames the ledger copies.
 /// Returns every (partition, offset, index) it reported.
 fn append_then_kill(dir: &Path, run: u32, after: Duration) -> Vec<(u32, u64, u64)> {
-    let (partitions, tasks) = if run % 2 == 1 { ("1", "64") } else { ("3", "8") };
+    let (partitions, tasks) = if run % 2 == 1 {
+        ("1", "64")
+    } else {
+        ("3", "8")
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
         .args([
             "log",
