@@ -16,10 +16,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import unittest
+import urllib.request
 from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -944,10 +946,12 @@ class PrometheusAndCloudInitTest(unittest.TestCase):
 
 
 RAM_DEVICE = os.path.join(HERE, "..", "scripts", "ram-device")
+BENCH_CLICKHOUSE = os.path.join(HERE, "..", "scripts", "bench-clickhouse")
 SCRIPTS = [
     os.path.join(DEPLOY, "ec2/bringup.sh"),
     os.path.join(HERE, "profile.sh"),
     RAM_DEVICE,
+    BENCH_CLICKHOUSE,
     os.path.join(HERE, "..", "scripts", "test"),
 ]
 
@@ -985,6 +989,63 @@ class RamDeviceTest(unittest.TestCase):
         proc = subprocess.run([RAM_DEVICE, "up", "100T", "/nonexistent"], capture_output=True, text=True, timeout=60)
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("available memory", proc.stderr)
+
+
+@unittest.skipIf(shutil.which("clickhouse-server") is None, "clickhouse-server is not installed")
+class BenchClickHouseTest(unittest.TestCase):
+    """scripts/bench-clickhouse: a real server, all of its files in its directory."""
+
+    def test_up_query_down_leaves_nothing_behind(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            cwd = os.path.join(tmp, "cwd")
+            os.mkdir(cwd)
+            home = os.path.join(tmp, "ch")
+            port = free_port_pair()
+            run = lambda *args: subprocess.run(
+                [BENCH_CLICKHOUSE, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+            up = run("up", home, str(port))
+            try:
+                self.assertEqual(up.returncode, 0, up.stderr)
+                self.assertIn("http://127.0.0.1:%d" % port, up.stdout)
+                url = "http://127.0.0.1:%d/?query=SELECT%%2040%%2B2" % port
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    self.assertEqual(r.read(), b"42\n")
+                again = run("up", home, str(port))
+                self.assertNotEqual(again.returncode, 0)
+                self.assertIn("already running", again.stderr)
+                # Nothing lands in the directory it was started from.
+                self.assertEqual(os.listdir(cwd), [])
+            finally:
+                down = run("down", home)
+            self.assertEqual(down.returncode, 0, down.stderr)
+            self.assertFalse(os.path.exists(home))
+            with self.assertRaises(OSError):
+                urllib.request.urlopen("http://127.0.0.1:%d/ping" % port, timeout=2)
+
+    def test_down_refuses_a_directory_it_did_not_make(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            keep = os.path.join(tmp, "keep")
+            with open(keep, "w") as f:
+                f.write("x")
+            down = subprocess.run([BENCH_CLICKHOUSE, "down", tmp], capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(down.returncode, 0)
+            self.assertIn("not made by", down.stderr)
+            self.assertTrue(os.path.exists(keep))
+
+
+def free_port_pair():
+    """A loopback port whose successor is free too (HTTP and native protocol)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                with socket.socket() as b:
+                    b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
 
 
 class ShellScriptTest(unittest.TestCase):
