@@ -166,7 +166,7 @@ fn raw_file_with(
 async fn raw_writes(
     file: Rc<DmaFile>,
     file_bytes: usize,
-    pos: &std::cell::Cell<usize>,
+    pos: &Cell<usize>,
     write_bytes: usize,
     depth: usize,
     total: usize,
@@ -195,6 +195,34 @@ async fn raw_writes(
     start.elapsed()
 }
 
+/// `count` writes of `size` bytes, one at a time, sequential from `*pos` (wrapping at
+/// the file's end), each followed by an fdatasync when `sync` (a file opened
+/// `O_DSYNC` needs none); returns the elapsed time.
+async fn durable_writes(
+    file: Rc<DmaFile>,
+    file_bytes: usize,
+    pos: &Cell<usize>,
+    size: usize,
+    count: u64,
+    sync: bool,
+) -> Duration {
+    let start = Instant::now();
+    for _ in 0..count {
+        let mut p = pos.get();
+        if p + size > file_bytes {
+            p = 0;
+        }
+        pos.set(p + size);
+        file.write_at(file.alloc_dma_buffer(size), p as u64)
+            .await
+            .unwrap();
+        if sync {
+            file.fdatasync().await.unwrap();
+        }
+    }
+    start.elapsed()
+}
+
 fn raw_odirect(c: &mut Criterion) {
     if !selected("raw_odirect/") {
         return;
@@ -207,7 +235,7 @@ fn raw_odirect(c: &mut Criterion) {
     for write_bytes in [64 * KIB, 2 * MIB] {
         g.throughput(Throughput::Bytes(write_bytes as u64));
         let file = file.clone();
-        let pos = Rc::new(std::cell::Cell::new(0usize));
+        let pos = Rc::new(Cell::new(0usize));
         g.bench_function(BenchmarkId::from_parameter(write_bytes), |b| {
             b.iter_custom(|iters| {
                 let (file, pos) = (file.clone(), pos.clone());
@@ -220,25 +248,13 @@ fn raw_odirect(c: &mut Criterion) {
     }
     // The device's floor for one durable 4 KiB append: write, then fdatasync.
     g.throughput(Throughput::Elements(1));
-    let pos = Rc::new(std::cell::Cell::new(0usize));
+    let pos = Rc::new(Cell::new(0usize));
     g.bench_function("4096_fdatasync", |b| {
         b.iter_custom(|iters| {
             let (file, pos) = (file.clone(), pos.clone());
-            ex.run(async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let p = if pos.get() + 4 * KIB > file_bytes {
-                        0
-                    } else {
-                        pos.get()
-                    };
-                    let buf = file.alloc_dma_buffer(4 * KIB);
-                    file.write_at(buf, p as u64).await.unwrap();
-                    file.fdatasync().await.unwrap();
-                    pos.set(p + 4 * KIB);
-                }
-                start.elapsed()
-            })
+            ex.run(
+                async move { durable_writes(file, file_bytes, &pos, 4 * KIB, iters, true).await },
+            )
         })
     });
     g.finish();
@@ -524,32 +540,18 @@ fn median(v: &mut [f64]) -> f64 {
 /// `appenders` x (rate of `group` writes) / (rate of 4 KiB writes) on this device.
 fn device_ceiling(ex: &LocalExecutor, mode: &str, odsync: bool, appenders: usize, group: usize) {
     let group = group.next_multiple_of(4 * KIB);
-    let (rounds, per_round) = if measuring() { (5, 400) } else { (1, 4) };
+    let (rounds, per_round) = if measuring() { (5, 400u64) } else { (1, 4) };
     let file_bytes = 64 * MIB;
     let dir = bench_dir();
     let flags = if odsync { libc::O_DSYNC } else { 0 };
     let file = raw_file_with(ex, dir.path(), file_bytes, flags);
-    let pos = Rc::new(std::cell::Cell::new(0usize));
+    let pos = Rc::new(Cell::new(0usize));
     let (mut small, mut large) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         for (size, out) in [(4 * KIB, &mut small), (group, &mut large)] {
             let (file, pos) = (file.clone(), pos.clone());
             let took = ex.run(async move {
-                let start = Instant::now();
-                for _ in 0..per_round {
-                    let mut p = pos.get();
-                    if p + size > file_bytes {
-                        p = 0;
-                    }
-                    pos.set(p + size);
-                    file.write_at(file.alloc_dma_buffer(size), p as u64)
-                        .await
-                        .unwrap();
-                    if !odsync {
-                        file.fdatasync().await.unwrap();
-                    }
-                }
-                start.elapsed()
+                durable_writes(file, file_bytes, &pos, size, per_round, !odsync).await
             });
             out.push(took.as_secs_f64() * 1e6 / per_round as f64);
         }

@@ -58,6 +58,16 @@ async fn read_all(log: &ShardLog, p: u32) -> Vec<tidewater_io::Entry> {
     out
 }
 
+/// Closes a log its tasks shared, once they are done with it.
+async fn close_shared(log: std::rc::Rc<ShardLog>) {
+    std::rc::Rc::try_unwrap(log)
+        .ok()
+        .expect("no task holds the log any more")
+        .close()
+        .await
+        .unwrap();
+}
+
 /// Checks that entries are dense from the start and match `payload`.
 fn check_dense(entries: &[tidewater_io::Entry], p: u32, counts: &[u32]) {
     let mut expect = 0u64;
@@ -124,12 +134,7 @@ fn round_trip_across_segments_ring_wrap_and_restarts() {
                 stats.journal_writes < stats.appends,
                 "group commit coalesced: {stats:?}"
             );
-            std::rc::Rc::try_unwrap(log)
-                .ok()
-                .unwrap()
-                .close()
-                .await
-                .unwrap();
+            close_shared(log).await;
             added
         });
         for (p, a) in added.into_iter().enumerate() {
@@ -199,12 +204,7 @@ fn a_reader_following_appends_sees_every_batch_once_while_chunks_are_written() {
             stats.ledger_writes > 20,
             "chunks were written meanwhile: {stats:?}"
         );
-        std::rc::Rc::try_unwrap(log)
-            .ok()
-            .unwrap()
-            .close()
-            .await
-            .unwrap();
+        close_shared(log).await;
     });
 }
 
@@ -298,12 +298,7 @@ fn large_one_partition_journal_writes_become_ledger_chunks_whole() {
         // Readable before the restart too, from chunks and segments alike.
         assert_eq!(read_all(&log, p).await.len(), 64 * 40 + 40);
         acked.sort_unstable();
-        std::rc::Rc::try_unwrap(log)
-            .ok()
-            .unwrap()
-            .close()
-            .await
-            .unwrap();
+        close_shared(log).await;
         acked
     });
     // After a restart, from the ledger's segments: every acknowledged batch at its
