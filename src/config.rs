@@ -85,6 +85,9 @@ pub struct FileConfig {
     pub connections_max: Option<usize>,
     pub in_flight_requests_max: Option<usize>,
     pub fetch_wait_ms_max: Option<u64>,
+    pub fetch_bytes_max: Option<usize>,
+    pub request_timeout_ms: Option<u64>,
+    pub connections_max_idle_ms: Option<u64>,
     pub admin_addr: Option<String>,
     pub kafka_mode: Option<String>,
     pub auto_create_topics: Option<bool>,
@@ -246,6 +249,18 @@ pub struct KafkaFlags {
     /// Longest a Fetch long poll waits (default 30000).
     #[arg(long)]
     pub fetch_wait_ms_max: Option<u64>,
+    /// Largest Fetch answer, over all its partitions (default 57671680, 55 MiB, as
+    /// Kafka's fetch.max.bytes); at most request_memory_bytes_max.
+    #[arg(long)]
+    pub fetch_bytes_max: Option<usize>,
+    /// Longest a request may take to arrive once its size is read, and an answer to
+    /// be taken by the client; the connection closes after it (default 30000).
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// A connection with no request for this long is closed (default 600000, as
+    /// Kafka's connections.max.idle.ms).
+    #[arg(long)]
+    pub connections_max_idle_ms: Option<u64>,
     /// Admin listener for GET /metrics and /health (default 127.0.0.1:9644).
     #[arg(long)]
     pub admin_addr: Option<String>,
@@ -366,15 +381,16 @@ impl Settings {
             .or(file.advertised_host)
             .unwrap_or_else(|| kafka_addr.ip().to_string());
         let d = crate::kafka::Limits::default();
+        let memory_bytes_max = kafka
+            .request_memory_bytes_max
+            .or(file.request_memory_bytes_max)
+            .unwrap_or(d.request_memory_bytes_max);
         let kafka_limits = crate::kafka::Limits {
             request_bytes_max: kafka
                 .request_bytes_max
                 .or(file.request_bytes_max)
                 .unwrap_or(d.request_bytes_max),
-            request_memory_bytes_max: kafka
-                .request_memory_bytes_max
-                .or(file.request_memory_bytes_max)
-                .unwrap_or(d.request_memory_bytes_max),
+            request_memory_bytes_max: memory_bytes_max,
             connections_max: kafka
                 .connections_max
                 .or(file.connections_max)
@@ -387,6 +403,19 @@ impl Settings {
                 .fetch_wait_ms_max
                 .or(file.fetch_wait_ms_max)
                 .unwrap_or(d.fetch_wait_ms_max),
+            // Unset, it shrinks with a smaller memory budget rather than refuse it.
+            fetch_bytes_max: kafka
+                .fetch_bytes_max
+                .or(file.fetch_bytes_max)
+                .unwrap_or(d.fetch_bytes_max.min(memory_bytes_max)),
+            request_timeout_ms: kafka
+                .request_timeout_ms
+                .or(file.request_timeout_ms)
+                .unwrap_or(d.request_timeout_ms),
+            connections_max_idle_ms: kafka
+                .connections_max_idle_ms
+                .or(file.connections_max_idle_ms)
+                .unwrap_or(d.connections_max_idle_ms),
         };
         if kafka_limits.request_bytes_max < 1024
             || kafka_limits.request_bytes_max > kafka_limits.request_memory_bytes_max
@@ -398,6 +427,18 @@ impl Settings {
                 kafka_limits.request_bytes_max,
                 kafka_limits.request_memory_bytes_max
             );
+        }
+        if kafka_limits.fetch_bytes_max < 1024
+            || kafka_limits.fetch_bytes_max > kafka_limits.request_memory_bytes_max
+        {
+            bail!(
+                "fetch_bytes_max ({}) must be at least 1024 and at most request_memory_bytes_max ({})",
+                kafka_limits.fetch_bytes_max,
+                kafka_limits.request_memory_bytes_max
+            );
+        }
+        if kafka_limits.request_timeout_ms == 0 || kafka_limits.connections_max_idle_ms == 0 {
+            bail!("request_timeout_ms and connections_max_idle_ms must be positive");
         }
         let admin_text = kafka
             .admin_addr

@@ -67,6 +67,7 @@ pub struct Metrics {
     connections: Family<Labels, Gauge>,
     requests_in_flight: Family<Labels, Gauge>,
     request_buffers_pooled: Family<Labels, Gauge>,
+    protocol_violations: Family<Labels, Counter>,
     journal_appends: Family<Labels, Counter>,
     journal_writes: Family<Labels, Counter>,
     journal_syncs: Family<Labels, Counter>,
@@ -155,6 +156,10 @@ impl Metrics {
             request_buffers_pooled: fam!(
                 "kafka_request_buffers_pooled_bytes",
                 "Bytes of free request buffers a core keeps for reuse (at most 32 MiB)"
+            ),
+            protocol_violations: fam!(
+                "kafka_protocol_violations",
+                "Connections closed because the peer broke the protocol: a malformed, oversized or unknown request, or a version not served"
             ),
             journal_appends: fam!("journal_appends", "Batches appended to the journal"),
             journal_writes: fam!("journal_writes", "Journal writes (one group commit each)"),
@@ -289,6 +294,7 @@ pub struct KafkaMetrics {
     pub connections: Gauge,
     pub requests_in_flight: Gauge,
     pub request_buffers_pooled: Gauge,
+    pub protocol_violations: Counter,
     forwards: Counter,
     metrics: Arc<Metrics>,
 }
@@ -309,6 +315,7 @@ impl KafkaMetrics {
             connections: m.connections.get_or_create(&l).clone(),
             requests_in_flight: m.requests_in_flight.get_or_create(&l).clone(),
             request_buffers_pooled: m.request_buffers_pooled.get_or_create(&l).clone(),
+            protocol_violations: m.protocol_violations.get_or_create(&l).clone(),
             shard: s,
             metrics: m.clone(),
         }

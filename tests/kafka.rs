@@ -6,95 +6,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Server {
-    child: Child,
-    port: u16,
-    admin: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(cores: &str, partitions: u32) -> Server {
-    start_with(cores, partitions, &[])
-}
-
-fn start_with(cores: &str, partitions: u32, extra: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("t.toml");
-    std::fs::write(
-        &cfg,
-        format!("[[topics]]\nname = \"events\"\npartitions = {partitions}\n"),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let mut args = vec![
-        "--cores",
-        cores,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let (child, port, admin, _) = common::serve_with_admin(&args);
-    Server {
-        child,
-        port,
-        admin,
-        _dir: dir,
-    }
-}
-
-fn kcat(args: &[&str], input: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new("kcat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat is installed (scripts/test installs it)");
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(text) = input {
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Reads a whole topic from the beginning with kcat, one line per message in `format`.
-fn consume(broker: &str, topic: &str, format: &str) -> String {
-    let (ok, out, err) = kcat(
-        &[
-            "-C",
-            "-b",
-            broker,
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-f",
-            format,
-        ],
-        None,
-    );
-    assert!(ok, "consume failed: {err}");
-    out
-}
+use common::{consume, kcat, start, start_with, Server};
 
 fn produce_and_consume(cores: &str, extra: &[&str]) -> Server {
     let s = start_with(cores, 5, extra);
@@ -507,7 +422,7 @@ fn confluent_kafka_idempotent_producer_round_trips() {
 fn loadgen_produces_the_reference_events_and_reports_them() {
     let s = start("1", 4);
     let broker = format!("127.0.0.1:{}", s.port);
-    let report = s._dir.path().join("report.json");
+    let report = s.dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_tidewater"))
         .args([
             "loadgen",

@@ -3,6 +3,7 @@
 //! sleeps until the core acknowledges new data (or `max_wait_ms`, capped by
 //! `fetch_wait_ms_max`, runs out) and reads again.
 
+use super::budget::Budget;
 use super::{batch, code, forward, Broker, Placement};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -11,18 +12,27 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tidewater_io::LogError;
 
-pub async fn handle(broker: &Rc<Broker>, req: &FetchRequest) -> FetchResponse {
+/// Answers a Fetch. Each read takes the most its answer may hold (the client's
+/// max_bytes, at most `fetch_bytes_max`) from the request memory, and keeps what the
+/// answer holds until it is written; nothing is held while the long poll waits.
+pub async fn handle(broker: &Rc<Broker>, req: &FetchRequest, budget: &mut Budget) -> FetchResponse {
     let wait =
         Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.limits.fetch_wait_ms_max));
+    let cap = answer_bytes_max(req.max_bytes, broker.limits.fetch_bytes_max);
+    let held = budget.bytes();
     let start = Instant::now();
     loop {
         let epoch = broker.log.append_epoch();
-        let (resp, bytes, remote) = read_once(broker, req).await;
+        // The budget is never closed; were it, the read goes on unbudgeted.
+        let _ = budget.grow(cap).await;
+        let (resp, bytes, remote) = read_once(broker, req, cap).await;
+        budget.shrink_to(held + bytes);
         let min = req.min_bytes.max(0) as usize;
         let left = wait.saturating_sub(start.elapsed());
         if bytes >= min.max(1) || left.is_zero() || has_error(&resp) {
             return resp;
         }
+        budget.shrink_to(held);
         // Sleep until this core acknowledges new data, or the wait is over; other
         // cores' partitions (single-port mode) are asked again every 10 ms.
         let nap = if remote { left.min(REMOTE_POLL) } else { left };
@@ -32,6 +42,16 @@ pub async fn handle(broker: &Rc<Broker>, req: &FetchRequest) -> FetchResponse {
         )
         .await;
     }
+}
+
+/// The most one answer may hold: the client's max_bytes (0 or less: no wish), at
+/// most `limit`. A partition's first batch is sent whole even when larger (as Kafka
+/// does, so a consumer always makes progress).
+fn answer_bytes_max(max_bytes: i32, limit: usize) -> usize {
+    usize::try_from(max_bytes)
+        .ok()
+        .filter(|&m| m > 0)
+        .map_or(limit, |m| m.min(limit))
 }
 
 /// How often a long poll asks other cores again for their partitions.
@@ -109,12 +129,12 @@ pub async fn read_partition(
 
 /// Serves every partition once; returns the response, the record bytes in it, and
 /// whether another core was asked.
-async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool) {
-    let mut budget = if req.max_bytes > 0 {
-        req.max_bytes as usize
-    } else {
-        usize::MAX
-    };
+async fn read_once(
+    broker: &Broker,
+    req: &FetchRequest,
+    cap: usize,
+) -> (FetchResponse, usize, bool) {
+    let mut budget = cap;
     let mut total = 0usize;
     let mut remote = false;
     let mut topics = Vec::with_capacity(req.topics.len());

@@ -22,6 +22,7 @@
 mod api_versions;
 pub mod batch;
 mod bodies;
+mod budget;
 pub mod create_topics;
 pub mod delete_topics;
 mod fetch;
@@ -40,6 +41,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 use tidewater_io::ShardLog;
 use tidewater_shards::{partition_name, PartitionTable};
 
@@ -87,6 +89,14 @@ pub struct Limits {
     pub in_flight_requests_max: usize,
     /// Longest a Fetch waits for data (the client's max_wait is capped to this).
     pub fetch_wait_ms_max: u64,
+    /// Largest Fetch answer over all its partitions (the client's max_bytes is
+    /// capped to this); taken from the request memory until it is written.
+    pub fetch_bytes_max: usize,
+    /// Longest a request body may take to arrive once its size is read, and an
+    /// answer to be taken by the client.
+    pub request_timeout_ms: u64,
+    /// Longest a connection may wait for its next request before it is closed.
+    pub connections_max_idle_ms: u64,
 }
 
 impl Default for Limits {
@@ -97,6 +107,11 @@ impl Default for Limits {
             connections_max: 10_000,
             in_flight_requests_max: 16,
             fetch_wait_ms_max: 30_000,
+            // Kafka's fetch.max.bytes.
+            fetch_bytes_max: 55 << 20,
+            request_timeout_ms: 30_000,
+            // Kafka's connections.max.idle.ms.
+            connections_max_idle_ms: 600_000,
         }
     }
 }
@@ -195,6 +210,10 @@ impl Broker {
         assert!(
             limits.request_bytes_max <= limits.request_memory_bytes_max,
             "a request of request_bytes_max must fit the memory budget"
+        );
+        assert!(
+            limits.fetch_bytes_max <= limits.request_memory_bytes_max,
+            "an answer of fetch_bytes_max must fit the memory budget"
         );
         let mut partitions = HashMap::new();
         for (topic, p) in table.owned_by(shard) {
@@ -369,8 +388,15 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            if let Err(why) = connection(&b, stream).await {
-                tracing::info!(shard = b.shard, peer, "connection closed: {why}");
+            match connection(&b, stream).await {
+                Ok(()) => {}
+                Err(Closed::Refused(why)) => {
+                    b.metrics.protocol_violations.inc();
+                    tracing::warn!(shard = b.shard, peer, "connection closed: {why}");
+                }
+                Err(Closed::Failed(why)) => {
+                    tracing::info!(shard = b.shard, peer, "connection closed: {why}")
+                }
             }
             b.connections.set(b.connections.get() - 1);
             b.metrics.connections.set(b.connections.get() as i64);
@@ -379,13 +405,34 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
     }
 }
 
+/// Why the server closed a connection.
+#[derive(Debug)]
+pub enum Closed {
+    /// The peer broke the protocol: a malformed, oversized or unknown request, or a
+    /// version we do not serve. Logged at WARN with the peer, as Kafka does.
+    Refused(String),
+    /// The socket failed, or an answer could not be made: logged at INFO.
+    Failed(String),
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Closed::Refused(why) | Closed::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// An answer (`None`: nothing to send, acks=0), or why the connection closes.
+type Answered = Result<Option<BytesMut>, Closed>;
+
 /// An answer as it leaves the reader for the writer.
 enum Answer {
     /// Computed already; `Err`: the connection closes after the answers before it.
-    Ready(Result<Option<BytesMut>, String>),
+    Ready(Answered),
     /// A produce on its way to the device. Detached: it runs to its end even when
     /// the client is gone, so that its producer's state learns the outcome.
-    Later(glommio::task::JoinHandle<Result<Option<BytesMut>, String>>),
+    Later(glommio::task::JoinHandle<Answered>),
 }
 
 /// One request read and begun, in the order read. The permits and the count are
@@ -393,7 +440,7 @@ enum Answer {
 struct Begun {
     answer: Answer,
     _slot: glommio::sync::StaticPermit,
-    _budget: glommio::sync::StaticPermit,
+    _budget: budget::Budget,
     _counted: Counted,
 }
 
@@ -421,15 +468,18 @@ impl Drop for Counted {
 /// `in_flight_requests_max` requests are between the two. Any other request waits
 /// until every earlier one is answered and is answered before the next is read, as
 /// Kafka handles requests: a Metadata after a CreateTopics sees the topic.
-async fn connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), String> {
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+async fn connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), Closed> {
+    stream
+        .set_nodelay(true)
+        .map_err(|e| Closed::Failed(e.to_string()))?;
     let (reader, writer) = futures_lite::io::split(stream);
     // A request holds a slot until its answer is written, so the channel never
     // holds more than the slots.
     let slots_max = broker.limits.in_flight_requests_max;
     let (to_writer, answers) = glommio::channels::local_channel::new_bounded(slots_max);
     let slots = Rc::new(glommio::sync::Semaphore::new(slots_max as u64));
-    let writing = glommio::spawn_local(write_answers(writer, answers, slots.clone()));
+    let timeout = Duration::from_millis(broker.limits.request_timeout_ms);
+    let writing = glommio::spawn_local(write_answers(writer, answers, slots.clone(), timeout));
     let read = read_requests(broker, reader, to_writer, slots).await;
     // The reader is done (the sender dropped): the writer sends what is begun. When
     // the writer failed first, its reason is the one to log.
@@ -442,38 +492,37 @@ async fn read_requests(
     mut stream: futures_lite::io::ReadHalf<TcpStream>,
     to_writer: glommio::channels::local_channel::LocalSender<Begun>,
     slots: Rc<glommio::sync::Semaphore>,
-) -> Result<(), String> {
+) -> Result<(), Closed> {
     let slots_max = broker.limits.in_flight_requests_max as u64;
     let mut len_buf = [0u8; 4];
     loop {
         let slot = slots
             .acquire_static_permit(1)
             .await
-            .map_err(|e| format!("request slots closed: {e}"))?;
-        match stream.read_exact(&mut len_buf).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(format!("read failed: {e}")),
+            .map_err(|e| Closed::Failed(format!("request slots closed: {e}")))?;
+        let idle = Duration::from_millis(broker.limits.connections_max_idle_ms);
+        match within(idle, stream.read_exact(&mut len_buf)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Some(Err(e)) => return Err(Closed::Failed(format!("read failed: {e}"))),
+            None => {
+                return Err(Closed::Failed(format!(
+                    "no request for {} ms (connections_max_idle_ms)",
+                    idle.as_millis()
+                )))
+            }
         }
         let len = i32::from_be_bytes(len_buf);
         if len < 8 || len as usize > broker.limits.request_bytes_max {
-            return Err(format!(
+            return Err(Closed::Refused(format!(
                 "request size {len} outside 8..={} (request_bytes_max)",
                 broker.limits.request_bytes_max
-            ));
+            )));
         }
-        // Budget before reading: held until the response is written.
-        let budget = broker
-            .memory
-            .acquire_static_permit(len as u64)
-            .await
-            .map_err(|e| format!("request memory budget closed: {e}"))?;
-        let mut buf = bodies::take(len as usize);
-        stream
-            .read_exact(&mut buf[..len as usize])
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
-        let body = bodies::freeze(buf, len as usize);
+        let len = len as usize;
+        let mut budget = budget::Budget::new(broker.memory.clone());
+        let buf = read_body(broker, &mut stream, len, &mut budget).await?;
+        let body = bodies::freeze(buf, len);
         broker
             .metrics
             .request_buffers_pooled
@@ -486,9 +535,9 @@ async fn read_requests(
             None
         } else {
             let all = slots.acquire_permit(slots_max - 1).await;
-            Some(all.map_err(|e| format!("request slots closed: {e}"))?)
+            Some(all.map_err(|e| Closed::Failed(format!("request slots closed: {e}")))?)
         };
-        let answer = match handle(broker, body).await {
+        let answer = match handle(broker, body, &mut budget).await {
             Ok(Handled::Now(answer)) => {
                 broker.metrics.request(api, started.elapsed().as_secs_f64());
                 Answer::Ready(Ok(answer))
@@ -529,20 +578,26 @@ async fn write_answers(
     mut stream: futures_lite::io::WriteHalf<TcpStream>,
     answers: glommio::channels::local_channel::LocalReceiver<Begun>,
     slots: Rc<glommio::sync::Semaphore>,
-) -> Result<(), String> {
+    timeout: Duration,
+) -> Result<(), Closed> {
     let written = async {
         while let Some(begun) = answers.recv().await {
             let answer = match begun.answer {
                 Answer::Ready(a) => a,
                 Answer::Later(task) => task
                     .await
-                    .unwrap_or_else(|| Err("a produce task was cancelled".into())),
+                    .unwrap_or_else(|| Err(Closed::Failed("a produce task was cancelled".into()))),
             };
             if let Some(response) = answer? {
-                stream
-                    .write_all(&response)
+                within(timeout, stream.write_all(&response))
                     .await
-                    .map_err(|e| format!("write failed: {e}"))?;
+                    .ok_or_else(|| {
+                        Closed::Failed(format!(
+                            "the client took no answer for {} ms (request_timeout_ms)",
+                            timeout.as_millis()
+                        ))
+                    })?
+                    .map_err(|e| Closed::Failed(format!("write failed: {e}")))?;
             }
         }
         Ok(())
@@ -554,25 +609,79 @@ async fn write_answers(
     written
 }
 
+/// Reads a request body of `len` bytes as it arrives, each part taken from the
+/// request memory before it is read; the whole body must arrive within
+/// `request_timeout_ms`. The buffer's first `len` bytes are the body.
+async fn read_body(
+    broker: &Broker,
+    stream: &mut futures_lite::io::ReadHalf<TcpStream>,
+    len: usize,
+    budget: &mut budget::Budget,
+) -> Result<Vec<u8>, Closed> {
+    let timeout = Duration::from_millis(broker.limits.request_timeout_ms);
+    let deadline = Instant::now() + timeout;
+    let late = || {
+        Closed::Refused(format!(
+            "a request of {len} bytes did not arrive within {} ms (request_timeout_ms)",
+            timeout.as_millis()
+        ))
+    };
+    let mut buf = bodies::take(0);
+    // Address space only: pages are touched (and counted) as parts arrive.
+    buf.reserve_exact(len.saturating_sub(buf.len()));
+    let mut got = 0;
+    while got < len {
+        let part = (len - got).min(budget::BODY_CHUNK_BYTES);
+        let left = deadline.saturating_duration_since(Instant::now());
+        within(left, budget.grow(part))
+            .await
+            .ok_or_else(late)?
+            .map_err(Closed::Failed)?;
+        if buf.len() < got + part {
+            buf.resize(got + part, 0);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        within(left, stream.read_exact(&mut buf[got..got + part]))
+            .await
+            .ok_or_else(late)?
+            .map_err(|e| Closed::Failed(format!("read failed: {e}")))?;
+        got += part;
+    }
+    Ok(buf)
+}
+
+/// `f`'s output, or `None` when `limit` passes first.
+async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
 /// A request handled: its framed response (`None`: nothing to send, acks=0), now or
 /// once a produce is durable.
 enum Handled {
     Now(Option<BytesMut>),
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<BytesMut>, String>>>>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Answered>>>),
 }
 
 /// Decodes one request, runs its handler, encodes the framed response; a produce
 /// returns once its offsets are reserved. `Err`: the connection must close (the
 /// reason is logged).
-async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Handled, String> {
+async fn handle(
+    broker: &Rc<Broker>,
+    mut body: Bytes,
+    budget: &mut budget::Budget,
+) -> Result<Handled, Closed> {
     let key = body.clone().get_i16();
     let version = body.clone().slice(2..).get_i16();
     let Ok(api) = ApiKey::try_from(key) else {
-        return Err(format!("unknown API key {key}"));
+        return Err(Closed::Refused(format!("unknown API key {key}")));
     };
     let header_version = api.request_header_version(version);
     let header = RequestHeader::decode(&mut body, header_version)
-        .map_err(|e| format!("malformed {api:?} request header: {e}"))?;
+        .map_err(|e| Closed::Refused(format!("malformed {api:?} request header: {e}")))?;
     let supported = api_versions::supported(api);
     let in_range = supported.is_some_and(|(lo, hi)| (lo..=hi).contains(&version));
     if api == ApiKey::ApiVersions && !in_range {
@@ -581,15 +690,20 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Handled, String>
         return frame(api, 0, header.correlation_id, &r).map(|f| Handled::Now(Some(f)));
     }
     if !in_range {
-        return Err(format!(
-            "{api:?} v{version} is not supported (supported: {supported:?})"
-        ));
+        let client = header.client_id.as_deref().unwrap_or("");
+        return Err(Closed::Refused(match supported {
+            Some((lo, hi)) => format!(
+                "client {client:?} sent {api:?} v{version}; this server serves v{lo} to v{hi}"
+            ),
+            None => format!("client {client:?} sent {api:?}, which this server does not serve"),
+        }));
     }
     let cid = header.correlation_id;
     macro_rules! decode {
         ($t:ty) => {
-            <$t>::decode(&mut body, version)
-                .map_err(|e| format!("malformed {api:?} v{version} request: {e}"))?
+            <$t>::decode(&mut body, version).map_err(|e| {
+                Closed::Refused(format!("malformed {api:?} v{version} request: {e}"))
+            })?
         };
     }
     match api {
@@ -612,7 +726,12 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Handled, String>
         }
         ApiKey::Fetch => {
             let req = decode!(m::FetchRequest);
-            frame(api, version, cid, &fetch::handle(broker, &req).await)
+            frame(
+                api,
+                version,
+                cid,
+                &fetch::handle(broker, &req, budget).await,
+            )
         }
         ApiKey::ListOffsets => {
             let req = decode!(m::ListOffsetsRequest);
@@ -640,7 +759,7 @@ async fn handle(broker: &Rc<Broker>, mut body: Bytes) -> Result<Handled, String>
                 &create_topics::handle(broker, &req).await,
             )
         }
-        other => Err(format!("{other:?} is not implemented")),
+        other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
     }
     .map(|f| Handled::Now(Some(f)))
 }
@@ -664,7 +783,7 @@ fn frame<R: Encodable>(
     version: i16,
     correlation_id: i32,
     body: &R,
-) -> Result<BytesMut, String> {
+) -> Result<BytesMut, Closed> {
     let header_version = api.response_header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let mut buf = BytesMut::with_capacity(64);
@@ -672,7 +791,7 @@ fn frame<R: Encodable>(
     header
         .encode(&mut buf, header_version)
         .and_then(|_| body.encode(&mut buf, version))
-        .map_err(|e| format!("cannot encode {api:?} v{version} response: {e}"))?;
+        .map_err(|e| Closed::Failed(format!("cannot encode {api:?} v{version} response: {e}")))?;
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)

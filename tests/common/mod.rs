@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -220,4 +220,98 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
+}
+
+/// A server on one topic `events`, stopped (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub admin: u16,
+    /// Its stderr, line by line.
+    pub log: std::sync::mpsc::Receiver<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a server on `cores` with topic `events` of `partitions` partitions.
+pub fn start(cores: &str, partitions: u32) -> Server {
+    start_with(cores, partitions, &[])
+}
+
+/// [`start`] with more flags.
+pub fn start_with(cores: &str, partitions: u32, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[topics]]\nname = \"events\"\npartitions = {partitions}\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "--cores",
+        cores,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (child, port, admin, log) = serve_with_admin(&args);
+    Server {
+        child,
+        port,
+        admin,
+        log,
+        dir,
+    }
+}
+
+/// Runs kcat; (success, stdout, stderr).
+pub fn kcat(args: &[&str], input: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (scripts/test installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(text) = input {
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Reads a whole topic from the beginning with kcat, one line per message in `format`.
+pub fn consume(broker: &str, topic: &str, format: &str) -> String {
+    let (ok, out, err) = kcat(
+        &[
+            "-C",
+            "-b",
+            broker,
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            format,
+        ],
+        None,
+    );
+    assert!(ok, "consume failed: {err}");
+    out
 }

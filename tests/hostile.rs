@@ -1,0 +1,311 @@
+//! The server as a hostile client probes it: every request a mutation makes of a valid
+//! one is refused or answered, the connection that sent it closes with a log line
+//! naming the peer and the API, and the process serves everyone else as before.
+
+mod common;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A framed request: size prefix, header, body.
+fn framed<R: Encodable>(api: ApiKey, version: i16, body: &R) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("hostile")))
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&buf);
+    out
+}
+
+fn topic(name: &str) -> m::TopicName {
+    m::TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// One valid request of each API the front end serves, in its lowest and highest
+/// version, as a client would send it.
+fn valid_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
+    let mut out = Vec::new();
+    for v in [0, 3] {
+        out.push((
+            ApiKey::ApiVersions,
+            v,
+            framed(ApiKey::ApiVersions, v, &m::ApiVersionsRequest::default()),
+        ));
+    }
+    for v in [0, 9] {
+        let req = m::MetadataRequest::default().with_topics(Some(vec![
+            m::metadata_request::MetadataRequestTopic::default().with_name(Some(topic("events"))),
+        ]));
+        out.push((ApiKey::Metadata, v, framed(ApiKey::Metadata, v, &req)));
+    }
+    for v in [3, 9] {
+        let part = m::produce_request::PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(bytes::Bytes::from(vec![0u8; 70])));
+        let req = m::ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![m::produce_request::TopicProduceData::default()
+                .with_name(topic("events"))
+                .with_partition_data(vec![part])]);
+        out.push((ApiKey::Produce, v, framed(ApiKey::Produce, v, &req)));
+    }
+    for v in [4, 12] {
+        let req = m::FetchRequest::default()
+            .with_max_wait_ms(10)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![m::fetch_request::FetchTopic::default()
+                .with_topic(topic("events"))
+                .with_partitions(vec![m::fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        out.push((ApiKey::Fetch, v, framed(ApiKey::Fetch, v, &req)));
+    }
+    for v in [1, 7] {
+        let req = m::ListOffsetsRequest::default().with_topics(vec![
+            m::list_offsets_request::ListOffsetsTopic::default()
+                .with_name(topic("events"))
+                .with_partitions(vec![
+                    m::list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1),
+                ]),
+        ]);
+        out.push((ApiKey::ListOffsets, v, framed(ApiKey::ListOffsets, v, &req)));
+    }
+    for v in [0, 7] {
+        let req = m::CreateTopicsRequest::default()
+            .with_timeout_ms(1000)
+            .with_validate_only(v >= 1)
+            .with_topics(vec![m::create_topics_request::CreatableTopic::default()
+                .with_name(topic("made-by-mutation"))
+                .with_num_partitions(1)
+                .with_replication_factor(1)]);
+        out.push((
+            ApiKey::CreateTopics,
+            v,
+            framed(ApiKey::CreateTopics, v, &req),
+        ));
+    }
+    for v in [0, 4] {
+        let req = m::DeleteTopicsRequest::default()
+            .with_timeout_ms(1000)
+            .with_topic_names(vec![topic("no-such-topic")]);
+        out.push((
+            ApiKey::DeleteTopics,
+            v,
+            framed(ApiKey::DeleteTopics, v, &req),
+        ));
+    }
+    for v in [0, 4] {
+        let req = m::InitProducerIdRequest::default().with_transaction_timeout_ms(1000);
+        out.push((
+            ApiKey::InitProducerId,
+            v,
+            framed(ApiKey::InitProducerId, v, &req),
+        ));
+    }
+    out
+}
+
+/// Sends one request on a new connection, says it sends no more, and reads until
+/// the server has answered (or refused) and closed.
+fn send(port: u16, request: &[u8]) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = c.write_all(request);
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut buf = [0u8; 4096];
+    while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// Whether the server still answers an ApiVersions on a fresh connection.
+fn answers(port: u16) -> bool {
+    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = framed(ApiKey::ApiVersions, 0, &m::ApiVersionsRequest::default());
+    let mut len = [0u8; 4];
+    c.write_all(&req).is_ok() && c.read_exact(&mut len).is_ok() && i32::from_be_bytes(len) > 0
+}
+
+/// Header bytes (size prefix, API key, version, correlation id, client id) that the
+/// mutations leave alone, so each one reaches the API's body decoder.
+fn body_start(request: &[u8]) -> usize {
+    let client_id_len = i16::from_be_bytes([request[12], request[13]]) as usize;
+    14 + client_id_len
+}
+
+#[test]
+fn huge_counts_and_lengths_close_the_connection_and_the_server_lives() {
+    // A mutated max wait must not hold the test for the default 30 s.
+    let mut s = common::start_with("2", 2, &["--fetch-wait-ms-max", "50"]);
+    let mut mutations = 0;
+    for (api, version, request) in valid_requests() {
+        // At every position of the body, a count or length of 2^31-1 (int32, as
+        // non-flexible versions write arrays and bytes) and of 2^32-2 (an unsigned
+        // varint, as flexible versions write them).
+        let plants: [&[u8]; 3] = [
+            &[0x7f, 0xff, 0xff, 0xff],
+            &[0xff, 0xff, 0xff, 0xff, 0x0f],
+            &[0x7f, 0xff],
+        ];
+        for at in body_start(&request)..request.len() {
+            for plant in plants {
+                let mut bad = request.clone();
+                let end = (at + plant.len()).min(bad.len());
+                bad[at..end].copy_from_slice(&plant[..end - at]);
+                send(s.port, &bad);
+                mutations += 1;
+            }
+        }
+        assert!(
+            s.child.try_wait().unwrap().is_none(),
+            "the server died on a mutated {api:?} v{version}"
+        );
+    }
+    assert!(mutations > 500, "{mutations} mutations sent");
+    assert!(answers(s.port) && answers(s.port + 1), "both cores answer");
+    // The connections that broke the protocol were logged with their peer and API.
+    let log: Vec<String> = s.log.try_iter().collect();
+    let refused = log
+        .iter()
+        .find(|l| l.contains("WARN") && l.contains("malformed Metadata"))
+        .unwrap_or_else(|| panic!("no WARN line for a malformed Metadata:\n{}", log.join("\n")));
+    assert!(refused.contains("peer=\"127.0.0.1:"), "{refused}");
+    let _ = s.child.kill();
+}
+
+/// Reads one framed answer; `None` when the connection closed or `limit` passed.
+fn answer(c: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    c.set_read_timeout(Some(limit)).unwrap();
+    let mut len = [0u8; 4];
+    c.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+    c.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// Whether the server closed `c` (EOF or reset) within `limit`.
+fn closed_within(c: &mut TcpStream, limit: Duration) -> bool {
+    c.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn announced_bodies_that_never_arrive_block_no_one_and_are_closed() {
+    // A budget of two largest requests; three peers announce a largest request each
+    // and send nothing more.
+    let s = common::start_with(
+        "1",
+        1,
+        &[
+            "--request-bytes-max",
+            "1048576",
+            "--request-memory-bytes-max",
+            "2097152",
+            "--request-timeout-ms",
+            "3000",
+        ],
+    );
+    let mut stalled: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            c.write_all(&(1i32 << 20).to_be_bytes()).unwrap();
+            c.write_all(&[0, 3, 0, 0]).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Everyone else is served while they stall.
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.write_all(&framed(ApiKey::Metadata, 1, &m::MetadataRequest::default()))
+        .unwrap();
+    assert!(
+        answer(&mut c, Duration::from_secs(2)).is_some(),
+        "a Metadata is answered while three peers hold announced bodies"
+    );
+    // And the stalled ones are closed once request_timeout_ms passes.
+    for st in &mut stalled {
+        assert!(
+            closed_within(st, Duration::from_secs(20)),
+            "a stalled request is closed"
+        );
+    }
+    let log: Vec<String> = s.log.try_iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("WARN") && l.contains("request_timeout_ms")),
+        "{}",
+        log.join("\n")
+    );
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let s = common::start_with("1", 1, &["--connections-max-idle-ms", "300"]);
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    assert!(closed_within(&mut c, Duration::from_secs(10)));
+}
+
+#[test]
+fn a_fetch_answer_is_capped_at_fetch_bytes_max() {
+    let s = common::start_with("1", 1, &["--fetch-bytes-max", "1048576"]);
+    let broker = format!("127.0.0.1:{}", s.port);
+    // 4 MiB in 40 messages of 100 KiB.
+    let line = "v".repeat(100 << 10) + "\n";
+    let (ok, _, err) = common::kcat(
+        &[
+            "-P",
+            "-b",
+            &broker,
+            "-t",
+            "events",
+            "-p",
+            "0",
+            "-X",
+            "batch.size=200000",
+        ],
+        Some(&line.repeat(40)),
+    );
+    assert!(ok, "{err}");
+    let req = m::FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_max_bytes(i32::MAX)
+        .with_topics(vec![m::fetch_request::FetchTopic::default()
+            .with_topic(topic("events"))
+            .with_partitions(vec![m::fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_partition_max_bytes(i32::MAX)])]);
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.write_all(&framed(ApiKey::Fetch, 4, &req)).unwrap();
+    let body = answer(&mut c, Duration::from_secs(10)).expect("an answer");
+    // At most the cap, plus the one batch that crosses it (each under 256 KiB here).
+    assert!(
+        body.len() > 512 << 10,
+        "it holds data: {} bytes",
+        body.len()
+    );
+    assert!(
+        body.len() <= (1 << 20) + (256 << 10),
+        "answer of {} bytes over fetch_bytes_max",
+        body.len()
+    );
+}
