@@ -6,7 +6,7 @@ mod common;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -308,4 +308,170 @@ fn a_fetch_answer_is_capped_at_fetch_bytes_max() {
         "answer of {} bytes over fetch_bytes_max",
         body.len()
     );
+}
+
+/// Sends a Produce v3 of `records` to partition 0 of `events` with `acks`; returns
+/// the partition's error code.
+fn produce(port: u16, acks: i16, records: Vec<u8>) -> i16 {
+    let part = m::produce_request::PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(bytes::Bytes::from(records)));
+    let req = m::ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![m::produce_request::TopicProduceData::default()
+            .with_name(topic("events"))
+            .with_partition_data(vec![part])]);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&framed(ApiKey::Produce, 3, &req)).unwrap();
+    let body = answer(&mut c, Duration::from_secs(10)).expect("a produce answer");
+    let mut buf = bytes::Bytes::from(body);
+    let _ = kafka_protocol::messages::ResponseHeader::decode(&mut buf, 0).unwrap();
+    let resp = m::ProduceResponse::decode(&mut buf, 3).unwrap();
+    resp.responses[0].partition_responses[0].error_code
+}
+
+/// A v2 batch around `body` (records as they are on the wire, maybe compressed)
+/// claiming `count` records, with attributes `attributes`.
+fn batch_of(body: &[u8], count: i32, attributes: i16) -> Vec<u8> {
+    let mut b = vec![0u8; 61];
+    b.extend_from_slice(body);
+    let batch_length = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    b[16] = 2;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// One record's bytes: a null key and `value` (under 64 bytes), offset delta `i`.
+fn record(i: u8, value: &[u8]) -> Vec<u8> {
+    let mut rec = vec![0u8, 0, i << 1, 1, (value.len() as u8) << 1];
+    rec.extend_from_slice(value);
+    rec.push(0);
+    let mut out = vec![(rec.len() as u8) << 1];
+    out.extend(rec);
+    out
+}
+
+#[test]
+fn batches_no_consumer_could_read_are_refused_and_take_no_offsets() {
+    let s = common::start("1", 1);
+    const CORRUPT_MESSAGE: i16 = 2;
+    const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+    const INVALID_REQUIRED_ACKS: i16 = 21;
+    let plain = record(0, b"fine");
+    let mut bomb_records = vec![0u8; 0];
+    // One record whose value is 1 GiB of zeros does not fit a varint under 64, so
+    // build the inflated body by hand: length, attributes, ts, offset, key, value.
+    let value_len: i64 = 1 << 30;
+    let mut rec = vec![0u8, 0, 0, 1];
+    let mut z = ((value_len << 1) ^ (value_len >> 63)) as u64;
+    while z >= 0x80 {
+        rec.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    rec.push(z as u8);
+    let rec_len = rec.len() as i64 + value_len + 1;
+    let mut z = ((rec_len << 1) ^ (rec_len >> 63)) as u64;
+    while z >= 0x80 {
+        bomb_records.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    bomb_records.push(z as u8);
+    bomb_records.extend(rec);
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+    enc.write_all(&bomb_records).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.write_all(&[0]).unwrap();
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 256 << 10, "the bomb is {} bytes", bomb.len());
+    let mut two = record(0, b"a");
+    two.extend(record(1, b"b"));
+    let cases: Vec<(&str, Vec<u8>, i16)> = vec![
+        (
+            "codec 5",
+            batch_of(&plain, 1, 5),
+            UNSUPPORTED_COMPRESSION_TYPE,
+        ),
+        (
+            "codec 7",
+            batch_of(&plain, 1, 7),
+            UNSUPPORTED_COMPRESSION_TYPE,
+        ),
+        ("gzip that is not", batch_of(&plain, 1, 1), CORRUPT_MESSAGE),
+        (
+            "snappy that is not",
+            batch_of(&[0xff; 40], 1, 2),
+            CORRUPT_MESSAGE,
+        ),
+        ("lz4 that is not", batch_of(&plain, 1, 3), CORRUPT_MESSAGE),
+        ("zstd that is not", batch_of(&plain, 1, 4), CORRUPT_MESSAGE),
+        (
+            "zstd inflating to 1 GiB",
+            batch_of(&bomb, 1, 4),
+            CORRUPT_MESSAGE,
+        ),
+        (
+            "1,000,000 records claimed, one sent",
+            batch_of(&plain, 1_000_000, 0),
+            CORRUPT_MESSAGE,
+        ),
+        (
+            "two records claimed as one",
+            batch_of(&two, 1, 0),
+            CORRUPT_MESSAGE,
+        ),
+        ("a control batch", batch_of(&plain, 1, 0x20), 87),
+    ];
+    for (what, batch, want) in cases {
+        assert_eq!(produce(s.port, -1, batch), want, "{what}");
+    }
+    // Kafka's acks are -1, 0 and 1.
+    assert_eq!(
+        produce(s.port, 5, batch_of(&plain, 1, 0)),
+        INVALID_REQUIRED_ACKS
+    );
+    // Nothing was stored and no offset was taken: a plain consumer reads the one
+    // good record at offset 0.
+    assert_eq!(produce(s.port, -1, batch_of(&two, 2, 0)), 0);
+    let broker = format!("127.0.0.1:{}", s.port);
+    let out = common::consume(&broker, "events", "%o %s\n");
+    assert_eq!(out, "0 a\n1 b\n");
+}
+
+#[test]
+fn an_api_versions_of_a_newer_version_gets_the_table_to_downgrade_to() {
+    let s = common::start("1", 1);
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    // v99: a future client; its header is the flexible one (v2), as from v3 on.
+    let mut req = Vec::new();
+    req.extend(18i16.to_be_bytes());
+    req.extend(99i16.to_be_bytes());
+    req.extend(7i32.to_be_bytes());
+    req.extend(4i16.to_be_bytes());
+    req.extend(b"next");
+    req.push(0); // no tagged fields
+    req.extend([0u8; 8]); // a body we cannot know
+    c.write_all(&(req.len() as i32).to_be_bytes()).unwrap();
+    c.write_all(&req).unwrap();
+    let body = answer(&mut c, Duration::from_secs(10)).expect("an answer, not a close");
+    let mut buf = bytes::Bytes::from(body);
+    let header = kafka_protocol::messages::ResponseHeader::decode(&mut buf, 0).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    let resp = m::ApiVersionsResponse::decode(&mut buf, 0).unwrap();
+    assert_eq!(resp.error_code, 35, "UNSUPPORTED_VERSION");
+    let produce = resp
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == 0)
+        .expect("Produce listed");
+    assert_eq!((produce.min_version, produce.max_version), (3, 9));
 }

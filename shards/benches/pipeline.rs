@@ -13,7 +13,7 @@ use tidewater_shards::partitioner::partition_for;
 use tidewater_shards::pipeline::avro::{
     reader_fields, Num, Projected, Projection, SlotKind, SLOTS_MAX,
 };
-use tidewater_shards::pipeline::records::for_each_record;
+use tidewater_shards::pipeline::records::{for_each_record, validate};
 use tidewater_shards::pipeline::spec::{Aggregate, Func};
 use tidewater_shards::pipeline::window::{Layout, Position, Windows};
 
@@ -148,6 +148,15 @@ fn records(c: &mut Criterion) {
             );
             black_box(n)
         })
+    });
+    // What a Produce pays per batch: the checksum it always paid, and the record
+    // walk it pays now so that no consumer meets a batch it cannot read.
+    g.bench_function("produce check: CRC32C of a batch of 500", |b| {
+        b.iter(|| black_box(crc32c::crc32c(black_box(&batch[21..]))))
+    });
+    g.bench_function("produce check: validate a batch of 500", |b| {
+        let mut scratch = Vec::new();
+        b.iter(|| black_box(validate(black_box(&batch), &mut scratch)))
     });
     g.finish();
 }

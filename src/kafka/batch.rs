@@ -1,6 +1,12 @@
-//! Record batch (magic v2) header checks: what a Produce must pass before its bytes
-//! reach the log. The batch is stored as received; only its base offset field is
-//! rewritten on the way out (Fetch), which its CRC does not cover.
+//! Record batch (magic v2) checks: what a Produce must pass before its bytes reach
+//! the log. The header, length and checksum here; then every record, inflated with
+//! a cap when compressed (`tidewater_shards::pipeline::records::validate`), so that
+//! no consumer of a partition ever stops at a batch it cannot read. The batch is
+//! stored as received; only its base offset field is rewritten on the way out
+//! (Fetch), which its CRC does not cover.
+
+use std::cell::RefCell;
+use tidewater_shards::pipeline::records::{self, Invalid};
 
 /// Bytes of a v2 record batch header.
 pub const HEADER_LEN: usize = 61;
@@ -27,6 +33,19 @@ pub enum BatchError {
     Corrupt(String),
     /// Not magic 2: UNSUPPORTED_FOR_MESSAGE_FORMAT.
     OldFormat(i8),
+    /// Compression codec 5 to 7: UNSUPPORTED_COMPRESSION_TYPE.
+    Codec(i16),
+    /// A control batch, which only a broker writes: INVALID_RECORD.
+    Control,
+}
+
+/// Inflated batches are kept here while their records are checked.
+const SCRATCH_KEPT_BYTES_MAX: usize = 4 << 20;
+
+thread_local! {
+    /// One core's inflate buffer, reused; shrunk back after a batch larger than
+    /// `SCRATCH_KEPT_BYTES_MAX` (it grows to at most `INFLATED_BYTES_MAX`).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 fn i32_at(b: &[u8], at: usize) -> i32 {
@@ -66,12 +85,19 @@ pub fn check(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
         ));
     }
     let last_offset_delta = i32_at(bytes, 23);
-    let records = i32_at(bytes, 57);
-    if last_offset_delta < 0 || records < 1 || records > last_offset_delta.saturating_add(1) {
-        return corrupt(format!(
-            "record batch claims {records} records with last offset delta {last_offset_delta}"
-        ));
-    }
+    SCRATCH
+        .with_borrow_mut(|scratch| {
+            let checked = records::validate(&bytes[..len], scratch);
+            if scratch.capacity() > SCRATCH_KEPT_BYTES_MAX {
+                *scratch = Vec::new();
+            }
+            checked
+        })
+        .map_err(|e| match e {
+            Invalid::Corrupt(why) => BatchError::Corrupt(why),
+            Invalid::Codec(c) => BatchError::Codec(c),
+            Invalid::Control => BatchError::Control,
+        })?;
     Ok(BatchInfo {
         record_count: last_offset_delta as u32 + 1,
         max_timestamp_ms: i64_at(bytes, 35),
@@ -101,9 +127,20 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
 pub mod tests {
     use super::*;
 
-    /// A minimal valid batch of `n` records with no record bodies checked.
+    /// A valid batch of `n` empty records (null key and value, no headers).
     pub fn batch(n: i32, ts: i64) -> Vec<u8> {
-        let mut b = vec![0u8; HEADER_LEN + 8];
+        let mut b = vec![0u8; HEADER_LEN];
+        for i in 0..n {
+            // length 6, attributes, timestamp delta 0, offset delta i, key and
+            // value null (-1), no headers; zigzag varints, i < 64.
+            b.extend_from_slice(&[12, 0, 0, (i as u8) << 1, 1, 1, 0]);
+        }
+        seal(&mut b, n, ts);
+        b
+    }
+
+    /// Writes the header fields that depend on the records, and the checksum.
+    fn seal(b: &mut [u8], n: i32, ts: i64) {
         let batch_length = (b.len() - 12) as i32;
         b[8..12].copy_from_slice(&batch_length.to_be_bytes());
         b[16] = 2;
@@ -112,7 +149,93 @@ pub mod tests {
         b[57..61].copy_from_slice(&n.to_be_bytes());
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b
+    }
+
+    #[test]
+    fn batches_that_lie_about_their_records_are_corrupt() {
+        // One record present, 1,000,000 claimed (and 2^31 offsets claimed).
+        let mut b = batch(1, 5);
+        b[57..61].copy_from_slice(&1_000_000i32.to_be_bytes());
+        b[23..27].copy_from_slice(&999_999i32.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(
+            matches!(check(&b), Err(BatchError::Corrupt(_))),
+            "{:?}",
+            check(&b)
+        );
+        let mut b = batch(1, 5);
+        b[23..27].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(check(&b), Err(BatchError::Corrupt(_))));
+        // Offset deltas that skip, and bytes after the last record.
+        let mut b = vec![0u8; HEADER_LEN];
+        b.extend_from_slice(&[12, 0, 0, 0, 1, 1, 0, 12, 0, 0, 4, 1, 1, 0]);
+        seal(&mut b, 2, 5);
+        assert!(matches!(check(&b), Err(BatchError::Corrupt(_))));
+        let mut b = batch(2, 5);
+        b.push(0);
+        seal(&mut b, 2, 5);
+        assert!(matches!(check(&b), Err(BatchError::Corrupt(_))));
+    }
+
+    #[test]
+    fn unknown_codecs_control_batches_and_bad_payloads_are_refused() {
+        for codec in 5..=7u8 {
+            let mut b = batch(1, 5);
+            b[22] = codec;
+            seal(&mut b, 1, 5);
+            assert_eq!(check(&b), Err(BatchError::Codec(i16::from(codec))));
+        }
+        let mut b = batch(1, 5);
+        b[22] = 0x20;
+        seal(&mut b, 1, 5);
+        assert_eq!(check(&b), Err(BatchError::Control));
+        // Each real codec with a body that is not what it claims.
+        for codec in 1..=4u8 {
+            let mut b = batch(1, 5);
+            b[22] = codec;
+            seal(&mut b, 1, 5);
+            assert!(
+                matches!(check(&b), Err(BatchError::Corrupt(_))),
+                "codec {codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bomb_is_refused_at_the_inflate_cap() {
+        // 80 MiB of zeros as one record's value, zstd: a few KiB on the wire.
+        let value = vec![0u8; 80 << 20];
+        let mut rec = Vec::new();
+        rec.extend_from_slice(&[0, 0, 0, 1]); // attributes, ts, offset delta, key null
+        put_varint(&mut rec, value.len() as i64);
+        rec.extend_from_slice(&value);
+        rec.push(0);
+        let mut plain = Vec::new();
+        put_varint(&mut plain, rec.len() as i64);
+        plain.extend_from_slice(&rec);
+        let body = zstd::bulk::compress(&plain, 1).unwrap();
+        assert!(body.len() < 64 << 10);
+        let mut b = vec![0u8; HEADER_LEN];
+        b.extend_from_slice(&body);
+        b[22] = 4;
+        seal(&mut b, 1, 5);
+        match check(&b) {
+            Err(BatchError::Corrupt(why)) => assert!(why.contains("inflates past"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        SCRATCH.with_borrow(|s| assert!(s.capacity() <= SCRATCH_KEPT_BYTES_MAX));
+    }
+
+    fn put_varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
     }
 
     #[test]

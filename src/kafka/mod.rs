@@ -70,6 +70,8 @@ pub mod code {
     pub const INVALID_RECORD: i16 = 87;
     pub const POLICY_VIOLATION: i16 = 44;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 }
 
 /// Limits of the front end (per core).
@@ -715,6 +717,14 @@ async fn handle(
         ApiKey::Produce => {
             let req = decode!(m::ProduceRequest);
             let acks = req.acks;
+            if !matches!(acks, -1..=1) {
+                let resp = produce::refuse_all(
+                    &req,
+                    code::INVALID_REQUIRED_ACKS,
+                    &format!("acks={acks}: use -1 (all), 0 or 1"),
+                );
+                return frame(api, version, cid, &resp).map(|f| Handled::Now(Some(f)));
+            }
             let later = produce::begin(broker, req).await;
             return Ok(Handled::Later(Box::pin(async move {
                 let resp = later.await;

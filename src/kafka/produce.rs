@@ -53,6 +53,18 @@ fn check_all(records: &[u8]) -> Result<Checked, (i16, String)> {
                 at += info.len;
             }
             Err(BatchError::Corrupt(why)) => return Err((code::CORRUPT_MESSAGE, why)),
+            Err(BatchError::Codec(c)) => {
+                return Err((
+                    code::UNSUPPORTED_COMPRESSION_TYPE,
+                    format!("compression codec {c}: use 0 to 4 (none, gzip, snappy, lz4, zstd)"),
+                ))
+            }
+            Err(BatchError::Control) => {
+                return Err((
+                    code::INVALID_RECORD,
+                    "control batches are written by the broker, not by clients".into(),
+                ))
+            }
             Err(BatchError::OldFormat(m)) => {
                 return Err((
                     code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
@@ -151,6 +163,26 @@ pub async fn begin(
         }
         ProduceResponse::default().with_responses(responses)
     }
+}
+
+/// The answer to a request refused whole: every partition gets `code`.
+pub fn refuse_all(req: &ProduceRequest, code: i16, why: &str) -> ProduceResponse {
+    tracing::info!(code, "produce refused: {why}");
+    let responses = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(
+                    t.partition_data
+                        .iter()
+                        .map(|p| failed(p.index, code, why))
+                        .collect(),
+                )
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
 }
 
 /// A partition's answer before anything is known: no offset, no append time.

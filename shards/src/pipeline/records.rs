@@ -144,6 +144,55 @@ fn read_batch(
     scratch: &mut Vec<u8>,
     f: &mut impl FnMut(RecordRef<'_>),
 ) -> Result<(), String> {
+    walk_batch(batch, base, scratch, false, f)
+}
+
+/// Why a producer's batch is refused (see [`validate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// Its records do not parse, do not match its header, or do not inflate within
+    /// [`INFLATED_BYTES_MAX`]: Kafka's CORRUPT_MESSAGE.
+    Corrupt(String),
+    /// A compression codec that does not exist (5 to 7): UNSUPPORTED_COMPRESSION_TYPE.
+    Codec(i16),
+    /// A control batch (transaction marker), which only a broker writes: INVALID_RECORD.
+    Control,
+}
+
+/// Checks a producer's batch, whose header, length and checksum were checked
+/// already, record by record as Kafka's broker does before it stores one: a known
+/// codec, a body that inflates within [`INFLATED_BYTES_MAX`], exactly the header's
+/// record count with offset deltas 0, 1, 2, ... (so the last is the header's last
+/// offset delta), and no byte after the last record. Every reader of the
+/// partition can then read every stored batch. `scratch` holds what it inflates.
+pub fn validate(batch: &[u8], scratch: &mut Vec<u8>) -> Result<(), Invalid> {
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+    if attributes & 0x20 != 0 {
+        return Err(Invalid::Control);
+    }
+    let codec = attributes & 0x07;
+    if codec > 4 {
+        return Err(Invalid::Codec(codec));
+    }
+    let count = be_i32(batch, 57);
+    let last_delta = be_i32(batch, 23);
+    if count < 1 || i64::from(last_delta) != i64::from(count) - 1 {
+        return Err(Invalid::Corrupt(format!(
+            "record batch claims {count} records with last offset delta {last_delta}"
+        )));
+    }
+    walk_batch(batch, 0, scratch, true, &mut |_| {}).map_err(Invalid::Corrupt)
+}
+
+/// Reads a batch's records; `dense`: also requires offset deltas 0, 1, 2, ... and
+/// nothing after the last record.
+fn walk_batch(
+    batch: &[u8],
+    base: u64,
+    scratch: &mut Vec<u8>,
+    dense: bool,
+    f: &mut impl FnMut(RecordRef<'_>),
+) -> Result<(), String> {
     let attributes = i16::from_be_bytes([batch[21], batch[22]]);
     if attributes & 0x20 != 0 {
         return Ok(()); // a control batch: a transaction marker, no data
@@ -181,6 +230,11 @@ fn read_batch(
         }
         let headers = &rec[at..end];
         at = end;
+        if dense && offset_delta != i64::from(i) {
+            return Err(format!(
+                "record {i} of {count} has offset delta {offset_delta}; a producer's are 0, 1, 2, ..."
+            ));
+        }
         f(RecordRef {
             offset: base + offset_delta as u64,
             timestamp_ms: if log_append_time {
@@ -192,6 +246,12 @@ fn read_batch(
             value,
             headers,
         });
+    }
+    if dense && at != records.len() {
+        return Err(format!(
+            "{} bytes after the last of {count} records",
+            records.len() - at
+        ));
     }
     Ok(())
 }
