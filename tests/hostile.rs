@@ -475,3 +475,75 @@ fn an_api_versions_of_a_newer_version_gets_the_table_to_downgrade_to() {
         .expect("Produce listed");
     assert_eq!((produce.min_version, produce.max_version), (3, 9));
 }
+
+/// Sends a CreateTopics v4 of one topic to `port`; returns its error code.
+fn create_topic(port: u16, name: &str, partitions: i32) -> i16 {
+    let req = m::CreateTopicsRequest::default()
+        .with_timeout_ms(60_000)
+        .with_topics(vec![m::create_topics_request::CreatableTopic::default()
+            .with_name(topic(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)]);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&framed(ApiKey::CreateTopics, 4, &req)).unwrap();
+    let body = answer(&mut c, Duration::from_secs(60)).expect("a CreateTopics answer");
+    let mut buf = bytes::Bytes::from(body);
+    let _ = kafka_protocol::messages::ResponseHeader::decode(&mut buf, 0).unwrap();
+    let resp = m::CreateTopicsResponse::decode(&mut buf, 4).unwrap();
+    resp.topics[0].error_code
+}
+
+/// Directories of `topic`'s partitions in any core's ledger, made or half-made
+/// (`.NAME.creating`), but for the file `except` and deleted partitions' tombstones
+/// (which keep only their id, so it is never reused).
+fn partition_dirs(data: &std::path::Path, topic: &str, except: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for shard in std::fs::read_dir(data.join("ledger")).unwrap() {
+        let shard = shard.unwrap().path();
+        if !shard.is_dir() {
+            continue;
+        }
+        for e in std::fs::read_dir(shard).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let bare = name.trim_start_matches('.');
+            let tombstone = name.ends_with(".deleted");
+            if bare.starts_with(&format!("{topic}-")) && name != except && !tombstone {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn create_topics_checks_first_and_creates_all_or_nothing() {
+    const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    const POLICY_VIOLATION: i16 = 44;
+    let s = common::start("2", 2);
+    let data = s.dir.path().join("data");
+    for bad in ["", ".", "..", "a/b", "sp ace", "ü", &"x".repeat(201)] {
+        assert_eq!(
+            create_topic(s.port, bad, 1),
+            INVALID_TOPIC_EXCEPTION,
+            "{bad:?}"
+        );
+    }
+    // 5,000 partitions per core where each holds at most 4,096: refused before any
+    // partition is made.
+    assert_eq!(create_topic(s.port, "huge", 10_000), POLICY_VIOLATION);
+    assert!(partition_dirs(&data, "huge", "").is_empty());
+    // A core that fails part-way (a file where partition 5's directory is made)
+    // leaves nothing behind on any core, and creation works once the cause is gone.
+    let blocker = data.join("ledger/shard-1/.made-5.creating");
+    std::fs::write(&blocker, b"in the way").unwrap();
+    assert_ne!(create_topic(s.port, "made", 8), 0);
+    assert_eq!(
+        partition_dirs(&data, "made", ".made-5.creating"),
+        Vec::<String>::new()
+    );
+    let topics = std::fs::read_to_string(data.join("topics.json")).unwrap_or_default();
+    assert!(!topics.contains("\"made\""), "{topics}");
+    std::fs::remove_file(&blocker).unwrap();
+    assert_eq!(create_topic(s.port, "made", 8), 0);
+    assert_eq!(partition_dirs(&data, "made", ".made-5.creating").len(), 8);
+}

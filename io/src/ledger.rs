@@ -222,8 +222,10 @@ fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
 /// Partition names become directory names: keep them to a safe alphabet, and off the
 /// leading dot (names the ledger uses for its own temporary entries).
 pub fn valid_partition_name(name: &str) -> bool {
+    // 240: the temporary name made while creating it (`.NAME.creating`) still fits
+    // a file name's 255 bytes.
     !name.is_empty()
-        && name.len() <= 200
+        && name.len() <= 240
         && !name.starts_with('.')
         && name
             .bytes()

@@ -279,6 +279,11 @@ impl ShardLog {
         Ok(id)
     }
 
+    /// The most partitions this core's log holds (`partitions_max`).
+    pub fn partitions_max(&self) -> usize {
+        self.shared.cfg.partitions_max
+    }
+
     pub fn partition_id(&self, name: &str) -> Option<u32> {
         self.shared.ledger.borrow().partition_id(name)
     }

@@ -3,6 +3,12 @@
 //! topic is then recorded in the data directory (`topics.json`) so it exists after a
 //! restart. Replication factor is 1 (one machine); per-topic configs and manual
 //! replica assignments are refused with their error codes rather than ignored.
+//!
+//! A request is checked whole before anything is made: Kafka's name rules, the
+//! partition count, and room on every core (`partitions_max` each). Creation is all
+//! or nothing: the topic is recorded as unfinished first (the mark an interrupted
+//! DeleteTopics uses), so a failure on any core, or a crash, deletes the partitions
+//! already made, then or at the next start.
 
 use super::{code, forward, Broker};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -12,6 +18,25 @@ use std::path::Path;
 
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: u32 = 10_000;
+/// Longest topic name. Kafka allows 249; a partition's directory adds its number,
+/// and its temporary name a prefix and suffix, within a file name's 255 bytes.
+pub const TOPIC_NAME_BYTES_MAX: usize = 200;
+
+/// Kafka's rules for a topic name, with our length limit and no leading dot (a
+/// hidden directory).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let legal = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-';
+    if name.is_empty()
+        || name.len() > TOPIC_NAME_BYTES_MAX
+        || name.starts_with('.')
+        || !name.bytes().all(legal)
+    {
+        return Err(format!(
+            "topic name {name:?}: 1 to {TOPIC_NAME_BYTES_MAX} characters of [a-zA-Z0-9._-], not starting with a dot"
+        ));
+    }
+    Ok(())
+}
 
 pub async fn handle(broker: &Broker, req: &CreateTopicsRequest) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
@@ -52,7 +77,7 @@ pub async fn handle(broker: &Broker, req: &CreateTopicsRequest) -> CreateTopicsR
             Err(e) => Err(e),
             Ok(()) if req.validate_only => match broker.table().topic(name) {
                 Some(_) => Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} exists"))),
-                None => Ok(()),
+                None => check_room(broker, partitions),
             },
             Ok(()) => create(broker, name, partitions).await,
         };
@@ -71,20 +96,35 @@ pub async fn handle(broker: &Broker, req: &CreateTopicsRequest) -> CreateTopicsR
 }
 
 fn validate(name: &str, partitions: u32) -> Result<(), (i16, String)> {
+    check_name(name).map_err(|why| (code::INVALID_TOPIC_EXCEPTION, why))?;
     if partitions == 0 || partitions > PARTITIONS_MAX {
         return Err((
             code::INVALID_PARTITIONS,
             format!("{partitions} partitions: use 1 to {PARTITIONS_MAX}"),
         ));
     }
-    let probe = tidewater_shards::partition_name(name, partitions - 1);
-    if !tidewater_io::ledger::valid_partition_name(&probe) {
-        return Err((
-            code::INVALID_TOPIC_EXCEPTION,
-            format!(
-                "topic name {name:?}: 1-200 characters of [A-Za-z0-9._-], not starting with a dot"
-            ),
-        ));
+    Ok(())
+}
+
+/// Whether every core has room for its share of `partitions` new partitions.
+fn check_room(broker: &Broker, partitions: u32) -> Result<(), (i16, String)> {
+    let table = broker.table();
+    let shards = table.shard_count();
+    let max = broker.log.partitions_max();
+    for core in 0..shards {
+        let new = (0..partitions)
+            .filter(|&p| tidewater_shards::partition_owner(p, shards) == core)
+            .count();
+        let held = table.owned_by(core).len();
+        if held + new > max {
+            return Err((
+                code::POLICY_VIOLATION,
+                format!(
+                    "{partitions} partitions would put {} on core {core}; partitions_max is {max} per core",
+                    held + new
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -149,20 +189,50 @@ pub async fn on_every_core(
     Ok(())
 }
 
-/// On core 0: one creation at a time, every core's partitions, then the record.
+/// On core 0: one creation at a time; the topic recorded as unfinished, every
+/// core's partitions, then the record made whole. A core that fails undoes its own
+/// part; then every core's part is deleted and the record goes.
 pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<(), (i16, String)> {
     let _one_at_a_time = one_topic_change(broker).await?;
     if broker.table().topic(name).is_some() {
         return Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} exists")));
     }
-    let here = async { broker.add_topic(name, partitions) };
-    on_every_core(broker, here, || forward::Request::AddTopic {
-        name: name.to_string(),
-        partitions,
+    check_room(broker, partitions)?;
+    let storage = |e: String| (code::KAFKA_STORAGE_ERROR, e);
+    let file = broker.topics.file.as_deref();
+    if let Some(file) = file {
+        record(file, name, partitions, true).map_err(storage)?;
+    }
+    let made = on_every_core(broker, broker.add_topic(name, partitions), || {
+        forward::Request::AddTopic {
+            name: name.to_string(),
+            partitions,
+        }
     })
-    .await?;
-    if let Some(file) = &broker.topics.file {
-        record(file, name, partitions).map_err(|e| (code::KAFKA_STORAGE_ERROR, e))?;
+    .await;
+    if let Err(failed) = made {
+        tracing::warn!(
+            topic = name,
+            partitions,
+            "topic creation failed, undoing it: {}",
+            failed.1
+        );
+        let undone = on_every_core(broker, broker.remove_topic(name), || {
+            forward::Request::RemoveTopic {
+                name: name.to_string(),
+            }
+        })
+        .await;
+        // Left marked when the undo failed: the next start finishes it.
+        if let (Ok(()), Some(file)) = (undone, file) {
+            let mut all = recorded(file).map_err(storage)?;
+            all.retain(|t| t.name != name);
+            rewrite(file, &all).map_err(storage)?;
+        }
+        return Err(failed);
+    }
+    if let Some(file) = file {
+        record(file, name, partitions, false).map_err(storage)?;
     }
     tracing::info!(topic = name, partitions, "topic created");
     Ok(())
@@ -173,7 +243,8 @@ pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<
 pub struct Recorded {
     pub name: String,
     pub partitions: u32,
-    /// A DeleteTopics was under way: every core deletes its partitions at start.
+    /// A DeleteTopics was under way, or a CreateTopics had not finished on every
+    /// core: either way every core deletes its partitions at start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
 }
@@ -189,14 +260,14 @@ pub fn recorded(file: &Path) -> Result<Vec<Recorded>, String> {
 }
 
 /// Adds a topic to `file` (in place of a deleted one by that name, whose partitions
-/// are gone by now).
-fn record(file: &Path, name: &str, partitions: u32) -> Result<(), String> {
+/// are gone by now); `unfinished`: marked for deletion at start until it is whole.
+fn record(file: &Path, name: &str, partitions: u32, unfinished: bool) -> Result<(), String> {
     let mut all = recorded(file)?;
     all.retain(|t| t.name != name);
     all.push(Recorded {
         name: name.to_string(),
         partitions,
-        deleting: false,
+        deleting: unfinished,
     });
     rewrite(file, &all)
 }

@@ -230,6 +230,7 @@ async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
         Request::AddTopic { name, partitions } => Reply::Admin(
             broker
                 .add_topic(&name, partitions)
+                .await
                 .map_err(|e| (super::code::KAFKA_STORAGE_ERROR, e)),
         ),
         Request::DeleteTopic { name } => {

@@ -283,24 +283,41 @@ impl Broker {
         self.forward.get()
     }
 
-    /// Creates this core's partitions of a new topic and makes the topic known here.
-    pub fn add_topic(&self, name: &str, partitions: u32) -> Result<(), String> {
+    /// Creates this core's partitions of a new topic and makes the topic known here;
+    /// all or nothing: a failure deletes the partitions it made. Yields between
+    /// partitions, so a large topic never holds the core from its other work.
+    pub async fn add_topic(&self, name: &str, partitions: u32) -> Result<(), String> {
         let shards = self.table.borrow().shard_count();
+        let mut made = Vec::new();
         for p in
             (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
         {
-            let id = self
-                .log
-                .create_partition(&partition_name(name, p))
-                .map_err(|e| {
-                    format!(
+            let pname = partition_name(name, p);
+            match self.log.create_partition(&pname) {
+                Ok(_) => made.push(pname),
+                Err(e) => {
+                    for m in &made {
+                        if let Err(undo) = self.log.delete_partition(m).await {
+                            tracing::error!(partition = %m, "cannot undo a partial topic creation: {undo}");
+                        }
+                    }
+                    return Err(format!(
                         "core {}: cannot create partition {p} of {name}: {e}",
                         self.shard
-                    )
-                })?;
-            self.partitions
-                .borrow_mut()
-                .insert((name.to_string(), p as i32), id);
+                    ));
+                }
+            }
+            glommio::yield_if_needed().await;
+        }
+        for (p, pname) in (0..partitions)
+            .filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
+            .zip(&made)
+        {
+            if let Some(id) = self.log.partition_id(pname) {
+                self.partitions
+                    .borrow_mut()
+                    .insert((name.to_string(), p as i32), id);
+            }
         }
         self.table.borrow_mut().add_topic(tidewater_shards::Topic {
             name: name.to_string(),
