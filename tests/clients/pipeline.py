@@ -111,6 +111,13 @@ def cmd_produce(a):
             for bad in (b"\xff\xfe\xfd", value[: len(value) // 3], b""):
                 futures.append(p.send(SOURCE, key=key, value=bad, timestamp_ms=ts))
                 state["bad"] += 1
+            # Event times that cannot be true: the year 2100 (sent now), and 1969.
+            # Dead letters; taken in, they would make every later event late.
+            if v1 is None:
+                for wrong in (4_102_444_800_000, -5):
+                    value_wrong = encode(schema, event(rng, device, wrong))
+                    futures.append(p.send(SOURCE, key=key, value=value_wrong, timestamp_ms=ts))
+                    state["bad"] += 1
     p.flush(60)
     for f in futures:
         f.get(timeout=30)

@@ -1141,6 +1141,22 @@ struct RecordCx<'a> {
     slots: usize,
 }
 
+/// Why an event time cannot be believed, if it cannot: before 1970, or further
+/// ahead of its record's timestamp (fixed in the log, so a replay decides the same)
+/// than `ahead_ms_max`. Such an event would move the watermark there for good and
+/// make every later event late.
+fn time_out_of_bounds(ts: i64, record_ms: i64, ahead_ms_max: i64) -> Option<String> {
+    if ts < 0 {
+        return Some(format!("event time {ts} is before 1970"));
+    }
+    let ahead = ts.saturating_sub(record_ms);
+    (ahead > ahead_ms_max).then(|| {
+        format!(
+            "event time {ts} is {ahead} ms ahead of the record's timestamp {record_ms}; event_time_ahead_max allows {ahead_ms_max} ms"
+        )
+    })
+}
+
 impl RecordCx<'_> {
     #[inline]
     fn on_record(&mut self, r: RecordRef<'_>) {
@@ -1165,6 +1181,9 @@ impl RecordCx<'_> {
                 _ => return self.dead(r, "the event time field is null or missing"),
             },
         };
+        if let Some(why) = time_out_of_bounds(ts, r.timestamp_ms, self.job.ahead_ms_max) {
+            return self.dead(r, &why);
+        }
         if ts > *self.max_ts {
             *self.max_ts = ts;
         }
@@ -1256,6 +1275,29 @@ impl RecordCx<'_> {
 #[cfg(test)]
 mod tests {
     use super::combine;
+
+    #[test]
+    fn event_times_before_1970_or_too_far_ahead_are_refused() {
+        use super::time_out_of_bounds as check;
+        let day = 86_400_000;
+        let now = 1_800_000_000_000;
+        assert_eq!(check(now, now, day), None);
+        assert_eq!(check(now + day, now, day), None);
+        assert_eq!(
+            check(now - 365 * day, now, day),
+            None,
+            "old events are late, not wrong"
+        );
+        assert!(check(now + day + 1, now, day)
+            .unwrap()
+            .contains("event_time_ahead_max"));
+        assert!(
+            check(4_102_444_800_000, now, day).is_some(),
+            "the year 2100"
+        );
+        assert!(check(-1, now, day).unwrap().contains("before 1970"));
+        assert!(check(i64::MAX, i64::MIN, day).is_some(), "no overflow");
+    }
 
     #[test]
     fn the_watermark_is_the_least_active_input_or_else_the_greatest() {

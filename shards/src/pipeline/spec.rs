@@ -41,6 +41,11 @@ pub struct JobConfig {
     pub allowed_lateness: String,
     #[serde(default = "default_idle")]
     pub idle_timeout: String,
+    /// How far an event-time field may run ahead of its record's Kafka timestamp
+    /// (the producer's clock when it sent it); records beyond it, or before 1970,
+    /// go to `<job>.dlq` instead of moving the watermark there for good.
+    #[serde(default = "default_ahead")]
+    pub event_time_ahead_max: String,
     pub aggregates: Vec<AggregateConfig>,
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
@@ -64,6 +69,10 @@ fn default_ooo() -> String {
 fn zero() -> String {
     "0s".into()
 }
+fn default_ahead() -> String {
+    "1d".into()
+}
+
 fn default_idle() -> String {
     "10s".into()
 }
@@ -183,6 +192,8 @@ pub struct Job {
     pub out_of_orderness_ms: i64,
     pub lateness_ms: i64,
     pub idle_ms: i64,
+    /// Event time may run at most this far ahead of the record's timestamp.
+    pub ahead_ms_max: i64,
     pub aggregates: Vec<Aggregate>,
     pub sinks: Vec<SinkConfig>,
     pub state_entries_max: usize,
@@ -235,6 +246,7 @@ impl JobConfig {
             duration_ms(job, "max_out_of_orderness", &self.max_out_of_orderness)?;
         let lateness_ms = duration_ms(job, "allowed_lateness", &self.allowed_lateness)?;
         let idle_ms = duration_ms(job, "idle_timeout", &self.idle_timeout)?;
+        let ahead_ms_max = duration_ms(job, "event_time_ahead_max", &self.event_time_ahead_max)?;
         if self.aggregates.is_empty() {
             return Err(format!("job `{job}`: declare at least one aggregate"));
         }
@@ -429,6 +441,7 @@ impl JobConfig {
             out_of_orderness_ms,
             lateness_ms,
             idle_ms,
+            ahead_ms_max,
             aggregates,
             sinks: self.sinks.clone(),
             state_entries_max: self.state_entries_max,
