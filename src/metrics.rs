@@ -598,77 +598,142 @@ fn sync_job(m: &Metrics, shard: &str, j: &mut JobSeries, now_ms: i64) {
     }
 }
 
-/// Serves `GET /metrics` and `GET /health` on `addr` from a thread of its own.
+/// Admin connections served at once; more get 503 at once and are closed.
+const ADMIN_CONNECTIONS_MAX: usize = 16;
+/// Longest an admin request (its line and headers) may take to arrive.
+const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest admin request line and headers.
+const ADMIN_REQUEST_BYTES_MAX: u64 = 16 << 10;
+
+/// Serves `GET /metrics`, `GET /health` and `POST /checkpoint` on `addr`, off the
+/// cores: an accepting thread, and a thread per connection, at most
+/// `ADMIN_CONNECTIONS_MAX` at once, each given `ADMIN_REQUEST_TIMEOUT` and
+/// `ADMIN_REQUEST_BYTES_MAX` for its request, so a half-sent request delays no one.
 pub fn serve_admin(m: Arc<Metrics>, addr: std::net::SocketAddr) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(addr)?;
     tracing::info!(%addr, "admin listener up: /metrics, /health");
+    let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("tw-admin".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                // The request line, then the headers up to the blank line (read
-                // whole, so the client is never cut off while still sending).
-                let mut reader = BufReader::new(&conn);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
+                if open.fetch_add(1, Ordering::SeqCst) >= ADMIN_CONNECTIONS_MAX {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    let _ = conn.set_write_timeout(Some(ADMIN_REQUEST_TIMEOUT));
+                    reply(
+                        &mut conn,
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "too many admin connections\n",
+                    );
                     continue;
                 }
-                let mut header = String::new();
-                for _ in 0..100 {
-                    header.clear();
-                    match reader.read_line(&mut header) {
-                        Ok(n) if n > 0 && header != "\r\n" && header != "\n" => {}
-                        _ => break,
-                    }
+                let (m, open) = (m.clone(), open.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("tw-admin-conn".into())
+                    .spawn(move || {
+                        admin_request(&m, conn);
+                        open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("admin connection dropped: cannot start its thread: {e}");
                 }
-                let mut words = line.split_whitespace();
-                let method = words.next().unwrap_or("");
-                let path = words.next().unwrap_or("");
-                let (status, ctype, body) = match (method, path) {
-                    ("POST", "/checkpoint") => {
-                        let n = m.savepoints.fetch_add(1, Ordering::SeqCst) + 1;
-                        tracing::info!(request = n, "savepoint asked for");
-                        (
-                            "202 Accepted",
-                            "text/plain",
-                            "a checkpoint of every job starts now; watch tidewater_checkpoint_last_id\n".to_string(),
-                        )
-                    }
-                    (_, path) => match path {
-                    "/metrics" => (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        m.render(),
-                    ),
-                    "/health" => {
-                        let ready = m.ready_cores.load(Ordering::SeqCst);
-                        if m.stopping.load(Ordering::SeqCst) {
-                            ("503 Service Unavailable", "text/plain", "stopping\n".to_string())
-                        } else if ready < m.cores {
-                            (
-                                "503 Service Unavailable",
-                                "text/plain",
-                                format!("starting: {ready} of {} cores ready\n", m.cores),
-                            )
-                        } else {
-                            ("200 OK", "text/plain", "ok\n".to_string())
-                        }
-                    }
-                    _ => (
-                        "404 Not Found",
-                        "text/plain",
-                        "try GET /metrics, GET /health or POST /checkpoint\n".to_string(),
-                    ),
-                    },
-                };
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
             }
         })?;
     Ok(())
+}
+
+fn reply(conn: &mut std::net::TcpStream, status: &str, ctype: &str, body: &str) {
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// Reads one request (its line, then its headers up to the blank line, read whole
+/// so the client is never cut off while still sending) and answers it.
+fn admin_request(m: &Metrics, mut conn: std::net::TcpStream) {
+    let deadline = std::time::Instant::now() + ADMIN_REQUEST_TIMEOUT;
+    let _ = conn.set_write_timeout(Some(ADMIN_REQUEST_TIMEOUT));
+    let Ok(read_half) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(std::io::Read::take(read_half, ADMIN_REQUEST_BYTES_MAX));
+    let mut next_line = |out: &mut String| -> bool {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        matches!(reader.read_line(out), Ok(n) if n > 0 && out.ends_with('\n'))
+    };
+    let mut line = String::new();
+    if !next_line(&mut line) {
+        return reply(
+            &mut conn,
+            "408 Request Timeout",
+            "text/plain",
+            "incomplete request\n",
+        );
+    }
+    let mut header = String::new();
+    loop {
+        header.clear();
+        if !next_line(&mut header) {
+            return reply(
+                &mut conn,
+                "408 Request Timeout",
+                "text/plain",
+                "incomplete request\n",
+            );
+        }
+        if header == "\r\n" || header == "\n" {
+            break;
+        }
+    }
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or("");
+    let path = words.next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("POST", "/checkpoint") => {
+            let n = m.savepoints.fetch_add(1, Ordering::SeqCst) + 1;
+            tracing::info!(request = n, "savepoint asked for");
+            (
+                "202 Accepted",
+                "text/plain",
+                "a checkpoint of every job starts now; watch tidewater_checkpoint_last_id\n"
+                    .to_string(),
+            )
+        }
+        (_, "/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            m.render(),
+        ),
+        (_, "/health") => {
+            let ready = m.ready_cores.load(Ordering::SeqCst);
+            if m.stopping.load(Ordering::SeqCst) {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "stopping\n".to_string(),
+                )
+            } else if ready < m.cores {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("starting: {ready} of {} cores ready\n", m.cores),
+                )
+            } else {
+                ("200 OK", "text/plain", "ok\n".to_string())
+            }
+        }
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "try GET /metrics, GET /health or POST /checkpoint\n".to_string(),
+        ),
+    };
+    reply(&mut conn, status, ctype, &body);
 }

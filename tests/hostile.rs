@@ -116,6 +116,22 @@ fn valid_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
     out
 }
 
+/// The first line of the server's log that `matches`, waiting up to 10 s for it.
+fn logged(s: &common::Server, matches: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while let Ok(line) = s
+        .log
+        .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        if matches(&line) {
+            return line;
+        }
+        seen.push(line);
+    }
+    panic!("no such line in the log:\n{}", seen.join("\n"));
+}
+
 /// Sends one request on a new connection, says it sends no more, and reads until
 /// the server has answered (or refused) and closed.
 fn send(port: u16, request: &[u8]) {
@@ -176,11 +192,9 @@ fn huge_counts_and_lengths_close_the_connection_and_the_server_lives() {
     assert!(mutations > 500, "{mutations} mutations sent");
     assert!(answers(s.port) && answers(s.port + 1), "both cores answer");
     // The connections that broke the protocol were logged with their peer and API.
-    let log: Vec<String> = s.log.try_iter().collect();
-    let refused = log
-        .iter()
-        .find(|l| l.contains("WARN") && l.contains("malformed Metadata"))
-        .unwrap_or_else(|| panic!("no WARN line for a malformed Metadata:\n{}", log.join("\n")));
+    let refused = logged(&s, |l| {
+        l.contains("WARN") && l.contains("malformed Metadata")
+    });
     assert!(refused.contains("peer=\"127.0.0.1:"), "{refused}");
     let _ = s.child.kill();
 }
@@ -249,13 +263,9 @@ fn announced_bodies_that_never_arrive_block_no_one_and_are_closed() {
             "a stalled request is closed"
         );
     }
-    let log: Vec<String> = s.log.try_iter().collect();
-    assert!(
-        log.iter()
-            .any(|l| l.contains("WARN") && l.contains("request_timeout_ms")),
-        "{}",
-        log.join("\n")
-    );
+    logged(&s, |l| {
+        l.contains("WARN") && l.contains("request_timeout_ms")
+    });
 }
 
 #[test]
@@ -546,4 +556,39 @@ fn create_topics_checks_first_and_creates_all_or_nothing() {
     std::fs::remove_file(&blocker).unwrap();
     assert_eq!(create_topic(s.port, "made", 8), 0);
     assert_eq!(partition_dirs(&data, "made", ".made-5.creating").len(), 8);
+}
+
+/// GET `path` on the admin listener; the whole answer, or `None` after `limit`.
+fn admin_get(port: u16, path: &str, limit: Duration) -> Option<String> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(limit)).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn a_half_sent_admin_request_delays_no_one() {
+    let s = common::start("1", 1);
+    // Half a request line, and a header line that never ends.
+    let mut half = TcpStream::connect(("127.0.0.1", s.admin)).unwrap();
+    half.write_all(b"GET /hea").unwrap();
+    let mut endless = TcpStream::connect(("127.0.0.1", s.admin)).unwrap();
+    endless.write_all(b"GET /health HTTP/1.1\r\nX: ").unwrap();
+    endless.write_all(&[b'y'; 64 << 10]).unwrap_or(());
+    for _ in 0..3 {
+        let health = admin_get(s.admin, "/health", Duration::from_secs(2));
+        assert!(
+            health
+                .as_deref()
+                .is_some_and(|h| h.starts_with("HTTP/1.1 200")),
+            "{health:?}"
+        );
+        let metrics = admin_get(s.admin, "/metrics", Duration::from_secs(2));
+        assert!(metrics.is_some_and(|m| m.contains("tidewater_kafka_connections")));
+    }
+    // Both are answered and closed within the admin request timeout.
+    assert!(closed_within(&mut half, Duration::from_secs(15)));
+    assert!(closed_within(&mut endless, Duration::from_secs(15)));
 }
