@@ -25,6 +25,77 @@ use tidewater_shards::{partition_name, pipeline, sink, PartitionTable, Topic};
 
 /// Exit code when a core's storage failed (EIO, a failed sync): systemd restarts us.
 pub const EXIT_STORAGE_FAULT: i32 = 3;
+/// Exit code when a core cannot use what it found on disk (a file of another format,
+/// or made with other settings): a restart would fail the same way, so the unit's
+/// `RestartPreventExitStatus=` lists it beside 2 (bad settings).
+pub const EXIT_DATA_MISMATCH: i32 = 4;
+
+/// Files that say a directory is a Kafka (or Redpanda) log directory.
+const KAFKA_MARKERS: &[&str] = &[
+    "meta.properties",
+    "recovery-point-offset-checkpoint",
+    ".kafka_cleanshutdown",
+];
+
+/// What Tidewater itself puts in a data directory.
+const OWN_ENTRIES: &[&str] = &[
+    CLUSTER_META,
+    TOPICS_FILE,
+    LOCK_FILE,
+    "journal",
+    "ledger",
+    "checkpoints",
+];
+
+/// Refuses, before anything is written, directories another program made: a Kafka
+/// log directory, or a data directory that is not empty and holds nothing of ours.
+fn check_foreign(data_dir: &Path, dirs: &[&Path]) -> Result<()> {
+    for dir in dirs {
+        if let Some(m) = KAFKA_MARKERS.iter().find(|m| dir.join(m).exists()) {
+            bail!(
+                "{} holds {m}: it is a Kafka log directory, not Tidewater's; give Tidewater a directory of its own",
+                dir.display()
+            );
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Ok(()); // made fresh below
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        // A data directory is often a file system's root of its own.
+        .filter(|n| n != "lost+found")
+        .collect();
+    let ours = |n: &String| OWN_ENTRIES.contains(&n.as_str()) || n.starts_with('.');
+    if !names.is_empty() && !names.iter().any(ours) {
+        let mut shown = names.clone();
+        shown.sort();
+        shown.truncate(5);
+        bail!(
+            "data_dir {} is not empty and holds nothing of Tidewater's (found {}); use an empty directory or one Tidewater made",
+            data_dir.display(),
+            shown.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The exit code for a core that failed: [`EXIT_DATA_MISMATCH`] when what it found
+/// on disk cannot be used as it is, else 1 (systemd restarts it).
+fn failed_core_code(e: &anyhow::Error) -> i32 {
+    let mismatch = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<tidewater_io::LogError>(),
+            Some(tidewater_io::LogError::Corrupt { .. } | tidewater_io::LogError::Config(_))
+        )
+    });
+    if mismatch {
+        EXIT_DATA_MISMATCH
+    } else {
+        1
+    }
+}
 const CLUSTER_META: &str = "tidewater.meta";
 const TOPICS_FILE: &str = "topics.json";
 const LOCK_FILE: &str = "tidewater.lock";
@@ -63,6 +134,14 @@ pub fn serve(settings: Settings) -> Result<i32> {
             settings.kafka_addr.port()
         );
     }
+    check_foreign(
+        &settings.data_dir,
+        &[
+            &settings.data_dir,
+            &settings.journal_dir,
+            &settings.ledger_dir,
+        ],
+    )?;
     // One server per directory: held until the process exits.
     let _locks = lock_dirs(&[
         &settings.data_dir,
@@ -253,7 +332,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             Ok(Err(e)) => {
                 tracing::error!(shard, "core failed: {e:#}");
                 stop.store(true, Ordering::SeqCst);
-                code = code.max(1);
+                code = code.max(failed_core_code(&e));
             }
             Err(e) => {
                 tracing::error!(shard, "core's executor failed: {e}");

@@ -5,6 +5,7 @@
 mod common;
 
 use common::tidewater;
+use std::path::Path;
 
 /// Starts serve, waits for `ready`, sends `signal`, returns the exit code.
 fn serve_until(signal: i32, args: &[&str]) -> Option<i32> {
@@ -137,4 +138,81 @@ fn a_core_that_cannot_start_stops_the_whole_server() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("cannot listen on"), "{err}");
+}
+
+#[test]
+fn directories_another_program_made_are_refused_before_anything_is_written() {
+    // A Kafka log directory, as data_dir and as journal_dir.
+    let kafka = tempfile::tempdir().unwrap();
+    std::fs::write(kafka.path().join("meta.properties"), "version=1\n").unwrap();
+    std::fs::create_dir(kafka.path().join("events-0")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("notes.txt"), "mine\n").unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh_data = fresh.path().join("data");
+    let cases: [(Vec<&str>, &str, &Path); 3] = [
+        (
+            vec!["--data-dir", kafka.path().to_str().unwrap()],
+            "Kafka log directory",
+            kafka.path(),
+        ),
+        (
+            vec![
+                "--data-dir",
+                fresh_data.to_str().unwrap(),
+                "--journal-dir",
+                kafka.path().to_str().unwrap(),
+            ],
+            "Kafka log directory",
+            kafka.path(),
+        ),
+        (
+            vec!["--data-dir", other.path().to_str().unwrap()],
+            "holds nothing of Tidewater's",
+            other.path(),
+        ),
+    ];
+    for (args, why, dir) in cases {
+        let before = std::fs::read_dir(dir).unwrap().count();
+        let out = tidewater().arg("serve").args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            before,
+            "nothing written"
+        );
+    }
+}
+
+#[test]
+fn a_journal_of_other_settings_exits_4_which_systemd_does_not_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // Made with journal segments of 4 MiB (common::SMALL)...
+    assert_eq!(
+        serve_until(libc::SIGTERM, &["--cores", "1", "--data-dir", data]),
+        Some(0)
+    );
+    // ...and started with 8 MiB ones.
+    let out = tidewater()
+        .args(["serve", "--cores", "1", "--data-dir", data])
+        .args([
+            "--journal-segment-bytes",
+            "8388608",
+            "--journal-segments",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("journal_segment_bytes"), "{err}");
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/tidewater.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("RestartPreventExitStatus=2 4"));
 }

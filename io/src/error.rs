@@ -17,7 +17,7 @@ pub enum LogError {
         source: io::Error,
     },
     /// A device is full: nothing was acknowledged for the failed appends.
-    #[error("no space left: {op} {path}: {source}; free space on that device or lower retention; appends resume once the ledger can be written")]
+    #[error("no space left: {op} {path}: {source}; {}", no_space_advice(op))]
     NoSpace {
         op: &'static str,
         path: PathBuf,
@@ -38,7 +38,7 @@ pub enum LogError {
     EmptyBatch,
     #[error("partition limit reached: partitions_max = {0} per core")]
     TooManyPartitions(usize),
-    #[error("invalid partition name {0:?}: use 1-200 characters of [A-Za-z0-9._-], not starting with a dot")]
+    #[error("invalid partition name {0:?}: use 1-240 characters of [A-Za-z0-9._-], not starting with a dot")]
     BadPartitionName(String),
     /// A read asked for an offset the partition does not hold.
     #[error("partition {partition}: offset {offset} is out of range [{start}, {end}]")]
@@ -54,6 +54,15 @@ pub enum LogError {
     /// A shared failure reported to every append of one flush.
     #[error("{0}")]
     Shared(Arc<LogError>),
+}
+
+/// What an operator can do about a full device, by what was being written.
+fn no_space_advice(op: &str) -> &'static str {
+    if op.ends_with("journal segment") {
+        "the journal ring is allocated whole at first start (journal_segment_bytes x journal_segments per core): free space on that device or lower those settings"
+    } else {
+        "free space on that device or lower retention; appends resume once the ledger can be written"
+    }
 }
 
 impl LogError {
@@ -88,3 +97,22 @@ impl LogError {
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_device_is_explained_by_what_was_being_written() {
+        let full = || io::Error::from_raw_os_error(libc::ENOSPC);
+        let journal = LogError::io("allocating journal segment", Path::new("j"), full());
+        assert!(journal.is_no_space());
+        let text = journal.to_string();
+        assert!(
+            text.contains("journal_segments") && !text.contains("retention"),
+            "{text}"
+        );
+        let ledger = LogError::io("allocating", Path::new("l"), full()).to_string();
+        assert!(ledger.contains("retention"), "{ledger}");
+    }
+}

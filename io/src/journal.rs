@@ -174,7 +174,7 @@ async fn create_segment(path: &Path, bytes: u64) -> Result<DmaFile> {
     let file = open_rw(&tmp, true).await?;
     file.pre_allocate(bytes, false)
         .await
-        .map_err(|e| LogError::io("allocating", &tmp, e))?;
+        .map_err(|e| LogError::io("allocating journal segment", &tmp, e))?;
     let mut pos = 0u64;
     while pos < bytes {
         let len = ZERO_FILL_BYTES.min((bytes - pos) as usize);
@@ -182,7 +182,7 @@ async fn create_segment(path: &Path, bytes: u64) -> Result<DmaFile> {
         buf.as_bytes_mut().fill(0);
         file.write_at(buf, pos)
             .await
-            .map_err(|e| LogError::io("zero-filling", &tmp, e))?;
+            .map_err(|e| LogError::io("zero-filling journal segment", &tmp, e))?;
         pos += len as u64;
     }
     file.fdatasync()
