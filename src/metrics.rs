@@ -105,6 +105,10 @@ pub struct Metrics {
     timer_lateness: Hist,
     journal_write_seconds: Hist,
     group_commit: Hist,
+    recovery_damaged: Family<Labels, Gauge>,
+    recovery_lost: Family<Labels, Gauge>,
+    /// Why the server runs degraded (media damage found at start), one line a core.
+    degraded: std::sync::Mutex<Vec<String>>,
     /// Cores that finished starting; the server is healthy when all did.
     pub ready_cores: AtomicUsize,
     pub cores: usize,
@@ -267,11 +271,39 @@ impl Metrics {
                 "Appends carried by one journal write (group commit size)",
                 commit_buckets
             ),
+            recovery_damaged: fam!(
+                "recovery_journal_damage",
+                "Damaged journal ranges with valid frames after them (media damage) found at the last start; the segment is copied to <journal_dir>.damaged"
+            ),
+            recovery_lost: fam!(
+                "recovery_lost_offsets",
+                "Offsets whose records only a damaged journal frame held, found at the last start (consumers skip them; jobs count them as dead letters)"
+            ),
+            degraded: std::sync::Mutex::new(Vec::new()),
             registry: r,
             ready_cores: AtomicUsize::new(0),
             cores,
             stopping: AtomicBool::new(false),
             savepoints: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// What a core's recovery found: damage makes the server run degraded.
+    pub fn recovered(&self, shard: u32, report: &tidewater_io::RecoveryReport) {
+        let l = labels(&[("shard", &shard.to_string())]);
+        self.recovery_damaged
+            .get_or_create(&l)
+            .set(report.damaged.len() as i64);
+        let lost: u64 = report.lost.iter().map(|l| l.to - l.from).sum();
+        self.recovery_lost.get_or_create(&l).set(lost as i64);
+        if report.degraded() {
+            let line = format!(
+                "core {shard}: journal damage at start ({} range(s), {lost} offset(s) lost; see the log and <journal_dir>.damaged)",
+                report.damaged.len()
+            );
+            if let Ok(mut d) = self.degraded.lock() {
+                d.push(line);
+            }
         }
     }
 
@@ -726,7 +758,13 @@ fn admin_request(m: &Metrics, mut conn: std::net::TcpStream) {
                     format!("starting: {ready} of {} cores ready\n", m.cores),
                 )
             } else {
-                ("200 OK", "text/plain", "ok\n".to_string())
+                let degraded = m.degraded.lock().map(|d| d.join("; ")).unwrap_or_default();
+                if degraded.is_empty() {
+                    ("200 OK", "text/plain", "ok\n".to_string())
+                } else {
+                    // Serving, so 200; the body says what an operator must look at.
+                    ("200 OK", "text/plain", format!("degraded: {degraded}\n"))
+                }
             }
         }
         _ => (

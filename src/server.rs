@@ -367,6 +367,7 @@ async fn run_shard(
             cfg.ledger_dir.display()
         )
     })?;
+    metrics.recovered(shard, &report);
     for name in &deleted {
         if log
             .delete_partition(name)

@@ -592,3 +592,102 @@ fn a_half_sent_admin_request_delays_no_one() {
     assert!(closed_within(&mut half, Duration::from_secs(15)));
     assert!(closed_within(&mut endless, Duration::from_secs(15)));
 }
+
+#[test]
+fn one_flipped_byte_in_the_journal_loses_only_its_frame_and_says_so() {
+    // The ledger is held back, so acknowledged records live only in the journal.
+    let hold = [
+        "--cores",
+        "1",
+        "--ledger-flush-interval-ms",
+        "3600000",
+        "--ledger-flush-bytes",
+        "67108864",
+    ];
+    let mut s = common::start_with("1", 1, &hold[2..]);
+    for i in 0..20u8 {
+        let value = format!("m-{i:02}");
+        assert_eq!(
+            produce(s.port, -1, batch_of(&record(0, value.as_bytes()), 1, 0)),
+            0
+        );
+    }
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    // Flip one byte in the middle of the 11th frame's payload.
+    let data = s.dir.path().join("data");
+    let shard = data.join("journal/shard-0");
+    let mut damaged = None;
+    for e in std::fs::read_dir(&shard).unwrap() {
+        let path = e.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let frames: Vec<(usize, usize)> =
+            tidewater_io::frame::Scanner::new(&bytes, tidewater_io::frame::BLOCK, bytes.len())
+                .filter_map(|st| match st {
+                    tidewater_io::frame::Step::Frame { pos, header }
+                        if header.kind == tidewater_io::frame::Kind::Data =>
+                    {
+                        Some((pos, header.frame_len()))
+                    }
+                    _ => None,
+                })
+                .collect();
+        if frames.len() == 20 {
+            let (pos, len) = frames[10];
+            let mut bytes = bytes;
+            bytes[pos + len - 20] ^= 0x01;
+            std::fs::write(&path, &bytes).unwrap();
+            damaged = Some(path);
+        }
+    }
+    let damaged = damaged.expect("a segment with the 20 frames");
+    let cfg = s.dir.path().join("t.toml");
+    let mut args = vec![
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&hold);
+    let (child, port, admin, log) = common::serve_with_admin(&args);
+    let s2 = common::Server {
+        child,
+        port,
+        admin,
+        log,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    // Every other record is there, at its own offset; the lost one is skipped.
+    let broker = format!("127.0.0.1:{port}");
+    let out = common::consume(&broker, "events", "%o %s\n");
+    let want: String = (0..20u8)
+        .filter(|&i| i != 10)
+        .map(|i| format!("{i} m-{i:02}\n"))
+        .collect();
+    assert_eq!(out, want);
+    // Said loudly: the file, the offsets, a metric and /health.
+    let name = damaged.file_name().unwrap().to_string_lossy().into_owned();
+    logged(&s2, |l| {
+        l.contains("ERROR") && l.contains("journal damage") && l.contains(&name)
+    });
+    logged(&s2, |l| {
+        l.contains("partition events-0 offsets 10..11 lost")
+    });
+    let health = admin_get(admin, "/health", Duration::from_secs(5)).unwrap();
+    assert!(health.contains("degraded"), "{health}");
+    let metrics = admin_get(admin, "/metrics", Duration::from_secs(5)).unwrap();
+    assert!(
+        metrics.contains("tidewater_recovery_lost_offsets{shard=\"0\"} 1"),
+        "{metrics}"
+    );
+    // The segment as found was kept aside.
+    assert_eq!(
+        std::fs::read_dir(data.join("journal/shard-0.damaged"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // And new records continue after the lost offset.
+    assert_eq!(produce(port, -1, batch_of(&record(0, b"after"), 1, 0)), 0);
+    assert!(common::consume(&broker, "events", "%o %s\n").ends_with("20 after\n"));
+}

@@ -34,7 +34,7 @@ pub enum LogError {
     UnknownPartition(u32),
     #[error("batch of {len} bytes exceeds batch_bytes_max = {max}")]
     BatchTooLarge { len: usize, max: usize },
-    #[error("batch must cover at least one record")]
+    #[error("batch must cover at least one record and hold at least one byte")]
     EmptyBatch,
     #[error("partition limit reached: partitions_max = {0} per core")]
     TooManyPartitions(usize),

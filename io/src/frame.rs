@@ -276,6 +276,46 @@ pub fn decode_own(src: &[u8]) -> Header {
     header
 }
 
+/// The first valid frame at or after `from` whose raw header `wanted` accepts:
+/// where a scan that met damage picks up again. The header's kind, version and
+/// length are checked before `wanted`, and the checksum last, so most positions cost
+/// a few byte compares. Only data and seal frames are found (a PAD frame proves
+/// nothing about the sequence). Bounded by `buf`: the caller passes one segment.
+pub fn resync(
+    buf: &[u8],
+    from: usize,
+    payload_len_max: usize,
+    wanted: impl Fn(&Header) -> bool,
+) -> Option<(usize, Header)> {
+    let mut pos = frame_start(from);
+    while pos + HEADER_LEN <= buf.len() {
+        let head = &buf[pos..pos + HEADER_LEN];
+        let kind = match (head[8], head[9]) {
+            (1, VERSION) => Some(Kind::Data),
+            (3, VERSION) => Some(Kind::Seal),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let raw = header_fields(head, kind);
+            if raw.payload_len as usize <= payload_len_max
+                && wanted(&raw)
+                && decode(&buf[pos..], payload_len_max) == Ok(raw)
+            {
+                return Some((pos, raw));
+            }
+        }
+        pos = frame_start(pos + 1);
+    }
+    None
+}
+
+/// The header fields at the start of `bytes` as they are, unchecked, when its kind
+/// and version bytes name a data frame: a damaged frame's best guess at what it held.
+pub fn guess_data_header(bytes: &[u8]) -> Option<Header> {
+    let head = bytes.get(..HEADER_LEN)?;
+    (head[8] == Kind::Data as u8 && head[9] == VERSION).then(|| header_fields(head, Kind::Data))
+}
+
 /// One step of a scan over a frame stream that starts on a block boundary.
 #[derive(Debug)]
 pub enum Step {
@@ -402,6 +442,25 @@ mod tests {
             assert!(decode(&bad, 1 << 20).is_err(), "flip at {i} not caught");
         }
         assert_eq!(decode(&buf, 1 << 20).unwrap().payload_len, 11);
+    }
+
+    #[test]
+    fn a_scan_picks_up_again_at_the_next_valid_frame_after_damage() {
+        let buf = frames(90, 100);
+        let steps: Vec<Step> = Scanner::new(&buf, 0, 1 << 20).collect();
+        let Step::Frame { pos: at, .. } = steps[40] else {
+            panic!()
+        };
+        for flip in [at, at + 9, at + 20, at + HEADER_LEN + 50] {
+            let mut bad = buf.clone();
+            bad[flip] ^= 0x10;
+            let from = at + 1;
+            let (pos, h) = resync(&bad, from, 1 << 20, |h| h.seq > 41).expect("found");
+            assert_eq!(h.seq, 42, "flip at {flip}");
+            assert!(matches!(steps[41], Step::Frame { pos: p, .. } if p == pos));
+        }
+        // Nothing after the last frame: nothing found.
+        assert_eq!(resync(&buf, at + 1, 1 << 20, |h| h.seq > 1000), None);
     }
 
     #[test]

@@ -139,6 +139,43 @@ pub struct SegmentScan {
     pub sealed: bool,
     /// Set when the segment ended on damage rather than on a clean end.
     pub damage: Option<Dropped>,
+    /// Damage with valid frames after it, where the scan picked up again.
+    pub damaged: Vec<Damaged>,
+}
+
+/// Frames that failed their checks with valid frames of later sequence numbers
+/// after them in the same segment: media damage, not a torn tail (a torn write has
+/// nothing valid after it). Recovery keeps every valid frame on both sides.
+#[derive(Clone, Debug)]
+pub struct Damaged {
+    pub path: PathBuf,
+    /// Byte offset in the segment where the damage starts, and where the next valid
+    /// frame begins.
+    pub offset: u64,
+    pub resumed_at: u64,
+    /// Sequence numbers of the frames lost: `first_seq..next_seq`.
+    pub first_seq: u64,
+    pub next_seq: u64,
+    pub reason: String,
+    /// The damaged frame's header as far as it can be read (unverified).
+    pub guess: Option<Header>,
+    /// How many of the segment's valid frames come before the damage.
+    pub frames_before: usize,
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes {}..{}: {}; frames seq {}..{} unreadable, valid frames follow",
+            self.path.display(),
+            self.offset,
+            self.resumed_at,
+            self.reason,
+            self.first_seq,
+            self.next_seq
+        )
+    }
 }
 
 fn slot_path(dir: &Path, index: usize) -> PathBuf {
@@ -388,6 +425,8 @@ impl Journal {
     }
 
     /// Scans segment bytes from block 1, expecting sequence numbers from `expected`.
+    /// Damage followed by valid frames of later sequence numbers is skipped (and
+    /// listed in `damaged`); damage with nothing valid after it ends the scan.
     pub fn scan(path: &Path, bytes: &[u8], expected: u64, recycled: bool) -> SegmentScan {
         let mut scan = SegmentScan {
             frames: Vec::new(),
@@ -395,7 +434,24 @@ impl Journal {
             end_pos: BLOCK,
             sealed: false,
             damage: None,
+            damaged: Vec::new(),
         };
+        let mut start = BLOCK;
+        while let Some(resumed) = Self::scan_from(path, bytes, start, recycled, &mut scan) {
+            start = resumed;
+        }
+        scan
+    }
+
+    /// Scans from `start` until a clean end, a seal, or damage; returns where to go
+    /// on when the damage has valid frames of later sequence numbers after it.
+    fn scan_from(
+        path: &Path,
+        bytes: &[u8],
+        start: usize,
+        recycled: bool,
+        scan: &mut SegmentScan,
+    ) -> Option<usize> {
         let damage = |pos: usize, reason: String| {
             Some(Dropped {
                 path: path.to_path_buf(),
@@ -403,13 +459,13 @@ impl Journal {
                 reason,
             })
         };
-        for step in frame::Scanner::new(bytes, BLOCK, bytes.len()) {
+        for step in frame::Scanner::new(bytes, start, bytes.len()) {
             match step {
                 Step::Frame { pos, header } if header.seq != scan.next_seq => {
                     scan.end_pos = pos;
                     if recycled && header.seq < scan.next_seq {
                         // An older frame left by the segment's previous use: a clean end.
-                        break;
+                        return None;
                     }
                     scan.damage = damage(
                         pos,
@@ -418,19 +474,19 @@ impl Journal {
                             header.seq, scan.next_seq
                         ),
                     );
-                    break;
+                    return None;
                 }
                 Step::Frame { pos, header } if header.kind == Kind::Seal => {
                     scan.end_pos = pos + HEADER_LEN;
                     scan.sealed = true;
-                    break;
+                    return None;
                 }
                 Step::Frame { pos, header } => {
                     if header.record_count == 0 {
                         scan.end_pos = pos;
                         scan.damage =
                             damage(pos, format!("frame seq {} covers no records", header.seq));
-                        break;
+                        return None;
                     }
                     scan.frames.push((pos, header));
                     scan.next_seq += 1;
@@ -442,13 +498,33 @@ impl Journal {
                     // In a reused segment, the bytes after our end may be an older
                     // frame of its previous use (older sequence number): a clean end.
                     let stale = recycled && looks_stale(rest, scan.next_seq);
-                    if why != Invalid::Zeroed && !stale {
-                        scan.damage = damage(pos, why.to_string());
+                    if why == Invalid::Zeroed || stale {
+                        return None;
                     }
+                    let expected = scan.next_seq;
+                    // Frames a segment can hold bound how far the sequence may jump.
+                    let gap_max = (bytes.len() / HEADER_LEN) as u64;
+                    let later = |h: &Header| h.seq > expected && h.seq - expected <= gap_max;
+                    let Some((at, next)) = frame::resync(bytes, pos + 1, bytes.len(), later) else {
+                        scan.damage = damage(pos, why.to_string());
+                        return None;
+                    };
+                    scan.damaged.push(Damaged {
+                        path: path.to_path_buf(),
+                        offset: pos as u64,
+                        resumed_at: at as u64,
+                        first_seq: expected,
+                        next_seq: next.seq,
+                        reason: why.to_string(),
+                        guess: frame::guess_data_header(rest),
+                        frames_before: scan.frames.len(),
+                    });
+                    scan.next_seq = next.seq;
+                    return Some(at);
                 }
             }
         }
-        scan
+        None
     }
 
     /// After recovery replayed the chain: seal the last kept segment at `end_pos` so

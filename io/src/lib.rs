@@ -21,6 +21,6 @@ mod wait;
 
 pub use config::{Durability, LogConfig};
 pub use error::{LogError, Result};
-pub use journal::Dropped;
+pub use journal::{Damaged, Dropped};
 pub use ledger::Entry;
-pub use log::{Appended, LogStats, RecoveryReport, Reserved, ShardLog};
+pub use log::{Appended, LogStats, Lost, RecoveryReport, Reserved, ShardLog};

@@ -10,13 +10,13 @@
 use crate::config::{Durability, LogConfig};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, BLOCK, HEADER_LEN};
-use crate::journal::{Dropped, Journal, RecoveredEnd};
+use crate::journal::{Damaged, Dropped, Journal, RecoveredEnd};
 use crate::ledger::{Entry, Ledger, LedgerLimits};
 use crate::wait::{Notify, Outcome};
 use glommio::io::DmaBuffer;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,8 +61,46 @@ pub struct RecoveryReport {
     pub frames_scanned: u64,
     /// What was not kept, where and why.
     pub dropped: Vec<Dropped>,
+    /// Journal damage with valid frames after it (media damage): every valid frame
+    /// on both sides was kept; the damaged segment was copied aside first.
+    pub damaged: Vec<Damaged>,
+    /// Offsets whose records only a damaged frame held: kept in the ledger as
+    /// entries with no payload, so offsets stay dense and readers see the loss.
+    pub lost: Vec<Lost>,
     /// Index files rebuilt from their segments.
     pub indexes_rebuilt: Vec<PathBuf>,
+}
+
+/// Offsets of a partition whose records were lost to journal damage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lost {
+    pub partition: String,
+    pub from: u64,
+    pub to: u64,
+    /// The damaged segment and the byte offset of the damage.
+    pub path: PathBuf,
+    pub offset: u64,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "partition {} offsets {}..{} lost: their only copy was the damaged journal frame at {} byte {}",
+            self.partition,
+            self.from,
+            self.to,
+            self.path.display(),
+            self.offset
+        )
+    }
+}
+
+impl RecoveryReport {
+    /// True when recovery found media damage: the server runs, but degraded.
+    pub fn degraded(&self) -> bool {
+        !self.damaged.is_empty()
+    }
 }
 
 /// Counters of the log (read by metrics and benchmarks).
@@ -235,6 +273,12 @@ impl ShardLog {
         for d in &report.dropped {
             tracing::warn!("recovery dropped {d}");
         }
+        for d in &report.damaged {
+            tracing::error!("journal damage: {d}; every valid frame around it was kept");
+        }
+        for l in &report.lost {
+            tracing::error!("{l}");
+        }
         let driver = Driver {
             shared: shared.clone(),
             journal,
@@ -389,7 +433,8 @@ impl ShardLog {
                 max: sh.cfg.batch_bytes_max,
             });
         }
-        if record_count == 0 {
+        // An empty payload is how the ledger marks offsets lost to media damage.
+        if record_count == 0 || batch.is_empty() {
             return Err(LogError::EmptyBatch);
         }
         let need = HEADER_LEN + batch.len() + HEADER_LEN;
@@ -596,6 +641,9 @@ async fn replay(
     let mut next_seq = chain.first().map_or(1, |&(_, first)| first.max(1));
     let mut end: Option<RecoveredEnd> = None;
     let mut broken: HashMap<u32, ()> = HashMap::new();
+    // Media damage met so far: a partition's next frame beyond its ledger's end
+    // then means the frames between were lost in it.
+    let mut damage_seen = false;
     for (i, &(slot, first_seq)) in chain.iter().enumerate() {
         let path = journal.slot_path(slot).to_path_buf();
         if i > 0 && first_seq != next_seq {
@@ -612,9 +660,17 @@ async fn replay(
         let scan = Journal::scan(&path, &bytes, next_seq, journal.is_reused(slot));
         report.journal_segments_scanned += 1;
         report.frames_scanned += scan.frames.len() as u64;
+        if !scan.damaged.is_empty() {
+            // Evidence first: nothing writes to the segment before its copy exists.
+            copy_aside(&path, first_seq, &bytes)?;
+        }
         {
             let mut l = ledger.borrow_mut();
-            for &(pos, header) in &scan.frames {
+            let mut damage = scan.damaged.iter().peekable();
+            for (i, &(pos, header)) in scan.frames.iter().enumerate() {
+                if damage.next_if(|d| d.frames_before == i).is_some() {
+                    damage_seen = true;
+                }
                 let Some(p) = l.partition(header.partition) else {
                     if l.is_deleted(header.partition) {
                         continue;
@@ -633,6 +689,23 @@ async fn replay(
                 if broken.contains_key(&header.partition) || header.end_offset() <= have {
                     continue;
                 }
+                if header.base_offset > have && damage_seen {
+                    // The frames between were in the damaged bytes.
+                    let d = scan
+                        .damaged
+                        .last()
+                        .map_or((path.clone(), 0), |d| (d.path.clone(), d.offset));
+                    fill_lost(
+                        &mut l,
+                        header.partition,
+                        (have, header.base_offset),
+                        header.seq,
+                        d,
+                        report,
+                    );
+                }
+                let p = l.partition(header.partition).expect("checked above");
+                let have = p.next_offset();
                 if header.base_offset != have {
                     report.dropped.push(Dropped {
                         path: path.clone(),
@@ -648,7 +721,9 @@ async fn replay(
                 l.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
                 report.frames_restored += 1;
             }
+            damage_seen |= damage.next().is_some();
         }
+        report.damaged.extend(scan.damaged.iter().cloned());
         journal.set_last_seq(slot, scan.next_seq - 1);
         next_seq = scan.next_seq;
         end = Some(RecoveredEnd {
@@ -684,8 +759,97 @@ async fn replay(
             break;
         }
     }
+    // A damaged frame that no later frame of its partition followed: its own header,
+    // where it agrees with the bytes around it, says which offsets it held.
+    let damaged = report.damaged.clone();
+    for d in &damaged {
+        fill_guessed(&mut ledger.borrow_mut(), d, report);
+    }
     journal.finish_recovery(end).await?;
     Ok(next_seq)
+}
+
+/// Copies a damaged journal segment to `<journal dir>.damaged/` before recovery
+/// writes anything to it, so the evidence survives for whoever looks into it.
+fn copy_aside(path: &Path, first_seq: u64, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let aside = dir.with_file_name(format!(
+        "{}.damaged",
+        dir.file_name()
+            .map_or("journal".into(), |n| n.to_string_lossy())
+    ));
+    std::fs::create_dir_all(&aside).map_err(|e| LogError::io("creating", &aside, e))?;
+    // Named by the segment's use (its first sequence number): a restart before the
+    // segment is reused finds the same damage and keeps the one copy.
+    let name = path
+        .file_name()
+        .map_or("segment".into(), |n| n.to_string_lossy());
+    let copy = aside.join(format!("{name}.from-seq-{first_seq}"));
+    if copy.exists() {
+        return Ok(());
+    }
+    std::fs::write(&copy, bytes)
+        .and_then(|()| std::fs::File::open(&copy)?.sync_all())
+        .map_err(|e| LogError::io("copying a damaged journal segment to", &copy, e))?;
+    crate::journal::sync_dir(&aside)?;
+    tracing::error!(
+        "damaged journal segment {} copied to {}",
+        path.display(),
+        copy.display()
+    );
+    Ok(())
+}
+
+/// Keeps offsets `from..to` of `partition` dense with an entry of no payload, and
+/// reports them lost.
+fn fill_lost(
+    l: &mut Ledger,
+    partition: u32,
+    (from, to): (u64, u64),
+    seq: u64,
+    (path, offset): (PathBuf, u64),
+    report: &mut RecoveryReport,
+) {
+    let count = u32::try_from(to - from).expect("a damaged frame covers at most u32 offsets");
+    let mut bytes = vec![0u8; HEADER_LEN];
+    let header = Header::data(partition, seq, from, count, 0);
+    frame::encode(&mut bytes, &header, &[]);
+    l.push_frame(&header, &bytes);
+    let name = l
+        .partition(partition)
+        .map_or(String::new(), |p| p.name.clone());
+    report.lost.push(Lost {
+        partition: name,
+        from,
+        to,
+        path,
+        offset,
+    });
+}
+
+/// When a damaged frame's header reads as the last frame of its partition (its
+/// sequence number, its offset and its length agree with what is around it), its
+/// offsets are kept as lost, unless the ledger holds them already. Called after
+/// every frame is replayed: a later frame of the partition fills the gap exactly
+/// and wins over a header that may itself be damaged.
+fn fill_guessed(l: &mut Ledger, d: &Damaged, report: &mut RecoveryReport) {
+    let Some(g) = d.guess else { return };
+    let Some(p) = l.partition(g.partition) else {
+        return;
+    };
+    let end = frame::frame_start(d.offset as usize + g.frame_len());
+    let fits = d.resumed_at as usize == end || d.resumed_at as usize == frame::align_up(end);
+    if !fits || g.seq != d.first_seq || g.record_count == 0 || g.base_offset != p.next_offset() {
+        return;
+    }
+    fill_lost(
+        l,
+        g.partition,
+        (g.base_offset, g.end_offset()),
+        g.seq,
+        (d.path.clone(), d.offset),
+        report,
+    );
 }
 
 /// Writes ledger chunks. With `all`, every frame durable in the journal when called

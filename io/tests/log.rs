@@ -380,8 +380,26 @@ fn active_segment(journal_dir: &Path) -> PathBuf {
     best.unwrap()
 }
 
+/// Checks a partition read back after one frame (`lost`) was lost to damage: every
+/// other entry as appended, the lost one kept as an entry of no payload.
+fn check_dense_but_lost(entries: &[tidewater_io::Entry], p: u32, n: usize, lost: usize) {
+    assert_eq!(entries.len(), n, "one entry per frame");
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.base_offset, i as u64, "partition {p} entry {i}");
+        assert_eq!(e.record_count, 1);
+        if i == lost {
+            assert!(e.payload.is_empty(), "the lost frame's entry holds nothing");
+        } else {
+            assert_eq!(
+                e.payload,
+                payload(p, i as u64, e.payload.len() - format!("p{p} i{i} ").len())
+            );
+        }
+    }
+}
+
 #[test]
-fn torn_and_flipped_journal_tails_keep_exactly_the_valid_prefix() {
+fn torn_tails_keep_the_valid_prefix_and_flipped_frames_lose_only_themselves() {
     let pristine = tempfile::tempdir().unwrap();
     let n = 40u64;
     let cfg = journal_only_log(pristine.path(), n);
@@ -420,8 +438,13 @@ fn torn_and_flipped_journal_tails_keep_exactly_the_valid_prefix() {
                     std::fs::remove_dir_all(&w).unwrap();
                     continue;
                 }
+                // A flip in any frame but the last has valid frames after it: media
+                // damage, where only that frame is lost. A flip in the last frame
+                // cannot be told from a torn write: the valid prefix is kept.
+                let resynced = case == "flip" && hit.unwrap() + 1 < frames2.len();
                 let keep = match case {
                     "cut" => frames2.iter().filter(|&&(_, e)| e <= pos).count(),
+                    _ if resynced => frames2.len(),
                     _ => hit.unwrap(),
                 } as u64;
                 let mut c = small_config(&w);
@@ -437,8 +460,30 @@ fn torn_and_flipped_journal_tails_keep_exactly_the_valid_prefix() {
                     report.dropped
                 );
                 let entries = read_all(&log, p).await;
-                check_dense(&entries, p, &vec![1; keep as usize]);
+                if resynced {
+                    let lost = hit.unwrap();
+                    check_dense_but_lost(&entries, p, keep as usize, lost);
+                    assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+                    assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
+                    assert_eq!(report.damaged[0].offset as usize, frames2[lost].0);
+                    assert_eq!(report.lost.len(), 1, "{:?}", report.lost);
+                    let l = &report.lost[0];
+                    assert_eq!(
+                        (l.partition.as_str(), l.from, l.to),
+                        ("p", lost as u64, lost as u64 + 1)
+                    );
+                    assert!(report.degraded());
+                    // The segment as it was found, copied aside before any write.
+                    let aside: Vec<_> = std::fs::read_dir(w.join("journal.damaged"))
+                        .unwrap()
+                        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                        .collect();
+                    assert_eq!(aside, vec![bytes.clone()]);
+                } else {
+                    check_dense(&entries, p, &vec![1; keep as usize]);
+                }
                 match hit.map(|h| frames2[h].0) {
+                    _ if resynced => {}
                     // Damage inside a frame: reported with the frame's file and offset.
                     Some(start) if start != pos || case == "flip" => {
                         assert_eq!(
@@ -470,11 +515,18 @@ fn torn_and_flipped_journal_tails_keep_exactly_the_valid_prefix() {
                 drop(log);
                 let (log, report) = ShardLog::open(c).await.unwrap();
                 assert!(
-                    report.dropped.is_empty(),
-                    "{case} at {pos}: second recovery {:?}",
-                    report.dropped
+                    report.dropped.is_empty() && report.lost.is_empty(),
+                    "{case} at {pos}: second recovery {:?} {:?}",
+                    report.dropped,
+                    report.lost
                 );
-                check_dense(&read_all(&log, p).await, p, &vec![1; keep as usize + 1]);
+                let entries = read_all(&log, p).await;
+                if resynced {
+                    check_dense_but_lost(&entries[..keep as usize], p, keep as usize, hit.unwrap());
+                    assert_eq!(entries.len() as u64, keep + 1);
+                } else {
+                    check_dense(&entries, p, &vec![1; keep as usize + 1]);
+                }
                 log.close().await.unwrap();
                 std::fs::remove_dir_all(&w).unwrap();
             }
@@ -1049,4 +1101,135 @@ fn a_full_ledger_device_fails_appends_and_they_resume_when_space_returns() {
     });
     run(restarted_holds(cfg, "full", acked)).unwrap();
     drop(fs);
+}
+
+/// (start, end, partition id, base offset) of every data frame of a journal segment.
+fn frames_with_owner(path: &Path) -> Vec<(usize, usize, u32, u64)> {
+    let bytes = std::fs::read(path).unwrap();
+    frame::Scanner::new(&bytes, frame::BLOCK, bytes.len())
+        .filter_map(|s| match s {
+            Step::Frame { pos, header } if header.kind == frame::Kind::Data => Some((
+                pos,
+                pos + header.frame_len(),
+                header.partition,
+                header.base_offset,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn media_damage_anywhere_loses_at_most_the_damaged_frame_with_the_ledger_behind_or_ahead() {
+    for ledger_ahead in [false, true] {
+        let pristine = tempfile::tempdir().unwrap();
+        let mut cfg = small_config(pristine.path());
+        cfg.ledger_flush_interval_ms = 3_600_000;
+        cfg.ledger_flush_bytes = 1 << 20;
+        cfg.ledger_segment_bytes = 4 << 20;
+        let c = cfg.clone();
+        // a and b interleaved, then b alone: a's last frame has only b's after it.
+        let counts = run(async move {
+            let (log, _) = ShardLog::open(c).await.unwrap();
+            let a = log.create_partition("a").unwrap();
+            let b = log.create_partition("b").unwrap();
+            let mut n = [0u64; 2];
+            // One journal write (a block or more) each: 50 fit one 256 KiB segment.
+            for i in 0..50u64 {
+                let p = if i < 36 && i % 2 == 0 { a } else { b };
+                let k = (p == b) as usize;
+                log.append(p, &payload(p, n[k], 100), 1, 7).await.unwrap();
+                n[k] += 1;
+            }
+            if ledger_ahead {
+                log.close().await.unwrap();
+            } else {
+                drop(log); // a crash: the ledger holds nothing yet
+            }
+            n
+        });
+        let seg = active_segment(&cfg.journal_dir);
+        let seg_name = seg.file_name().unwrap().to_owned();
+        let frames = frames_with_owner(&seg);
+        assert_eq!(frames.len(), 50);
+        let last_end = frames.last().unwrap().1;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let mut positions: Vec<usize> = (0..40)
+            .map(|_| rng.gen_range(frame::BLOCK..last_end))
+            .collect();
+        // Every frame boundary too: each frame's first and last byte.
+        positions.extend(frames.iter().flat_map(|f| [f.0, f.1 - 1]));
+        let root = pristine.path().to_path_buf();
+        run(async move {
+            let work = tempfile::tempdir().unwrap();
+            for pos in positions {
+                let w = work.path().join(format!("flip-{pos}"));
+                copy_dir(&root, &w);
+                let seg = w.join("journal").join(&seg_name);
+                let mut bytes = std::fs::read(&seg).unwrap();
+                bytes[pos] ^= 0x5a;
+                std::fs::write(&seg, &bytes).unwrap();
+                let hit = frames.iter().position(|f| pos >= f.0 && pos < f.1);
+                let mut c = small_config(&w);
+                c.ledger_flush_interval_ms = 3_600_000;
+                c.ledger_segment_bytes = 4 << 20;
+                let (log, report) = ShardLog::open(c).await.unwrap();
+                let at = format!(
+                    "ledger ahead {ledger_ahead}, flip at {pos} (frame {hit:?}): {:?} {:?} {:?}",
+                    report.dropped, report.damaged, report.lost
+                );
+                let mut empty = 0;
+                for (k, name) in ["a", "b"].iter().enumerate() {
+                    let p = log.partition_id(name).unwrap();
+                    let entries = read_all(&log, p).await;
+                    let hw = log.high_watermark(p).unwrap();
+                    // Dense from 0, every entry with data exactly as appended.
+                    for (i, e) in entries.iter().enumerate() {
+                        assert_eq!(e.base_offset, i as u64, "{at}");
+                        if e.payload.is_empty() {
+                            empty += 1;
+                            continue;
+                        }
+                        let want =
+                            payload(p, i as u64, e.payload.len() - format!("p{p} i{i} ").len());
+                        assert_eq!(e.payload, want, "{at}");
+                    }
+                    // Only the damaged frame can be missing, and only when it is the
+                    // last of its partition (then its header could not be trusted),
+                    // or the last of the journal (a torn tail).
+                    let own_hit = hit.filter(|&h| frames[h].2 == p);
+                    let missing = counts[k] - hw;
+                    match own_hit {
+                        _ if ledger_ahead => assert_eq!(missing, 0, "{at}"),
+                        None => assert_eq!(missing, 0, "{at}"),
+                        Some(h) => {
+                            let last_of_partition = frames[h + 1..].iter().all(|f| f.2 != p);
+                            let last_of_journal = h + 1 == frames.len();
+                            // A flip in the payload leaves the header readable: its
+                            // offsets are kept, as lost, unless it is a torn tail.
+                            let header_intact = pos >= frames[h].0 + frame::HEADER_LEN;
+                            if header_intact && !last_of_journal {
+                                assert_eq!(missing, 0, "{at}");
+                            }
+                            assert!(missing == 0 || (missing == 1 && last_of_partition), "{at}");
+                        }
+                    }
+                }
+                assert!(empty <= 1, "{at}");
+                if ledger_ahead {
+                    assert_eq!(empty, 0, "{at}");
+                    assert!(report.lost.is_empty(), "{at}");
+                }
+                assert_eq!(report.lost.len(), empty, "{at}");
+                // Damage inside any frame but the journal's last is media damage,
+                // reported as such.
+                if hit.is_some_and(|h| h + 1 < frames.len()) {
+                    assert!(report.degraded(), "{at}");
+                    assert!(report.damaged[0].path.ends_with(&seg_name), "{at}");
+                }
+                log.close().await.unwrap();
+                std::fs::remove_dir_all(&w).unwrap();
+            }
+        });
+    }
 }

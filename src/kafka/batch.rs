@@ -118,6 +118,39 @@ pub fn peek(bytes: &[u8]) -> Option<(usize, u32)> {
     (len <= bytes.len()).then_some((len, count))
 }
 
+/// A control batch covering `count` offsets (base offset 0, set when served) that
+/// holds one COMMIT marker of no producer: what a Fetch sends for offsets whose
+/// records were lost to journal damage. Every Kafka consumer skips control batches
+/// and moves past their last offset, as it does past a transaction's marker.
+pub fn lost_marker(count: u32) -> Vec<u8> {
+    // The control record: length, attributes, timestamp delta, offset delta (zigzag
+    // varints), key (version 0, type 1 = COMMIT), value (version 0, epoch 0), no
+    // headers.
+    let key = [0u8, 0, 0, 1];
+    let value = [0u8, 0, 0, 0, 0, 0];
+    let mut rec = vec![0u8, 0, 0, (key.len() as u8) << 1];
+    rec.extend_from_slice(&key);
+    rec.push((value.len() as u8) << 1);
+    rec.extend_from_slice(&value);
+    rec.push(0);
+    let mut b = vec![0u8; HEADER_LEN];
+    b.push((rec.len() as u8) << 1);
+    b.extend_from_slice(&rec);
+    let batch_length = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    b[16] = 2;
+    b[21..23].copy_from_slice(&0x30i16.to_be_bytes()); // control, transactional
+    let last_delta = count.saturating_sub(1).min(i32::MAX as u32) as i32;
+    b[23..27].copy_from_slice(&last_delta.to_be_bytes());
+    b[43..51].copy_from_slice(&(-1i64).to_be_bytes()); // no producer
+    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    b[57..61].copy_from_slice(&1i32.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 /// Writes `base_offset` into a stored batch before it is served.
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[0..8].copy_from_slice(&(base_offset as i64).to_be_bytes());

@@ -112,7 +112,13 @@ pub async fn read_partition(
                 }
                 records += u64::from(e.record_count);
                 let at = out.len();
-                out.extend_from_slice(&e.payload);
+                if e.payload.is_empty() {
+                    // Offsets lost to journal damage: a control batch covers them, so
+                    // every consumer steps over them as over a transaction marker.
+                    out.extend_from_slice(&batch::lost_marker(e.record_count));
+                } else {
+                    out.extend_from_slice(&e.payload);
+                }
                 set_base_offsets(&mut out[at..], e.base_offset);
             }
             broker.metrics.fetched(topic, records);

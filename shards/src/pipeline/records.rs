@@ -99,6 +99,17 @@ pub fn for_each_record(
     mut f: impl FnMut(RecordRef<'_>),
     bad: &mut Vec<BadBatch>,
 ) {
+    if entry.is_empty() && entry_offsets > 0 {
+        // The log keeps offsets whose records were lost to media damage as entries
+        // with no payload: they are accounted for, never silently skipped.
+        bad.push(BadBatch {
+            base_offset,
+            offsets: entry_offsets,
+            reason: "records lost to damage in the journal (the server's log names the frame)"
+                .into(),
+        });
+        return;
+    }
     let mut at = 0;
     let mut next = base_offset;
     let end_offset = base_offset + u64::from(entry_offsets);
@@ -420,6 +431,15 @@ pub(crate) mod tests {
             &mut bad,
         );
         (got, bad)
+    }
+
+    #[test]
+    fn offsets_lost_to_damage_are_one_bad_range() {
+        let (got, bad) = collect(&[], 40, 3);
+        assert!(got.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert_eq!((bad[0].base_offset, bad[0].offsets), (40, 3));
+        assert!(bad[0].reason.contains("lost"), "{}", bad[0].reason);
     }
 
     #[test]
