@@ -170,13 +170,23 @@ pub enum Invalid {
     Control,
 }
 
-/// Checks a producer's batch, whose header, length and checksum were checked
-/// already, record by record as Kafka's broker does before it stores one: a known
+/// Checks a producer's batch (exactly one: its length field must cover `batch`),
+/// record by record as Kafka's broker does before it stores one (the caller checks
+/// the checksum): a known
 /// codec, a body that inflates within [`INFLATED_BYTES_MAX`], exactly the header's
 /// record count with offset deltas 0, 1, 2, ... (so the last is the header's last
 /// offset delta), and no byte after the last record. Every reader of the
 /// partition can then read every stored batch. `scratch` holds what it inflates.
 pub fn validate(batch: &[u8], scratch: &mut Vec<u8>) -> Result<(), Invalid> {
+    let declared = batch
+        .get(8..12)
+        .map(|b| i64::from(i32::from_be_bytes(b.try_into().expect("4 bytes"))) + 12);
+    if batch.len() < HEADER_LEN || declared != Some(batch.len() as i64) {
+        return Err(Invalid::Corrupt(format!(
+            "record batch of {} bytes does not match its length field",
+            batch.len()
+        )));
+    }
     let attributes = i16::from_be_bytes([batch[21], batch[22]]);
     if attributes & 0x20 != 0 {
         return Err(Invalid::Control);
