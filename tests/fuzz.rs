@@ -382,9 +382,8 @@ aggregates = [{{ fn = "count", as = "n" }}, {{ fn = "avg", field = "temperature"
     });
 }
 
-/// A log of two partitions written and left as a crash leaves it (journal only), or
-/// closed cleanly (ledger too); returns its directory and what each partition held.
-fn written_log(root: &Path, closed: bool) -> tidewater_io::LogConfig {
+/// Small segments and buffers, so a damaged file is quick to recover from.
+fn log_config(root: &Path) -> tidewater_io::LogConfig {
     let mut cfg = tidewater_io::LogConfig::new(root.join("journal"), root.join("ledger"), 0);
     cfg.journal_segment_bytes = 256 << 10;
     cfg.journal_segments = 2;
@@ -392,8 +391,15 @@ fn written_log(root: &Path, closed: bool) -> tidewater_io::LogConfig {
     cfg.journal_flush_bytes_max = 64 << 10;
     cfg.ledger_segment_bytes = 64 << 10;
     cfg.ledger_flush_bytes = 16 << 10;
-    cfg.ledger_flush_interval_ms = 3_600_000;
     cfg.ledger_pending_bytes_max = 1 << 20;
+    cfg
+}
+
+/// A log of two partitions written and left as a crash leaves it (journal only), or
+/// closed cleanly (ledger too); returns its directory and what each partition held.
+fn written_log(root: &Path, closed: bool) -> tidewater_io::LogConfig {
+    let mut cfg = log_config(root);
+    cfg.ledger_flush_interval_ms = 3_600_000;
     let c = cfg.clone();
     run(async move {
         let (log, _) = tidewater_io::ShardLog::open(c).await.unwrap();
@@ -434,14 +440,7 @@ fn recover_from(root: &Path, pristine: &Path, target: &Path, input: &[u8]) {
     copy_dir(pristine, root);
     let rel = target.strip_prefix(pristine).unwrap();
     std::fs::write(root.join(rel), input).unwrap();
-    let mut cfg = tidewater_io::LogConfig::new(root.join("journal"), root.join("ledger"), 0);
-    cfg.journal_segment_bytes = 256 << 10;
-    cfg.journal_segments = 2;
-    cfg.batch_bytes_max = 16 << 10;
-    cfg.journal_flush_bytes_max = 64 << 10;
-    cfg.ledger_segment_bytes = 64 << 10;
-    cfg.ledger_flush_bytes = 16 << 10;
-    cfg.ledger_pending_bytes_max = 1 << 20;
+    let cfg = log_config(root);
     run(async move {
         let Ok((log, _)) = tidewater_io::ShardLog::open(cfg).await else {
             return; // refused, with an error naming the file

@@ -1,6 +1,9 @@
-//! The server as a hostile client probes it: every request a mutation makes of a valid
-//! one is refused or answered, the connection that sent it closes with a log line
-//! naming the peer and the API, and the process serves everyone else as before.
+//! The server as a hostile client and a careless operator probe it: mutated requests,
+//! bodies announced and never sent, idle and greedy consumers, batches no consumer
+//! could read, topics that cannot be made, a half-sent admin request, a flipped byte
+//! in the journal. Each is refused or answered with the protocol's error, named in a
+//! log line, and the process serves everyone else as before, losing nothing more
+//! than the damage itself.
 
 mod common;
 
