@@ -517,7 +517,7 @@ class SystemdUnitTest(unittest.TestCase):
             "LimitMEMLOCK": "infinity",
             "LimitNOFILE": "1048576",
             "Restart": "on-failure",
-            "RestartPreventExitStatus": "2",
+            "RestartPreventExitStatus": "2 4",
             "KillSignal": "SIGTERM",
             "NoNewPrivileges": "yes",
             "ProtectSystem": "strict",
