@@ -125,6 +125,8 @@ pub struct Journal {
     /// Sync the sealed segment and the new header at a roll (`always`, `interval`);
     /// under `never` nothing is synced but at a clean close.
     sync_rolls: bool,
+    /// Segment headers found damaged and rebuilt from the segment's first frame.
+    repaired: Vec<Damaged>,
 }
 
 /// What a scan of one segment found.
@@ -165,6 +167,16 @@ pub struct Damaged {
 
 impl std::fmt::Display for Damaged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first_seq == self.next_seq {
+            return write!(
+                f,
+                "{} bytes {}..{}: {}; no frame lost",
+                self.path.display(),
+                self.offset,
+                self.resumed_at,
+                self.reason
+            );
+        }
         write!(
             f,
             "{} bytes {}..{}: {}; frames seq {}..{} unreadable, valid frames follow",
@@ -274,6 +286,115 @@ pub async fn prime_device(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The segment's first frame (at block 1), when one is there and valid.
+async fn first_frame(file: &DmaFile, path: &Path, segment_bytes: u64) -> Result<Option<Header>> {
+    let head = file
+        .read_at_aligned(BLOCK as u64, BLOCK)
+        .await
+        .map_err(|e| LogError::io("reading", path, e))?;
+    if head.len() < HEADER_LEN || head[..HEADER_LEN].iter().all(|b| *b == 0) {
+        return Ok(None); // never written: the common case, one block read
+    }
+    let bytes = read_all(file, path, segment_bytes).await?;
+    Ok(
+        match frame::Scanner::new(&bytes, BLOCK, bytes.len()).next() {
+            Some(Step::Frame { header, .. }) if header.kind == Kind::Data => Some(header),
+            _ => None,
+        },
+    )
+}
+
+/// Gives a segment whose header is damaged (or zero) but whose first frame is valid
+/// its header back, when that frame's sequence number shows the segment belongs to
+/// the live chain: after its oldest segment (a header torn while a segment was
+/// reused leaves frames of its previous use, older than every live segment), or
+/// with no other live segment. Its place in the ring's history comes from its
+/// neighbours. The segment is copied aside first; what was rebuilt is returned.
+async fn repair_headers(
+    slots: &mut [Slot],
+    unheaded: Vec<(usize, Header, String)>,
+    segment_bytes: u64,
+) -> Result<Vec<Damaged>> {
+    let mut repaired = Vec::new();
+    for (index, first, what) in unheaded {
+        let live: Vec<(u64, u64)> = slots
+            .iter()
+            .map(|s| (s.header.first_seq, s.header.segment_seq))
+            .filter(|&(_, seq)| seq != 0)
+            .collect();
+        let oldest = live.iter().map(|&(f, _)| f).min();
+        if oldest.is_some_and(|o| first.seq <= o) {
+            tracing::warn!(path = %slots[index].path.display(), "{what}; its frames are older than the journal's chain: the segment is unused");
+            continue;
+        }
+        let prev = live.iter().filter(|&&(f, _)| f < first.seq).max();
+        let next = live.iter().filter(|&&(f, _)| f > first.seq).min();
+        let segment_seq = match (prev, next) {
+            (Some(&(_, p)), _) => p + 1,
+            (None, Some(&(_, n))) => n.saturating_sub(1),
+            // Nothing to place it by: taken as reused, so frames of an older use
+            // end its scan rather than pass for damage.
+            (None, None) => slots.len() as u64 + 1,
+        };
+        if segment_seq == 0 || live.iter().any(|&(_, s)| s == segment_seq) {
+            tracing::warn!(path = %slots[index].path.display(), "{what}; cannot place it in the ring's history: the segment is unused");
+            continue;
+        }
+        let path = slots[index].path.clone();
+        let bytes = read_all(&slots[index].file, &path, segment_bytes).await?;
+        copy_aside(&path, first.seq, &bytes)?;
+        slots[index].header = SegmentHeader {
+            shard: slots[index].header.shard,
+            segment_seq,
+            first_seq: first.seq,
+            segment_bytes,
+        };
+        slots[index].last_seq = first.seq - 1;
+        repaired.push(Damaged {
+            path,
+            offset: 0,
+            resumed_at: BLOCK as u64,
+            first_seq: first.seq,
+            next_seq: first.seq,
+            reason: format!("segment header {what}; rebuilt from its first frame"),
+            guess: None,
+            frames_before: 0,
+        });
+    }
+    Ok(repaired)
+}
+
+/// Copies a damaged journal segment to `<journal dir>.damaged/` before recovery
+/// writes anything to it, so the evidence survives for whoever looks into it.
+/// Named by the segment's use (its first sequence number): a restart before the
+/// segment is reused finds the same damage and keeps the one copy.
+pub(crate) fn copy_aside(path: &Path, first_seq: u64, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let aside = dir.with_file_name(format!(
+        "{}.damaged",
+        dir.file_name()
+            .map_or("journal".into(), |n| n.to_string_lossy())
+    ));
+    std::fs::create_dir_all(&aside).map_err(|e| LogError::io("creating", &aside, e))?;
+    let name = path
+        .file_name()
+        .map_or("segment".into(), |n| n.to_string_lossy());
+    let copy = aside.join(format!("{name}.from-seq-{first_seq}"));
+    if copy.exists() {
+        return Ok(());
+    }
+    std::fs::write(&copy, bytes)
+        .and_then(|()| std::fs::File::open(&copy)?.sync_all())
+        .map_err(|e| LogError::io("copying a damaged journal segment to", &copy, e))?;
+    sync_dir(&aside)?;
+    tracing::error!(
+        "damaged journal segment {} copied to {}",
+        path.display(),
+        copy.display()
+    );
+    Ok(())
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     let d = std::fs::File::open(dir).map_err(|e| LogError::io("opening directory", dir, e))?;
     d.sync_all()
@@ -308,6 +429,8 @@ impl Journal {
         prime_device(dir).await?;
         let mut slots = Vec::with_capacity(segments as usize);
         let mut created = false;
+        // Segments without a valid header whose first frame is valid.
+        let mut unheaded: Vec<(usize, Header, String)> = Vec::new();
         for index in 0..segments as usize {
             let path = slot_path(dir, index);
             if !path.exists() {
@@ -333,33 +456,35 @@ impl Journal {
                 .read_at_aligned(0, BLOCK)
                 .await
                 .map_err(|e| LogError::io("reading header of", &path, e))?;
-            let header = if head.iter().all(|b| *b == 0) {
-                SegmentHeader {
-                    shard,
-                    segment_seq: 0,
-                    first_seq: 0,
-                    segment_bytes,
-                }
+            let unused = SegmentHeader {
+                shard,
+                segment_seq: 0,
+                first_seq: 0,
+                segment_bytes,
+            };
+            let decoded = if head.iter().all(|b| *b == 0) {
+                Err("zeroed".to_string())
             } else {
-                match SegmentHeader::decode(&head) {
-                    Ok(h) if h.shard != shard => {
-                        return Err(LogError::corrupt(
-                            &path,
-                            format!("journal segment belongs to core {} but this is core {shard}; each core needs its own journal directory", h.shard),
-                        ))
+                SegmentHeader::decode(&head)
+            };
+            let header = match decoded {
+                Ok(h) if h.shard != shard => {
+                    return Err(LogError::corrupt(
+                        &path,
+                        format!("journal segment belongs to core {} but this is core {shard}; each core needs its own journal directory", h.shard),
+                    ))
+                }
+                Ok(h) => h,
+                Err(what) => {
+                    // No header: never used, or a header write torn before any of its
+                    // data (nothing acked), or damage. Only frames tell them apart;
+                    // see `repair_headers`.
+                    if let Some(first) = first_frame(&file, &path, segment_bytes).await? {
+                        unheaded.push((index, first, what));
+                    } else if what != "zeroed" {
+                        tracing::warn!(path = %path.display(), "{what}; no frame follows: the segment is unused");
                     }
-                    Ok(h) => h,
-                    Err(what) => {
-                        // A header is written only when a segment is (re)opened for new
-                        // data, before any of that data; a torn one holds nothing acked.
-                        tracing::warn!(path = %path.display(), "{what}; treating the segment as unused");
-                        SegmentHeader {
-                            shard,
-                            segment_seq: 0,
-                            first_seq: 0,
-                            segment_bytes,
-                        }
-                    }
+                    unused
                 }
             };
             slots.push(Slot {
@@ -372,6 +497,7 @@ impl Journal {
         if created {
             sync_dir(dir)?;
         }
+        let repaired = repair_headers(&mut slots, unheaded, segment_bytes).await?;
         let mut live: Vec<usize> = (0..slots.len())
             .filter(|&i| slots[i].header.segment_seq != 0)
             .collect();
@@ -387,7 +513,14 @@ impl Journal {
             segment_seq_next,
             dsync,
             sync_rolls,
+            repaired,
         })
+    }
+
+    /// Segment headers found damaged at open and rebuilt from their first frame
+    /// (each segment was copied aside first); taken once, for the recovery report.
+    pub fn take_repaired(&mut self) -> Vec<Damaged> {
+        std::mem::take(&mut self.repaired)
     }
 
     /// True when a completed write is already durable (`O_DSYNC`): no sync needed.

@@ -16,7 +16,7 @@ use crate::wait::{Notify, Outcome};
 use glommio::io::DmaBuffer;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,6 +222,7 @@ impl ShardLog {
             cfg.durability != Durability::Never,
         )
         .await?;
+        report.damaged.extend(journal.take_repaired());
         let ledger = RefCell::new(ledger);
         let next_seq = replay(&mut journal, &ledger, &mut report).await?;
         let offsets = ledger
@@ -662,7 +663,7 @@ async fn replay(
         report.frames_scanned += scan.frames.len() as u64;
         if !scan.damaged.is_empty() {
             // Evidence first: nothing writes to the segment before its copy exists.
-            copy_aside(&path, first_seq, &bytes)?;
+            crate::journal::copy_aside(&path, first_seq, &bytes)?;
         }
         {
             let mut l = ledger.borrow_mut();
@@ -767,37 +768,6 @@ async fn replay(
     }
     journal.finish_recovery(end).await?;
     Ok(next_seq)
-}
-
-/// Copies a damaged journal segment to `<journal dir>.damaged/` before recovery
-/// writes anything to it, so the evidence survives for whoever looks into it.
-fn copy_aside(path: &Path, first_seq: u64, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let aside = dir.with_file_name(format!(
-        "{}.damaged",
-        dir.file_name()
-            .map_or("journal".into(), |n| n.to_string_lossy())
-    ));
-    std::fs::create_dir_all(&aside).map_err(|e| LogError::io("creating", &aside, e))?;
-    // Named by the segment's use (its first sequence number): a restart before the
-    // segment is reused finds the same damage and keeps the one copy.
-    let name = path
-        .file_name()
-        .map_or("segment".into(), |n| n.to_string_lossy());
-    let copy = aside.join(format!("{name}.from-seq-{first_seq}"));
-    if copy.exists() {
-        return Ok(());
-    }
-    std::fs::write(&copy, bytes)
-        .and_then(|()| std::fs::File::open(&copy)?.sync_all())
-        .map_err(|e| LogError::io("copying a damaged journal segment to", &copy, e))?;
-    crate::journal::sync_dir(&aside)?;
-    tracing::error!(
-        "damaged journal segment {} copied to {}",
-        path.display(),
-        copy.display()
-    );
-    Ok(())
 }
 
 /// Keeps offsets `from..to` of `partition` dense with an entry of no payload, and

@@ -1233,3 +1233,62 @@ fn media_damage_anywhere_loses_at_most_the_damaged_frame_with_the_ledger_behind_
         });
     }
 }
+
+#[test]
+fn a_damaged_segment_header_is_rebuilt_from_its_frames_and_nothing_is_lost() {
+    let pristine = tempfile::tempdir().unwrap();
+    let n = 40u64;
+    let cfg = journal_only_log(pristine.path(), n);
+    let seg = active_segment(&cfg.journal_dir);
+    let seg_name = seg.file_name().unwrap().to_owned();
+    let root = pristine.path().to_path_buf();
+    run(async move {
+        let work = tempfile::tempdir().unwrap();
+        // Each header field, its checksum, and the whole block zeroed.
+        for (case, at) in [
+            ("crc", 1),
+            ("magic", 6),
+            ("segment_seq", 17),
+            ("first_seq", 25),
+            ("zeroed", usize::MAX),
+        ] {
+            let w = work.path().join(case);
+            copy_dir(&root, &w);
+            let seg = w.join("journal").join(&seg_name);
+            let mut bytes = std::fs::read(&seg).unwrap();
+            if at == usize::MAX {
+                bytes[..frame::BLOCK].fill(0);
+            } else {
+                bytes[at] ^= 0x24;
+            }
+            std::fs::write(&seg, &bytes).unwrap();
+            let mut c = small_config(&w);
+            c.ledger_flush_interval_ms = 3_600_000;
+            c.ledger_segment_bytes = 4 << 20;
+            c.ledger_flush_bytes = 1 << 20;
+            let (log, report) = ShardLog::open(c.clone()).await.unwrap();
+            let p = log.partition_id("p").unwrap();
+            assert_eq!(
+                log.high_watermark(p).unwrap(),
+                n,
+                "{case}: {:?}",
+                report.dropped
+            );
+            check_dense(&read_all(&log, p).await, p, &vec![1; n as usize]);
+            assert!(report.degraded(), "{case}");
+            assert!(report.damaged[0].reason.contains("header"), "{case}");
+            assert!(report.lost.is_empty(), "{case}");
+            let copies = std::fs::read_dir(w.join("journal.damaged"))
+                .unwrap()
+                .count();
+            assert_eq!(copies, 1, "{case}: the segment as found, kept");
+            // New appends go on densely and survive the next restart.
+            log.append(p, &payload(p, n, 100), 1, 7).await.unwrap();
+            drop(log);
+            let (log, report) = ShardLog::open(c).await.unwrap();
+            assert!(report.dropped.is_empty(), "{case}: {:?}", report.dropped);
+            check_dense(&read_all(&log, p).await, p, &vec![1; n as usize + 1]);
+            log.close().await.unwrap();
+        }
+    });
+}
