@@ -81,6 +81,31 @@ fn check_foreign(data_dir: &Path, dirs: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// Says which partitions in a core's log belong to no topic: a topic taken out of
+/// the config, or one an earlier version left half-made. They are kept (deleting
+/// data because a config line went missing would be worse) but count toward the
+/// core's partitions_max, so an operator must decide.
+fn warn_of_strays(shard: u32, log: &ShardLog, owned: &[String]) {
+    let mut strays: Vec<String> = log
+        .partitions()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| !owned.contains(name))
+        .collect();
+    if strays.is_empty() {
+        return;
+    }
+    strays.sort();
+    let count = strays.len();
+    strays.truncate(5);
+    tracing::warn!(
+        shard,
+        count,
+        "partitions that belong to no topic, e.g. {}: a topic taken out of the config, or a creation an earlier version left half-made; they count toward partitions_max. Declare the topic again to keep them, or delete their directories under the ledger directory with the server stopped",
+        strays.join(", ")
+    );
+}
+
 /// The exit code for a core that failed: [`EXIT_DATA_MISMATCH`] when what it found
 /// on disk cannot be used as it is, else 1 (systemd restarts it).
 fn failed_core_code(e: &anyhow::Error) -> i32 {
@@ -398,6 +423,7 @@ async fn run_shard(
         log.create_partition(name)
             .with_context(|| format!("core {shard}: cannot create partition {name}"))?;
     }
+    warn_of_strays(shard, &log, &owned);
     tracing::info!(
         shard,
         cpu,

@@ -216,3 +216,30 @@ fn a_journal_of_other_settings_exits_4_which_systemd_does_not_restart() {
     .unwrap();
     assert!(unit.contains("RestartPreventExitStatus=2 4"));
 }
+
+#[test]
+fn partitions_of_no_topic_are_kept_and_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let cfg_path = cfg.to_str().unwrap();
+    std::fs::write(&cfg, "[[topics]]\nname = \"events\"\npartitions = 2\n").unwrap();
+    let args = ["--cores", "1", "--config", cfg_path, "--data-dir", data];
+    assert_eq!(serve_until(libc::SIGTERM, &args), Some(0));
+    // The topic taken out of the config: its partitions stay, and the start says so.
+    std::fs::write(&cfg, "[[topics]]\nname = \"other\"\npartitions = 1\n").unwrap();
+    let (mut child, _, log) = common::serve(&args);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(
+        lines.iter().any(
+            |l| l.contains("WARN") && l.contains("belong to no topic, e.g. events-0, events-1")
+        ),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(Path::new(data).join("ledger/shard-0/events-1").is_dir());
+}
