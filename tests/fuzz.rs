@@ -545,5 +545,8 @@ fn recovery_releases_every_file_it_opens() {
     }
     // Closes of dropped files may still be on their way: never more than before.
     let after = fds();
-    assert!(after <= before, "{after} file descriptors open, {before} before");
+    assert!(
+        after <= before,
+        "{after} file descriptors open, {before} before"
+    );
 }

@@ -323,7 +323,7 @@ async fn repair_headers(
             .filter(|&(_, seq)| seq != 0)
             .collect();
         let oldest = live.iter().map(|&(f, _)| f).min();
-        if oldest.is_some_and(|o| first.seq <= o) {
+        if first.seq == 0 || oldest.is_some_and(|o| first.seq <= o) {
             tracing::warn!(path = %slots[index].path.display(), "{what}; its frames are older than the journal's chain: the segment is unused");
             continue;
         }
@@ -349,7 +349,7 @@ async fn repair_headers(
             first_seq: first.seq,
             segment_bytes,
         };
-        slots[index].last_seq = first.seq - 1;
+        slots[index].last_seq = first.seq.saturating_sub(1);
         repaired.push(Damaged {
             path,
             offset: 0,

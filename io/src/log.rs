@@ -642,9 +642,9 @@ async fn replay(
     let mut next_seq = chain.first().map_or(1, |&(_, first)| first.max(1));
     let mut end: Option<RecoveredEnd> = None;
     let mut broken: HashMap<u32, ()> = HashMap::new();
-    // Media damage met so far: a partition's next frame beyond its ledger's end
-    // then means the frames between were lost in it.
-    let mut damage_seen = false;
+    // The last media damage met (file, byte offset): a partition's next frame
+    // beyond its ledger's end then means the frames between were lost in it.
+    let mut last_damage: Option<(PathBuf, u64)> = None;
     for (i, &(slot, first_seq)) in chain.iter().enumerate() {
         let path = journal.slot_path(slot).to_path_buf();
         if i > 0 && first_seq != next_seq {
@@ -669,8 +669,8 @@ async fn replay(
             let mut l = ledger.borrow_mut();
             let mut damage = scan.damaged.iter().peekable();
             for (i, &(pos, header)) in scan.frames.iter().enumerate() {
-                if damage.next_if(|d| d.frames_before == i).is_some() {
-                    damage_seen = true;
+                while let Some(d) = damage.next_if(|d| d.frames_before == i) {
+                    last_damage = Some((d.path.clone(), d.offset));
                 }
                 let Some(p) = l.partition(header.partition) else {
                     if l.is_deleted(header.partition) {
@@ -690,18 +690,14 @@ async fn replay(
                 if broken.contains_key(&header.partition) || header.end_offset() <= have {
                     continue;
                 }
-                if header.base_offset > have && damage_seen {
+                if let Some(d) = last_damage.as_ref().filter(|_| header.base_offset > have) {
                     // The frames between were in the damaged bytes.
-                    let d = scan
-                        .damaged
-                        .last()
-                        .map_or((path.clone(), 0), |d| (d.path.clone(), d.offset));
                     fill_lost(
                         &mut l,
                         header.partition,
                         (have, header.base_offset),
                         header.seq,
-                        d,
+                        d.clone(),
                         report,
                     );
                 }
@@ -722,7 +718,9 @@ async fn replay(
                 l.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
                 report.frames_restored += 1;
             }
-            damage_seen |= damage.next().is_some();
+            if let Some(d) = damage.last() {
+                last_damage = Some((d.path.clone(), d.offset));
+            }
         }
         report.damaged.extend(scan.damaged.iter().cloned());
         journal.set_last_seq(slot, scan.next_seq - 1);
@@ -780,11 +778,16 @@ fn fill_lost(
     (path, offset): (PathBuf, u64),
     report: &mut RecoveryReport,
 ) {
-    let count = u32::try_from(to - from).expect("a damaged frame covers at most u32 offsets");
-    let mut bytes = vec![0u8; HEADER_LEN];
-    let header = Header::data(partition, seq, from, count, 0);
-    frame::encode(&mut bytes, &header, &[]);
-    l.push_frame(&header, &bytes);
+    let mut at = from;
+    while at < to {
+        // A frame covers at most u32::MAX offsets; the bytes on disk decide `to`.
+        let count = u32::try_from(to - at).unwrap_or(u32::MAX);
+        let mut bytes = vec![0u8; HEADER_LEN];
+        let header = Header::data(partition, seq, at, count, 0);
+        frame::encode(&mut bytes, &header, &[]);
+        l.push_frame(&header, &bytes);
+        at += u64::from(count);
+    }
     let name = l
         .partition(partition)
         .map_or(String::new(), |p| p.name.clone());
