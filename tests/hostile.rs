@@ -175,7 +175,13 @@ fn idle_connections_are_closed() {
 
 #[test]
 fn a_fetch_answer_is_capped_at_fetch_bytes_max() {
-    let s = common::start_with("1", 1, &["--fetch-bytes-max", "1048576"]);
+    // The ledger written often: a read from its segment file returns many batches,
+    // so the cap, not the layout, is what ends the answer.
+    let s = common::start_with(
+        "1",
+        1,
+        &["--fetch-bytes-max", "1048576", "--ledger-flush-interval-ms", "20"],
+    );
     let broker = format!("127.0.0.1:{}", s.port);
     // 4 MiB in 40 messages of 100 KiB.
     let line = "v".repeat(100 << 10) + "\n";
@@ -194,6 +200,7 @@ fn a_fetch_answer_is_capped_at_fetch_bytes_max() {
         Some(&line.repeat(40)),
     );
     assert!(ok, "{err}");
+    std::thread::sleep(Duration::from_millis(300));
     let req = m::FetchRequest::default()
         .with_max_wait_ms(100)
         .with_max_bytes(i32::MAX)
@@ -588,4 +595,46 @@ fn one_flipped_byte_in_the_journal_loses_only_its_frame_and_says_so() {
     // And new records continue after the lost offset.
     assert_eq!(produce(port, -1, batch_of(&record(0, b"after"), 1, 0)), 0);
     assert!(common::consume(&broker, "events", "%o %s\n").ends_with("20 after\n"));
+}
+
+#[test]
+fn requests_that_decode_to_far_more_than_their_size_are_refused() {
+    let mut s = common::start("1", 1);
+    // A Metadata v1 of 2,000,000 topics with empty names: 4 MB on the wire, a few
+    // hundred MB once decoded.
+    let n = 2_000_000i32;
+    let mut req = Vec::new();
+    req.extend(3i16.to_be_bytes());
+    req.extend(1i16.to_be_bytes());
+    req.extend(7i32.to_be_bytes());
+    req.extend((-1i16).to_be_bytes());
+    req.extend(n.to_be_bytes());
+    req.extend(std::iter::repeat_n([0u8, 0], n as usize).flatten());
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.write_all(&(req.len() as i32).to_be_bytes()).unwrap();
+    c.write_all(&req).unwrap();
+    assert!(
+        answer(&mut c, Duration::from_secs(30)).is_none(),
+        "refused, not answered"
+    );
+    let why = logged(&s, |l| {
+        l.contains("WARN") && l.contains("malformed Metadata")
+    });
+    assert!(why.contains("memory allowed"), "{why}");
+    // A real Metadata of many topics still passes.
+    let topics: Vec<_> = (0..10_000)
+        .map(|i| {
+            m::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(topic(&format!("some-topic-{i}"))))
+        })
+        .collect();
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.write_all(&framed(
+        ApiKey::Metadata,
+        9,
+        &m::MetadataRequest::default().with_topics(Some(topics)),
+    ))
+    .unwrap();
+    assert!(answer(&mut c, Duration::from_secs(30)).is_some());
+    assert!(s.child.try_wait().unwrap().is_none());
 }

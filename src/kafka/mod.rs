@@ -718,11 +718,13 @@ async fn handle(
         }));
     }
     let cid = header.correlation_id;
+    let decoded_max = decoded_bytes_max(body.len());
     macro_rules! decode {
         ($t:ty) => {
-            <$t>::decode(&mut body, version).map_err(|e| {
-                Closed::Refused(format!("malformed {api:?} v{version} request: {e}"))
-            })?
+            kafka_protocol::protocol::with_decode_budget(decoded_max, || {
+                <$t>::decode(&mut body, version)
+            })
+            .map_err(|e| Closed::Refused(format!("malformed {api:?} v{version} request: {e}")))?
         };
     }
     match api {
@@ -789,6 +791,20 @@ async fn handle(
         other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
     }
     .map(|f| Handled::Now(Some(f)))
+}
+
+/// Bytes of array elements decoding a request of `body_bytes` may allocate: what
+/// real requests need (a Fetch of 10,000 partitions or a Metadata of 10,000 topics
+/// decodes to 2-4 times its size) with room to spare, while a request of tiny
+/// elements (one byte on the wire, 50 or more in memory) is refused. Records are
+/// slices of the body and cost nothing here. The request memory budget bounds the
+/// bodies, so this bounds what their decoded forms hold too.
+fn decoded_bytes_max(body_bytes: usize) -> usize {
+    const PER_BODY_BYTE: usize = 8;
+    const FLOOR_BYTES: usize = 256 << 10;
+    body_bytes
+        .saturating_mul(PER_BODY_BYTE)
+        .saturating_add(FLOOR_BYTES)
 }
 
 /// The metric label of a request's API.

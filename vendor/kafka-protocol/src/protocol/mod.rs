@@ -120,6 +120,8 @@ mod str_bytes {
 }
 
 pub use str_bytes::StrBytes;
+// Tidewater's patch: a bound on what decoding one message may allocate.
+pub use types::with_decode_budget;
 
 pub(crate) trait NewType<Inner>: From<Inner> + Into<Inner> + Borrow<Inner> {}
 

@@ -354,6 +354,36 @@ impl<T: NewType<StrBytes>> Encoder<&T> for String {
     }
 }
 
+thread_local! {
+    /// Bytes of array elements the decoding under way may still allocate.
+    static DECODE_BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Runs `f` (a decode) with at most `bytes` of memory for the array elements it
+/// decodes. (Tidewater's patch: elements of one byte on the wire can take 50 or more
+/// in memory, so a request's size alone does not bound what decoding it allocates.)
+pub fn with_decode_budget<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
+    let before = DECODE_BUDGET.with(|b| b.replace(bytes));
+    let out = f();
+    DECODE_BUDGET.with(|b| b.set(before));
+    out
+}
+
+/// Takes `bytes` from the decode budget, or refuses the message.
+fn charge(bytes: usize) -> Result<()> {
+    DECODE_BUDGET.with(|b| {
+        let left = b.get();
+        if bytes > left {
+            bail!(
+                "decoding would take more than the {} bytes of memory allowed for this message",
+                left
+            );
+        }
+        b.set(left - bytes);
+        Ok(())
+    })
+}
+
 /// Refuses a length or element count read off the wire that cannot fit the bytes
 /// left, before anything is allocated for it: every string byte and every array
 /// element (a struct has at least one field or tag byte) takes at least one byte on
@@ -1006,6 +1036,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
             -1 => Ok(None),
             n if n >= 0 => {
                 fits(buf, n as usize)?;
+                charge((n as usize).saturating_mul(std::mem::size_of::<T>()))?;
                 let mut result = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1115,6 +1146,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             0 => Ok(None),
             n => {
                 fits(buf, (n - 1) as usize)?;
+                charge(((n - 1) as usize).saturating_mul(std::mem::size_of::<T>()))?;
                 let mut result = Vec::with_capacity((n - 1) as usize);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
