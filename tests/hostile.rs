@@ -134,7 +134,7 @@ fn announced_bodies_that_never_arrive_block_no_one_and_are_closed() {
             "--request-memory-bytes-max",
             "2097152",
             "--request-timeout-ms",
-            "3000",
+            "6000",
         ],
     );
     let mut stalled: Vec<TcpStream> = (0..3)
@@ -151,7 +151,7 @@ fn announced_bodies_that_never_arrive_block_no_one_and_are_closed() {
     c.write_all(&framed(ApiKey::Metadata, 1, &m::MetadataRequest::default()))
         .unwrap();
     assert!(
-        answer(&mut c, Duration::from_secs(2)).is_some(),
+        answer(&mut c, Duration::from_secs(4)).is_some(),
         "a Metadata is answered while three peers hold announced bodies"
     );
     // And the stalled ones are closed once request_timeout_ms passes.
