@@ -180,7 +180,12 @@ fn a_fetch_answer_is_capped_at_fetch_bytes_max() {
     let s = common::start_with(
         "1",
         1,
-        &["--fetch-bytes-max", "1048576", "--ledger-flush-interval-ms", "20"],
+        &[
+            "--fetch-bytes-max",
+            "1048576",
+            "--ledger-flush-interval-ms",
+            "20",
+        ],
     );
     let broker = format!("127.0.0.1:{}", s.port);
     // 4 MiB in 40 messages of 100 KiB.

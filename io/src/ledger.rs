@@ -1081,9 +1081,9 @@ pub(crate) fn chunk_capacity(flush_bytes: usize, frame_len: usize) -> usize {
 }
 
 fn first_seq_of(c: &Chunk) -> u64 {
-    // The first frame's seq is in its header inside the chunk bytes.
+    // The first frame's header, inside the chunk's bytes this process wrote.
     let pos = c.entries.first().map_or(0, |&(_, p)| p as usize);
-    u64::from_le_bytes(c.bytes()[pos + 16..pos + 24].try_into().expect("8 bytes"))
+    frame::decode_own(&c.bytes()[pos..]).seq
 }
 
 async fn read_range(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {

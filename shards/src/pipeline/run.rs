@@ -39,7 +39,7 @@ use super::avro::{Num, Projected, SLOTS_MAX};
 use super::checkpoint;
 use super::records::{for_each_record, BadBatch, RecordRef};
 use super::spec::{EventTime, Job};
-use super::window::{Applied, Fired, Layout, Position, Windows};
+use super::window::{Applied, Fired, Layout, Position, RestoreError, Windows};
 use crate::sink::topic::{self, OutRecord};
 use crate::sink::SinkHandle;
 use crate::{partition_owner, partitioner};
@@ -858,12 +858,18 @@ fn restore_state(
                 .iter()
                 .map(|v| v.to_native())
                 .collect();
-            sh.windows.restore_entry(start, key, &acc).map_err(|_| {
-                format!(
-                    "more open windows than state_entries_max of job {}",
-                    job.name
-                )
-            })?;
+            sh.windows
+                .restore_entry(start, key, &acc)
+                .map_err(|e| match e {
+                    RestoreError::Full => format!(
+                        "more open windows than state_entries_max of job {}",
+                        job.name
+                    ),
+                    RestoreError::Shape { words, found } => format!(
+                        "job {}: a checkpointed window holds {found} accumulator words where the job's aggregates need {words}: the checkpoint is of other aggregates",
+                        job.name
+                    ),
+                })?;
         }
     }
     for r in snap.remote.iter() {

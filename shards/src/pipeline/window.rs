@@ -208,6 +208,16 @@ pub enum Applied {
     Full,
 }
 
+/// Why a checkpointed entry cannot be put back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    /// Its accumulators have another number of words than this job's layout (a
+    /// checkpoint of the job with other aggregates).
+    Shape { words: usize, found: usize },
+    /// The state is at `state_entries_max`.
+    Full,
+}
+
 /// All open windows of one job on one core.
 pub struct Windows {
     pub layout: Layout,
@@ -429,10 +439,18 @@ impl Windows {
     }
 
     /// Puts back one (key, window) entry from a checkpoint.
-    pub fn restore_entry(&mut self, start: i64, key: &[u8], acc: &[u64]) -> Result<(), Applied> {
+    pub fn restore_entry(
+        &mut self,
+        start: i64,
+        key: &[u8],
+        acc: &[u64],
+    ) -> Result<(), RestoreError> {
         let words = self.layout.words;
         if acc.len() != words {
-            return Err(Applied::Full);
+            return Err(RestoreError::Shape {
+                words,
+                found: acc.len(),
+            });
         }
         let limits = EntryLimits {
             hasher: &self.hasher,
@@ -441,7 +459,8 @@ impl Windows {
             key_bytes: &mut self.key_bytes,
             words,
         };
-        let (table, at) = entry(&mut self.open, limits, start, key)?;
+        let (table, at) =
+            entry(&mut self.open, limits, start, key).map_err(|_| RestoreError::Full)?;
         table.slab[at..at + words].copy_from_slice(acc);
         Ok(())
     }

@@ -393,15 +393,16 @@ async fn written_since(log: &ShardLog, from: &[(u32, u64)]) -> Result<Written, S
     Ok(out)
 }
 
-/// `window_start` of a JSON row as the topic sink writes it.
+/// `window_start` of a JSON row as the topic sink writes it, parsed as JSON: a key
+/// whose text holds `"window_start":` cannot fool it.
 fn window_start(row: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(row).ok()?;
-    let at = text.find("\"window_start\":")? + "\"window_start\":".len();
-    let digits: String = text[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '-')
-        .collect();
-    digits.parse().ok()
+    #[derive(serde::Deserialize)]
+    struct Start {
+        window_start: i64,
+    }
+    serde_json::from_slice::<Start>(row)
+        .ok()
+        .map(|s| s.window_start)
 }
 
 async fn clickhouse(client: &mut http::Client, query: &str, body: &[u8]) -> Result<(), String> {
@@ -419,4 +420,17 @@ async fn clickhouse(client: &mut http::Client, query: &str, body: &[u8]) -> Resu
         started.elapsed(),
         text.trim().chars().take(500).collect::<String>()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_start;
+
+    #[test]
+    fn window_start_is_read_as_json_not_found_in_text() {
+        let row = br#"{"device_id":"a\"window_start\":1","window_start":1700000040000,"window_end":1700000100000,"n":3}"#;
+        assert_eq!(window_start(row), Some(1_700_000_040_000));
+        assert_eq!(window_start(b"not json"), None);
+        assert_eq!(window_start(br#"{"n":1}"#), None);
+    }
 }
