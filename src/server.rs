@@ -613,7 +613,7 @@ fn start_job(
     let outputs: Vec<checkpoint::OutputSnap> = restored
         .as_ref()
         .map(|(_, b)| {
-            checkpoint::view(b)
+            b.view()
                 .outputs
                 .iter()
                 .map(|o| checkpoint::OutputSnap {

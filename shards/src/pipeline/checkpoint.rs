@@ -187,8 +187,21 @@ pub fn mark_savepoint(root: &Path, job: &str, id: u64) -> Result<(), String> {
     sync_dir(&dir)
 }
 
+/// One core's checkpoint part as read from disk and validated: only [`read_part`]
+/// makes one, so [`Part::view`] can read it in place without checking again.
+pub struct Part(rkyv::util::AlignedVec);
+
+impl Part {
+    /// The archived snapshot, read in place.
+    pub fn view(&self) -> &ArchivedCoreSnapshot {
+        // SAFETY: a `Part` is made only by `read_part`, after `rkyv::access`
+        // validated exactly these bytes, and its field is private.
+        unsafe { rkyv::access_unchecked::<ArchivedCoreSnapshot>(&self.0) }
+    }
+}
+
 /// Reads and checks one part: its bytes, aligned for rkyv.
-pub fn read_part(path: &Path) -> Result<rkyv::util::AlignedVec, String> {
+pub fn read_part(path: &Path) -> Result<Part, String> {
     let bytes = std::fs::read(path).map_err(|e| io("cannot read", path, e))?;
     let v1 = bytes.get(..8) == Some(MAGIC_V1);
     if bytes.len() < HEAD || (&bytes[..8] != MAGIC && !v1) {
@@ -216,13 +229,7 @@ pub fn read_part(path: &Path) -> Result<rkyv::util::AlignedVec, String> {
     }
     rkyv::access::<ArchivedCoreSnapshot, rkyv::rancor::Error>(&aligned)
         .map_err(|e| format!("{}: not a valid checkpoint: {e}", path.display()))?;
-    Ok(aligned)
-}
-
-/// The archived part in `bytes` (checked by [`read_part`]), read in place.
-pub fn view(bytes: &rkyv::util::AlignedVec) -> &ArchivedCoreSnapshot {
-    // SAFETY: `read_part` validated exactly these bytes with `rkyv::access`.
-    unsafe { rkyv::access_unchecked::<ArchivedCoreSnapshot>(bytes) }
+    Ok(Part(aligned))
 }
 
 /// Checkpoint ids of a job on disk, newest first.
@@ -303,7 +310,7 @@ pub fn read_all(root: &Path, job: &str, id: u64, shards: u32) -> Result<Vec<Core
         .map(|s| {
             let path = dir_of(root, job, id).join(format!("shard-{s}.ckpt"));
             let bytes = read_part(&path)?;
-            rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(view(&bytes))
+            rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(bytes.view())
                 .map_err(|e| format!("{}: cannot decode: {e}", path.display()))
         })
         .collect()
@@ -452,7 +459,7 @@ mod tests {
         assert!(skipped[0].contains("no manifest"), "{skipped:?}");
         let bytes = read_part(&dir_of(r, "j", 2).join("shard-1.ckpt")).unwrap();
         let got: CoreSnapshot =
-            rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(view(&bytes)).unwrap();
+            rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(bytes.view()).unwrap();
         assert_eq!(got, snap(2, 1));
         assert_eq!(latest(r, "j", 3).0, None, "another core count is refused");
         // A flipped byte in the newest complete one: the previous one is used.
@@ -596,7 +603,7 @@ mod tests {
         std::fs::write(&path, out).unwrap();
         let bytes = read_part(&path).unwrap();
         let got: CoreSnapshot =
-            rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(view(&bytes)).unwrap();
+            rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(bytes.view()).unwrap();
         assert_eq!(
             got,
             CoreSnapshot {

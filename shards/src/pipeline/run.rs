@@ -162,7 +162,7 @@ pub struct Checkpoints {
     pub root: std::path::PathBuf,
     pub interval: Duration,
     /// The checkpoint to resume from (the same on every core), read and checked.
-    pub restore: Option<(u64, Rc<rkyv::util::AlignedVec>)>,
+    pub restore: Option<(u64, Rc<checkpoint::Part>)>,
     /// Ids on disk go up to this: new ones start above it.
     pub highest: u64,
     /// Savepoints asked for (core 0 takes one at once when this moves); a
@@ -298,7 +298,7 @@ async fn drive(
         restore_state(
             &job,
             &mut shared.borrow_mut(),
-            checkpoint::view(bytes),
+            bytes.view(),
             ctx.source_partitions,
         )
         .map_err(|e| format!("checkpoint {id}: {e}"))?;
@@ -335,7 +335,7 @@ async fn drive(
         });
     }
     let started = Instant::now();
-    let snap = restored.as_ref().map(|(_, b)| checkpoint::view(b));
+    let snap = restored.as_ref().map(|(_, b)| b.view());
     let mut sources: Vec<Source> = ctx
         .sources
         .iter()
