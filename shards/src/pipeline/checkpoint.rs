@@ -194,8 +194,8 @@ pub struct Part(rkyv::util::AlignedVec);
 impl Part {
     /// The archived snapshot, read in place.
     pub fn view(&self) -> &ArchivedCoreSnapshot {
-        // SAFETY: a `Part` is made only by `read_part`, after `rkyv::access`
-        // validated exactly these bytes, and its field is private.
+        // The field is private: nothing else can make a `Part`.
+        // SAFETY: only `read_part` makes one, after `rkyv::access` validated these bytes.
         unsafe { rkyv::access_unchecked::<ArchivedCoreSnapshot>(&self.0) }
     }
 }
