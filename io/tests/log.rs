@@ -317,13 +317,20 @@ fn large_one_partition_journal_writes_become_ledger_chunks_whole() {
     });
 }
 
-/// Appends `n` small batches to one partition and leaves them in the journal only (the
-/// ledger is never written after recovery): the state a crash leaves.
-fn journal_only_log(root: &Path, n: u64) -> LogConfig {
+/// [`small_config`] with the ledger held back (an hour between writes, and room for
+/// everything a test appends): what was appended lives only in the journal.
+fn held_back_config(root: &Path) -> LogConfig {
     let mut cfg = small_config(root);
     cfg.ledger_flush_interval_ms = 3_600_000;
     cfg.ledger_flush_bytes = 1 << 20;
     cfg.ledger_segment_bytes = 4 << 20;
+    cfg
+}
+
+/// Appends `n` small batches to one partition and leaves them in the journal only (the
+/// ledger is never written after recovery): the state a crash leaves.
+fn journal_only_log(root: &Path, n: u64) -> LogConfig {
+    let cfg = held_back_config(root);
     let c = cfg.clone();
     run(async move {
         let (log, _) = ShardLog::open(c).await.unwrap();
@@ -447,10 +454,7 @@ fn torn_tails_keep_the_valid_prefix_and_flipped_frames_lose_only_themselves() {
                     _ if resynced => frames2.len(),
                     _ => hit.unwrap(),
                 } as u64;
-                let mut c = small_config(&w);
-                c.ledger_flush_interval_ms = 3_600_000;
-                c.ledger_segment_bytes = 4 << 20;
-                c.ledger_flush_bytes = 1 << 20;
+                let c = held_back_config(&w);
                 let (log, report) = ShardLog::open(c.clone()).await.unwrap();
                 let p = log.partition_id("p").unwrap();
                 assert_eq!(
@@ -1123,10 +1127,7 @@ fn frames_with_owner(path: &Path) -> Vec<(usize, usize, u32, u64)> {
 fn media_damage_anywhere_loses_at_most_the_damaged_frame_with_the_ledger_behind_or_ahead() {
     for ledger_ahead in [false, true] {
         let pristine = tempfile::tempdir().unwrap();
-        let mut cfg = small_config(pristine.path());
-        cfg.ledger_flush_interval_ms = 3_600_000;
-        cfg.ledger_flush_bytes = 1 << 20;
-        cfg.ledger_segment_bytes = 4 << 20;
+        let cfg = held_back_config(pristine.path());
         let c = cfg.clone();
         // a and b interleaved, then b alone: a's last frame has only b's after it.
         let counts = run(async move {
@@ -1170,10 +1171,8 @@ fn media_damage_anywhere_loses_at_most_the_damaged_frame_with_the_ledger_behind_
                 bytes[pos] ^= 0x5a;
                 std::fs::write(&seg, &bytes).unwrap();
                 let hit = frames.iter().position(|f| pos >= f.0 && pos < f.1);
-                let mut c = small_config(&w);
-                c.ledger_flush_interval_ms = 3_600_000;
-                c.ledger_segment_bytes = 4 << 20;
-                let (log, report) = ShardLog::open(c).await.unwrap();
+                // Opened with the settings it was written with.
+                let (log, report) = ShardLog::open(held_back_config(&w)).await.unwrap();
                 let at = format!(
                     "ledger ahead {ledger_ahead}, flip at {pos} (frame {hit:?}): {:?} {:?} {:?}",
                     report.dropped, report.damaged, report.lost
@@ -1262,10 +1261,7 @@ fn a_damaged_segment_header_is_rebuilt_from_its_frames_and_nothing_is_lost() {
                 bytes[at] ^= 0x24;
             }
             std::fs::write(&seg, &bytes).unwrap();
-            let mut c = small_config(&w);
-            c.ledger_flush_interval_ms = 3_600_000;
-            c.ledger_segment_bytes = 4 << 20;
-            c.ledger_flush_bytes = 1 << 20;
+            let c = held_back_config(&w);
             let (log, report) = ShardLog::open(c.clone()).await.unwrap();
             let p = log.partition_id("p").unwrap();
             assert_eq!(
