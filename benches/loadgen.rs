@@ -7,21 +7,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use tidewater_tools::loadgen::{self, event};
 
-fn reading(device: u32) -> event::Reading {
-    event::Reading {
-        device,
-        sensor_type: 3,
-        timestamp_ms: 1_700_000_000_000 + i64::from(device),
-        temperature: 21.5,
-        humidity: 40.0,
-        pressure: 1013.0,
-        battery_level: 88.0,
-        status: 1,
-        latitude: 48.1,
-        longitude: 11.5,
-    }
-}
-
 fn encode_event(c: &mut Criterion) {
     let mut g = c.benchmark_group("loadgen");
     g.throughput(Throughput::Elements(1));
@@ -30,7 +15,7 @@ fn encode_event(c: &mut Criterion) {
     g.bench_function("avro_event", |b| {
         b.iter(|| {
             device = device.wrapping_add(1) % 100_000;
-            event::encode(&reading(device), &mut buf);
+            event::encode(&event::Reading::sample(device), &mut buf);
             buf.len()
         })
     });
@@ -45,7 +30,7 @@ fn encode_event(c: &mut Criterion) {
         b.iter(|| {
             let records: Vec<Record> = (0..N as u32)
                 .map(|d| {
-                    event::encode(&reading(d), &mut buf);
+                    event::encode(&event::Reading::sample(d), &mut buf);
                     event::device_key(d, &mut key);
                     loadgen::record(&key, &buf, 1_700_000_000_000, i64::from(d))
                 })

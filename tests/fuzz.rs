@@ -300,18 +300,7 @@ fn batch_seeds() -> Vec<Vec<u8>> {
 
 /// One reference event, Avro-encoded as the load generator sends it.
 fn event_bytes(device: u32) -> Vec<u8> {
-    let r = tidewater_tools::loadgen::event::Reading {
-        device,
-        sensor_type: 3,
-        timestamp_ms: 1_700_000_000_000,
-        temperature: 21.5,
-        humidity: 40.0,
-        pressure: 1013.0,
-        battery_level: 88.0,
-        status: 1,
-        latitude: 48.1,
-        longitude: 11.5,
-    };
+    let r = tidewater_tools::loadgen::event::Reading::sample(device);
     let mut out = Vec::new();
     tidewater_tools::loadgen::event::encode(&r, &mut out);
     out

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::Decodable;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
+use tidewater_tools::loadgen::batch::varint;
 
 /// The first line of the server's log that `matches`, waiting up to 10 s for it.
 fn logged(s: &common::Server, matches: impl Fn(&str) -> bool) -> String {
@@ -290,19 +291,9 @@ fn batches_no_consumer_could_read_are_refused_and_take_no_offsets() {
     // build the inflated body by hand: length, attributes, ts, offset, key, value.
     let value_len: i64 = 1 << 30;
     let mut rec = vec![0u8, 0, 0, 1];
-    let mut z = ((value_len << 1) ^ (value_len >> 63)) as u64;
-    while z >= 0x80 {
-        rec.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    rec.push(z as u8);
+    varint(&mut rec, value_len);
     let rec_len = rec.len() as i64 + value_len + 1;
-    let mut z = ((rec_len << 1) ^ (rec_len >> 63)) as u64;
-    while z >= 0x80 {
-        bomb_records.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    bomb_records.push(z as u8);
+    varint(&mut bomb_records, rec_len);
     bomb_records.extend(rec);
     let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
     enc.write_all(&bomb_records).unwrap();

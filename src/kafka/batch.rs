@@ -159,6 +159,7 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use tidewater_tools::loadgen::batch::varint;
 
     /// A valid batch of `n` empty records (null key and value, no headers).
     pub fn batch(n: i32, ts: i64) -> Vec<u8> {
@@ -243,11 +244,11 @@ pub mod tests {
         let value = vec![0u8; 80 << 20];
         let mut rec = Vec::new();
         rec.extend_from_slice(&[0, 0, 0, 1]); // attributes, ts, offset delta, key null
-        put_varint(&mut rec, value.len() as i64);
+        varint(&mut rec, value.len() as i64);
         rec.extend_from_slice(&value);
         rec.push(0);
         let mut plain = Vec::new();
-        put_varint(&mut plain, rec.len() as i64);
+        varint(&mut plain, rec.len() as i64);
         plain.extend_from_slice(&rec);
         let body = zstd::bulk::compress(&plain, 1).unwrap();
         assert!(body.len() < 64 << 10);
@@ -260,15 +261,6 @@ pub mod tests {
             other => panic!("{other:?}"),
         }
         SCRATCH.with_borrow(|s| assert!(s.capacity() <= SCRATCH_KEPT_BYTES_MAX));
-    }
-
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub struct BatchWriter {
     record: Vec<u8>,
 }
 
-fn varint(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` as a zigzag varint: Kafka's varint and varlong, and Avro's int and
+/// long, are the same encoding.
+pub fn varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push(z as u8 | 0x80);

@@ -2,6 +2,8 @@
 //! speed: the layout is fixed by the schema, so each event is a handful of writes into
 //! a reused buffer (no allocation per event). `apache-avro` decodes these in the tests.
 
+use super::batch::varint; // Avro's int and long are zigzag varints too
+
 /// The schema the events follow.
 pub const SCHEMA: &str = include_str!("../../../schemas/sensor.avsc");
 /// Bytes of the `metadata` field: brings an event to about 300 bytes.
@@ -22,18 +24,27 @@ pub struct Reading {
     pub longitude: f64,
 }
 
-/// Avro's zigzag varint for int and long.
-fn put_long(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
+impl Reading {
+    /// A reading of fixed, plausible values for `device`: what tests and benchmarks
+    /// encode when the values do not matter.
+    pub fn sample(device: u32) -> Reading {
+        Reading {
+            device,
+            sensor_type: 3,
+            timestamp_ms: 1_700_000_000_000 + i64::from(device),
+            temperature: 21.5,
+            humidity: 40.0,
+            pressure: 1013.0,
+            battery_level: 88.0,
+            status: 1,
+            latitude: 48.1,
+            longitude: 11.5,
+        }
     }
-    out.push(z as u8);
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_long(out, b.len() as i64);
+    varint(out, b.len() as i64);
     out.extend_from_slice(b);
 }
 
@@ -71,16 +82,16 @@ pub fn encode(r: &Reading, out: &mut Vec<u8>) {
     out.clear();
     let (key, n) = key_bytes(r.device);
     put_bytes(out, &key[..n]);
-    put_long(out, i64::from(r.sensor_type));
-    put_long(out, r.timestamp_ms);
+    varint(out, i64::from(r.sensor_type));
+    varint(out, r.timestamp_ms);
     for v in [r.temperature, r.humidity, r.pressure, r.battery_level] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    put_long(out, i64::from(r.status));
+    varint(out, i64::from(r.status));
     out.extend_from_slice(&r.latitude.to_le_bytes());
     out.extend_from_slice(&r.longitude.to_le_bytes());
     put_bytes(out, b"fw-2.4.1");
-    put_long(out, METADATA_BYTES as i64);
+    varint(out, METADATA_BYTES as i64);
     // A fixed filler with the device id in front: copied, not computed, per event.
     out.extend_from_slice(&r.device.to_le_bytes());
     out.extend_from_slice(&METADATA_FILL[4..]);
