@@ -41,7 +41,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tidewater_io::ShardLog;
 use tidewater_shards::{partition_name, PartitionTable};
 
@@ -638,35 +638,32 @@ async fn read_body(
     budget: &mut budget::Budget,
 ) -> Result<Vec<u8>, Closed> {
     let timeout = Duration::from_millis(broker.limits.request_timeout_ms);
-    let deadline = Instant::now() + timeout;
-    let late = || {
-        Closed::Refused(format!(
+    // One deadline for the whole body (one timer, not two per part).
+    let read = within(timeout, async {
+        let mut buf = bodies::take(0);
+        // Address space only: pages are touched (and counted) as parts arrive.
+        buf.reserve_exact(len.saturating_sub(buf.len()));
+        let mut got = 0;
+        while got < len {
+            let part = (len - got).min(budget::BODY_CHUNK_BYTES);
+            budget.grow(part).await.map_err(Closed::Failed)?;
+            if buf.len() < got + part {
+                buf.resize(got + part, 0);
+            }
+            stream
+                .read_exact(&mut buf[got..got + part])
+                .await
+                .map_err(|e| Closed::Failed(format!("read failed: {e}")))?;
+            got += part;
+        }
+        Ok(buf)
+    });
+    read.await.unwrap_or_else(|| {
+        Err(Closed::Refused(format!(
             "a request of {len} bytes did not arrive within {} ms (request_timeout_ms)",
             timeout.as_millis()
-        ))
-    };
-    let mut buf = bodies::take(0);
-    // Address space only: pages are touched (and counted) as parts arrive.
-    buf.reserve_exact(len.saturating_sub(buf.len()));
-    let mut got = 0;
-    while got < len {
-        let part = (len - got).min(budget::BODY_CHUNK_BYTES);
-        let left = deadline.saturating_duration_since(Instant::now());
-        within(left, budget.grow(part))
-            .await
-            .ok_or_else(late)?
-            .map_err(Closed::Failed)?;
-        if buf.len() < got + part {
-            buf.resize(got + part, 0);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        within(left, stream.read_exact(&mut buf[got..got + part]))
-            .await
-            .ok_or_else(late)?
-            .map_err(|e| Closed::Failed(format!("read failed: {e}")))?;
-        got += part;
-    }
-    Ok(buf)
+        )))
+    })
 }
 
 /// `f`'s output, or `None` when `limit` passes first.
