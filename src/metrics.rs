@@ -114,7 +114,7 @@ pub struct Metrics {
     pub cores: usize,
     pub stopping: AtomicBool,
     /// Savepoints asked for through `POST /checkpoint`.
-    pub savepoints: Arc<AtomicU64>,
+    pub savepoints: Arc<tidewater_io::wait::Signal>,
 }
 
 impl Metrics {
@@ -284,7 +284,7 @@ impl Metrics {
             ready_cores: AtomicUsize::new(0),
             cores,
             stopping: AtomicBool::new(false),
-            savepoints: Arc::new(AtomicU64::new(0)),
+            savepoints: Default::default(),
         }
     }
 
@@ -729,7 +729,7 @@ fn admin_request(m: &Metrics, mut conn: std::net::TcpStream) {
     let path = words.next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
         ("POST", "/checkpoint") => {
-            let n = m.savepoints.fetch_add(1, Ordering::SeqCst) + 1;
+            let n = m.savepoints.add_one();
             tracing::info!(request = n, "savepoint asked for");
             (
                 "202 Accepted",

@@ -14,9 +14,10 @@ use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tidewater_io::wait::{Signal, Stop};
 use tidewater_io::ShardLog;
 use tidewater_shards::pipeline::checkpoint;
 use tidewater_shards::pipeline::spec::{Job, SinkConfig};
@@ -230,8 +231,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
         .collect();
     let table = PartitionTable::new(shard_count, topics);
     // Per job, shared by its cores: the checkpoint taken at shutdown is done.
-    let finished: Vec<Arc<std::sync::atomic::AtomicU64>> =
-        settings.jobs.iter().map(|_| Default::default()).collect();
+    let finished: Vec<Arc<Signal>> = settings.jobs.iter().map(|_| Default::default()).collect();
     // Each job's mailboxes, core by core.
     let mut meshes: Vec<std::collections::VecDeque<pipeline::CoreMail>> = settings
         .jobs
@@ -248,7 +248,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
         default_partitions: settings.default_partitions.unwrap_or(shard_count),
         protected: protected_topics(&settings),
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Stop::new();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -261,14 +261,14 @@ pub fn serve(settings: Settings) -> Result<i32> {
             .spawn(move || {
                 if let Some(sig) = signals.forever().next() {
                     tracing::info!(signal = sig, "stopping: finishing in-flight appends");
-                    stop.store(true, Ordering::SeqCst);
+                    stop.set();
                 }
             })
             .context("cannot start the signal thread")?;
     }
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Cores that have finished the deletions an interrupted DeleteTopics left.
-    let cleaned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cleaned: Arc<Signal> = Default::default();
     let any_deleting = !deleting.is_empty();
     let metrics = Arc::new(Metrics::new(cpus.len()));
     crate::metrics::serve_admin(metrics.clone(), settings.admin_addr)
@@ -336,7 +336,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
                 // A core that ends for any reason but a clean stop takes the others
                 // with it: never a dead core beside live ones.
                 if !matches!(end, Ok(ShardEnd::Clean)) {
-                    stop.store(true, Ordering::SeqCst);
+                    stop.set();
                 }
                 end
             })
@@ -351,17 +351,17 @@ pub fn serve(settings: Settings) -> Result<i32> {
             Ok(Ok(ShardEnd::Clean)) => {}
             Ok(Ok(ShardEnd::StorageFault(e))) => {
                 tracing::error!(shard, "storage fault: {e}");
-                stop.store(true, Ordering::SeqCst);
+                stop.set();
                 code = EXIT_STORAGE_FAULT;
             }
             Ok(Err(e)) => {
                 tracing::error!(shard, "core failed: {e:#}");
-                stop.store(true, Ordering::SeqCst);
+                stop.set();
                 code = code.max(failed_core_code(&e));
             }
             Err(e) => {
                 tracing::error!(shard, "core's executor failed: {e}");
-                stop.store(true, Ordering::SeqCst);
+                stop.set();
                 code = code.max(1);
             }
         }
@@ -372,17 +372,21 @@ pub fn serve(settings: Settings) -> Result<i32> {
     Ok(code)
 }
 
+/// How often a core looks for a storage fault its log recorded (a stop is seen
+/// at once).
+const FAULT_CHECK: Duration = Duration::from_millis(50);
+
 async fn run_shard(
     shard: u32,
     cpu: usize,
     (cfg, owned, deleted): (tidewater_io::LogConfig, Vec<String>, Vec<String>),
     front: FrontEnd,
     jobs: Vec<JobStart>,
-    (stop, metrics): (Arc<AtomicBool>, Arc<Metrics>),
+    (stop, metrics): (Stop, Arc<Metrics>),
     (ready, shard_count, (cleaned, any_deleting)): (
         Arc<std::sync::atomic::AtomicUsize>,
         usize,
-        (Arc<std::sync::atomic::AtomicUsize>, bool),
+        (Arc<Signal>, bool),
     ),
 ) -> Result<ShardEnd> {
     let (log, report) = ShardLog::open(cfg.clone()).await.with_context(|| {
@@ -402,16 +406,14 @@ async fn run_shard(
             tracing::info!(shard, partition = %name, "deleted: its topic's deletion was interrupted");
         }
     }
-    cleaned.fetch_add(1, Ordering::SeqCst);
+    cleaned.add_one();
     // Core 0 drops the marks once every core has finished, before anything (a
     // forwarded CreateTopics included) can rewrite the file: a mark left behind
     // would delete a topic of that name made later at every start.
     if shard == 0 && any_deleting {
-        while cleaned.load(Ordering::SeqCst) < shard_count {
-            if stop.load(Ordering::SeqCst) {
-                return Ok(ShardEnd::Clean);
-            }
-            glommio::timer::sleep(Duration::from_millis(5)).await;
+        futures_lite::future::or(cleaned.reached(shard_count as u64), stop.wait()).await;
+        if stop.is_set() {
+            return Ok(ShardEnd::Clean);
         }
         if let Some(file) = &front.topics.file {
             let mut all = kafka::create_topics::recorded(file).map_err(anyhow::Error::msg)?;
@@ -457,7 +459,7 @@ async fn run_shard(
             metrics.clone(),
             shard,
             sources,
-            move || stop.load(Ordering::SeqCst),
+            move || stop.is_set(),
         ))
         .detach();
     }
@@ -476,10 +478,7 @@ async fn run_shard(
     if let Some(mail) = front.forwarding {
         broker.connect_forwarding(mail).await;
     }
-    let accept_stop = stop.clone();
-    let accepting = glommio::spawn_local(kafka::serve(broker, listener, move || {
-        accept_stop.load(Ordering::SeqCst)
-    }));
+    let accepting = glommio::spawn_local(kafka::serve(broker, listener, stop.clone()));
     tracing::info!(shard, addr = %front.addr, "kafka listener up");
     metrics.ready_cores.fetch_add(1, Ordering::SeqCst);
     if ready.fetch_add(1, Ordering::SeqCst) + 1 == shard_count {
@@ -489,12 +488,12 @@ async fn run_shard(
         if let Some(e) = log.fatal_error() {
             break ShardEnd::StorageFault(e);
         }
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_set() {
             break ShardEnd::Clean;
         }
-        glommio::timer::sleep(Duration::from_millis(50)).await;
+        futures_lite::future::or(stop.wait(), glommio::timer::sleep(FAULT_CHECK)).await;
     };
-    stop.store(true, Ordering::SeqCst);
+    stop.set();
     metrics.stopping.store(true, Ordering::SeqCst);
     accepting.await;
     // The jobs take their checkpoint at shutdown (bounded by
@@ -580,7 +579,7 @@ struct JobStart {
     /// The checkpoint every core resumes from, and the highest id on disk.
     restore: Option<u64>,
     highest: u64,
-    finished: Arc<std::sync::atomic::AtomicU64>,
+    finished: Arc<Signal>,
 }
 
 /// Starts this core's part of a job: its sinks, then its driver.
@@ -589,9 +588,9 @@ fn start_job(
     table: &PartitionTable,
     log: &Rc<ShardLog>,
     start: JobStart,
-    stop: &Arc<AtomicBool>,
+    stop: &Stop,
     sources: &mut CoreSources,
-    savepoints: Arc<std::sync::atomic::AtomicU64>,
+    savepoints: Arc<Signal>,
 ) -> Result<glommio::task::JoinHandle<Result<(), String>>> {
     let JobStart {
         job,
@@ -639,16 +638,12 @@ fn start_job(
             .find(|t| t.name == topic)
             .map_or(0, |t| t.partitions)
     };
-    let stop_flag: Rc<dyn Fn() -> bool> = {
-        let stop = stop.clone();
-        Rc::new(move || stop.load(Ordering::SeqCst))
-    };
     // Sinks deliver until the driver is done (its checkpoint at shutdown waits for
     // them), not merely until the server stops.
     let driver_done: Rc<std::cell::Cell<bool>> = Default::default();
     let sink_stop: Rc<dyn Fn() -> bool> = {
         let (stop, done) = (stop.clone(), driver_done.clone());
-        Rc::new(move || stop.load(Ordering::SeqCst) && done.get())
+        Rc::new(move || stop.is_set() && done.get())
     };
     let job = Rc::new(job);
     let layout = Rc::new(Layout::new(job.aggregates.clone()));
@@ -698,7 +693,7 @@ fn start_job(
         late_ids: side(job.late_topic())?,
         dlq_ids: side(job.dlq_topic())?,
         sinks,
-        stop: stop_flag,
+        stop: stop.clone(),
         checkpoints: (job.checkpoint_ms > 0).then(|| pipeline::Checkpoints {
             root,
             interval: Duration::from_millis(job.checkpoint_ms as u64),

@@ -180,6 +180,17 @@ fn crash_loop(kills: u32, cores: impl Fn(u32) -> u32, damage: bool) {
     );
 }
 
+/// User + system CPU time of a process so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf only reads a constant.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
 #[test]
 fn checkpoint_now_takes_a_savepoint_that_pruning_keeps() {
     let ch = common::ClickHouse::start();
@@ -213,6 +224,12 @@ fn checkpoint_now_takes_a_savepoint_that_pruning_keeps() {
         .collect();
     // Four savepoints, all kept although only two checkpoints are kept otherwise.
     assert_eq!(kept.len(), 4, "{taken:?}");
+    // Idle after savepoints, the server waits on wake-ups: a core that spun (a wait
+    // that is always ready) would burn about a CPU-second per second here.
+    let before = cpu_seconds(server.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(server.id()) - before;
+    assert!(used < 1.0, "an idle server used {used:.2} CPU-s in 3 s");
     let _ = server.kill();
     let _ = server.wait();
     // Without --now it refuses, saying why.

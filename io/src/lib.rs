@@ -17,7 +17,7 @@ pub mod frame;
 pub mod journal;
 pub mod ledger;
 pub mod log;
-mod wait;
+pub mod wait;
 
 pub use config::{Durability, LogConfig};
 pub use error::{LogError, Result};

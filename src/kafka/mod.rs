@@ -365,16 +365,14 @@ impl Broker {
     }
 }
 
-/// Accepts connections until `stop` says so.
-pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: impl Fn() -> bool + 'static) {
+/// Accepts connections until the server stops.
+pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: tidewater_io::wait::Stop) {
     // The accept loop runs as its own task and is cancelled at stop. (Racing each
     // accept against a polling stop check re-polled the pending accept every tick,
     // and every poll kept another waker of the task: after ~32k ticks, about half an
     // hour idle, glommio's waker count overflowed and the core panicked.)
     let accepting = glommio::spawn_local(accept_loop(broker, listener));
-    while !stop() {
-        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    stop.wait().await;
     accepting.cancel().await;
 }
 

@@ -1,12 +1,12 @@
 //! The window pipeline: what replaces the Flink job. `spec` checks and compiles a
 //! job, `records` reads stored Kafka batches, `avro` projects the fields a job needs,
-//! `window` keeps the per-core state, `run` drives one job on one core.
+//! `window` keeps the per-core state, `job` drives one job on one core.
 
 pub mod avro;
 pub mod checkpoint;
+mod job;
 pub mod records;
-mod run;
 pub mod spec;
 pub mod window;
 
-pub use run::{mesh, run, Checkpoints, CoreMail, JobContext, JobStats, Mail, MailboxStats};
+pub use job::{mesh, run, Checkpoints, CoreMail, JobContext, JobStats, Mail, MailboxStats};

@@ -45,6 +45,8 @@ pub struct SinkStats {
     /// Fire latency samples (watermark passed → delivered), microseconds; the
     /// reader drains them.
     pub latencies_us: std::cell::RefCell<Vec<u64>>,
+    /// Notified after each delivery: a pipeline waiting for room wakes here.
+    pub delivered: tidewater_io::wait::Notify,
 }
 
 use crate::pipeline::records::bump;
@@ -300,6 +302,7 @@ impl SinkTask {
             self.stats
                 .queued
                 .set(self.stats.queued.get().saturating_sub(1));
+            self.stats.delivered.notify();
             let mut l = self.stats.latencies_us.borrow_mut();
             if l.len() < 100_000 {
                 l.push(fired.due.elapsed().as_micros() as u64);
