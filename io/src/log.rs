@@ -7,7 +7,7 @@
 //! Once durable, the frame is handed to the ledger, so a read never sees data that is
 //! not acknowledged. Must only be used from the core (executor) that opened it.
 
-use crate::config::{Durability, LogConfig};
+use crate::config::{Durability, LogConfig, JOURNAL_WRITES_IN_FLIGHT_MAX, WRITE_SAMPLES_MAX};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, BLOCK, HEADER_LEN};
 use crate::journal::{Damaged, Dropped, Journal, RecoveredEnd};
@@ -161,9 +161,6 @@ struct State {
     /// metrics task drains it.
     write_samples: Vec<(u64, u32)>,
 }
-
-/// Journal write samples kept between two drains.
-const WRITE_SAMPLES_MAX: usize = 8192;
 
 struct Shared {
     cfg: LogConfig,
@@ -964,10 +961,6 @@ fn fail_fatal(sh: &Shared, e: LogError, current: impl IntoIterator<Item = Rc<Out
     sh.ledger_work.notify();
     sh.appended.notify();
 }
-
-/// Journal writes one core keeps in flight: enough to keep the device busy while the
-/// next write fills, few enough that an acknowledgement waits for at most one more.
-pub(crate) const JOURNAL_WRITES_IN_FLIGHT_MAX: usize = 2;
 
 /// A journal write on its way to the device.
 struct InFlight {
