@@ -118,6 +118,11 @@ impl FsError {
         }
     }
 
+    /// The same failure, named for what the caller was doing.
+    pub fn with_op(self, op: &'static str) -> Self {
+        FsError { op, ..self }
+    }
+
     /// True when the path was not there.
     pub fn is_not_found(&self) -> bool {
         self.source.kind() == io::ErrorKind::NotFound

@@ -7,8 +7,10 @@
 
 use super::{Ledger, Partition};
 use crate::error::{LogError, Result};
+use crate::fs::{self, blocking};
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub(super) const META_FILE: &str = "partition.meta";
 
@@ -17,15 +19,19 @@ pub(super) fn segment_name(base: u64, ext: &str) -> String {
 }
 
 /// Removes everything but the meta file from a deleted partition's directory.
-pub(super) fn empty_tombstone(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io("listing", dir, e))? {
-        let entry = entry.map_err(|e| LogError::io("listing", dir, e))?;
-        if entry.file_name() != META_FILE {
-            std::fs::remove_file(entry.path())
-                .map_err(|e| LogError::io("removing", &entry.path(), e))?;
+pub(super) async fn empty_tombstone(dir: &Path) -> Result<()> {
+    for path in fs::read_dir(dir).await? {
+        if path.file_name().is_none_or(|n| n != META_FILE) {
+            fs::remove_file(&path).await?;
         }
     }
     Ok(())
+}
+
+/// The name of a directory entry, as text.
+pub(super) fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned())
 }
 
 pub(super) fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
@@ -80,23 +86,22 @@ impl Ledger {
             .max()
             .map_or(0, |m| m + 1);
         // Made complete under a temporary name, then renamed: a crash leaves either
-        // nothing or a whole partition directory.
+        // nothing or a whole partition directory. Blocking calls, on the core:
+        // `ShardLog::create_partition` is synchronous (the Kafka front end calls it
+        // while it answers CreateTopics); making it async is the front end's change.
         let pdir = self.dir.join(name);
         let tmp = self.dir.join(format!(".{name}.creating"));
-        std::fs::create_dir_all(&tmp)
-            .map_err(|e| LogError::io("creating partition directory", &tmp, e))?;
+        blocking::create_dir_all(&tmp).map_err(|e| e.with_op("creating partition directory"))?;
+        // Each durable write syncs `tmp` after itself.
         write_meta(&tmp.join(META_FILE), id, name)?;
         if start > 0 {
             // An empty active segment says where the offsets start; the first write
             // fills it.
             let seg = tmp.join(segment_name(start, "log"));
-            std::fs::File::create(&seg)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| LogError::io("creating", &seg, e))?;
+            blocking::write_durable(&seg, &[])?;
         }
-        crate::journal::sync_dir(&tmp)?;
-        std::fs::rename(&tmp, &pdir).map_err(|e| LogError::io("renaming", &tmp, e))?;
-        crate::journal::sync_dir(&self.dir)?;
+        blocking::rename(&tmp, &pdir)?;
+        blocking::sync_dir(&self.dir)?;
         self.names.insert(name.to_string(), id);
         self.partitions.insert(
             id,
@@ -116,31 +121,57 @@ impl Ledger {
 
     /// Deletes a partition: its directory becomes a tombstone (renamed, synced), then
     /// its segments are removed. Callers make sure no write of it is in flight.
-    pub fn delete_partition(&mut self, id: u32) -> Result<()> {
-        let Some(p) = self.partitions.get(&id) else {
-            return Ok(());
+    pub async fn delete_partition(this: &RefCell<Self>, id: u32) -> Result<()> {
+        let (pdir, tomb) = {
+            let l = this.borrow();
+            let Some(p) = l.partitions.get(&id) else {
+                return Ok(());
+            };
+            assert!(
+                p.chunks.iter().all(|c| !c.in_flight),
+                "no write of a partition being deleted is in flight"
+            );
+            (
+                p.dir.clone(),
+                l.dir.join(format!(".{}.{id}.deleted", p.name)),
+            )
         };
-        assert!(
-            p.chunks.iter().all(|c| !c.in_flight),
-            "no write of a partition being deleted is in flight"
-        );
-        let tomb = self.dir.join(format!(".{}.{id}.deleted", p.name));
-        std::fs::rename(&p.dir, &tomb).map_err(|e| LogError::io("renaming", &p.dir, e))?;
+        fs::rename(&pdir, &tomb).await?;
         // Renamed: deleted from here on, whatever fails next (the next start finishes
         // emptying the tombstone).
-        let p = self.partitions.remove(&id).expect("present");
-        self.names.remove(&p.name);
-        self.pending_bytes -= p.chunks.iter().map(|c| c.len).sum::<usize>();
-        self.deleted.insert(id);
-        drop(p);
-        crate::journal::sync_dir(&self.dir)?;
-        empty_tombstone(&tomb)
+        let dir = {
+            let mut l = this.borrow_mut();
+            let p = l.partitions.remove(&id).expect("present");
+            l.names.remove(&p.name);
+            l.pending_bytes -= p.chunks.iter().map(|c| c.len).sum::<usize>();
+            l.deleted.insert(id);
+            l.dir.clone()
+        };
+        fs::sync_dir(&dir).await?;
+        empty_tombstone(&tomb).await
     }
 
     /// Deletes sealed segments beyond the retention limits; returns how many.
-    pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+    pub async fn apply_retention(this: &RefCell<Self>, now_ms: i64) -> usize {
+        let expired = this.borrow_mut().take_expired(now_ms);
+        for (partition, seg) in &expired {
+            for path in [seg.clone(), seg.with_extension("index")] {
+                if let Err(e) = fs::remove_file(&path).await {
+                    if !e.is_not_found() {
+                        tracing::warn!(path = %path.display(), "retention could not delete: {}", e.source);
+                    }
+                }
+            }
+            tracing::info!(partition = %partition, path = %seg.display(), "segment deleted by retention");
+        }
+        expired.len()
+    }
+
+    /// Takes the sealed segments beyond the retention limits out of the partition
+    /// table: (partition name, segment path) of each, for their files to be removed.
+    fn take_expired(&mut self, now_ms: i64) -> Vec<(String, PathBuf)> {
         let limits = self.limits.clone();
-        let mut removed = 0;
+        let mut expired = Vec::new();
         for p in self.partitions.values_mut() {
             loop {
                 if p.segments.len() < 2 {
@@ -159,34 +190,25 @@ impl Ledger {
                     break;
                 }
                 let seg = p.segments.pop_front().expect("segment");
-                for path in [seg.path.clone(), seg.path.with_extension("index")] {
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            tracing::warn!(path = %path.display(), "retention could not delete: {e}");
-                        }
-                    }
-                }
-                tracing::info!(partition = %p.name, path = %seg.path.display(), "segment deleted by retention");
-                removed += 1;
+                expired.push((p.name.clone(), seg.path));
             }
         }
-        removed
+        expired
     }
 }
 
+/// Writes a partition's meta file durably (blocking: see `create_partition_at`).
 fn write_meta(path: &Path, id: u32, name: &str) -> Result<()> {
-    use std::io::Write;
     let text = format!("tidewater-partition 1\nid {id}\nname {name}\n");
-    let tmp = path.with_extension("meta.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| LogError::io("writing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| LogError::io("renaming", &tmp, e))
+    Ok(blocking::write_durable(path, text.as_bytes())?)
 }
 
-pub(super) fn read_meta(path: &Path) -> Result<(u32, String)> {
-    let text = std::fs::read_to_string(path).map_err(|e| LogError::io("reading", path, e))?;
+pub(super) async fn read_meta(path: &Path) -> Result<(u32, String)> {
+    let text = fs::read_to_string(path).await?;
+    parse_meta(path, &text)
+}
+
+fn parse_meta(path: &Path, text: &str) -> Result<(u32, String)> {
     let mut lines = text.lines();
     let bad = |what: &str| LogError::corrupt(path, format!("not a partition meta file: {what}"));
     if lines.next() != Some("tidewater-partition 1") {
@@ -226,9 +248,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(META_FILE);
         write_meta(&path, 7, "t-1").unwrap();
-        assert_eq!(read_meta(&path).unwrap(), (7, "t-1".to_string()));
-        std::fs::write(&path, "hello").unwrap();
-        let err = read_meta(&path).unwrap_err().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(parse_meta(&path, &text).unwrap(), (7, "t-1".to_string()));
+        let err = parse_meta(&path, "hello").unwrap_err().to_string();
         assert!(err.contains("partition.meta"), "{err}");
     }
 }

@@ -6,11 +6,14 @@
 //! deletions, and rebuilding a segment's end and index from its frames. Keeps a
 //! valid prefix of each segment; what it drops is reported, never silently lost.
 
-use super::files::{empty_tombstone, parse_segment_name, read_meta, segment_name, META_FILE};
+use super::files::{
+    empty_tombstone, name_of, parse_segment_name, read_meta, segment_name, META_FILE,
+};
 use super::segment::{open_segment, read_index, write_index, Segment};
 use super::{Ledger, LedgerLimits, Partition};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, Kind, Step};
+use crate::fs;
 use crate::journal::Dropped;
 use glommio::io::DmaFile;
 use std::collections::{HashMap, VecDeque};
@@ -26,10 +29,11 @@ impl Ledger {
         report: &mut Vec<Dropped>,
         rebuilt: &mut Vec<PathBuf>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| LogError::io("creating ledger directory", dir, e))?;
+        fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.with_op("creating ledger directory"))?;
         // glommio resolves some calls (statx) by path: keep paths absolute.
-        let dir = &std::fs::canonicalize(dir).map_err(|e| LogError::io("resolving", dir, e))?;
+        let dir = &fs::canonicalize(dir).await?;
         crate::journal::prime_device(dir).await?;
         let mut ledger = Ledger {
             dir: dir.to_path_buf(),
@@ -40,36 +44,35 @@ impl Ledger {
             pending_bytes: 0,
         };
         let mut dirs = Vec::new();
-        for entry in
-            std::fs::read_dir(dir).map_err(|e| LogError::io("listing ledger directory", dir, e))?
-        {
-            let entry = entry.map_err(|e| LogError::io("listing ledger directory", dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        let entries = fs::read_dir(dir)
+            .await
+            .map_err(|e| e.with_op("listing ledger directory"))?;
+        for entry in entries {
+            let name = name_of(&entry);
             if name == "lost+found" || name == ".tidewater-probe" {
                 continue;
             }
             if name.starts_with('.') && name.ends_with(".deleted") {
                 // A deleted partition: keep its id, finish removing its data.
-                let (id, _) = read_meta(&entry.path().join(META_FILE))?;
-                empty_tombstone(&entry.path())?;
+                let (id, _) = read_meta(&entry.join(META_FILE)).await?;
+                empty_tombstone(&entry).await?;
                 ledger.deleted.insert(id);
                 continue;
             }
             if name.starts_with('.') && name.ends_with(".creating") {
                 // A partition whose creation a crash interrupted; it was never
                 // reported created.
-                tracing::warn!(path = %entry.path().display(), "removing an unfinished partition");
-                std::fs::remove_dir_all(entry.path())
-                    .map_err(|e| LogError::io("removing", &entry.path(), e))?;
+                tracing::warn!(path = %entry.display(), "removing an unfinished partition");
+                fs::remove_dir_all(&entry).await?;
                 continue;
             }
-            if !entry.path().is_dir() || !entry.path().join(META_FILE).is_file() {
+            if !fs::is_dir(&entry).await || !fs::is_file(&entry.join(META_FILE)).await {
                 return Err(LogError::corrupt(
-                    &entry.path(),
+                    &entry,
                     format!("foreign entry in the ledger directory (only partition directories with a {META_FILE} belong there); move it away"),
                 ));
             }
-            dirs.push(entry.path());
+            dirs.push(entry);
         }
         dirs.sort();
         if dirs.len() > partitions_max {
@@ -99,19 +102,18 @@ impl Ledger {
         report: &mut Vec<Dropped>,
         rebuilt: &mut Vec<PathBuf>,
     ) -> Result<Partition> {
-        let (id, name) = read_meta(&pdir.join(META_FILE))?;
+        let (id, name) = read_meta(&pdir.join(META_FILE)).await?;
         let mut bases = Vec::new();
-        for entry in
-            std::fs::read_dir(pdir).map_err(|e| LogError::io("listing partition", pdir, e))?
-        {
-            let entry = entry.map_err(|e| LogError::io("listing partition", pdir, e))?;
-            let fname = entry.file_name().to_string_lossy().into_owned();
+        let entries = fs::read_dir(pdir)
+            .await
+            .map_err(|e| e.with_op("listing partition"))?;
+        for entry in entries {
+            let fname = name_of(&entry);
             if fname.ends_with(".tmp") {
                 // An index or meta file whose writing a crash interrupted; the real
                 // one is rebuilt or still in place.
-                tracing::warn!(path = %entry.path().display(), "removing an unfinished file");
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| LogError::io("removing", &entry.path(), e))?;
+                tracing::warn!(path = %entry.display(), "removing an unfinished file");
+                fs::remove_file(&entry).await?;
                 continue;
             }
             match parse_segment_name(&fname) {
@@ -120,7 +122,7 @@ impl Ledger {
                 Some((_, "index")) => {}
                 _ => {
                     return Err(LogError::corrupt(
-                        &entry.path(),
+                        &entry,
                         "foreign file in a partition directory (only NNNN.log, NNNN.index and partition.meta belong there); move it away",
                     ))
                 }
@@ -142,7 +144,11 @@ impl Ledger {
             let file = Rc::new(open_segment(&path, None).await?);
             let sealed_end = bases.get(i + 1).copied();
             let index_path = pdir.join(segment_name(base, "index"));
-            let seg = match sealed_end.and_then(|_| read_index(&index_path)) {
+            let index = match sealed_end {
+                Some(_) => read_index(&index_path).await,
+                None => None,
+            };
+            let seg = match index {
                 Some(idx) => Segment {
                     base_offset: base,
                     end_offset: idx.end_offset,
@@ -158,7 +164,7 @@ impl Ledger {
                         .await?;
                     if sealed_end.is_some() {
                         tracing::warn!(path = %index_path.display(), "index missing or damaged; rebuilt from its segment");
-                        write_index(&index_path, &seg)?;
+                        write_index(&index_path, &seg).await?;
                         rebuilt.push(index_path);
                     }
                     seg

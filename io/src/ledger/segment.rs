@@ -6,6 +6,7 @@
 //! that fails any check is rebuilt from its segment, never trusted.
 
 use crate::error::{LogError, Result};
+use crate::fs;
 use glommio::io::{DmaFile, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -76,8 +77,14 @@ pub(super) struct IndexFile {
     pub(super) entries: Vec<(u64, u64)>,
 }
 
-pub(super) fn write_index(path: &Path, seg: &Segment) -> Result<()> {
-    use std::io::Write;
+/// Writes a sealed segment's index file durably (`<segment>.index`).
+pub(super) async fn write_index(path: &Path, seg: &Segment) -> Result<()> {
+    let body = index_bytes(seg);
+    Ok(fs::write_durable(path, body).await?)
+}
+
+/// The index file of a sealed segment, as bytes.
+pub(super) fn index_bytes(seg: &Segment) -> Vec<u8> {
     let mut body = Vec::with_capacity(INDEX_HEADER_LEN + seg.index.len() * 16);
     body.extend_from_slice(&[0u8; 4]);
     body.extend_from_slice(INDEX_MAGIC);
@@ -91,17 +98,12 @@ pub(super) fn write_index(path: &Path, seg: &Segment) -> Result<()> {
     }
     let crc = crc32c::crc32c(&body[4..]);
     body[0..4].copy_from_slice(&crc.to_le_bytes());
-    let tmp = path.with_extension("index.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| LogError::io("creating", &tmp, e))?;
-    f.write_all(&body)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| LogError::io("writing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| LogError::io("renaming", &tmp, e))
+    body
 }
 
 /// Loads an index file; `None` when it is missing or fails any check.
-pub(super) fn read_index(path: &Path) -> Option<IndexFile> {
-    let body = std::fs::read(path).ok()?;
+pub(super) async fn read_index(path: &Path) -> Option<IndexFile> {
+    let body = fs::read(path).await.ok()?;
     if body.len() < INDEX_HEADER_LEN || &body[4..12] != INDEX_MAGIC {
         return None;
     }

@@ -9,10 +9,11 @@
 
 use super::chunk::first_seq_of;
 use super::files::segment_name;
-use super::segment::{open_segment, write_index, Segment};
+use super::segment::{index_bytes, open_segment, Segment};
 use super::{Ledger, WriteJob};
 use crate::error::{LogError, Result};
 use crate::frame;
+use crate::fs;
 use glommio::io::DmaFile;
 use std::rc::Rc;
 
@@ -107,24 +108,34 @@ impl Ledger {
             file.fdatasync()
                 .await
                 .map_err(|e| LogError::io("syncing", &spath, e))?;
+            let (index_path, index) = {
+                let l = this.borrow();
+                let seg = l
+                    .partitions
+                    .get(&id)
+                    .and_then(|p| p.segments.back())
+                    .expect("segment");
+                (seg.path.with_extension("index"), index_bytes(seg))
+            };
+            // Under `ledger_io`: nothing else changes the segment meanwhile.
+            fs::write_durable(&index_path, index).await?;
             let mut l = this.borrow_mut();
             let seg = l
                 .partitions
                 .get_mut(&id)
                 .and_then(|p| p.segments.back_mut())
                 .expect("segment");
-            write_index(&seg.path.with_extension("index"), seg)?;
             seg.file = None;
         }
         let file = match open_segment(&path, Some(seg_bytes)).await {
             Ok(f) => f,
             Err(e) => {
                 // Leave no half-made segment behind; the roll is retried later.
-                let _ = std::fs::remove_file(&path);
+                let _ = fs::remove_file(&path).await;
                 return Err(e);
             }
         };
-        crate::journal::sync_dir(&dir)?;
+        fs::sync_dir(&dir).await?;
         let mut l = this.borrow_mut();
         let p = l.partitions.get_mut(&id).expect("partition");
         p.segments.push_back(Segment {

@@ -92,7 +92,7 @@ pub(super) async fn make_ledger_durable(sh: &Shared) -> Result<()> {
     let durable_seq = sh.state.borrow().durable_seq;
     let through = sh.ledger.borrow().written_through_seq(durable_seq);
     Ledger::sync(&sh.ledger).await?;
-    let removed = sh.ledger.borrow_mut().apply_retention(now_ms());
+    let removed = Ledger::apply_retention(&sh.ledger, now_ms()).await;
     let mut st = sh.state.borrow_mut();
     st.recyclable_seq = st.recyclable_seq.max(through);
     st.stats.ledger_syncs += 1;

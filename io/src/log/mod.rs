@@ -228,8 +228,7 @@ impl ShardLog {
             .acquire_permit(1)
             .await
             .map_err(|_| LogError::Closed)?;
-        let res = sh.ledger.borrow_mut().delete_partition(id);
-        res
+        Ledger::delete_partition(&sh.ledger, id).await
     }
 
     /// Names and ids of the partitions this log holds.

@@ -145,7 +145,7 @@ async fn replay(
         report.frames_scanned += scan.frames.len() as u64;
         if !scan.damaged.is_empty() {
             // Evidence first: nothing writes to the segment before its copy exists.
-            crate::journal::copy_aside(&path, first_seq, &bytes)?;
+            crate::journal::copy_aside(&path, first_seq, &bytes).await?;
         }
         {
             let mut l = ledger.borrow_mut();
