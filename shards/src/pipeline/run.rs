@@ -703,7 +703,7 @@ async fn drive(
                         outputs,
                     }
                 };
-                let bytes = checkpoint::write_part(&c.root, &snap)?;
+                let bytes = checkpoint::write_part(&c.root, &snap).await?;
                 let id = cur.id;
                 stats.checkpoint_part.set(id);
                 stats.checkpoint_bytes.set(bytes);
@@ -743,14 +743,14 @@ async fn drive(
                     .map(|(&id, _)| id)
                     .collect();
                 for id in complete {
-                    checkpoint::write_manifest(&c.root, &job.name, id, ctx.shards)?;
+                    checkpoint::write_manifest(&c.root, &job.name, id, ctx.shards).await?;
                     if savepoint.is_some_and(|s| s <= id) {
-                        checkpoint::mark_savepoint(&c.root, &job.name, id)?;
+                        checkpoint::mark_savepoint(&c.root, &job.name, id).await?;
                         tracing::info!(job = %job.name, checkpoint = id, "savepoint taken");
                         savepoint = None;
                     }
                     shared.borrow_mut().done.retain(|&k, _| k > id);
-                    checkpoint::prune(&c.root, &job.name, id);
+                    checkpoint::prune(&c.root, &job.name, id).await;
                     stats.checkpoint_complete.set(id);
                     tracing::debug!(job = %job.name, checkpoint = id, "checkpoint complete");
                     if final_id.is_some_and(|f| f <= id) {
