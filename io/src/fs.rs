@@ -29,7 +29,8 @@
 pub mod blocking;
 
 pub use crate::error::FsError;
-use std::fs::File;
+/// The file type [`blocking::open_append`] opens and [`append`] writes through.
+pub use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
