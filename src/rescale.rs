@@ -27,7 +27,7 @@
 use crate::config::Settings;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use tidewater_io::{Durability, ShardLog};
+use tidewater_io::{fs, Durability, ShardLog};
 use tidewater_shards::pipeline::checkpoint;
 use tidewater_shards::pipeline::spec::SinkConfig;
 use tidewater_shards::{partition_owner, sink, Topic};
@@ -126,7 +126,7 @@ pub fn ensure(settings: &Settings, topics: &[Topic], found: Option<u32>, to: u32
         sync_dir(&root.join(job))?;
         sync_dir(&root)?;
     }
-    crate::durable::write_whole(&marker, plan.encode().as_bytes())
+    fs::blocking::write_durable(&marker, plan.encode().as_bytes())
         .with_context(|| format!("cannot write {}", marker.display()))?;
     switch(settings, &plan)?;
     tracing::info!(
@@ -443,7 +443,7 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    crate::durable::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
+    fs::blocking::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
 }
 
 #[cfg(test)]
