@@ -27,7 +27,7 @@
 use crate::config::Settings;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use tidewater_io::{Durability, ShardLog};
+use tidewater_io::{fs, Durability, ShardLog};
 use tidewater_shards::pipeline::checkpoint;
 use tidewater_shards::pipeline::spec::SinkConfig;
 use tidewater_shards::{partition_owner, sink, Topic};
@@ -126,7 +126,7 @@ pub fn ensure(settings: &Settings, topics: &[Topic], found: Option<u32>, to: u32
         sync_dir(&root.join(job))?;
         sync_dir(&root)?;
     }
-    crate::durable::write_whole(&marker, plan.encode().as_bytes())
+    fs::blocking::write_durable(&marker, plan.encode().as_bytes())
         .with_context(|| format!("cannot write {}", marker.display()))?;
     switch(settings, &plan)?;
     tracing::info!(
@@ -253,7 +253,7 @@ fn prepare(settings: &Settings, topics: &[Topic], from: u32, to: u32) -> Result<
                     end,
                 });
             }
-            checkpoint::write_part(&root, part).map_err(anyhow::Error::msg)?;
+            checkpoint::blocking::write_part(&root, part).map_err(anyhow::Error::msg)?;
         }
         tracing::info!(job = %job.name, from_checkpoint = old[0].id, checkpoint = id, "checkpoint cut for {to} cores");
         plan.manifests.push((job.name.clone(), id));
@@ -354,7 +354,8 @@ fn switch(settings: &Settings, plan: &Plan) -> Result<()> {
     move_dirs(&parents(settings), plan.from, plan.to)?;
     let root = settings.data_dir.join("checkpoints");
     for (job, id) in &plan.manifests {
-        checkpoint::write_manifest(&root, job, *id, plan.to).map_err(anyhow::Error::msg)?;
+        checkpoint::blocking::write_manifest(&root, job, *id, plan.to)
+            .map_err(anyhow::Error::msg)?;
     }
     for (len, path) in &plan.truncate {
         if std::fs::metadata(path).is_ok_and(|m| m.len() > *len) {
@@ -442,7 +443,7 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    crate::durable::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
+    fs::blocking::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
 }
 
 #[cfg(test)]

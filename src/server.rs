@@ -788,6 +788,7 @@ fn recorded_shard_count(data_dir: &Path) -> Result<Option<u32>> {
 pub(crate) fn write_shard_count(data_dir: &Path, shard_count: u32) -> Result<()> {
     let meta = data_dir.join(CLUSTER_META);
     let text = format!("tidewater 1\nshards {shard_count}\n");
-    crate::durable::write_whole(&meta, text.as_bytes())
+    // Start-up, before any core serves.
+    tidewater_io::fs::blocking::write_durable(&meta, text.as_bytes())
         .with_context(|| format!("cannot write {}", meta.display()))
 }

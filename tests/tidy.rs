@@ -1,5 +1,7 @@
 //! Style checked by a test: what we ban in the sources, found by grep, not by memory.
-//! (`cargo fmt --check` and clippy run from `scripts/test`.)
+//! (`cargo fmt --check` and clippy run from `scripts/test`.) Among them: blocking
+//! file-system calls in the storage and shard crates, which go through
+//! `tidewater_io::fs` (the exceptions are listed below, each with its reason).
 
 use std::path::{Path, PathBuf};
 
@@ -65,4 +67,181 @@ fn banned_patterns_are_absent() {
         }
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Where the storage and shard crates may name `std::fs`: the one module that
+/// decides how file-system calls stay off a serving core.
+const STD_FS_ALLOWED: &[(&str, &str)] = &[
+    (
+        "io/src/fs.rs",
+        "the fs module: runs the calls on the executor's blocking thread",
+    ),
+    (
+        "io/src/fs/blocking.rs",
+        "the fs module's blocking calls, for code that runs before a core serves",
+    ),
+];
+
+/// Files that call `tidewater_io::fs::blocking`, which blocks whatever thread runs
+/// it; each says why it cannot await the async calls.
+const FS_BLOCKING_ALLOWED: &[(&str, &str)] = &[
+    (
+        "io/src/fs.rs",
+        "the async calls hand the blocking ones to the executor's blocking thread",
+    ),
+    (
+        "io/src/ledger/files.rs",
+        "ShardLog::create_partition is synchronous: the Kafka front end calls it",
+    ),
+    (
+        "shards/src/pipeline/checkpoint.rs",
+        "start-up reads and the rescale's writes, before any core serves",
+    ),
+    (
+        "shards/src/pipeline/spec.rs",
+        "a job's schema is read while the configuration loads, on no executor",
+    ),
+    (
+        "shards/src/sink/mod.rs",
+        "a file sink opens its file while its job starts, before the core serves",
+    ),
+];
+
+/// Path methods that call the file system (a `stat`, a directory read).
+const PATH_FS_CALLS: &[&str] = &[
+    ".exists()",
+    ".try_exists(",
+    ".is_file()",
+    ".is_dir()",
+    ".is_symlink()",
+    ".metadata()",
+    ".symlink_metadata()",
+    ".canonicalize()",
+    ".read_dir()",
+    ".read_link()",
+];
+
+/// Whether `line` calls `call` itself, not a longer name ending in it
+/// (`File::open(` but not `DmaFile::open(`).
+fn called(line: &str, call: &str) -> bool {
+    line.match_indices(call).any(|(at, _)| {
+        !line[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// Blocking file-system calls in the non-test part of `text`, the file at `rel`
+/// (relative to the repository, `/`-separated).
+fn fs_problems(rel: &str, text: &str) -> Vec<String> {
+    let prod = production_part(text);
+    let mut problems = Vec::new();
+    let std_fs_allowed = STD_FS_ALLOWED.iter().any(|(f, _)| *f == rel);
+    let lines: Vec<&str> = prod.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("//") || std_fs_allowed {
+            continue;
+        }
+        let mut why = None;
+        if line.contains("std::fs") {
+            why = Some("`std::fs` blocks the core: use tidewater_io::fs");
+        } else if PATH_FS_CALLS.iter().any(|c| line.contains(c)) {
+            why = Some("a Path method that calls the file system: use tidewater_io::fs");
+        } else if line.contains("fs::File::")
+            || called(line, "File::create(")
+            || called(line, "File::open(")
+        {
+            why = Some("opening a std::fs::File blocks the core: use tidewater_io::fs");
+        }
+        if let Some(why) = why {
+            problems.push(format!("{rel}:{}: {why}: {}", n + 1, line.trim()));
+        }
+    }
+    // `use std::{fs, ...}` (on one line or several).
+    if !std_fs_allowed {
+        let mut rest = prod;
+        while let Some(at) = rest.find("std::{") {
+            let group = &rest[at + 6..];
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            if group.split(',').any(|item| {
+                let item = item.trim();
+                item == "fs" || item.starts_with("fs::") || item.starts_with("fs as ")
+            }) {
+                let line = prod[..prod.len() - rest.len() + at].lines().count().max(1);
+                problems.push(format!(
+                    "{rel}:{line}: `std::fs` imported in a group: use tidewater_io::fs"
+                ));
+            }
+            rest = &rest[at + 6..];
+        }
+    }
+    let uses_blocking = prod.lines().enumerate().find(|(_, l)| {
+        !l.trim_start().starts_with("//")
+            && (l.contains("fs::blocking") || l.contains("fs::{") && l.contains("blocking"))
+    });
+    let blocking_allowed = FS_BLOCKING_ALLOWED.iter().any(|(f, _)| *f == rel);
+    if let (Some((n, line)), false) = (uses_blocking, blocking_allowed) {
+        problems.push(format!(
+            "{rel}:{}: fs::blocking blocks the core: await tidewater_io::fs, or list the file in FS_BLOCKING_ALLOWED with why: {}",
+            n + 1,
+            line.trim()
+        ));
+    }
+    if uses_blocking.is_none() && blocking_allowed && rel != "io/src/fs.rs" {
+        problems.push(format!(
+            "{rel}: listed in FS_BLOCKING_ALLOWED but calls no fs::blocking: take it off the list"
+        ));
+    }
+    problems
+}
+
+#[test]
+fn file_system_calls_stay_off_the_core() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["io/src", "shards/src"] {
+        sources(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 5, "found the sources");
+    let mut problems = Vec::new();
+    for f in &files {
+        let rel = f
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(f).unwrap();
+        problems.extend(fs_problems(&rel, &text));
+    }
+    for (f, _) in STD_FS_ALLOWED.iter().chain(FS_BLOCKING_ALLOWED) {
+        if !root.join(f).is_file() {
+            problems.push(format!("{f}: allowed, but there is no such file"));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_file_system_check_finds_what_it_bans() {
+    let found = |rel: &str, text: &str| fs_problems(rel, text).len();
+    let write = "io/src/ledger/write.rs";
+    assert_eq!(found(write, "fn f() { std::fs::remove_file(p); }"), 1);
+    assert_eq!(found(write, "use std::fs::File;"), 1);
+    assert_eq!(found(write, "use std::{\n    fs,\n    io,\n};"), 1);
+    assert_eq!(found(write, "if dir.join(META).exists() {}"), 1);
+    assert_eq!(found(write, "use crate::fs::{self, blocking};"), 1);
+    assert_eq!(found(write, "let f = File::create(&tmp)?;"), 1);
+    assert_eq!(found(write, "let f = tidewater_io::fs::File::open(p)?;"), 1);
+    assert_eq!(found(write, "let f = DmaFile::open(&path).await?;"), 0);
+    assert_eq!(found(write, "// std::fs in a comment"), 0);
+    let tests_only = "#[cfg(test)]\nmod tests { fn t() { std::fs::write(p, b).unwrap(); } }";
+    assert_eq!(found(write, tests_only), 0);
+    // Listed files may call fs::blocking, and must.
+    let files = "io/src/ledger/files.rs";
+    assert_eq!(found(files, "use crate::fs::{self, blocking};"), 0);
+    assert_eq!(found(files, "fn f() {}"), 1);
+    let shards = "shards/src/pipeline/window.rs";
+    assert_eq!(found(shards, "tidewater_io::fs::blocking::read(p)"), 1);
+    assert_eq!(found("io/src/fs/blocking.rs", "use std::fs::File;"), 0);
 }

@@ -4,6 +4,13 @@ use crate::error::{LogError, Result};
 use crate::frame::{BLOCK, HEADER_LEN};
 use std::path::PathBuf;
 
+/// Journal writes one core keeps in flight: enough to keep the device busy while the
+/// next write fills, few enough that an acknowledgement waits for at most one more.
+pub(crate) const JOURNAL_WRITES_IN_FLIGHT_MAX: usize = 2;
+
+/// Journal write samples kept between two drains.
+pub(crate) const WRITE_SAMPLES_MAX: usize = 8192;
+
 /// When an append counts as done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -113,7 +120,7 @@ impl LogConfig {
     pub fn io_memory_bytes(&self) -> usize {
         /// Segment reads in flight on one core.
         const READS: usize = 16 << 20;
-        let journal = (crate::log::JOURNAL_WRITES_IN_FLIGHT_MAX + 1) * self.journal_flush_bytes_max;
+        let journal = (JOURNAL_WRITES_IN_FLIGHT_MAX + 1) * self.journal_flush_bytes_max;
         // Pending bytes may pass the limit by one journal write, into two chunks.
         let ledger = self.ledger_pending_bytes_max
             + self.journal_flush_bytes_max

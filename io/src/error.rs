@@ -98,6 +98,45 @@ impl LogError {
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
 
+/// A file-system call of the `fs` module that failed: which call, on which path,
+/// and the system's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct FsError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl FsError {
+    pub fn new(op: &'static str, path: &Path, source: impl Into<io::Error>) -> Self {
+        FsError {
+            op,
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    }
+
+    /// The same failure, named for what the caller was doing.
+    pub fn with_op(self, op: &'static str) -> Self {
+        FsError { op, ..self }
+    }
+
+    /// True when the path was not there.
+    pub fn is_not_found(&self) -> bool {
+        self.source.kind() == io::ErrorKind::NotFound
+    }
+}
+
+/// The log's own form of a file-system failure: a full device becomes
+/// [`LogError::NoSpace`], with its advice.
+impl From<FsError> for LogError {
+    fn from(e: FsError) -> Self {
+        LogError::io(e.op, &e.path, e.source)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +153,7 @@ mod tests {
         );
         let ledger = LogError::io("allocating", Path::new("l"), full()).to_string();
         assert!(ledger.contains("retention"), "{ledger}");
+        let fs = LogError::from(FsError::new("writing", Path::new("m"), full()));
+        assert!(fs.is_no_space(), "{fs}");
     }
 }

@@ -14,6 +14,7 @@
 
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, Invalid, Kind, Step, BLOCK, HEADER_LEN};
+use crate::fs;
 use glommio::io::{DmaFile, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -273,14 +274,14 @@ pub(crate) async fn read_all(file: &DmaFile, path: &Path, len: u64) -> Result<Ve
 /// the probe read real data, so it answers for the device as it is.
 pub async fn prime_device(dir: &Path) -> Result<()> {
     let path = dir.join(".tidewater-probe");
-    if let Err(e) = std::fs::write(&path, vec![0u8; BLOCK]) {
+    if let Err(e) = fs::write(&path, vec![0u8; BLOCK]).await {
         // A full device: the files already there (never empty) make the probe right.
-        let _ = std::fs::remove_file(&path);
-        tracing::debug!(path = %path.display(), "cannot write the device probe: {e}");
+        let _ = fs::remove_file(&path).await;
+        tracing::debug!(path = %path.display(), "cannot write the device probe: {}", e.source);
         return Ok(());
     }
     let opened = DmaFile::open(&path).await;
-    let _ = std::fs::remove_file(&path);
+    let _ = fs::remove_file(&path).await;
     let file = opened.map_err(|e| LogError::io("opening", &path, e))?;
     let _ = file.close().await;
     Ok(())
@@ -342,7 +343,7 @@ async fn repair_headers(
         }
         let path = slots[index].path.clone();
         let bytes = read_all(&slots[index].file, &path, segment_bytes).await?;
-        copy_aside(&path, first.seq, &bytes)?;
+        copy_aside(&path, first.seq, &bytes).await?;
         slots[index].header = SegmentHeader {
             shard: slots[index].header.shard,
             segment_seq,
@@ -367,38 +368,32 @@ async fn repair_headers(
 /// Copies a damaged journal segment to `<journal dir>.damaged/` before recovery
 /// writes anything to it, so the evidence survives for whoever looks into it.
 /// Named by the segment's use (its first sequence number): a restart before the
-/// segment is reused finds the same damage and keeps the one copy.
-pub(crate) fn copy_aside(path: &Path, first_seq: u64, bytes: &[u8]) -> Result<()> {
+/// segment is reused finds the same damage and keeps the one copy. The copy is
+/// written whole (temporary name, renamed), so a copy that exists is complete.
+pub(crate) async fn copy_aside(path: &Path, first_seq: u64, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let aside = dir.with_file_name(format!(
         "{}.damaged",
         dir.file_name()
             .map_or("journal".into(), |n| n.to_string_lossy())
     ));
-    std::fs::create_dir_all(&aside).map_err(|e| LogError::io("creating", &aside, e))?;
+    fs::create_dir_all(&aside).await?;
     let name = path
         .file_name()
         .map_or("segment".into(), |n| n.to_string_lossy());
     let copy = aside.join(format!("{name}.from-seq-{first_seq}"));
-    if copy.exists() {
+    if fs::exists(&copy).await {
         return Ok(());
     }
-    std::fs::write(&copy, bytes)
-        .and_then(|()| std::fs::File::open(&copy)?.sync_all())
-        .map_err(|e| LogError::io("copying a damaged journal segment to", &copy, e))?;
-    sync_dir(&aside)?;
+    fs::write_durable(&copy, bytes.to_vec())
+        .await
+        .map_err(|e| LogError::io("copying a damaged journal segment to", &copy, e.source))?;
     tracing::error!(
         "damaged journal segment {} copied to {}",
         path.display(),
         copy.display()
     );
     Ok(())
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let d = std::fs::File::open(dir).map_err(|e| LogError::io("opening directory", dir, e))?;
-    d.sync_all()
-        .map_err(|e| LogError::io("syncing directory", dir, e))
 }
 
 impl Journal {
@@ -421,11 +416,12 @@ impl Journal {
         dsync: bool,
         sync_rolls: bool,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| LogError::io("creating journal directory", dir, e))?;
+        fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.with_op("creating journal directory"))?;
         // glommio resolves some calls (statx) by path: keep paths absolute.
-        let dir = &std::fs::canonicalize(dir).map_err(|e| LogError::io("resolving", dir, e))?;
-        check_journal_dir(dir, segments)?;
+        let dir = &fs::canonicalize(dir).await?;
+        check_journal_dir(dir, segments).await?;
         prime_device(dir).await?;
         let mut slots = Vec::with_capacity(segments as usize);
         let mut created = false;
@@ -433,7 +429,7 @@ impl Journal {
         let mut unheaded: Vec<(usize, Header, String)> = Vec::new();
         for index in 0..segments as usize {
             let path = slot_path(dir, index);
-            if !path.exists() {
+            if !fs::exists(&path).await {
                 created = true;
                 create_segment(&path, segment_bytes)
                     .await?
@@ -495,7 +491,7 @@ impl Journal {
             });
         }
         if created {
-            sync_dir(dir)?;
+            fs::sync_dir(dir).await?;
         }
         let repaired = repair_headers(&mut slots, unheaded, segment_bytes).await?;
         let mut live: Vec<usize> = (0..slots.len())
@@ -888,30 +884,29 @@ fn looks_stale(bytes: &[u8], expected: u64) -> bool {
 }
 
 /// Refuses directories that hold something other than this journal's files.
-fn check_journal_dir(dir: &Path, segments: u32) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| LogError::io("listing journal directory", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| LogError::io("listing journal directory", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+async fn check_journal_dir(dir: &Path, segments: u32) -> Result<()> {
+    let entries = fs::read_dir(dir)
+        .await
+        .map_err(|e| e.with_op("listing journal directory"))?;
+    for path in entries {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         if name.ends_with(".seg.tmp") {
             // A segment whose creation was interrupted; it is made again.
-            let _ = std::fs::remove_file(entry.path());
+            let _ = fs::remove_file(&path).await;
             continue;
         }
         match parse_slot_name(&name) {
             Some(i) if i < segments as usize => {}
             Some(_) => {
                 return Err(LogError::corrupt(
-                    &entry.path(),
+                    &path,
                     format!("journal has more segments than journal_segments = {segments}; keep the setting the journal was created with"),
                 ))
             }
             None if name == "lost+found" || name == ".tidewater-probe" => {}
             None => {
                 return Err(LogError::corrupt(
-                    &entry.path(),
+                    &path,
                     "foreign file in the journal directory (only journal-NNNN.seg belong there); move it away or point journal_dir elsewhere",
                 ))
             }

@@ -7,20 +7,24 @@
 //!
 //! This crate knows nothing of Kafka, topics or jobs: a partition is a name and an id,
 //! a batch is opaque bytes covering `record_count` offsets. Everything here runs on
-//! one glommio executor; no type is `Send`.
+//! one glommio executor; no type is `Send` but the cross-core wake-ups in [`wait`].
+//!
+//! Every other file-system call of the workspace (small files written durably,
+//! directory syncs, removals) goes through [`fs`], which keeps it off the core.
 //!
 //! On-disk formats: `docs/storage-format.md` in the repository.
 
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod fs;
 pub mod journal;
 pub mod ledger;
 pub mod log;
 pub mod wait;
 
 pub use config::{Durability, LogConfig};
-pub use error::{LogError, Result};
+pub use error::{FsError, LogError, Result};
 pub use journal::{Damaged, Dropped};
 pub use ledger::Entry;
 pub use log::{Appended, LogStats, Lost, RecoveryReport, Reserved, ShardLog};

@@ -5,6 +5,9 @@
 //! Layout: `<root>/<job>/<id, 20 digits>/shard-<n>.ckpt` and `MANIFEST`. A part is
 //! `TWCKPT01`, its length (u64 LE), its CRC32C (u32 LE), 4 bytes of padding, then the
 //! rkyv bytes; written under a temporary name, synced, renamed, the directory synced.
+//! A serving core writes through the async calls of `tidewater_io::fs` (off its
+//! reactor); start-up reads and the rescale's writes, which run before any core
+//! serves, use [`blocking`] and `fs::blocking`.
 //! A checkpoint is complete when its MANIFEST exists and every part it names reads
 //! back with a good checksum; recovery takes the newest complete one and says why it
 //! skipped any newer. Never deletes a checkpoint that recovery could still pick: the
@@ -12,6 +15,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use tidewater_io::fs;
 
 const MAGIC: &[u8; 8] = b"TWCKPT02";
 /// Parts written before key-group lines existed; read and converted.
@@ -118,14 +122,8 @@ impl From<CoreSnapshotV1> for CoreSnapshot {
     }
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> String {
+fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
     format!("{what} {}: {e}", path.display())
-}
-
-fn sync_dir(dir: &Path) -> Result<(), String> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io("cannot sync directory", dir, e))
 }
 
 /// The directory of checkpoint `id` of a job.
@@ -133,10 +131,9 @@ pub fn dir_of(root: &Path, job: &str, id: u64) -> PathBuf {
     root.join(job).join(format!("{id:020}"))
 }
 
-/// Writes one core's part, durably; returns its size in bytes.
-pub fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, String> {
+/// A core's part as it goes to disk: its directory, its path and its bytes.
+fn encode_part(root: &Path, snap: &CoreSnapshot) -> Result<(PathBuf, PathBuf, Vec<u8>), String> {
     let dir = dir_of(root, &snap.job, snap.id);
-    std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
     let body = rkyv::to_bytes::<rkyv::rancor::Error>(snap)
         .map_err(|e| format!("cannot encode checkpoint {}: {e}", snap.id))?;
     let mut out = Vec::with_capacity(HEAD + body.len());
@@ -146,45 +143,70 @@ pub fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, String> {
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&body);
     let path = dir.join(format!("shard-{}.ckpt", snap.shard));
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&out)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| io("cannot write", &path, e))?;
-    sync_dir(&dir)?;
-    Ok(out.len() as u64)
+    Ok((dir, path, out))
+}
+
+fn manifest_of(root: &Path, job: &str, id: u64, shards: u32) -> (PathBuf, Vec<u8>) {
+    let path = dir_of(root, job, id).join(MANIFEST);
+    let text = format!("tidewater checkpoint\nid {id}\nshards {shards}\n");
+    (path, text.into_bytes())
+}
+
+/// Writes one core's part, durably; returns its size in bytes.
+pub async fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, String> {
+    let (dir, path, out) = encode_part(root, snap)?;
+    let len = out.len() as u64;
+    fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| io("cannot create", &dir, e.source))?;
+    fs::write_durable(&path, out)
+        .await
+        .map_err(|e| io("cannot write", &path, e))?;
+    Ok(len)
 }
 
 /// Marks checkpoint `id` complete (every part is durable).
-pub fn write_manifest(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), String> {
-    let dir = dir_of(root, job, id);
-    let path = dir.join(MANIFEST);
-    let tmp = dir.join("MANIFEST.tmp");
-    let text = format!("tidewater checkpoint\nid {id}\nshards {shards}\n");
-    let write = || -> std::io::Result<()> {
-        std::fs::write(&tmp, text.as_bytes())?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| io("cannot write", &path, e))?;
-    sync_dir(&dir)
+pub async fn write_manifest(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), String> {
+    let (path, text) = manifest_of(root, job, id, shards);
+    fs::write_durable(&path, text)
+        .await
+        .map_err(|e| io("cannot write", &path, e))
 }
 
 /// Marks a complete checkpoint as a savepoint: pruning keeps it until removed by
 /// hand.
-pub fn mark_savepoint(root: &Path, job: &str, id: u64) -> Result<(), String> {
+pub async fn mark_savepoint(root: &Path, job: &str, id: u64) -> Result<(), String> {
     let dir = dir_of(root, job, id);
     let path = dir.join(SAVEPOINT);
-    std::fs::write(
-        &path,
-        b"taken on request; remove this file to let it be pruned\n",
-    )
-    .map_err(|e| io("cannot write", &path, e))?;
-    sync_dir(&dir)
+    let text = b"taken on request; remove this file to let it be pruned\n";
+    fs::write(&path, text.to_vec())
+        .await
+        .map_err(|e| io("cannot write", &path, e.source))?;
+    fs::sync_dir(&dir)
+        .await
+        .map_err(|e| io("cannot sync directory", &dir, e.source))
+}
+
+/// The same writes for code that runs before any core serves (the rescale at
+/// start-up): never from a serving core.
+pub mod blocking {
+    use super::{encode_part, io, manifest_of, CoreSnapshot};
+    use std::path::Path;
+    use tidewater_io::fs::blocking;
+
+    /// Writes one core's part, durably; returns its size in bytes.
+    pub fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, String> {
+        let (dir, path, out) = encode_part(root, snap)?;
+        blocking::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e.source))?;
+        blocking::write_durable(&path, &out).map_err(|e| io("cannot write", &path, e))?;
+        Ok(out.len() as u64)
+    }
+
+    /// Marks checkpoint `id` complete (every part is durable).
+    pub fn write_manifest(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), String> {
+        let (path, text) = manifest_of(root, job, id, shards);
+        blocking::write_durable(&path, &text).map_err(|e| io("cannot write", &path, e))
+    }
 }
 
 /// One core's checkpoint part as read from disk and validated: only [`read_part`]
@@ -202,7 +224,8 @@ impl Part {
 
 /// Reads and checks one part: its bytes, aligned for rkyv.
 pub fn read_part(path: &Path) -> Result<Part, String> {
-    let bytes = std::fs::read(path).map_err(|e| io("cannot read", path, e))?;
+    // Start-up only (before the core serves): see the module doc.
+    let bytes = fs::blocking::read(path).map_err(|e| io("cannot read", path, e.source))?;
     let v1 = bytes.get(..8) == Some(MAGIC_V1);
     if bytes.len() < HEAD || (&bytes[..8] != MAGIC && !v1) {
         return Err(format!("{}: not a checkpoint part", path.display()));
@@ -232,12 +255,16 @@ pub fn read_part(path: &Path) -> Result<Part, String> {
     Ok(Part(aligned))
 }
 
-/// Checkpoint ids of a job on disk, newest first.
+/// Checkpoint ids of a job on disk, newest first (start-up).
 fn ids(root: &Path, job: &str) -> Vec<u64> {
-    let mut v: Vec<u64> = std::fs::read_dir(root.join(job))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+    ids_of(fs::blocking::read_dir(&root.join(job)).unwrap_or_default())
+}
+
+/// The checkpoint ids among a job directory's entries, newest first.
+fn ids_of(entries: Vec<PathBuf>) -> Vec<u64> {
+    let mut v: Vec<u64> = entries
+        .iter()
+        .filter_map(|e| e.file_name()?.to_str()?.parse().ok())
         .collect();
     v.sort_unstable_by(|a, b| b.cmp(a));
     v
@@ -246,7 +273,7 @@ fn ids(root: &Path, job: &str) -> Vec<u64> {
 /// Whether checkpoint `id` is complete and readable for `shards` cores.
 fn usable(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), String> {
     let dir = dir_of(root, job, id);
-    let manifest = std::fs::read_to_string(dir.join(MANIFEST))
+    let manifest = fs::blocking::read_to_string(&dir.join(MANIFEST))
         .map_err(|_| format!("checkpoint {id} of {job} has no manifest (it did not complete)"))?;
     let found = manifest
         .lines()
@@ -284,21 +311,25 @@ pub fn highest(root: &Path, job: &str) -> u64 {
 
 /// Removes all but the `KEEP` newest complete checkpoints, and incomplete ones
 /// older than the newest complete.
-pub fn prune(root: &Path, job: &str, newest_complete: u64) {
+pub async fn prune(root: &Path, job: &str, newest_complete: u64) {
     let mut complete = 0;
-    for id in ids(root, job) {
+    let entries = fs::read_dir(&root.join(job)).await.unwrap_or_default();
+    for id in ids_of(entries) {
         if id > newest_complete {
             continue; // in progress
         }
         let dir = dir_of(root, job, id);
-        let keep = dir.join(SAVEPOINT).exists()
-            || dir.join(MANIFEST).exists() && {
-                complete += 1;
-                complete <= KEEP
-            };
+        let keep = if fs::exists(&dir.join(SAVEPOINT)).await {
+            true
+        } else if fs::exists(&dir.join(MANIFEST)).await {
+            complete += 1;
+            complete <= KEEP
+        } else {
+            false
+        };
         if !keep {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(path = %dir.display(), "cannot remove an old checkpoint: {e}");
+            if let Err(e) = fs::remove_dir_all(&dir).await {
+                tracing::warn!(path = %dir.display(), "cannot remove an old checkpoint: {}", e.source);
             }
         }
     }
@@ -445,13 +476,20 @@ mod tests {
     #[test]
     fn parts_round_trip_and_only_complete_checkpoints_count() {
         let root = tempfile::tempdir().unwrap();
-        let r = root.path();
+        let r = root.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async move { round_trip_and_prune(&r).await });
+    }
+
+    async fn round_trip_and_prune(r: &Path) {
         for id in 1..=3 {
             for s in 0..2 {
-                write_part(r, &snap(id, s)).unwrap();
+                write_part(r, &snap(id, s)).await.unwrap();
             }
             if id < 3 {
-                write_manifest(r, "j", id, 2).unwrap();
+                write_manifest(r, "j", id, 2).await.unwrap();
             }
         }
         let (id, skipped) = latest(r, "j", 2);
@@ -475,8 +513,8 @@ mod tests {
             "{skipped:?}"
         );
         // Pruning keeps the two newest complete and what is in progress.
-        write_manifest(r, "j", 3, 2).unwrap();
-        prune(r, "j", 3);
+        write_manifest(r, "j", 3, 2).await.unwrap();
+        prune(r, "j", 3).await;
         assert_eq!(ids(r, "j"), vec![3, 2]);
         assert_eq!(highest(r, "j"), 3);
     }

@@ -209,8 +209,14 @@ fn duration_ms(job: &str, key: &str, text: &str) -> Result<i64, String> {
 }
 
 fn read_schema(job: &str, path: &Path) -> Result<Schema, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("job `{job}`: cannot read schema {}: {e}", path.display()))?;
+    // Read while the configuration loads, before any core serves.
+    let text = tidewater_io::fs::blocking::read_to_string(path).map_err(|e| {
+        format!(
+            "job `{job}`: cannot read schema {}: {}",
+            path.display(),
+            e.source
+        )
+    })?;
     Schema::parse_str(&text).map_err(|e| {
         format!(
             "job `{job}`: schema {} is not valid Avro: {e}",

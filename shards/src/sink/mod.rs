@@ -13,6 +13,11 @@
 //! hides a retried insert); the topic sink first reads what it wrote after the
 //! checkpoint and skips those rows; the file sink cuts its file back to its length
 //! at the checkpoint.
+//!
+//! The file sink opens (and cuts back) its file while its job starts, before the
+//! core serves, with `fs::blocking`; each window's write then runs on the
+//! executor's blocking thread (`fs::append`), never on the core, and the length
+//! it leaves is what a checkpoint records.
 
 pub mod http;
 pub mod rows;
@@ -24,7 +29,9 @@ use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tidewater_io::fs::{self, blocking};
 use tidewater_io::ShardLog;
 
 /// Fired windows a sink may hold queued per core before the pipeline waits.
@@ -66,7 +73,8 @@ pub struct SinkHandle {
 pub enum Output {
     /// A local partition of an output topic: (Kafka index, log id).
     Topic(u32, u32),
-    File(std::path::PathBuf),
+    /// A file and its length after the sink's last write.
+    File(std::path::PathBuf, Rc<Cell<u64>>),
 }
 
 impl SinkHandle {
@@ -80,10 +88,10 @@ impl SinkHandle {
                     partition: *p,
                     end: log.high_watermark(*id).unwrap_or(0),
                 },
-                Output::File(path) => crate::pipeline::checkpoint::OutputSnap {
+                Output::File(_, len) => crate::pipeline::checkpoint::OutputSnap {
                     name: self.name.clone(),
                     partition: 0,
-                    end: std::fs::metadata(path).map_or(0, |m| m.len()),
+                    end: len.get(),
                 },
             })
             .collect()
@@ -144,32 +152,33 @@ pub fn start(
         SinkConfig::File { path } => {
             let path = file_of(path, shard);
             let sink_name = file_output_name(&path);
+            // The job is starting, the core does not serve yet: blocking calls.
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("file sink: cannot create {}: {e}", dir.display()))?;
+                blocking::create_dir_all(dir).map_err(|e| {
+                    format!("file sink: cannot create {}: {}", dir.display(), e.source)
+                })?;
             }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("file sink: cannot open {}: {e}", path.display()))?;
+            let file = blocking::open_append(&path)
+                .map_err(|e| format!("file sink: cannot open {}: {}", path.display(), e.source))?;
             // Back to where the checkpoint saw it (the start when there is none): the
             // windows after it fire again and are written again.
             let keep = restored
                 .iter()
                 .find(|o| o.name == sink_name)
                 .map_or(0, |o| o.end);
-            let len = file.metadata().map_or(0, |m| m.len());
+            let len = blocking::file_len(&file, &path).unwrap_or(0);
             if len > keep {
-                file.set_len(keep).map_err(|e| {
+                blocking::set_len(&file, &path, keep).map_err(|e| {
                     format!(
-                        "file sink: cannot cut {} back to {keep} bytes: {e}",
-                        path.display()
+                        "file sink: cannot cut {} back to {keep} bytes: {}",
+                        path.display(),
+                        e.source
                     )
                 })?;
                 tracing::info!(path = %path.display(), from = len, to = keep, "file sink cut back to its checkpoint");
             }
-            (sink_name, Target::File(file, path))
+            let len = Rc::new(Cell::new(len.min(keep)));
+            (sink_name, Target::File(Arc::new(file), path, len))
         }
     };
     let outputs = match &target {
@@ -178,7 +187,7 @@ pub fn start(
             .iter()
             .map(|&(p, id)| Output::Topic(p, id))
             .collect(),
-        Target::File(_, path) => vec![Output::File(path.clone())],
+        Target::File(_, path, len) => vec![Output::File(path.clone(), len.clone())],
         Target::Clickhouse { .. } => Vec::new(),
     };
     let replay_from: Vec<(u32, u64)> = match &target {
@@ -234,7 +243,9 @@ enum Target {
         table: String,
         ready: bool,
     },
-    File(std::fs::File, std::path::PathBuf),
+    /// The file (shared with the blocking thread while a write runs), its path,
+    /// and its length after the last write.
+    File(Arc<fs::File>, std::path::PathBuf, Rc<Cell<u64>>),
 }
 
 struct SinkTask {
@@ -367,16 +378,19 @@ impl SinkTask {
                 );
                 clickhouse(client, &q, &body).await
             }
-            Target::File(file, _) => {
+            Target::File(file, path, len) => {
                 let mut buf = Vec::with_capacity(f.rows() * 200);
                 for i in 0..f.rows() {
                     rows::json_row(&mut buf, job, layout, f, i);
                     buf.push(b'\n');
                 }
-                // One write per window: O_APPEND keeps it whole.
-                use std::io::Write;
-                file.write_all(&buf)
-                    .map_err(|e| format!("cannot write: {e}"))
+                // One write per window: O_APPEND keeps it whole. It runs on the
+                // executor's blocking thread; the core goes on meanwhile.
+                let after = fs::append(file.clone(), path, buf)
+                    .await
+                    .map_err(|e| format!("cannot write: {}", e.source))?;
+                len.set(after);
+                Ok(())
             }
         }
     }

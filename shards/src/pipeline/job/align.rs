@@ -163,7 +163,7 @@ impl Alignment {
     /// Core 0: writes the manifest of each checkpoint in `complete` (every core
     /// wrote its part, oldest first), marks savepoints, prunes, and raises
     /// `finished` when the checkpoint taken at shutdown is complete.
-    pub fn complete(
+    pub async fn complete(
         &mut self,
         job: &str,
         c: &Checkpoints,
@@ -172,13 +172,13 @@ impl Alignment {
         stats: &JobStats,
     ) -> Result<(), String> {
         for id in complete {
-            checkpoint::write_manifest(&c.root, job, id, shards)?;
+            checkpoint::write_manifest(&c.root, job, id, shards).await?;
             if self.savepoint.is_some_and(|s| s <= id) {
-                checkpoint::mark_savepoint(&c.root, job, id)?;
+                checkpoint::mark_savepoint(&c.root, job, id).await?;
                 tracing::info!(job, checkpoint = id, "savepoint taken");
                 self.savepoint = None;
             }
-            checkpoint::prune(&c.root, job, id);
+            checkpoint::prune(&c.root, job, id).await;
             stats.checkpoint_complete.set(id);
             tracing::debug!(job, checkpoint = id, "checkpoint complete");
             if self.final_id.is_some_and(|f| f <= id) {

@@ -168,7 +168,7 @@ impl JobCore {
             self.write_side_outputs().await?;
             self.fire();
             self.write_part().await?;
-            self.complete()?;
+            self.complete().await?;
             if matches!(read, Read::Nothing) || self.checkpointing() {
                 let waited = Instant::now();
                 self.wait(appends, mail).await;
@@ -400,7 +400,7 @@ impl JobCore {
             (&self.cell.state.borrow(), &self.side),
             (id, &self.sources, self.wm.get()),
         );
-        let bytes = checkpoint::write_part(&c.root, &snap)?;
+        let bytes = checkpoint::write_part(&c.root, &snap).await?;
         a.part_written(&self.ctx.log, &self.stats, positions(&self.sources), bytes);
         if self.ctx.shard == 0 {
             let mut st = self.cell.state.borrow_mut();
@@ -418,7 +418,7 @@ impl JobCore {
     }
 
     /// Core 0: a checkpoint every core has written is complete.
-    fn complete(&mut self) -> Result<(), String> {
+    async fn complete(&mut self) -> Result<(), String> {
         if self.ctx.shard != 0 {
             return Ok(());
         }
@@ -427,6 +427,7 @@ impl JobCore {
         };
         let ids = self.cell.state.borrow_mut().take_complete(self.ctx.shards);
         a.complete(&self.job.name, c, self.ctx.shards, ids, &self.stats)
+            .await
     }
 
     /// Waits for anything that could give the next pass work: an append after

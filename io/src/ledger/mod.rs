@@ -1,0 +1,170 @@
+//! The ledger: one core's partitions, each a series of segment files with a sparse
+//! offset index, written behind the journal in large aligned writes.
+//!
+//! Owns, per partition: the segment files under `<ledger_dir>/<partition-name>/`, their
+//! indexes, the in-memory chunks not yet written (frames copied in, or a whole
+//! journal write of the partition taken as it is), reads by offset, and retention. It
+//! never assigns offsets (the log does) and never decides durability for an append
+//! (the journal does); what it holds is always a prefix of what the journal accepted.
+//!
+//! A deleted partition leaves a tombstone, `.<name>.<id>.deleted` holding only its
+//! meta file, so its id is never given to another partition: journal frames that
+//! still name it are skipped at recovery instead of landing in a stranger.
+//!
+//! A partition directory holds `partition.meta` (its id and name),
+//! `NNNNNNNNNNNNNNNNNNNN.log` segments named by their base offset, and for sealed
+//! segments `NNNNNNNNNNNNNNNNNNNN.index`. Frames in a segment are the journal's frames,
+//! byte for byte. Every write is padded to a block boundary, so no written block is
+//! ever written again: a crash can only tear the write in flight, whose frames the
+//! journal still holds.
+//!
+//! The folder: `mod.rs` holds the partition table (what the log asks of the
+//! ledger without I/O); `files` names and creates the directory's entries
+//! (partition directories, meta files, tombstones, retention deletes);
+//! `segment` a segment file and its index file; `chunk` a chunk in memory;
+//! `handoff` takes the journal's frames into chunks; `write` writes chunks to
+//! segments and syncs them; `read` serves reads; `open` recovers the directory at
+//! start-up. This file names only the `chunk` and `segment` types; the other files
+//! build on it, never the reverse.
+
+mod chunk;
+mod files;
+mod handoff;
+mod open;
+mod read;
+mod segment;
+mod write;
+
+pub(crate) use chunk::chunk_capacity;
+pub use files::valid_partition_name;
+
+use chunk::Chunk;
+use glommio::io::{DmaBuffer, DmaFile};
+use segment::Segment;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+/// A batch read back from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub base_offset: u64,
+    pub record_count: u32,
+    pub timestamp_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+impl Entry {
+    pub fn end_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+}
+
+/// One partition's ledger.
+pub struct Partition {
+    pub id: u32,
+    pub name: String,
+    dir: PathBuf,
+    segments: VecDeque<Segment>,
+    chunks: VecDeque<Chunk>,
+    next_offset: u64,
+    /// Written to a segment since the last sync.
+    unsynced: Vec<Rc<DmaFile>>,
+    /// Offsets from here on must stay readable (a checkpoint may replay from it):
+    /// retention never deletes a segment holding one.
+    retain_from: Option<u64>,
+}
+
+impl Partition {
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// The first offset held: in the oldest segment, else in the oldest chunk not yet
+    /// written, else the end (an empty partition).
+    pub fn start_offset(&self) -> u64 {
+        self.segments
+            .front()
+            .map(|s| s.base_offset)
+            .or_else(|| self.chunks.front().map(|c| c.base_offset))
+            .unwrap_or(self.next_offset)
+    }
+}
+
+/// Settings the ledger needs.
+#[derive(Clone, Debug)]
+pub struct LedgerLimits {
+    pub segment_bytes: u64,
+    pub flush_bytes: usize,
+    pub index_interval_bytes: u64,
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
+}
+
+/// All partitions of one core.
+pub struct Ledger {
+    dir: PathBuf,
+    limits: LedgerLimits,
+    partitions: HashMap<u32, Partition>,
+    names: HashMap<String, u32>,
+    /// Ids of deleted partitions: never given out again.
+    deleted: std::collections::HashSet<u32>,
+    /// Bytes in chunks not yet written, over all partitions.
+    pending_bytes: usize,
+}
+
+/// What to write next: one chunk of one partition.
+pub struct WriteJob {
+    partition: u32,
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    pos: u64,
+    buf: Rc<DmaBuffer>,
+}
+
+impl WriteJob {
+    /// Bytes this write puts on the device.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+impl Ledger {
+    pub fn partition_id(&self, name: &str) -> Option<u32> {
+        self.names.get(name).copied()
+    }
+
+    /// Whether `id` belonged to a partition that was deleted.
+    pub fn is_deleted(&self, id: u32) -> bool {
+        self.deleted.contains(&id)
+    }
+
+    pub fn partition(&self, id: u32) -> Option<&Partition> {
+        self.partitions.get(&id)
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = &Partition> {
+        self.partitions.values()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Keeps offsets from `offset` on readable whatever the retention limits say
+    /// (`None`: retention alone decides).
+    pub fn retain_from(&mut self, id: u32, offset: Option<u64>) {
+        if let Some(p) = self.partitions.get_mut(&id) {
+            p.retain_from = offset;
+        }
+    }
+
+    /// Segment files of a partition (tests, inspection).
+    pub fn segments_of(&self, id: u32) -> usize {
+        self.partitions.get(&id).map_or(0, |p| p.segments.len())
+    }
+}

@@ -1,0 +1,282 @@
+//! Opening the ledger directory at start-up: every partition recovered from its
+//! files, before the log takes appends.
+//!
+//! Owns the checks of what the directory may hold (partition directories with a
+//! meta file, tombstones, nothing foreign), finishing interrupted creations and
+//! deletions, and rebuilding a segment's end and index from its frames. Keeps a
+//! valid prefix of each segment; what it drops is reported, never silently lost.
+
+use super::files::{
+    empty_tombstone, name_of, parse_segment_name, read_meta, segment_name, META_FILE,
+};
+use super::segment::{open_segment, read_index, write_index, Segment};
+use super::{Ledger, LedgerLimits, Partition};
+use crate::error::{LogError, Result};
+use crate::frame::{self, Header, Kind, Step};
+use crate::fs;
+use crate::journal::Dropped;
+use glommio::io::DmaFile;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+impl Ledger {
+    /// Opens the ledger directory, recovering every partition in it.
+    pub async fn open(
+        dir: &Path,
+        limits: LedgerLimits,
+        partitions_max: usize,
+        report: &mut Vec<Dropped>,
+        rebuilt: &mut Vec<PathBuf>,
+    ) -> Result<Self> {
+        fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.with_op("creating ledger directory"))?;
+        // glommio resolves some calls (statx) by path: keep paths absolute.
+        let dir = &fs::canonicalize(dir).await?;
+        crate::journal::prime_device(dir).await?;
+        let mut ledger = Ledger {
+            dir: dir.to_path_buf(),
+            limits,
+            partitions: HashMap::new(),
+            names: HashMap::new(),
+            deleted: Default::default(),
+            pending_bytes: 0,
+        };
+        let mut dirs = Vec::new();
+        let entries = fs::read_dir(dir)
+            .await
+            .map_err(|e| e.with_op("listing ledger directory"))?;
+        for entry in entries {
+            let name = name_of(&entry);
+            if name == "lost+found" || name == ".tidewater-probe" {
+                continue;
+            }
+            if name.starts_with('.') && name.ends_with(".deleted") {
+                // A deleted partition: keep its id, finish removing its data.
+                let (id, _) = read_meta(&entry.join(META_FILE)).await?;
+                empty_tombstone(&entry).await?;
+                ledger.deleted.insert(id);
+                continue;
+            }
+            if name.starts_with('.') && name.ends_with(".creating") {
+                // A partition whose creation a crash interrupted; it was never
+                // reported created.
+                tracing::warn!(path = %entry.display(), "removing an unfinished partition");
+                fs::remove_dir_all(&entry).await?;
+                continue;
+            }
+            if !fs::is_dir(&entry).await || !fs::is_file(&entry.join(META_FILE)).await {
+                return Err(LogError::corrupt(
+                    &entry,
+                    format!("foreign entry in the ledger directory (only partition directories with a {META_FILE} belong there); move it away"),
+                ));
+            }
+            dirs.push(entry);
+        }
+        dirs.sort();
+        if dirs.len() > partitions_max {
+            return Err(LogError::TooManyPartitions(partitions_max));
+        }
+        for pdir in dirs {
+            let p = ledger.recover_partition(&pdir, report, rebuilt).await?;
+            if let Some(other) = ledger.partitions.get(&p.id) {
+                return Err(LogError::corrupt(
+                    &pdir.join(META_FILE),
+                    format!(
+                        "partition id {} is also used by {}",
+                        p.id,
+                        other.dir.display()
+                    ),
+                ));
+            }
+            ledger.names.insert(p.name.clone(), p.id);
+            ledger.partitions.insert(p.id, p);
+        }
+        Ok(ledger)
+    }
+
+    async fn recover_partition(
+        &self,
+        pdir: &Path,
+        report: &mut Vec<Dropped>,
+        rebuilt: &mut Vec<PathBuf>,
+    ) -> Result<Partition> {
+        let (id, name) = read_meta(&pdir.join(META_FILE)).await?;
+        let mut bases = Vec::new();
+        let entries = fs::read_dir(pdir)
+            .await
+            .map_err(|e| e.with_op("listing partition"))?;
+        for entry in entries {
+            let fname = name_of(&entry);
+            if fname.ends_with(".tmp") {
+                // An index or meta file whose writing a crash interrupted; the real
+                // one is rebuilt or still in place.
+                tracing::warn!(path = %entry.display(), "removing an unfinished file");
+                fs::remove_file(&entry).await?;
+                continue;
+            }
+            match parse_segment_name(&fname) {
+                _ if fname == META_FILE => {}
+                Some((base, "log")) => bases.push(base),
+                Some((_, "index")) => {}
+                _ => {
+                    return Err(LogError::corrupt(
+                        &entry,
+                        "foreign file in a partition directory (only NNNN.log, NNNN.index and partition.meta belong there); move it away",
+                    ))
+                }
+            }
+        }
+        bases.sort_unstable();
+        let mut part = Partition {
+            id,
+            name,
+            dir: pdir.to_path_buf(),
+            segments: VecDeque::new(),
+            chunks: VecDeque::new(),
+            next_offset: 0,
+            unsynced: Vec::new(),
+            retain_from: None,
+        };
+        for (i, &base) in bases.iter().enumerate() {
+            let path = pdir.join(segment_name(base, "log"));
+            let file = Rc::new(open_segment(&path, None).await?);
+            let sealed_end = bases.get(i + 1).copied();
+            let index_path = pdir.join(segment_name(base, "index"));
+            let index = match sealed_end {
+                Some(_) => read_index(&index_path).await,
+                None => None,
+            };
+            let seg = match index {
+                Some(idx) => Segment {
+                    base_offset: base,
+                    end_offset: idx.end_offset,
+                    path,
+                    file: Some(file),
+                    write_pos: idx.write_pos,
+                    index: idx.entries,
+                    max_timestamp_ms: idx.max_timestamp_ms,
+                },
+                None => {
+                    let seg = self
+                        .scan_segment(id, base, path, file, sealed_end.is_none(), report)
+                        .await?;
+                    if sealed_end.is_some() {
+                        tracing::warn!(path = %index_path.display(), "index missing or damaged; rebuilt from its segment");
+                        write_index(&index_path, &seg).await?;
+                        rebuilt.push(index_path);
+                    }
+                    seg
+                }
+            };
+            let mut seg = seg;
+            if sealed_end.is_some() {
+                seg.file = None;
+            }
+            if let Some(next) = sealed_end {
+                if seg.end_offset != next {
+                    return Err(LogError::corrupt(
+                        &seg.path,
+                        format!(
+                            "sealed segment ends at offset {} but the next segment starts at {next}",
+                            seg.end_offset
+                        ),
+                    ));
+                }
+            }
+            part.next_offset = seg.end_offset;
+            part.segments.push_back(seg);
+        }
+        Ok(part)
+    }
+
+    /// Reads a segment and finds its valid frames; the active segment's end becomes its
+    /// write position (block aligned down: a partial last block came from a torn write
+    /// whose frames the journal still holds).
+    async fn scan_segment(
+        &self,
+        id: u32,
+        base: u64,
+        path: PathBuf,
+        file: Rc<DmaFile>,
+        active: bool,
+        report: &mut Vec<Dropped>,
+    ) -> Result<Segment> {
+        let size = file
+            .file_size()
+            .await
+            .map_err(|e| LogError::io("reading size of", &path, e))?;
+        let bytes = crate::journal::read_all(&file, &path, size).await?;
+        let mut seg = Segment {
+            base_offset: base,
+            end_offset: base,
+            path,
+            file: Some(file),
+            write_pos: 0,
+            index: Vec::new(),
+            max_timestamp_ms: i64::MIN,
+        };
+        let mut last_indexed: Option<u64> = None;
+        let mut valid_end = 0usize;
+        let mut frames: Vec<(usize, Header)> = Vec::new();
+        for step in frame::Scanner::new(&bytes, 0, bytes.len()) {
+            match step {
+                Step::Frame { pos, header }
+                    if header.kind == Kind::Data
+                        && header.partition == id
+                        && header.base_offset == seg.end_offset
+                        && header.record_count > 0 =>
+                {
+                    frames.push((pos, header));
+                    seg.end_offset = header.end_offset();
+                    valid_end = pos + header.frame_len();
+                }
+                Step::Frame { pos, header } => {
+                    report.push(Dropped {
+                        path: seg.path.clone(),
+                        offset: pos as u64,
+                        reason: format!(
+                            "unexpected frame (kind {:?}, partition {}, offset {}) where offset {} was expected",
+                            header.kind, header.partition, header.base_offset, seg.end_offset
+                        ),
+                    });
+                    break;
+                }
+                Step::End { pos, why } => {
+                    if why != frame::Invalid::Zeroed {
+                        report.push(Dropped {
+                            path: seg.path.clone(),
+                            offset: pos as u64,
+                            reason: why.to_string(),
+                        });
+                    }
+                    // Padding after the last frame is part of the valid prefix.
+                    valid_end = valid_end.max(frame::align_down(pos));
+                }
+            }
+        }
+        let keep_end = if active {
+            frame::align_down(valid_end)
+        } else {
+            frame::align_up(valid_end)
+        };
+        if keep_end < valid_end {
+            tracing::info!(path = %seg.path.display(), from = keep_end, "partial last block of the ledger left for the journal to restore");
+        }
+        seg.end_offset = base;
+        for (pos, header) in frames
+            .into_iter()
+            .filter(|(p, h)| p + h.frame_len() <= keep_end)
+        {
+            if last_indexed.is_none_or(|l| pos as u64 >= l + self.limits.index_interval_bytes) {
+                seg.index.push((header.base_offset, pos as u64));
+                last_indexed = Some(pos as u64);
+            }
+            seg.end_offset = header.end_offset();
+            seg.max_timestamp_ms = seg.max_timestamp_ms.max(header.timestamp_ms);
+        }
+        seg.write_pos = keep_end as u64;
+        Ok(seg)
+    }
+}

@@ -1,0 +1,149 @@
+//! Reads by offset: from a segment file (through its sparse index) or from the
+//! chunks still in memory.
+//!
+//! Owns where a read starts and how much it takes: about `max_bytes` of payload,
+//! at least one batch when any is there, and never past what the ledger holds
+//! (which is exactly what was acknowledged). Never writes.
+
+use super::chunk::Chunk;
+use super::{Entry, Ledger};
+use crate::error::{LogError, Result};
+use crate::frame::{self, Kind, Step, HEADER_LEN};
+use glommio::io::DmaFile;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::rc::Rc;
+
+/// Reads from a segment fetch at least this much, so small reads still batch.
+const READ_BYTES_MIN: usize = 64 << 10;
+
+impl Ledger {
+    /// Reads batches of `id` from `from`, up to about `max_bytes` of payload (at least
+    /// one batch when any exists).
+    pub async fn read(
+        this: &std::cell::RefCell<Self>,
+        id: u32,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
+        let plan = {
+            let l = this.borrow();
+            let p = l
+                .partitions
+                .get(&id)
+                .ok_or(LogError::UnknownPartition(id))?;
+            if from < p.start_offset() || from > p.next_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    partition: p.name.clone(),
+                    offset: from,
+                    start: p.start_offset(),
+                    end: p.next_offset,
+                });
+            }
+            if from == p.next_offset {
+                return Ok(Vec::new());
+            }
+            let seg_i = p.segments.partition_point(|s| s.base_offset <= from);
+            match seg_i.checked_sub(1).map(|i| &p.segments[i]) {
+                Some(seg) if from < seg.end_offset => {
+                    let start = seg.index_position(from);
+                    let want = (max_bytes + HEADER_LEN).max(READ_BYTES_MIN) as u64;
+                    let len = want.min(seg.write_pos - start) as usize;
+                    Some((
+                        seg.file.clone(),
+                        seg.path.clone(),
+                        start,
+                        len,
+                        seg.write_pos,
+                    ))
+                }
+                _ => {
+                    return Ok(read_chunks(&p.chunks, from, max_bytes));
+                }
+            }
+        };
+        let (file, path, start, len, write_pos) = plan.expect("file read planned");
+        let file = match file {
+            Some(f) => f,
+            None => Rc::new(
+                DmaFile::open(&path)
+                    .await
+                    .map_err(|e| LogError::io("opening", &path, e))?,
+            ),
+        };
+        let aligned = frame::align_down(start as usize) as u64;
+        let mut buf = read_range(&file, &path, aligned, len + (start - aligned) as usize).await?;
+        let mut entries = Vec::new();
+        let mut total = 0usize;
+        let mut pos = (start - aligned) as usize;
+        loop {
+            match frame::Scanner::new(&buf, pos, buf.len()).next() {
+                Some(Step::Frame { pos: at, header }) if header.kind == Kind::Data => {
+                    pos = at + header.frame_len();
+                    if header.end_offset() <= from {
+                        continue;
+                    }
+                    if !entries.is_empty() && total + header.payload_len as usize > max_bytes {
+                        break;
+                    }
+                    total += header.payload_len as usize;
+                    entries.push(Entry {
+                        base_offset: header.base_offset,
+                        record_count: header.record_count,
+                        timestamp_ms: header.timestamp_ms,
+                        payload: buf[at + HEADER_LEN..at + header.frame_len()].to_vec(),
+                    });
+                }
+                Some(Step::End {
+                    pos: at,
+                    why: frame::Invalid::Truncated { frame_len, .. },
+                }) if entries.is_empty() && aligned + ((at + frame_len) as u64) <= write_pos => {
+                    // The first batch is larger than what we read: read all of it.
+                    let more = at + frame_len;
+                    buf = read_range(&file, &path, aligned, more).await?;
+                    pos = at;
+                }
+                _ => break,
+            }
+        }
+        Ok(entries)
+    }
+}
+
+async fn read_range(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
+    let r = file
+        .read_at(pos, len)
+        .await
+        .map_err(|e| LogError::io("reading", path, e))?;
+    Ok(r.to_vec())
+}
+
+fn read_chunks(chunks: &VecDeque<Chunk>, from: u64, max_bytes: usize) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for c in chunks.iter().filter(|c| c.end_offset > from) {
+        let first = c
+            .entries
+            .partition_point(|&(o, _)| o <= from)
+            .saturating_sub(1);
+        let bytes = c.bytes();
+        for &(_, pos) in &c.entries[first..] {
+            let pos = pos as usize;
+            let header = frame::decode_own(&bytes[pos..]);
+            if header.end_offset() <= from {
+                continue;
+            }
+            if !out.is_empty() && total + header.payload_len as usize > max_bytes {
+                return out;
+            }
+            total += header.payload_len as usize;
+            out.push(Entry {
+                base_offset: header.base_offset,
+                record_count: header.record_count,
+                timestamp_ms: header.timestamp_ms,
+                payload: bytes[pos + HEADER_LEN..pos + header.frame_len()].to_vec(),
+            });
+        }
+    }
+    out
+}

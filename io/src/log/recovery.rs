@@ -1,0 +1,308 @@
+//! Start-up recovery: what the journal holds that the ledger lacks goes back into it.
+//!
+//! Owns the replay of the journal chain into the ledger, the accounting of what was
+//! dropped, damaged or lost, and the report of it. Keeps every valid frame; fills
+//! offsets only a damaged frame held with payload-less entries, so offsets stay
+//! dense. Runs once, before the log takes appends; never acknowledges anything.
+
+use crate::config::{Durability, LogConfig};
+use crate::error::Result;
+use crate::frame::{self, Header, HEADER_LEN};
+use crate::journal::{Damaged, Dropped, Journal, RecoveredEnd};
+use crate::ledger::{Ledger, LedgerLimits};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// What recovery found and did, for the log line at start-up and for tests.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// Journal segments read.
+    pub journal_segments_scanned: usize,
+    /// Journal frames restored into the ledger (the ledger lacked them).
+    pub frames_restored: u64,
+    /// Valid frames found in the journal.
+    pub frames_scanned: u64,
+    /// What was not kept, where and why.
+    pub dropped: Vec<Dropped>,
+    /// Journal damage with valid frames after it (media damage): every valid frame
+    /// on both sides was kept; the damaged segment was copied aside first.
+    pub damaged: Vec<Damaged>,
+    /// Offsets whose records only a damaged frame held: kept in the ledger as
+    /// entries with no payload, so offsets stay dense and readers see the loss.
+    pub lost: Vec<Lost>,
+    /// Index files rebuilt from their segments.
+    pub indexes_rebuilt: Vec<PathBuf>,
+}
+
+/// Offsets of a partition whose records were lost to journal damage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lost {
+    pub partition: String,
+    pub from: u64,
+    pub to: u64,
+    /// The damaged segment and the byte offset of the damage.
+    pub path: PathBuf,
+    pub offset: u64,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "partition {} offsets {}..{} lost: their only copy was the damaged journal frame at {} byte {}",
+            self.partition,
+            self.from,
+            self.to,
+            self.path.display(),
+            self.offset
+        )
+    }
+}
+
+impl RecoveryReport {
+    /// True when recovery found media damage: the server runs, but degraded.
+    pub fn degraded(&self) -> bool {
+        !self.damaged.is_empty()
+    }
+}
+
+/// The journal and the ledger as recovery left them, and what it found.
+pub(super) struct Recovered {
+    pub(super) journal: Journal,
+    pub(super) ledger: RefCell<Ledger>,
+    /// The sequence number of the next journal frame.
+    pub(super) next_seq: u64,
+    pub(super) report: RecoveryReport,
+}
+
+/// Opens the ledger and the journal and replays into the ledger what it lacks.
+pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
+    let mut report = RecoveryReport::default();
+    let limits = LedgerLimits {
+        segment_bytes: cfg.ledger_segment_bytes,
+        flush_bytes: cfg.ledger_flush_bytes,
+        index_interval_bytes: u64::from(cfg.index_interval_bytes),
+        retention_bytes: cfg.retention_bytes,
+        retention_ms: cfg.retention_ms,
+    };
+    let ledger = Ledger::open(
+        &cfg.ledger_dir,
+        limits,
+        cfg.partitions_max,
+        &mut report.dropped,
+        &mut report.indexes_rebuilt,
+    )
+    .await?;
+    let mut journal = Journal::open(
+        &cfg.journal_dir,
+        cfg.shard,
+        cfg.journal_segment_bytes,
+        cfg.journal_segments,
+        cfg.durability == Durability::Always && cfg.journal_odsync,
+        cfg.durability != Durability::Never,
+    )
+    .await?;
+    report.damaged.extend(journal.take_repaired());
+    let ledger = RefCell::new(ledger);
+    let next_seq = replay(&mut journal, &ledger, &mut report).await?;
+    Ok(Recovered {
+        journal,
+        ledger,
+        next_seq,
+        report,
+    })
+}
+
+/// Replays the journal chain into the ledger and returns the next sequence number.
+async fn replay(
+    journal: &mut Journal,
+    ledger: &RefCell<Ledger>,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
+    let chain = journal.chain();
+    let mut next_seq = chain.first().map_or(1, |&(_, first)| first.max(1));
+    let mut end: Option<RecoveredEnd> = None;
+    let mut broken: HashMap<u32, ()> = HashMap::new();
+    // The last media damage met (file, byte offset): a partition's next frame
+    // beyond its ledger's end then means the frames between were lost in it.
+    let mut last_damage: Option<(PathBuf, u64)> = None;
+    for (i, &(slot, first_seq)) in chain.iter().enumerate() {
+        let path = journal.slot_path(slot).to_path_buf();
+        if i > 0 && first_seq != next_seq {
+            report.dropped.push(Dropped {
+                path,
+                offset: 0,
+                reason: format!(
+                    "segment starts at seq {first_seq} but the chain continues at {next_seq}: segment not replayed"
+                ),
+            });
+            break;
+        }
+        let bytes = journal.read_segment(slot).await?;
+        let scan = Journal::scan(&path, &bytes, next_seq, journal.is_reused(slot));
+        report.journal_segments_scanned += 1;
+        report.frames_scanned += scan.frames.len() as u64;
+        if !scan.damaged.is_empty() {
+            // Evidence first: nothing writes to the segment before its copy exists.
+            crate::journal::copy_aside(&path, first_seq, &bytes).await?;
+        }
+        {
+            let mut l = ledger.borrow_mut();
+            let mut damage = scan.damaged.iter().peekable();
+            for (i, &(pos, header)) in scan.frames.iter().enumerate() {
+                while let Some(d) = damage.next_if(|d| d.frames_before == i) {
+                    last_damage = Some((d.path.clone(), d.offset));
+                }
+                let Some(p) = l.partition(header.partition) else {
+                    if l.is_deleted(header.partition) {
+                        continue;
+                    }
+                    report.dropped.push(Dropped {
+                        path: path.clone(),
+                        offset: pos as u64,
+                        reason: format!(
+                            "frame seq {} names partition id {} which has no ledger directory",
+                            header.seq, header.partition
+                        ),
+                    });
+                    continue;
+                };
+                let have = p.next_offset();
+                if broken.contains_key(&header.partition) || header.end_offset() <= have {
+                    continue;
+                }
+                if let Some(d) = last_damage.as_ref().filter(|_| header.base_offset > have) {
+                    // The frames between were in the damaged bytes.
+                    fill_lost(
+                        &mut l,
+                        header.partition,
+                        (have, header.base_offset),
+                        header.seq,
+                        d.clone(),
+                        report,
+                    );
+                }
+                let p = l.partition(header.partition).expect("checked above");
+                let have = p.next_offset();
+                if header.base_offset != have {
+                    report.dropped.push(Dropped {
+                        path: path.clone(),
+                        offset: pos as u64,
+                        reason: format!(
+                            "partition {}: ledger ends at offset {have} but the journal continues at {}; later frames of this partition not replayed",
+                            p.name, header.base_offset
+                        ),
+                    });
+                    broken.insert(header.partition, ());
+                    continue;
+                }
+                l.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
+                report.frames_restored += 1;
+            }
+            if let Some(d) = damage.last() {
+                last_damage = Some((d.path.clone(), d.offset));
+            }
+        }
+        report.damaged.extend(scan.damaged.iter().cloned());
+        journal.set_last_seq(slot, scan.next_seq - 1);
+        next_seq = scan.next_seq;
+        end = Some(RecoveredEnd {
+            slot,
+            end_pos: scan.end_pos,
+            sealed: scan.sealed,
+            damaged: scan.damage.is_some(),
+        });
+        if let Some(d) = scan.damage {
+            report.dropped.push(d);
+        }
+        // Keep memory to about one segment: write what this one restored. On a full
+        // device it stays in memory (bounded by the journal ring) and in the journal.
+        let ids = ledger.borrow().due(true);
+        for id in ids {
+            let res = match Ledger::prepare_write(ledger, id).await {
+                Ok(Some(job)) => Ledger::run_write(ledger, job).await.map(|_| ()),
+                other => other.map(|_| ()),
+            };
+            match res {
+                Err(e) if !e.is_no_space() => return Err(e),
+                _ => {}
+            }
+        }
+        if !scan.sealed || end.is_some_and(|e| e.damaged) {
+            for &(later, _) in &chain[i + 1..] {
+                report.dropped.push(Dropped {
+                    path: journal.slot_path(later).to_path_buf(),
+                    offset: 0,
+                    reason: "segment after the end of the journal chain: not replayed".into(),
+                });
+            }
+            break;
+        }
+    }
+    // A damaged frame that no later frame of its partition followed: its own header,
+    // where it agrees with the bytes around it, says which offsets it held.
+    let damaged = report.damaged.clone();
+    for d in &damaged {
+        fill_guessed(&mut ledger.borrow_mut(), d, report);
+    }
+    journal.finish_recovery(end).await?;
+    Ok(next_seq)
+}
+
+/// Keeps offsets `from..to` of `partition` dense with an entry of no payload, and
+/// reports them lost.
+fn fill_lost(
+    l: &mut Ledger,
+    partition: u32,
+    (from, to): (u64, u64),
+    seq: u64,
+    (path, offset): (PathBuf, u64),
+    report: &mut RecoveryReport,
+) {
+    let mut at = from;
+    while at < to {
+        // A frame covers at most u32::MAX offsets; the bytes on disk decide `to`.
+        let count = u32::try_from(to - at).unwrap_or(u32::MAX);
+        let mut bytes = vec![0u8; HEADER_LEN];
+        let header = Header::data(partition, seq, at, count, 0);
+        frame::encode(&mut bytes, &header, &[]);
+        l.push_frame(&header, &bytes);
+        at += u64::from(count);
+    }
+    let name = l
+        .partition(partition)
+        .map_or(String::new(), |p| p.name.clone());
+    report.lost.push(Lost {
+        partition: name,
+        from,
+        to,
+        path,
+        offset,
+    });
+}
+
+/// When a damaged frame's header reads as the last frame of its partition (its
+/// sequence number, its offset and its length agree with what is around it), its
+/// offsets are kept as lost, unless the ledger holds them already. Called after
+/// every frame is replayed: a later frame of the partition fills the gap exactly
+/// and wins over a header that may itself be damaged.
+fn fill_guessed(l: &mut Ledger, d: &Damaged, report: &mut RecoveryReport) {
+    let Some(g) = d.guess else { return };
+    let Some(p) = l.partition(g.partition) else {
+        return;
+    };
+    let end = frame::frame_start(d.offset as usize + g.frame_len());
+    let fits = d.resumed_at as usize == end || d.resumed_at as usize == frame::align_up(end);
+    if !fits || g.seq != d.first_seq || g.record_count == 0 || g.base_offset != p.next_offset() {
+        return;
+    }
+    fill_lost(
+        l,
+        g.partition,
+        (g.base_offset, g.end_offset()),
+        g.seq,
+        (d.path.clone(), d.offset),
+        report,
+    );
+}
