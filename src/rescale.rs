@@ -189,7 +189,6 @@ fn prepare(settings: &Settings, topics: &[Topic], from: u32, to: u32) -> Result<
         let old = match latest {
             Some(id) => Some(
                 checkpoint::read_all(&root, &job.name, id, from)
-                    .map_err(anyhow::Error::msg)
                     .with_context(|| format!("job {}: checkpoint {id}", job.name))?,
             ),
             None => {
@@ -253,7 +252,7 @@ fn prepare(settings: &Settings, topics: &[Topic], from: u32, to: u32) -> Result<
                     end,
                 });
             }
-            checkpoint::blocking::write_part(&root, part).map_err(anyhow::Error::msg)?;
+            checkpoint::blocking::write_part(&root, part)?;
         }
         tracing::info!(job = %job.name, from_checkpoint = old[0].id, checkpoint = id, "checkpoint cut for {to} cores");
         plan.manifests.push((job.name.clone(), id));
@@ -354,8 +353,7 @@ fn switch(settings: &Settings, plan: &Plan) -> Result<()> {
     move_dirs(&parents(settings), plan.from, plan.to)?;
     let root = settings.data_dir.join("checkpoints");
     for (job, id) in &plan.manifests {
-        checkpoint::blocking::write_manifest(&root, job, *id, plan.to)
-            .map_err(anyhow::Error::msg)?;
+        checkpoint::blocking::write_manifest(&root, job, *id, plan.to)?;
     }
     for (len, path) in &plan.truncate {
         if std::fs::metadata(path).is_ok_and(|m| m.len() > *len) {

@@ -142,7 +142,8 @@ struct FrontEnd {
 /// How one core ended.
 enum ShardEnd {
     Clean,
-    StorageFault(String),
+    /// The core's log stopped for good (EIO, a failed sync): its error.
+    StorageFault(Arc<tidewater_io::LogError>),
 }
 
 pub fn serve(settings: Settings) -> Result<i32> {
@@ -372,10 +373,6 @@ pub fn serve(settings: Settings) -> Result<i32> {
     Ok(code)
 }
 
-/// How often a core looks for a storage fault its log recorded (a stop is seen
-/// at once).
-const FAULT_CHECK: Duration = Duration::from_millis(50);
-
 async fn run_shard(
     shard: u32,
     cpu: usize,
@@ -484,15 +481,14 @@ async fn run_shard(
     if ready.fetch_add(1, Ordering::SeqCst) + 1 == shard_count {
         tracing::info!("ready");
     }
-    let end = loop {
-        if let Some(e) = log.fatal_error() {
-            break ShardEnd::StorageFault(e);
-        }
-        if stop.is_set() {
-            break ShardEnd::Clean;
-        }
-        futures_lite::future::or(stop.wait(), glommio::timer::sleep(FAULT_CHECK)).await;
-    };
+    let end = futures_lite::future::or(
+        async { ShardEnd::StorageFault(log.failed().await) },
+        async {
+            stop.wait().await;
+            ShardEnd::Clean
+        },
+    )
+    .await;
     stop.set();
     metrics.stopping.store(true, Ordering::SeqCst);
     accepting.await;
@@ -503,7 +499,7 @@ async fn run_shard(
     }
     match (end, log.close().await) {
         (ShardEnd::Clean, Ok(())) => Ok(ShardEnd::Clean),
-        (ShardEnd::Clean, Err(e)) => Ok(ShardEnd::StorageFault(e.to_string())),
+        (ShardEnd::Clean, Err(e)) => Ok(ShardEnd::StorageFault(Arc::new(e))),
         (fault, _) => Ok(fault),
     }
 }
@@ -591,7 +587,7 @@ fn start_job(
     stop: &Stop,
     sources: &mut CoreSources,
     savepoints: Arc<Signal>,
-) -> Result<glommio::task::JoinHandle<Result<(), String>>> {
+) -> Result<glommio::task::JoinHandle<Result<(), pipeline::PipelineError>>> {
     let JobStart {
         job,
         mail,
@@ -604,7 +600,7 @@ fn start_job(
     let restored = match restore.filter(|_| job.checkpoint_ms > 0) {
         Some(id) => {
             let path = checkpoint::dir_of(&root, &job.name, id).join(format!("shard-{shard}.ckpt"));
-            let bytes = checkpoint::read_part(&path).map_err(anyhow::Error::msg)?;
+            let bytes = checkpoint::read_part(&path)?;
             Some((id, Rc::new(bytes)))
         }
         None => None,

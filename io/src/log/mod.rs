@@ -30,6 +30,7 @@ use recovery::Recovered;
 use state::{Offsets, Shared, State};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A completed append: where it landed and what durability was waited for.
@@ -113,6 +114,7 @@ impl ShardLog {
             room: Notify::default(),
             ledger_work: Notify::default(),
             appended: Notify::default(),
+            failed: Notify::default(),
             ledger_io: glommio::sync::Semaphore::new(1),
             durable_wanted: std::cell::Cell::new(false),
         });
@@ -376,13 +378,19 @@ impl ShardLog {
     }
 
     /// The unrecoverable failure that stopped the log, if any.
-    pub fn fatal_error(&self) -> Option<String> {
-        self.shared
-            .state
-            .borrow()
-            .fatal
-            .as_ref()
-            .map(|e| e.to_string())
+    pub fn fatal_error(&self) -> Option<Arc<LogError>> {
+        self.shared.state.borrow().fatal.clone()
+    }
+
+    /// Completes with the failure once the log stops for good (a storage fault).
+    pub async fn failed(&self) -> Arc<LogError> {
+        loop {
+            let seen = self.shared.failed.epoch();
+            if let Some(e) = self.fatal_error() {
+                return e;
+            }
+            self.shared.failed.wait(seen).await;
+        }
     }
 
     pub fn stats(&self) -> LogStats {

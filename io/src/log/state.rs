@@ -88,6 +88,8 @@ pub(super) struct Shared {
     pub(super) ledger_work: Notify,
     /// Wakes readers waiting for new data: a journal write became durable.
     pub(super) appended: Notify,
+    /// Wakes whoever waits for the log to fail: it stopped for good.
+    pub(super) failed: Notify,
     /// Serializes ledger I/O between the ledger task and a journal roll.
     pub(super) ledger_io: glommio::sync::Semaphore,
     /// Set by the journal driver when it opens a segment: the ledger task makes the
@@ -162,6 +164,7 @@ pub(super) fn fail_fatal(sh: &Shared, e: LogError, current: impl IntoIterator<It
     sh.room.notify();
     sh.ledger_work.notify();
     sh.appended.notify();
+    sh.failed.notify();
 }
 
 const _: () = assert!(BLOCK >= 2 * HEADER_LEN);

@@ -15,7 +15,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tidewater_io::fs;
+use tidewater_io::{fs, FsError};
 
 const MAGIC: &[u8; 8] = b"TWCKPT02";
 /// Parts written before key-group lines existed; read and converted.
@@ -122,8 +122,28 @@ impl From<CoreSnapshotV1> for CoreSnapshot {
     }
 }
 
-fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{what} {}: {e}", path.display())
+/// What reading or writing a checkpoint can fail with; each names the checkpoint
+/// or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file-system call failed (it names the call and the path).
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("cannot encode checkpoint {id}: {reason}")]
+    Encode { id: u64, reason: String },
+    /// A part on disk is not a valid checkpoint part.
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+    /// A checkpoint that cannot be resumed from: why, in words.
+    #[error("checkpoint {id} of {job}{what}")]
+    Unusable { job: String, id: u64, what: String },
+}
+
+fn invalid(path: &Path, what: impl Into<String>) -> CheckpointError {
+    CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
 }
 
 /// The directory of checkpoint `id` of a job.
@@ -132,10 +152,16 @@ pub fn dir_of(root: &Path, job: &str, id: u64) -> PathBuf {
 }
 
 /// A core's part as it goes to disk: its directory, its path and its bytes.
-fn encode_part(root: &Path, snap: &CoreSnapshot) -> Result<(PathBuf, PathBuf, Vec<u8>), String> {
+fn encode_part(
+    root: &Path,
+    snap: &CoreSnapshot,
+) -> Result<(PathBuf, PathBuf, Vec<u8>), CheckpointError> {
     let dir = dir_of(root, &snap.job, snap.id);
-    let body = rkyv::to_bytes::<rkyv::rancor::Error>(snap)
-        .map_err(|e| format!("cannot encode checkpoint {}: {e}", snap.id))?;
+    let body =
+        rkyv::to_bytes::<rkyv::rancor::Error>(snap).map_err(|e| CheckpointError::Encode {
+            id: snap.id,
+            reason: e.to_string(),
+        })?;
     let mut out = Vec::with_capacity(HEAD + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
@@ -153,59 +179,59 @@ fn manifest_of(root: &Path, job: &str, id: u64, shards: u32) -> (PathBuf, Vec<u8
 }
 
 /// Writes one core's part, durably; returns its size in bytes.
-pub async fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, String> {
+pub async fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, CheckpointError> {
     let (dir, path, out) = encode_part(root, snap)?;
     let len = out.len() as u64;
-    fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| io("cannot create", &dir, e.source))?;
-    fs::write_durable(&path, out)
-        .await
-        .map_err(|e| io("cannot write", &path, e))?;
+    fs::create_dir_all(&dir).await?;
+    fs::write_durable(&path, out).await?;
     Ok(len)
 }
 
 /// Marks checkpoint `id` complete (every part is durable).
-pub async fn write_manifest(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), String> {
+pub async fn write_manifest(
+    root: &Path,
+    job: &str,
+    id: u64,
+    shards: u32,
+) -> Result<(), CheckpointError> {
     let (path, text) = manifest_of(root, job, id, shards);
-    fs::write_durable(&path, text)
-        .await
-        .map_err(|e| io("cannot write", &path, e))
+    Ok(fs::write_durable(&path, text).await?)
 }
 
 /// Marks a complete checkpoint as a savepoint: pruning keeps it until removed by
 /// hand.
-pub async fn mark_savepoint(root: &Path, job: &str, id: u64) -> Result<(), String> {
+pub async fn mark_savepoint(root: &Path, job: &str, id: u64) -> Result<(), CheckpointError> {
     let dir = dir_of(root, job, id);
     let path = dir.join(SAVEPOINT);
     let text = b"taken on request; remove this file to let it be pruned\n";
-    fs::write(&path, text.to_vec())
-        .await
-        .map_err(|e| io("cannot write", &path, e.source))?;
-    fs::sync_dir(&dir)
-        .await
-        .map_err(|e| io("cannot sync directory", &dir, e.source))
+    fs::write(&path, text.to_vec()).await?;
+    Ok(fs::sync_dir(&dir).await?)
 }
 
 /// The same writes for code that runs before any core serves (the rescale at
 /// start-up): never from a serving core.
 pub mod blocking {
-    use super::{encode_part, io, manifest_of, CoreSnapshot};
+    use super::{encode_part, manifest_of, CheckpointError, CoreSnapshot};
     use std::path::Path;
     use tidewater_io::fs::blocking;
 
     /// Writes one core's part, durably; returns its size in bytes.
-    pub fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, String> {
+    pub fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, CheckpointError> {
         let (dir, path, out) = encode_part(root, snap)?;
-        blocking::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e.source))?;
-        blocking::write_durable(&path, &out).map_err(|e| io("cannot write", &path, e))?;
+        blocking::create_dir_all(&dir)?;
+        blocking::write_durable(&path, &out)?;
         Ok(out.len() as u64)
     }
 
     /// Marks checkpoint `id` complete (every part is durable).
-    pub fn write_manifest(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), String> {
+    pub fn write_manifest(
+        root: &Path,
+        job: &str,
+        id: u64,
+        shards: u32,
+    ) -> Result<(), CheckpointError> {
         let (path, text) = manifest_of(root, job, id, shards);
-        blocking::write_durable(&path, &text).map_err(|e| io("cannot write", &path, e))
+        Ok(blocking::write_durable(&path, &text)?)
     }
 }
 
@@ -223,35 +249,34 @@ impl Part {
 }
 
 /// Reads and checks one part: its bytes, aligned for rkyv.
-pub fn read_part(path: &Path) -> Result<Part, String> {
+pub fn read_part(path: &Path) -> Result<Part, CheckpointError> {
     // Start-up only (before the core serves): see the module doc.
-    let bytes = fs::blocking::read(path).map_err(|e| io("cannot read", path, e.source))?;
+    let bytes = fs::blocking::read(path)?;
     let v1 = bytes.get(..8) == Some(MAGIC_V1);
     if bytes.len() < HEAD || (&bytes[..8] != MAGIC && !v1) {
-        return Err(format!("{}: not a checkpoint part", path.display()));
+        return Err(invalid(path, "not a checkpoint part"));
     }
     let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
     let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
     let body = bytes.get(HEAD..HEAD + len).ok_or_else(|| {
-        format!(
-            "{}: truncated ({} of {len} bytes)",
-            path.display(),
-            bytes.len() - HEAD
+        invalid(
+            path,
+            format!("truncated ({} of {len} bytes)", bytes.len() - HEAD),
         )
     })?;
     if crc32c::crc32c(body) != crc {
-        return Err(format!("{}: checksum mismatch", path.display()));
+        return Err(invalid(path, "checksum mismatch"));
     }
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
     aligned.extend_from_slice(body);
     if v1 {
         let old = rkyv::from_bytes::<CoreSnapshotV1, rkyv::rancor::Error>(&aligned)
-            .map_err(|e| format!("{}: not a valid checkpoint: {e}", path.display()))?;
+            .map_err(|e| invalid(path, format!("not a valid checkpoint: {e}")))?;
         aligned = rkyv::to_bytes::<rkyv::rancor::Error>(&CoreSnapshot::from(old))
-            .map_err(|e| format!("{}: cannot convert: {e}", path.display()))?;
+            .map_err(|e| invalid(path, format!("cannot convert: {e}")))?;
     }
     rkyv::access::<ArchivedCoreSnapshot, rkyv::rancor::Error>(&aligned)
-        .map_err(|e| format!("{}: not a valid checkpoint: {e}", path.display()))?;
+        .map_err(|e| invalid(path, format!("not a valid checkpoint: {e}")))?;
     Ok(Part(aligned))
 }
 
@@ -271,19 +296,24 @@ fn ids_of(entries: Vec<PathBuf>) -> Vec<u64> {
 }
 
 /// Whether checkpoint `id` is complete and readable for `shards` cores.
-fn usable(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), String> {
+fn usable(root: &Path, job: &str, id: u64, shards: u32) -> Result<(), CheckpointError> {
     let dir = dir_of(root, job, id);
+    let unusable = |what: String| CheckpointError::Unusable {
+        job: job.to_string(),
+        id,
+        what,
+    };
     let manifest = fs::blocking::read_to_string(&dir.join(MANIFEST))
-        .map_err(|_| format!("checkpoint {id} of {job} has no manifest (it did not complete)"))?;
+        .map_err(|_| unusable(" has no manifest (it did not complete)".into()))?;
     let found = manifest
         .lines()
         .find_map(|l| l.strip_prefix("shards "))
         .and_then(|v| v.parse::<u32>().ok())
-        .ok_or_else(|| format!("checkpoint {id} of {job}: unreadable manifest"))?;
+        .ok_or_else(|| unusable(": unreadable manifest".into()))?;
     if found != shards {
-        return Err(format!(
-            "checkpoint {id} of {job} was taken on {found} cores, this server runs {shards}"
-        ));
+        return Err(unusable(format!(
+            " was taken on {found} cores, this server runs {shards}"
+        )));
     }
     for s in 0..shards {
         read_part(&dir.join(format!("shard-{s}.ckpt")))?;
@@ -298,7 +328,7 @@ pub fn latest(root: &Path, job: &str, shards: u32) -> (Option<u64>, Vec<String>)
     for id in ids(root, job) {
         match usable(root, job, id, shards) {
             Ok(()) => return (Some(id), skipped),
-            Err(why) => skipped.push(why),
+            Err(why) => skipped.push(why.to_string()),
         }
     }
     (None, skipped)
@@ -336,13 +366,18 @@ pub async fn prune(root: &Path, job: &str, newest_complete: u64) {
 }
 
 /// Checkpoint `id`'s parts for `shards` cores, read and decoded (for a rescale).
-pub fn read_all(root: &Path, job: &str, id: u64, shards: u32) -> Result<Vec<CoreSnapshot>, String> {
+pub fn read_all(
+    root: &Path,
+    job: &str,
+    id: u64,
+    shards: u32,
+) -> Result<Vec<CoreSnapshot>, CheckpointError> {
     (0..shards)
         .map(|s| {
             let path = dir_of(root, job, id).join(format!("shard-{s}.ckpt"));
             let bytes = read_part(&path)?;
             rkyv::deserialize::<CoreSnapshot, rkyv::rancor::Error>(bytes.view())
-                .map_err(|e| format!("{}: cannot decode: {e}", path.display()))
+                .map_err(|e| invalid(&path, format!("cannot decode: {e}")))
         })
         .collect()
 }

@@ -4,9 +4,11 @@
 
 pub mod avro;
 pub mod checkpoint;
+mod error;
 mod job;
 pub mod records;
 pub mod spec;
 pub mod window;
 
+pub use error::PipelineError;
 pub use job::{mesh, run, Checkpoints, CoreMail, JobContext, JobStats, Mail, MailboxStats};

@@ -345,15 +345,18 @@ pub async fn read_from(
     partition: u32,
     from: u64,
     mut f: impl FnMut(RecordRef<'_>),
-) -> Result<(), String> {
-    let end = log.high_watermark(partition).map_err(|e| e.to_string())?;
+) -> Result<(), super::PipelineError> {
+    let what = || format!("reading back log partition {partition}");
+    let end = log
+        .high_watermark(partition)
+        .map_err(super::PipelineError::log(what()))?;
     let mut next = from.max(log.log_start_offset(partition).unwrap_or(0));
     let mut scratch = Vec::new();
     while next < end {
         let entries = log
             .read(partition, next, 1 << 20)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(super::PipelineError::log(what()))?;
         if entries.is_empty() {
             break;
         }

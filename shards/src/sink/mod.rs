@@ -352,7 +352,9 @@ impl SinkTask {
                 }
                 for (slot, recs) in by_partition.iter().enumerate() {
                     if !recs.is_empty() {
-                        topic::append(&self.log, t.local[slot].1, recs).await?;
+                        topic::append(&self.log, t.local[slot].1, recs)
+                            .await
+                            .map_err(|e| e.to_string())?;
                     }
                 }
                 Ok(())
@@ -405,7 +407,8 @@ async fn written_since(log: &ShardLog, from: &[(u32, u64)]) -> Result<Written, S
                 out.insert((k.into(), ws));
             }
         })
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
     }
     Ok(out)
 }

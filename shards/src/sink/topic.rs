@@ -2,6 +2,7 @@
 //! the topic sink and the side outputs (`<job>.dlq`, `<job>.late`). Whatever is
 //! written here any Kafka client can read.
 
+use crate::pipeline::PipelineError;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -36,7 +37,11 @@ impl OutRecord {
 
 /// Encodes `records` into batches of about [`BATCH_BYTES`] and appends them to
 /// `partition` in order; completes when all are durable per the log's policy.
-pub async fn append(log: &ShardLog, partition: u32, records: &[OutRecord]) -> Result<(), String> {
+pub async fn append(
+    log: &ShardLog,
+    partition: u32,
+    records: &[OutRecord],
+) -> Result<(), PipelineError> {
     let mut start = 0;
     while start < records.len() {
         let mut end = start;
@@ -46,11 +51,13 @@ pub async fn append(log: &ShardLog, partition: u32, records: &[OutRecord]) -> Re
             end += 1;
         }
         let chunk = &records[start..end];
-        let batch = encode(chunk)?;
+        let batch = encode(chunk).map_err(PipelineError::Encode)?;
         let max_ts = chunk.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
         log.append(partition, &batch, chunk.len() as u32, max_ts)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(PipelineError::log(format!(
+                "appending to log partition {partition}"
+            )))?;
         start = end;
     }
     Ok(())

@@ -14,6 +14,7 @@
 
 use super::{push_sample, Checkpoints, JobStats};
 use crate::pipeline::checkpoint;
+use crate::pipeline::PipelineError;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tidewater_io::ShardLog;
@@ -170,7 +171,7 @@ impl Alignment {
         shards: u32,
         complete: Vec<u64>,
         stats: &JobStats,
-    ) -> Result<(), String> {
+    ) -> Result<(), PipelineError> {
         for id in complete {
             checkpoint::write_manifest(&c.root, job, id, shards).await?;
             if self.savepoint.is_some_and(|s| s <= id) {

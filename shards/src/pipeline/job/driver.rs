@@ -18,6 +18,7 @@ use crate::pipeline::checkpoint::{self, ArchivedCoreSnapshot};
 use crate::pipeline::records::{bump, for_each_record};
 use crate::pipeline::spec::Job;
 use crate::pipeline::window::{Fired, Layout};
+use crate::pipeline::PipelineError;
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -80,7 +81,7 @@ impl JobCore {
         ctx: JobContext,
         mail: CoreMail,
         stats: Rc<JobStats>,
-    ) -> Result<JobCore, String> {
+    ) -> Result<JobCore, PipelineError> {
         let restored = ctx.checkpoints.as_ref().and_then(|c| c.restore.clone());
         let snap = restored.as_ref().map(|(_, part)| part.view());
         let first_id = ctx.checkpoints.as_ref().map_or(0, |c| c.highest);
@@ -88,7 +89,7 @@ impl JobCore {
         if let (Some((id, _)), Some(snap)) = (&restored, snap) {
             state
                 .restore(&job, snap, ctx.source_partitions)
-                .map_err(|e| format!("checkpoint {id}: {e}"))?;
+                .map_err(|reason| PipelineError::Restore { id: *id, reason })?;
             tracing::info!(job = %job.name, shard = ctx.shard, checkpoint = id, "resuming from checkpoint");
         }
         let cell = Rc::new(StateCell {
@@ -136,13 +137,13 @@ impl JobCore {
 
     /// Runs passes until the job ends: `Ok` at a stop (or when the log closes),
     /// `Err` with the reason when it cannot go on.
-    pub async fn run(mut self) -> Result<(), String> {
+    pub async fn run(mut self) -> Result<(), PipelineError> {
         loop {
             if let Some(end) = self.stop_step() {
                 return end;
             }
             if let Some(e) = self.cell.state.borrow().full.clone() {
-                return Err(e);
+                return Err(PipelineError::StateFull(e));
             }
             let appends = self.ctx.log.append_epoch();
             let mail = self.cell.changed.epoch();
@@ -185,7 +186,7 @@ impl JobCore {
 
     /// At a stop: the job ends once the checkpoint taken at shutdown is complete,
     /// at once without checkpoints, or when the shutdown wait is over.
-    fn stop_step(&self) -> Option<Result<(), String>> {
+    fn stop_step(&self) -> Option<Result<(), PipelineError>> {
         if !self.stopping.is_set() {
             return None;
         }
@@ -209,7 +210,7 @@ impl JobCore {
 
     /// Core 0 on its timer (or a savepoint, or the stop), the others on core 0's
     /// barrier: sends the barrier after every record routed before it.
-    async fn start_checkpoint(&mut self) -> Result<(), String> {
+    async fn start_checkpoint(&mut self) -> Result<(), PipelineError> {
         let (Some(a), Some(c)) = (&mut self.align, &self.ctx.checkpoints) else {
             return Ok(());
         };
@@ -229,7 +230,7 @@ impl JobCore {
     }
 
     /// Reads what each source partition has past its position, in offset order.
-    async fn read_sources(&mut self) -> Result<Read, String> {
+    async fn read_sources(&mut self) -> Result<Read, PipelineError> {
         let JobCore {
             job,
             ctx,
@@ -244,7 +245,10 @@ impl JobCore {
         } = self;
         let mut read = Read::Nothing;
         for src in sources.iter_mut() {
-            let end = ctx.log.high_watermark(src.id).map_err(|e| e.to_string())?;
+            let end = ctx
+                .log
+                .high_watermark(src.id)
+                .map_err(PipelineError::log(format!("partition {}", src.index)))?;
             if src.next >= end {
                 continue;
             }
@@ -254,14 +258,17 @@ impl JobCore {
                     let start = ctx
                         .log
                         .log_start_offset(src.id)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(PipelineError::log(format!("partition {}", src.index)))?;
                     tracing::warn!(job = %job.name, partition = src.index, from = src.next, to = start,
                         "records before offset {start} were removed by retention before the job read them");
                     src.next = start.max(src.next);
                     continue;
                 }
                 Err(LogError::Closed) => return Ok(Read::LogClosed),
-                Err(e) => return Err(format!("cannot read partition {}: {e}", src.index)),
+                Err(e) => {
+                    let what = format!("cannot read partition {}", src.index);
+                    return Err(PipelineError::Log { what, source: e });
+                }
             };
             let mut state = cell.state.borrow_mut();
             for e in &entries {
@@ -298,7 +305,7 @@ impl JobCore {
 
     /// This core's source watermark to the other cores (when it changed, or as a
     /// heartbeat), then the core's own watermark from its sources and theirs.
-    async fn publish_watermark(&mut self) -> Result<(), String> {
+    async fn publish_watermark(&mut self) -> Result<(), PipelineError> {
         let now = Instant::now();
         let mut lag = Vec::with_capacity(self.sources.len());
         let mut own = Vec::with_capacity(self.sources.len());
@@ -341,7 +348,7 @@ impl JobCore {
 
     /// Late events (found here or by the receivers) and dead letters to their side
     /// outputs.
-    async fn write_side_outputs(&mut self) -> Result<(), String> {
+    async fn write_side_outputs(&mut self) -> Result<(), PipelineError> {
         let late = std::mem::take(&mut self.cell.state.borrow_mut().late);
         self.side
             .write(&self.ctx.log, late, self.ctx.source_partitions)
@@ -375,7 +382,7 @@ impl JobCore {
 
     /// This core's part of the checkpoint in progress: once every other core's
     /// barrier is in and the sinks and side outputs hold nothing from before it.
-    async fn write_part(&mut self) -> Result<(), String> {
+    async fn write_part(&mut self) -> Result<(), PipelineError> {
         let (Some(a), Some(c)) = (&mut self.align, &self.ctx.checkpoints) else {
             return Ok(());
         };
@@ -418,7 +425,7 @@ impl JobCore {
     }
 
     /// Core 0: a checkpoint every core has written is complete.
-    async fn complete(&mut self) -> Result<(), String> {
+    async fn complete(&mut self) -> Result<(), PipelineError> {
         if self.ctx.shard != 0 {
             return Ok(());
         }

@@ -12,6 +12,7 @@ use crate::pipeline::avro::{Num, SLOTS_MAX};
 use crate::pipeline::records::bump;
 use crate::pipeline::spec::Job;
 use crate::pipeline::window::Position;
+use crate::pipeline::PipelineError;
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,14 +136,18 @@ impl Outboxes {
     }
 
     /// Sends the records waiting for each core.
-    pub(super) async fn flush(&mut self, stats: &JobStats, stop: &Stopping) -> Result<(), String> {
+    pub(super) async fn flush(
+        &mut self,
+        stats: &JobStats,
+        stop: &Stopping,
+    ) -> Result<(), PipelineError> {
         for (to, o) in self.0.iter_mut().enumerate() {
             if let Some(o) = o {
                 if !o.pending.is_empty() {
                     let batch = std::mem::take(&mut o.pending);
                     send(o, Mail::Records(batch), stats, stop)
                         .await
-                        .map_err(|_| format!("core {to} stopped taking records"))?;
+                        .map_err(|_| PipelineError::PeerGone(to))?;
                 }
             }
         }
@@ -155,12 +160,12 @@ impl Outboxes {
         m: impl Fn() -> Mail,
         stats: &JobStats,
         stop: &Stopping,
-    ) -> Result<(), String> {
+    ) -> Result<(), PipelineError> {
         for (to, o) in self.0.iter_mut().enumerate() {
             if let Some(o) = o {
                 send(o, m(), stats, stop)
                     .await
-                    .map_err(|_| format!("core {to} stopped taking records"))?;
+                    .map_err(|_| PipelineError::PeerGone(to))?;
             }
         }
         Ok(())
@@ -173,11 +178,11 @@ impl Outboxes {
         m: Mail,
         stats: &JobStats,
         stop: &Stopping,
-    ) -> Result<(), String> {
+    ) -> Result<(), PipelineError> {
         match self.0.get_mut(to) {
             Some(Some(o)) => send(o, m, stats, stop)
                 .await
-                .map_err(|_| format!("core {to} stopped taking records")),
+                .map_err(|_| PipelineError::PeerGone(to)),
             _ => Ok(()),
         }
     }

@@ -58,6 +58,7 @@ pub use mailbox::{mesh, CoreMail, Mail, MailboxStats};
 use super::checkpoint;
 use super::spec::Job;
 use super::window::Layout;
+use super::PipelineError;
 use crate::sink::SinkHandle;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -199,14 +200,14 @@ pub async fn run(
     ctx: JobContext,
     mail: CoreMail,
     stats: Rc<JobStats>,
-) -> Result<(), String> {
+) -> Result<(), PipelineError> {
     let res = match driver::JobCore::start(job.clone(), layout, ctx, mail, stats.clone()).await {
         Ok(core) => core.run().await,
         Err(e) => Err(e),
     };
     if let Err(e) = &res {
         tracing::error!(job = %job.name, "job stopped: {e}; its input stays in the log");
-        *stats.failed.borrow_mut() = Some(e.clone());
+        *stats.failed.borrow_mut() = Some(e.to_string());
     }
     res
 }

@@ -9,6 +9,7 @@
 use crate::partitioner;
 use crate::pipeline::checkpoint::{self, ArchivedCoreSnapshot};
 use crate::pipeline::spec::Job;
+use crate::pipeline::PipelineError;
 use crate::sink::topic::{self, OutRecord};
 use std::collections::{BTreeMap, HashSet};
 use tidewater_io::ShardLog;
@@ -34,7 +35,7 @@ impl Output {
         (what, topic): (&'static str, String),
         ids: &[Option<u32>],
         snap: Option<&ArchivedCoreSnapshot>,
-    ) -> Result<Output, String> {
+    ) -> Result<Output, PipelineError> {
         let name = format!("topic:{topic}");
         let mut seen = HashSet::new();
         for (p, id) in owned(ids) {
@@ -60,11 +61,15 @@ impl Output {
         &mut self,
         log: &ShardLog,
         mut records: Vec<(u32, OutRecord)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PipelineError> {
         not_again(&mut records, &mut self.seen);
         append(log, &self.ids, records)
             .await
-            .map_err(|e| format!("cannot write {} to {}: {e}", self.what, self.topic))
+            .map_err(|e| PipelineError::SideOutput {
+                what: self.what,
+                topic: self.topic.clone(),
+                source: Box::new(e),
+            })
     }
 
     fn positions(&self, log: &ShardLog, out: &mut Vec<checkpoint::OutputSnap>) {
@@ -92,7 +97,7 @@ impl SideOutputs {
         log: &ShardLog,
         (late_ids, dlq_ids): (&[Option<u32>], &[Option<u32>]),
         snap: Option<&ArchivedCoreSnapshot>,
-    ) -> Result<SideOutputs, String> {
+    ) -> Result<SideOutputs, PipelineError> {
         Ok(SideOutputs {
             late: Output::open(log, ("late events", job.late_topic()), late_ids, snap).await?,
             dlq: Output::open(log, ("dead letters", job.dlq_topic()), dlq_ids, snap).await?,
@@ -107,7 +112,7 @@ impl SideOutputs {
         log: &ShardLog,
         late: Vec<OutRecord>,
         groups: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), PipelineError> {
         let late = late
             .into_iter()
             .map(|r| {
@@ -133,7 +138,7 @@ async fn sources_written(
     log: &ShardLog,
     partition: u32,
     from: u64,
-) -> Result<HashSet<Vec<u8>>, String> {
+) -> Result<HashSet<Vec<u8>>, PipelineError> {
     let mut seen = HashSet::new();
     crate::pipeline::records::read_from(log, partition, from, |r| {
         if let Some(src) = crate::pipeline::records::header(r.headers, SOURCE_HEADER) {
@@ -156,7 +161,7 @@ async fn append(
     log: &ShardLog,
     ids: &[Option<u32>],
     records: Vec<(u32, OutRecord)>,
-) -> Result<(), String> {
+) -> Result<(), PipelineError> {
     let mut by_partition: BTreeMap<u32, Vec<OutRecord>> = Default::default();
     for (p, r) in records {
         by_partition.entry(p).or_default().push(r);
@@ -166,10 +171,8 @@ async fn append(
             .get(p as usize)
             .copied()
             .flatten()
-            .ok_or_else(|| format!("partition {p} is not on this core"))?;
-        topic::append(log, id, &batch)
-            .await
-            .map_err(|e| format!("partition {p}: {e}"))?;
+            .ok_or(PipelineError::NotHere(p))?;
+        topic::append(log, id, &batch).await?;
     }
     Ok(())
 }
