@@ -6,7 +6,7 @@
 
 use crate::harness::{self, Server};
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,35 +42,7 @@ const MARKER: &str = ".tidewater-demo";
 
 pub fn run(a: DemoArgs) -> Result<i32> {
     let duration = crate::parse_duration(&a.duration)?;
-    // A fresh directory: ours (it has the marker) is replaced; anything else is refused.
-    if a.dir.exists() {
-        anyhow::ensure!(
-            a.dir.join(MARKER).exists(),
-            "{} exists and was not made by `tidewater demo`; pass --dir elsewhere",
-            a.dir.display()
-        );
-        std::fs::remove_dir_all(&a.dir)
-            .with_context(|| format!("cannot clear {}", a.dir.display()))?;
-    }
-    std::fs::create_dir_all(&a.dir)
-        .with_context(|| format!("cannot create {}", a.dir.display()))?;
-    std::fs::write(
-        a.dir.join(MARKER),
-        "made by tidewater demo; replaced by the next run\n",
-    )?;
-    let dir = std::fs::canonicalize(&a.dir)?;
-    let out = dir.join("out");
-    let schema = harness::write_schema(&dir)?;
-    let config = dir.join("demo.toml");
-    std::fs::write(
-        &config,
-        harness::reference_config(
-            &schema,
-            "2s",
-            "10s",
-            &tidewater_tools::reference::sinks(&out, a.clickhouse.as_deref()),
-        ),
-    )?;
+    let (dir, out, config) = prepare(&a)?;
     println!("Tidewater demo: the reference job (keyBy device_id, 1-minute tumbling windows, count/min/max/avg/sum)");
     println!(
         "  config {}   data {}",
@@ -100,8 +72,66 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         "  load: {} events/s for {:?}, {} devices, 5% out of order by up to 4 s, event time x{}",
         a.rate, duration, a.devices, a.time_scale
     );
-    let opts = loadgen::Options {
-        brokers: server.brokers(),
+    let opts = load_options(&a, server.brokers(), duration);
+    let done = Arc::new(AtomicBool::new(false));
+    let load = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let r = loadgen::run(&opts);
+            done.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    live(&server, &done)?;
+    println!();
+    let report = load
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load generator panicked"))?
+        .map_err(|e| anyhow::anyhow!("load generator: {e}"))?;
+    summary(&a, &server, &report, &out)?;
+    server.stop()?;
+    println!("\nStopped cleanly. Data and log stay in {}.", dir.display());
+    Ok(0)
+}
+
+/// A fresh working directory (ours, with the marker, is replaced; anything else is
+/// refused) with the schema and the config: (dir, results dir, config path).
+fn prepare(a: &DemoArgs) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    // A fresh directory: ours (it has the marker) is replaced; anything else is refused.
+    if a.dir.exists() {
+        anyhow::ensure!(
+            a.dir.join(MARKER).exists(),
+            "{} exists and was not made by `tidewater demo`; pass --dir elsewhere",
+            a.dir.display()
+        );
+        std::fs::remove_dir_all(&a.dir)
+            .with_context(|| format!("cannot clear {}", a.dir.display()))?;
+    }
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("cannot create {}", a.dir.display()))?;
+    std::fs::write(
+        a.dir.join(MARKER),
+        "made by tidewater demo; replaced by the next run\n",
+    )?;
+    let dir = std::fs::canonicalize(&a.dir)?;
+    let out = dir.join("out");
+    let schema = harness::write_schema(&dir)?;
+    let config = dir.join("demo.toml");
+    std::fs::write(
+        &config,
+        harness::reference_config(
+            &schema,
+            "2s",
+            "10s",
+            &tidewater_tools::reference::sinks(&out, a.clickhouse.as_deref()),
+        ),
+    )?;
+    Ok((dir, out, config))
+}
+
+fn load_options(a: &DemoArgs, brokers: String, duration: Duration) -> loadgen::Options {
+    loadgen::Options {
+        brokers,
         topic: "iot-sensor-data".into(),
         devices: a.devices,
         rate: Some(a.rate),
@@ -118,17 +148,12 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         seed: 1,
         max_in_flight: 5,
         progress: false,
-    };
-    let done = Arc::new(AtomicBool::new(false));
-    let load = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let r = loadgen::run(&opts);
-            done.store(true, Ordering::SeqCst);
-            r
-        })
-    };
-    // The live line, once a second.
+    }
+}
+
+/// The live line, once a second, until the load is done and the job has read
+/// everything and stayed idle long enough for the last complete windows to fire.
+fn live(server: &Server, done: &AtomicBool) -> Result<()> {
     let mut prev = (Instant::now(), 0.0);
     let mut quiet_since: Option<Instant> = None;
     loop {
@@ -164,11 +189,12 @@ pub fn run(a: DemoArgs) -> Result<i32> {
             }
         }
     }
-    println!();
-    let report = load
-        .join()
-        .map_err(|_| anyhow::anyhow!("the load generator panicked"))?
-        .map_err(|e| anyhow::anyhow!("load generator: {e}"))?;
+    Ok(())
+}
+
+/// What the run did, checked against what the load generator had acknowledged,
+/// and where the results went.
+fn summary(a: &DemoArgs, server: &Server, report: &loadgen::Report, out: &Path) -> Result<()> {
     let s = server.scrape()?;
     let fire_p50 = s.quantile(
         "tidewater_sink_fire_latency_seconds",
@@ -201,7 +227,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         s.sum("tidewater_late_events_total", &[]),
         s.sum("tidewater_dlq_records_total", &[])
     );
-    let counts = harness::file_sink_counts(&out)?;
+    let counts = harness::file_sink_counts(out)?;
     let mut matched = 0;
     for (w, n) in &counts {
         if report.acked_per_window.get(w) == Some(n) {
@@ -213,7 +239,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         counts.len()
     );
     println!("\nA few rows:");
-    if let Some(first) = std::fs::read_dir(&out)?.filter_map(|e| e.ok()).next() {
+    if let Some(first) = std::fs::read_dir(out)?.filter_map(|e| e.ok()).next() {
         let text = std::fs::read_to_string(first.path())?;
         for line in text.lines().take(3) {
             println!("  {line}");
@@ -231,9 +257,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     if let Some(url) = &a.clickhouse {
         println!("  ClickHouse:           {url}  SELECT * FROM iot.device_minute FINAL");
     }
-    server.stop()?;
-    println!("\nStopped cleanly. Data and log stay in {}.", dir.display());
-    Ok(0)
+    Ok(())
 }
 
 fn ms(v: Option<f64>) -> String {

@@ -31,7 +31,6 @@ use state::{Offsets, Shared, State};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A completed append: where it landed and what durability was waited for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +210,8 @@ impl ShardLog {
     async fn delete_when_quiet(&self, id: u32) -> Result<()> {
         let sh = &*self.shared;
         loop {
+            // A write completing (durable or failed, fatal or not) wakes both.
+            let (appended, room) = (sh.appended.epoch(), sh.room.epoch());
             {
                 let st = sh.state.borrow();
                 if let Some(e) = &st.fatal {
@@ -222,7 +223,7 @@ impl ShardLog {
                 }
             }
             sh.work.notify();
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            futures_lite::future::or(sh.appended.wait(appended), sh.room.wait(room)).await;
         }
         // No ledger write is in flight while the permit is held.
         let _io = sh

@@ -225,19 +225,25 @@ fn read_schema(job: &str, path: &Path) -> Result<Schema, String> {
     })
 }
 
+/// A job name: letters, digits, `_`, `-` and `.`.
+fn check_name(job: &str) -> Result<(), String> {
+    let valid_name = !job.is_empty()
+        && job
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid_name {
+        return Err(format!(
+            "job name `{job}`: use letters, digits, `_`, `-` and `.` only"
+        ));
+    }
+    Ok(())
+}
+
 impl JobConfig {
     /// Checks and compiles the job; `base` resolves relative schema paths.
     pub fn compile(&self, base: &Path) -> Result<Job, String> {
         let job = self.name.as_str();
-        let valid_name = !job.is_empty()
-            && job
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !valid_name {
-            return Err(format!(
-                "job name `{job}`: use letters, digits, `_`, `-` and `.` only"
-            ));
-        }
+        check_name(job)?;
         if self.window.kind != "tumbling" {
             return Err(format!(
                 "job `{job}`: window type `{}` is not supported (only \"tumbling\")",
@@ -256,7 +262,64 @@ impl JobConfig {
         if self.aggregates.is_empty() {
             return Err(format!("job `{job}`: declare at least one aggregate"));
         }
-        // The fields read: the key, the event time, then each aggregate's field.
+        let (fields, time_field, parsed) = self.fields_read(job)?;
+        let (decoder, kinds) = self.decoder(job, base, &fields, time_field)?;
+        if let (Some(t), Some(k)) = (time_field, kinds.get(1)) {
+            if *k != SlotKind::Int {
+                return Err(format!(
+                    "job `{job}`: event_time field `{t}` must be an integer (epoch ms)"
+                ));
+            }
+        }
+        let aggregates = parsed
+            .into_iter()
+            .map(|(func, a)| {
+                let slot = a
+                    .field
+                    .as_ref()
+                    .map(|f| fields.iter().position(|x| x == f).expect("added above") as u8);
+                Aggregate {
+                    func,
+                    slot,
+                    kind: slot.map_or(SlotKind::Int, |s| kinds[s as usize]),
+                    name: a.name.clone(),
+                }
+            })
+            .collect();
+        self.check_sinks(job)?;
+        if self.state_entries_max == 0 {
+            return Err(format!("job `{job}`: state_entries_max must be positive"));
+        }
+        Ok(Job {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            key_field: self.key.clone(),
+            key_slot: 0,
+            event_time: match time_field {
+                Some(_) => EventTime::Field(1),
+                None => EventTime::KafkaTimestamp,
+            },
+            decoder,
+            window_ms,
+            out_of_orderness_ms,
+            lateness_ms,
+            idle_ms,
+            ahead_ms_max,
+            aggregates,
+            sinks: self.sinks.clone(),
+            state_entries_max: self.state_entries_max,
+            checkpoint_ms: duration_ms(job, "checkpoint_interval", &self.checkpoint_interval)?,
+        })
+    }
+
+    /// The fields the job reads (the key, the event time unless it is the Kafka
+    /// timestamp, then each aggregate's field), the event time field, and the
+    /// aggregates checked.
+    #[allow(clippy::type_complexity)] // named once, here
+    fn fields_read(
+        &self,
+        job: &str,
+    ) -> Result<(Vec<&str>, Option<&str>, Vec<(Func, &AggregateConfig)>), String> {
         let mut fields: Vec<&str> = vec![self.key.as_str()];
         let time_field = (self.event_time != "kafka_timestamp").then_some(self.event_time.as_str());
         if let Some(t) = time_field {
@@ -310,7 +373,18 @@ impl JobConfig {
             }
             parsed.push((func, a));
         }
-        let (decoder, kinds) = match self.format {
+        Ok((fields, time_field, parsed))
+    }
+
+    /// How a record's value becomes the fields read, and each field's kind.
+    fn decoder(
+        &self,
+        job: &str,
+        base: &Path,
+        fields: &[&str],
+        time_field: Option<&str>,
+    ) -> Result<(Decoder, Vec<SlotKind>), String> {
+        match self.format {
             Format::Avro | Format::AvroConfluent => {
                 let reader = match (&self.schema, &self.schema_file) {
                     (Some(text), None) => Schema::parse_str(text).map_err(|e| {
@@ -323,7 +397,7 @@ impl JobConfig {
                         ))
                     }
                 };
-                let rf: ReaderFields = avro::reader_fields(&reader, &fields, &self.key)
+                let rf: ReaderFields = avro::reader_fields(&reader, fields, &self.key)
                     .map_err(|e| format!("job `{job}`: {e}"))?;
                 let decoder = if self.format == Format::Avro {
                     if !self.schemas.is_empty() {
@@ -354,7 +428,7 @@ impl JobConfig {
                     }
                     Decoder::AvroConfluent(by_id)
                 };
-                (decoder, rf.kinds)
+                Ok((decoder, rf.kinds))
             }
             Format::Json => {
                 // Without a schema, the key is a string and every other field a number.
@@ -378,31 +452,12 @@ impl JobConfig {
                     .enumerate()
                     .map(|(i, f)| (f.to_string(), i as u8, kinds[i]))
                     .collect();
-                (Decoder::Json(table), kinds)
-            }
-        };
-        if let (Some(t), Some(k)) = (time_field, kinds.get(1)) {
-            if *k != SlotKind::Int {
-                return Err(format!(
-                    "job `{job}`: event_time field `{t}` must be an integer (epoch ms)"
-                ));
+                Ok((Decoder::Json(table), kinds))
             }
         }
-        let aggregates = parsed
-            .into_iter()
-            .map(|(func, a)| {
-                let slot = a
-                    .field
-                    .as_ref()
-                    .map(|f| fields.iter().position(|x| x == f).expect("added above") as u8);
-                Aggregate {
-                    func,
-                    slot,
-                    kind: slot.map_or(SlotKind::Int, |s| kinds[s as usize]),
-                    name: a.name.clone(),
-                }
-            })
-            .collect();
+    }
+
+    fn check_sinks(&self, job: &str) -> Result<(), String> {
         for s in &self.sinks {
             match s {
                 SinkConfig::Clickhouse { url, table, .. } => {
@@ -430,29 +485,7 @@ impl JobConfig {
                 _ => {}
             }
         }
-        if self.state_entries_max == 0 {
-            return Err(format!("job `{job}`: state_entries_max must be positive"));
-        }
-        Ok(Job {
-            name: self.name.clone(),
-            source: self.source.clone(),
-            key_field: self.key.clone(),
-            key_slot: 0,
-            event_time: match time_field {
-                Some(_) => EventTime::Field(1),
-                None => EventTime::KafkaTimestamp,
-            },
-            decoder,
-            window_ms,
-            out_of_orderness_ms,
-            lateness_ms,
-            idle_ms,
-            ahead_ms_max,
-            aggregates,
-            sinks: self.sinks.clone(),
-            state_entries_max: self.state_entries_max,
-            checkpoint_ms: duration_ms(job, "checkpoint_interval", &self.checkpoint_interval)?,
-        })
+        Ok(())
     }
 }
 
