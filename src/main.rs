@@ -6,9 +6,7 @@
 mod bench;
 mod config;
 mod demo;
-mod durable;
 mod harness;
-mod kafka;
 mod metrics;
 mod rescale;
 mod server;

@@ -307,6 +307,22 @@ impl Metrics {
         }
     }
 
+    /// The families the Kafka front end writes.
+    pub fn kafka_families(&self) -> tidewater_kafka::metrics::KafkaFamilies {
+        tidewater_kafka::metrics::KafkaFamilies {
+            records_in: self.records_in.clone(),
+            bytes_in: self.bytes_in.clone(),
+            records_out: self.records_out.clone(),
+            request_seconds: self.request_seconds.clone(),
+            append_seconds: self.append_seconds.clone(),
+            connections: self.connections.clone(),
+            requests_in_flight: self.requests_in_flight.clone(),
+            request_buffers_pooled: self.request_buffers_pooled.clone(),
+            protocol_violations: self.protocol_violations.clone(),
+            cross_core_forwards: self.cross_core_forwards.clone(),
+        }
+    }
+
     /// The text exposition of every series.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(64 << 10);
@@ -315,104 +331,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// The front end's handles on one core.
-pub struct KafkaMetrics {
-    pub shard: String,
-    topics: std::cell::RefCell<HashMap<String, (Counter, Counter, Counter)>>,
-    requests: std::cell::RefCell<HashMap<&'static str, Histogram>>,
-    pub append_seconds: Histogram,
-    pub connections: Gauge,
-    pub requests_in_flight: Gauge,
-    pub request_buffers_pooled: Gauge,
-    pub protocol_violations: Counter,
-    forwards: Counter,
-    metrics: Arc<Metrics>,
-}
-
-impl KafkaMetrics {
-    pub fn new(m: &Arc<Metrics>, shard: u32, topics: &[String]) -> KafkaMetrics {
-        let s = shard.to_string();
-        let topics = topics
-            .iter()
-            .map(|t| (t.clone(), topic_series(m, &s, t)))
-            .collect();
-        let l = labels(&[("shard", &s)]);
-        KafkaMetrics {
-            topics: std::cell::RefCell::new(topics),
-            forwards: m.cross_core_forwards.get_or_create(&l).clone(),
-            requests: Default::default(),
-            append_seconds: m.append_seconds.get_or_create(&l).clone(),
-            connections: m.connections.get_or_create(&l).clone(),
-            requests_in_flight: m.requests_in_flight.get_or_create(&l).clone(),
-            request_buffers_pooled: m.request_buffers_pooled.get_or_create(&l).clone(),
-            protocol_violations: m.protocol_violations.get_or_create(&l).clone(),
-            shard: s,
-            metrics: m.clone(),
-        }
-    }
-
-    /// Series for a topic created at run time.
-    pub fn add_topic(&self, topic: &str) {
-        self.topics
-            .borrow_mut()
-            .entry(topic.to_string())
-            .or_insert_with(|| topic_series(&self.metrics, &self.shard, topic));
-    }
-
-    /// Drops a deleted topic's series on this core, so that a scrape stops showing
-    /// it (a topic created again later starts from zero).
-    pub fn remove_topic(&self, topic: &str) {
-        self.topics.borrow_mut().remove(topic);
-        let l = labels(&[("shard", &self.shard), ("topic", topic)]);
-        for family in [
-            &self.metrics.records_in,
-            &self.metrics.bytes_in,
-            &self.metrics.records_out,
-        ] {
-            family.remove(&l);
-        }
-    }
-
-    pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
-        if let Some((r, b, _)) = self.topics.borrow().get(topic) {
-            r.inc_by(records);
-            b.inc_by(bytes);
-        }
-    }
-
-    /// A partition's part of a request sent to its owner (single-port mode).
-    pub fn forwarded(&self) {
-        self.forwards.inc();
-    }
-
-    pub fn fetched(&self, topic: &str, records: u64) {
-        if let Some((_, _, o)) = self.topics.borrow().get(topic) {
-            o.inc_by(records);
-        }
-    }
-
-    pub fn request(&self, api: &'static str, seconds: f64) {
-        let mut map = self.requests.borrow_mut();
-        map.entry(api)
-            .or_insert_with(|| {
-                self.metrics
-                    .request_seconds
-                    .get_or_create(&labels(&[("shard", &self.shard), ("api", api)]))
-                    .clone()
-            })
-            .observe(seconds);
-    }
-}
-
-fn topic_series(m: &Metrics, shard: &str, topic: &str) -> (Counter, Counter, Counter) {
-    let l = labels(&[("shard", shard), ("topic", topic)]);
-    (
-        m.records_in.get_or_create(&l).clone(),
-        m.bytes_in.get_or_create(&l).clone(),
-        m.records_out.get_or_create(&l).clone(),
-    )
 }
 
 /// Copies a monotonic per-core count into a counter.

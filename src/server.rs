@@ -8,8 +8,7 @@
 //! [`EXIT_STORAGE_FAULT`], never leaving a dead core beside live ones.
 
 use crate::config::Settings;
-use crate::kafka;
-use crate::metrics::{CoreSources, KafkaMetrics, Metrics};
+use crate::metrics::{CoreSources, Metrics};
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::path::Path;
@@ -19,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tidewater_io::wait::{Signal, Stop};
 use tidewater_io::ShardLog;
+use tidewater_kafka as kafka;
+use tidewater_kafka::metrics::KafkaMetrics;
 use tidewater_shards::pipeline::checkpoint;
 use tidewater_shards::pipeline::spec::{Job, SinkConfig};
 use tidewater_shards::pipeline::window::Layout;
@@ -472,7 +473,7 @@ async fn run_shard(
         log.clone(),
         (front.advertised_host, front.base_port, front.mode),
         front.limits,
-        KafkaMetrics::new(&metrics, shard, &topic_names),
+        KafkaMetrics::new(metrics.kafka_families(), shard, &topic_names),
         front.topics,
     ));
     if let Some(mail) = front.forwarding {

@@ -275,6 +275,6 @@ fn record(file: &Path, name: &str, partitions: u32, unfinished: bool) -> Result<
 /// Writes `file` whole: under a temporary name, synced, renamed.
 pub fn rewrite(file: &Path, all: &[Recorded]) -> Result<(), String> {
     let text = serde_json::to_string_pretty(all).map_err(|e| e.to_string())?;
-    crate::durable::write_whole(file, text.as_bytes())
+    tidewater_io::fs::blocking::write_durable(file, text.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))
 }

@@ -31,6 +31,7 @@ mod idempotence;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+pub mod metrics;
 mod produce;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
