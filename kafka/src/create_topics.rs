@@ -10,10 +10,10 @@
 //! DeleteTopics uses), so a failure on any core, or a crash, deletes the partitions
 //! already made, then or at the next start.
 
-use super::{code, forward, Broker};
+use super::{forward, Broker, KafkaError};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use std::path::Path;
 
 /// Most partitions one topic may have.
@@ -24,15 +24,16 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 200;
 
 /// Kafka's rules for a topic name, with our length limit and no leading dot (a
 /// hidden directory).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), KafkaError> {
     let legal = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-';
     if name.is_empty()
         || name.len() > TOPIC_NAME_BYTES_MAX
         || name.starts_with('.')
         || !name.bytes().all(legal)
     {
-        return Err(format!(
-            "topic name {name:?}: 1 to {TOPIC_NAME_BYTES_MAX} characters of [a-zA-Z0-9._-], not starting with a dot"
+        return Err(KafkaError::new(
+            ResponseError::InvalidTopicException,
+            format!("topic name {name:?}: 1 to {TOPIC_NAME_BYTES_MAX} characters of [a-zA-Z0-9._-], not starting with a dot"),
         ));
     }
     Ok(())
@@ -52,23 +53,22 @@ pub async fn handle(broker: &Broker, req: &CreateTopicsRequest) -> CreateTopicsR
             t.num_partitions.max(0) as u32
         };
         let checked = if t.replication_factor != -1 && t.replication_factor != 1 {
-            Err((
-                code::INVALID_REPLICATION_FACTOR,
+            Err(KafkaError::new(
+                ResponseError::InvalidReplicationFactor,
                 format!(
                     "replication factor {}: one machine keeps one copy (use 1)",
                     t.replication_factor
                 ),
             ))
         } else if !t.assignments.is_empty() {
-            Err((
-                code::INVALID_REPLICA_ASSIGNMENT,
-                "partitions are placed by the server (partition p on core p % cores)".to_string(),
+            Err(KafkaError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "partitions are placed by the server (partition p on core p % cores)",
             ))
         } else if !t.configs.is_empty() {
-            Err((
-                code::INVALID_CONFIG,
-                "per-topic configs are not supported; retention and limits are server settings"
-                    .to_string(),
+            Err(KafkaError::new(
+                ResponseError::InvalidConfig,
+                "per-topic configs are not supported; retention and limits are server settings",
             ))
         } else {
             validate(name, partitions)
@@ -76,7 +76,7 @@ pub async fn handle(broker: &Broker, req: &CreateTopicsRequest) -> CreateTopicsR
         let res = match checked {
             Err(e) => Err(e),
             Ok(()) if req.validate_only => match broker.table().topic(name) {
-                Some(_) => Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} exists"))),
+                Some(_) => Err(exists(name)),
                 None => check_room(broker, partitions),
             },
             Ok(()) => create(broker, name, partitions).await,
@@ -85,21 +85,27 @@ pub async fn handle(broker: &Broker, req: &CreateTopicsRequest) -> CreateTopicsR
             Ok(()) => r
                 .with_num_partitions(partitions as i32)
                 .with_replication_factor(1),
-            Err((code, why)) => {
-                tracing::info!(topic = name, code, "topic not created: {why}");
-                r.with_error_code(code)
-                    .with_error_message(Some(StrBytes::from_string(why)))
+            Err(e) => {
+                tracing::info!(topic = name, code = e.code(), "topic not created: {e}");
+                r.with_error_code(e.code()).with_error_message(e.message())
             }
         });
     }
     CreateTopicsResponse::default().with_topics(results)
 }
 
-fn validate(name: &str, partitions: u32) -> Result<(), (i16, String)> {
-    check_name(name).map_err(|why| (code::INVALID_TOPIC_EXCEPTION, why))?;
+fn exists(name: &str) -> KafkaError {
+    KafkaError::new(
+        ResponseError::TopicAlreadyExists,
+        format!("topic {name} exists"),
+    )
+}
+
+fn validate(name: &str, partitions: u32) -> Result<(), KafkaError> {
+    check_name(name)?;
     if partitions == 0 || partitions > PARTITIONS_MAX {
-        return Err((
-            code::INVALID_PARTITIONS,
+        return Err(KafkaError::new(
+            ResponseError::InvalidPartitions,
             format!("{partitions} partitions: use 1 to {PARTITIONS_MAX}"),
         ));
     }
@@ -107,7 +113,7 @@ fn validate(name: &str, partitions: u32) -> Result<(), (i16, String)> {
 }
 
 /// Whether every core has room for its share of `partitions` new partitions.
-fn check_room(broker: &Broker, partitions: u32) -> Result<(), (i16, String)> {
+fn check_room(broker: &Broker, partitions: u32) -> Result<(), KafkaError> {
     let table = broker.table();
     let shards = table.shard_count();
     let max = broker.log.partitions_max();
@@ -117,8 +123,8 @@ fn check_room(broker: &Broker, partitions: u32) -> Result<(), (i16, String)> {
             .count();
         let held = table.owned_by(core).len();
         if held + new > max {
-            return Err((
-                code::POLICY_VIOLATION,
+            return Err(KafkaError::new(
+                ResponseError::PolicyViolation,
                 format!(
                     "{partitions} partitions would put {} on core {core}; partitions_max is {max} per core",
                     held + new
@@ -130,7 +136,7 @@ fn check_room(broker: &Broker, partitions: u32) -> Result<(), (i16, String)> {
 }
 
 /// Creates a topic on every core (through core 0).
-pub async fn create(broker: &Broker, name: &str, partitions: u32) -> Result<(), (i16, String)> {
+pub async fn create(broker: &Broker, name: &str, partitions: u32) -> Result<(), KafkaError> {
     validate(name, partitions)?;
     if broker.shard == 0 {
         return coordinate(broker, name, partitions).await;
@@ -143,45 +149,39 @@ pub async fn create(broker: &Broker, name: &str, partitions: u32) -> Result<(), 
 }
 
 /// Has core `core` run an admin request and waits for its answer.
-pub async fn ask(broker: &Broker, core: u32, req: forward::Request) -> Result<(), (i16, String)> {
+pub async fn ask(broker: &Broker, core: u32, req: forward::Request) -> Result<(), KafkaError> {
     match broker.control().map(|c| c.call(core, req)) {
         Some(call) => match call.await {
             Some(forward::Reply::Admin(r)) => r,
-            _ => Err((
-                code::KAFKA_STORAGE_ERROR,
-                format!("core {core} is not answering"),
-            )),
+            _ => Err(KafkaError::storage(format!("core {core} is not answering"))),
         },
-        None => Err((
-            code::KAFKA_STORAGE_ERROR,
-            "the cores are not connected yet".into(),
-        )),
+        None => Err(KafkaError::storage("the cores are not connected yet")),
     }
 }
 
 /// On core 0: the one topic creation or deletion under way.
-pub async fn one_topic_change(broker: &Broker) -> Result<glommio::sync::Permit<'_>, (i16, String)> {
+pub async fn one_topic_change(broker: &Broker) -> Result<glommio::sync::Permit<'_>, KafkaError> {
     broker
         .topic_changes
         .acquire_permit(1)
         .await
-        .map_err(|e| (code::KAFKA_STORAGE_ERROR, e.to_string()))
+        .map_err(|e| KafkaError::storage(e.to_string()))
 }
 
 /// On core 0: a topic change on every core in turn, `here` on this one and
 /// `request` asked of the others; stops at the first core that fails.
 pub async fn on_every_core(
     broker: &Broker,
-    here: impl std::future::Future<Output = Result<(), String>>,
+    here: impl std::future::Future<Output = Result<(), KafkaError>>,
     request: impl Fn() -> forward::Request,
-) -> Result<(), (i16, String)> {
+) -> Result<(), KafkaError> {
     let mut here = Some(here);
     // Read apart from the loop: a borrow in its head would last across the awaits.
     let shards = broker.table().shard_count();
     for core in 0..shards {
         if core == broker.shard {
             let here = here.take().expect("this core comes once");
-            here.await.map_err(|e| (code::KAFKA_STORAGE_ERROR, e))?;
+            here.await?;
         } else {
             ask(broker, core, request()).await?;
         }
@@ -192,16 +192,15 @@ pub async fn on_every_core(
 /// On core 0: one creation at a time; the topic recorded as unfinished, every
 /// core's partitions, then the record made whole. A core that fails undoes its own
 /// part; then every core's part is deleted and the record goes.
-pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<(), (i16, String)> {
+pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<(), KafkaError> {
     let _one_at_a_time = one_topic_change(broker).await?;
     if broker.table().topic(name).is_some() {
-        return Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} exists")));
+        return Err(exists(name));
     }
     check_room(broker, partitions)?;
-    let storage = |e: String| (code::KAFKA_STORAGE_ERROR, e);
     let file = broker.topics.file.as_deref();
     if let Some(file) = file {
-        record(file, name, partitions, true).map_err(storage)?;
+        record(file, name, partitions, true)?;
     }
     let made = on_every_core(broker, broker.add_topic(name, partitions), || {
         forward::Request::AddTopic {
@@ -214,8 +213,7 @@ pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<
         tracing::warn!(
             topic = name,
             partitions,
-            "topic creation failed, undoing it: {}",
-            failed.1
+            "topic creation failed, undoing it: {failed}"
         );
         let undone = on_every_core(broker, broker.remove_topic(name), || {
             forward::Request::RemoveTopic {
@@ -225,14 +223,14 @@ pub async fn coordinate(broker: &Broker, name: &str, partitions: u32) -> Result<
         .await;
         // Left marked when the undo failed: the next start finishes it.
         if let (Ok(()), Some(file)) = (undone, file) {
-            let mut all = recorded(file).map_err(storage)?;
+            let mut all = recorded(file)?;
             all.retain(|t| t.name != name);
-            rewrite(file, &all).map_err(storage)?;
+            rewrite(file, &all)?;
         }
         return Err(failed);
     }
     if let Some(file) = file {
-        record(file, name, partitions, false).map_err(storage)?;
+        record(file, name, partitions, false)?;
     }
     tracing::info!(topic = name, partitions, "topic created");
     Ok(())
@@ -250,18 +248,22 @@ pub struct Recorded {
 }
 
 /// The topics recorded in `file` (none when it does not exist).
-pub fn recorded(file: &Path) -> Result<Vec<Recorded>, String> {
+pub fn recorded(file: &Path) -> Result<Vec<Recorded>, KafkaError> {
     match std::fs::read_to_string(file) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a topics file: {e}", file.display())),
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            KafkaError::storage(format!("{}: not a topics file: {e}", file.display()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+        Err(e) => Err(KafkaError::storage(format!(
+            "cannot read {}: {e}",
+            file.display()
+        ))),
     }
 }
 
 /// Adds a topic to `file` (in place of a deleted one by that name, whose partitions
 /// are gone by now); `unfinished`: marked for deletion at start until it is whole.
-fn record(file: &Path, name: &str, partitions: u32, unfinished: bool) -> Result<(), String> {
+fn record(file: &Path, name: &str, partitions: u32, unfinished: bool) -> Result<(), KafkaError> {
     let mut all = recorded(file)?;
     all.retain(|t| t.name != name);
     all.push(Recorded {
@@ -273,8 +275,8 @@ fn record(file: &Path, name: &str, partitions: u32, unfinished: bool) -> Result<
 }
 
 /// Writes `file` whole: under a temporary name, synced, renamed.
-pub fn rewrite(file: &Path, all: &[Recorded]) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(all).map_err(|e| e.to_string())?;
+pub fn rewrite(file: &Path, all: &[Recorded]) -> Result<(), KafkaError> {
+    let text = serde_json::to_string_pretty(all).map_err(|e| KafkaError::storage(e.to_string()))?;
     tidewater_io::fs::blocking::write_durable(file, text.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))
+        .map_err(|e| KafkaError::storage(format!("cannot write {}: {e}", file.display())))
 }

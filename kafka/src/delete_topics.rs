@@ -10,10 +10,10 @@
 //! a v6 request by id gets UNKNOWN_TOPIC_ID.
 
 use super::create_topics::{ask, on_every_core, one_topic_change, recorded, rewrite};
-use super::{code, forward, Broker};
+use super::{forward, Broker, KafkaError};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 pub async fn handle(broker: &Broker, req: &DeleteTopicsRequest) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`, v6 in `topics` (by name or by id).
@@ -35,17 +35,16 @@ pub async fn handle(broker: &Broker, req: &DeleteTopicsRequest) -> DeleteTopicsR
             .with_topic_id(id);
         let res = match &name {
             Some(n) => delete(broker, n.0.as_str()).await,
-            None => Err((
-                code::UNKNOWN_TOPIC_ID,
-                "topics have no ids on this server: name the topic".to_string(),
+            None => Err(KafkaError::new(
+                ResponseError::UnknownTopicId,
+                "topics have no ids on this server: name the topic",
             )),
         };
         responses.push(match res {
             Ok(()) => r,
-            Err((code, why)) => {
-                tracing::info!(topic = ?name.as_ref().map(|n| n.0.as_str()), code, "topic not deleted: {why}");
-                r.with_error_code(code)
-                    .with_error_message(Some(StrBytes::from_string(why)))
+            Err(e) => {
+                tracing::info!(topic = ?name.as_ref().map(|n| n.0.as_str()), code = e.code(), "topic not deleted: {e}");
+                r.with_error_code(e.code()).with_error_message(e.message())
             }
         });
     }
@@ -53,7 +52,7 @@ pub async fn handle(broker: &Broker, req: &DeleteTopicsRequest) -> DeleteTopicsR
 }
 
 /// Deletes a topic on every core (through core 0).
-pub async fn delete(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
+pub async fn delete(broker: &Broker, name: &str) -> Result<(), KafkaError> {
     if broker.shard == 0 {
         return coordinate(broker, name).await;
     }
@@ -64,28 +63,27 @@ pub async fn delete(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
 }
 
 /// On core 0: the mark, every core's partitions, then the record goes.
-pub async fn coordinate(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
+pub async fn coordinate(broker: &Broker, name: &str) -> Result<(), KafkaError> {
     let _one_at_a_time = one_topic_change(broker).await?;
     if broker.table().topic(name).is_none() {
-        return Err((
-            code::UNKNOWN_TOPIC_OR_PARTITION,
+        return Err(KafkaError::new(
+            ResponseError::UnknownTopicOrPartition,
             format!("there is no topic {name}"),
         ));
     }
     if let Some(why) = broker.topics.protected.get(name) {
-        return Err((
-            code::POLICY_VIOLATION,
+        return Err(KafkaError::new(
+            ResponseError::PolicyViolation,
             format!("topic {name} {why}; it cannot be deleted while it is"),
         ));
     }
-    let storage = |e: String| (code::KAFKA_STORAGE_ERROR, e);
     let file = broker.topics.file.as_deref();
     if let Some(file) = file {
-        let mut all = recorded(file).map_err(storage)?;
+        let mut all = recorded(file)?;
         for t in all.iter_mut().filter(|t| t.name == name) {
             t.deleting = true;
         }
-        rewrite(file, &all).map_err(storage)?;
+        rewrite(file, &all)?;
     }
     on_every_core(broker, broker.remove_topic(name), || {
         forward::Request::RemoveTopic {
@@ -94,9 +92,9 @@ pub async fn coordinate(broker: &Broker, name: &str) -> Result<(), (i16, String)
     })
     .await?;
     if let Some(file) = file {
-        let mut all = recorded(file).map_err(storage)?;
+        let mut all = recorded(file)?;
         all.retain(|t| t.name != name);
-        rewrite(file, &all).map_err(storage)?;
+        rewrite(file, &all)?;
     }
     tracing::info!(topic = name, "topic deleted");
     Ok(())

@@ -4,10 +4,11 @@
 //! `fetch_wait_ms_max`, runs out) and reads again.
 
 use super::budget::Budget;
-use super::{batch, code, forward, Broker, Placement};
+use super::{batch, forward, Broker, KafkaError, Placement};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tidewater_io::LogError;
@@ -60,13 +61,14 @@ const REMOTE_POLL: Duration = Duration::from_millis(10);
 fn has_error(r: &FetchResponse) -> bool {
     r.responses
         .iter()
-        .any(|t| t.partitions.iter().any(|p| p.error_code != code::NONE))
+        .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
 }
 
 /// One partition read on the core that owns it.
 #[derive(Debug, Default)]
 pub struct PartitionRead {
-    pub error: i16,
+    /// Why nothing (or not all) could be read; the offsets may still be known.
+    pub error: Option<KafkaError>,
     pub high_watermark: i64,
     pub log_start: i64,
     pub records: Bytes,
@@ -87,8 +89,8 @@ pub async fn read_partition(
     };
     let id = match broker.place(topic, index).owned() {
         Ok(id) => id,
-        Err(code) => {
-            r.error = code;
+        Err(e) => {
+            r.error = Some(e);
             return r;
         }
     };
@@ -99,7 +101,7 @@ pub async fn read_partition(
         return r;
     }
     if offset < 0 {
-        r.error = code::OFFSET_OUT_OF_RANGE;
+        r.error = Some(KafkaError::bare(ResponseError::OffsetOutOfRange));
         return r;
     }
     match broker.log.read(id, offset as u64, max).await {
@@ -124,10 +126,12 @@ pub async fn read_partition(
             broker.metrics.fetched(topic, records);
             r.records = out.freeze();
         }
-        Err(LogError::OffsetOutOfRange { .. }) => r.error = code::OFFSET_OUT_OF_RANGE,
+        Err(LogError::OffsetOutOfRange { .. }) => {
+            r.error = Some(KafkaError::bare(ResponseError::OffsetOutOfRange));
+        }
         Err(e) => {
             tracing::warn!(topic, partition = index, "fetch failed: {e}");
-            r.error = code::KAFKA_STORAGE_ERROR;
+            r.error = Some(KafkaError::storage(e.to_string()));
         }
     }
     r
@@ -161,7 +165,7 @@ async fn read_once(
                     match f.call(owner, req).await {
                         Some(forward::Reply::Fetch(r)) => r,
                         _ => PartitionRead {
-                            error: code::NOT_LEADER_OR_FOLLOWER,
+                            error: Some(KafkaError::bare(ResponseError::NotLeaderOrFollower)),
                             high_watermark: -1,
                             log_start: -1,
                             ..Default::default()
@@ -175,7 +179,7 @@ async fn read_once(
             partitions.push(
                 PartitionData::default()
                     .with_partition_index(p.partition)
-                    .with_error_code(read.error)
+                    .with_error_code(read.error.as_ref().map_or(0, KafkaError::code))
                     .with_high_watermark(read.high_watermark)
                     .with_last_stable_offset(read.high_watermark)
                     .with_log_start_offset(read.log_start)

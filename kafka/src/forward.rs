@@ -62,8 +62,8 @@ pub enum Reply {
     Produce(PartitionProduceResponse),
     Fetch(super::fetch::PartitionRead),
     ListOffsets(ListOffsetsPartitionResponse),
-    /// Done, or the Kafka error code and why not.
-    Admin(Result<(), (i16, String)>),
+    /// Done, or why not.
+    Admin(Result<(), super::KafkaError>),
 }
 
 pub struct Envelope {
@@ -227,20 +227,12 @@ async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
         Request::CreateTopic { name, partitions } => {
             Reply::Admin(super::create_topics::coordinate(broker, &name, partitions).await)
         }
-        Request::AddTopic { name, partitions } => Reply::Admin(
-            broker
-                .add_topic(&name, partitions)
-                .await
-                .map_err(|e| (super::code::KAFKA_STORAGE_ERROR, e)),
-        ),
+        Request::AddTopic { name, partitions } => {
+            Reply::Admin(broker.add_topic(&name, partitions).await)
+        }
         Request::DeleteTopic { name } => {
             Reply::Admin(super::delete_topics::coordinate(broker, &name).await)
         }
-        Request::RemoveTopic { name } => Reply::Admin(
-            broker
-                .remove_topic(&name)
-                .await
-                .map_err(|e| (super::code::KAFKA_STORAGE_ERROR, e)),
-        ),
+        Request::RemoveTopic { name } => Reply::Admin(broker.remove_topic(&name).await),
     }
 }

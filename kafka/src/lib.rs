@@ -25,6 +25,7 @@ mod bodies;
 mod budget;
 pub mod create_topics;
 pub mod delete_topics;
+pub mod error;
 mod fetch;
 pub mod forward;
 mod idempotence;
@@ -46,34 +47,8 @@ use std::time::Duration;
 use tidewater_io::ShardLog;
 use tidewater_shards::{partition_name, PartitionTable};
 
-/// Kafka error codes we send.
-pub mod code {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const INVALID_RECORD: i16 = 87;
-    pub const POLICY_VIOLATION: i16 = 44;
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-    pub const INVALID_REQUIRED_ACKS: i16 = 21;
-    pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
-}
+pub use error::KafkaError;
+use kafka_protocol::ResponseError;
 
 /// Limits of the front end (per core).
 #[derive(Clone, Copy, Debug)]
@@ -189,12 +164,13 @@ pub enum Placement {
 }
 
 impl Placement {
-    /// The log's partition id when this core owns it, else the Kafka error to send.
-    pub fn owned(self) -> Result<u32, i16> {
+    /// The log's partition id when this core owns it, else the Kafka error to send
+    /// (a code alone: the client refreshes its metadata).
+    pub fn owned(self) -> Result<u32, KafkaError> {
         match self {
             Placement::Here(id) => Ok(id),
-            Placement::Elsewhere(_) => Err(code::NOT_LEADER_OR_FOLLOWER),
-            Placement::Unknown => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+            Placement::Elsewhere(_) => Err(KafkaError::bare(ResponseError::NotLeaderOrFollower)),
+            Placement::Unknown => Err(KafkaError::bare(ResponseError::UnknownTopicOrPartition)),
         }
     }
 }
@@ -287,7 +263,7 @@ impl Broker {
     /// Creates this core's partitions of a new topic and makes the topic known here;
     /// all or nothing: a failure deletes the partitions it made. Yields between
     /// partitions, so a large topic never holds the core from its other work.
-    pub async fn add_topic(&self, name: &str, partitions: u32) -> Result<(), String> {
+    pub async fn add_topic(&self, name: &str, partitions: u32) -> Result<(), KafkaError> {
         let shards = self.table.borrow().shard_count();
         let mut made = Vec::new();
         for p in
@@ -302,10 +278,10 @@ impl Broker {
                             tracing::error!(partition = %m, "cannot undo a partial topic creation: {undo}");
                         }
                     }
-                    return Err(format!(
+                    return Err(KafkaError::storage(format!(
                         "core {}: cannot create partition {p} of {name}: {e}",
                         self.shard
-                    ));
+                    )));
                 }
             }
             glommio::yield_if_needed().await;
@@ -329,7 +305,7 @@ impl Broker {
     }
 
     /// Deletes this core's partitions of a topic (DeleteTopics) and forgets it.
-    pub async fn remove_topic(&self, name: &str) -> Result<(), String> {
+    pub async fn remove_topic(&self, name: &str) -> Result<(), KafkaError> {
         let shards = self.table.borrow().shard_count();
         let partitions = self.table.borrow().topic(name).map_or(0, |t| t.partitions);
         // Out of the table first: Metadata stops naming it, new requests for it get
@@ -345,10 +321,10 @@ impl Broker {
                 .delete_partition(&partition_name(name, p))
                 .await
                 .map_err(|e| {
-                    format!(
+                    KafkaError::storage(format!(
                         "core {}: cannot delete partition {p} of {name}: {e}",
                         self.shard
-                    )
+                    ))
                 })?;
         }
         self.metrics.remove_topic(name);
@@ -701,7 +677,7 @@ async fn handle(
     let in_range = supported.is_some_and(|(lo, hi)| (lo..=hi).contains(&version));
     if api == ApiKey::ApiVersions && !in_range {
         // KIP-511: answer in v0 with UNSUPPORTED_VERSION so the client can retry.
-        let r = api_versions::response(code::UNSUPPORTED_VERSION);
+        let r = api_versions::response(Some(ResponseError::UnsupportedVersion));
         return frame(api, 0, header.correlation_id, &r).map(|f| Handled::Now(Some(f)));
     }
     if !in_range {
@@ -724,7 +700,7 @@ async fn handle(
         };
     }
     match api {
-        ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(code::NONE)),
+        ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(None)),
         ApiKey::Metadata => {
             let req = decode!(m::MetadataRequest);
             frame(api, version, cid, &metadata::handle(broker, &req).await)
@@ -733,10 +709,10 @@ async fn handle(
             let req = decode!(m::ProduceRequest);
             let acks = req.acks;
             if !matches!(acks, -1..=1) {
+                let why = format!("acks={acks}: use -1 (all), 0 or 1");
                 let resp = produce::refuse_all(
                     &req,
-                    code::INVALID_REQUIRED_ACKS,
-                    &format!("acks={acks}: use -1 (all), 0 or 1"),
+                    &KafkaError::new(ResponseError::InvalidRequiredAcks, why),
                 );
                 return frame(api, version, cid, &resp).map(|f| Handled::Now(Some(f)));
             }

@@ -1,11 +1,12 @@
 //! ListOffsets: earliest (-2), latest (-1), and by timestamp: the first batch whose
 //! max timestamp reaches the one asked for (offset -1 when none does).
 
-use super::{code, forward, Broker, Placement};
+use super::{forward, Broker, Placement};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
 use tidewater_io::Result;
 
 /// Bytes read per step of a timestamp search.
@@ -31,7 +32,7 @@ pub async fn handle(broker: &Broker, req: &ListOffsetsRequest) -> ListOffsetsRes
                             .with_partition_index(index)
                             .with_timestamp(-1)
                             .with_offset(-1)
-                            .with_error_code(code::NOT_LEADER_OR_FOLLOWER),
+                            .with_error_code(ResponseError::NotLeaderOrFollower.code()),
                     }
                 }
                 _ => partition(broker, &t.name.0, index, ts).await,
@@ -61,10 +62,10 @@ pub async fn partition(
             Ok((offset, ts)) => r.with_offset(offset).with_timestamp(ts),
             Err(e) => {
                 tracing::warn!(topic, "list offsets failed: {e}");
-                r.with_error_code(code::KAFKA_STORAGE_ERROR)
+                r.with_error_code(ResponseError::KafkaStorageError.code())
             }
         },
-        Err(code) => r.with_error_code(code),
+        Err(e) => r.with_error_code(e.code()),
     }
 }
 
