@@ -136,7 +136,7 @@ struct FrontEnd {
     limits: kafka::Limits,
     mode: kafka::Mode,
     /// This core's ends of the mesh between the cores' front ends.
-    forwarding: Option<kafka::forward::ForwardMail>,
+    forwarding: Option<kafka::ForwardMail>,
     topics: kafka::TopicPolicy,
 }
 
@@ -180,7 +180,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let mut declared = settings.topics.clone();
     // Topics whose deletion a crash interrupted: each core finishes it at start.
     let mut deleting = Vec::new();
-    for t in kafka::create_topics::recorded(&topics_file).map_err(anyhow::Error::msg)? {
+    for t in kafka::topics_file::recorded(&topics_file).map_err(anyhow::Error::msg)? {
         if t.deleting {
             deleting.push(Topic {
                 name: t.name,
@@ -239,8 +239,8 @@ pub fn serve(settings: Settings) -> Result<i32> {
         .iter()
         .map(|_| pipeline::mesh(shard_count).into())
         .collect();
-    let mut forwarding: std::collections::VecDeque<kafka::forward::ForwardMail> =
-        kafka::forward::mesh(shard_count).into();
+    let mut forwarding: std::collections::VecDeque<kafka::ForwardMail> =
+        kafka::mesh(shard_count).into();
     let topic_policy = kafka::TopicPolicy {
         file: Some(topics_file.clone()),
         auto_create_partitions: settings
@@ -417,9 +417,9 @@ async fn run_shard(
             return Ok(ShardEnd::Clean);
         }
         if let Some(file) = &front.topics.file {
-            let mut all = kafka::create_topics::recorded(file).map_err(anyhow::Error::msg)?;
+            let mut all = kafka::topics_file::recorded(file).map_err(anyhow::Error::msg)?;
             all.retain(|t| !t.deleting);
-            kafka::create_topics::rewrite(file, &all).map_err(anyhow::Error::msg)?;
+            kafka::topics_file::rewrite(file, &all).map_err(anyhow::Error::msg)?;
         }
     }
     for name in &owned {
@@ -477,7 +477,7 @@ async fn run_shard(
         front.topics,
     ));
     if let Some(mail) = front.forwarding {
-        broker.connect_forwarding(mail).await;
+        kafka::connect_forwarding(&broker, mail).await;
     }
     let accepting = glommio::spawn_local(kafka::serve(broker, listener, stop.clone()));
     tracing::info!(shard, addr = %front.addr, "kafka listener up");

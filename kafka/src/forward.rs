@@ -1,94 +1,50 @@
-//! The front end's way between cores: SPSC mailboxes (glommio shared channels, one
-//! request and one answer channel per pair of cores). Topic creation uses it in both
-//! modes (core 0 coordinates, every core creates its partitions). In single-port mode
-//! (one port, a SO_REUSEPORT listener on every core) requests for partitions another
-//! core owns are forwarded through it to that core.
+//! The way between the cores' front ends: SPSC mailboxes (glommio shared channels),
+//! one request and one answer channel per ordered pair of cores, each bounded by
+//! `CHANNEL_CAPACITY`. [`Forwarder::call`] sends a request to a core and waits for its
+//! answer; every core runs what it receives with the function it connected with.
 //!
-//! Forwarding is per partition: the receiving core splits a request, runs its own
-//! partitions, sends each other partition's part to its owner, and assembles the
-//! response in request order. The owner runs exactly the code it runs for its own
-//! clients (checks, idempotence, append, read), so both modes store the same bytes.
-//! Every forwarded part counts in `tidewater_cross_core_forwards_total`.
+//! Transport only: it carries any request and answer type and knows nothing of
+//! Kafka, partitions or topics (`remote.rs` says what crosses, `owner.rs` runs it).
 //!
 //! Never blocks a core on another: the tasks that receive requests and answers never
 //! wait on anything but their channel, so two cores forwarding to each other cannot
 //! deadlock.
 
-use super::Broker;
-use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
-use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
-use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::rc::Rc;
 
 /// Requests or answers a channel holds before the sender waits.
 const CHANNEL_CAPACITY: usize = 256;
 
-/// A partition's part of a request.
-#[derive(Debug)]
-pub enum Request {
-    Produce {
-        topic: String,
-        index: i32,
-        records: Bytes,
-    },
-    Fetch {
-        topic: String,
-        index: i32,
-        offset: i64,
-        max_bytes: usize,
-    },
-    ListOffsets {
-        topic: String,
-        index: i32,
-        timestamp: i64,
-    },
-    /// To core 0: create this topic on every core.
-    CreateTopic { name: String, partitions: u32 },
-    /// To each core: create your partitions of this topic.
-    AddTopic { name: String, partitions: u32 },
-    /// To core 0: delete this topic on every core.
-    DeleteTopic { name: String },
-    /// To each core: delete your partitions of this topic.
-    RemoveTopic { name: String },
-}
-
-/// What the owner answers.
-#[derive(Debug)]
-pub enum Reply {
-    Produce(PartitionProduceResponse),
-    Fetch(super::fetch::PartitionRead),
-    ListOffsets(ListOffsetsPartitionResponse),
-    /// Done, or why not.
-    Admin(Result<(), super::KafkaError>),
-}
-
-pub struct Envelope {
+/// A request on its way, with what its answer is matched by.
+pub struct Envelope<Q> {
     id: u64,
     from: u32,
-    req: Request,
+    req: Q,
 }
 
-pub struct Answer {
+/// An answer on its way back.
+pub struct Answer<A> {
     id: u64,
-    reply: Reply,
+    reply: A,
 }
 
-/// One core's ends of the forwarding mesh, before they are connected.
-pub struct ForwardMail {
-    requests_out: Vec<Option<SharedSender<Envelope>>>,
-    requests_in: Vec<SharedReceiver<Envelope>>,
-    answers_out: Vec<Option<SharedSender<Answer>>>,
-    answers_in: Vec<SharedReceiver<Answer>>,
+/// One core's ends of the mesh, before they are connected.
+pub struct ForwardMail<Q: Send, A: Send> {
+    requests_out: Vec<Option<SharedSender<Envelope<Q>>>>,
+    requests_in: Vec<SharedReceiver<Envelope<Q>>>,
+    answers_out: Vec<Option<SharedSender<Answer<A>>>>,
+    answers_in: Vec<SharedReceiver<Answer<A>>>,
 }
 
-/// The mesh over `shards` cores.
-pub fn mesh(shards: u32) -> Vec<ForwardMail> {
+/// The mesh over `shards` cores: element `i` is core `i`'s ends.
+pub fn mesh<Q: Send, A: Send>(shards: u32) -> Vec<ForwardMail<Q, A>> {
     let n = shards as usize;
-    let mut cores: Vec<ForwardMail> = (0..n)
+    let mut cores: Vec<ForwardMail<Q, A>> = (0..n)
         .map(|_| ForwardMail {
             requests_out: (0..n).map(|_| None).collect(),
             requests_in: Vec::new(),
@@ -111,18 +67,24 @@ pub fn mesh(shards: u32) -> Vec<ForwardMail> {
     cores
 }
 
+/// Answers awaited on this core, by request id.
+type Pending<A> = Rc<RefCell<HashMap<u64, LocalSender<A>>>>;
+
+/// The connected answer channel to each core (`None`: this one).
+type AnswerSenders<A> = Rc<Vec<Option<Rc<ConnectedSender<Answer<A>>>>>>;
+
 /// This core's side: sends requests and matches answers to their callers.
-pub struct Forwarder {
+pub struct Forwarder<Q: Send, A: Send> {
     shard: u32,
-    requests: Vec<Option<ConnectedSender<Envelope>>>,
-    pending: Rc<RefCell<HashMap<u64, LocalSender<Reply>>>>,
+    requests: Vec<Option<ConnectedSender<Envelope<Q>>>>,
+    pending: Pending<A>,
     next: Cell<u64>,
 }
 
-impl Forwarder {
+impl<Q: Send, A: Send> Forwarder<Q, A> {
     /// Sends `req` to core `to` and waits for its answer; `None` when that core has
-    /// stopped.
-    pub async fn call(&self, to: u32, req: Request) -> Option<Reply> {
+    /// stopped (or is this one: a core never asks itself).
+    pub async fn call(&self, to: u32, req: Q) -> Option<A> {
         let tx = self.requests.get(to as usize)?.as_ref()?;
         let id = self.next.get();
         self.next.set(id + 1);
@@ -141,24 +103,21 @@ impl Forwarder {
     }
 }
 
-/// Connects this core's ends and starts the tasks that serve other cores' requests
-/// and deliver answers. A connect completes only when the other core connects its
-/// end, so every core goes through the same steps in the same order: answer
-/// receivers (in tasks), answer senders, request receivers (in tasks), request
-/// senders.
-pub async fn start(broker: Rc<Broker>, mail: ForwardMail) -> Forwarder {
-    let pending: Rc<RefCell<HashMap<u64, LocalSender<Reply>>>> = Rc::default();
+/// Connects core `shard`'s ends and starts the tasks that run other cores' requests
+/// with `serve` (each in a task of its own) and deliver answers. A connect completes
+/// only when the other core connects its end, so every core goes through the same
+/// steps in the same order: answer receivers (in tasks), answer senders, request
+/// receivers (in tasks), request senders.
+pub async fn start<Q, A, F, Fut>(shard: u32, mail: ForwardMail<Q, A>, serve: F) -> Forwarder<Q, A>
+where
+    Q: Send + 'static,
+    A: Send + 'static,
+    F: Fn(Q) -> Fut + 'static,
+    Fut: Future<Output = A> + 'static,
+{
+    let pending: Pending<A> = Rc::default();
     for rx in mail.answers_in {
-        let pending = pending.clone();
-        glommio::spawn_local(async move {
-            let rx = rx.connect().await;
-            while let Some(a) = rx.recv().await {
-                if let Some(tx) = pending.borrow_mut().remove(&a.id) {
-                    let _ = tx.try_send(a.reply);
-                }
-            }
-        })
-        .detach();
+        glommio::spawn_local(deliver_answers(rx, pending.clone())).detach();
     }
     // Answers can go out before any request comes in.
     let mut answers = Vec::new();
@@ -169,22 +128,9 @@ pub async fn start(broker: Rc<Broker>, mail: ForwardMail) -> Forwarder {
         });
     }
     let answers = Rc::new(answers);
+    let serve = Rc::new(serve);
     for rx in mail.requests_in {
-        let (broker, answers) = (broker.clone(), answers.clone());
-        glommio::spawn_local(async move {
-            let rx = rx.connect().await;
-            while let Some(env) = rx.recv().await {
-                let (broker, answers) = (broker.clone(), answers.clone());
-                glommio::spawn_local(async move {
-                    let reply = serve(&broker, env.req).await;
-                    if let Some(Some(tx)) = answers.get(env.from as usize) {
-                        let _ = tx.send(Answer { id: env.id, reply }).await;
-                    }
-                })
-                .detach();
-            }
-        })
-        .detach();
+        glommio::spawn_local(serve_requests(rx, answers.clone(), serve.clone())).detach();
     }
     let mut requests = Vec::new();
     for tx in mail.requests_out {
@@ -194,45 +140,44 @@ pub async fn start(broker: Rc<Broker>, mail: ForwardMail) -> Forwarder {
         });
     }
     Forwarder {
-        shard: broker.shard,
+        shard,
         requests,
         pending,
         next: Cell::new(0),
     }
 }
 
-/// Runs a forwarded part on this (the owning) core.
-async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
-    match req {
-        Request::Produce {
-            topic,
-            index,
-            records,
-        } => Reply::Produce(super::produce::partition(broker, &topic, index, records).await),
-        Request::Fetch {
-            topic,
-            index,
-            offset,
-            max_bytes,
-        } => Reply::Fetch(
-            super::fetch::read_partition(broker, &topic, index, offset, max_bytes).await,
-        ),
-        Request::ListOffsets {
-            topic,
-            index,
-            timestamp,
-        } => Reply::ListOffsets(
-            super::list_offsets::partition(broker, &topic, index, timestamp).await,
-        ),
-        Request::CreateTopic { name, partitions } => {
-            Reply::Admin(super::create_topics::coordinate(broker, &name, partitions).await)
+/// Hands each answer from one core to the call waiting for it.
+async fn deliver_answers<A: Send + 'static>(rx: SharedReceiver<Answer<A>>, pending: Pending<A>) {
+    let rx = rx.connect().await;
+    while let Some(a) = rx.recv().await {
+        if let Some(tx) = pending.borrow_mut().remove(&a.id) {
+            let _ = tx.try_send(a.reply);
         }
-        Request::AddTopic { name, partitions } => {
-            Reply::Admin(broker.add_topic(&name, partitions).await)
-        }
-        Request::DeleteTopic { name } => {
-            Reply::Admin(super::delete_topics::coordinate(broker, &name).await)
-        }
-        Request::RemoveTopic { name } => Reply::Admin(broker.remove_topic(&name).await),
+    }
+}
+
+/// Runs each request from one core in a task of its own and sends its answer back.
+async fn serve_requests<Q, A, F, Fut>(
+    rx: SharedReceiver<Envelope<Q>>,
+    answers: AnswerSenders<A>,
+    serve: Rc<F>,
+) where
+    Q: Send + 'static,
+    A: Send + 'static,
+    F: Fn(Q) -> Fut + 'static,
+    Fut: Future<Output = A> + 'static,
+{
+    let rx = rx.connect().await;
+    while let Some(env) = rx.recv().await {
+        let answers = answers.clone();
+        let reply = serve(env.req);
+        glommio::spawn_local(async move {
+            let reply = reply.await;
+            if let Some(Some(tx)) = answers.get(env.from as usize) {
+                let _ = tx.send(Answer { id: env.id, reply }).await;
+            }
+        })
+        .detach();
     }
 }

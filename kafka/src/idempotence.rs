@@ -14,7 +14,7 @@
 //! (a retry that straddles the restart may be stored twice). Bounded by
 //! `PRODUCER_STATES_MAX` entries per core.
 
-use super::KafkaError;
+use crate::error::KafkaError;
 use kafka_protocol::ResponseError;
 use std::collections::{HashMap, VecDeque};
 

@@ -1,7 +1,8 @@
 //! ListOffsets: earliest (-2), latest (-1), and by timestamp: the first batch whose
 //! max timestamp reaches the one asked for (offset -1 when none does).
 
-use super::{forward, Broker, Placement};
+use crate::broker::{Broker, Placement};
+use crate::remote::{Reply, Request};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -21,13 +22,13 @@ pub async fn handle(broker: &Broker, req: &ListOffsetsRequest) -> ListOffsetsRes
             partitions.push(match (broker.place(&t.name.0, index), broker.forwarder()) {
                 (Placement::Elsewhere(owner), Some(f)) => {
                     broker.metrics.forwarded();
-                    let req = forward::Request::ListOffsets {
+                    let req = Request::ListOffsets {
                         topic: t.name.0.to_string(),
                         index,
                         timestamp: ts,
                     };
                     match f.call(owner, req).await {
-                        Some(forward::Reply::ListOffsets(r)) => r,
+                        Some(Reply::ListOffsets(r)) => r,
                         _ => ListOffsetsPartitionResponse::default()
                             .with_partition_index(index)
                             .with_timestamp(-1)

@@ -9,9 +9,11 @@
 //! machine: the core that owns the partition is the only replica); acks=0 gets no
 //! response.
 
-use super::batch;
-use super::idempotence::{BatchId, Verdict};
-use super::{forward, Broker, KafkaError, Placement};
+use crate::batch;
+use crate::broker::{Broker, Placement};
+use crate::error::KafkaError;
+use crate::idempotence::{BatchId, Verdict};
+use crate::remote::{Reply, Request};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -91,13 +93,13 @@ pub async fn begin(
                 Placement::Elsewhere(owner) if broker.forwarder().is_some() => {
                     broker.metrics.forwarded();
                     Part::Forwarded(glommio::spawn_local(async move {
-                        let req = forward::Request::Produce {
+                        let req = Request::Produce {
                             topic: name,
                             index,
                             records,
                         };
                         match b.forwarder().expect("checked").call(owner, req).await {
-                            Some(forward::Reply::Produce(r)) => r,
+                            Some(Reply::Produce(r)) => r,
                             _ => failed(
                                 index,
                                 &KafkaError::new(

@@ -2,7 +2,8 @@
 //! base + index) and every partition's leader is the core that owns it. Single port:
 //! one broker, node 0 on the shared port, leading every partition.
 
-use super::{Broker, Mode};
+use crate::broker::{Broker, Mode};
+use crate::topic_changes;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -18,7 +19,7 @@ pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse 
         if req.allow_auto_topic_creation {
             for t in topics.iter().filter_map(|t| t.name.as_ref()) {
                 if broker.table().topic(&t.0).is_none() {
-                    if let Err(e) = super::create_topics::create(broker, &t.0, partitions).await {
+                    if let Err(e) = topic_changes::create(broker, &t.0, partitions).await {
                         tracing::info!(topic = %t.0.as_str(), code = e.code(), "auto-creation refused: {e}");
                     }
                 }

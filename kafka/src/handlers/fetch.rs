@@ -3,9 +3,12 @@
 //! sleeps until the core acknowledges new data (or `max_wait_ms`, capped by
 //! `fetch_wait_ms_max`, runs out) and reads again.
 
-use super::budget::Budget;
-use super::{batch, forward, Broker, KafkaError, Placement};
-use bytes::{Bytes, BytesMut};
+use crate::batch;
+use crate::broker::{Broker, Placement};
+use crate::budget::Budget;
+use crate::error::KafkaError;
+use crate::remote::{PartitionRead, Reply, Request};
+use bytes::BytesMut;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
@@ -62,16 +65,6 @@ fn has_error(r: &FetchResponse) -> bool {
     r.responses
         .iter()
         .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
-}
-
-/// One partition read on the core that owns it.
-#[derive(Debug, Default)]
-pub struct PartitionRead {
-    /// Why nothing (or not all) could be read; the offsets may still be known.
-    pub error: Option<KafkaError>,
-    pub high_watermark: i64,
-    pub log_start: i64,
-    pub records: Bytes,
 }
 
 /// Reads `index` of `topic` from `offset`, about `max` bytes (at least one batch).
@@ -156,14 +149,14 @@ async fn read_once(
                 (Placement::Elsewhere(owner), Some(f)) => {
                     remote = true;
                     broker.metrics.forwarded();
-                    let req = forward::Request::Fetch {
+                    let req = Request::Fetch {
                         topic: t.topic.0.to_string(),
                         index: p.partition,
                         offset: p.fetch_offset,
                         max_bytes: max,
                     };
                     match f.call(owner, req).await {
-                        Some(forward::Reply::Fetch(r)) => r,
+                        Some(Reply::Fetch(r)) => r,
                         _ => PartitionRead {
                             error: Some(KafkaError::bare(ResponseError::NotLeaderOrFollower)),
                             high_watermark: -1,

@@ -1,0 +1,498 @@
+//! A core's Kafka connections: the listener's accept loop (at most
+//! `connections_max` at once), framing (a size, then a body of at most
+//! `request_bytes_max`, taken from the core's request memory as it arrives, within
+//! `request_timeout_ms`), pipelining, and dispatch to each API's handler.
+//!
+//! Produce requests on a connection are pipelined (up to `in_flight_requests_max`):
+//! each gets its offsets as it is read, in order, and the answers leave in request
+//! order once durable. Other requests are handled one at a time.
+//!
+//! Never: panics on what a client sends, reads a request body larger than
+//! `request_bytes_max`, or answers out of order. A connection the server closes says
+//! why ([`Closed`]): a peer that broke the protocol at WARN, a failed socket at INFO.
+
+use crate::broker::Broker;
+use crate::error::KafkaError;
+use crate::handlers::{
+    api_versions, create_topics, delete_topics, fetch, init_producer_id, list_offsets, metadata,
+    produce,
+};
+use crate::{bodies, budget};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use kafka_protocol::messages::{self as m, ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::ResponseError;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Accepts connections until the server stops.
+pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: tidewater_io::wait::Stop) {
+    // The accept loop runs as its own task and is cancelled at stop. (Racing each
+    // accept against a polling stop check re-polled the pending accept every tick,
+    // and every poll kept another waker of the task: after ~32k ticks, about half an
+    // hour idle, glommio's waker count overflowed and the core panicked.)
+    let accepting = glommio::spawn_local(accept_loop(broker, listener));
+    stop.wait().await;
+    accepting.cancel().await;
+}
+
+async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(shard = broker.shard, "accept failed: {e}");
+                continue;
+            }
+        };
+        if broker.connections.get() >= broker.limits.connections_max {
+            tracing::warn!(
+                shard = broker.shard,
+                limit = broker.limits.connections_max,
+                "connection refused: connections_max reached"
+            );
+            drop(stream);
+            continue;
+        }
+        broker.connections.set(broker.connections.get() + 1);
+        broker
+            .metrics
+            .connections
+            .set(broker.connections.get() as i64);
+        let b = broker.clone();
+        glommio::spawn_local(async move {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            match connection(&b, stream).await {
+                Ok(()) => {}
+                Err(Closed::Refused(why)) => {
+                    b.metrics.protocol_violations.inc();
+                    tracing::warn!(shard = b.shard, peer, "connection closed: {why}");
+                }
+                Err(Closed::Failed(why)) => {
+                    tracing::info!(shard = b.shard, peer, "connection closed: {why}")
+                }
+            }
+            b.connections.set(b.connections.get() - 1);
+            b.metrics.connections.set(b.connections.get() as i64);
+        })
+        .detach();
+    }
+}
+
+/// Why the server closed a connection.
+#[derive(Debug)]
+pub enum Closed {
+    /// The peer broke the protocol: a malformed, oversized or unknown request, or a
+    /// version we do not serve. Logged at WARN with the peer, as Kafka does.
+    Refused(String),
+    /// The socket failed, or an answer could not be made: logged at INFO.
+    Failed(String),
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Closed::Refused(why) | Closed::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// An answer (`None`: nothing to send, acks=0), or why the connection closes.
+type Answered = Result<Option<BytesMut>, Closed>;
+
+/// An answer as it leaves the reader for the writer.
+enum Answer {
+    /// Computed already; `Err`: the connection closes after the answers before it.
+    Ready(Answered),
+    /// A produce on its way to the device. Detached: it runs to its end even when
+    /// the client is gone, so that its producer's state learns the outcome.
+    Later(glommio::task::JoinHandle<Answered>),
+}
+
+/// One request read and begun, in the order read. The permits and the count are
+/// held until its answer is written (or dropped with the connection).
+struct Begun {
+    answer: Answer,
+    _slot: glommio::sync::StaticPermit,
+    _budget: budget::Budget,
+    _counted: Counted,
+}
+
+/// One request in `tidewater_kafka_requests_in_flight`, for as long as it lives.
+struct Counted(prometheus_client::metrics::gauge::Gauge);
+
+impl Counted {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serves one connection: length-prefixed requests, answered in order.
+///
+/// Requests are pipelined: the reader begins each request as it arrives (a produce
+/// gets its offsets, in request order, and waits for durability in a task of its
+/// own) and the writer sends the answers in request order. At most
+/// `in_flight_requests_max` requests are between the two. Any other request waits
+/// until every earlier one is answered and is answered before the next is read, as
+/// Kafka handles requests: a Metadata after a CreateTopics sees the topic.
+async fn connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), Closed> {
+    stream
+        .set_nodelay(true)
+        .map_err(|e| Closed::Failed(e.to_string()))?;
+    let (reader, writer) = futures_lite::io::split(stream);
+    // A request holds a slot until its answer is written, so the channel never
+    // holds more than the slots.
+    let slots_max = broker.limits.in_flight_requests_max;
+    let (to_writer, answers) = glommio::channels::local_channel::new_bounded(slots_max);
+    let slots = Rc::new(glommio::sync::Semaphore::new(slots_max as u64));
+    let timeout = Duration::from_millis(broker.limits.request_timeout_ms);
+    let writing = glommio::spawn_local(write_answers(writer, answers, slots.clone(), timeout));
+    let read = read_requests(broker, reader, to_writer, slots).await;
+    // The reader is done (the sender dropped): the writer sends what is begun. When
+    // the writer failed first, its reason is the one to log.
+    let written = writing.await;
+    written.and(read)
+}
+
+async fn read_requests(
+    broker: &Rc<Broker>,
+    mut stream: futures_lite::io::ReadHalf<TcpStream>,
+    to_writer: glommio::channels::local_channel::LocalSender<Begun>,
+    slots: Rc<glommio::sync::Semaphore>,
+) -> Result<(), Closed> {
+    let slots_max = broker.limits.in_flight_requests_max as u64;
+    let mut len_buf = [0u8; 4];
+    loop {
+        let slot = slots
+            .acquire_static_permit(1)
+            .await
+            .map_err(|e| Closed::Failed(format!("request slots closed: {e}")))?;
+        let idle = Duration::from_millis(broker.limits.connections_max_idle_ms);
+        match within(idle, stream.read_exact(&mut len_buf)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Some(Err(e)) => return Err(Closed::Failed(format!("read failed: {e}"))),
+            None => {
+                return Err(Closed::Failed(format!(
+                    "no request for {} ms (connections_max_idle_ms)",
+                    idle.as_millis()
+                )))
+            }
+        }
+        let len = i32::from_be_bytes(len_buf);
+        if len < 8 || len as usize > broker.limits.request_bytes_max {
+            return Err(Closed::Refused(format!(
+                "request size {len} outside 8..={} (request_bytes_max)",
+                broker.limits.request_bytes_max
+            )));
+        }
+        let len = len as usize;
+        let mut budget = budget::Budget::new(broker.memory.clone());
+        let buf = read_body(broker, &mut stream, len, &mut budget).await?;
+        let body = bodies::freeze(buf, len);
+        broker
+            .metrics
+            .request_buffers_pooled
+            .set(bodies::pooled_bytes() as i64);
+        let counted = Counted::new(&broker.metrics.requests_in_flight);
+        let started = std::time::Instant::now();
+        let api = api_name(&body);
+        // Anything but a produce waits for every earlier request's answer.
+        let all = if api == "produce" {
+            None
+        } else {
+            let all = slots.acquire_permit(slots_max - 1).await;
+            Some(all.map_err(|e| Closed::Failed(format!("request slots closed: {e}")))?)
+        };
+        let answer = match handle(broker, body, &mut budget).await {
+            Ok(Handled::Now(answer)) => {
+                broker.metrics.request(api, started.elapsed().as_secs_f64());
+                Answer::Ready(Ok(answer))
+            }
+            Ok(Handled::Later(later)) => {
+                let b = broker.clone();
+                let task = glommio::spawn_local(async move {
+                    let answer = later.await;
+                    b.metrics.request(api, started.elapsed().as_secs_f64());
+                    answer
+                });
+                Answer::Later(task.detach())
+            }
+            Err(why) => Answer::Ready(Err(why)),
+        };
+        drop(all);
+        let closing = matches!(answer, Answer::Ready(Err(_)));
+        let begun = Begun {
+            answer,
+            _slot: slot,
+            _budget: budget,
+            _counted: counted,
+        };
+        if to_writer.send(begun).await.is_err() {
+            // The writer stopped (the client went away); it says why.
+            return Ok(());
+        }
+        if closing {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes the answers in request order; stops at the first request that closes the
+/// connection, or when the client cannot be written to. Then it closes `slots`, so
+/// that a reader waiting for one stops too (the answers it holds are dropped).
+async fn write_answers(
+    mut stream: futures_lite::io::WriteHalf<TcpStream>,
+    answers: glommio::channels::local_channel::LocalReceiver<Begun>,
+    slots: Rc<glommio::sync::Semaphore>,
+    timeout: Duration,
+) -> Result<(), Closed> {
+    let written = async {
+        while let Some(begun) = answers.recv().await {
+            let answer = match begun.answer {
+                Answer::Ready(a) => a,
+                Answer::Later(task) => task
+                    .await
+                    .unwrap_or_else(|| Err(Closed::Failed("a produce task was cancelled".into()))),
+            };
+            if let Some(response) = answer? {
+                within(timeout, stream.write_all(&response))
+                    .await
+                    .ok_or_else(|| {
+                        Closed::Failed(format!(
+                            "the client took no answer for {} ms (request_timeout_ms)",
+                            timeout.as_millis()
+                        ))
+                    })?
+                    .map_err(|e| Closed::Failed(format!("write failed: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if written.is_err() {
+        slots.close();
+    }
+    written
+}
+
+/// Reads a request body of `len` bytes as it arrives, each part taken from the
+/// request memory before it is read; the whole body must arrive within
+/// `request_timeout_ms`. The buffer's first `len` bytes are the body.
+async fn read_body(
+    broker: &Broker,
+    stream: &mut futures_lite::io::ReadHalf<TcpStream>,
+    len: usize,
+    budget: &mut budget::Budget,
+) -> Result<Vec<u8>, Closed> {
+    let timeout = Duration::from_millis(broker.limits.request_timeout_ms);
+    // One deadline for the whole body (one timer, not two per part).
+    let read = within(timeout, async {
+        let mut buf = bodies::take(0);
+        // Address space only: pages are touched (and counted) as parts arrive.
+        buf.reserve_exact(len.saturating_sub(buf.len()));
+        let mut got = 0;
+        while got < len {
+            let part = (len - got).min(budget::BODY_CHUNK_BYTES);
+            budget.grow(part).await.map_err(Closed::Failed)?;
+            if buf.len() < got + part {
+                buf.resize(got + part, 0);
+            }
+            stream
+                .read_exact(&mut buf[got..got + part])
+                .await
+                .map_err(|e| Closed::Failed(format!("read failed: {e}")))?;
+            got += part;
+        }
+        Ok(buf)
+    });
+    read.await.unwrap_or_else(|| {
+        Err(Closed::Refused(format!(
+            "a request of {len} bytes did not arrive within {} ms (request_timeout_ms)",
+            timeout.as_millis()
+        )))
+    })
+}
+
+/// `f`'s output, or `None` when `limit` passes first.
+async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+/// A request handled: its framed response (`None`: nothing to send, acks=0), now or
+/// once a produce is durable.
+enum Handled {
+    Now(Option<BytesMut>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Answered>>>),
+}
+
+/// Decodes one request, runs its handler, encodes the framed response; a produce
+/// returns once its offsets are reserved. `Err`: the connection must close (the
+/// reason is logged).
+async fn handle(
+    broker: &Rc<Broker>,
+    mut body: Bytes,
+    budget: &mut budget::Budget,
+) -> Result<Handled, Closed> {
+    let key = body.clone().get_i16();
+    let version = body.clone().slice(2..).get_i16();
+    let Ok(api) = ApiKey::try_from(key) else {
+        return Err(Closed::Refused(format!("unknown API key {key}")));
+    };
+    let header_version = api.request_header_version(version);
+    let header = RequestHeader::decode(&mut body, header_version)
+        .map_err(|e| Closed::Refused(format!("malformed {api:?} request header: {e}")))?;
+    let supported = api_versions::supported(api);
+    let in_range = supported.is_some_and(|(lo, hi)| (lo..=hi).contains(&version));
+    if api == ApiKey::ApiVersions && !in_range {
+        // KIP-511: answer in v0 with UNSUPPORTED_VERSION so the client can retry.
+        let r = api_versions::response(Some(ResponseError::UnsupportedVersion));
+        return frame(api, 0, header.correlation_id, &r).map(|f| Handled::Now(Some(f)));
+    }
+    if !in_range {
+        let client = header.client_id.as_deref().unwrap_or("");
+        return Err(Closed::Refused(match supported {
+            Some((lo, hi)) => format!(
+                "client {client:?} sent {api:?} v{version}; this server serves v{lo} to v{hi}"
+            ),
+            None => format!("client {client:?} sent {api:?}, which this server does not serve"),
+        }));
+    }
+    let cid = header.correlation_id;
+    let decoded_max = decoded_bytes_max(body.len());
+    macro_rules! decode {
+        ($t:ty) => {
+            kafka_protocol::protocol::with_decode_budget(decoded_max, || {
+                <$t>::decode(&mut body, version)
+            })
+            .map_err(|e| Closed::Refused(format!("malformed {api:?} v{version} request: {e}")))?
+        };
+    }
+    match api {
+        ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(None)),
+        ApiKey::Metadata => {
+            let req = decode!(m::MetadataRequest);
+            frame(api, version, cid, &metadata::handle(broker, &req).await)
+        }
+        ApiKey::Produce => {
+            let req = decode!(m::ProduceRequest);
+            let acks = req.acks;
+            if !matches!(acks, -1..=1) {
+                let why = format!("acks={acks}: use -1 (all), 0 or 1");
+                let resp = produce::refuse_all(
+                    &req,
+                    &KafkaError::new(ResponseError::InvalidRequiredAcks, why),
+                );
+                return frame(api, version, cid, &resp).map(|f| Handled::Now(Some(f)));
+            }
+            let later = produce::begin(broker, req).await;
+            return Ok(Handled::Later(Box::pin(async move {
+                let resp = later.await;
+                if acks == 0 {
+                    return Ok(None);
+                }
+                frame(api, version, cid, &resp).map(Some)
+            })));
+        }
+        ApiKey::Fetch => {
+            let req = decode!(m::FetchRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &fetch::handle(broker, &req, budget).await,
+            )
+        }
+        ApiKey::ListOffsets => {
+            let req = decode!(m::ListOffsetsRequest);
+            frame(api, version, cid, &list_offsets::handle(broker, &req).await)
+        }
+        ApiKey::InitProducerId => {
+            let req = decode!(m::InitProducerIdRequest);
+            frame(api, version, cid, &init_producer_id::handle(&req))
+        }
+        ApiKey::DeleteTopics => {
+            let req = decode!(m::DeleteTopicsRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &delete_topics::handle(broker, &req).await,
+            )
+        }
+        ApiKey::CreateTopics => {
+            let req = decode!(m::CreateTopicsRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &create_topics::handle(broker, &req).await,
+            )
+        }
+        other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
+    }
+    .map(|f| Handled::Now(Some(f)))
+}
+
+/// Bytes of array elements decoding a request of `body_bytes` may allocate: what
+/// real requests need (a Fetch of 10,000 partitions or a Metadata of 10,000 topics
+/// decodes to 2-4 times its size) with room to spare, while a request of tiny
+/// elements (one byte on the wire, 50 or more in memory) is refused. Records are
+/// slices of the body and cost nothing here. The request memory budget bounds the
+/// bodies, so this bounds what their decoded forms hold too.
+fn decoded_bytes_max(body_bytes: usize) -> usize {
+    const PER_BODY_BYTE: usize = 8;
+    const FLOOR_BYTES: usize = 256 << 10;
+    body_bytes
+        .saturating_mul(PER_BODY_BYTE)
+        .saturating_add(FLOOR_BYTES)
+}
+
+/// The metric label of a request's API.
+fn api_name(body: &[u8]) -> &'static str {
+    match body.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) {
+        Some(0) => "produce",
+        Some(1) => "fetch",
+        Some(2) => "list_offsets",
+        Some(3) => "metadata",
+        Some(18) => "api_versions",
+        Some(22) => "init_producer_id",
+        _ => "other",
+    }
+}
+
+/// Encodes a response with its size prefix and header.
+fn frame<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<BytesMut, Closed> {
+    let header_version = api.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, header_version)
+        .and_then(|_| body.encode(&mut buf, version))
+        .map_err(|e| Closed::Failed(format!("cannot encode {api:?} v{version} response: {e}")))?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
