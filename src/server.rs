@@ -8,7 +8,7 @@
 //! [`EXIT_STORAGE_FAULT`], never leaving a dead core beside live ones.
 
 use crate::config::Settings;
-use crate::metrics::{CoreSources, Metrics};
+use crate::metrics::{CoreSources, KafkaSeries, Metrics};
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::path::Path;
@@ -19,7 +19,6 @@ use std::time::Duration;
 use tidewater_io::wait::{Signal, Stop};
 use tidewater_io::ShardLog;
 use tidewater_kafka as kafka;
-use tidewater_kafka::metrics::KafkaMetrics;
 use tidewater_shards::pipeline::checkpoint;
 use tidewater_shards::pipeline::spec::{Job, SinkConfig};
 use tidewater_shards::pipeline::window::Layout;
@@ -440,6 +439,10 @@ async fn run_shard(
     let log = Rc::new(log);
     let table = front.table.clone();
     let mut sources = CoreSources::new(log.clone());
+    // The front end's counters, exported by the metrics sync from the start.
+    let topic_names: Vec<String> = table.topics().iter().map(|t| t.name.clone()).collect();
+    let kafka_stats = Rc::new(kafka::KafkaStats::new(&topic_names));
+    sources.add_kafka(KafkaSeries::new(&metrics, shard, kafka_stats.clone()));
     let mut drivers = Vec::new();
     for j in jobs {
         let driver = start_job(
@@ -464,7 +467,6 @@ async fn run_shard(
         ))
         .detach();
     }
-    let topic_names: Vec<String> = table.topics().iter().map(|t| t.name.clone()).collect();
     let listener = glommio::net::TcpListener::bind(front.addr)
         .map_err(|e| anyhow::anyhow!("core {shard}: cannot listen on {}: {e}", front.addr))?;
     let broker = Rc::new(kafka::Broker::new(
@@ -473,7 +475,7 @@ async fn run_shard(
         log.clone(),
         (front.advertised_host, front.base_port, front.mode),
         front.limits,
-        KafkaMetrics::new(metrics.kafka_families(), shard, &topic_names),
+        kafka_stats,
         front.topics,
     ));
     if let Some(mail) = front.forwarding {

@@ -13,8 +13,8 @@
 
 use crate::error::KafkaError;
 use crate::idempotence;
-use crate::metrics::KafkaMetrics;
 use crate::remote::Forwarder;
+use crate::stats::KafkaStats;
 use kafka_protocol::ResponseError;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -85,7 +85,8 @@ pub struct Broker {
     pub producers: RefCell<idempotence::Producers>,
     /// Open connections (at most `limits.connections_max`).
     pub connections: Cell<usize>,
-    pub metrics: KafkaMetrics,
+    /// This core's counters, which the binary exports.
+    pub stats: Rc<KafkaStats>,
     pub mode: Mode,
     /// The way to the other cores (set once connected): topic creation in both
     /// modes, and the parts of requests other cores own in single-port mode.
@@ -156,7 +157,7 @@ impl Broker {
         // What Metadata tells clients: host, base port, and how cores are reached.
         (advertised_host, base_port, mode): (String, u16, Mode),
         limits: Limits,
-        metrics: KafkaMetrics,
+        stats: Rc<KafkaStats>,
         topics: TopicPolicy,
     ) -> Self {
         assert!(
@@ -185,7 +186,7 @@ impl Broker {
             topic_changes: glommio::sync::Semaphore::new(1),
             producers: Default::default(),
             connections: Cell::new(0),
-            metrics,
+            stats,
             mode,
             forward: std::cell::OnceCell::new(),
             memory: Rc::new(glommio::sync::Semaphore::new(
@@ -283,7 +284,7 @@ impl Broker {
             name: name.to_string(),
             partitions,
         });
-        self.metrics.add_topic(name);
+        self.stats.add_topic(name);
         Ok(())
     }
 
@@ -310,7 +311,7 @@ impl Broker {
                     ))
                 })?;
         }
-        self.metrics.remove_topic(name);
+        self.stats.remove_topic(name);
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use crate::handlers::{
     api_versions, create_topics, delete_topics, fetch, init_producer_id, list_offsets, metadata,
     produce,
 };
+use crate::stats::{Api, KafkaStats};
 use crate::{bodies, budget};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -58,9 +59,9 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
         }
         broker.connections.set(broker.connections.get() + 1);
         broker
-            .metrics
+            .stats
             .connections
-            .set(broker.connections.get() as i64);
+            .set(broker.connections.get() as u64);
         let b = broker.clone();
         glommio::spawn_local(async move {
             let peer = stream
@@ -70,7 +71,8 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
             match connection(&b, stream).await {
                 Ok(()) => {}
                 Err(Closed::Refused(why)) => {
-                    b.metrics.protocol_violations.inc();
+                    let violations = &b.stats.protocol_violations;
+                    violations.set(violations.get() + 1);
                     tracing::warn!(shard = b.shard, peer, "connection closed: {why}");
                 }
                 Err(Closed::Failed(why)) => {
@@ -78,7 +80,7 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
                 }
             }
             b.connections.set(b.connections.get() - 1);
-            b.metrics.connections.set(b.connections.get() as i64);
+            b.stats.connections.set(b.connections.get() as u64);
         })
         .detach();
     }
@@ -123,19 +125,21 @@ struct Begun {
     _counted: Counted,
 }
 
-/// One request in `tidewater_kafka_requests_in_flight`, for as long as it lives.
-struct Counted(prometheus_client::metrics::gauge::Gauge);
+/// One request in [`KafkaStats::requests_in_flight`], for as long as it lives.
+struct Counted(Rc<KafkaStats>);
 
 impl Counted {
-    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Counted {
-        gauge.inc();
-        Counted(gauge.clone())
+    fn new(stats: &Rc<KafkaStats>) -> Counted {
+        let n = &stats.requests_in_flight;
+        n.set(n.get() + 1);
+        Counted(stats.clone())
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.dec();
+        let n = &self.0.requests_in_flight;
+        n.set(n.get().saturating_sub(1));
     }
 }
 
@@ -203,14 +207,14 @@ async fn read_requests(
         let buf = read_body(broker, &mut stream, len, &mut budget).await?;
         let body = bodies::freeze(buf, len);
         broker
-            .metrics
-            .request_buffers_pooled
-            .set(bodies::pooled_bytes() as i64);
-        let counted = Counted::new(&broker.metrics.requests_in_flight);
+            .stats
+            .request_buffers_pooled_bytes
+            .set(bodies::pooled_bytes() as u64);
+        let counted = Counted::new(&broker.stats);
         let started = std::time::Instant::now();
-        let api = api_name(&body);
+        let api = Api::of(&body);
         // Anything but a produce waits for every earlier request's answer.
-        let all = if api == "produce" {
+        let all = if api == Api::Produce {
             None
         } else {
             let all = slots.acquire_permit(slots_max - 1).await;
@@ -218,14 +222,14 @@ async fn read_requests(
         };
         let answer = match handle(broker, body, &mut budget).await {
             Ok(Handled::Now(answer)) => {
-                broker.metrics.request(api, started.elapsed().as_secs_f64());
+                broker.stats.request(api, started.elapsed().as_secs_f64());
                 Answer::Ready(Ok(answer))
             }
             Ok(Handled::Later(later)) => {
                 let b = broker.clone();
                 let task = glommio::spawn_local(async move {
                     let answer = later.await;
-                    b.metrics.request(api, started.elapsed().as_secs_f64());
+                    b.stats.request(api, started.elapsed().as_secs_f64());
                     answer
                 });
                 Answer::Later(task.detach())
@@ -462,19 +466,6 @@ fn decoded_bytes_max(body_bytes: usize) -> usize {
     body_bytes
         .saturating_mul(PER_BODY_BYTE)
         .saturating_add(FLOOR_BYTES)
-}
-
-/// The metric label of a request's API.
-fn api_name(body: &[u8]) -> &'static str {
-    match body.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) {
-        Some(0) => "produce",
-        Some(1) => "fetch",
-        Some(2) => "list_offsets",
-        Some(3) => "metadata",
-        Some(18) => "api_versions",
-        Some(22) => "init_producer_id",
-        _ => "other",
-    }
 }
 
 /// Encodes a response with its size prefix and header.

@@ -11,8 +11,9 @@
 //!   (`topics.json`);
 //! - `broker`: placement, limits, mode, topic policy, this core's log;
 //! - `remote` (what crosses between cores) over `forward` (the mesh, transport only);
-//! - beside them: `error` ([`KafkaError`]), `metrics`, `batch` (record batch
-//!   checks), `idempotence`, `budget` (request memory), `bodies` (buffer pool).
+//! - beside them: `error` ([`KafkaError`]), `stats` ([`KafkaStats`]), `batch`
+//!   (record batch checks), `idempotence`, `budget` (request memory), `bodies`
+//!   (buffer pool).
 //!
 //! Per-core brokers (the default): core `i` listens on `PORT + i` and Metadata names
 //! each core as its own broker (node id `i`) and each partition's leader as its owning
@@ -24,9 +25,10 @@
 //! connections), Metadata names one broker, and a core forwards the parts of a
 //! request that other cores own to them.
 //!
-//! Never: reads a configuration file (the binary hands over [`Limits`], [`Mode`] and
-//! [`TopicPolicy`]), or touches another core's log (it asks that core through the
-//! mesh). Codecs come from the `kafka-protocol` crate.
+//! Never: speaks Prometheus (it keeps plain counters, [`KafkaStats`], that the binary
+//! exports), reads a configuration file (the binary hands over [`Limits`], [`Mode`]
+//! and [`TopicPolicy`]), or touches another core's log (it asks that core through
+//! the mesh). Codecs come from the `kafka-protocol` crate.
 
 pub mod batch;
 mod bodies;
@@ -37,9 +39,9 @@ pub mod error;
 mod forward;
 mod handlers;
 mod idempotence;
-pub mod metrics;
 mod owner;
 mod remote;
+pub mod stats;
 mod topic_changes;
 pub mod topics_file;
 
@@ -48,3 +50,4 @@ pub use connection::serve;
 pub use error::KafkaError;
 pub use owner::connect as connect_forwarding;
 pub use remote::{mesh, ForwardMail};
+pub use stats::KafkaStats;

@@ -116,7 +116,9 @@ pub async fn read_partition(
                 }
                 set_base_offsets(&mut out[at..], e.base_offset);
             }
-            broker.metrics.fetched(topic, records);
+            if let Some(t) = broker.stats.topic(topic) {
+                t.fetched(records);
+            }
             r.records = out.freeze();
         }
         Err(LogError::OffsetOutOfRange { .. }) => {
@@ -148,7 +150,7 @@ async fn read_once(
             let read = match (broker.place(&t.topic.0, p.partition), broker.forwarder()) {
                 (Placement::Elsewhere(owner), Some(f)) => {
                     remote = true;
-                    broker.metrics.forwarded();
+                    broker.stats.forwarded();
                     let req = Request::Fetch {
                         topic: t.topic.0.to_string(),
                         index: p.partition,

@@ -21,7 +21,7 @@ pub async fn handle(broker: &Broker, req: &ListOffsetsRequest) -> ListOffsetsRes
             let (index, ts) = (p.partition_index, p.timestamp);
             partitions.push(match (broker.place(&t.name.0, index), broker.forwarder()) {
                 (Placement::Elsewhere(owner), Some(f)) => {
-                    broker.metrics.forwarded();
+                    broker.stats.forwarded();
                     let req = Request::ListOffsets {
                         topic: t.name.0.to_string(),
                         index,

@@ -91,7 +91,7 @@ pub async fn begin(
             let (b, name, index) = (broker.clone(), name.clone(), p.index);
             parts.push(match broker.place(&name, index) {
                 Placement::Elsewhere(owner) if broker.forwarder().is_some() => {
-                    broker.metrics.forwarded();
+                    broker.stats.forwarded();
                     Part::Forwarded(glommio::spawn_local(async move {
                         let req = Request::Produce {
                             topic: name,
@@ -283,11 +283,11 @@ impl Reserved {
         let r = answer(self.index);
         match self.log.durable().await {
             Ok(a) => {
+                if let Some(t) = broker.stats.topic(&self.topic) {
+                    t.produced(u64::from(self.count), self.bytes as u64);
+                }
                 broker
-                    .metrics
-                    .produced(&self.topic, u64::from(self.count), self.bytes as u64);
-                broker
-                    .metrics
+                    .stats
                     .append_seconds
                     .observe(self.started.elapsed().as_secs_f64());
                 broker.producers.borrow_mut().durable(&self.batch_id);
