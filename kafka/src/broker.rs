@@ -14,13 +14,13 @@
 use crate::error::KafkaError;
 use crate::idempotence;
 use crate::remote::Forwarder;
-use crate::stats::KafkaStats;
+use crate::stats::{KafkaStats, TopicStats};
 use kafka_protocol::ResponseError;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use tidewater_io::ShardLog;
-use tidewater_shards::{partition_name, PartitionTable};
+use tidewater_shards::{partition_name, partition_owner, PartitionTable};
 
 /// Limits of the front end (per core).
 #[derive(Clone, Copy, Debug)]
@@ -75,8 +75,8 @@ pub struct Broker {
     pub advertised_host: String,
     pub base_port: u16,
     pub limits: Limits,
-    /// (topic, partition) -> the log's partition id, for partitions this core owns.
-    partitions: RefCell<HashMap<(String, i32), u32>>,
+    /// Every topic of the table as this core places its partitions, by name.
+    placements: RefCell<HashMap<String, Rc<TopicPlacement>>>,
     /// Topics created at run time, and when set, unknown topics too.
     pub topics: TopicPolicy,
     /// One topic creation or deletion at a time (on core 0, which coordinates them).
@@ -129,20 +129,61 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// A topic as this core places it: its partition count, the log's id of each
+/// partition this core owns, and its counters. A request looks its topic up once
+/// (by name) and then places each partition by index, with no further look-up.
+pub struct TopicPlacement {
+    pub name: String,
+    partitions: u32,
+    /// The log's id of each partition this core owns, by partition index.
+    ids: Vec<Option<u32>>,
+    shards: u32,
+    pub stats: Rc<TopicStats>,
+    /// Set when the topic is deleted: a request that looked it up before then (and
+    /// waited since) finds its partitions unknown, as a new look-up would.
+    removed: Cell<bool>,
+}
+
+impl TopicPlacement {
+    /// Where `partition` of this topic lives.
+    pub fn place(self: &Rc<Self>, partition: i32) -> Placement {
+        let Some(p) = u32::try_from(partition)
+            .ok()
+            .filter(|&p| p < self.partitions && !self.removed.get())
+        else {
+            return Placement::Unknown;
+        };
+        match self.ids.get(p as usize).copied().flatten() {
+            Some(id) => Placement::Here(Local {
+                topic: self.clone(),
+                id,
+            }),
+            None => Placement::Elsewhere(partition_owner(p, self.shards)),
+        }
+    }
+}
+
+/// A partition this core owns.
+pub struct Local {
+    pub topic: Rc<TopicPlacement>,
+    /// The log's id of the partition.
+    pub id: u32,
+}
+
 /// Where a (topic, partition) lives, seen from this core.
 pub enum Placement {
-    Here(u32),
+    Here(Local),
     /// Owned by that core.
     Elsewhere(u32),
     Unknown,
 }
 
 impl Placement {
-    /// The log's partition id when this core owns it, else the Kafka error to send
-    /// (a code alone: the client refreshes its metadata).
-    pub fn owned(self) -> Result<u32, KafkaError> {
+    /// The partition when this core owns it, else the Kafka error to send (a code
+    /// alone: the client refreshes its metadata).
+    pub fn owned(self) -> Result<Local, KafkaError> {
         match self {
-            Placement::Here(id) => Ok(id),
+            Placement::Here(local) => Ok(local),
             Placement::Elsewhere(_) => Err(KafkaError::bare(ResponseError::NotLeaderOrFollower)),
             Placement::Unknown => Err(KafkaError::bare(ResponseError::UnknownTopicOrPartition)),
         }
@@ -168,12 +209,14 @@ impl Broker {
             limits.fetch_bytes_max <= limits.request_memory_bytes_max,
             "an answer of fetch_bytes_max must fit the memory budget"
         );
-        let mut partitions = HashMap::new();
-        for (topic, p) in table.owned_by(shard) {
-            if let Some(id) = log.partition_id(&partition_name(topic, p)) {
-                partitions.insert((topic.to_string(), p as i32), id);
-            }
-        }
+        let placements = table
+            .topics()
+            .iter()
+            .map(|t| {
+                let placed = placement(&table, shard, &log, &stats, &t.name, t.partitions);
+                (t.name.clone(), Rc::new(placed))
+            })
+            .collect();
         Broker {
             shard,
             table: RefCell::new(table),
@@ -181,7 +224,7 @@ impl Broker {
             advertised_host,
             base_port,
             limits,
-            partitions: RefCell::new(partitions),
+            placements: RefCell::new(placements),
             topics,
             topic_changes: glommio::sync::Semaphore::new(1),
             producers: Default::default(),
@@ -195,26 +238,16 @@ impl Broker {
         }
     }
 
+    /// A topic as this core places it (`None`: not a topic here).
+    pub fn topic(&self, name: &str) -> Option<Rc<TopicPlacement>> {
+        self.placements.borrow().get(name).cloned()
+    }
+
+    /// Where `partition` of `topic` lives: one look-up of the topic; a request of
+    /// many partitions looks its topic up once with [`Broker::topic`] instead.
     pub fn place(&self, topic: &str, partition: i32) -> Placement {
-        if let Some(&id) = self
-            .partitions
-            .borrow()
-            .get(&(topic.to_string(), partition))
-        {
-            return Placement::Here(id);
-        }
-        let table = self.table.borrow();
-        let known = table
-            .topic(topic)
-            .is_some_and(|t| partition >= 0 && (partition as u32) < t.partitions);
-        if known {
-            Placement::Elsewhere(tidewater_shards::partition_owner(
-                partition as u32,
-                table.shard_count(),
-            ))
-        } else {
-            Placement::Unknown
-        }
+        self.topic(topic)
+            .map_or(Placement::Unknown, |t| t.place(partition))
     }
 
     /// The partition table as it is now.
@@ -270,21 +303,15 @@ impl Broker {
             }
             glommio::yield_if_needed().await;
         }
-        for (p, pname) in (0..partitions)
-            .filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
-            .zip(&made)
-        {
-            if let Some(id) = self.log.partition_id(pname) {
-                self.partitions
-                    .borrow_mut()
-                    .insert((name.to_string(), p as i32), id);
-            }
-        }
-        self.table.borrow_mut().add_topic(tidewater_shards::Topic {
+        let mut table = self.table.borrow_mut();
+        table.add_topic(tidewater_shards::Topic {
             name: name.to_string(),
             partitions,
         });
-        self.stats.add_topic(name);
+        let placed = placement(&table, self.shard, &self.log, &self.stats, name, partitions);
+        self.placements
+            .borrow_mut()
+            .insert(name.to_string(), Rc::new(placed));
         Ok(())
     }
 
@@ -295,12 +322,12 @@ impl Broker {
         // Out of the table first: Metadata stops naming it, new requests for it get
         // UNKNOWN_TOPIC_OR_PARTITION while the data goes.
         self.table.borrow_mut().remove_topic(name);
+        if let Some(gone) = self.placements.borrow_mut().remove(name) {
+            gone.removed.set(true);
+        }
         for p in
             (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
         {
-            self.partitions
-                .borrow_mut()
-                .remove(&(name.to_string(), p as i32));
             self.log
                 .delete_partition(&partition_name(name, p))
                 .await
@@ -317,5 +344,59 @@ impl Broker {
 
     pub fn port_of(&self, shard: u32) -> i32 {
         i32::from(self.base_port) + shard as i32
+    }
+}
+
+/// How core `shard` places topic `name` of `table`, with the log's id of each
+/// partition it owns; its counters are taken from `stats` (made there if new).
+fn placement(
+    table: &PartitionTable,
+    shard: u32,
+    log: &ShardLog,
+    stats: &KafkaStats,
+    name: &str,
+    partitions: u32,
+) -> TopicPlacement {
+    let shards = table.shard_count();
+    let ids = (0..partitions)
+        .map(|p| {
+            (partition_owner(p, shards) == shard)
+                .then(|| log.partition_id(&partition_name(name, p)))
+                .flatten()
+        })
+        .collect();
+    TopicPlacement {
+        name: name.to_string(),
+        partitions,
+        ids,
+        shards,
+        stats: stats.add_topic(name),
+        removed: Cell::new(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_places_its_partitions_by_index_with_one_rule() {
+        let stats = KafkaStats::default();
+        let t = Rc::new(TopicPlacement {
+            name: "t".into(),
+            partitions: 4,
+            ids: vec![Some(7), None, Some(9), None],
+            shards: 2,
+            stats: stats.add_topic("t"),
+            removed: Cell::new(false),
+        });
+        assert!(matches!(t.place(2), Placement::Here(Local { id: 9, .. })));
+        assert!(matches!(t.place(3), Placement::Elsewhere(1)));
+        assert!(matches!(t.place(4), Placement::Unknown));
+        assert!(matches!(t.place(-1), Placement::Unknown));
+        let not_here = t.place(1).owned().map(|l| l.id);
+        assert_eq!(not_here.map_err(|e| e.code()), Err(6));
+        t.removed.set(true);
+        assert!(matches!(t.place(2), Placement::Unknown), "deleted since");
     }
 }

@@ -230,12 +230,13 @@ impl KafkaStats {
 
     /// Counters for a topic added to the table (kept if it has them already).
     pub fn add_topic(&self, name: &str) -> Rc<TopicStats> {
-        let stats = self
-            .topics
+        if let Some(stats) = self.topic(name) {
+            return stats;
+        }
+        let stats = Rc::new(TopicStats::new(name));
+        self.topics
             .borrow_mut()
-            .entry(name.to_string())
-            .or_insert_with(|| Rc::new(TopicStats::new(name)))
-            .clone();
+            .insert(name.to_string(), stats.clone());
         self.topics_changed.notify();
         stats
     }

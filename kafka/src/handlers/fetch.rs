@@ -4,7 +4,7 @@
 //! `fetch_wait_ms_max`, runs out) and reads again.
 
 use crate::batch;
-use crate::broker::{Broker, Placement};
+use crate::broker::{Broker, Local, Placement};
 use crate::budget::Budget;
 use crate::error::KafkaError;
 use crate::remote::{PartitionRead, Reply, Request};
@@ -67,11 +67,23 @@ fn has_error(r: &FetchResponse) -> bool {
         .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
 }
 
-/// Reads `index` of `topic` from `offset`, about `max` bytes (at least one batch).
+/// Reads `index` of `topic` from `offset`, about `max` bytes (at least one batch),
+/// on the core that owns it.
 pub async fn read_partition(
     broker: &Broker,
     topic: &str,
     index: i32,
+    offset: i64,
+    max: usize,
+) -> PartitionRead {
+    read_placed(broker, index, broker.place(topic, index), offset, max).await
+}
+
+/// [`read_partition`] of a partition placed already.
+async fn read_placed(
+    broker: &Broker,
+    index: i32,
+    placement: Placement,
     offset: i64,
     max: usize,
 ) -> PartitionRead {
@@ -80,8 +92,8 @@ pub async fn read_partition(
         log_start: -1,
         ..Default::default()
     };
-    let id = match broker.place(topic, index).owned() {
-        Ok(id) => id,
+    let Local { topic, id } = match placement.owned() {
+        Ok(local) => local,
         Err(e) => {
             r.error = Some(e);
             return r;
@@ -116,15 +128,14 @@ pub async fn read_partition(
                 }
                 set_base_offsets(&mut out[at..], e.base_offset);
             }
-            if let Some(t) = broker.stats.topic(topic) {
-                t.fetched(records);
-            }
+            topic.stats.fetched(records);
             r.records = out.freeze();
         }
         Err(LogError::OffsetOutOfRange { .. }) => {
             r.error = Some(KafkaError::bare(ResponseError::OffsetOutOfRange));
         }
         Err(e) => {
+            let topic = topic.name.as_str();
             tracing::warn!(topic, partition = index, "fetch failed: {e}");
             r.error = Some(KafkaError::storage(e.to_string()));
         }
@@ -144,10 +155,15 @@ async fn read_once(
     let mut remote = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
+        // One look-up per topic; its partitions are placed by index.
+        let placed = broker.topic(t.topic.0.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let max = (p.partition_max_bytes.max(0) as usize).min(budget);
-            let read = match (broker.place(&t.topic.0, p.partition), broker.forwarder()) {
+            let placement = placed
+                .as_ref()
+                .map_or(Placement::Unknown, |t| t.place(p.partition));
+            let read = match (placement, broker.forwarder()) {
                 (Placement::Elsewhere(owner), Some(f)) => {
                     remote = true;
                     broker.stats.forwarded();
@@ -167,7 +183,9 @@ async fn read_once(
                         },
                     }
                 }
-                _ => read_partition(broker, &t.topic.0, p.partition, p.fetch_offset, max).await,
+                (placement, _) => {
+                    read_placed(broker, p.partition, placement, p.fetch_offset, max).await
+                }
             };
             total += read.records.len();
             budget = budget.saturating_sub(read.records.len());

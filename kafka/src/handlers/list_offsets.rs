@@ -1,7 +1,7 @@
 //! ListOffsets: earliest (-2), latest (-1), and by timestamp: the first batch whose
 //! max timestamp reaches the one asked for (offset -1 when none does).
 
-use crate::broker::{Broker, Placement};
+use crate::broker::{Broker, Local, Placement};
 use crate::remote::{Reply, Request};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -16,10 +16,15 @@ const SEARCH_READ_BYTES: usize = 1 << 20;
 pub async fn handle(broker: &Broker, req: &ListOffsetsRequest) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
+        // One look-up per topic; its partitions are placed by index.
+        let placed = broker.topic(t.name.0.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let (index, ts) = (p.partition_index, p.timestamp);
-            partitions.push(match (broker.place(&t.name.0, index), broker.forwarder()) {
+            let placement = placed
+                .as_ref()
+                .map_or(Placement::Unknown, |t| t.place(index));
+            partitions.push(match (placement, broker.forwarder()) {
                 (Placement::Elsewhere(owner), Some(f)) => {
                     broker.stats.forwarded();
                     let req = Request::ListOffsets {
@@ -36,7 +41,7 @@ pub async fn handle(broker: &Broker, req: &ListOffsetsRequest) -> ListOffsetsRes
                             .with_error_code(ResponseError::NotLeaderOrFollower.code()),
                     }
                 }
-                _ => partition(broker, &t.name.0, index, ts).await,
+                (placement, _) => answer_placed(broker, index, placement, ts).await,
             });
         }
         topics.push(
@@ -55,13 +60,24 @@ pub async fn partition(
     index: i32,
     timestamp: i64,
 ) -> ListOffsetsPartitionResponse {
+    answer_placed(broker, index, broker.place(topic, index), timestamp).await
+}
+
+/// [`partition`] of a partition placed already.
+async fn answer_placed(
+    broker: &Broker,
+    index: i32,
+    placement: Placement,
+    timestamp: i64,
+) -> ListOffsetsPartitionResponse {
     let r = ListOffsetsPartitionResponse::default()
         .with_partition_index(index)
         .with_timestamp(-1);
-    match broker.place(topic, index).owned() {
-        Ok(id) => match lookup(broker, id, timestamp).await {
+    match placement.owned() {
+        Ok(Local { topic, id }) => match lookup(broker, id, timestamp).await {
             Ok((offset, ts)) => r.with_offset(offset).with_timestamp(ts),
             Err(e) => {
+                let topic = topic.name.as_str();
                 tracing::warn!(topic, "list offsets failed: {e}");
                 r.with_error_code(ResponseError::KafkaStorageError.code())
             }

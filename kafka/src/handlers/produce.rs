@@ -10,7 +10,7 @@
 //! response.
 
 use crate::batch;
-use crate::broker::{Broker, Placement};
+use crate::broker::{Broker, Local, Placement, TopicPlacement};
 use crate::error::KafkaError;
 use crate::idempotence::{BatchId, Verdict};
 use crate::remote::{Reply, Request};
@@ -84,33 +84,19 @@ pub async fn begin(
 ) -> impl std::future::Future<Output = ProduceResponse> + 'static {
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
-        let name = topic.name.0.to_string();
+        // One look-up per topic; its partitions are placed by index.
+        let placed = broker.topic(topic.name.0.as_str());
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let records: Bytes = p.records.unwrap_or_default();
-            let (b, name, index) = (broker.clone(), name.clone(), p.index);
-            parts.push(match broker.place(&name, index) {
+            let placement = placed
+                .as_ref()
+                .map_or(Placement::Unknown, |t| t.place(p.index));
+            parts.push(match placement {
                 Placement::Elsewhere(owner) if broker.forwarder().is_some() => {
-                    broker.stats.forwarded();
-                    Part::Forwarded(glommio::spawn_local(async move {
-                        let req = Request::Produce {
-                            topic: name,
-                            index,
-                            records,
-                        };
-                        match b.forwarder().expect("checked").call(owner, req).await {
-                            Some(Reply::Produce(r)) => r,
-                            _ => failed(
-                                index,
-                                &KafkaError::new(
-                                    ResponseError::NotLeaderOrFollower,
-                                    "the owning core is not answering",
-                                ),
-                            ),
-                        }
-                    }))
+                    forward(broker, owner, topic.name.0.as_str(), p.index, records)
                 }
-                _ => match reserve(broker, &name, index, records).await {
+                placement => match reserve(broker, p.index, placement, records).await {
                     Ok(local) => Part::Local(local),
                     Err(answer) => Part::Done(answer),
                 },
@@ -139,6 +125,33 @@ pub async fn begin(
         }
         ProduceResponse::default().with_responses(responses)
     }
+}
+
+/// Sends a partition's part to the core that owns it (single-port mode).
+fn forward(broker: &Rc<Broker>, owner: u32, topic: &str, index: i32, records: Bytes) -> Part {
+    broker.stats.forwarded();
+    let b = broker.clone();
+    let req = Request::Produce {
+        topic: topic.to_string(),
+        index,
+        records,
+    };
+    Part::Forwarded(glommio::spawn_local(async move {
+        let reply = match b.forwarder() {
+            Some(f) => f.call(owner, req).await,
+            None => None,
+        };
+        match reply {
+            Some(Reply::Produce(r)) => r,
+            _ => failed(
+                index,
+                &KafkaError::new(
+                    ResponseError::NotLeaderOrFollower,
+                    "the owning core is not answering",
+                ),
+            ),
+        }
+    }))
 }
 
 /// The answer to a request refused whole: every partition gets `e`.
@@ -185,7 +198,7 @@ pub async fn partition(
     index: i32,
     records: Bytes,
 ) -> PartitionProduceResponse {
-    match reserve(broker, name, index, records).await {
+    match reserve(broker, index, broker.place(name, index), records).await {
         Ok(local) => local.finish(broker).await,
         Err(answer) => answer,
     }
@@ -194,7 +207,7 @@ pub async fn partition(
 /// A partition's part with its offsets, on its way to the device.
 struct Reserved {
     log: tidewater_io::Reserved,
-    topic: String,
+    topic: Rc<TopicPlacement>,
     index: i32,
     id: u32,
     batch_id: BatchId,
@@ -203,19 +216,18 @@ struct Reserved {
     started: std::time::Instant,
 }
 
-/// Checks one partition's records and reserves their offsets; `Err` is the answer
-/// when nothing is to be appended (refused, or a retry of a durable batch).
+/// Checks one partition's records (`index`, placed already) and reserves their
+/// offsets; `Err` is the answer when nothing is to be appended (not here, refused,
+/// or a retry of a durable batch).
 async fn reserve(
     broker: &Broker,
-    name: &str,
     index: i32,
+    placement: Placement,
     records: Bytes,
 ) -> Result<Reserved, PartitionProduceResponse> {
     let r = answer(index);
-    let id = broker
-        .place(name, index)
-        .owned()
-        .map_err(|e| failed(index, &e))?;
+    let Local { topic, id } = placement.owned().map_err(|e| failed(index, &e))?;
+    let name = topic.name.as_str();
     let c = match check_all(&records) {
         Ok(v) => v,
         Err(e) => {
@@ -259,7 +271,7 @@ async fn reserve(
                 .reserved(&batch_id, log.base_offset());
             Ok(Reserved {
                 log,
-                topic: name.to_string(),
+                topic,
                 index,
                 id,
                 batch_id,
@@ -283,9 +295,9 @@ impl Reserved {
         let r = answer(self.index);
         match self.log.durable().await {
             Ok(a) => {
-                if let Some(t) = broker.stats.topic(&self.topic) {
-                    t.produced(u64::from(self.count), self.bytes as u64);
-                }
+                self.topic
+                    .stats
+                    .produced(u64::from(self.count), self.bytes as u64);
                 broker
                     .stats
                     .append_seconds
@@ -297,7 +309,7 @@ impl Reserved {
             }
             Err(e) => {
                 broker.producers.borrow_mut().failed(&self.batch_id);
-                append_failed(&self.topic, self.index, &e)
+                append_failed(&self.topic.name, self.index, &e)
             }
         }
     }
