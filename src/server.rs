@@ -179,7 +179,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let mut declared = settings.topics.clone();
     // Topics whose deletion a crash interrupted: each core finishes it at start.
     let mut deleting = Vec::new();
-    for t in kafka::topics_file::recorded(&topics_file).map_err(anyhow::Error::msg)? {
+    for t in kafka::topics_file::read_at_start(&topics_file)? {
         if t.deleting {
             deleting.push(Topic {
                 name: t.name,
@@ -416,9 +416,7 @@ async fn run_shard(
             return Ok(ShardEnd::Clean);
         }
         if let Some(file) = &front.topics.file {
-            let mut all = kafka::topics_file::recorded(file).map_err(anyhow::Error::msg)?;
-            all.retain(|t| !t.deleting);
-            kafka::topics_file::rewrite(file, &all).map_err(anyhow::Error::msg)?;
+            kafka::topics_file::forget_deleted(file).await?;
         }
     }
     for name in &owned {

@@ -176,7 +176,7 @@ pub async fn coordinate_create(
     check_room(broker, partitions)?;
     let file = broker.topics.file.as_deref();
     if let Some(file) = file {
-        topics_file::record(file, name, partitions, true)?;
+        topics_file::record(file, name, partitions, true).await?;
     }
     let made = on_every_core(broker, broker.add_topic(name, partitions), || {
         Request::AddTopic {
@@ -197,12 +197,12 @@ pub async fn coordinate_create(
         .await;
         // Left marked when the undo failed: the next start finishes it.
         if let (Ok(()), Some(file)) = (undone, file) {
-            topics_file::forget(file, name)?;
+            topics_file::forget(file, name).await?;
         }
         return Err(failed);
     }
     if let Some(file) = file {
-        topics_file::record(file, name, partitions, false)?;
+        topics_file::record(file, name, partitions, false).await?;
     }
     tracing::info!(topic = name, partitions, "topic created");
     Ok(())
@@ -225,14 +225,14 @@ pub async fn coordinate_delete(broker: &Broker, name: &str) -> Result<(), KafkaE
     }
     let file = broker.topics.file.as_deref();
     if let Some(file) = file {
-        topics_file::mark_deleting(file, name)?;
+        topics_file::mark_deleting(file, name).await?;
     }
     on_every_core(broker, broker.remove_topic(name), || Request::RemoveTopic {
         name: name.to_string(),
     })
     .await?;
     if let Some(file) = file {
-        topics_file::forget(file, name)?;
+        topics_file::forget(file, name).await?;
     }
     tracing::info!(topic = name, "topic deleted");
     Ok(())
