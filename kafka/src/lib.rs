@@ -26,9 +26,12 @@
 //! request that other cores own to them.
 //!
 //! Never: speaks Prometheus (it keeps plain counters, [`KafkaStats`], that the binary
-//! exports), reads a configuration file (the binary hands over [`Limits`], [`Mode`]
-//! and [`TopicPolicy`]), or touches another core's log (it asks that core through
-//! the mesh). Codecs come from the `kafka-protocol` crate.
+//! exports); reads a configuration file (the binary hands over [`Limits`], [`Mode`]
+//! and [`TopicPolicy`]); blocks a core on a file-system call of its own
+//! (`topics.json` goes through `tidewater_io::fs`; only the start-up read, before
+//! any core serves, blocks; creating a partition is the log's own call,
+//! `ShardLog::create_partition`); or touches another core's log or table (it asks
+//! that core through the mesh). Codecs come from the `kafka-protocol` crate.
 
 pub mod batch;
 mod bodies;

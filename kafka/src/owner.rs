@@ -12,7 +12,7 @@ use crate::{forward, topic_changes};
 use std::rc::Rc;
 
 /// Connects this core's ends of the mesh, before the listener opens; from then on
-/// other cores' requests run here with [`serve`].
+/// other cores' requests run here (`serve`).
 pub async fn connect(broker: &Rc<Broker>, mail: ForwardMail) {
     let b = broker.clone();
     let f = forward::start(broker.shard, mail, move |req| {
