@@ -217,10 +217,10 @@ pub struct Settings {
     pub kafka_addr: std::net::SocketAddr,
     /// The host Metadata tells clients to connect to.
     pub advertised_host: String,
-    pub kafka_limits: crate::kafka::Limits,
+    pub kafka_limits: tidewater_kafka::Limits,
     /// Where /metrics and /health are served.
     pub admin_addr: std::net::SocketAddr,
-    pub kafka_mode: crate::kafka::Mode,
+    pub kafka_mode: tidewater_kafka::Mode,
     pub auto_create_topics: bool,
     pub default_partitions: Option<u32>,
 }
@@ -380,12 +380,12 @@ impl Settings {
             .clone()
             .or(file.advertised_host)
             .unwrap_or_else(|| kafka_addr.ip().to_string());
-        let d = crate::kafka::Limits::default();
+        let d = tidewater_kafka::Limits::default();
         let memory_bytes_max = kafka
             .request_memory_bytes_max
             .or(file.request_memory_bytes_max)
             .unwrap_or(d.request_memory_bytes_max);
-        let kafka_limits = crate::kafka::Limits {
+        let kafka_limits = tidewater_kafka::Limits {
             request_bytes_max: kafka
                 .request_bytes_max
                 .or(file.request_bytes_max)
@@ -452,7 +452,7 @@ impl Settings {
             .kafka_mode
             .clone()
             .or(file.kafka_mode)
-            .map_or(Ok(crate::kafka::Mode::PerCore), |m| m.parse())
+            .map_or(Ok(tidewater_kafka::Mode::PerCore), |m| m.parse())
             .map_err(anyhow::Error::msg)?;
         let default_partitions = kafka.default_partitions.or(file.default_partitions);
         if default_partitions.is_some_and(|p| p == 0 || p > 10_000) {

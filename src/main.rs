@@ -1,14 +1,13 @@
 //! The `tidewater` binary: the server and its tools behind one command line.
 //!
 //! Owns the command line, logging set-up and exit codes; everything else lives in the
-//! workspace crates (`io` for storage, `shards` for what a core owns, `tools`).
+//! workspace crates (`io` for storage, `shards` for what a core owns, `kafka` for the
+//! Kafka front end, `tools`).
 
 mod bench;
 mod config;
 mod demo;
-mod durable;
 mod harness;
-mod kafka;
 mod metrics;
 mod rescale;
 mod server;

@@ -1,10 +1,10 @@
 //! Prometheus metrics and the admin listener (`GET /metrics`, `GET /health`).
 //!
 //! One registry for the process; every series carries the label `shard`, and each
-//! series has exactly one writer: the core it names. The Kafka front end writes its
-//! series directly (one add per request or batch, never per record); the log and the
-//! pipeline keep plain per-core counters on their hot paths, and a small task on each
-//! core copies them into the registry every [`SYNC_INTERVAL`]. The admin listener is
+//! series has exactly one writer: the core it names. The Kafka front end, the log and
+//! the pipeline keep plain per-core counters on their hot paths, and a small task on
+//! each core copies them into the registry every [`SYNC_INTERVAL`] (the front end's
+//! topic series also at once when a topic is made or deleted). The admin listener is
 //! a thread of its own, off the cores, so a scrape never takes core time.
 //!
 //! Never: a lock or a shared write on a per-record path; an unbounded label set (the
@@ -12,18 +12,21 @@
 //! labelled `job_name`: Prometheus keeps `job` for the scrape job.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tidewater_io::ShardLog;
+use tidewater_kafka::stats::{Api, KafkaStats, TopicStats};
 use tidewater_shards::pipeline::JobStats;
 use tidewater_shards::sink::SinkHandle;
 
@@ -33,6 +36,7 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 type Labels = Vec<(String, String)>;
 type Hist = Family<Labels, Histogram, fn() -> Histogram>;
 type FGauge = Gauge<f64, AtomicU64>;
+type Copied = Family<Labels, CopiedHistogram, fn() -> CopiedHistogram>;
 
 fn latency_buckets() -> Histogram {
     // 50 µs .. ~1.6 s
@@ -56,14 +60,83 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// A histogram whose counts a crate keeps itself (the Kafka front end's
+/// `tidewater_kafka::stats::Histogram`) and a core's sync copies in whole; encoded
+/// exactly as prometheus-client encodes its own.
+#[derive(Clone, Debug)]
+struct CopiedHistogram(Arc<Mutex<CopiedCounts>>);
+
+#[derive(Debug)]
+struct CopiedCounts {
+    sum: f64,
+    count: u64,
+    /// (upper bound, count in this bucket alone); the last bound is `f64::MAX`
+    /// (`+Inf`), as prometheus-client has it.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl CopiedHistogram {
+    /// Empty, with the front end's latency buckets.
+    fn latency() -> CopiedHistogram {
+        let buckets = tidewater_kafka::stats::latency_bounds()
+            .into_iter()
+            .chain([f64::MAX])
+            .map(|b| (b, 0))
+            .collect();
+        CopiedHistogram(Arc::new(Mutex::new(CopiedCounts {
+            sum: 0.0,
+            count: 0,
+            buckets,
+        })))
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, CopiedCounts> {
+        // Plain numbers: a panic elsewhere leaves nothing half-written to fear.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn copy_from(&self, h: &tidewater_kafka::stats::Histogram) {
+        let (sum, count, buckets) = h.snapshot();
+        let mut c = self.counts();
+        c.sum = sum;
+        c.count = count;
+        c.buckets = buckets
+            .into_iter()
+            .map(|(bound, n)| (bound.unwrap_or(f64::MAX), n))
+            .collect();
+    }
+}
+
+impl TypedMetric for CopiedHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for CopiedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let c = self.counts();
+        encoder.encode_histogram::<NoLabelSet>(c.sum, c.count, &c.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Registers a family of copied histograms.
+fn copied(r: &mut Registry, name: &str, help: &str) -> Copied {
+    let f: Copied = Family::new_with_constructor(CopiedHistogram::latency as fn() -> _);
+    r.register(name, help, f.clone());
+    f
+}
+
 /// Every metric family; cloned handles are cheap (shared series).
 pub struct Metrics {
     registry: Registry,
     records_in: Family<Labels, Counter>,
     bytes_in: Family<Labels, Counter>,
     records_out: Family<Labels, Counter>,
-    request_seconds: Hist,
-    append_seconds: Hist,
+    request_seconds: Copied,
+    append_seconds: Copied,
     connections: Family<Labels, Gauge>,
     requests_in_flight: Family<Labels, Gauge>,
     request_buffers_pooled: Family<Labels, Gauge>,
@@ -142,15 +215,15 @@ impl Metrics {
                 "records_out",
                 "Records served to consumers (Fetch), per topic"
             ),
-            request_seconds: fam!(
+            request_seconds: copied(
+                &mut r,
                 "kafka_request_seconds",
                 "Kafka request handling time, per API",
-                latency_buckets
             ),
-            append_seconds: fam!(
+            append_seconds: copied(
+                &mut r,
                 "journal_append_seconds",
                 "Time from a produced batch reaching the log to its durable ack",
-                latency_buckets
             ),
             connections: fam!("kafka_connections", "Open Kafka connections"),
             requests_in_flight: fam!(
@@ -317,104 +390,6 @@ impl Metrics {
     }
 }
 
-/// The front end's handles on one core.
-pub struct KafkaMetrics {
-    pub shard: String,
-    topics: std::cell::RefCell<HashMap<String, (Counter, Counter, Counter)>>,
-    requests: std::cell::RefCell<HashMap<&'static str, Histogram>>,
-    pub append_seconds: Histogram,
-    pub connections: Gauge,
-    pub requests_in_flight: Gauge,
-    pub request_buffers_pooled: Gauge,
-    pub protocol_violations: Counter,
-    forwards: Counter,
-    metrics: Arc<Metrics>,
-}
-
-impl KafkaMetrics {
-    pub fn new(m: &Arc<Metrics>, shard: u32, topics: &[String]) -> KafkaMetrics {
-        let s = shard.to_string();
-        let topics = topics
-            .iter()
-            .map(|t| (t.clone(), topic_series(m, &s, t)))
-            .collect();
-        let l = labels(&[("shard", &s)]);
-        KafkaMetrics {
-            topics: std::cell::RefCell::new(topics),
-            forwards: m.cross_core_forwards.get_or_create(&l).clone(),
-            requests: Default::default(),
-            append_seconds: m.append_seconds.get_or_create(&l).clone(),
-            connections: m.connections.get_or_create(&l).clone(),
-            requests_in_flight: m.requests_in_flight.get_or_create(&l).clone(),
-            request_buffers_pooled: m.request_buffers_pooled.get_or_create(&l).clone(),
-            protocol_violations: m.protocol_violations.get_or_create(&l).clone(),
-            shard: s,
-            metrics: m.clone(),
-        }
-    }
-
-    /// Series for a topic created at run time.
-    pub fn add_topic(&self, topic: &str) {
-        self.topics
-            .borrow_mut()
-            .entry(topic.to_string())
-            .or_insert_with(|| topic_series(&self.metrics, &self.shard, topic));
-    }
-
-    /// Drops a deleted topic's series on this core, so that a scrape stops showing
-    /// it (a topic created again later starts from zero).
-    pub fn remove_topic(&self, topic: &str) {
-        self.topics.borrow_mut().remove(topic);
-        let l = labels(&[("shard", &self.shard), ("topic", topic)]);
-        for family in [
-            &self.metrics.records_in,
-            &self.metrics.bytes_in,
-            &self.metrics.records_out,
-        ] {
-            family.remove(&l);
-        }
-    }
-
-    pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
-        if let Some((r, b, _)) = self.topics.borrow().get(topic) {
-            r.inc_by(records);
-            b.inc_by(bytes);
-        }
-    }
-
-    /// A partition's part of a request sent to its owner (single-port mode).
-    pub fn forwarded(&self) {
-        self.forwards.inc();
-    }
-
-    pub fn fetched(&self, topic: &str, records: u64) {
-        if let Some((_, _, o)) = self.topics.borrow().get(topic) {
-            o.inc_by(records);
-        }
-    }
-
-    pub fn request(&self, api: &'static str, seconds: f64) {
-        let mut map = self.requests.borrow_mut();
-        map.entry(api)
-            .or_insert_with(|| {
-                self.metrics
-                    .request_seconds
-                    .get_or_create(&labels(&[("shard", &self.shard), ("api", api)]))
-                    .clone()
-            })
-            .observe(seconds);
-    }
-}
-
-fn topic_series(m: &Metrics, shard: &str, topic: &str) -> (Counter, Counter, Counter) {
-    let l = labels(&[("shard", shard), ("topic", topic)]);
-    (
-        m.records_in.get_or_create(&l).clone(),
-        m.bytes_in.get_or_create(&l).clone(),
-        m.records_out.get_or_create(&l).clone(),
-    )
-}
-
 /// Copies a monotonic per-core count into a counter.
 #[derive(Default)]
 struct Delta(u64);
@@ -423,6 +398,127 @@ impl Delta {
     fn push(&mut self, c: &Counter, now: u64) {
         c.inc_by(now.saturating_sub(self.0));
         self.0 = self.0.max(now);
+    }
+}
+
+/// One core's Kafka front-end series, copied from its [`KafkaStats`].
+pub struct KafkaSeries {
+    stats: Rc<KafkaStats>,
+    metrics: Arc<Metrics>,
+    shard: String,
+    connections: Gauge,
+    requests_in_flight: Gauge,
+    request_buffers_pooled: Gauge,
+    protocol_violations: (Counter, Delta),
+    forwards: (Counter, Delta),
+    append_seconds: CopiedHistogram,
+    /// Per API in `Api::ALL` order; made at its first request, as before.
+    requests: Vec<Option<CopiedHistogram>>,
+    topics: HashMap<String, TopicSeries>,
+}
+
+/// One topic's series on one core, and the counters they copy.
+struct TopicSeries {
+    stats: Rc<TopicStats>,
+    records_in: (Counter, Delta),
+    bytes_in: (Counter, Delta),
+    records_out: (Counter, Delta),
+}
+
+impl KafkaSeries {
+    /// The series of core `shard`'s front end, every topic's among them, made now so
+    /// a scrape shows them from the start.
+    pub fn new(m: &Arc<Metrics>, shard: u32, stats: Rc<KafkaStats>) -> KafkaSeries {
+        let s = shard.to_string();
+        let l = labels(&[("shard", &s)]);
+        let gauge = |f: &Family<Labels, Gauge>| f.get_or_create(&l).clone();
+        let counter = |f: &Family<Labels, Counter>| (f.get_or_create(&l).clone(), Delta(0));
+        let mut series = KafkaSeries {
+            connections: gauge(&m.connections),
+            requests_in_flight: gauge(&m.requests_in_flight),
+            request_buffers_pooled: gauge(&m.request_buffers_pooled),
+            protocol_violations: counter(&m.protocol_violations),
+            forwards: counter(&m.cross_core_forwards),
+            append_seconds: m.append_seconds.get_or_create(&l).clone(),
+            requests: Api::ALL.iter().map(|_| None).collect(),
+            topics: HashMap::new(),
+            stats,
+            metrics: m.clone(),
+            shard: s,
+        };
+        series.sync();
+        series
+    }
+
+    /// Copies every counter in.
+    fn sync(&mut self) {
+        let st = &self.stats;
+        self.connections.set(st.connections.get() as i64);
+        self.requests_in_flight
+            .set(st.requests_in_flight.get() as i64);
+        self.request_buffers_pooled
+            .set(st.request_buffers_pooled_bytes.get() as i64);
+        let (c, d) = &mut self.protocol_violations;
+        d.push(c, st.protocol_violations.get());
+        let (c, d) = &mut self.forwards;
+        d.push(c, st.cross_core_forwards.get());
+        self.append_seconds.copy_from(&st.append_seconds);
+        for (api, series) in Api::ALL.iter().zip(&mut self.requests) {
+            let h = st.request_seconds(*api);
+            if h.count() == 0 {
+                continue;
+            }
+            series
+                .get_or_insert_with(|| {
+                    let l = labels(&[("shard", &self.shard), ("api", api.label())]);
+                    self.metrics.request_seconds.get_or_create(&l).clone()
+                })
+                .copy_from(h);
+        }
+        self.sync_topics();
+    }
+
+    /// Makes the series of topics added, drops those of topics removed (or made
+    /// again: their counters start from zero), and copies the rest in.
+    fn sync_topics(&mut self) {
+        let now = self.stats.topics();
+        let (m, shard) = (&self.metrics, &self.shard);
+        self.topics.retain(|name, t| {
+            let kept = now.iter().any(|s| Rc::ptr_eq(s, &t.stats));
+            if !kept {
+                let l = labels(&[("shard", shard), ("topic", name)]);
+                for family in [&m.records_in, &m.bytes_in, &m.records_out] {
+                    family.remove(&l);
+                }
+            }
+            kept
+        });
+        for stats in now {
+            let t = self
+                .topics
+                .entry(stats.name.clone())
+                .or_insert_with(|| TopicSeries::new(m, shard, stats));
+            let st = &t.stats;
+            let (c, d) = &mut t.records_in;
+            d.push(c, st.records_in.get());
+            let (c, d) = &mut t.bytes_in;
+            d.push(c, st.bytes_in.get());
+            let (c, d) = &mut t.records_out;
+            d.push(c, st.records_out.get());
+        }
+    }
+}
+
+impl TopicSeries {
+    fn new(m: &Metrics, shard: &str, stats: Rc<TopicStats>) -> TopicSeries {
+        let l = labels(&[("shard", shard), ("topic", &stats.name)]);
+        let counter = |f: &Family<Labels, Counter>| (f.get_or_create(&l).clone(), Delta(0));
+        TopicSeries {
+            records_in: counter(&m.records_in),
+            bytes_in: counter(&m.bytes_in),
+            records_out: counter(&m.records_out),
+            stats,
+        }
     }
 }
 
@@ -440,6 +536,7 @@ struct JobSeries {
 /// What a core's sync task reads.
 pub struct CoreSources {
     pub log: Rc<ShardLog>,
+    kafka: Option<KafkaSeries>,
     jobs: Vec<JobSeries>,
 }
 
@@ -447,8 +544,13 @@ impl CoreSources {
     pub fn new(log: Rc<ShardLog>) -> CoreSources {
         CoreSources {
             log,
+            kafka: None,
             jobs: Vec::new(),
         }
+    }
+
+    pub fn add_kafka(&mut self, series: KafkaSeries) {
+        self.kafka = Some(series);
     }
 
     pub fn add_job(
@@ -516,17 +618,49 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
+        if let Some(k) = &mut src.kafka {
+            k.sync();
+        }
         for j in &mut src.jobs {
             sync_job(&m, &s, j, now_ms);
         }
         // A timer that fires late means the core was not free to run it: a stall.
-        let asked = std::time::Instant::now();
-        glommio::timer::sleep(SYNC_INTERVAL).await;
+        let asked = Instant::now();
+        wait_tick(asked + SYNC_INTERVAL, src.kafka.as_mut()).await;
         let late = asked.elapsed().saturating_sub(SYNC_INTERVAL);
         lateness.observe(late.as_secs_f64());
         if late > STALL {
             stalls.inc();
         }
+    }
+}
+
+/// Sleeps until `due`. A topic made or deleted meanwhile has its series made or
+/// dropped at once, so a scrape right after a DeleteTopics no longer shows them.
+async fn wait_tick(due: Instant, mut kafka: Option<&mut KafkaSeries>) {
+    loop {
+        let left = due.saturating_duration_since(Instant::now());
+        let Some(k) = kafka.as_deref_mut() else {
+            glommio::timer::sleep(left).await;
+            return;
+        };
+        let stats = k.stats.clone();
+        let seen = stats.topics_changed().epoch();
+        let changed = futures_lite::future::or(
+            async {
+                stats.topics_changed().wait(seen).await;
+                true
+            },
+            async {
+                glommio::timer::sleep(left).await;
+                false
+            },
+        )
+        .await;
+        if !changed {
+            return;
+        }
+        k.sync_topics();
     }
 }
 

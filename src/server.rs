@@ -8,8 +8,7 @@
 //! [`EXIT_STORAGE_FAULT`], never leaving a dead core beside live ones.
 
 use crate::config::Settings;
-use crate::kafka;
-use crate::metrics::{CoreSources, KafkaMetrics, Metrics};
+use crate::metrics::{CoreSources, KafkaSeries, Metrics};
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::path::Path;
@@ -19,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tidewater_io::wait::{Signal, Stop};
 use tidewater_io::ShardLog;
+use tidewater_kafka as kafka;
 use tidewater_shards::pipeline::checkpoint;
 use tidewater_shards::pipeline::spec::{Job, SinkConfig};
 use tidewater_shards::pipeline::window::Layout;
@@ -135,7 +135,7 @@ struct FrontEnd {
     limits: kafka::Limits,
     mode: kafka::Mode,
     /// This core's ends of the mesh between the cores' front ends.
-    forwarding: Option<kafka::forward::ForwardMail>,
+    forwarding: Option<kafka::ForwardMail>,
     topics: kafka::TopicPolicy,
 }
 
@@ -180,7 +180,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let mut declared = settings.topics.clone();
     // Topics whose deletion a crash interrupted: each core finishes it at start.
     let mut deleting = Vec::new();
-    for t in kafka::create_topics::recorded(&topics_file).map_err(anyhow::Error::msg)? {
+    for t in kafka::topics_file::read_at_start(&topics_file)? {
         if t.deleting {
             deleting.push(Topic {
                 name: t.name,
@@ -239,8 +239,8 @@ pub fn serve(settings: Settings) -> Result<i32> {
         .iter()
         .map(|_| pipeline::mesh(shard_count).into())
         .collect();
-    let mut forwarding: std::collections::VecDeque<kafka::forward::ForwardMail> =
-        kafka::forward::mesh(shard_count).into();
+    let mut forwarding: std::collections::VecDeque<kafka::ForwardMail> =
+        kafka::mesh(shard_count).into();
     let topic_policy = kafka::TopicPolicy {
         file: Some(topics_file.clone()),
         auto_create_partitions: settings
@@ -413,9 +413,7 @@ async fn run_shard(
             return Ok(ShardEnd::Clean);
         }
         if let Some(file) = &front.topics.file {
-            let mut all = kafka::create_topics::recorded(file).map_err(anyhow::Error::msg)?;
-            all.retain(|t| !t.deleting);
-            kafka::create_topics::rewrite(file, &all).map_err(anyhow::Error::msg)?;
+            kafka::topics_file::forget_deleted(file).await?;
         }
     }
     for name in &owned {
@@ -436,6 +434,10 @@ async fn run_shard(
     let log = Rc::new(log);
     let table = front.table.clone();
     let mut sources = CoreSources::new(log.clone());
+    // The front end's counters, exported by the metrics sync from the start.
+    let topic_names: Vec<String> = table.topics().iter().map(|t| t.name.clone()).collect();
+    let kafka_stats = Rc::new(kafka::KafkaStats::new(&topic_names));
+    sources.add_kafka(KafkaSeries::new(&metrics, shard, kafka_stats.clone()));
     let mut drivers = Vec::new();
     for j in jobs {
         let driver = start_job(
@@ -460,7 +462,6 @@ async fn run_shard(
         ))
         .detach();
     }
-    let topic_names: Vec<String> = table.topics().iter().map(|t| t.name.clone()).collect();
     let listener = glommio::net::TcpListener::bind(front.addr)
         .map_err(|e| anyhow::anyhow!("core {shard}: cannot listen on {}: {e}", front.addr))?;
     let broker = Rc::new(kafka::Broker::new(
@@ -469,11 +470,11 @@ async fn run_shard(
         log.clone(),
         (front.advertised_host, front.base_port, front.mode),
         front.limits,
-        KafkaMetrics::new(&metrics, shard, &topic_names),
+        kafka_stats,
         front.topics,
     ));
     if let Some(mail) = front.forwarding {
-        broker.connect_forwarding(mail).await;
+        kafka::connect_forwarding(&broker, mail).await;
     }
     let accepting = glommio::spawn_local(kafka::serve(broker, listener, stop.clone()));
     tracing::info!(shard, addr = %front.addr, "kafka listener up");

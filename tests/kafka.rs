@@ -101,7 +101,9 @@ fn kcat_round_trip_on_two_cores_per_core_brokers() {
     drop(s);
     let s = produce_and_consume("2", &[]);
     // Each partition's data went straight to its owner: nothing was forwarded.
-    let metrics = common::scrape(s.admin);
+    let metrics = common::scrape_when(s.admin, |m| {
+        common::metric_sum(m, "tidewater_records_in_total") >= 500.0
+    });
     assert_eq!(
         common::metric_sum(&metrics, "tidewater_cross_core_forwards_total"),
         0.0
@@ -126,7 +128,9 @@ fn kcat_round_trip_on_two_cores_single_port() {
     drop(s);
     // Connections land on either core; the other core's partitions are forwarded.
     let s = produce_and_consume("2", &["--kafka-mode", "single-port"]);
-    let metrics = common::scrape(s.admin);
+    let metrics = common::scrape_when(s.admin, |m| {
+        common::metric_sum(m, "tidewater_cross_core_forwards_total") > 0.0
+    });
     assert!(
         common::metric_sum(&metrics, "tidewater_cross_core_forwards_total") > 0.0,
         "{metrics}"

@@ -1,6 +1,6 @@
 //! Style checked by a test: what we ban in the sources, found by grep, not by memory.
 //! (`cargo fmt --check` and clippy run from `scripts/test`.) Among them: blocking
-//! file-system calls in the storage and shard crates, which go through
+//! file-system calls in the storage, shard and Kafka crates, which go through
 //! `tidewater_io::fs` (the exceptions are listed below, each with its reason).
 
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ fn production_part(text: &str) -> &str {
 fn banned_patterns_are_absent() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["src", "io/src", "shards/src", "tools/src"] {
+    for dir in ["src", "io/src", "shards/src", "kafka/src", "tools/src"] {
         sources(&root.join(dir), &mut files);
     }
     assert!(files.len() > 5, "found the sources");
@@ -69,7 +69,7 @@ fn banned_patterns_are_absent() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
-/// Where the storage and shard crates may name `std::fs`: the one module that
+/// Where the storage, shard and Kafka crates may name `std::fs`: the one module that
 /// decides how file-system calls stay off a serving core.
 const STD_FS_ALLOWED: &[(&str, &str)] = &[
     (
@@ -92,6 +92,10 @@ const FS_BLOCKING_ALLOWED: &[(&str, &str)] = &[
     (
         "io/src/ledger/files.rs",
         "ShardLog::create_partition is synchronous: the Kafka front end calls it",
+    ),
+    (
+        "kafka/src/topics_file.rs",
+        "read_at_start: serve reads topics.json once before any executor runs",
     ),
     (
         "shards/src/pipeline/checkpoint.rs",
@@ -200,7 +204,7 @@ fn fs_problems(rel: &str, text: &str) -> Vec<String> {
 fn file_system_calls_stay_off_the_core() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["io/src", "shards/src"] {
+    for dir in ["io/src", "shards/src", "kafka/src"] {
         sources(&root.join(dir), &mut files);
     }
     assert!(files.len() > 5, "found the sources");
@@ -244,4 +248,176 @@ fn the_file_system_check_finds_what_it_bans() {
     let shards = "shards/src/pipeline/window.rs";
     assert_eq!(found(shards, "tidewater_io::fs::blocking::read(p)"), 1);
     assert_eq!(found("io/src/fs/blocking.rs", "use std::fs::File;"), 0);
+}
+
+/// The module a file of `kafka/src` is (`handlers/fetch.rs`: `handlers::fetch`).
+fn module_of(rel: &str) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .trim_end_matches(".rs")
+        .split('/')
+        .map(String::from)
+        .collect();
+    if parts.last().is_some_and(|p| p == "lib" || p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The crate's own modules that `text` (the file of module `me`) names: `crate::a::b`,
+/// `super::x`, and the items of `crate::{a, b::c}` groups, each resolved to the
+/// longest prefix that is one of `modules`. The crate root (re-exports only) is left
+/// out.
+fn modules_used(me: &[String], text: &str, modules: &[Vec<String>]) -> Vec<Vec<String>> {
+    let code: String = production_part(text)
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let resolve = |path: Vec<String>| {
+        (1..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|p| modules.contains(p))
+    };
+    let mut used = Vec::new();
+    for root in ["crate::", "super::"] {
+        for (at, _) in code.match_indices(root) {
+            let before = code[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue; // part of a longer path (`a::crate::`, `super::super::`)
+            }
+            let rest = &code[at..];
+            let path_end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            let mut segments = rest[..path_end].split("::").filter(|s| !s.is_empty());
+            let mut prefix = Vec::new();
+            if segments.next() == Some("super") {
+                prefix = me.to_vec();
+                prefix.pop();
+            }
+            for s in segments {
+                if s == "super" {
+                    prefix.pop();
+                } else {
+                    prefix.push(s.to_string());
+                }
+            }
+            let items = match rest[path_end..].strip_prefix('{') {
+                Some(group) => group[..group.find('}').unwrap_or(group.len())]
+                    .split(',')
+                    .map(|item| item.trim().split(" as ").next().unwrap_or("").to_string())
+                    .filter(|item| !item.is_empty() && item != "self")
+                    .collect(),
+                None => vec![String::new()],
+            };
+            for item in items {
+                let mut path = prefix.clone();
+                path.extend(item.split("::").filter(|s| !s.is_empty()).map(String::from));
+                if let Some(m) = resolve(path) {
+                    if !m.is_empty() && m != me && !used.contains(&m) {
+                        used.push(m);
+                    }
+                }
+            }
+        }
+    }
+    used
+}
+
+/// A loop among the files of `uses` (file -> the files it uses), if there is one.
+fn import_loop(uses: &[(Vec<String>, Vec<Vec<String>>)]) -> Option<Vec<Vec<String>>> {
+    fn visit(
+        at: &Vec<String>,
+        uses: &[(Vec<String>, Vec<Vec<String>>)],
+        path: &mut Vec<Vec<String>>,
+        done: &mut Vec<Vec<String>>,
+    ) -> Option<Vec<Vec<String>>> {
+        if let Some(start) = path.iter().position(|p| p == at) {
+            let mut found = path[start..].to_vec();
+            found.push(at.clone());
+            return Some(found);
+        }
+        if done.contains(at) {
+            return None;
+        }
+        path.push(at.clone());
+        for next in uses.iter().filter(|(m, _)| m == at).flat_map(|(_, u)| u) {
+            if let Some(found) = visit(next, uses, path, done) {
+                return Some(found);
+            }
+        }
+        path.pop();
+        done.push(at.clone());
+        None
+    }
+    let mut done = Vec::new();
+    uses.iter()
+        .find_map(|(m, _)| visit(m, uses, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn kafka_files_use_each_other_one_way_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka/src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    assert!(files.len() > 10, "found the sources");
+    let rel = |f: &PathBuf| {
+        f.strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    let modules: Vec<Vec<String>> = files.iter().map(|f| module_of(&rel(f))).collect();
+    let uses: Vec<(Vec<String>, Vec<Vec<String>>)> = files
+        .iter()
+        .zip(&modules)
+        .map(|(f, m)| {
+            (
+                m.clone(),
+                modules_used(m, &std::fs::read_to_string(f).unwrap(), &modules),
+            )
+        })
+        .collect();
+    let connection = uses.iter().find(|(m, _)| m == &["connection"]).unwrap();
+    assert!(
+        connection.1.contains(&vec!["broker".to_string()]),
+        "the check sees uses"
+    );
+    if let Some(found) = import_loop(&uses) {
+        let names: Vec<String> = found.iter().map(|m| m.join("::")).collect();
+        panic!(
+            "kafka/src files use each other in a loop: {}",
+            names.join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn the_loop_check_finds_a_loop() {
+    let modules: Vec<Vec<String>> = [vec!["a"], vec!["b"], vec!["h"], vec!["h", "c"]]
+        .iter()
+        .map(|m| m.iter().map(|s| s.to_string()).collect())
+        .collect();
+    let m = |s: &str| s.split("::").map(String::from).collect::<Vec<_>>();
+    let used = |me: &str, text: &str| modules_used(&m(me), text, &modules);
+    assert_eq!(
+        used("a", "use crate::h::{c, self};\nfn f() { crate::b::g() }"),
+        [m("h::c"), m("b")]
+    );
+    assert_eq!(used("h::c", "use super::super::a;"), [m("a")]);
+    assert_eq!(
+        used("h::c", "use super::c; // crate::a"),
+        Vec::<Vec<String>>::new()
+    );
+    let a_b = vec![
+        (m("a"), vec![m("b")]),
+        (m("b"), vec![m("h::c")]),
+        (m("h::c"), vec![m("a")]),
+    ];
+    assert_eq!(
+        import_loop(&a_b),
+        Some(vec![m("a"), m("b"), m("h::c"), m("a")])
+    );
+    assert_eq!(import_loop(&a_b[..2]), None);
 }

@@ -216,6 +216,19 @@ pub fn scrape(admin: u16) -> String {
     out
 }
 
+/// The first scrape `ready` holds for, or the last one after 10 s: the cores copy
+/// their counters into the registry every 500 ms, not as they move.
+pub fn scrape_when(admin: u16, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = scrape(admin);
+        if ready(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The sum of every sample of `name` (all labels) in a scrape.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()

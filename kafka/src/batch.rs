@@ -5,6 +5,8 @@
 //! stored as received; only its base offset field is rewritten on the way out
 //! (Fetch), which its CRC does not cover.
 
+use crate::error::KafkaError;
+use kafka_protocol::ResponseError;
 use std::cell::RefCell;
 use tidewater_shards::pipeline::records::{self, Invalid};
 
@@ -37,6 +39,26 @@ pub enum BatchError {
     Codec(i16),
     /// A control batch, which only a broker writes: INVALID_RECORD.
     Control,
+}
+
+impl From<BatchError> for KafkaError {
+    fn from(e: BatchError) -> KafkaError {
+        match e {
+            BatchError::Corrupt(why) => KafkaError::new(ResponseError::CorruptMessage, why),
+            BatchError::OldFormat(m) => KafkaError::new(
+                ResponseError::UnsupportedForMessageFormat,
+                format!("record batch magic {m}: only magic 2 is accepted"),
+            ),
+            BatchError::Codec(c) => KafkaError::new(
+                ResponseError::UnsupportedCompressionType,
+                format!("compression codec {c}: use 0 to 4 (none, gzip, snappy, lz4, zstd)"),
+            ),
+            BatchError::Control => KafkaError::new(
+                ResponseError::InvalidRecord,
+                "control batches are written by the broker, not by clients",
+            ),
+        }
+    }
 }
 
 /// Inflated batches are kept here while their records are checked.

@@ -2,8 +2,8 @@
 //! this process and, because it starts from the clock, across restarts; epoch 0, or
 //! the next epoch when a producer asks to bump its own.
 
-use super::code;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::ResponseError;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Producer ids: milliseconds since the epoch << 16, then counting. Shared by all
@@ -33,7 +33,7 @@ pub fn handle(req: &InitProducerIdRequest) -> InitProducerIdResponse {
     if transactional {
         // Transactions are not implemented: say so rather than pretend.
         return InitProducerIdResponse::default()
-            .with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }

@@ -9,13 +9,15 @@
 //! machine: the core that owns the partition is the only replica); acks=0 gets no
 //! response.
 
-use super::batch::{self, BatchError};
-use super::idempotence::{BatchId, Verdict};
-use super::{code, forward, Broker, Placement};
+use crate::batch;
+use crate::broker::{Broker, Local, Placement, TopicPlacement};
+use crate::error::KafkaError;
+use crate::idempotence::{BatchId, Verdict};
+use crate::remote::{Reply, Request};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use std::rc::Rc;
 use tidewater_io::LogError;
 
@@ -29,7 +31,7 @@ struct Checked {
 }
 
 /// Checks every batch of a partition's records.
-fn check_all(records: &[u8]) -> Result<Checked, (i16, String)> {
+fn check_all(records: &[u8]) -> Result<Checked, KafkaError> {
     let mut at = 0;
     let mut c = Checked {
         count: 0,
@@ -39,55 +41,27 @@ fn check_all(records: &[u8]) -> Result<Checked, (i16, String)> {
         first_seq: -1,
     };
     while at < records.len() {
-        match batch::check(&records[at..]) {
-            Ok(info) => {
-                if at == 0 {
-                    (c.producer_id, c.epoch, c.first_seq) =
-                        (info.producer_id, info.producer_epoch, info.base_sequence);
-                }
-                c.count = c.count.checked_add(info.record_count).ok_or((
-                    code::INVALID_RECORD,
-                    "too many records in one request".to_string(),
-                ))?;
-                c.max_ts = c.max_ts.max(info.max_timestamp_ms);
-                at += info.len;
-            }
-            Err(BatchError::Corrupt(why)) => return Err((code::CORRUPT_MESSAGE, why)),
-            Err(BatchError::Codec(c)) => {
-                return Err((
-                    code::UNSUPPORTED_COMPRESSION_TYPE,
-                    format!("compression codec {c}: use 0 to 4 (none, gzip, snappy, lz4, zstd)"),
-                ))
-            }
-            Err(BatchError::Control) => {
-                return Err((
-                    code::INVALID_RECORD,
-                    "control batches are written by the broker, not by clients".into(),
-                ))
-            }
-            Err(BatchError::OldFormat(m)) => {
-                return Err((
-                    code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
-                    format!("record batch magic {m}: only magic 2 is accepted"),
-                ))
-            }
+        let info = batch::check(&records[at..]).map_err(KafkaError::from)?;
+        if at == 0 {
+            (c.producer_id, c.epoch, c.first_seq) =
+                (info.producer_id, info.producer_epoch, info.base_sequence);
         }
+        c.count = c.count.checked_add(info.record_count).ok_or_else(|| {
+            KafkaError::new(
+                ResponseError::InvalidRecord,
+                "too many records in one request",
+            )
+        })?;
+        c.max_ts = c.max_ts.max(info.max_timestamp_ms);
+        at += info.len;
     }
     if c.count == 0 {
-        return Err((
-            code::INVALID_REQUEST,
-            "no record batch in the partition data".into(),
+        return Err(KafkaError::new(
+            ResponseError::InvalidRequest,
+            "no record batch in the partition data",
         ));
     }
     Ok(c)
-}
-
-fn error_code_of(e: &LogError) -> i16 {
-    match e {
-        LogError::BatchTooLarge { .. } => code::MESSAGE_TOO_LARGE,
-        LogError::Shared(inner) => error_code_of(inner),
-        _ => code::KAFKA_STORAGE_ERROR,
-    }
 }
 
 /// One partition's part of a request on its way.
@@ -110,31 +84,19 @@ pub async fn begin(
 ) -> impl std::future::Future<Output = ProduceResponse> + 'static {
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
-        let name = topic.name.0.to_string();
+        // One look-up per topic; its partitions are placed by index.
+        let placed = broker.topic(topic.name.0.as_str());
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let records: Bytes = p.records.unwrap_or_default();
-            let (b, name, index) = (broker.clone(), name.clone(), p.index);
-            parts.push(match broker.place(&name, index) {
+            let placement = placed
+                .as_ref()
+                .map_or(Placement::Unknown, |t| t.place(p.index));
+            parts.push(match placement {
                 Placement::Elsewhere(owner) if broker.forwarder().is_some() => {
-                    broker.metrics.forwarded();
-                    Part::Forwarded(glommio::spawn_local(async move {
-                        let req = forward::Request::Produce {
-                            topic: name,
-                            index,
-                            records,
-                        };
-                        match b.forwarder().expect("checked").call(owner, req).await {
-                            Some(forward::Reply::Produce(r)) => r,
-                            _ => failed(
-                                index,
-                                code::NOT_LEADER_OR_FOLLOWER,
-                                "the owning core is not answering",
-                            ),
-                        }
-                    }))
+                    forward(broker, owner, topic.name.0.as_str(), p.index, records)
                 }
-                _ => match reserve(broker, &name, index, records).await {
+                placement => match reserve(broker, p.index, placement, records).await {
                     Ok(local) => Part::Local(local),
                     Err(answer) => Part::Done(answer),
                 },
@@ -165,9 +127,36 @@ pub async fn begin(
     }
 }
 
-/// The answer to a request refused whole: every partition gets `code`.
-pub fn refuse_all(req: &ProduceRequest, code: i16, why: &str) -> ProduceResponse {
-    tracing::info!(code, "produce refused: {why}");
+/// Sends a partition's part to the core that owns it (single-port mode).
+fn forward(broker: &Rc<Broker>, owner: u32, topic: &str, index: i32, records: Bytes) -> Part {
+    broker.stats.forwarded();
+    let b = broker.clone();
+    let req = Request::Produce {
+        topic: topic.to_string(),
+        index,
+        records,
+    };
+    Part::Forwarded(glommio::spawn_local(async move {
+        let reply = match b.forwarder() {
+            Some(f) => f.call(owner, req).await,
+            None => None,
+        };
+        match reply {
+            Some(Reply::Produce(r)) => r,
+            _ => failed(
+                index,
+                &KafkaError::new(
+                    ResponseError::NotLeaderOrFollower,
+                    "the owning core is not answering",
+                ),
+            ),
+        }
+    }))
+}
+
+/// The answer to a request refused whole: every partition gets `e`.
+pub fn refuse_all(req: &ProduceRequest, e: &KafkaError) -> ProduceResponse {
+    tracing::info!(code = e.code(), "produce refused: {e}");
     let responses = req
         .topic_data
         .iter()
@@ -177,7 +166,7 @@ pub fn refuse_all(req: &ProduceRequest, code: i16, why: &str) -> ProduceResponse
                 .with_partition_responses(
                     t.partition_data
                         .iter()
-                        .map(|p| failed(p.index, code, why))
+                        .map(|p| failed(p.index, e))
                         .collect(),
                 )
         })
@@ -193,10 +182,12 @@ fn answer(index: i32) -> PartitionProduceResponse {
         .with_log_append_time_ms(-1)
 }
 
-fn failed(index: i32, code: i16, why: &str) -> PartitionProduceResponse {
+/// A partition's answer when its part is refused or failed: the code, and the
+/// message when the error has one.
+fn failed(index: i32, e: &KafkaError) -> PartitionProduceResponse {
     answer(index)
-        .with_error_code(code)
-        .with_error_message(Some(StrBytes::from_string(why.to_string())))
+        .with_error_code(e.code())
+        .with_error_message(e.message())
 }
 
 /// One partition's records on the core that owns it: checked whole, checked for a
@@ -207,7 +198,7 @@ pub async fn partition(
     index: i32,
     records: Bytes,
 ) -> PartitionProduceResponse {
-    match reserve(broker, name, index, records).await {
+    match reserve(broker, index, broker.place(name, index), records).await {
         Ok(local) => local.finish(broker).await,
         Err(answer) => answer,
     }
@@ -216,7 +207,7 @@ pub async fn partition(
 /// A partition's part with its offsets, on its way to the device.
 struct Reserved {
     log: tidewater_io::Reserved,
-    topic: String,
+    topic: Rc<TopicPlacement>,
     index: i32,
     id: u32,
     batch_id: BatchId,
@@ -225,26 +216,23 @@ struct Reserved {
     started: std::time::Instant,
 }
 
-/// Checks one partition's records and reserves their offsets; `Err` is the answer
-/// when nothing is to be appended (refused, or a retry of a durable batch).
+/// Checks one partition's records (`index`, placed already) and reserves their
+/// offsets; `Err` is the answer when nothing is to be appended (not here, refused,
+/// or a retry of a durable batch).
 async fn reserve(
     broker: &Broker,
-    name: &str,
     index: i32,
+    placement: Placement,
     records: Bytes,
 ) -> Result<Reserved, PartitionProduceResponse> {
     let r = answer(index);
-    let id = broker
-        .place(name, index)
-        .owned()
-        .map_err(|code| r.clone().with_error_code(code))?;
+    let Local { topic, id } = placement.owned().map_err(|e| failed(index, &e))?;
+    let name = topic.name.as_str();
     let c = match check_all(&records) {
         Ok(v) => v,
-        Err((code, why)) => {
-            tracing::info!(topic = %name, partition = index, "produce refused: {why}");
-            return Err(r
-                .with_error_code(code)
-                .with_error_message(Some(StrBytes::from_string(why))));
+        Err(e) => {
+            tracing::info!(topic = %name, partition = index, "produce refused: {e}");
+            return Err(failed(index, &e));
         }
     };
     let batch_id = BatchId {
@@ -264,15 +252,14 @@ async fn reserve(
         Verdict::InFlight => {
             let why = "a retry of a batch still being written: retry";
             tracing::debug!(topic = %name, partition = index, "{why}");
-            return Err(r
-                .with_error_code(code::REQUEST_TIMED_OUT)
-                .with_error_message(Some(StrBytes::from_static_str(why))));
+            return Err(failed(
+                index,
+                &KafkaError::new(ResponseError::RequestTimedOut, why),
+            ));
         }
-        Verdict::Refuse(code, why) => {
-            tracing::info!(topic = %name, partition = index, "produce refused: {why}");
-            return Err(r
-                .with_error_code(code)
-                .with_error_message(Some(StrBytes::from_string(why))));
+        Verdict::Refuse(e) => {
+            tracing::info!(topic = %name, partition = index, "produce refused: {e}");
+            return Err(failed(index, &e));
         }
     }
     let started = std::time::Instant::now();
@@ -284,7 +271,7 @@ async fn reserve(
                 .reserved(&batch_id, log.base_offset());
             Ok(Reserved {
                 log,
-                topic: name.to_string(),
+                topic,
                 index,
                 id,
                 batch_id,
@@ -293,19 +280,13 @@ async fn reserve(
                 started,
             })
         }
-        Err(e) => Err(append_failed(r, name, index, &e)),
+        Err(e) => Err(append_failed(name, index, &e)),
     }
 }
 
-fn append_failed(
-    r: PartitionProduceResponse,
-    name: &str,
-    index: i32,
-    e: &LogError,
-) -> PartitionProduceResponse {
+fn append_failed(name: &str, index: i32, e: &LogError) -> PartitionProduceResponse {
     tracing::warn!(topic = %name, partition = index, "append failed: {e}");
-    r.with_error_code(error_code_of(e))
-        .with_error_message(Some(StrBytes::from_string(e.to_string())))
+    failed(index, &KafkaError::from(e))
 }
 
 impl Reserved {
@@ -314,11 +295,11 @@ impl Reserved {
         let r = answer(self.index);
         match self.log.durable().await {
             Ok(a) => {
+                self.topic
+                    .stats
+                    .produced(u64::from(self.count), self.bytes as u64);
                 broker
-                    .metrics
-                    .produced(&self.topic, u64::from(self.count), self.bytes as u64);
-                broker
-                    .metrics
+                    .stats
                     .append_seconds
                     .observe(self.started.elapsed().as_secs_f64());
                 broker.producers.borrow_mut().durable(&self.batch_id);
@@ -328,7 +309,7 @@ impl Reserved {
             }
             Err(e) => {
                 broker.producers.borrow_mut().failed(&self.batch_id);
-                append_failed(r, &self.topic, self.index, &e)
+                append_failed(&self.topic.name, self.index, &e)
             }
         }
     }

@@ -3,11 +3,15 @@
 //! sleeps until the core acknowledges new data (or `max_wait_ms`, capped by
 //! `fetch_wait_ms_max`, runs out) and reads again.
 
-use super::budget::Budget;
-use super::{batch, code, forward, Broker, Placement};
-use bytes::{Bytes, BytesMut};
+use crate::batch;
+use crate::broker::{Broker, Local, Placement};
+use crate::budget::Budget;
+use crate::error::KafkaError;
+use crate::remote::{PartitionRead, Reply, Request};
+use bytes::BytesMut;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tidewater_io::LogError;
@@ -60,23 +64,26 @@ const REMOTE_POLL: Duration = Duration::from_millis(10);
 fn has_error(r: &FetchResponse) -> bool {
     r.responses
         .iter()
-        .any(|t| t.partitions.iter().any(|p| p.error_code != code::NONE))
+        .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
 }
 
-/// One partition read on the core that owns it.
-#[derive(Debug, Default)]
-pub struct PartitionRead {
-    pub error: i16,
-    pub high_watermark: i64,
-    pub log_start: i64,
-    pub records: Bytes,
-}
-
-/// Reads `index` of `topic` from `offset`, about `max` bytes (at least one batch).
+/// Reads `index` of `topic` from `offset`, about `max` bytes (at least one batch),
+/// on the core that owns it.
 pub async fn read_partition(
     broker: &Broker,
     topic: &str,
     index: i32,
+    offset: i64,
+    max: usize,
+) -> PartitionRead {
+    read_placed(broker, index, broker.place(topic, index), offset, max).await
+}
+
+/// [`read_partition`] of a partition placed already.
+async fn read_placed(
+    broker: &Broker,
+    index: i32,
+    placement: Placement,
     offset: i64,
     max: usize,
 ) -> PartitionRead {
@@ -85,10 +92,10 @@ pub async fn read_partition(
         log_start: -1,
         ..Default::default()
     };
-    let id = match broker.place(topic, index).owned() {
-        Ok(id) => id,
-        Err(code) => {
-            r.error = code;
+    let Local { topic, id } = match placement.owned() {
+        Ok(local) => local,
+        Err(e) => {
+            r.error = Some(e);
             return r;
         }
     };
@@ -99,7 +106,7 @@ pub async fn read_partition(
         return r;
     }
     if offset < 0 {
-        r.error = code::OFFSET_OUT_OF_RANGE;
+        r.error = Some(KafkaError::bare(ResponseError::OffsetOutOfRange));
         return r;
     }
     match broker.log.read(id, offset as u64, max).await {
@@ -121,13 +128,16 @@ pub async fn read_partition(
                 }
                 set_base_offsets(&mut out[at..], e.base_offset);
             }
-            broker.metrics.fetched(topic, records);
+            topic.stats.fetched(records);
             r.records = out.freeze();
         }
-        Err(LogError::OffsetOutOfRange { .. }) => r.error = code::OFFSET_OUT_OF_RANGE,
+        Err(LogError::OffsetOutOfRange { .. }) => {
+            r.error = Some(KafkaError::bare(ResponseError::OffsetOutOfRange));
+        }
         Err(e) => {
+            let topic = topic.name.as_str();
             tracing::warn!(topic, partition = index, "fetch failed: {e}");
-            r.error = code::KAFKA_STORAGE_ERROR;
+            r.error = Some(KafkaError::storage(e.to_string()));
         }
     }
     r
@@ -145,37 +155,44 @@ async fn read_once(
     let mut remote = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
+        // One look-up per topic; its partitions are placed by index.
+        let placed = broker.topic(t.topic.0.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let max = (p.partition_max_bytes.max(0) as usize).min(budget);
-            let read = match (broker.place(&t.topic.0, p.partition), broker.forwarder()) {
+            let placement = placed
+                .as_ref()
+                .map_or(Placement::Unknown, |t| t.place(p.partition));
+            let read = match (placement, broker.forwarder()) {
                 (Placement::Elsewhere(owner), Some(f)) => {
                     remote = true;
-                    broker.metrics.forwarded();
-                    let req = forward::Request::Fetch {
+                    broker.stats.forwarded();
+                    let req = Request::Fetch {
                         topic: t.topic.0.to_string(),
                         index: p.partition,
                         offset: p.fetch_offset,
                         max_bytes: max,
                     };
                     match f.call(owner, req).await {
-                        Some(forward::Reply::Fetch(r)) => r,
+                        Some(Reply::Fetch(r)) => r,
                         _ => PartitionRead {
-                            error: code::NOT_LEADER_OR_FOLLOWER,
+                            error: Some(KafkaError::bare(ResponseError::NotLeaderOrFollower)),
                             high_watermark: -1,
                             log_start: -1,
                             ..Default::default()
                         },
                     }
                 }
-                _ => read_partition(broker, &t.topic.0, p.partition, p.fetch_offset, max).await,
+                (placement, _) => {
+                    read_placed(broker, p.partition, placement, p.fetch_offset, max).await
+                }
             };
             total += read.records.len();
             budget = budget.saturating_sub(read.records.len());
             partitions.push(
                 PartitionData::default()
                     .with_partition_index(p.partition)
-                    .with_error_code(read.error)
+                    .with_error_code(read.error.as_ref().map_or(0, KafkaError::code))
                     .with_high_watermark(read.high_watermark)
                     .with_last_stable_offset(read.high_watermark)
                     .with_log_start_offset(read.log_start)

@@ -1,369 +1,32 @@
-//! The Kafka front end of one core: its listener, its connections, and one handler
-//! per API (`api_versions.rs`, `metadata.rs`, `produce.rs`, `fetch.rs`,
-//! `list_offsets.rs`).
-//!
-//! Per-core brokers (the default): core `i` listens on `PORT + i` and Metadata names
-//! each core as its own broker (node id `i`) and each partition's leader as its owning
-//! core, so an unmodified client sends every partition's data straight to the core
-//! that owns it. A request for a partition another core owns gets
-//! NOT_LEADER_OR_FOLLOWER (the client refreshes its metadata).
-//!
-//! Single port: every core listens on `PORT` (SO_REUSEPORT, the kernel spreads the
-//! connections), Metadata names one broker, and a core forwards the parts of a
-//! request that other cores own to them (`forward.rs`).
+//! A core's Kafka connections: the listener's accept loop (at most
+//! `connections_max` at once), framing (a size, then a body of at most
+//! `request_bytes_max`, taken from the core's request memory as it arrives, within
+//! `request_timeout_ms`), pipelining, and dispatch to each API's handler.
 //!
 //! Produce requests on a connection are pipelined (up to `in_flight_requests_max`):
 //! each gets its offsets as it is read, in order, and the answers leave in request
 //! order once durable. Other requests are handled one at a time.
 //!
-//! Never: panics on what a client sends, appends part of a batch, or reads a request
-//! body larger than `request_bytes_max`. Codecs come from the `kafka-protocol` crate.
+//! Never: panics on what a client sends, reads a request body larger than
+//! `request_bytes_max`, or answers out of order. A connection the server closes says
+//! why ([`Closed`]): a peer that broke the protocol at WARN, a failed socket at INFO.
 
-mod api_versions;
-pub mod batch;
-mod bodies;
-mod budget;
-pub mod create_topics;
-pub mod delete_topics;
-mod fetch;
-pub mod forward;
-mod idempotence;
-mod init_producer_id;
-mod list_offsets;
-mod metadata;
-mod produce;
-
+use crate::broker::Broker;
+use crate::error::KafkaError;
+use crate::handlers::{
+    api_versions, create_topics, delete_topics, fetch, init_producer_id, list_offsets, metadata,
+    produce,
+};
+use crate::stats::{Api, KafkaStats};
+use crate::{bodies, budget};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use kafka_protocol::messages::{self as m, ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use kafka_protocol::ResponseError;
 use std::rc::Rc;
 use std::time::Duration;
-use tidewater_io::ShardLog;
-use tidewater_shards::{partition_name, PartitionTable};
-
-/// Kafka error codes we send.
-pub mod code {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const INVALID_RECORD: i16 = 87;
-    pub const POLICY_VIOLATION: i16 = 44;
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-    pub const INVALID_REQUIRED_ACKS: i16 = 21;
-    pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
-}
-
-/// Limits of the front end (per core).
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Largest request body read from a socket.
-    pub request_bytes_max: usize,
-    /// Request bodies one core holds at once, over all its connections; a connection
-    /// reserves its request's size before reading it and waits while the budget is
-    /// spent (that wait is the back-pressure on producers).
-    pub request_memory_bytes_max: usize,
-    /// Connections one core serves at once; more are closed at accept.
-    pub connections_max: usize,
-    /// Requests one connection may have read and not yet answered: the next request
-    /// is read (and a produce gets its offsets) while earlier ones wait for their
-    /// journal write; answers leave in request order.
-    pub in_flight_requests_max: usize,
-    /// Longest a Fetch waits for data (the client's max_wait is capped to this).
-    pub fetch_wait_ms_max: u64,
-    /// Largest Fetch answer over all its partitions (the client's max_bytes is
-    /// capped to this); taken from the request memory until it is written.
-    pub fetch_bytes_max: usize,
-    /// Longest a request body may take to arrive once its size is read, and an
-    /// answer to be taken by the client.
-    pub request_timeout_ms: u64,
-    /// Longest a connection may wait for its next request before it is closed.
-    pub connections_max_idle_ms: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            request_bytes_max: 100 << 20,
-            request_memory_bytes_max: 256 << 20,
-            connections_max: 10_000,
-            in_flight_requests_max: 16,
-            fetch_wait_ms_max: 30_000,
-            // Kafka's fetch.max.bytes.
-            fetch_bytes_max: 55 << 20,
-            request_timeout_ms: 30_000,
-            // Kafka's connections.max.idle.ms.
-            connections_max_idle_ms: 600_000,
-        }
-    }
-}
-
-/// What one core's front end serves.
-pub struct Broker {
-    pub shard: u32,
-    /// Every topic and its partitions; grows when CreateTopics adds one.
-    table: RefCell<PartitionTable>,
-    pub log: Rc<ShardLog>,
-    pub advertised_host: String,
-    pub base_port: u16,
-    pub limits: Limits,
-    /// (topic, partition) -> the log's partition id, for partitions this core owns.
-    partitions: RefCell<HashMap<(String, i32), u32>>,
-    /// Topics created at run time, and when set, unknown topics too.
-    pub topics: TopicPolicy,
-    /// One topic creation or deletion at a time (on core 0, which coordinates them).
-    topic_changes: glommio::sync::Semaphore,
-    /// Idempotent producers' sequence state for this core's partitions.
-    pub producers: std::cell::RefCell<idempotence::Producers>,
-    connections: Cell<usize>,
-    pub metrics: crate::metrics::KafkaMetrics,
-    pub mode: Mode,
-    /// The way to the other cores (set once connected): topic creation in both
-    /// modes, and the parts of requests other cores own in single-port mode.
-    forward: std::cell::OnceCell<forward::Forwarder>,
-    /// The request memory budget, in bytes.
-    memory: Rc<glommio::sync::Semaphore>,
-}
-
-/// What the front end does about topics that are not declared.
-#[derive(Clone, Debug, Default)]
-pub struct TopicPolicy {
-    /// Where topics created at run time are recorded (they survive restarts).
-    pub file: Option<std::path::PathBuf>,
-    /// Create unknown topics a client asks for in Metadata, with this many
-    /// partitions (`None`: off, the default).
-    pub auto_create_partitions: Option<u32>,
-    /// Partitions of a CreateTopics that asks for the default (-1).
-    pub default_partitions: u32,
-    /// Topics DeleteTopics refuses, and why (declared in the config, used by a job).
-    pub protected: HashMap<String, String>,
-}
-
-/// How clients reach the cores.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Core `i` is broker `i` on port + `i`.
-    PerCore,
-    /// One port on every core; other cores' partitions are forwarded.
-    SinglePort,
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "per-core" => Ok(Mode::PerCore),
-            "single-port" => Ok(Mode::SinglePort),
-            other => Err(format!("kafka_mode {other:?}: use per-core or single-port")),
-        }
-    }
-}
-
-/// Where a (topic, partition) lives, seen from this core.
-pub enum Placement {
-    Here(u32),
-    /// Owned by that core.
-    Elsewhere(u32),
-    Unknown,
-}
-
-impl Placement {
-    /// The log's partition id when this core owns it, else the Kafka error to send.
-    pub fn owned(self) -> Result<u32, i16> {
-        match self {
-            Placement::Here(id) => Ok(id),
-            Placement::Elsewhere(_) => Err(code::NOT_LEADER_OR_FOLLOWER),
-            Placement::Unknown => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
-        }
-    }
-}
-
-impl Broker {
-    pub fn new(
-        shard: u32,
-        table: PartitionTable,
-        log: Rc<ShardLog>,
-        // What Metadata tells clients: host, base port, and how cores are reached.
-        (advertised_host, base_port, mode): (String, u16, Mode),
-        limits: Limits,
-        metrics: crate::metrics::KafkaMetrics,
-        topics: TopicPolicy,
-    ) -> Self {
-        assert!(
-            limits.request_bytes_max <= limits.request_memory_bytes_max,
-            "a request of request_bytes_max must fit the memory budget"
-        );
-        assert!(
-            limits.fetch_bytes_max <= limits.request_memory_bytes_max,
-            "an answer of fetch_bytes_max must fit the memory budget"
-        );
-        let mut partitions = HashMap::new();
-        for (topic, p) in table.owned_by(shard) {
-            if let Some(id) = log.partition_id(&partition_name(topic, p)) {
-                partitions.insert((topic.to_string(), p as i32), id);
-            }
-        }
-        Broker {
-            shard,
-            table: RefCell::new(table),
-            log,
-            advertised_host,
-            base_port,
-            limits,
-            partitions: RefCell::new(partitions),
-            topics,
-            topic_changes: glommio::sync::Semaphore::new(1),
-            producers: Default::default(),
-            connections: Cell::new(0),
-            metrics,
-            mode,
-            forward: std::cell::OnceCell::new(),
-            memory: Rc::new(glommio::sync::Semaphore::new(
-                limits.request_memory_bytes_max as u64,
-            )),
-        }
-    }
-
-    pub fn place(&self, topic: &str, partition: i32) -> Placement {
-        if let Some(&id) = self
-            .partitions
-            .borrow()
-            .get(&(topic.to_string(), partition))
-        {
-            return Placement::Here(id);
-        }
-        let table = self.table.borrow();
-        let known = table
-            .topic(topic)
-            .is_some_and(|t| partition >= 0 && (partition as u32) < t.partitions);
-        if known {
-            Placement::Elsewhere(tidewater_shards::partition_owner(
-                partition as u32,
-                table.shard_count(),
-            ))
-        } else {
-            Placement::Unknown
-        }
-    }
-
-    /// The partition table as it is now.
-    pub fn table(&self) -> std::cell::Ref<'_, PartitionTable> {
-        self.table.borrow()
-    }
-
-    /// Single-port mode's way to the other cores' partitions.
-    pub fn forwarder(&self) -> Option<&forward::Forwarder> {
-        (self.mode == Mode::SinglePort)
-            .then(|| self.forward.get())
-            .flatten()
-    }
-
-    /// The way to the other cores for topic creation.
-    pub fn control(&self) -> Option<&forward::Forwarder> {
-        self.forward.get()
-    }
-
-    /// Creates this core's partitions of a new topic and makes the topic known here;
-    /// all or nothing: a failure deletes the partitions it made. Yields between
-    /// partitions, so a large topic never holds the core from its other work.
-    pub async fn add_topic(&self, name: &str, partitions: u32) -> Result<(), String> {
-        let shards = self.table.borrow().shard_count();
-        let mut made = Vec::new();
-        for p in
-            (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
-        {
-            let pname = partition_name(name, p);
-            match self.log.create_partition(&pname) {
-                Ok(_) => made.push(pname),
-                Err(e) => {
-                    for m in &made {
-                        if let Err(undo) = self.log.delete_partition(m).await {
-                            tracing::error!(partition = %m, "cannot undo a partial topic creation: {undo}");
-                        }
-                    }
-                    return Err(format!(
-                        "core {}: cannot create partition {p} of {name}: {e}",
-                        self.shard
-                    ));
-                }
-            }
-            glommio::yield_if_needed().await;
-        }
-        for (p, pname) in (0..partitions)
-            .filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
-            .zip(&made)
-        {
-            if let Some(id) = self.log.partition_id(pname) {
-                self.partitions
-                    .borrow_mut()
-                    .insert((name.to_string(), p as i32), id);
-            }
-        }
-        self.table.borrow_mut().add_topic(tidewater_shards::Topic {
-            name: name.to_string(),
-            partitions,
-        });
-        self.metrics.add_topic(name);
-        Ok(())
-    }
-
-    /// Deletes this core's partitions of a topic (DeleteTopics) and forgets it.
-    pub async fn remove_topic(&self, name: &str) -> Result<(), String> {
-        let shards = self.table.borrow().shard_count();
-        let partitions = self.table.borrow().topic(name).map_or(0, |t| t.partitions);
-        // Out of the table first: Metadata stops naming it, new requests for it get
-        // UNKNOWN_TOPIC_OR_PARTITION while the data goes.
-        self.table.borrow_mut().remove_topic(name);
-        for p in
-            (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
-        {
-            self.partitions
-                .borrow_mut()
-                .remove(&(name.to_string(), p as i32));
-            self.log
-                .delete_partition(&partition_name(name, p))
-                .await
-                .map_err(|e| {
-                    format!(
-                        "core {}: cannot delete partition {p} of {name}: {e}",
-                        self.shard
-                    )
-                })?;
-        }
-        self.metrics.remove_topic(name);
-        Ok(())
-    }
-
-    /// Connects the mesh to the other cores, before the listener opens.
-    pub async fn connect_forwarding(self: &Rc<Self>, mail: forward::ForwardMail) {
-        let f = forward::start(self.clone(), mail).await;
-        let _ = self.forward.set(f);
-    }
-
-    pub fn port_of(&self, shard: u32) -> i32 {
-        i32::from(self.base_port) + shard as i32
-    }
-}
 
 /// Accepts connections until the server stops.
 pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: tidewater_io::wait::Stop) {
@@ -396,9 +59,9 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
         }
         broker.connections.set(broker.connections.get() + 1);
         broker
-            .metrics
+            .stats
             .connections
-            .set(broker.connections.get() as i64);
+            .set(broker.connections.get() as u64);
         let b = broker.clone();
         glommio::spawn_local(async move {
             let peer = stream
@@ -408,7 +71,8 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
             match connection(&b, stream).await {
                 Ok(()) => {}
                 Err(Closed::Refused(why)) => {
-                    b.metrics.protocol_violations.inc();
+                    let violations = &b.stats.protocol_violations;
+                    violations.set(violations.get() + 1);
                     tracing::warn!(shard = b.shard, peer, "connection closed: {why}");
                 }
                 Err(Closed::Failed(why)) => {
@@ -416,7 +80,7 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
                 }
             }
             b.connections.set(b.connections.get() - 1);
-            b.metrics.connections.set(b.connections.get() as i64);
+            b.stats.connections.set(b.connections.get() as u64);
         })
         .detach();
     }
@@ -461,19 +125,21 @@ struct Begun {
     _counted: Counted,
 }
 
-/// One request in `tidewater_kafka_requests_in_flight`, for as long as it lives.
-struct Counted(prometheus_client::metrics::gauge::Gauge);
+/// One request in [`KafkaStats::requests_in_flight`], for as long as it lives.
+struct Counted(Rc<KafkaStats>);
 
 impl Counted {
-    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Counted {
-        gauge.inc();
-        Counted(gauge.clone())
+    fn new(stats: &Rc<KafkaStats>) -> Counted {
+        let n = &stats.requests_in_flight;
+        n.set(n.get() + 1);
+        Counted(stats.clone())
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.dec();
+        let n = &self.0.requests_in_flight;
+        n.set(n.get().saturating_sub(1));
     }
 }
 
@@ -541,14 +207,14 @@ async fn read_requests(
         let buf = read_body(broker, &mut stream, len, &mut budget).await?;
         let body = bodies::freeze(buf, len);
         broker
-            .metrics
-            .request_buffers_pooled
-            .set(bodies::pooled_bytes() as i64);
-        let counted = Counted::new(&broker.metrics.requests_in_flight);
+            .stats
+            .request_buffers_pooled_bytes
+            .set(bodies::pooled_bytes() as u64);
+        let counted = Counted::new(&broker.stats);
         let started = std::time::Instant::now();
-        let api = api_name(&body);
+        let api = Api::of(&body);
         // Anything but a produce waits for every earlier request's answer.
-        let all = if api == "produce" {
+        let all = if api == Api::Produce {
             None
         } else {
             let all = slots.acquire_permit(slots_max - 1).await;
@@ -556,14 +222,14 @@ async fn read_requests(
         };
         let answer = match handle(broker, body, &mut budget).await {
             Ok(Handled::Now(answer)) => {
-                broker.metrics.request(api, started.elapsed().as_secs_f64());
+                broker.stats.request(api, started.elapsed().as_secs_f64());
                 Answer::Ready(Ok(answer))
             }
             Ok(Handled::Later(later)) => {
                 let b = broker.clone();
                 let task = glommio::spawn_local(async move {
                     let answer = later.await;
-                    b.metrics.request(api, started.elapsed().as_secs_f64());
+                    b.stats.request(api, started.elapsed().as_secs_f64());
                     answer
                 });
                 Answer::Later(task.detach())
@@ -700,7 +366,7 @@ async fn handle(
     let in_range = supported.is_some_and(|(lo, hi)| (lo..=hi).contains(&version));
     if api == ApiKey::ApiVersions && !in_range {
         // KIP-511: answer in v0 with UNSUPPORTED_VERSION so the client can retry.
-        let r = api_versions::response(code::UNSUPPORTED_VERSION);
+        let r = api_versions::response(Some(ResponseError::UnsupportedVersion));
         return frame(api, 0, header.correlation_id, &r).map(|f| Handled::Now(Some(f)));
     }
     if !in_range {
@@ -723,7 +389,7 @@ async fn handle(
         };
     }
     match api {
-        ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(code::NONE)),
+        ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(None)),
         ApiKey::Metadata => {
             let req = decode!(m::MetadataRequest);
             frame(api, version, cid, &metadata::handle(broker, &req).await)
@@ -732,10 +398,10 @@ async fn handle(
             let req = decode!(m::ProduceRequest);
             let acks = req.acks;
             if !matches!(acks, -1..=1) {
+                let why = format!("acks={acks}: use -1 (all), 0 or 1");
                 let resp = produce::refuse_all(
                     &req,
-                    code::INVALID_REQUIRED_ACKS,
-                    &format!("acks={acks}: use -1 (all), 0 or 1"),
+                    &KafkaError::new(ResponseError::InvalidRequiredAcks, why),
                 );
                 return frame(api, version, cid, &resp).map(|f| Handled::Now(Some(f)));
             }
@@ -800,19 +466,6 @@ fn decoded_bytes_max(body_bytes: usize) -> usize {
     body_bytes
         .saturating_mul(PER_BODY_BYTE)
         .saturating_add(FLOOR_BYTES)
-}
-
-/// The metric label of a request's API.
-fn api_name(body: &[u8]) -> &'static str {
-    match body.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) {
-        Some(0) => "produce",
-        Some(1) => "fetch",
-        Some(2) => "list_offsets",
-        Some(3) => "metadata",
-        Some(18) => "api_versions",
-        Some(22) => "init_producer_id",
-        _ => "other",
-    }
 }
 
 /// Encodes a response with its size prefix and header.

@@ -2,12 +2,14 @@
 //! base + index) and every partition's leader is the core that owns it. Single port:
 //! one broker, node 0 on the shared port, leading every partition.
 
-use super::{code, Broker, Mode};
+use crate::broker::{Broker, Mode};
+use crate::topic_changes;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use tidewater_shards::partition_owner;
 
 pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
@@ -17,10 +19,8 @@ pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse 
         if req.allow_auto_topic_creation {
             for t in topics.iter().filter_map(|t| t.name.as_ref()) {
                 if broker.table().topic(&t.0).is_none() {
-                    if let Err((code, why)) =
-                        super::create_topics::create(broker, &t.0, partitions).await
-                    {
-                        tracing::info!(topic = %t.0.as_str(), code, "auto-creation refused: {why}");
+                    if let Err(e) = topic_changes::create(broker, &t.0, partitions).await {
+                        tracing::info!(topic = %t.0.as_str(), code = e.code(), "auto-creation refused: {e}");
                     }
                 }
             }
@@ -52,7 +52,7 @@ pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse 
         let topic = MetadataResponseTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
         let Some(t) = declared.iter().find(|t| t.name == name) else {
-            topics.push(topic.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION));
+            topics.push(topic.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
             continue;
         };
         let partitions = (0..t.partitions)

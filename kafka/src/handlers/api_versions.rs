@@ -2,6 +2,7 @@
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
 
 /// The versions we implement of each API; `None`: not implemented.
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -19,7 +20,8 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
     }
 }
 
-pub fn response(error_code: i16) -> ApiVersionsResponse {
+/// The answer: every API we serve, or `error` (with the same list).
+pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
     let keys = [
         ApiKey::Produce,
         ApiKey::Fetch,
@@ -42,6 +44,6 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
         })
         .collect();
     ApiVersionsResponse::default()
-        .with_error_code(error_code)
+        .with_error_code(error.map_or(0, |e| e.code()))
         .with_api_keys(api_keys)
 }

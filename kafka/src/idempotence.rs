@@ -14,7 +14,8 @@
 //! (a retry that straddles the restart may be stored twice). Bounded by
 //! `PRODUCER_STATES_MAX` entries per core.
 
-use super::code;
+use crate::error::KafkaError;
+use kafka_protocol::ResponseError;
 use std::collections::{HashMap, VecDeque};
 
 /// Batches remembered per producer and partition (Kafka's value).
@@ -48,8 +49,8 @@ pub enum Verdict {
     Duplicate(u64),
     /// Already reserved and not yet durable: answer with a retriable error.
     InFlight,
-    /// Refuse with this error code and message.
-    Refuse(i16, String),
+    /// Refuse with this error.
+    Refuse(KafkaError),
 }
 
 /// Which producer batch: its producer, epoch, partition and sequence range.
@@ -86,21 +87,21 @@ impl Producers {
         };
         s.used = self.clock;
         if epoch < s.epoch {
-            return Verdict::Refuse(
-                code::INVALID_PRODUCER_EPOCH,
+            return Verdict::Refuse(KafkaError::new(
+                ResponseError::InvalidProducerEpoch,
                 format!("producer {pid} epoch {epoch} is older than {}", s.epoch),
-            );
+            ));
         }
         if epoch > s.epoch {
             return if first == 0 {
                 Verdict::Append
             } else {
-                Verdict::Refuse(
-                    code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                Verdict::Refuse(KafkaError::new(
+                    ResponseError::OutOfOrderSequenceNumber,
                     format!(
                         "producer {pid} new epoch {epoch} must start at sequence 0, not {first}"
                     ),
-                )
+                ))
             };
         }
         if let Some(r) = s.recent.iter().find(|r| r.first == first && r.last == last) {
@@ -111,13 +112,13 @@ impl Producers {
             };
         }
         if first != s.last_seq.wrapping_add(1) {
-            return Verdict::Refuse(
-                code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            return Verdict::Refuse(KafkaError::new(
+                ResponseError::OutOfOrderSequenceNumber,
                 format!(
                     "producer {pid}: sequence {first} where {} was expected",
                     s.last_seq.wrapping_add(1)
                 ),
-            );
+            ));
         }
         Verdict::Append
     }
@@ -245,7 +246,7 @@ mod tests {
         assert_eq!(p.check(&batch(10, 19)), Verdict::Append);
         assert!(matches!(
             p.check(&batch(20, 29)),
-            Verdict::Refuse(code::OUT_OF_ORDER_SEQUENCE_NUMBER, _)
+            Verdict::Refuse(e) if e.kind() == ResponseError::OutOfOrderSequenceNumber
         ));
         assert_eq!(p.check(&batch(0, 9)), Verdict::Duplicate(100));
     }
@@ -323,7 +324,7 @@ mod tests {
                 first: 30,
                 last: 39
             }),
-            Verdict::Refuse(code::OUT_OF_ORDER_SEQUENCE_NUMBER, _)
+            Verdict::Refuse(e) if e.kind() == ResponseError::OutOfOrderSequenceNumber
         ));
         assert_eq!(
             p.check(&BatchId {
@@ -354,7 +355,7 @@ mod tests {
                 first: 20,
                 last: 29
             }),
-            Verdict::Refuse(code::INVALID_PRODUCER_EPOCH, _)
+            Verdict::Refuse(e) if e.kind() == ResponseError::InvalidProducerEpoch
         ));
         assert_eq!(
             p.check(&BatchId {

@@ -1,11 +1,13 @@
 //! ListOffsets: earliest (-2), latest (-1), and by timestamp: the first batch whose
 //! max timestamp reaches the one asked for (offset -1 when none does).
 
-use super::{code, forward, Broker, Placement};
+use crate::broker::{Broker, Local, Placement};
+use crate::remote::{Reply, Request};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
 use tidewater_io::Result;
 
 /// Bytes read per step of a timestamp search.
@@ -14,27 +16,32 @@ const SEARCH_READ_BYTES: usize = 1 << 20;
 pub async fn handle(broker: &Broker, req: &ListOffsetsRequest) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
+        // One look-up per topic; its partitions are placed by index.
+        let placed = broker.topic(t.name.0.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let (index, ts) = (p.partition_index, p.timestamp);
-            partitions.push(match (broker.place(&t.name.0, index), broker.forwarder()) {
+            let placement = placed
+                .as_ref()
+                .map_or(Placement::Unknown, |t| t.place(index));
+            partitions.push(match (placement, broker.forwarder()) {
                 (Placement::Elsewhere(owner), Some(f)) => {
-                    broker.metrics.forwarded();
-                    let req = forward::Request::ListOffsets {
+                    broker.stats.forwarded();
+                    let req = Request::ListOffsets {
                         topic: t.name.0.to_string(),
                         index,
                         timestamp: ts,
                     };
                     match f.call(owner, req).await {
-                        Some(forward::Reply::ListOffsets(r)) => r,
+                        Some(Reply::ListOffsets(r)) => r,
                         _ => ListOffsetsPartitionResponse::default()
                             .with_partition_index(index)
                             .with_timestamp(-1)
                             .with_offset(-1)
-                            .with_error_code(code::NOT_LEADER_OR_FOLLOWER),
+                            .with_error_code(ResponseError::NotLeaderOrFollower.code()),
                     }
                 }
-                _ => partition(broker, &t.name.0, index, ts).await,
+                (placement, _) => answer_placed(broker, index, placement, ts).await,
             });
         }
         topics.push(
@@ -53,18 +60,29 @@ pub async fn partition(
     index: i32,
     timestamp: i64,
 ) -> ListOffsetsPartitionResponse {
+    answer_placed(broker, index, broker.place(topic, index), timestamp).await
+}
+
+/// [`partition`] of a partition placed already.
+async fn answer_placed(
+    broker: &Broker,
+    index: i32,
+    placement: Placement,
+    timestamp: i64,
+) -> ListOffsetsPartitionResponse {
     let r = ListOffsetsPartitionResponse::default()
         .with_partition_index(index)
         .with_timestamp(-1);
-    match broker.place(topic, index).owned() {
-        Ok(id) => match lookup(broker, id, timestamp).await {
+    match placement.owned() {
+        Ok(Local { topic, id }) => match lookup(broker, id, timestamp).await {
             Ok((offset, ts)) => r.with_offset(offset).with_timestamp(ts),
             Err(e) => {
+                let topic = topic.name.as_str();
                 tracing::warn!(topic, "list offsets failed: {e}");
-                r.with_error_code(code::KAFKA_STORAGE_ERROR)
+                r.with_error_code(ResponseError::KafkaStorageError.code())
             }
         },
-        Err(code) => r.with_error_code(code),
+        Err(e) => r.with_error_code(e.code()),
     }
 }
 

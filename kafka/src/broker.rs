@@ -1,0 +1,402 @@
+//! What one core's front end serves: its placement of partitions (which are here,
+//! which core owns the others), its limits, how clients reach the cores (the mode),
+//! and what it does about topics (the policy). It holds the core's log, its
+//! idempotent producers' state, its request memory and its way to the other cores.
+//!
+//! A partition is placed by one fixed rule (`tidewater_shards::partition_owner`);
+//! the broker only applies it. Its own part of a topic change (creating or deleting
+//! this core's partitions) is here; the coordination across cores is in
+//! `topic_changes.rs`.
+//!
+//! Never: touches another core's log or table; a change on another core arrives as
+//! a request through the mesh.
+
+use crate::error::KafkaError;
+use crate::idempotence;
+use crate::remote::Forwarder;
+use crate::stats::{KafkaStats, TopicStats};
+use kafka_protocol::ResponseError;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use tidewater_io::ShardLog;
+use tidewater_shards::{partition_name, partition_owner, PartitionTable};
+
+/// Limits of the front end (per core).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request body read from a socket.
+    pub request_bytes_max: usize,
+    /// Request bodies one core holds at once, over all its connections; a connection
+    /// reserves its request's size before reading it and waits while the budget is
+    /// spent (that wait is the back-pressure on producers).
+    pub request_memory_bytes_max: usize,
+    /// Connections one core serves at once; more are closed at accept.
+    pub connections_max: usize,
+    /// Requests one connection may have read and not yet answered: the next request
+    /// is read (and a produce gets its offsets) while earlier ones wait for their
+    /// journal write; answers leave in request order.
+    pub in_flight_requests_max: usize,
+    /// Longest a Fetch waits for data (the client's max_wait is capped to this).
+    pub fetch_wait_ms_max: u64,
+    /// Largest Fetch answer over all its partitions (the client's max_bytes is
+    /// capped to this); taken from the request memory until it is written.
+    pub fetch_bytes_max: usize,
+    /// Longest a request body may take to arrive once its size is read, and an
+    /// answer to be taken by the client.
+    pub request_timeout_ms: u64,
+    /// Longest a connection may wait for its next request before it is closed.
+    pub connections_max_idle_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_bytes_max: 100 << 20,
+            request_memory_bytes_max: 256 << 20,
+            connections_max: 10_000,
+            in_flight_requests_max: 16,
+            fetch_wait_ms_max: 30_000,
+            // Kafka's fetch.max.bytes.
+            fetch_bytes_max: 55 << 20,
+            request_timeout_ms: 30_000,
+            // Kafka's connections.max.idle.ms.
+            connections_max_idle_ms: 600_000,
+        }
+    }
+}
+
+/// What one core's front end serves.
+pub struct Broker {
+    pub shard: u32,
+    /// Every topic and its partitions; grows when CreateTopics adds one.
+    table: RefCell<PartitionTable>,
+    pub log: Rc<ShardLog>,
+    pub advertised_host: String,
+    pub base_port: u16,
+    pub limits: Limits,
+    /// Every topic of the table as this core places its partitions, by name.
+    placements: RefCell<HashMap<String, Rc<TopicPlacement>>>,
+    /// Topics created at run time, and when set, unknown topics too.
+    pub topics: TopicPolicy,
+    /// One topic creation or deletion at a time (on core 0, which coordinates them).
+    topic_changes: glommio::sync::Semaphore,
+    /// Idempotent producers' sequence state for this core's partitions.
+    pub producers: RefCell<idempotence::Producers>,
+    /// Open connections (at most `limits.connections_max`).
+    pub connections: Cell<usize>,
+    /// This core's counters, which the binary exports.
+    pub stats: Rc<KafkaStats>,
+    pub mode: Mode,
+    /// The way to the other cores (set once connected): topic creation in both
+    /// modes, and the parts of requests other cores own in single-port mode.
+    forward: std::cell::OnceCell<Forwarder>,
+    /// The request memory budget, in bytes.
+    pub memory: Rc<glommio::sync::Semaphore>,
+}
+
+/// What the front end does about topics that are not declared.
+#[derive(Clone, Debug, Default)]
+pub struct TopicPolicy {
+    /// Where topics created at run time are recorded (they survive restarts).
+    pub file: Option<std::path::PathBuf>,
+    /// Create unknown topics a client asks for in Metadata, with this many
+    /// partitions (`None`: off, the default).
+    pub auto_create_partitions: Option<u32>,
+    /// Partitions of a CreateTopics that asks for the default (-1).
+    pub default_partitions: u32,
+    /// Topics DeleteTopics refuses, and why (declared in the config, used by a job).
+    pub protected: HashMap<String, String>,
+}
+
+/// How clients reach the cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Core `i` is broker `i` on port + `i`.
+    PerCore,
+    /// One port on every core; other cores' partitions are forwarded.
+    SinglePort,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "per-core" => Ok(Mode::PerCore),
+            "single-port" => Ok(Mode::SinglePort),
+            other => Err(format!("kafka_mode {other:?}: use per-core or single-port")),
+        }
+    }
+}
+
+/// A topic as this core places it: its partition count, the log's id of each
+/// partition this core owns, and its counters. A request looks its topic up once
+/// (by name) and then places each partition by index, with no further look-up.
+pub struct TopicPlacement {
+    pub name: String,
+    partitions: u32,
+    /// The log's id of each partition this core owns, by partition index.
+    ids: Vec<Option<u32>>,
+    shards: u32,
+    pub stats: Rc<TopicStats>,
+    /// Set when the topic is deleted: a request that looked it up before then (and
+    /// waited since) finds its partitions unknown, as a new look-up would.
+    removed: Cell<bool>,
+}
+
+impl TopicPlacement {
+    /// Where `partition` of this topic lives.
+    pub fn place(self: &Rc<Self>, partition: i32) -> Placement {
+        let Some(p) = u32::try_from(partition)
+            .ok()
+            .filter(|&p| p < self.partitions && !self.removed.get())
+        else {
+            return Placement::Unknown;
+        };
+        match self.ids.get(p as usize).copied().flatten() {
+            Some(id) => Placement::Here(Local {
+                topic: self.clone(),
+                id,
+            }),
+            None => Placement::Elsewhere(partition_owner(p, self.shards)),
+        }
+    }
+}
+
+/// A partition this core owns.
+pub struct Local {
+    pub topic: Rc<TopicPlacement>,
+    /// The log's id of the partition.
+    pub id: u32,
+}
+
+/// Where a (topic, partition) lives, seen from this core.
+pub enum Placement {
+    Here(Local),
+    /// Owned by that core.
+    Elsewhere(u32),
+    Unknown,
+}
+
+impl Placement {
+    /// The partition when this core owns it, else the Kafka error to send (a code
+    /// alone: the client refreshes its metadata).
+    pub fn owned(self) -> Result<Local, KafkaError> {
+        match self {
+            Placement::Here(local) => Ok(local),
+            Placement::Elsewhere(_) => Err(KafkaError::bare(ResponseError::NotLeaderOrFollower)),
+            Placement::Unknown => Err(KafkaError::bare(ResponseError::UnknownTopicOrPartition)),
+        }
+    }
+}
+
+impl Broker {
+    pub fn new(
+        shard: u32,
+        table: PartitionTable,
+        log: Rc<ShardLog>,
+        // What Metadata tells clients: host, base port, and how cores are reached.
+        (advertised_host, base_port, mode): (String, u16, Mode),
+        limits: Limits,
+        stats: Rc<KafkaStats>,
+        topics: TopicPolicy,
+    ) -> Self {
+        assert!(
+            limits.request_bytes_max <= limits.request_memory_bytes_max,
+            "a request of request_bytes_max must fit the memory budget"
+        );
+        assert!(
+            limits.fetch_bytes_max <= limits.request_memory_bytes_max,
+            "an answer of fetch_bytes_max must fit the memory budget"
+        );
+        let placements = table
+            .topics()
+            .iter()
+            .map(|t| {
+                let placed = placement(&table, shard, &log, &stats, &t.name, t.partitions);
+                (t.name.clone(), Rc::new(placed))
+            })
+            .collect();
+        Broker {
+            shard,
+            table: RefCell::new(table),
+            log,
+            advertised_host,
+            base_port,
+            limits,
+            placements: RefCell::new(placements),
+            topics,
+            topic_changes: glommio::sync::Semaphore::new(1),
+            producers: Default::default(),
+            connections: Cell::new(0),
+            stats,
+            mode,
+            forward: std::cell::OnceCell::new(),
+            memory: Rc::new(glommio::sync::Semaphore::new(
+                limits.request_memory_bytes_max as u64,
+            )),
+        }
+    }
+
+    /// A topic as this core places it (`None`: not a topic here).
+    pub fn topic(&self, name: &str) -> Option<Rc<TopicPlacement>> {
+        self.placements.borrow().get(name).cloned()
+    }
+
+    /// Where `partition` of `topic` lives: one look-up of the topic; a request of
+    /// many partitions looks its topic up once with [`Broker::topic`] instead.
+    pub fn place(&self, topic: &str, partition: i32) -> Placement {
+        self.topic(topic)
+            .map_or(Placement::Unknown, |t| t.place(partition))
+    }
+
+    /// The partition table as it is now.
+    pub fn table(&self) -> std::cell::Ref<'_, PartitionTable> {
+        self.table.borrow()
+    }
+
+    /// Single-port mode's way to the other cores' partitions.
+    pub fn forwarder(&self) -> Option<&Forwarder> {
+        (self.mode == Mode::SinglePort)
+            .then(|| self.forward.get())
+            .flatten()
+    }
+
+    /// The way to the other cores for topic changes.
+    pub fn control(&self) -> Option<&Forwarder> {
+        self.forward.get()
+    }
+
+    /// Keeps the way to the other cores, once connected (`owner::connect`).
+    pub(crate) fn set_forwarder(&self, f: Forwarder) {
+        let _ = self.forward.set(f);
+    }
+
+    /// On core 0: one topic creation or deletion at a time.
+    pub(crate) fn topic_changes(&self) -> &glommio::sync::Semaphore {
+        &self.topic_changes
+    }
+
+    /// Creates this core's partitions of a new topic and makes the topic known here;
+    /// all or nothing: a failure deletes the partitions it made. Yields between
+    /// partitions, so a large topic never holds the core from its other work.
+    pub async fn add_topic(&self, name: &str, partitions: u32) -> Result<(), KafkaError> {
+        let shards = self.table.borrow().shard_count();
+        let mut made = Vec::new();
+        for p in
+            (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
+        {
+            let pname = partition_name(name, p);
+            match self.log.create_partition(&pname) {
+                Ok(_) => made.push(pname),
+                Err(e) => {
+                    for m in &made {
+                        if let Err(undo) = self.log.delete_partition(m).await {
+                            tracing::error!(partition = %m, "cannot undo a partial topic creation: {undo}");
+                        }
+                    }
+                    return Err(KafkaError::storage(format!(
+                        "core {}: cannot create partition {p} of {name}: {e}",
+                        self.shard
+                    )));
+                }
+            }
+            glommio::yield_if_needed().await;
+        }
+        let mut table = self.table.borrow_mut();
+        table.add_topic(tidewater_shards::Topic {
+            name: name.to_string(),
+            partitions,
+        });
+        let placed = placement(&table, self.shard, &self.log, &self.stats, name, partitions);
+        self.placements
+            .borrow_mut()
+            .insert(name.to_string(), Rc::new(placed));
+        Ok(())
+    }
+
+    /// Deletes this core's partitions of a topic (DeleteTopics) and forgets it.
+    pub async fn remove_topic(&self, name: &str) -> Result<(), KafkaError> {
+        let shards = self.table.borrow().shard_count();
+        let partitions = self.table.borrow().topic(name).map_or(0, |t| t.partitions);
+        // Out of the table first: Metadata stops naming it, new requests for it get
+        // UNKNOWN_TOPIC_OR_PARTITION while the data goes.
+        self.table.borrow_mut().remove_topic(name);
+        if let Some(gone) = self.placements.borrow_mut().remove(name) {
+            gone.removed.set(true);
+        }
+        for p in
+            (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
+        {
+            self.log
+                .delete_partition(&partition_name(name, p))
+                .await
+                .map_err(|e| {
+                    KafkaError::storage(format!(
+                        "core {}: cannot delete partition {p} of {name}: {e}",
+                        self.shard
+                    ))
+                })?;
+        }
+        self.stats.remove_topic(name);
+        Ok(())
+    }
+
+    pub fn port_of(&self, shard: u32) -> i32 {
+        i32::from(self.base_port) + shard as i32
+    }
+}
+
+/// How core `shard` places topic `name` of `table`, with the log's id of each
+/// partition it owns; its counters are taken from `stats` (made there if new).
+fn placement(
+    table: &PartitionTable,
+    shard: u32,
+    log: &ShardLog,
+    stats: &KafkaStats,
+    name: &str,
+    partitions: u32,
+) -> TopicPlacement {
+    let shards = table.shard_count();
+    let ids = (0..partitions)
+        .map(|p| {
+            (partition_owner(p, shards) == shard)
+                .then(|| log.partition_id(&partition_name(name, p)))
+                .flatten()
+        })
+        .collect();
+    TopicPlacement {
+        name: name.to_string(),
+        partitions,
+        ids,
+        shards,
+        stats: stats.add_topic(name),
+        removed: Cell::new(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_places_its_partitions_by_index_with_one_rule() {
+        let stats = KafkaStats::default();
+        let t = Rc::new(TopicPlacement {
+            name: "t".into(),
+            partitions: 4,
+            ids: vec![Some(7), None, Some(9), None],
+            shards: 2,
+            stats: stats.add_topic("t"),
+            removed: Cell::new(false),
+        });
+        assert!(matches!(t.place(2), Placement::Here(Local { id: 9, .. })));
+        assert!(matches!(t.place(3), Placement::Elsewhere(1)));
+        assert!(matches!(t.place(4), Placement::Unknown));
+        assert!(matches!(t.place(-1), Placement::Unknown));
+        let not_here = t.place(1).owned().map(|l| l.id);
+        assert_eq!(not_here.map_err(|e| e.code()), Err(6));
+        t.removed.set(true);
+        assert!(matches!(t.place(2), Placement::Unknown), "deleted since");
+    }
+}

@@ -1,0 +1,56 @@
+//! Tidewater's Kafka front end: the Kafka wire protocol on each core. It owns the
+//! connections (framing, request memory, pipelining), the front end's limits, one
+//! handler per API, topic changes across cores, and the forwarding of a request's
+//! parts to the cores that own them.
+//!
+//! Layers, each using only the ones below it:
+//!
+//! - `connection`: listener, framing, pipelining, dispatch, why a connection closed;
+//! - `handlers/`: one file per API; `owner`: what other cores ask of this one;
+//! - `topic_changes`: CreateTopics and DeleteTopics across cores, and `topics_file`
+//!   (`topics.json`);
+//! - `broker`: placement, limits, mode, topic policy, this core's log;
+//! - `remote` (what crosses between cores) over `forward` (the mesh, transport only);
+//! - beside them: `error` ([`KafkaError`]), `stats` ([`KafkaStats`]), `batch`
+//!   (record batch checks), `idempotence`, `budget` (request memory), `bodies`
+//!   (buffer pool).
+//!
+//! Per-core brokers (the default): core `i` listens on `PORT + i` and Metadata names
+//! each core as its own broker (node id `i`) and each partition's leader as its owning
+//! core, so an unmodified client sends every partition's data straight to the core
+//! that owns it. A request for a partition another core owns gets
+//! NOT_LEADER_OR_FOLLOWER (the client refreshes its metadata).
+//!
+//! Single port: every core listens on `PORT` (SO_REUSEPORT, the kernel spreads the
+//! connections), Metadata names one broker, and a core forwards the parts of a
+//! request that other cores own to them.
+//!
+//! Never: speaks Prometheus (it keeps plain counters, [`KafkaStats`], that the binary
+//! exports); reads a configuration file (the binary hands over [`Limits`], [`Mode`]
+//! and [`TopicPolicy`]); blocks a core on a file-system call of its own
+//! (`topics.json` goes through `tidewater_io::fs`; only the start-up read, before
+//! any core serves, blocks; creating a partition is the log's own call,
+//! `ShardLog::create_partition`); or touches another core's log or table (it asks
+//! that core through the mesh). Codecs come from the `kafka-protocol` crate.
+
+pub mod batch;
+mod bodies;
+mod broker;
+mod budget;
+mod connection;
+pub mod error;
+mod forward;
+mod handlers;
+mod idempotence;
+mod owner;
+mod remote;
+pub mod stats;
+mod topic_changes;
+pub mod topics_file;
+
+pub use broker::{Broker, Limits, Mode, TopicPolicy};
+pub use connection::serve;
+pub use error::KafkaError;
+pub use owner::connect as connect_forwarding;
+pub use remote::{mesh, ForwardMail};
+pub use stats::KafkaStats;

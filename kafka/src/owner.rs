@@ -1,0 +1,56 @@
+//! The owning core's side of the mesh: runs what another core asks of it (a
+//! partition's part of a request, a step of a topic change) through exactly the code
+//! it runs for its own clients (checks, idempotence, append, read), so both modes
+//! store the same bytes.
+//!
+//! Never: a second path to the log for forwarded parts.
+
+use crate::broker::Broker;
+use crate::handlers::{fetch, list_offsets, produce};
+use crate::remote::{ForwardMail, Reply, Request};
+use crate::{forward, topic_changes};
+use std::rc::Rc;
+
+/// Connects this core's ends of the mesh, before the listener opens; from then on
+/// other cores' requests run here (`serve`).
+pub async fn connect(broker: &Rc<Broker>, mail: ForwardMail) {
+    let b = broker.clone();
+    let f = forward::start(broker.shard, mail, move |req| {
+        let b = b.clone();
+        async move { serve(&b, req).await }
+    })
+    .await;
+    broker.set_forwarder(f);
+}
+
+/// Runs a request another core sent to this (the owning) core.
+async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
+    match req {
+        Request::Produce {
+            topic,
+            index,
+            records,
+        } => Reply::Produce(produce::partition(broker, &topic, index, records).await),
+        Request::Fetch {
+            topic,
+            index,
+            offset,
+            max_bytes,
+        } => Reply::Fetch(fetch::read_partition(broker, &topic, index, offset, max_bytes).await),
+        Request::ListOffsets {
+            topic,
+            index,
+            timestamp,
+        } => Reply::ListOffsets(list_offsets::partition(broker, &topic, index, timestamp).await),
+        Request::CreateTopic { name, partitions } => {
+            Reply::Admin(topic_changes::coordinate_create(broker, &name, partitions).await)
+        }
+        Request::AddTopic { name, partitions } => {
+            Reply::Admin(broker.add_topic(&name, partitions).await)
+        }
+        Request::DeleteTopic { name } => {
+            Reply::Admin(topic_changes::coordinate_delete(broker, &name).await)
+        }
+        Request::RemoveTopic { name } => Reply::Admin(broker.remove_topic(&name).await),
+    }
+}

@@ -1,0 +1,72 @@
+//! What one core asks of another, and what it answers: a partition's part of a
+//! Produce, Fetch or ListOffsets (single-port mode), or a step of a topic change
+//! (both modes). `forward.rs` carries them; `owner.rs` runs them on the core asked.
+//!
+//! Plain values that cross cores (`Send`): names and bytes, never a reference into a
+//! core's state.
+
+use crate::error::KafkaError;
+use crate::forward;
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+
+/// A request for another core.
+#[derive(Debug)]
+pub enum Request {
+    Produce {
+        topic: String,
+        index: i32,
+        records: Bytes,
+    },
+    Fetch {
+        topic: String,
+        index: i32,
+        offset: i64,
+        max_bytes: usize,
+    },
+    ListOffsets {
+        topic: String,
+        index: i32,
+        timestamp: i64,
+    },
+    /// To core 0: create this topic on every core.
+    CreateTopic { name: String, partitions: u32 },
+    /// To each core: create your partitions of this topic.
+    AddTopic { name: String, partitions: u32 },
+    /// To core 0: delete this topic on every core.
+    DeleteTopic { name: String },
+    /// To each core: delete your partitions of this topic.
+    RemoveTopic { name: String },
+}
+
+/// What the core asked answers.
+#[derive(Debug)]
+pub enum Reply {
+    Produce(PartitionProduceResponse),
+    Fetch(PartitionRead),
+    ListOffsets(ListOffsetsPartitionResponse),
+    /// Done, or why not.
+    Admin(Result<(), KafkaError>),
+}
+
+/// One partition read on the core that owns it.
+#[derive(Debug, Default)]
+pub struct PartitionRead {
+    /// Why nothing (or not all) could be read; the offsets may still be known.
+    pub error: Option<KafkaError>,
+    pub high_watermark: i64,
+    pub log_start: i64,
+    pub records: Bytes,
+}
+
+/// This core's ends of the mesh, before they are connected.
+pub type ForwardMail = forward::ForwardMail<Request, Reply>;
+
+/// This core's way to the others.
+pub type Forwarder = forward::Forwarder<Request, Reply>;
+
+/// The front ends' mesh over `shards` cores: element `i` is core `i`'s ends.
+pub fn mesh(shards: u32) -> Vec<ForwardMail> {
+    forward::mesh(shards)
+}
