@@ -100,12 +100,12 @@ impl JobCore {
         // A connect completes when the other core connects its end, so the
         // receivers connect in their own tasks, started first: two cores connecting
         // to each other never wait on one another.
-        for (from, rx, st) in mail.inbox {
+        for (from, rx, counts) in mail.inbox {
             cell.state.borrow_mut().remote[from as usize] = Some(Remote {
                 wm: i64::MIN,
                 idle: false,
             });
-            let task = mailbox::receive(job.clone(), from, rx, st, cell.clone(), stats.clone());
+            let task = mailbox::receive(job.clone(), from, rx, counts, cell.clone(), stats.clone());
             glommio::spawn_local(task).detach();
         }
         let outboxes = Outboxes::connect(mail.out).await;

@@ -215,13 +215,13 @@ pub(super) async fn receive(
     job: Rc<Job>,
     from: u32,
     rx: SharedReceiver<Mail>,
-    st: Arc<MailboxStats>,
+    counts: Arc<MailboxStats>,
     cell: Rc<StateCell>,
     stats: Rc<JobStats>,
 ) {
     let rx = rx.connect().await;
     while let Some(m) = rx.recv().await {
-        st.depth.fetch_sub(1, Ordering::Relaxed);
+        counts.depth.fetch_sub(1, Ordering::Relaxed);
         let hold_for = receive_one(&job, from, m, &cell, &stats);
         cell.changed.notify();
         // Alignment: after a barrier, nothing more from this core until our part of
