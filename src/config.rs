@@ -287,9 +287,9 @@ impl Settings {
         kafka: &KafkaFlags,
     ) -> Result<Self> {
         let data_dir = data_dir
-            .or(file.data_dir)
+            .or(file.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from("./tidewater-data"));
-        let cores = match (cores, file.cores) {
+        let cores = match (cores, file.cores.as_deref()) {
             (Some(c), _) => c,
             (None, Some(s)) => s.parse().map_err(anyhow::Error::msg)?,
             (None, None) => CoreSelection::All,
@@ -297,80 +297,20 @@ impl Settings {
         let journal_dir = flags
             .journal_dir
             .clone()
-            .or(file.journal_dir)
+            .or(file.journal_dir.clone())
             .unwrap_or_else(|| data_dir.join("journal"));
         let ledger_dir = flags
             .ledger_dir
             .clone()
-            .or(file.ledger_dir)
+            .or(file.ledger_dir.clone())
             .unwrap_or_else(|| data_dir.join("ledger"));
-        let mut log = LogConfig::new(journal_dir.clone(), ledger_dir.clone(), 0);
-        let durability = match (flags.durability, file.durability) {
-            (Some(d), _) => Some(d),
-            (None, Some(s)) => Some(s.parse().map_err(anyhow::Error::msg)?),
-            (None, None) => None,
-        };
-        macro_rules! set {
-            ($field:ident, $key:ident) => {
-                if let Some(v) = flags.$key.or(file.$key) {
-                    log.$field = v;
-                }
-            };
-        }
-        if let Some(d) = durability {
-            log.durability = d;
-        }
-        set!(sync_interval_ms, journal_sync_interval_ms);
-        set!(journal_segment_bytes, journal_segment_bytes);
-        set!(journal_segments, journal_segments);
-        set!(journal_flush_bytes_max, journal_flush_bytes_max);
-        set!(ledger_segment_bytes, ledger_segment_bytes);
-        set!(ledger_flush_bytes, ledger_flush_bytes);
-        set!(ledger_flush_interval_ms, ledger_flush_interval_ms);
-        set!(ledger_pending_bytes_max, ledger_pending_bytes_max);
-        set!(batch_bytes_max, batch_bytes_max);
-        log.retention_bytes = flags.retention_bytes.or(file.retention_bytes);
-        log.retention_ms = flags.retention_ms.or(file.retention_ms);
-        log.validate()?;
-        let mut topics: Vec<Topic> = Vec::new();
-        for t in file.topics {
-            if t.partitions == 0 || t.partitions > 10_000 {
-                bail!("topic {:?}: partitions must be between 1 and 10000", t.name);
-            }
-            let probe = tidewater_shards::partition_name(&t.name, t.partitions - 1);
-            if !tidewater_io::ledger::valid_partition_name(&probe) {
-                bail!(
-                    "topic {:?}: names are 1-200 characters of [A-Za-z0-9._-], not starting with a dot",
-                    t.name
-                );
-            }
-            if topics.iter().any(|o| o.name == t.name) {
-                bail!("topic {:?} is declared twice", t.name);
-            }
-            topics.push(Topic {
-                name: t.name,
-                partitions: t.partitions,
-            });
-        }
-        let mut jobs: Vec<Job> = Vec::new();
-        for j in &file.jobs {
-            let job = j.compile(&file.base_dir).map_err(anyhow::Error::msg)?;
-            if jobs.iter().any(|o| o.name == job.name) {
-                bail!("job {:?} is declared twice", job.name);
-            }
-            if !topics.iter().any(|t| t.name == job.source) {
-                bail!(
-                    "job {:?}: its source topic {:?} is not declared in [[topics]]",
-                    job.name,
-                    job.source
-                );
-            }
-            jobs.push(job);
-        }
+        let log = log_config(&file, flags, journal_dir.clone(), ledger_dir.clone())?;
+        let topics = topics_of(&file.topics)?;
+        let jobs = jobs_of(&file, &topics)?;
         let addr_text = kafka
             .kafka_addr
             .clone()
-            .or(file.kafka_addr)
+            .or(file.kafka_addr.clone())
             .unwrap_or_else(|| "127.0.0.1:9092".to_string());
         let kafka_addr: std::net::SocketAddr = addr_text.parse().with_context(|| {
             format!("kafka_addr {addr_text:?}: use HOST:PORT with an IP address")
@@ -378,72 +318,13 @@ impl Settings {
         let advertised_host = kafka
             .advertised_host
             .clone()
-            .or(file.advertised_host)
+            .or(file.advertised_host.clone())
             .unwrap_or_else(|| kafka_addr.ip().to_string());
-        let d = tidewater_kafka::Limits::default();
-        let memory_bytes_max = kafka
-            .request_memory_bytes_max
-            .or(file.request_memory_bytes_max)
-            .unwrap_or(d.request_memory_bytes_max);
-        let kafka_limits = tidewater_kafka::Limits {
-            request_bytes_max: kafka
-                .request_bytes_max
-                .or(file.request_bytes_max)
-                .unwrap_or(d.request_bytes_max),
-            request_memory_bytes_max: memory_bytes_max,
-            connections_max: kafka
-                .connections_max
-                .or(file.connections_max)
-                .unwrap_or(d.connections_max),
-            in_flight_requests_max: kafka
-                .in_flight_requests_max
-                .or(file.in_flight_requests_max)
-                .unwrap_or(d.in_flight_requests_max),
-            fetch_wait_ms_max: kafka
-                .fetch_wait_ms_max
-                .or(file.fetch_wait_ms_max)
-                .unwrap_or(d.fetch_wait_ms_max),
-            // Unset, it shrinks with a smaller memory budget rather than refuse it.
-            fetch_bytes_max: kafka
-                .fetch_bytes_max
-                .or(file.fetch_bytes_max)
-                .unwrap_or(d.fetch_bytes_max.min(memory_bytes_max)),
-            request_timeout_ms: kafka
-                .request_timeout_ms
-                .or(file.request_timeout_ms)
-                .unwrap_or(d.request_timeout_ms),
-            connections_max_idle_ms: kafka
-                .connections_max_idle_ms
-                .or(file.connections_max_idle_ms)
-                .unwrap_or(d.connections_max_idle_ms),
-        };
-        if kafka_limits.request_bytes_max < 1024
-            || kafka_limits.request_bytes_max > kafka_limits.request_memory_bytes_max
-            || kafka_limits.connections_max == 0
-            || kafka_limits.in_flight_requests_max == 0
-        {
-            bail!(
-                "request_bytes_max ({}) must be at least 1024 and at most request_memory_bytes_max ({}); connections_max and in_flight_requests_max must be positive",
-                kafka_limits.request_bytes_max,
-                kafka_limits.request_memory_bytes_max
-            );
-        }
-        if kafka_limits.fetch_bytes_max < 1024
-            || kafka_limits.fetch_bytes_max > kafka_limits.request_memory_bytes_max
-        {
-            bail!(
-                "fetch_bytes_max ({}) must be at least 1024 and at most request_memory_bytes_max ({})",
-                kafka_limits.fetch_bytes_max,
-                kafka_limits.request_memory_bytes_max
-            );
-        }
-        if kafka_limits.request_timeout_ms == 0 || kafka_limits.connections_max_idle_ms == 0 {
-            bail!("request_timeout_ms and connections_max_idle_ms must be positive");
-        }
+        let kafka_limits = kafka_limits(kafka, &file)?;
         let admin_text = kafka
             .admin_addr
             .clone()
-            .or(file.admin_addr)
+            .or(file.admin_addr.clone())
             .unwrap_or_else(|| "127.0.0.1:9644".to_string());
         let admin_addr: std::net::SocketAddr = admin_text.parse().with_context(|| {
             format!("admin_addr {admin_text:?}: use HOST:PORT with an IP address")
@@ -451,7 +332,7 @@ impl Settings {
         let kafka_mode = kafka
             .kafka_mode
             .clone()
-            .or(file.kafka_mode)
+            .or(file.kafka_mode.clone())
             .map_or(Ok(tidewater_kafka::Mode::PerCore), |m| m.parse())
             .map_err(anyhow::Error::msg)?;
         let default_partitions = kafka.default_partitions.or(file.default_partitions);
@@ -487,6 +368,154 @@ impl Settings {
         cfg.ledger_dir = self.ledger_dir.join(format!("shard-{shard}"));
         cfg
     }
+}
+
+/// The log's settings: flags over the file over the defaults, checked.
+fn log_config(
+    file: &FileConfig,
+    flags: &StorageFlags,
+    journal_dir: PathBuf,
+    ledger_dir: PathBuf,
+) -> Result<LogConfig> {
+    let mut log = LogConfig::new(journal_dir, ledger_dir, 0);
+    let durability = match (flags.durability, &file.durability) {
+        (Some(d), _) => Some(d),
+        (None, Some(s)) => Some(s.parse().map_err(anyhow::Error::msg)?),
+        (None, None) => None,
+    };
+    macro_rules! set {
+        ($field:ident, $key:ident) => {
+            if let Some(v) = flags.$key.or(file.$key) {
+                log.$field = v;
+            }
+        };
+    }
+    if let Some(d) = durability {
+        log.durability = d;
+    }
+    set!(sync_interval_ms, journal_sync_interval_ms);
+    set!(journal_segment_bytes, journal_segment_bytes);
+    set!(journal_segments, journal_segments);
+    set!(journal_flush_bytes_max, journal_flush_bytes_max);
+    set!(ledger_segment_bytes, ledger_segment_bytes);
+    set!(ledger_flush_bytes, ledger_flush_bytes);
+    set!(ledger_flush_interval_ms, ledger_flush_interval_ms);
+    set!(ledger_pending_bytes_max, ledger_pending_bytes_max);
+    set!(batch_bytes_max, batch_bytes_max);
+    log.retention_bytes = flags.retention_bytes.or(file.retention_bytes);
+    log.retention_ms = flags.retention_ms.or(file.retention_ms);
+    log.validate()?;
+    Ok(log)
+}
+
+/// The declared topics, checked.
+fn topics_of(declared: &[TopicConfig]) -> Result<Vec<Topic>> {
+    let mut topics: Vec<Topic> = Vec::new();
+    for t in declared {
+        if t.partitions == 0 || t.partitions > 10_000 {
+            bail!("topic {:?}: partitions must be between 1 and 10000", t.name);
+        }
+        let probe = tidewater_shards::partition_name(&t.name, t.partitions - 1);
+        if !tidewater_io::ledger::valid_partition_name(&probe) {
+            bail!(
+                "topic {:?}: names are 1-200 characters of [A-Za-z0-9._-], not starting with a dot",
+                t.name
+            );
+        }
+        if topics.iter().any(|o| o.name == t.name) {
+            bail!("topic {:?} is declared twice", t.name);
+        }
+        topics.push(Topic {
+            name: t.name.clone(),
+            partitions: t.partitions,
+        });
+    }
+    Ok(topics)
+}
+
+/// The jobs, checked and compiled; each reads a declared topic.
+fn jobs_of(file: &FileConfig, topics: &[Topic]) -> Result<Vec<Job>> {
+    let mut jobs: Vec<Job> = Vec::new();
+    for j in &file.jobs {
+        let job = j.compile(&file.base_dir).map_err(anyhow::Error::msg)?;
+        if jobs.iter().any(|o| o.name == job.name) {
+            bail!("job {:?} is declared twice", job.name);
+        }
+        if !topics.iter().any(|t| t.name == job.source) {
+            bail!(
+                "job {:?}: its source topic {:?} is not declared in [[topics]]",
+                job.name,
+                job.source
+            );
+        }
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+/// The Kafka front end's limits: flags over the file over the defaults, checked.
+fn kafka_limits(kafka: &KafkaFlags, file: &FileConfig) -> Result<tidewater_kafka::Limits> {
+    let d = tidewater_kafka::Limits::default();
+    let memory_bytes_max = kafka
+        .request_memory_bytes_max
+        .or(file.request_memory_bytes_max)
+        .unwrap_or(d.request_memory_bytes_max);
+    let kafka_limits = tidewater_kafka::Limits {
+        request_bytes_max: kafka
+            .request_bytes_max
+            .or(file.request_bytes_max)
+            .unwrap_or(d.request_bytes_max),
+        request_memory_bytes_max: memory_bytes_max,
+        connections_max: kafka
+            .connections_max
+            .or(file.connections_max)
+            .unwrap_or(d.connections_max),
+        in_flight_requests_max: kafka
+            .in_flight_requests_max
+            .or(file.in_flight_requests_max)
+            .unwrap_or(d.in_flight_requests_max),
+        fetch_wait_ms_max: kafka
+            .fetch_wait_ms_max
+            .or(file.fetch_wait_ms_max)
+            .unwrap_or(d.fetch_wait_ms_max),
+        // Unset, it shrinks with a smaller memory budget rather than refuse it.
+        fetch_bytes_max: kafka
+            .fetch_bytes_max
+            .or(file.fetch_bytes_max)
+            .unwrap_or(d.fetch_bytes_max.min(memory_bytes_max)),
+        request_timeout_ms: kafka
+            .request_timeout_ms
+            .or(file.request_timeout_ms)
+            .unwrap_or(d.request_timeout_ms),
+        connections_max_idle_ms: kafka
+            .connections_max_idle_ms
+            .or(file.connections_max_idle_ms)
+            .unwrap_or(d.connections_max_idle_ms),
+    };
+    if kafka_limits.request_bytes_max < 1024
+        || kafka_limits.request_bytes_max > kafka_limits.request_memory_bytes_max
+        || kafka_limits.connections_max == 0
+        || kafka_limits.in_flight_requests_max == 0
+    {
+        bail!(
+            "request_bytes_max ({}) must be at least 1024 and at most request_memory_bytes_max ({}); connections_max and in_flight_requests_max must be positive",
+            kafka_limits.request_bytes_max,
+            kafka_limits.request_memory_bytes_max
+        );
+    }
+    if kafka_limits.fetch_bytes_max < 1024
+        || kafka_limits.fetch_bytes_max > kafka_limits.request_memory_bytes_max
+    {
+        bail!(
+            "fetch_bytes_max ({}) must be at least 1024 and at most request_memory_bytes_max ({})",
+            kafka_limits.fetch_bytes_max,
+            kafka_limits.request_memory_bytes_max
+        );
+    }
+    if kafka_limits.request_timeout_ms == 0 || kafka_limits.connections_max_idle_ms == 0 {
+        bail!("request_timeout_ms and connections_max_idle_ms must be positive");
+    }
+    Ok(kafka_limits)
 }
 
 #[cfg(test)]

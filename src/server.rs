@@ -177,32 +177,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     ])?;
     // Topics created at run time (CreateTopics) are recorded beside tidewater.meta.
     let topics_file = settings.data_dir.join(TOPICS_FILE);
-    let mut declared = settings.topics.clone();
-    // Topics whose deletion a crash interrupted: each core finishes it at start.
-    let mut deleting = Vec::new();
-    for t in kafka::topics_file::read_at_start(&topics_file)? {
-        if t.deleting {
-            deleting.push(Topic {
-                name: t.name,
-                partitions: t.partitions,
-            });
-            continue;
-        }
-        match declared.iter().find(|d| d.name == t.name) {
-            Some(d) if d.partitions != t.partitions => bail!(
-                "topic {:?} is declared with {} partitions but was created with {} ({}); make them agree",
-                t.name,
-                d.partitions,
-                t.partitions,
-                topics_file.display()
-            ),
-            Some(_) => {}
-            None => declared.push(Topic {
-                name: t.name,
-                partitions: t.partitions,
-            }),
-        }
-    }
+    let (declared, deleting) = topics_at_start(&settings, &topics_file)?;
     let topics = with_job_topics(&declared, &settings.jobs, shard_count)?;
     // Written by another number of cores: partitions and state move first.
     let found = recorded_shard_count(&settings.data_dir)?;
@@ -212,24 +187,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     }
     // Each job resumes from its newest complete checkpoint, the same one on every core.
     let checkpoints_root = settings.data_dir.join("checkpoints");
-    let resume: Vec<(Option<u64>, u64)> = settings
-        .jobs
-        .iter()
-        .map(|j| {
-            if j.checkpoint_ms <= 0 {
-                return (None, 0);
-            }
-            let (id, skipped) = checkpoint::latest(&checkpoints_root, &j.name, shard_count);
-            for why in skipped {
-                tracing::warn!(job = %j.name, "checkpoint skipped: {why}");
-            }
-            match id {
-                Some(id) => tracing::info!(job = %j.name, checkpoint = id, "resuming from checkpoint"),
-                None => tracing::info!(job = %j.name, "no usable checkpoint: reading the source from the start of the log"),
-            }
-            (id, checkpoint::highest(&checkpoints_root, &j.name))
-        })
-        .collect();
+    let resume = resume_points(&settings, &checkpoints_root, shard_count);
     let table = PartitionTable::new(shard_count, topics);
     // Per job, shared by its cores: the checkpoint taken at shutdown is done.
     let finished: Vec<Arc<Signal>> = settings.jobs.iter().map(|_| Default::default()).collect();
@@ -250,23 +208,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
         protected: protected_topics(&settings),
     };
     let stop = Stop::new();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .context("cannot install signal handlers")?;
-    {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("tw-signals".into())
-            .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    tracing::info!(signal = sig, "stopping: finishing in-flight appends");
-                    stop.set();
-                }
-            })
-            .context("cannot start the signal thread")?;
-    }
+    stop_on_signals(&stop)?;
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Cores that have finished the deletions an interrupted DeleteTopics left.
     let cleaned: Arc<Signal> = Default::default();
@@ -346,6 +288,89 @@ pub fn serve(settings: Settings) -> Result<i32> {
             })?;
         handles.push(handle);
     }
+    let code = join_cores(handles, &stop);
+    Ok(code)
+}
+
+/// The declared topics with those CreateTopics recorded in `topics_file`, and the
+/// topics whose deletion a crash interrupted (each core finishes it at start).
+fn topics_at_start(settings: &Settings, topics_file: &Path) -> Result<(Vec<Topic>, Vec<Topic>)> {
+    let mut declared = settings.topics.clone();
+    // Topics whose deletion a crash interrupted: each core finishes it at start.
+    let mut deleting = Vec::new();
+    for t in kafka::topics_file::read_at_start(topics_file)? {
+        if t.deleting {
+            deleting.push(Topic {
+                name: t.name,
+                partitions: t.partitions,
+            });
+            continue;
+        }
+        match declared.iter().find(|d| d.name == t.name) {
+            Some(d) if d.partitions != t.partitions => bail!(
+                "topic {:?} is declared with {} partitions but was created with {} ({}); make them agree",
+                t.name,
+                d.partitions,
+                t.partitions,
+                topics_file.display()
+            ),
+            Some(_) => {}
+            None => declared.push(Topic {
+                name: t.name,
+                partitions: t.partitions,
+            }),
+        }
+    }
+    Ok((declared, deleting))
+}
+
+/// Per job: the newest complete checkpoint to resume from (the same one on every
+/// core) and the highest id on disk.
+fn resume_points(settings: &Settings, root: &Path, shard_count: u32) -> Vec<(Option<u64>, u64)> {
+    settings
+        .jobs
+        .iter()
+        .map(|j| {
+            if j.checkpoint_ms <= 0 {
+                return (None, 0);
+            }
+            let (id, skipped) = checkpoint::latest(root, &j.name, shard_count);
+            for why in skipped {
+                tracing::warn!(job = %j.name, "checkpoint skipped: {why}");
+            }
+            match id {
+                Some(id) => tracing::info!(job = %j.name, checkpoint = id, "resuming from checkpoint"),
+                None => tracing::info!(job = %j.name, "no usable checkpoint: reading the source from the start of the log"),
+            }
+            (id, checkpoint::highest(root, &j.name))
+        })
+        .collect()
+}
+
+/// SIGINT or SIGTERM sets the stop (a thread of its own waits for them).
+fn stop_on_signals(stop: &Stop) -> Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install signal handlers")?;
+    {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("tw-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::info!(signal = sig, "stopping: finishing in-flight appends");
+                    stop.set();
+                }
+            })
+            .context("cannot start the signal thread")?;
+    }
+    Ok(())
+}
+
+/// Waits for every core; the exit code says how the worst one ended.
+fn join_cores(handles: Vec<glommio::ExecutorJoinHandle<Result<ShardEnd>>>, stop: &Stop) -> i32 {
     let mut code = 0;
     for (shard, h) in handles.into_iter().enumerate() {
         match h.join() {
@@ -370,7 +395,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     if code == 0 {
         tracing::info!("stopped cleanly");
     }
-    Ok(code)
+    code
 }
 
 async fn run_shard(

@@ -421,3 +421,193 @@ fn the_loop_check_finds_a_loop() {
     );
     assert_eq!(import_loop(&a_b[..2]), None);
 }
+
+/// Longest function body (in lines, signature to closing brace) outside tests.
+const FN_LINES_MAX: usize = 150;
+/// Functions longer than this are listed (not failed) so they get split before
+/// they grow past the limit.
+const FN_LINES_WARN: usize = 70;
+/// Functions allowed past the limit: (file, function, why).
+const FN_LINES_ALLOWED: &[(&str, &str, &str)] = &[(
+    "src/metrics.rs",
+    "new",
+    "one registration per metric, in the order /metrics lists them: a table, no logic",
+)];
+
+/// Blanks out comments, string and char literals (keeping line breaks), so that
+/// braces inside them are not counted.
+fn code_only(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let blank = |out: &mut Vec<u8>, s: &[u8]| {
+        out.extend(s.iter().map(|&c| if c == b'\n' { b'\n' } else { b' ' }));
+    };
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        let ident_before = i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+        let end = if rest.starts_with(b"//") {
+            rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len())
+        } else if rest.starts_with(b"/*") {
+            rest.windows(2)
+                .position(|w| w == b"*/")
+                .map_or(rest.len(), |p| p + 2)
+        } else if !ident_before
+            && (rest.starts_with(b"r#") || rest.starts_with(b"r\"") || rest.starts_with(b"br"))
+        {
+            // A raw string: r"..", r#".."#, br#".."#.
+            let start = if rest[0] == b'b' { 1 } else { 0 };
+            let hashes = rest[start + 1..].iter().take_while(|&&c| c == b'#').count();
+            if rest.get(start + 1 + hashes) != Some(&b'"') {
+                0
+            } else {
+                let mut close = vec![b'"'];
+                close.extend(std::iter::repeat_n(b'#', hashes));
+                let body = start + 2 + hashes;
+                rest[body..]
+                    .windows(close.len())
+                    .position(|w| w == close.as_slice())
+                    .map_or(rest.len(), |p| body + p + close.len())
+            }
+        } else if rest[0] == b'"' {
+            let mut j = 1;
+            while j < rest.len() && rest[j] != b'"' {
+                j += if rest[j] == b'\\' { 2 } else { 1 };
+            }
+            (j + 1).min(rest.len())
+        } else if rest[0] == b'\'' {
+            // A char literal ('{', '\n', '\u{7b}'), not a lifetime ('a).
+            match rest.get(1) {
+                Some(b'\\') => rest[2..]
+                    .iter()
+                    .position(|&c| c == b'\'')
+                    .map_or(0, |p| p + 3),
+                Some(_) if rest.get(2) == Some(&b'\'') => 3,
+                _ => 0,
+            }
+        } else {
+            0
+        };
+        if end == 0 {
+            out.push(b[i]);
+            i += 1;
+        } else {
+            blank(&mut out, &rest[..end]);
+            i += end;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// (name, first line, lines) of every function with a body in `src`.
+fn function_lengths(src: &str) -> Vec<(String, usize, usize)> {
+    let code = code_only(src);
+    let b = code.as_bytes();
+    let mut found = Vec::new();
+    let mut at = 0;
+    while let Some(p) = code[at..].find("fn ") {
+        let start = at + p;
+        at = start + 3;
+        if start > 0 && (b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_') {
+            continue;
+        }
+        let name: String = code[at..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if name.is_empty() {
+            continue; // `fn(` as a type
+        }
+        // The body opens at the first `{` before any `;` (a declaration has none).
+        let Some(open) = code[at..].find(['{', ';']).map(|o| at + o) else {
+            break;
+        };
+        if b[open] == b';' {
+            continue;
+        }
+        let mut depth = 0usize;
+        let mut close = open;
+        for (k, &c) in b[open..].iter().enumerate() {
+            match c {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = open + k;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let line = code[..start].matches('\n').count() + 1;
+        let lines = code[start..=close].matches('\n').count() + 1;
+        found.push((name, line, lines));
+    }
+    found
+}
+
+#[test]
+fn no_function_is_longer_than_the_limit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "io/src", "shards/src", "kafka/src", "tools/src"] {
+        sources(&root.join(dir), &mut files);
+    }
+    let (mut long, mut too_long) = (Vec::new(), Vec::new());
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let rel = f.strip_prefix(root).unwrap().display().to_string();
+        for (name, line, lines) in function_lengths(production_part(&text)) {
+            let at = format!("{rel}:{line} {name}: {lines} lines");
+            let allowed = FN_LINES_ALLOWED
+                .iter()
+                .any(|&(file, f, _)| file == rel && f == name);
+            if lines > FN_LINES_MAX && !allowed {
+                too_long.push(at);
+            } else if lines > FN_LINES_WARN {
+                long.push(at);
+            }
+        }
+    }
+    if !long.is_empty() {
+        println!(
+            "functions over {FN_LINES_WARN} lines (split them before they pass {FN_LINES_MAX}):\n  {}",
+            long.join("\n  ")
+        );
+    }
+    assert!(
+        too_long.is_empty(),
+        "functions over {FN_LINES_MAX} lines: split them into named steps:\n  {}",
+        too_long.join("\n  ")
+    );
+}
+
+#[test]
+fn the_length_check_counts_bodies_not_braces_in_text() {
+    let src = r##"
+/// A doc with a { brace.
+pub async fn short(x: u8) -> u8 {
+    let s = "{ not a block";
+    let r = r#"}}}"#;
+    let c = '{';
+    x
+}
+
+trait T {
+    fn declared(&self);
+}
+
+fn long<'a>(v: &'a [u8]) -> usize {
+    let f: fn(u8) -> u8 = |x| x; // fn( is a type, { in a comment
+    /* { */
+    v.len()
+}
+"##;
+    let got = function_lengths(src);
+    assert_eq!(
+        got,
+        vec![("short".to_string(), 3, 6), ("long".to_string(), 14, 5)],
+        "{got:?}"
+    );
+}
