@@ -365,7 +365,7 @@ fn switch(settings: &Settings, plan: &Plan) -> Result<()> {
             tracing::info!(path = %path.display(), to = len, "file sink cut back to its checkpoint");
         }
     }
-    crate::server::write_shard_count(&settings.data_dir, plan.to)?;
+    write_shard_count(&settings.data_dir, plan.to)?;
     let marker = settings.data_dir.join(MARKER);
     std::fs::remove_file(&marker).with_context(|| format!("cannot remove {}", marker.display()))?;
     sync_dir(&settings.data_dir)?;
@@ -442,6 +442,38 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 
 fn sync_dir(dir: &Path) -> Result<()> {
     fs::blocking::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// The file that records the core count a data directory is laid out for.
+pub(crate) const CLUSTER_META: &str = "tidewater.meta";
+
+/// The core count the data directory was written by (None: a new directory).
+/// Partitions live on core `partition % cores`, so another count must move them
+/// first (below).
+pub(crate) fn recorded_shard_count(data_dir: &Path) -> Result<Option<u32>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let meta = data_dir.join(CLUSTER_META);
+    match std::fs::read_to_string(&meta) {
+        Ok(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("shards "))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|&n| n > 0)
+            .map(Some)
+            .with_context(|| format!("{}: not a Tidewater meta file", meta.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", meta.display())),
+    }
+}
+
+/// Records the core count the data directory is laid out for (whole and synced).
+pub(crate) fn write_shard_count(data_dir: &Path, shard_count: u32) -> Result<()> {
+    let meta = data_dir.join(CLUSTER_META);
+    let text = format!("tidewater 1\nshards {shard_count}\n");
+    // Start-up, before any core serves.
+    tidewater_io::fs::blocking::write_durable(&meta, text.as_bytes())
+        .with_context(|| format!("cannot write {}", meta.display()))
 }
 
 #[cfg(test)]

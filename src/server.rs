@@ -40,7 +40,7 @@ const KAFKA_MARKERS: &[&str] = &[
 
 /// What Tidewater itself puts in a data directory.
 const OWN_ENTRIES: &[&str] = &[
-    CLUSTER_META,
+    crate::rescale::CLUSTER_META,
     TOPICS_FILE,
     LOCK_FILE,
     "journal",
@@ -122,7 +122,6 @@ fn failed_core_code(e: &anyhow::Error) -> i32 {
         1
     }
 }
-const CLUSTER_META: &str = "tidewater.meta";
 const TOPICS_FILE: &str = "topics.json";
 const LOCK_FILE: &str = "tidewater.lock";
 
@@ -180,10 +179,10 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let (declared, deleting) = topics_at_start(&settings, &topics_file)?;
     let topics = with_job_topics(&declared, &settings.jobs, shard_count)?;
     // Written by another number of cores: partitions and state move first.
-    let found = recorded_shard_count(&settings.data_dir)?;
+    let found = crate::rescale::recorded_shard_count(&settings.data_dir)?;
     crate::rescale::ensure(&settings, &topics, found, shard_count)?;
     if found.is_none() {
-        write_shard_count(&settings.data_dir, shard_count)?;
+        crate::rescale::write_shard_count(&settings.data_dir, shard_count)?;
     }
     // Each job resumes from its newest complete checkpoint, the same one on every core.
     let checkpoints_root = settings.data_dir.join("checkpoints");
@@ -784,33 +783,4 @@ fn lock_dirs(dirs: &[&Path]) -> Result<Vec<std::fs::File>> {
         locks.push(f);
     }
     Ok(locks)
-}
-
-/// The core count the data directory was written by (None: a new directory).
-/// Partitions live on core `partition % cores`, so another count must move them
-/// first (`rescale.rs`).
-fn recorded_shard_count(data_dir: &Path) -> Result<Option<u32>> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let meta = data_dir.join(CLUSTER_META);
-    match std::fs::read_to_string(&meta) {
-        Ok(text) => text
-            .lines()
-            .find_map(|l| l.strip_prefix("shards "))
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .filter(|&n| n > 0)
-            .map(Some)
-            .with_context(|| format!("{}: not a Tidewater meta file", meta.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", meta.display())),
-    }
-}
-
-/// Records the core count the data directory is laid out for (whole and synced).
-pub(crate) fn write_shard_count(data_dir: &Path, shard_count: u32) -> Result<()> {
-    let meta = data_dir.join(CLUSTER_META);
-    let text = format!("tidewater 1\nshards {shard_count}\n");
-    // Start-up, before any core serves.
-    tidewater_io::fs::blocking::write_durable(&meta, text.as_bytes())
-        .with_context(|| format!("cannot write {}", meta.display()))
 }

@@ -12,7 +12,7 @@
 //! retention must keep for it, and (core 0) completing it; never builds a part's
 //! content or sends mail.
 
-use super::{push_sample, Checkpoints, JobStats};
+use super::context::{push_sample, Checkpoints, JobStats};
 use crate::pipeline::checkpoint;
 use crate::pipeline::PipelineError;
 use std::collections::VecDeque;

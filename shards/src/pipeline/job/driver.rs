@@ -8,12 +8,12 @@
 //! and never drops a record (what it cannot use goes to a side output).
 
 use super::align::Alignment;
+use super::context::{JobContext, JobStats, Stopping, SHUTDOWN_CHECKPOINT_WAIT};
 use super::mailbox::{self, CoreMail, Mail, Outboxes};
 use super::record::RecordCx;
 use super::side_output::SideOutputs;
 use super::state::{GroupLines, Remote, State, StateCell};
 use super::watermark::{combine, CoreWatermark, Published};
-use super::{JobContext, JobStats, Stopping, SHUTDOWN_CHECKPOINT_WAIT};
 use crate::pipeline::checkpoint::{self, ArchivedCoreSnapshot};
 use crate::pipeline::records::{bump, for_each_record};
 use crate::pipeline::spec::Job;

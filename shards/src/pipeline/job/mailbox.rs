@@ -6,8 +6,8 @@
 //!
 //! Owns the channel ends and their counters; never touches the log or the sinks.
 
+use super::context::{JobStats, Stopping};
 use super::state::{Remote, StateCell};
-use super::{JobStats, Stopping};
 use crate::pipeline::avro::{Num, SLOTS_MAX};
 use crate::pipeline::records::bump;
 use crate::pipeline::spec::Job;

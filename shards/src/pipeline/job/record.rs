@@ -8,10 +8,10 @@
 //!
 //! Owns nothing across records; never awaits.
 
+use super::context::{JobContext, JobStats};
 use super::mailbox::Outboxes;
 use super::side_output::SOURCE_HEADER;
 use super::state::State;
-use super::{JobContext, JobStats};
 use crate::pipeline::avro::Projected;
 use crate::pipeline::records::{bump, BadBatch, RecordRef};
 use crate::pipeline::spec::{EventTime, Job};

@@ -5,8 +5,8 @@
 //! Owns applying an event to the windows (late ones become side-output records) and
 //! putting a checkpoint's state back; never reads the log or sends mail.
 
+use super::context::JobStats;
 use super::side_output::SOURCE_HEADER;
-use super::JobStats;
 use crate::partitioner;
 use crate::pipeline::avro::{Num, SLOTS_MAX};
 use crate::pipeline::checkpoint;
