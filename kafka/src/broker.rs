@@ -93,6 +93,32 @@ pub struct Broker {
     forward: std::cell::OnceCell<Forwarder>,
     /// The request memory budget, in bytes.
     pub memory: Rc<glommio::sync::Semaphore>,
+    /// Failed appends are logged at most once per `APPEND_FAILURE_LOG_EVERY`.
+    pub append_failures: LogThrottle,
+}
+
+/// How often a core logs failed appends while they keep failing (a full disk fails
+/// every append of every request: a line each would flood the log).
+pub const APPEND_FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// At most one log line per period for a failure that repeats; counts the rest.
+#[derive(Default)]
+pub struct LogThrottle {
+    next: Cell<Option<std::time::Instant>>,
+    suppressed: Cell<u64>,
+}
+
+impl LogThrottle {
+    /// `Some(n)`: log now, saying `n` more happened since the last line; `None`:
+    /// counted, not logged.
+    pub fn admit(&self, now: std::time::Instant, every: std::time::Duration) -> Option<u64> {
+        if self.next.get().is_some_and(|t| now < t) {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return None;
+        }
+        self.next.set(Some(now + every));
+        Some(self.suppressed.replace(0))
+    }
 }
 
 /// What the front end does about topics that are not declared.
@@ -235,6 +261,7 @@ impl Broker {
             memory: Rc::new(glommio::sync::Semaphore::new(
                 limits.request_memory_bytes_max as u64,
             )),
+            append_failures: LogThrottle::default(),
         }
     }
 
@@ -378,6 +405,24 @@ fn placement(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_failure_is_logged_once_per_period_with_the_count_between() {
+        let t = LogThrottle::default();
+        let every = std::time::Duration::from_secs(10);
+        let t0 = std::time::Instant::now();
+        assert_eq!(t.admit(t0, every), Some(0), "the first is logged");
+        for i in 1..=999 {
+            let at = t0 + std::time::Duration::from_millis(i);
+            assert_eq!(t.admit(at, every), None, "within the period: counted");
+        }
+        assert_eq!(
+            t.admit(t0 + every, every),
+            Some(999),
+            "the next line says how many went unlogged"
+        );
+        assert_eq!(t.admit(t0 + every, every), None);
+    }
 
     #[test]
     fn a_topic_places_its_partitions_by_index_with_one_rule() {

@@ -108,7 +108,7 @@ impl std::fmt::Display for Closed {
 type Answered = Result<Option<BytesMut>, Closed>;
 
 /// An answer as it leaves the reader for the writer.
-enum Answer {
+enum Outgoing {
     /// Computed already; `Err`: the connection closes after the answers before it.
     Ready(Answered),
     /// A produce on its way to the device. Detached: it runs to its end even when
@@ -119,7 +119,7 @@ enum Answer {
 /// One request read and begun, in the order read. The permits and the count are
 /// held until its answer is written (or dropped with the connection).
 struct Begun {
-    answer: Answer,
+    answer: Outgoing,
     _slot: glommio::sync::StaticPermit,
     _budget: budget::Budget,
     _counted: Counted,
@@ -223,7 +223,7 @@ async fn read_requests(
         let answer = match handle(broker, body, &mut budget).await {
             Ok(Handled::Now(answer)) => {
                 broker.stats.request(api, started.elapsed().as_secs_f64());
-                Answer::Ready(Ok(answer))
+                Outgoing::Ready(Ok(answer))
             }
             Ok(Handled::Later(later)) => {
                 let b = broker.clone();
@@ -232,12 +232,12 @@ async fn read_requests(
                     b.stats.request(api, started.elapsed().as_secs_f64());
                     answer
                 });
-                Answer::Later(task.detach())
+                Outgoing::Later(task.detach())
             }
-            Err(why) => Answer::Ready(Err(why)),
+            Err(why) => Outgoing::Ready(Err(why)),
         };
         drop(all);
-        let closing = matches!(answer, Answer::Ready(Err(_)));
+        let closing = matches!(answer, Outgoing::Ready(Err(_)));
         let begun = Begun {
             answer,
             _slot: slot,
@@ -266,8 +266,8 @@ async fn write_answers(
     let written = async {
         while let Some(begun) = answers.recv().await {
             let answer = match begun.answer {
-                Answer::Ready(a) => a,
-                Answer::Later(task) => task
+                Outgoing::Ready(a) => a,
+                Outgoing::Later(task) => task
                     .await
                     .unwrap_or_else(|| Err(Closed::Failed("a produce task was cancelled".into()))),
             };

@@ -10,7 +10,7 @@
 //! response.
 
 use crate::batch;
-use crate::broker::{Broker, Local, Placement, TopicPlacement};
+use crate::broker::{Broker, Local, Placement, TopicPlacement, APPEND_FAILURE_LOG_EVERY};
 use crate::error::KafkaError;
 use crate::idempotence::{BatchId, Verdict};
 use crate::remote::{Reply, Request};
@@ -69,7 +69,7 @@ enum Part {
     /// Answered already (refused, or a retry of a durable batch).
     Done(PartitionProduceResponse),
     /// Reserved here: waits for durability.
-    Local(Reserved),
+    Local(Appending),
     /// Sent to the core that owns it.
     Forwarded(glommio::Task<PartitionProduceResponse>),
 }
@@ -205,7 +205,7 @@ pub async fn partition(
 }
 
 /// A partition's part with its offsets, on its way to the device.
-struct Reserved {
+struct Appending {
     log: tidewater_io::Reserved,
     topic: Rc<TopicPlacement>,
     index: i32,
@@ -224,7 +224,7 @@ async fn reserve(
     index: i32,
     placement: Placement,
     records: Bytes,
-) -> Result<Reserved, PartitionProduceResponse> {
+) -> Result<Appending, PartitionProduceResponse> {
     let r = answer(index);
     let Local { topic, id } = placement.owned().map_err(|e| failed(index, &e))?;
     let name = topic.name.as_str();
@@ -269,7 +269,7 @@ async fn reserve(
                 .producers
                 .borrow_mut()
                 .reserved(&batch_id, log.base_offset());
-            Ok(Reserved {
+            Ok(Appending {
                 log,
                 topic,
                 index,
@@ -280,16 +280,28 @@ async fn reserve(
                 started,
             })
         }
-        Err(e) => Err(append_failed(name, index, &e)),
+        Err(e) => Err(append_failed(broker, name, index, &e)),
     }
 }
 
-fn append_failed(name: &str, index: i32, e: &LogError) -> PartitionProduceResponse {
-    tracing::warn!(topic = %name, partition = index, "append failed: {e}");
+/// The answer for an append the log refused; logged at most once per
+/// `APPEND_FAILURE_LOG_EVERY` on a core, with how many went unlogged before it.
+fn append_failed(
+    broker: &Broker,
+    name: &str,
+    index: i32,
+    e: &LogError,
+) -> PartitionProduceResponse {
+    let now = std::time::Instant::now();
+    if let Some(more) = broker.append_failures.admit(now, APPEND_FAILURE_LOG_EVERY) {
+        tracing::warn!(topic = %name, partition = index, unlogged_before = more,
+            "append failed: {e} (further failures on this core are logged at most every {:?})",
+            APPEND_FAILURE_LOG_EVERY);
+    }
     failed(index, &KafkaError::from(e))
 }
 
-impl Reserved {
+impl Appending {
     /// Waits for durability and answers.
     async fn finish(self, broker: &Broker) -> PartitionProduceResponse {
         let r = answer(self.index);
@@ -309,7 +321,7 @@ impl Reserved {
             }
             Err(e) => {
                 broker.producers.borrow_mut().failed(&self.batch_id);
-                append_failed(&self.topic.name, self.index, &e)
+                append_failed(broker, &self.topic.name, self.index, &e)
             }
         }
     }
