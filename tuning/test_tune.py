@@ -708,6 +708,17 @@ def metric_families(source):
         if name in families:
             raise ValueError("registered twice: " + name)
         families[name] = k
+    # Histograms whose counts are copied in from the cores' plain counters:
+    # `field: copied(&mut r, "name", "help")`.
+    copied = list(re.finditer(r"(\w+)\s*:\s*copied\s*\(", text))
+    if len(copied) != len(re.findall(r"(?<!fn )\bcopied\s*\(", text)):
+        raise ValueError("a copied() call not of the form `field: copied(...)`")
+    for call in copied:
+        args = macro_args(text, call.end() - 1)
+        name = re.fullmatch(r'"([a-z0-9_]+)"', args[1]).group(1)
+        if name in families:
+            raise ValueError("registered twice: " + name)
+        families[name] = "histogram"
     return prefix, families
 
 
@@ -785,6 +796,8 @@ impl Metrics {
         self.assertEqual(families.get("busy_seconds"), "counter")
         self.assertEqual(families.get("kafka_connections"), "gauge")
         self.assertEqual(families.get("sink_fire_latency_seconds"), "histogram")
+        self.assertEqual(families.get("kafka_request_seconds"), "histogram",
+                         "a histogram copied from the cores' counters")
         self.assertGreaterEqual(len(families), 30)
 
 
