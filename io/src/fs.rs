@@ -138,8 +138,8 @@ pub async fn rename(from: &Path, to: &Path) -> Result<()> {
         .map_err(|e| FsError::new("renaming", from, e))
 }
 
-/// Writes `bytes` to `file` (opened for appending) in one `write_all` and returns
-/// the file's length after it: see [`blocking::append`].
+/// Writes `bytes` to `file` (opened for appending) in one `write_all`, syncs them,
+/// and returns the file's length after it: see [`blocking::append`].
 pub async fn append(file: Arc<File>, path: &Path, bytes: Vec<u8>) -> Result<u64> {
     let path = path.to_path_buf();
     unblock(move || blocking::append(&file, &path, &bytes)).await

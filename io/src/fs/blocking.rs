@@ -139,12 +139,15 @@ pub fn set_len(file: &File, path: &Path, len: u64) -> Result<()> {
         .map_err(|e| FsError::new("setting the length of", path, e))
 }
 
-/// Writes `bytes` to `file` in one `write_all` (with `O_APPEND`, at its end) and
-/// returns the file's length after it.
+/// Writes `bytes` to `file` in one `write_all` (with `O_APPEND`, at its end),
+/// makes them durable (`fdatasync`), and returns the file's length after it: a
+/// length that survives a power loss, which is what a checkpoint may record.
 pub fn append(file: &File, path: &Path, bytes: &[u8]) -> Result<u64> {
     let mut f = file;
     f.write_all(bytes)
         .map_err(|e| FsError::new("writing", path, e))?;
+    file.sync_data()
+        .map_err(|e| FsError::new("syncing", path, e))?;
     file_len(file, path)
 }
 

@@ -16,8 +16,10 @@
 //!
 //! The file sink opens (and cuts back) its file while its job starts, before the
 //! core serves, with `fs::blocking`; each window's write then runs on the
-//! executor's blocking thread (`fs::append`), never on the core, and the length
-//! it leaves is what a checkpoint records.
+//! executor's blocking thread (`fs::append`), never on the core, and is synced
+//! (`fdatasync`) before the window counts as delivered, so the length a checkpoint
+//! records is on the device: a power loss cannot leave the file shorter than the
+//! checkpoint says (one sync per fired window per core, off the core).
 
 pub mod http;
 pub mod rows;
