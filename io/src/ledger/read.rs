@@ -8,7 +8,7 @@
 use super::chunk::Chunk;
 use super::{Entry, Ledger};
 use crate::error::{LogError, Result};
-use crate::frame::{self, Kind, Step, HEADER_LEN};
+use crate::frame::{self, Header, Kind, Step, HEADER_LEN};
 use glommio::io::DmaFile;
 use std::collections::VecDeque;
 use std::path::Path;
@@ -58,7 +58,9 @@ impl Ledger {
                     ))
                 }
                 _ => {
-                    return Ok(read_chunks(&p.chunks, from, max_bytes));
+                    let mut got = Gathered::new(from, max_bytes);
+                    read_chunks(&p.chunks, &mut got);
+                    return Ok(got.entries);
                 }
             }
         };
@@ -73,31 +75,22 @@ impl Ledger {
         };
         let aligned = frame::align_down(start as usize) as u64;
         let mut buf = read_range(&file, &path, aligned, len + (start - aligned) as usize).await?;
-        let mut entries = Vec::new();
-        let mut total = 0usize;
+        let mut got = Gathered::new(from, max_bytes);
         let mut pos = (start - aligned) as usize;
         loop {
             match frame::Scanner::new(&buf, pos, buf.len()).next() {
                 Some(Step::Frame { pos: at, header }) if header.kind == Kind::Data => {
                     pos = at + header.frame_len();
-                    if header.end_offset() <= from {
-                        continue;
-                    }
-                    if !entries.is_empty() && total + header.payload_len as usize > max_bytes {
+                    if !got.add(&header, &buf[at..]) {
                         break;
                     }
-                    total += header.payload_len as usize;
-                    entries.push(Entry {
-                        base_offset: header.base_offset,
-                        record_count: header.record_count,
-                        timestamp_ms: header.timestamp_ms,
-                        payload: buf[at + HEADER_LEN..at + header.frame_len()].to_vec(),
-                    });
                 }
                 Some(Step::End {
                     pos: at,
                     why: frame::Invalid::Truncated { frame_len, .. },
-                }) if entries.is_empty() && aligned + ((at + frame_len) as u64) <= write_pos => {
+                }) if got.entries.is_empty()
+                    && aligned + ((at + frame_len) as u64) <= write_pos =>
+                {
                     // The first batch is larger than what we read: read all of it.
                     let more = at + frame_len;
                     buf = read_range(&file, &path, aligned, more).await?;
@@ -106,7 +99,48 @@ impl Ledger {
                 _ => break,
             }
         }
-        Ok(entries)
+        Ok(got.entries)
+    }
+}
+
+/// The entries one read answers with: those ending after `from`, up to about
+/// `max_bytes` of payload (the first always goes in, so a reader always moves on).
+/// Disk frames and in-memory chunks are gathered the same way.
+struct Gathered {
+    from: u64,
+    max_bytes: usize,
+    total: usize,
+    entries: Vec<Entry>,
+}
+
+impl Gathered {
+    fn new(from: u64, max_bytes: usize) -> Gathered {
+        Gathered {
+            from,
+            max_bytes,
+            total: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Takes the frame at the start of `frame` (described by `header`); `false`
+    /// once the read is full and the frame was left out.
+    fn add(&mut self, header: &Header, frame: &[u8]) -> bool {
+        if header.end_offset() <= self.from {
+            return true;
+        }
+        let len = header.payload_len as usize;
+        if !self.entries.is_empty() && self.total + len > self.max_bytes {
+            return false;
+        }
+        self.total += len;
+        self.entries.push(Entry {
+            base_offset: header.base_offset,
+            record_count: header.record_count,
+            timestamp_ms: header.timestamp_ms,
+            payload: frame[HEADER_LEN..header.frame_len()].to_vec(),
+        });
+        true
     }
 }
 
@@ -118,9 +152,8 @@ async fn read_range(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result
     Ok(r.to_vec())
 }
 
-fn read_chunks(chunks: &VecDeque<Chunk>, from: u64, max_bytes: usize) -> Vec<Entry> {
-    let mut out = Vec::new();
-    let mut total = 0usize;
+fn read_chunks(chunks: &VecDeque<Chunk>, got: &mut Gathered) {
+    let from = got.from;
     for c in chunks.iter().filter(|c| c.end_offset > from) {
         let first = c
             .entries
@@ -130,20 +163,9 @@ fn read_chunks(chunks: &VecDeque<Chunk>, from: u64, max_bytes: usize) -> Vec<Ent
         for &(_, pos) in &c.entries[first..] {
             let pos = pos as usize;
             let header = frame::decode_own(&bytes[pos..]);
-            if header.end_offset() <= from {
-                continue;
+            if !got.add(&header, &bytes[pos..]) {
+                return;
             }
-            if !out.is_empty() && total + header.payload_len as usize > max_bytes {
-                return out;
-            }
-            total += header.payload_len as usize;
-            out.push(Entry {
-                base_offset: header.base_offset,
-                record_count: header.record_count,
-                timestamp_ms: header.timestamp_ms,
-                payload: bytes[pos + HEADER_LEN..pos + header.frame_len()].to_vec(),
-            });
         }
     }
-    out
 }
