@@ -88,6 +88,11 @@ pub struct FileConfig {
     pub fetch_bytes_max: Option<usize>,
     pub request_timeout_ms: Option<u64>,
     pub connections_max_idle_ms: Option<u64>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    pub group_min_session_timeout_ms: Option<u64>,
+    pub group_max_session_timeout_ms: Option<u64>,
+    pub group_max_size: Option<usize>,
+    pub offsets_retention_minutes: Option<u64>,
     pub admin_addr: Option<String>,
     pub kafka_mode: Option<String>,
     pub auto_create_topics: Option<bool>,
@@ -261,6 +266,23 @@ pub struct KafkaFlags {
     /// Kafka's connections.max.idle.ms).
     #[arg(long)]
     pub connections_max_idle_ms: Option<u64>,
+    /// A new consumer group's first rebalance waits this long for more members
+    /// (default 3000, as Kafka's group.initial.rebalance.delay.ms).
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Shortest session timeout a group member may ask for (default 6000).
+    #[arg(long)]
+    pub group_min_session_timeout_ms: Option<u64>,
+    /// Longest session timeout a group member may ask for (default 1800000).
+    #[arg(long)]
+    pub group_max_session_timeout_ms: Option<u64>,
+    /// Members one consumer group may have (default 1000).
+    #[arg(long)]
+    pub group_max_size: Option<usize>,
+    /// Committed offsets of a group with no members are forgotten this long after
+    /// their commit (default 10080, 7 days, as Kafka's offsets.retention.minutes).
+    #[arg(long)]
+    pub offsets_retention_minutes: Option<u64>,
     /// Admin listener for GET /metrics and /health (default 127.0.0.1:9644).
     #[arg(long)]
     pub admin_addr: Option<String>,
@@ -422,6 +444,12 @@ fn topics_of(declared: &[TopicConfig]) -> Result<Vec<Topic>> {
                 t.name
             );
         }
+        if t.name == tidewater_kafka::OFFSETS_TOPIC {
+            bail!(
+                "topic {:?} is reserved: it keeps the consumer groups' committed offsets",
+                t.name
+            );
+        }
         if topics.iter().any(|o| o.name == t.name) {
             bail!("topic {:?} is declared twice", t.name);
         }
@@ -451,6 +479,50 @@ fn jobs_of(file: &FileConfig, topics: &[Topic]) -> Result<Vec<Job>> {
         jobs.push(job);
     }
     Ok(jobs)
+}
+
+/// The group coordinator's settings: flags over the file over the defaults, checked.
+fn group_config(kafka: &KafkaFlags, file: &FileConfig) -> Result<tidewater_kafka::GroupConfig> {
+    let d = tidewater_kafka::GroupConfig::default();
+    let mut g = d;
+    if let Some(ms) = kafka
+        .group_initial_rebalance_delay_ms
+        .or(file.group_initial_rebalance_delay_ms)
+    {
+        g.limits.initial_rebalance_delay = std::time::Duration::from_millis(ms);
+    }
+    g.limits.members_max = kafka
+        .group_max_size
+        .or(file.group_max_size)
+        .unwrap_or(d.limits.members_max);
+    g.session_timeout_ms = (
+        kafka
+            .group_min_session_timeout_ms
+            .or(file.group_min_session_timeout_ms)
+            .unwrap_or(d.session_timeout_ms.0),
+        kafka
+            .group_max_session_timeout_ms
+            .or(file.group_max_session_timeout_ms)
+            .unwrap_or(d.session_timeout_ms.1),
+    );
+    if let Some(min) = kafka
+        .offsets_retention_minutes
+        .or(file.offsets_retention_minutes)
+    {
+        g.offsets_retention_ms = min.saturating_mul(60_000);
+    }
+    if g.limits.members_max == 0
+        || g.session_timeout_ms.0 == 0
+        || g.session_timeout_ms.0 > g.session_timeout_ms.1
+        || g.offsets_retention_ms == 0
+    {
+        bail!(
+            "group_max_size and offsets_retention_minutes must be positive, and 0 < group_min_session_timeout_ms ({}) <= group_max_session_timeout_ms ({})",
+            g.session_timeout_ms.0,
+            g.session_timeout_ms.1
+        );
+    }
+    Ok(g)
 }
 
 /// The Kafka front end's limits: flags over the file over the defaults, checked.
@@ -491,6 +563,7 @@ fn kafka_limits(kafka: &KafkaFlags, file: &FileConfig) -> Result<tidewater_kafka
             .connections_max_idle_ms
             .or(file.connections_max_idle_ms)
             .unwrap_or(d.connections_max_idle_ms),
+        groups: group_config(kafka, file)?,
     };
     if kafka_limits.request_bytes_max < 1024
         || kafka_limits.request_bytes_max > kafka_limits.request_memory_bytes_max

@@ -150,6 +150,10 @@ pub struct Metrics {
     ledger_adopted_writes: Family<Labels, Counter>,
     segments_deleted: Family<Labels, Counter>,
     cross_core_forwards: Family<Labels, Counter>,
+    groups: Family<Labels, Gauge>,
+    group_members: Family<Labels, Gauge>,
+    committed_offsets: Family<Labels, Gauge>,
+    group_rebalances: Family<Labels, Counter>,
     busy_seconds: Family<Labels, Counter<f64, AtomicU64>>,
     pipeline_records: Family<Labels, Counter>,
     routed_records: Family<Labels, Counter>,
@@ -258,6 +262,22 @@ impl Metrics {
             cross_core_forwards: fam!(
                 "cross_core_forwards",
                 "Partition parts of requests forwarded to the owning core (single-port mode; 0 in per-core mode)"
+            ),
+            groups: fam!(
+                "kafka_groups",
+                "Consumer groups the core coordinates (with members or committed offsets)"
+            ),
+            group_members: fam!(
+                "kafka_group_members",
+                "Members of the consumer groups the core coordinates"
+            ),
+            committed_offsets: fam!(
+                "kafka_committed_offsets",
+                "Committed offsets the core keeps for its consumer groups"
+            ),
+            group_rebalances: fam!(
+                "kafka_group_rebalances",
+                "Consumer group rebalances completed (new generations) on the core"
             ),
             busy_seconds: fam!(
                 "busy_seconds",
@@ -411,6 +431,8 @@ pub struct KafkaSeries {
     request_buffers_pooled: Gauge,
     protocol_violations: (Counter, Delta),
     forwards: (Counter, Delta),
+    groups: (Gauge, Gauge, Gauge),
+    rebalances: (Counter, Delta),
     append_seconds: CopiedHistogram,
     /// Per API in `Api::ALL` order; made at its first request, as before.
     requests: Vec<Option<CopiedHistogram>>,
@@ -439,6 +461,12 @@ impl KafkaSeries {
             request_buffers_pooled: gauge(&m.request_buffers_pooled),
             protocol_violations: counter(&m.protocol_violations),
             forwards: counter(&m.cross_core_forwards),
+            groups: (
+                gauge(&m.groups),
+                gauge(&m.group_members),
+                gauge(&m.committed_offsets),
+            ),
+            rebalances: counter(&m.group_rebalances),
             append_seconds: m.append_seconds.get_or_create(&l).clone(),
             requests: Api::ALL.iter().map(|_| None).collect(),
             topics: HashMap::new(),
@@ -462,6 +490,12 @@ impl KafkaSeries {
         d.push(c, st.protocol_violations.get());
         let (c, d) = &mut self.forwards;
         d.push(c, st.cross_core_forwards.get());
+        let g = st.group_counts();
+        self.groups.0.set(g.groups as i64);
+        self.groups.1.set(g.members as i64);
+        self.groups.2.set(g.offsets as i64);
+        let (c, d) = &mut self.rebalances;
+        d.push(c, g.rebalances);
         self.append_seconds.copy_from(&st.append_seconds);
         for (api, series) in Api::ALL.iter().zip(&mut self.requests) {
             let h = st.request_seconds(*api);

@@ -92,6 +92,11 @@ fn warn_of_strays(shard: u32, log: &ShardLog, owned: &[String]) {
         .into_iter()
         .map(|(name, _)| name)
         .filter(|name| !owned.contains(name))
+        // Committed offsets: made by the group coordinator on first use.
+        .filter(|name| {
+            name.rsplit_once('-')
+                .is_none_or(|(topic, _)| topic != kafka::OFFSETS_TOPIC)
+        })
         .collect();
     if strays.is_empty() {
         return;
@@ -497,6 +502,11 @@ async fn run_shard(
         kafka_stats,
         front.topics,
     ));
+    broker
+        .groups
+        .load()
+        .await
+        .map_err(|e| anyhow::anyhow!("core {shard}: cannot load committed offsets: {e}"))?;
     if let Some(mail) = front.forwarding {
         kafka::connect_forwarding(&broker, mail).await;
     }

@@ -209,6 +209,17 @@ fn decode_request(bytes: &[u8]) -> Result<(), String> {
         ApiKey::InitProducerId => decode!(m::InitProducerIdRequest),
         ApiKey::CreateTopics => decode!(m::CreateTopicsRequest),
         ApiKey::DeleteTopics => decode!(m::DeleteTopicsRequest),
+        ApiKey::FindCoordinator => decode!(m::FindCoordinatorRequest),
+        ApiKey::JoinGroup => decode!(m::JoinGroupRequest),
+        ApiKey::SyncGroup => decode!(m::SyncGroupRequest),
+        ApiKey::Heartbeat => decode!(m::HeartbeatRequest),
+        ApiKey::LeaveGroup => decode!(m::LeaveGroupRequest),
+        ApiKey::OffsetCommit => decode!(m::OffsetCommitRequest),
+        ApiKey::OffsetFetch => decode!(m::OffsetFetchRequest),
+        ApiKey::OffsetDelete => decode!(m::OffsetDeleteRequest),
+        ApiKey::ListGroups => decode!(m::ListGroupsRequest),
+        ApiKey::DescribeGroups => decode!(m::DescribeGroupsRequest),
+        ApiKey::DeleteGroups => decode!(m::DeleteGroupsRequest),
         _ => Err("not served".into()),
     }
 }

@@ -1,7 +1,8 @@
 //! What one core's front end serves: its placement of partitions (which are here,
 //! which core owns the others), its limits, how clients reach the cores (the mode),
 //! and what it does about topics (the policy). It holds the core's log, its
-//! idempotent producers' state, its request memory and its way to the other cores.
+//! idempotent producers' state, its request memory, its group coordinator and its
+//! way to the other cores.
 //!
 //! A partition is placed by one fixed rule (`tidewater_shards::partition_owner`);
 //! the broker only applies it. Its own part of a topic change (creating or deleting
@@ -12,6 +13,7 @@
 //! a request through the mesh.
 
 use crate::error::KafkaError;
+use crate::groups::{Coordinator, GroupConfig};
 use crate::idempotence;
 use crate::remote::Forwarder;
 use crate::stats::{KafkaStats, TopicStats};
@@ -47,6 +49,8 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// Longest a connection may wait for its next request before it is closed.
     pub connections_max_idle_ms: u64,
+    /// The group coordinator's timeouts and limits.
+    pub groups: GroupConfig,
 }
 
 impl Default for Limits {
@@ -62,6 +66,7 @@ impl Default for Limits {
             request_timeout_ms: 30_000,
             // Kafka's connections.max.idle.ms.
             connections_max_idle_ms: 600_000,
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct Broker {
     pub memory: Rc<glommio::sync::Semaphore>,
     /// Failed appends are logged at most once per `APPEND_FAILURE_LOG_EVERY`.
     pub append_failures: LogThrottle,
+    /// The consumer groups this core coordinates.
+    pub groups: Rc<Coordinator>,
 }
 
 /// How often a core logs failed appends while they keep failing (a full disk fails
@@ -243,8 +250,17 @@ impl Broker {
                 (t.name.clone(), Rc::new(placed))
             })
             .collect();
+        let groups = Rc::new(Coordinator::new(
+            shard,
+            table.shard_count(),
+            log.clone(),
+            limits.groups,
+        ));
+        let counted = groups.clone();
+        stats.count_groups_with(Box::new(move || counted.counts()));
         Broker {
             shard,
+            groups,
             table: RefCell::new(table),
             log,
             advertised_host,

@@ -14,8 +14,8 @@
 use crate::broker::Broker;
 use crate::error::KafkaError;
 use crate::handlers::{
-    api_versions, create_topics, delete_topics, fetch, init_producer_id, list_offsets, metadata,
-    produce,
+    api_versions, create_topics, delete_topics, fetch, find_coordinator, group_admin,
+    init_producer_id, list_offsets, membership, metadata, offsets, produce,
 };
 use crate::stats::{Api, KafkaStats};
 use crate::{bodies, budget};
@@ -34,9 +34,11 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: tidewater_io
     // accept against a polling stop check re-polled the pending accept every tick,
     // and every poll kept another waker of the task: after ~32k ticks, about half an
     // hour idle, glommio's waker count overflowed and the core panicked.)
+    let timers = glommio::spawn_local(broker.groups.clone().run());
     let accepting = glommio::spawn_local(accept_loop(broker, listener));
     stop.wait().await;
     accepting.cancel().await;
+    timers.cancel().await;
 }
 
 async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
@@ -64,11 +66,12 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
             .set(broker.connections.get() as u64);
         let b = broker.clone();
         glommio::spawn_local(async move {
-            let peer = stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            match connection(&b, stream).await {
+            let peer = stream.peer_addr().ok();
+            let host: Rc<str> = peer
+                .map_or_else(String::new, |a| format!("/{}", a.ip()))
+                .into();
+            let peer = peer.map(|a| a.to_string()).unwrap_or_default();
+            match connection(&b, stream, host).await {
                 Ok(()) => {}
                 Err(Closed::Refused(why)) => {
                     let violations = &b.stats.protocol_violations;
@@ -151,7 +154,7 @@ impl Drop for Counted {
 /// `in_flight_requests_max` requests are between the two. Any other request waits
 /// until every earlier one is answered and is answered before the next is read, as
 /// Kafka handles requests: a Metadata after a CreateTopics sees the topic.
-async fn connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), Closed> {
+async fn connection(broker: &Rc<Broker>, stream: TcpStream, host: Rc<str>) -> Result<(), Closed> {
     stream
         .set_nodelay(true)
         .map_err(|e| Closed::Failed(e.to_string()))?;
@@ -163,7 +166,7 @@ async fn connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), Closed
     let slots = Rc::new(glommio::sync::Semaphore::new(slots_max as u64));
     let timeout = Duration::from_millis(broker.limits.request_timeout_ms);
     let writing = glommio::spawn_local(write_answers(writer, answers, slots.clone(), timeout));
-    let read = read_requests(broker, reader, to_writer, slots).await;
+    let read = read_requests(broker, reader, to_writer, slots, &host).await;
     // The reader is done (the sender dropped): the writer sends what is begun. When
     // the writer failed first, its reason is the one to log.
     let written = writing.await;
@@ -175,6 +178,7 @@ async fn read_requests(
     mut stream: futures_lite::io::ReadHalf<TcpStream>,
     to_writer: glommio::channels::local_channel::LocalSender<Begun>,
     slots: Rc<glommio::sync::Semaphore>,
+    host: &str,
 ) -> Result<(), Closed> {
     let slots_max = broker.limits.in_flight_requests_max as u64;
     let mut len_buf = [0u8; 4];
@@ -220,7 +224,7 @@ async fn read_requests(
             let all = slots.acquire_permit(slots_max - 1).await;
             Some(all.map_err(|e| Closed::Failed(format!("request slots closed: {e}")))?)
         };
-        let answer = match handle(broker, body, &mut budget).await {
+        let answer = match handle(broker, body, &mut budget, host).await {
             Ok(Handled::Now(answer)) => {
                 broker.stats.request(api, started.elapsed().as_secs_f64());
                 Outgoing::Ready(Ok(answer))
@@ -348,11 +352,12 @@ enum Handled {
 
 /// Decodes one request, runs its handler, encodes the framed response; a produce
 /// returns once its offsets are reserved. `Err`: the connection must close (the
-/// reason is logged).
+/// reason is logged). `host` is the client's address as DescribeGroups shows it.
 async fn handle(
     broker: &Rc<Broker>,
     mut body: Bytes,
     budget: &mut budget::Budget,
+    host: &str,
 ) -> Result<Handled, Closed> {
     let key = body.clone().get_i16();
     let version = body.clone().slice(2..).get_i16();
@@ -449,9 +454,114 @@ async fn handle(
                 &create_topics::handle(broker, &req).await,
             )
         }
-        other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
+        ApiKey::FindCoordinator => {
+            let req = decode!(m::FindCoordinatorRequest);
+            let resp = find_coordinator::handle(broker, &req, version);
+            frame(api, version, cid, &resp)
+        }
+        other => {
+            let client = header.client_id.as_deref().unwrap_or("").to_string();
+            handle_group(broker, other, (version, cid), body, (client, host)).await
+        }
     }
     .map(|f| Handled::Now(Some(f)))
+}
+
+/// The consumer group APIs: decoded here, run on the core that coordinates the
+/// group.
+async fn handle_group(
+    broker: &Rc<Broker>,
+    api: ApiKey,
+    (version, cid): (i16, i32),
+    mut body: Bytes,
+    (client_id, host): (String, &str),
+) -> Result<BytesMut, Closed> {
+    let decoded_max = decoded_bytes_max(body.len());
+    macro_rules! decode {
+        ($t:ty) => {
+            kafka_protocol::protocol::with_decode_budget(decoded_max, || {
+                <$t>::decode(&mut body, version)
+            })
+            .map_err(|e| Closed::Refused(format!("malformed {api:?} v{version} request: {e}")))?
+        };
+    }
+    match api {
+        ApiKey::JoinGroup => {
+            let req = decode!(m::JoinGroupRequest);
+            let resp = membership::handle_join(broker, req, version, client_id, host.into()).await;
+            frame(api, version, cid, &resp)
+        }
+        ApiKey::SyncGroup => {
+            let req = decode!(m::SyncGroupRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &membership::handle_sync(broker, req).await,
+            )
+        }
+        ApiKey::Heartbeat => {
+            let req = decode!(m::HeartbeatRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &membership::handle_heartbeat(broker, req).await,
+            )
+        }
+        ApiKey::LeaveGroup => {
+            let req = decode!(m::LeaveGroupRequest);
+            let resp = membership::handle_leave(broker, req, version).await;
+            frame(api, version, cid, &resp)
+        }
+        ApiKey::OffsetCommit => {
+            let req = decode!(m::OffsetCommitRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &offsets::handle_commit(broker, req).await,
+            )
+        }
+        ApiKey::OffsetFetch => {
+            let req = decode!(m::OffsetFetchRequest);
+            let resp = offsets::handle_fetch(broker, &req, version).await;
+            frame(api, version, cid, &resp)
+        }
+        ApiKey::OffsetDelete => {
+            let req = decode!(m::OffsetDeleteRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &offsets::handle_delete(broker, req).await,
+            )
+        }
+        ApiKey::ListGroups => {
+            let req = decode!(m::ListGroupsRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &group_admin::handle_list(broker, &req).await,
+            )
+        }
+        ApiKey::DescribeGroups => {
+            let req = decode!(m::DescribeGroupsRequest);
+            let resp = group_admin::handle_describe(broker, &req, version).await;
+            frame(api, version, cid, &resp)
+        }
+        ApiKey::DeleteGroups => {
+            let req = decode!(m::DeleteGroupsRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &group_admin::handle_delete(broker, &req).await,
+            )
+        }
+        other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
+    }
 }
 
 /// Bytes of array elements decoding a request of `body_bytes` may allocate: what

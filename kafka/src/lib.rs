@@ -9,7 +9,10 @@
 //! - `handlers/`: one file per API; `owner`: what other cores ask of this one;
 //! - `topic_changes`: CreateTopics and DeleteTopics across cores, and `topics_file`
 //!   (`topics.json`);
-//! - `broker`: placement, limits, mode, topic policy, this core's log;
+//! - `broker`: placement, limits, mode, topic policy, this core's log and its group
+//!   coordinator;
+//! - `groups`: the consumer groups this core coordinates and their committed
+//!   offsets (`docs/consumer-groups.md`);
 //! - `remote` (what crosses between cores) over `forward` (the mesh, transport only);
 //! - beside them: `error` ([`KafkaError`]), `stats` ([`KafkaStats`]), `batch`
 //!   (record batch checks), `idempotence`, `budget` (request memory), `bodies`
@@ -40,6 +43,7 @@ mod budget;
 mod connection;
 pub mod error;
 mod forward;
+pub mod groups;
 mod handlers;
 mod idempotence;
 mod owner;
@@ -51,6 +55,7 @@ pub mod topics_file;
 pub use broker::{Broker, Limits, Mode, TopicPolicy};
 pub use connection::serve;
 pub use error::KafkaError;
+pub use groups::{GroupConfig, OFFSETS_TOPIC};
 pub use owner::connect as connect_forwarding;
 pub use remote::{mesh, ForwardMail};
 pub use stats::KafkaStats;

@@ -1,13 +1,13 @@
 //! The owning core's side of the mesh: runs what another core asks of it (a
-//! partition's part of a request, a step of a topic change) through exactly the code
+//! partition's part of a request, a step of a topic change, a group's request) through exactly the code
 //! it runs for its own clients (checks, idempotence, append, read), so both modes
 //! store the same bytes.
 //!
 //! Never: a second path to the log for forwarded parts.
 
 use crate::broker::Broker;
-use crate::handlers::{fetch, list_offsets, produce};
-use crate::remote::{ForwardMail, Reply, Request};
+use crate::handlers::{fetch, group_admin, list_offsets, membership, offsets, produce};
+use crate::remote::{ForwardMail, GroupCall, GroupReply, Reply, Request};
 use crate::{forward, topic_changes};
 use std::rc::Rc;
 
@@ -52,5 +52,37 @@ async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
             Reply::Admin(topic_changes::coordinate_delete(broker, &name).await)
         }
         Request::RemoveTopic { name } => Reply::Admin(broker.remove_topic(&name).await),
+        Request::Group(call) => Reply::Group(Box::new(coordinate(broker, *call).await)),
+    }
+}
+
+/// Runs a group request on this, the coordinating, core.
+async fn coordinate(broker: &Rc<Broker>, call: GroupCall) -> GroupReply {
+    match call {
+        GroupCall::Join {
+            req,
+            version,
+            client_id,
+            client_host,
+        } => GroupReply::Join(membership::join(broker, req, version, client_id, client_host).await),
+        GroupCall::Sync(req) => GroupReply::Sync(membership::sync(broker, req).await),
+        GroupCall::Heartbeat(req) => GroupReply::Heartbeat(membership::heartbeat(broker, &req)),
+        GroupCall::Leave(req, version) => {
+            GroupReply::Leave(membership::leave(broker, &req, version))
+        }
+        GroupCall::Commit(req) => GroupReply::Commit(offsets::commit(broker, req).await),
+        GroupCall::Fetch { group, topics } => {
+            GroupReply::Fetch(offsets::fetch(broker, &group, topics))
+        }
+        GroupCall::OffsetDelete(req) => {
+            GroupReply::OffsetDelete(offsets::delete(broker, req).await)
+        }
+        GroupCall::Describe(group) => {
+            GroupReply::Describe(group_admin::describe_here(broker, &group))
+        }
+        GroupCall::List => GroupReply::List(group_admin::list_here(broker)),
+        GroupCall::Delete(group) => {
+            GroupReply::Delete(group_admin::delete_here(broker, &group).await)
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! What one core asks of another, and what it answers: a partition's part of a
-//! Produce, Fetch or ListOffsets (single-port mode), or a step of a topic change
-//! (both modes). `forward.rs` carries them; `owner.rs` runs them on the core asked.
+//! Produce, Fetch or ListOffsets (single-port mode), a step of a topic change, or a
+//! consumer group's request for the core that coordinates the group (both modes). `forward.rs` carries them; `owner.rs` runs them on the core asked.
 //!
 //! Plain values that cross cores (`Send`): names and bytes, never a reference into a
 //! core's state.
@@ -8,6 +8,7 @@
 use crate::error::KafkaError;
 use crate::forward;
 use bytes::Bytes;
+use kafka_protocol::messages as m;
 use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 
@@ -38,6 +39,67 @@ pub enum Request {
     DeleteTopic { name: String },
     /// To each core: delete your partitions of this topic.
     RemoveTopic { name: String },
+    /// To the core that coordinates the group.
+    Group(Box<GroupCall>),
+}
+
+/// A group request, decoded on the core the client sent it to, for the core that
+/// coordinates the group; `version` is the request's.
+#[derive(Debug)]
+pub enum GroupCall {
+    Join {
+        req: m::JoinGroupRequest,
+        version: i16,
+        client_id: String,
+        client_host: String,
+    },
+    Sync(m::SyncGroupRequest),
+    Heartbeat(m::HeartbeatRequest),
+    Leave(m::LeaveGroupRequest, i16),
+    Commit(m::OffsetCommitRequest),
+    /// One group's commits: of these partitions, or (`None`) all.
+    Fetch {
+        group: String,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    },
+    Describe(String),
+    /// This core's groups (ListGroups asks every core).
+    List,
+    Delete(String),
+    OffsetDelete(m::OffsetDeleteRequest),
+}
+
+/// The coordinating core's answer to a [`GroupCall`].
+#[derive(Debug)]
+pub enum GroupReply {
+    Join(m::JoinGroupResponse),
+    Sync(m::SyncGroupResponse),
+    Heartbeat(m::HeartbeatResponse),
+    Leave(m::LeaveGroupResponse),
+    Commit(m::OffsetCommitResponse),
+    Fetch(FetchedOffsets),
+    Describe(m::describe_groups_response::DescribedGroup),
+    List(Vec<m::list_groups_response::ListedGroup>),
+    /// DeleteGroups' error code for the group (0: deleted).
+    Delete(i16),
+    OffsetDelete(m::OffsetDeleteResponse),
+}
+
+/// One group's committed offsets, as OffsetFetch answers them in any version.
+#[derive(Debug, Default)]
+pub struct FetchedOffsets {
+    pub error: i16,
+    pub topics: Vec<(String, Vec<FetchedOffset>)>,
+}
+
+/// One partition's committed offset (-1: none).
+#[derive(Debug)]
+pub struct FetchedOffset {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub error: i16,
 }
 
 /// What the core asked answers.
@@ -48,6 +110,7 @@ pub enum Reply {
     ListOffsets(ListOffsetsPartitionResponse),
     /// Done, or why not.
     Admin(Result<(), KafkaError>),
+    Group(Box<GroupReply>),
 }
 
 /// One partition read on the core that owns it.

@@ -25,17 +25,25 @@ pub enum Api {
     Metadata,
     ApiVersions,
     InitProducerId,
+    OffsetCommit,
+    OffsetFetch,
+    /// JoinGroup, SyncGroup, Heartbeat, LeaveGroup (a JoinGroup waits for the
+    /// rebalance, so its time is the rebalance's).
+    GroupMembership,
     Other,
 }
 
 impl Api {
-    pub const ALL: [Api; 7] = [
+    pub const ALL: [Api; 10] = [
         Api::Produce,
         Api::Fetch,
         Api::ListOffsets,
         Api::Metadata,
         Api::ApiVersions,
         Api::InitProducerId,
+        Api::OffsetCommit,
+        Api::OffsetFetch,
+        Api::GroupMembership,
         Api::Other,
     ];
 
@@ -48,6 +56,9 @@ impl Api {
             Some(3) => Api::Metadata,
             Some(18) => Api::ApiVersions,
             Some(22) => Api::InitProducerId,
+            Some(8) => Api::OffsetCommit,
+            Some(9) => Api::OffsetFetch,
+            Some(11..=14) => Api::GroupMembership,
             _ => Api::Other,
         }
     }
@@ -61,6 +72,9 @@ impl Api {
             Api::Metadata => "metadata",
             Api::ApiVersions => "api_versions",
             Api::InitProducerId => "init_producer_id",
+            Api::OffsetCommit => "offset_commit",
+            Api::OffsetFetch => "offset_fetch",
+            Api::GroupMembership => "group_membership",
             Api::Other => "other",
         }
     }
@@ -191,6 +205,21 @@ pub struct KafkaStats {
     /// Every topic in the core's table.
     topics: RefCell<HashMap<String, Rc<TopicStats>>>,
     topics_changed: Notify,
+    /// Counts the core's consumer groups when the metrics ask.
+    group_counter: RefCell<Option<Box<dyn Fn() -> GroupCounts>>>,
+}
+
+/// A core's consumer groups, as the metrics show them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupCounts {
+    /// Groups with members or commits (`tidewater_kafka_groups`).
+    pub groups: u64,
+    /// Members over those groups (`tidewater_kafka_group_members`).
+    pub members: u64,
+    /// Committed offsets kept (`tidewater_kafka_committed_offsets`).
+    pub offsets: u64,
+    /// Rebalances completed since start (`tidewater_kafka_group_rebalances_total`).
+    pub rebalances: u64,
 }
 
 impl KafkaStats {
@@ -245,6 +274,19 @@ impl KafkaStats {
     pub fn remove_topic(&self, name: &str) {
         self.topics.borrow_mut().remove(name);
         self.topics_changed.notify();
+    }
+
+    /// The core's group coordinator counts its groups with `f`.
+    pub fn count_groups_with(&self, f: Box<dyn Fn() -> GroupCounts>) {
+        *self.group_counter.borrow_mut() = Some(f);
+    }
+
+    /// The core's consumer groups now (zero before a coordinator is set).
+    pub fn group_counts(&self) -> GroupCounts {
+        self.group_counter
+            .borrow()
+            .as_ref()
+            .map_or_else(GroupCounts::default, |f| f())
     }
 
     /// Notified whenever a topic is added or removed.

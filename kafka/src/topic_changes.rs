@@ -42,6 +42,12 @@ pub fn check_name(name: &str) -> Result<(), KafkaError> {
             format!("topic name {name:?}: 1 to {TOPIC_NAME_BYTES_MAX} characters of [a-zA-Z0-9._-], not starting with a dot"),
         ));
     }
+    if name == crate::groups::OFFSETS_TOPIC {
+        return Err(KafkaError::new(
+            ResponseError::InvalidTopicException,
+            format!("topic name {name:?} is reserved for the consumer groups' committed offsets"),
+        ));
+    }
     Ok(())
 }
 

@@ -107,5 +107,145 @@ pub fn valid_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
             framed(ApiKey::InitProducerId, v, &req),
         ));
     }
+    out.extend(group_requests());
+    out
+}
+
+fn group(id: &str) -> m::GroupId {
+    m::GroupId(StrBytes::from_string(id.to_string()))
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// The consumer group APIs, none of which waits: a JoinGroup from v4 answers a new
+/// member MEMBER_ID_REQUIRED at once, the others name a member the group does not
+/// have.
+fn group_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut push = |api: ApiKey, versions: [i16; 2], body: &dyn Fn(i16) -> Vec<u8>| {
+        for v in versions {
+            out.push((api, v, body(v)));
+        }
+    };
+    push(ApiKey::FindCoordinator, [0, 4], &|v| {
+        let req = if v >= 4 {
+            m::FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g"), s("h")])
+        } else {
+            m::FindCoordinatorRequest::default().with_key(s("g"))
+        };
+        framed(ApiKey::FindCoordinator, v, &req)
+    });
+    push(ApiKey::JoinGroup, [4, 9], &|v| {
+        let req = m::JoinGroupRequest::default()
+            .with_group_id(group("g"))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![
+                m::join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+            ]);
+        framed(ApiKey::JoinGroup, v, &req)
+    });
+    push(ApiKey::SyncGroup, [0, 5], &|v| {
+        let req = m::SyncGroupRequest::default()
+            .with_group_id(group("g"))
+            .with_generation_id(1)
+            .with_member_id(s("nobody"))
+            .with_protocol_type((v >= 5).then(|| s("consumer")))
+            .with_protocol_name((v >= 5).then(|| s("range")))
+            .with_assignments(vec![
+                m::sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(s("nobody"))
+                    .with_assignment(bytes::Bytes::from_static(b"assignment")),
+            ]);
+        framed(ApiKey::SyncGroup, v, &req)
+    });
+    push(ApiKey::Heartbeat, [0, 4], &|v| {
+        let req = m::HeartbeatRequest::default()
+            .with_group_id(group("g"))
+            .with_generation_id(1)
+            .with_member_id(s("nobody"));
+        framed(ApiKey::Heartbeat, v, &req)
+    });
+    push(ApiKey::LeaveGroup, [0, 5], &|v| {
+        let req = if v >= 3 {
+            m::LeaveGroupRequest::default()
+                .with_group_id(group("g"))
+                .with_members(vec![
+                    m::leave_group_request::MemberIdentity::default().with_member_id(s("nobody"))
+                ])
+        } else {
+            m::LeaveGroupRequest::default()
+                .with_group_id(group("g"))
+                .with_member_id(s("nobody"))
+        };
+        framed(ApiKey::LeaveGroup, v, &req)
+    });
+    push(ApiKey::OffsetCommit, [2, 9], &|v| {
+        let req = m::OffsetCommitRequest::default()
+            .with_group_id(group("simple"))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                m::offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(topic("events"))
+                    .with_partitions(vec![
+                        m::offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1)
+                            .with_committed_metadata(Some(s("m"))),
+                    ]),
+            ]);
+        framed(ApiKey::OffsetCommit, v, &req)
+    });
+    push(ApiKey::OffsetFetch, [1, 9], &|v| {
+        let topics = || {
+            vec![m::offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(topic("events"))
+                .with_partition_indexes(vec![0, 1])]
+        };
+        let req = if v >= 8 {
+            m::OffsetFetchRequest::default().with_groups(vec![
+                m::offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(group("simple"))
+                    .with_topics(Some(vec![
+                        m::offset_fetch_request::OffsetFetchRequestTopics::default()
+                            .with_name(topic("events"))
+                            .with_partition_indexes(vec![0, 1]),
+                    ])),
+            ])
+        } else {
+            m::OffsetFetchRequest::default()
+                .with_group_id(group("simple"))
+                .with_topics(Some(topics()))
+        };
+        framed(ApiKey::OffsetFetch, v, &req)
+    });
+    push(ApiKey::OffsetDelete, [0, 0], &|v| {
+        let req = m::OffsetDeleteRequest::default()
+            .with_group_id(group("no-such-group"))
+            .with_topics(vec![
+                m::offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(topic("events"))
+                    .with_partitions(vec![
+                        m::offset_delete_request::OffsetDeleteRequestPartition::default(),
+                    ]),
+            ]);
+        framed(ApiKey::OffsetDelete, v, &req)
+    });
+    push(ApiKey::ListGroups, [0, 5], &|v| {
+        framed(ApiKey::ListGroups, v, &m::ListGroupsRequest::default())
+    });
+    push(ApiKey::DescribeGroups, [0, 5], &|v| {
+        let req = m::DescribeGroupsRequest::default().with_groups(vec![group("g")]);
+        framed(ApiKey::DescribeGroups, v, &req)
+    });
+    push(ApiKey::DeleteGroups, [0, 2], &|v| {
+        let req = m::DeleteGroupsRequest::default().with_groups_names(vec![group("nobody's")]);
+        framed(ApiKey::DeleteGroups, v, &req)
+    });
     out
 }

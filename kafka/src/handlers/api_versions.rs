@@ -16,6 +16,18 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::InitProducerId => Some((0, 4)),
         ApiKey::CreateTopics => Some((0, 7)),
         ApiKey::DeleteTopics => Some((0, 6)),
+        // The classic group protocol; v5 of FindCoordinator adds transaction errors.
+        ApiKey::FindCoordinator => Some((0, 4)),
+        ApiKey::JoinGroup => Some((0, 9)),
+        ApiKey::SyncGroup => Some((0, 5)),
+        ApiKey::Heartbeat => Some((0, 4)),
+        ApiKey::LeaveGroup => Some((0, 5)),
+        ApiKey::OffsetCommit => Some((0, 9)),
+        ApiKey::OffsetFetch => Some((0, 9)),
+        ApiKey::OffsetDelete => Some((0, 0)),
+        ApiKey::ListGroups => Some((0, 5)),
+        ApiKey::DescribeGroups => Some((0, 5)),
+        ApiKey::DeleteGroups => Some((0, 2)),
         _ => None,
     }
 }
@@ -31,6 +43,17 @@ pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
         ApiKey::InitProducerId,
         ApiKey::CreateTopics,
         ApiKey::DeleteTopics,
+        ApiKey::FindCoordinator,
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::OffsetDelete,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroups,
+        ApiKey::DeleteGroups,
     ];
     let api_keys = keys
         .iter()

@@ -1,0 +1,452 @@
+//! The group coordinator of one core: the consumer groups it owns (membership,
+//! rebalances, sessions: `group`) and their committed offsets (`offsets`), kept in
+//! this core's own log.
+//!
+//! Ownership: group `g` belongs to partition `crc32c(g) % OFFSETS_PARTITIONS` of the
+//! internal topic `__consumer_offsets`, and so to the core that owns that partition
+//! by the one placement rule (`partition % cores`); FindCoordinator names that core.
+//! The partition moves with a rescale like any other, so a group's offsets follow
+//! it. A group request that reaches another core is forwarded to the owner.
+//!
+//! Durability: a commit is answered once its record is durable in the log under the
+//! log's policy, as a produce is. Membership is not stored: after a restart members
+//! find their member id unknown and join again, as after a coordinator failover in
+//! Kafka; the generation is stored, so it never repeats. At start the core replays
+//! its `__consumer_offsets` partitions ([`Coordinator::load`]).
+//!
+//! Timers: one task per core ([`Coordinator::run`]) sleeps until the earliest group
+//! deadline (a session, a join phase) or until a change brings one nearer, and
+//! sweeps expired offsets (`offsets_retention_ms`) every `RETENTION_SWEEP`.
+//!
+//! Never: waits while holding a group borrowed (answers are awaited after the
+//! borrow ends), or keeps more than `groups_max` groups.
+
+pub mod group;
+pub mod offsets;
+
+use crate::error::KafkaError;
+use crate::stats::GroupCounts;
+use group::{Group, GroupLimits};
+use kafka_protocol::ResponseError;
+use offsets::{Offsets, Record};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tidewater_io::wait::Notify;
+use tidewater_io::ShardLog;
+use tidewater_shards::{partition_name, partition_owner};
+
+/// The internal topic of committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Its partitions (Kafka's `offsets.topic.num.partitions`). Fixed: a group's
+/// partition must not change. Each is made in the log on its first record.
+pub const OFFSETS_PARTITIONS: u32 = 16;
+/// How often expired offsets are looked for (Kafka's
+/// `offsets.retention.check.interval.ms`).
+const RETENTION_SWEEP: Duration = Duration::from_secs(600);
+
+/// The partition of `__consumer_offsets` that keeps group `group`.
+pub fn offsets_partition(group: &str) -> u32 {
+    crc32c::crc32c(group.as_bytes()) % OFFSETS_PARTITIONS
+}
+
+/// The core that coordinates `group` among `shards` cores.
+pub fn coordinator_of(group: &str, shards: u32) -> u32 {
+    partition_owner(offsets_partition(group), shards)
+}
+
+/// The coordinator's settings (per core).
+#[derive(Clone, Copy, Debug)]
+pub struct GroupConfig {
+    pub limits: GroupLimits,
+    /// Session timeouts a member may ask for (Kafka's `group.min.session.timeout.ms`
+    /// and `group.max.session.timeout.ms`).
+    pub session_timeout_ms: (u64, u64),
+    /// An idle group's commits are forgotten this long after they were made
+    /// (Kafka's `offsets.retention.minutes`, 7 days).
+    pub offsets_retention_ms: u64,
+    /// Largest metadata string of one commit (Kafka's `offset.metadata.max.bytes`).
+    pub offset_metadata_bytes_max: usize,
+    /// Groups one core keeps at once, with members or with commits.
+    pub groups_max: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            limits: GroupLimits {
+                initial_rebalance_delay: Duration::from_millis(3000),
+                members_max: 1000,
+                member_bytes_max: 1 << 20,
+            },
+            session_timeout_ms: (6_000, 1_800_000),
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offset_metadata_bytes_max: 4096,
+            groups_max: 100_000,
+        }
+    }
+}
+
+/// One core's group coordinator.
+pub struct Coordinator {
+    shard: u32,
+    shards: u32,
+    log: Rc<ShardLog>,
+    pub cfg: GroupConfig,
+    groups: RefCell<HashMap<String, Group>>,
+    offsets: RefCell<Offsets>,
+    /// Raised when a group's next deadline comes nearer than the timer's.
+    changed: Notify,
+    /// The deadline the timer task sleeps until.
+    armed: Cell<Option<Instant>>,
+    /// Member ids: a per-start prefix and a counter.
+    start_id: u64,
+    next_id: Cell<u64>,
+    /// Rebalances of groups since forgotten, for the metrics' total.
+    rebalances_done: Cell<u64>,
+}
+
+impl Coordinator {
+    pub fn new(shard: u32, shards: u32, log: Rc<ShardLog>, cfg: GroupConfig) -> Coordinator {
+        let start_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Coordinator {
+            shard,
+            shards,
+            log,
+            cfg,
+            groups: RefCell::default(),
+            offsets: RefCell::default(),
+            changed: Notify::default(),
+            armed: Cell::new(None),
+            start_id,
+            next_id: Cell::new(0),
+            rebalances_done: Cell::new(0),
+        }
+    }
+
+    /// The core that coordinates `group`.
+    pub fn owner(&self, group: &str) -> u32 {
+        coordinator_of(group, self.shards)
+    }
+
+    /// Whether this core coordinates `group`.
+    pub fn owns(&self, group: &str) -> bool {
+        self.owner(group) == self.shard
+    }
+
+    /// Replays this core's `__consumer_offsets` partitions; a batch that cannot be
+    /// read is skipped with an error in the log (its commits are lost, the rest
+    /// stand). Runs before the listener opens.
+    pub async fn load(&self) -> Result<(), KafkaError> {
+        let mut batches = 0u64;
+        for p in (0..OFFSETS_PARTITIONS).filter(|&p| partition_owner(p, self.shards) == self.shard)
+        {
+            let name = partition_name(OFFSETS_TOPIC, p);
+            let Some(id) = self.log.partition_id(&name) else {
+                continue;
+            };
+            let end = self
+                .log
+                .high_watermark(id)
+                .map_err(|e| KafkaError::from(&e))?;
+            let mut next = self
+                .log
+                .log_start_offset(id)
+                .map_err(|e| KafkaError::from(&e))?;
+            while next < end {
+                let entries = self
+                    .log
+                    .read(id, next, 1 << 20)
+                    .await
+                    .map_err(|e| KafkaError::from(&e))?;
+                let Some(last) = entries.last() else { break };
+                next = last.end_offset();
+                for e in entries {
+                    batches += 1;
+                    match offsets::decode(&e.payload) {
+                        Ok(records) => {
+                            let mut o = self.offsets.borrow_mut();
+                            records.into_iter().for_each(|r| o.apply(r));
+                        }
+                        Err(why) => tracing::error!(
+                            shard = self.shard,
+                            partition = %name,
+                            offset = e.base_offset,
+                            "a committed-offsets batch cannot be read and is skipped: {why}"
+                        ),
+                    }
+                }
+            }
+        }
+        let o = self.offsets.borrow();
+        tracing::info!(
+            shard = self.shard,
+            batches,
+            groups = o.groups().count(),
+            offsets = o.count(),
+            "committed offsets loaded"
+        );
+        Ok(())
+    }
+
+    /// A new member id for a client.
+    pub fn member_id(&self, client_id: &str) -> String {
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
+        format!("{client_id}-{:x}-{}-{n}", self.start_id, self.shard)
+    }
+
+    /// Runs `f` on group `id` (made when `create` and it does not exist yet, with
+    /// the generation it last reached); then stores a new generation and arms the
+    /// timer for a nearer deadline. `None`: no such group (or no room for it).
+    pub fn with_group<T>(
+        &self,
+        id: &str,
+        create: bool,
+        f: impl FnOnce(&mut Group) -> T,
+    ) -> Result<T, ResponseError> {
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(id) {
+            let known = self.offsets.borrow().group(id).is_some();
+            if !create && !known {
+                return Err(ResponseError::GroupIdNotFound);
+            }
+            if groups.len() >= self.cfg.groups_max {
+                tracing::warn!(
+                    shard = self.shard,
+                    group = id,
+                    max = self.cfg.groups_max,
+                    "group refused: this core keeps groups_max groups"
+                );
+                return Err(ResponseError::CoordinatorNotAvailable);
+            }
+            let generation = self.offsets.borrow().generation(id);
+            groups.insert(
+                id.to_string(),
+                Group::new(id.to_string(), generation, self.cfg.limits),
+            );
+        }
+        let g = groups.get_mut(id).ok_or(ResponseError::GroupIdNotFound)?;
+        let generation = g.generation;
+        let out = f(g);
+        let (changed, deadline) = (g.generation != generation, g.next_deadline());
+        if changed {
+            self.store_generation(id, g.generation);
+        }
+        drop(groups);
+        self.arm(deadline);
+        Ok(out)
+    }
+
+    /// Wakes the timer when `deadline` is nearer than the one it sleeps until.
+    fn arm(&self, deadline: Option<Instant>) {
+        if let Some(d) = deadline {
+            if self.armed.get().is_none_or(|a| d < a) {
+                self.changed.notify();
+            }
+        }
+    }
+
+    /// Stores a group's new generation, in the background: losing the last one to
+    /// a crash only means the next generation after the restart reuses its number,
+    /// and no member of it survives the restart.
+    fn store_generation(&self, id: &str, n: i32) {
+        let record = Record::Generation {
+            g: id.to_string(),
+            n,
+        };
+        self.offsets.borrow_mut().apply(record.clone());
+        let log = self.log.clone();
+        let shard = self.shard;
+        glommio::spawn_local(async move {
+            if let Err(e) = append(&log, shard, vec![record]).await {
+                tracing::warn!(shard, "a group generation could not be stored: {e}");
+            }
+        })
+        .detach();
+    }
+
+    /// Makes `records` (all of one group) durable, then applies them.
+    pub async fn store(&self, records: Vec<Record>) -> Result<(), KafkaError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        append(&self.log, self.shard, records.clone()).await?;
+        let mut o = self.offsets.borrow_mut();
+        records.into_iter().for_each(|r| o.apply(r));
+        Ok(())
+    }
+
+    /// A group's commits as they are now.
+    pub fn committed(&self, group: &str) -> offsets::GroupOffsets {
+        self.offsets
+            .borrow()
+            .group(group)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every group this core knows: with members, or with commits only.
+    pub fn group_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.groups.borrow().keys().cloned().collect();
+        for g in self.offsets.borrow().groups() {
+            if !self.groups.borrow().contains_key(g) {
+                ids.push(g.clone());
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    /// Forgets a group with no members: its commits go too (DeleteGroups).
+    pub async fn delete(&self, id: &str) -> Result<(), KafkaError> {
+        let state = self.with_group(id, false, |g| g.is_empty());
+        match state {
+            Err(e) => return Err(KafkaError::bare(e)),
+            Ok(false) => return Err(KafkaError::bare(ResponseError::NonEmptyGroup)),
+            Ok(true) => {}
+        }
+        self.store(vec![Record::DeleteGroup { g: id.to_string() }])
+            .await?;
+        if let Some(g) = self.groups.borrow_mut().remove(id) {
+            self.rebalances_done
+                .set(self.rebalances_done.get() + g.rebalances);
+        }
+        Ok(())
+    }
+
+    pub fn counts(&self) -> GroupCounts {
+        let groups = self.groups.borrow();
+        GroupCounts {
+            groups: self.group_ids().len() as u64,
+            members: groups.values().map(|g| g.members().count() as u64).sum(),
+            offsets: self.offsets.borrow().count() as u64,
+            rebalances: self.rebalances_done.get()
+                + groups.values().map(|g| g.rebalances).sum::<u64>(),
+        }
+    }
+
+    /// The timers: sessions, join phases, forgotten groups and offset retention,
+    /// until the task is cancelled.
+    pub async fn run(self: Rc<Self>) {
+        let mut next_sweep = Instant::now() + RETENTION_SWEEP;
+        loop {
+            let seen = self.changed.epoch();
+            let deadline = self
+                .groups
+                .borrow()
+                .values()
+                .filter_map(|g| g.next_deadline())
+                .min();
+            let wake = deadline.map_or(next_sweep, |d| d.min(next_sweep));
+            self.armed.set(Some(wake));
+            let sleep = wake.saturating_duration_since(Instant::now());
+            futures_lite::future::or(
+                async { glommio::timer::sleep(sleep).await },
+                self.changed.wait(seen),
+            )
+            .await;
+            let now = Instant::now();
+            self.expire(now);
+            if now >= next_sweep {
+                next_sweep = now + RETENTION_SWEEP;
+                self.sweep_offsets().await;
+            }
+        }
+    }
+
+    /// Expires sessions and join phases; forgets groups with no members and no
+    /// commits.
+    fn expire(&self, now: Instant) {
+        let mut changed = Vec::new();
+        let mut groups = self.groups.borrow_mut();
+        for g in groups.values_mut() {
+            let before = g.generation;
+            g.expire(now);
+            if g.generation != before {
+                changed.push((g.id.clone(), g.generation));
+            }
+        }
+        let offsets = self.offsets.borrow();
+        let mut forgotten = 0;
+        groups.retain(|id, g| {
+            let keep = !g.is_empty() || offsets.group(id).is_some();
+            if !keep {
+                forgotten += g.rebalances;
+            }
+            keep
+        });
+        self.rebalances_done
+            .set(self.rebalances_done.get() + forgotten);
+        drop(offsets);
+        drop(groups);
+        for (id, n) in changed {
+            self.store_generation(&id, n);
+        }
+    }
+
+    /// Forgets the commits of groups without members that are older than
+    /// `offsets_retention_ms`.
+    async fn sweep_offsets(&self) {
+        let now_ms = now_ms();
+        let gone = {
+            let groups = self.groups.borrow();
+            self.offsets
+                .borrow()
+                .expired(now_ms, self.cfg.offsets_retention_ms, |g| {
+                    groups.get(g).is_none_or(|g| g.is_empty())
+                })
+        };
+        let mut by_group: HashMap<String, Vec<Record>> = HashMap::new();
+        for r in gone {
+            by_group.entry(r.group().to_string()).or_default().push(r);
+        }
+        for (group, records) in by_group {
+            let n = records.len();
+            match self.store(records).await {
+                Ok(()) => tracing::info!(
+                    shard = self.shard,
+                    group,
+                    offsets = n,
+                    "committed offsets expired (offsets_retention_ms)"
+                ),
+                Err(e) => tracing::warn!(
+                    shard = self.shard,
+                    group,
+                    "expired offsets could not be forgotten: {e}"
+                ),
+            }
+        }
+    }
+}
+
+/// Appends `records` (all of one group) to the group's `__consumer_offsets`
+/// partition, made on first use; completes once durable.
+async fn append(log: &ShardLog, shard: u32, records: Vec<Record>) -> Result<(), KafkaError> {
+    let Some(first) = records.first() else {
+        return Ok(());
+    };
+    let name = partition_name(OFFSETS_TOPIC, offsets_partition(first.group()));
+    let id = match log.partition_id(&name) {
+        Some(id) => id,
+        None => log.create_partition(&name).map_err(|e| {
+            KafkaError::storage(format!(
+                "core {shard}: cannot create {name} for committed offsets: {e}"
+            ))
+        })?,
+    };
+    let bytes = offsets::encode(&records);
+    log.append(id, &bytes, records.len() as u32, now_ms())
+        .await
+        .map_err(|e| KafkaError::from(&e))?;
+    Ok(())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
