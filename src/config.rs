@@ -93,6 +93,7 @@ pub struct FileConfig {
     pub group_max_session_timeout_ms: Option<u64>,
     pub group_max_size: Option<usize>,
     pub offsets_retention_minutes: Option<u64>,
+    pub offsets_compact_bytes: Option<u64>,
     pub admin_addr: Option<String>,
     pub kafka_mode: Option<String>,
     pub auto_create_topics: Option<bool>,
@@ -283,6 +284,10 @@ pub struct KafkaFlags {
     /// their commit (default 10080, 7 days, as Kafka's offsets.retention.minutes).
     #[arg(long)]
     pub offsets_retention_minutes: Option<u64>,
+    /// A core's committed-offsets partition is compacted once this many bytes were
+    /// appended since its last compaction (default 67108864, 64 MiB).
+    #[arg(long)]
+    pub offsets_compact_bytes: Option<u64>,
     /// Admin listener for GET /metrics and /health (default 127.0.0.1:9644).
     #[arg(long)]
     pub admin_addr: Option<String>,
@@ -511,13 +516,18 @@ fn group_config(kafka: &KafkaFlags, file: &FileConfig) -> Result<tidewater_kafka
     {
         g.offsets_retention_ms = min.saturating_mul(60_000);
     }
+    g.compact_bytes = kafka
+        .offsets_compact_bytes
+        .or(file.offsets_compact_bytes)
+        .unwrap_or(d.compact_bytes);
     if g.limits.members_max == 0
         || g.session_timeout_ms.0 == 0
         || g.session_timeout_ms.0 > g.session_timeout_ms.1
         || g.offsets_retention_ms == 0
+        || g.compact_bytes == 0
     {
         bail!(
-            "group_max_size and offsets_retention_minutes must be positive, and 0 < group_min_session_timeout_ms ({}) <= group_max_session_timeout_ms ({})",
+            "group_max_size, offsets_retention_minutes and offsets_compact_bytes must be positive, and 0 < group_min_session_timeout_ms ({}) <= group_max_session_timeout_ms ({})",
             g.session_timeout_ms.0,
             g.session_timeout_ms.1
         );

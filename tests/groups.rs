@@ -335,6 +335,105 @@ fn an_acknowledged_commit_survives_kill_9_every_time() {
     assert_eq!(committed(s.port, "never-committed"), -1);
 }
 
+/// Stops a server as systemd does (SIGTERM) and waits for it.
+fn stop(child: &mut Child) {
+    // SAFETY: kill(2) on a child of ours that has not been waited for.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success(), "a clean stop");
+}
+
+#[test]
+fn compaction_keeps_each_groups_last_commit_and_deletes_the_rest() {
+    // Small ledger segments so that compacted ones are sealed and deleted.
+    let storage = [
+        "--durability",
+        "interval",
+        "--offsets-compact-bytes",
+        "16384",
+        "--ledger-flush-bytes",
+        "16384",
+        "--batch-bytes-max",
+        "16384",
+        "--ledger-segment-bytes",
+        "40960",
+        "--ledger-flush-interval-ms",
+        "50",
+    ];
+    let mut s = server("1", 2, &storage);
+    let groups: Vec<String> = (0..2).map(|i| format!("compacted-{i}")).collect();
+    for round in 1..=1000i64 {
+        for g in &groups {
+            assert_eq!(commit(s.port, g, round), 0);
+        }
+    }
+    let compactions = || {
+        s.log
+            .try_iter()
+            .filter(|l| l.contains("committed offsets compacted"))
+            .count()
+    };
+    let seen = compactions();
+    assert!(seen >= 8, "{seen} compactions of about 180 KiB of commits");
+    // Each offsets partition keeps at most its active segment and the one its last
+    // snapshot began in; 1000 commits of a group take about 90 KiB, three segments.
+    let ledger = s.dir.path().join("data/ledger/shard-0");
+    let segments = || -> Vec<(String, usize)> {
+        std::fs::read_dir(&ledger)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("__consumer_offsets-")
+            })
+            .map(|p| {
+                let n = std::fs::read_dir(&p)
+                    .unwrap()
+                    .filter(|e| {
+                        e.as_ref()
+                            .unwrap()
+                            .path()
+                            .extension()
+                            .is_some_and(|x| x == "log")
+                    })
+                    .count();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), n)
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while segments().iter().any(|(_, n)| *n > 2) {
+        assert!(
+            Instant::now() < deadline,
+            "compacted segments are deleted: {:?}",
+            segments()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // After a restart, each group's last commit, replayed from what is left.
+    stop(&mut s.child);
+    let cfg = s.dir.path().join("t.toml");
+    let data = s.dir.path().join("data");
+    let mut args = vec![
+        "--cores",
+        "1",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&storage);
+    let (child, _, _, log) = common::serve_on(&args, s.port, s.admin);
+    s.child = child;
+    s.log = log;
+    for g in &groups {
+        assert_eq!(committed(s.port, g), 1000, "group {g}");
+    }
+}
+
 /// JoinGroup v5 of a consumer that names its member id (empty: a new member).
 fn join(port: u16, g: &str, member: &str, session_ms: i32) -> m::JoinGroupResponse {
     let req = m::JoinGroupRequest::default()

@@ -772,6 +772,39 @@ fn retention_keeps_what_a_checkpoint_may_replay() {
 }
 
 #[test]
+fn superseded_segments_go_without_a_retention_limit_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    assert!(cfg.retention_bytes.is_none() && cfg.retention_ms.is_none());
+    run(async move {
+        let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
+        let p = log.create_partition("compacted").unwrap();
+        for i in 0..400 {
+            log.append(p, &payload(p, i, 4000), 1, 1).await.unwrap();
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            log.log_start_offset(p).unwrap(),
+            0,
+            "no limit, nothing goes"
+        );
+        log.supersede_before(p, 250);
+        log.append(p, &payload(p, 400, 4000), 1, 1).await.unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
+        let start = log.log_start_offset(p).unwrap();
+        assert!(
+            start > 0 && start <= 250,
+            "whole segments before 250 went: {start}"
+        );
+        assert_eq!(
+            read_all(&log, p).await.last().map(|e| e.base_offset),
+            Some(400)
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn lost_and_damaged_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(dir.path());

@@ -85,7 +85,11 @@ if missing:
     fail(f"{len(missing)} of {N} never consumed (counts {counts})")
 # Both members stay until their assignments are settled: split, disjoint, complete.
 deadline = time.time() + 30
-while time.time() < deadline and not (a[1] and b[1] and a[1] | b[1] == set(range(partitions))):
+def settled():
+    return a[1] and b[1] and not a[1] & b[1] and a[1] | b[1] == set(range(partitions))
+
+
+while time.time() < deadline and not settled():
     for c, _ in members.values():
         c.poll(0.1)
 if a[1] & b[1] or a[1] | b[1] != set(range(partitions)) or not a[1] or not b[1]:

@@ -46,7 +46,14 @@ async function member(name, seen, owned) {
   const a = await member("a", seen, owned);
   const b = await member("b", seen, owned);
   const deadline = Date.now() + 90000;
-  const split = () => owned.a && owned.b && owned.a.size > 0 && owned.b.size > 0;
+  // Settled: each holds a share, the shares are disjoint and cover the topic.
+  const split = () =>
+    owned.a &&
+    owned.b &&
+    owned.a.size > 0 &&
+    owned.b.size > 0 &&
+    ![...owned.a].some((p) => owned.b.has(p)) &&
+    new Set([...owned.a, ...owned.b]).size === partitions;
   while ((seen.size < N || !split()) && Date.now() < deadline) await sleep(100);
   if (seen.size < N) fail(`consumed ${seen.size} of ${N}`);
   const all = new Set([...owned.a, ...owned.b]);

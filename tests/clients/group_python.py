@@ -61,8 +61,8 @@ def with_kafka_python():
     while time.time() < deadline:
         with lock:
             done = len(seen) >= N
-        owned = [{tp.partition for tp in c.assignment()} for c in members.values()]
-        if done and all(owned):
+        a, b = ({tp.partition for tp in c.assignment()} for c in members.values())
+        if done and a and b and not a & b and a | b == set(range(partitions)):
             break
         time.sleep(0.2)
     stop.set()
@@ -108,7 +108,12 @@ async def with_aiokafka():
     await b.start()
     seen = {}
     deadline = time.time() + 90
-    while (len(seen) < N or not (a.assignment() and b.assignment())) and time.time() < deadline:
+    def settled():
+        x = {tp.partition for tp in a.assignment()}
+        y = {tp.partition for tp in b.assignment()}
+        return x and y and not x & y and x | y == set(range(partitions))
+
+    while (len(seen) < N or not settled()) and time.time() < deadline:
         for name, c in (("a", a), ("b", b)):
             got = await c.getmany(timeout_ms=100)
             for records in got.values():

@@ -114,6 +114,7 @@ impl Ledger {
                 next_offset: start,
                 unsynced: Vec::new(),
                 retain_from: None,
+                superseded_before: None,
             },
         );
         Ok(id)
@@ -186,7 +187,10 @@ impl Ledger {
                 let too_old = limits
                     .retention_ms
                     .is_some_and(|ms| oldest.max_timestamp_ms < now_ms.saturating_sub(ms as i64));
-                if !over_size && !too_old {
+                let superseded = p
+                    .superseded_before
+                    .is_some_and(|before| oldest.end_offset <= before);
+                if !over_size && !too_old && !superseded {
                     break;
                 }
                 let seg = p.segments.pop_front().expect("segment");

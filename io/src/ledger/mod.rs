@@ -73,6 +73,10 @@ pub struct Partition {
     /// Offsets from here on must stay readable (a checkpoint may replay from it):
     /// retention never deletes a segment holding one.
     retain_from: Option<u64>,
+    /// Offsets before this are superseded by later ones (a compacted partition's
+    /// snapshot starts here): a sealed segment wholly before it is deleted at the
+    /// next retention pass, retention limits or not.
+    superseded_before: Option<u64>,
 }
 
 impl Partition {
@@ -160,6 +164,14 @@ impl Ledger {
     pub fn retain_from(&mut self, id: u32, offset: Option<u64>) {
         if let Some(p) = self.partitions.get_mut(&id) {
             p.retain_from = offset;
+        }
+    }
+
+    /// Marks `id`'s offsets before `offset` as superseded (see
+    /// [`Partition::superseded_before`]).
+    pub fn supersede_before(&mut self, id: u32, offset: u64) {
+        if let Some(p) = self.partitions.get_mut(&id) {
+            p.superseded_before = Some(offset);
         }
     }
 

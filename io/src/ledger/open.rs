@@ -138,6 +138,7 @@ impl Ledger {
             next_offset: 0,
             unsynced: Vec::new(),
             retain_from: None,
+            superseded_before: None,
         };
         for (i, &base) in bases.iter().enumerate() {
             let path = pdir.join(segment_name(base, "log"));

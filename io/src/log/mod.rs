@@ -345,6 +345,21 @@ impl ShardLog {
             .retain_from(partition, offset);
     }
 
+    /// Largest batch one append may carry (`batch_bytes_max`).
+    pub fn batch_bytes_max(&self) -> usize {
+        self.shared.cfg.batch_bytes_max
+    }
+
+    /// Says `partition`'s offsets before `offset` are superseded by later ones (a
+    /// compacted partition wrote a snapshot from there): its sealed segments wholly
+    /// before `offset` go at the next retention pass, whatever the limits.
+    pub fn supersede_before(&self, partition: u32, offset: u64) {
+        self.shared
+            .ledger
+            .borrow_mut()
+            .supersede_before(partition, offset);
+    }
+
     /// A counter that moves whenever new data becomes readable; pass it to
     /// [`ShardLog::wait_for_append`] to wait for the next move.
     pub fn append_epoch(&self) -> u64 {

@@ -16,7 +16,11 @@
 //!
 //! Timers: one task per core ([`Coordinator::run`]) sleeps until the earliest group
 //! deadline (a session, a join phase) or until a change brings one nearer, and
-//! sweeps expired offsets (`offsets_retention_ms`) every `RETENTION_SWEEP`.
+//! sweeps expired offsets (`offsets_retention_ms`) every `RETENTION_SWEEP`. The same
+//! task stores new generations and compacts an offsets partition that grew by
+//! `compact_bytes` since its last snapshot: the live commits are written again and
+//! the log deletes what came before, segment by segment, retention limits or not;
+//! until a snapshot, retention never deletes a commit.
 //!
 //! Never: waits while holding a group borrowed (answers are awaited after the
 //! borrow ends), or keeps more than `groups_max` groups.
@@ -70,6 +74,10 @@ pub struct GroupConfig {
     pub offset_metadata_bytes_max: usize,
     /// Groups one core keeps at once, with members or with commits.
     pub groups_max: usize,
+    /// An offsets partition is compacted (its live commits written again as a
+    /// snapshot, what came before deleted) once this many bytes, or four times
+    /// its last snapshot, were appended since that snapshot.
+    pub compact_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -84,6 +92,7 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offset_metadata_bytes_max: 4096,
             groups_max: 100_000,
+            compact_bytes: 64 << 20,
         }
     }
 }
@@ -105,6 +114,25 @@ pub struct Coordinator {
     next_id: Cell<u64>,
     /// Rebalances of groups since forgotten, for the metrics' total.
     rebalances_done: Cell<u64>,
+    /// The `__consumer_offsets` partitions this core has written or loaded, by
+    /// index.
+    partitions: RefCell<HashMap<u32, Rc<OffsetsPartition>>>,
+    /// Generations to store, in the background (the timer task writes them).
+    generations: RefCell<Vec<Record>>,
+}
+
+/// One `__consumer_offsets` partition of this core.
+struct OffsetsPartition {
+    /// The log's id of it.
+    id: u32,
+    /// Appends take the read side, a snapshot the write side: no append falls
+    /// between the state a snapshot captures and the snapshot in the log, where
+    /// replaying would put an older commit after a newer one.
+    order: glommio::sync::RwLock<()>,
+    /// Bytes appended since the last snapshot (or loaded at start).
+    since_snapshot: Cell<u64>,
+    /// A snapshot is due past this many.
+    snapshot_at: Cell<u64>,
 }
 
 impl Coordinator {
@@ -124,6 +152,8 @@ impl Coordinator {
             start_id,
             next_id: Cell::new(0),
             rebalances_done: Cell::new(0),
+            partitions: RefCell::default(),
+            generations: RefCell::default(),
         }
     }
 
@@ -148,6 +178,7 @@ impl Coordinator {
             let Some(id) = self.log.partition_id(&name) else {
                 continue;
             };
+            let mut bytes = 0u64;
             let end = self
                 .log
                 .high_watermark(id)
@@ -166,6 +197,7 @@ impl Coordinator {
                 next = last.end_offset();
                 for e in entries {
                     batches += 1;
+                    bytes += e.payload.len() as u64;
                     match offsets::decode(&e.payload) {
                         Ok(records) => {
                             let mut o = self.offsets.borrow_mut();
@@ -180,6 +212,8 @@ impl Coordinator {
                     }
                 }
             }
+            let part = self.add_partition(p, id);
+            part.since_snapshot.set(bytes);
         }
         let o = self.offsets.borrow();
         tracing::info!(
@@ -250,34 +284,168 @@ impl Coordinator {
         }
     }
 
-    /// Stores a group's new generation, in the background: losing the last one to
-    /// a crash only means the next generation after the restart reuses its number,
-    /// and no member of it survives the restart.
+    /// Stores a group's new generation, in the background (the timer task): losing
+    /// the last one to a crash only means the next generation after the restart
+    /// reuses its number, and no member of it survives the restart.
     fn store_generation(&self, id: &str, n: i32) {
         let record = Record::Generation {
             g: id.to_string(),
             n,
         };
         self.offsets.borrow_mut().apply(record.clone());
-        let log = self.log.clone();
-        let shard = self.shard;
-        glommio::spawn_local(async move {
-            if let Err(e) = append(&log, shard, vec![record]).await {
-                tracing::warn!(shard, "a group generation could not be stored: {e}");
-            }
-        })
-        .detach();
+        self.generations.borrow_mut().push(record);
+        self.changed.notify();
     }
 
     /// Makes `records` (all of one group) durable, then applies them.
     pub async fn store(&self, records: Vec<Record>) -> Result<(), KafkaError> {
-        if records.is_empty() {
+        self.append(records, true).await
+    }
+
+    /// Appends `records` (all of one group) to the group's `__consumer_offsets`
+    /// partition, made on first use; once durable, applies them when `apply`.
+    async fn append(&self, records: Vec<Record>, apply: bool) -> Result<(), KafkaError> {
+        let Some(first) = records.first() else {
             return Ok(());
+        };
+        let part = self.partition(offsets_partition(first.group()))?;
+        let bytes = offsets::encode(&records);
+        {
+            let _order = part
+                .order
+                .read()
+                .await
+                .map_err(|e| KafkaError::storage(format!("offsets partition closed: {e}")))?;
+            self.log
+                .append(part.id, &bytes, records.len() as u32, now_ms())
+                .await
+                .map_err(|e| KafkaError::from(&e))?;
+            if apply {
+                let mut o = self.offsets.borrow_mut();
+                records.into_iter().for_each(|r| o.apply(r));
+            }
         }
-        append(&self.log, self.shard, records.clone()).await?;
-        let mut o = self.offsets.borrow_mut();
-        records.into_iter().for_each(|r| o.apply(r));
+        part.since_snapshot
+            .set(part.since_snapshot.get() + bytes.len() as u64);
+        if part.since_snapshot.get() > part.snapshot_at.get() {
+            self.changed.notify();
+        }
         Ok(())
+    }
+
+    /// The `__consumer_offsets` partition `p` of this core, made when new.
+    fn partition(&self, p: u32) -> Result<Rc<OffsetsPartition>, KafkaError> {
+        if let Some(part) = self.partitions.borrow().get(&p) {
+            return Ok(part.clone());
+        }
+        let name = partition_name(OFFSETS_TOPIC, p);
+        let id = match self.log.partition_id(&name) {
+            Some(id) => id,
+            None => self.log.create_partition(&name).map_err(|e| {
+                KafkaError::storage(format!(
+                    "core {}: cannot create {name} for committed offsets: {e}",
+                    self.shard
+                ))
+            })?,
+        };
+        Ok(self.add_partition(p, id))
+    }
+
+    fn add_partition(&self, p: u32, id: u32) -> Rc<OffsetsPartition> {
+        // Everything is kept until a snapshot says what is superseded.
+        let start = self.log.log_start_offset(id).unwrap_or(0);
+        self.log.retain_from(id, Some(start));
+        let part = Rc::new(OffsetsPartition {
+            id,
+            order: glommio::sync::RwLock::new(()),
+            since_snapshot: Cell::new(0),
+            snapshot_at: Cell::new(self.cfg.compact_bytes),
+        });
+        self.partitions.borrow_mut().insert(p, part.clone());
+        part
+    }
+
+    /// Writes the live state of partition `p`'s groups (their commits and
+    /// generations) again as a snapshot; everything before it is superseded, and
+    /// the log deletes it segment by segment.
+    async fn compact(&self, p: u32) -> Result<(), KafkaError> {
+        let part = self.partition(p)?;
+        let _order = part
+            .order
+            .write()
+            .await
+            .map_err(|e| KafkaError::storage(format!("offsets partition closed: {e}")))?;
+        let records = self
+            .offsets
+            .borrow()
+            .snapshot(|g| offsets_partition(g) == p);
+        let mut start = None;
+        let mut written = 0u64;
+        for chunk in offsets::batches(&records, self.log.batch_bytes_max() / 2) {
+            let bytes = offsets::encode(chunk);
+            let at = self
+                .log
+                .append(part.id, &bytes, chunk.len() as u32, now_ms())
+                .await
+                .map_err(|e| KafkaError::from(&e))?;
+            start.get_or_insert(at.base_offset);
+            written += bytes.len() as u64;
+        }
+        let start = match start {
+            Some(s) => s,
+            // Nothing is live: everything so far is superseded.
+            None => self
+                .log
+                .high_watermark(part.id)
+                .map_err(|e| KafkaError::from(&e))?,
+        };
+        self.log.retain_from(part.id, Some(start));
+        self.log.supersede_before(part.id, start);
+        part.since_snapshot.set(0);
+        part.snapshot_at
+            .set(self.cfg.compact_bytes.max(written.saturating_mul(4)));
+        tracing::info!(
+            shard = self.shard,
+            partition = p,
+            records = records.len(),
+            bytes = written,
+            from_offset = start,
+            "committed offsets compacted"
+        );
+        Ok(())
+    }
+
+    /// The background writes: stored generations and due compactions.
+    async fn write_behind(&self) {
+        let generations = std::mem::take(&mut *self.generations.borrow_mut());
+        let mut by_group: HashMap<String, Vec<Record>> = HashMap::new();
+        for r in generations {
+            by_group.entry(r.group().to_string()).or_default().push(r);
+        }
+        for (_, records) in by_group {
+            if let Err(e) = self.append(records, false).await {
+                tracing::warn!(
+                    shard = self.shard,
+                    "a group generation could not be stored: {e}"
+                );
+            }
+        }
+        let due: Vec<u32> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(_, part)| part.since_snapshot.get() > part.snapshot_at.get())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            if let Err(e) = self.compact(p).await {
+                tracing::warn!(
+                    shard = self.shard,
+                    partition = p,
+                    "committed offsets could not be compacted: {e}"
+                );
+            }
+        }
     }
 
     /// A group's commits as they are now.
@@ -351,6 +519,7 @@ impl Coordinator {
             .await;
             let now = Instant::now();
             self.expire(now);
+            self.write_behind().await;
             if now >= next_sweep {
                 next_sweep = now + RETENTION_SWEEP;
                 self.sweep_offsets().await;
@@ -421,28 +590,6 @@ impl Coordinator {
             }
         }
     }
-}
-
-/// Appends `records` (all of one group) to the group's `__consumer_offsets`
-/// partition, made on first use; completes once durable.
-async fn append(log: &ShardLog, shard: u32, records: Vec<Record>) -> Result<(), KafkaError> {
-    let Some(first) = records.first() else {
-        return Ok(());
-    };
-    let name = partition_name(OFFSETS_TOPIC, offsets_partition(first.group()));
-    let id = match log.partition_id(&name) {
-        Some(id) => id,
-        None => log.create_partition(&name).map_err(|e| {
-            KafkaError::storage(format!(
-                "core {shard}: cannot create {name} for committed offsets: {e}"
-            ))
-        })?,
-    };
-    let bytes = offsets::encode(&records);
-    log.append(id, &bytes, records.len() as u32, now_ms())
-        .await
-        .map_err(|e| KafkaError::from(&e))?;
-    Ok(())
 }
 
 pub fn now_ms() -> i64 {

@@ -64,6 +64,25 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
     serde_json::to_vec(records).unwrap_or_default()
 }
 
+/// `records` cut into runs that each encode to at most `max_bytes` (a record
+/// larger than that alone in its run).
+pub fn batches(records: &[Record], max_bytes: usize) -> Vec<&[Record]> {
+    let mut out = Vec::new();
+    let (mut from, mut bytes) = (0, 2);
+    for (i, r) in records.iter().enumerate() {
+        let len = serde_json::to_vec(r).map_or(0, |v| v.len()) + 1;
+        if i > from && bytes + len > max_bytes {
+            out.push(&records[from..i]);
+            (from, bytes) = (i, 2);
+        }
+        bytes += len;
+    }
+    if from < records.len() {
+        out.push(&records[from..]);
+    }
+    out
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, String> {
     serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
@@ -149,6 +168,29 @@ impl Offsets {
         self.count
     }
 
+    /// The records that say all there is of the groups `of` selects: each one's
+    /// generation and commits.
+    pub fn snapshot(&self, of: impl Fn(&str) -> bool) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (g, &n) in self.generations.iter().filter(|(g, _)| of(g)) {
+            out.push(Record::Generation { g: g.clone(), n });
+        }
+        for (g, offsets) in self.by_group.iter().filter(|(g, _)| of(g)) {
+            for ((t, p), c) in offsets {
+                out.push(Record::Commit {
+                    g: g.clone(),
+                    t: t.clone(),
+                    p: *p,
+                    o: c.offset,
+                    e: c.leader_epoch,
+                    m: c.metadata.clone(),
+                    ts: c.at_ms,
+                });
+            }
+        }
+        out
+    }
+
     /// Records that forget the commits older than `retention_ms` of the groups
     /// `idle` says have no members (Kafka's `offsets.retention.minutes`: a group
     /// with members keeps its offsets).
@@ -226,6 +268,19 @@ mod tests {
         assert!(o.group("h").is_none());
         assert_eq!(o.count(), 1);
         assert!(decode(b"{not json").is_err());
+        // A snapshot replays to the same state.
+        let mut again = Offsets::default();
+        for r in o.snapshot(|_| true) {
+            again.apply(r);
+        }
+        assert_eq!(again.group("g"), o.group("g"));
+        assert_eq!((again.generation("g"), again.count()), (4, 1));
+        assert!(o.snapshot(|g| g == "other").is_empty());
+        let many: Vec<Record> = (0..100).map(|i| commit("g", i, i as i64, 1)).collect();
+        let runs = batches(&many, 1000);
+        assert!(runs.len() > 5);
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 100);
+        assert!(runs.iter().all(|r| encode(r).len() <= 1000));
     }
 
     #[test]
