@@ -251,6 +251,10 @@ fn summary(a: &DemoArgs, server: &Server, report: &loadgen::Report, out: &Path) 
         server.brokers()
     );
     println!(
+        "  as a consumer group:  kcat -b {} -G device-minute-readers device_minute   (resumes where it left off; docs/consumer-groups.md shows other clients)",
+        server.brokers()
+    );
+    println!(
         "  files:                {}/device_minute.jsonl.shard-*",
         out.display()
     );
