@@ -6,7 +6,9 @@
 //! running, then the job starts and the time to read them all is measured. The report
 //! (stdout, and `--report FILE.json`) gives events/s ingested, processed live and from
 //! the backlog, server CPU seconds per million events, ack latency and window-fire
-//! latency percentiles, and whether the results were verified.
+//! latency percentiles, and whether the results were verified. After the backlog
+//! test, a consumer group of two members reads the whole backlog again, committing
+//! every second (`loadgen --consume`): group consumption in events/s.
 
 use crate::harness::{self, Server};
 use anyhow::{Context, Result};
@@ -143,7 +145,20 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
         let b = backlog_test(&a, &root.join("backlog"))?;
         println!(
             "backlog: {} events drained in {:.2}s = {:.0} events/s ({:.0} events/s from the job's first record), {:.3} CPU-s per million",
-            a.backlog_events, b.0, a.backlog_events as f64 / b.0, b.2, b.1
+            a.backlog_events,
+            b.seconds,
+            a.backlog_events as f64 / b.seconds,
+            b.from_first,
+            b.cpu_per_million
+        );
+        println!(
+            "group consume: 2 members read {} events at {:.0} events/s from the first record ({:.2}s to join, {:.2}s in all), committing every second ({} commits), {:.3} server CPU-s per million",
+            b.group.consumed,
+            b.group.events_per_sec,
+            b.group.join_seconds,
+            b.group.seconds,
+            b.group.commits,
+            b.group_cpu_per_million
         );
         Some(b)
     } else {
@@ -162,11 +177,13 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
         "sinks": if a.clickhouse.is_some() { "topic, file, clickhouse" } else { "topic, file" },
         "ingest_events_per_sec": live.ingest_eps,
         "live_events_per_sec": live.live_eps,
-        "backlog_events_per_sec": backlog.map(|b| a.backlog_events as f64 / b.0),
-        "backlog_events_per_sec_from_first_record": backlog.map(|b| b.2),
+        "backlog_events_per_sec": backlog.as_ref().map(|b| a.backlog_events as f64 / b.seconds),
+        "backlog_events_per_sec_from_first_record": backlog.as_ref().map(|b| b.from_first),
         "backlog_events": a.backlog_events,
         "cpu_seconds_per_million_events": live.cpu_per_million,
-        "backlog_cpu_seconds_per_million_events": backlog.map(|b| b.1),
+        "backlog_cpu_seconds_per_million_events": backlog.as_ref().map(|b| b.cpu_per_million),
+        "group_consume": backlog.as_ref().map(|b| b.group.to_json()),
+        "group_consume_cpu_seconds_per_million_events": backlog.as_ref().map(|b| b.group_cpu_per_million),
         "ack_latency_ms": { "p50": live.ack_ms.0, "p99": live.ack_ms.1, "p999": live.ack_ms.2 },
         "fire_latency_ms": { "p50": live.fire_ms.0.map(|s| s * 1000.0), "p99": live.fire_ms.1.map(|s| s * 1000.0) },
         "acked_events": live.acked,
@@ -383,7 +400,19 @@ fn live_test(a: &BenchArgs, dir: &Path, duration: Duration) -> Result<Live> {
 }
 
 /// (seconds from start to drained, CPU-s per million, events/s from the first record read).
-fn backlog_test(a: &BenchArgs, dir: &Path) -> Result<(f64, f64, f64)> {
+/// What the backlog test measured.
+struct Backlog {
+    /// Seconds from the server's start to the job having read every event.
+    seconds: f64,
+    cpu_per_million: f64,
+    /// Events/s from the job's first record.
+    from_first: f64,
+    /// The group read of the same events afterwards.
+    group: loadgen::consume::ConsumeReport,
+    group_cpu_per_million: f64,
+}
+
+fn backlog_test(a: &BenchArgs, dir: &Path) -> Result<Backlog> {
     // Produce with no job running: the backlog.
     let server = start(a, dir, false)?;
     let mut opts = options(a, server.brokers());
@@ -419,8 +448,35 @@ fn backlog_test(a: &BenchArgs, dir: &Path) -> Result<(f64, f64, f64)> {
     let from_first = first.map_or(0.0, |(t, n)| {
         (target - n) / done.duration_since(t).as_secs_f64().max(1e-3)
     });
+    // A consumer group reads the backlog again, as applications read a topic.
+    let group = loadgen::consume::run(&loadgen::consume::ConsumeOptions {
+        brokers: server.brokers(),
+        topic: "iot-sensor-data".into(),
+        group: "bench".into(),
+        consumers: 2,
+        duration: Some(Duration::from_secs(600)),
+        events: Some(report.acked),
+        commit_interval: Duration::from_secs(1),
+        from_latest: false,
+        progress: false,
+    })
+    .map_err(|e| anyhow::anyhow!("group consumer: {e}"))?;
+    let group_cpu = harness::cpu_seconds(server.pid())? - cpu;
+    anyhow::ensure!(
+        group.consumed >= report.acked && group.errors.is_empty(),
+        "the group read {} of {} events (errors {:?})",
+        group.consumed,
+        report.acked,
+        group.errors
+    );
     server.stop()?;
-    Ok((secs, cpu / target * 1e6, from_first))
+    Ok(Backlog {
+        seconds: secs,
+        cpu_per_million: cpu / target * 1e6,
+        from_first,
+        group_cpu_per_million: group_cpu / group.consumed.max(1) as f64 * 1e6,
+        group,
+    })
 }
 
 fn fmt_ms(v: Option<f64>) -> String {

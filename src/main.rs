@@ -111,6 +111,23 @@ struct LoadgenArgs {
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
+    /// Consume instead: a group of --consumers members reads --topic, committing
+    /// every --commit-interval; reports events/s and produce→consume latency.
+    #[arg(long)]
+    consume: bool,
+    /// The consumer group (with --consume).
+    #[arg(long, default_value = "tidewater-loadgen")]
+    group: String,
+    /// Members of the group, one thread each (with --consume).
+    #[arg(long, default_value_t = 2)]
+    consumers: u32,
+    /// How often each member commits its positions (with --consume).
+    #[arg(long, default_value = "1s")]
+    commit_interval: String,
+    /// Where a partition without a committed offset starts: earliest or latest
+    /// (with --consume).
+    #[arg(long, default_value = "earliest")]
+    from: String,
 }
 
 #[derive(clap::Args)]
@@ -256,7 +273,57 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
         .map_err(|e| anyhow::anyhow!("duration {text:?}: {e} (use e.g. 30s, 2m, 500ms)"))
 }
 
+/// `loadgen --consume`: a consumer group's read rate and latency.
+fn consume(a: LoadgenArgs) -> Result<i32> {
+    use tidewater_tools::loadgen::consume;
+    let from_latest = match a.from.as_str() {
+        "earliest" => false,
+        "latest" => true,
+        other => anyhow::bail!("--from {other:?}: use earliest or latest"),
+    };
+    anyhow::ensure!(a.consumers > 0, "--consumers must be positive");
+    let duration = match (&a.duration, a.events) {
+        (Some(d), _) => Some(parse_duration(d)?),
+        (None, None) => Some(std::time::Duration::from_secs(10)),
+        (None, Some(_)) => None,
+    };
+    let opts = consume::ConsumeOptions {
+        brokers: a.brokers,
+        topic: a.topic,
+        group: a.group,
+        consumers: a.consumers,
+        duration,
+        events: a.events,
+        commit_interval: parse_duration(&a.commit_interval)?,
+        from_latest,
+        progress: !a.quiet,
+    };
+    let report = consume::run(&opts).map_err(|e| anyhow::anyhow!("loadgen --consume: {e}"))?;
+    println!(
+        "consumed {} in {:.2}s ({:.2}s to join): {:.0} events/s ({:.0} MB/s) from the first record; produce→consume latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; {} commits, {} joins; errors {:?}",
+        report.consumed,
+        report.seconds,
+        report.join_seconds,
+        report.events_per_sec,
+        report.bytes as f64 / (report.seconds - report.join_seconds).max(1e-3) / 1e6,
+        report.latency_ms.0,
+        report.latency_ms.1,
+        report.latency_ms.2,
+        report.commits,
+        report.joins,
+        report.errors
+    );
+    if let Some(path) = a.report {
+        std::fs::write(&path, report.to_json().to_string())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(0)
+}
+
 fn loadgen(a: LoadgenArgs) -> Result<i32> {
+    if a.consume {
+        return consume(a);
+    }
     use kafka_protocol::records::Compression;
     use tidewater_tools::loadgen;
     let compression = match a.compression.as_str() {

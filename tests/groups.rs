@@ -259,6 +259,59 @@ fn kafkajs_consumes_with_a_group() {
     }
 }
 
+#[test]
+fn loadgen_consume_reads_a_topic_as_a_group_and_commits_where_it_stopped() {
+    let s = server("2", 4, &[]);
+    let broker = format!("127.0.0.1:{}", s.port);
+    let loadgen = |args: &[&str]| {
+        let out = common::tidewater()
+            .args([
+                "loadgen",
+                "--brokers",
+                &broker,
+                "--topic",
+                "events",
+                "--quiet",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    loadgen(&["--events", "20000", "--devices", "500"]);
+    let report = s.dir.path().join("consume.json");
+    loadgen(&[
+        "--consume",
+        "--group",
+        "lg",
+        "--consumers",
+        "3",
+        "--events",
+        "20000",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["consumed"].as_u64(), Some(20000), "{r}");
+    assert!(r["commits"].as_u64().unwrap() >= 3, "{r}");
+    assert_eq!(r["errors"], serde_json::json!({}), "{r}");
+    // The members committed the end of every partition before they left.
+    let req = m::OffsetFetchRequest::default()
+        .with_group_id(group("lg"))
+        .with_topics(None);
+    let got: m::OffsetFetchResponse = call(s.port, ApiKey::OffsetFetch, 7, &req);
+    let total: i64 = got
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.committed_offset))
+        .sum();
+    assert_eq!(total, 20000, "{got:?}");
+}
+
 /// Commits offset `offset` of partition 0 for group `g` from outside the group
 /// (generation -1, as a consumer with assign() does); the partition's error code.
 fn commit(port: u16, g: &str, offset: i64) -> i16 {

@@ -94,5 +94,12 @@ fn bench_writes_a_verified_report_with_every_key() {
     }
     assert!(r["windows_checked"].as_u64().unwrap() >= 2, "{r}");
     assert_eq!(r["verified"], serde_json::Value::Bool(true), "{r}");
+    let g = &r["group_consume"];
+    assert!(g["consumed"].as_u64().unwrap() >= 100_000, "{r}");
+    assert!(g["events_per_sec"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+    assert!(
+        g["commits"].as_u64().unwrap() >= 2,
+        "a final commit per member: {r}"
+    );
     assert!(r["acked_events"].as_u64().unwrap() > 0);
 }

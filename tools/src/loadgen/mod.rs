@@ -9,6 +9,7 @@
 //! Reproducible: the same `--seed` gives the same events in the same order.
 
 pub mod batch;
+pub mod consume;
 pub mod event;
 pub use tidewater_shards::partitioner;
 
@@ -152,10 +153,10 @@ fn recv(s: &mut TcpStream, api: ApiKey, version: i16) -> std::io::Result<(i32, B
     Ok((header.correlation_id, body))
 }
 
-/// Partition leaders: partition -> broker address.
-fn discover(opts: &Options) -> std::io::Result<Vec<String>> {
+/// Partition leaders of `topic`: partition -> broker address.
+fn discover(brokers: &str, topic_name: &str) -> std::io::Result<Vec<String>> {
     let mut last = io_err("no broker given");
-    for addr in opts.brokers.split(',') {
+    for addr in brokers.split(',') {
         let mut s = match TcpStream::connect(addr.trim()) {
             Ok(s) => s,
             Err(e) => {
@@ -164,8 +165,9 @@ fn discover(opts: &Options) -> std::io::Result<Vec<String>> {
             }
         };
         let req = MetadataRequest::default().with_topics(Some(vec![
-            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_string(opts.topic.clone())))),
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
+                Some(TopicName(StrBytes::from_string(topic_name.to_string()))),
+            ),
         ]));
         send(&mut s, ApiKey::Metadata, METADATA_VERSION, 1, &req)?;
         let (_, mut body) = recv(&mut s, ApiKey::Metadata, METADATA_VERSION)?;
@@ -179,12 +181,12 @@ fn discover(opts: &Options) -> std::io::Result<Vec<String>> {
         let topic = meta
             .topics
             .iter()
-            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == opts.topic))
-            .ok_or_else(|| io_err(format!("topic {} not in metadata", opts.topic)))?;
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic_name))
+            .ok_or_else(|| io_err(format!("topic {topic_name} not in metadata")))?;
         if topic.error_code != 0 || topic.partitions.is_empty() {
             return Err(io_err(format!(
                 "topic {}: error code {} ({} partitions)",
-                opts.topic,
+                topic_name,
                 topic.error_code,
                 topic.partitions.len()
             )));
@@ -291,7 +293,7 @@ fn now_ms() -> i64 {
 
 /// Runs the load and returns the report.
 pub fn run(opts: &Options) -> std::io::Result<Report> {
-    let leaders = discover(opts)?;
+    let leaders = discover(&opts.brokers, &opts.topic)?;
     let plans = plan(opts, &leaders);
     if plans.is_empty() {
         return Err(io_err("no partition to produce to"));
