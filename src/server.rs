@@ -42,6 +42,7 @@ const KAFKA_MARKERS: &[&str] = &[
 const OWN_ENTRIES: &[&str] = &[
     crate::rescale::CLUSTER_META,
     TOPICS_FILE,
+    TOPIC_CONFIGS_FILE,
     LOCK_FILE,
     "journal",
     "ledger",
@@ -80,6 +81,34 @@ fn check_foreign(data_dir: &Path, dirs: &[&Path]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Topics' own configs (CreateTopics, AlterConfigs) of the topics there are.
+fn topic_configs_at_start(
+    file: &Path,
+    table: &PartitionTable,
+) -> Result<std::collections::HashMap<String, kafka::topic_config::TopicConfig>> {
+    let mut configs =
+        kafka::topics_file::configs_at_start(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    configs.retain(|name, _| table.topic(name).is_some());
+    Ok(configs)
+}
+
+/// Puts topics' own segment size and retention in a core's log config, so they
+/// are in force from the moment the log opens.
+fn with_topic_limits(
+    cfg: &mut tidewater_io::LogConfig,
+    configs: &std::collections::HashMap<String, kafka::topic_config::TopicConfig>,
+    table: &PartitionTable,
+) {
+    let defaults = kafka::topic_config::ServerDefaults::of(cfg);
+    for (name, config) in configs {
+        if let (Some(limits), Some(t)) = (config.limits(&defaults), table.topic(name)) {
+            for p in 0..t.partitions {
+                cfg.partition_limits.insert(partition_name(name, p), limits);
+            }
+        }
+    }
 }
 
 /// Says which partitions in a core's log belong to no topic: a topic taken out of
@@ -128,6 +157,7 @@ fn failed_core_code(e: &anyhow::Error) -> i32 {
     }
 }
 const TOPICS_FILE: &str = "topics.json";
+const TOPIC_CONFIGS_FILE: &str = "topic_configs.json";
 const LOCK_FILE: &str = "tidewater.lock";
 
 /// What a core's Kafka front end needs to start.
@@ -203,7 +233,11 @@ pub fn serve(settings: Settings) -> Result<i32> {
         .collect();
     let mut forwarding: std::collections::VecDeque<kafka::ForwardMail> =
         kafka::mesh(shard_count).into();
+    let configs_file = settings.data_dir.join(TOPIC_CONFIGS_FILE);
+    let topic_configs = topic_configs_at_start(&configs_file, &table)?;
     let topic_policy = kafka::TopicPolicy {
+        configs_file: Some(configs_file),
+        configs: topic_configs.clone(),
         file: Some(topics_file.clone()),
         auto_create_partitions: settings
             .auto_create_topics
@@ -223,7 +257,8 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let mut handles = Vec::new();
     for (shard, &cpu) in cpus.iter().enumerate() {
         let shard = shard as u32;
-        let cfg = settings.log_config(shard);
+        let mut cfg = settings.log_config(shard);
+        with_topic_limits(&mut cfg, &topic_configs, &table);
         let owned: Vec<String> = table
             .owned_by(shard)
             .into_iter()

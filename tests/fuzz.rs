@@ -220,6 +220,10 @@ fn decode_request(bytes: &[u8]) -> Result<(), String> {
         ApiKey::ListGroups => decode!(m::ListGroupsRequest),
         ApiKey::DescribeGroups => decode!(m::DescribeGroupsRequest),
         ApiKey::DeleteGroups => decode!(m::DeleteGroupsRequest),
+        ApiKey::DescribeConfigs => decode!(m::DescribeConfigsRequest),
+        ApiKey::AlterConfigs => decode!(m::AlterConfigsRequest),
+        ApiKey::IncrementalAlterConfigs => decode!(m::IncrementalAlterConfigsRequest),
+        ApiKey::DescribeCluster => decode!(m::DescribeClusterRequest),
         _ => Err("not served".into()),
     }
 }

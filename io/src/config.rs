@@ -83,6 +83,9 @@ pub struct LogConfig {
     pub batch_bytes_max: usize,
     /// Partitions one core may own.
     pub partitions_max: usize,
+    /// Partitions with their own segment size and retention (a topic's configs),
+    /// by partition name; in place from the moment the log opens or makes them.
+    pub partition_limits: std::collections::HashMap<String, crate::ledger::PartitionLimits>,
 }
 
 impl LogConfig {
@@ -107,6 +110,7 @@ impl LogConfig {
             retention_ms: None,
             batch_bytes_max: 1 << 20,
             partitions_max: 4096,
+            partition_limits: Default::default(),
         }
     }
 

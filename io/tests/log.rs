@@ -805,6 +805,68 @@ fn superseded_segments_go_without_a_retention_limit_and_only_those() {
 }
 
 #[test]
+fn a_partition_keeps_its_own_segment_size_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    let own = |segment_bytes, retention_bytes| tidewater_io::PartitionLimits {
+        segment_bytes,
+        retention_bytes,
+        retention_ms: None,
+    };
+    // "small": half-size segments, no retention; "kept": 300 KiB of retention.
+    cfg.partition_limits
+        .insert("small".into(), own(64 << 10, None));
+    cfg.partition_limits
+        .insert("kept".into(), own(128 << 10, Some(300 << 10)));
+    run(async move {
+        let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
+        let ids: Vec<u32> = ["small", "kept", "plain"]
+            .iter()
+            .map(|n| log.create_partition(n).unwrap())
+            .collect();
+        for i in 0..200 {
+            for &p in &ids {
+                log.append(p, &payload(p, i, 4000), 1, 1).await.unwrap();
+            }
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
+        let (small, kept, plain) = (ids[0], ids[1], ids[2]);
+        assert!(
+            log.ledger_segments(small) > log.ledger_segments(plain) + 2,
+            "half-size segments: {} against {}",
+            log.ledger_segments(small),
+            log.ledger_segments(plain)
+        );
+        assert!(
+            log.log_start_offset(kept).unwrap() > 0,
+            "its retention applied"
+        );
+        assert_eq!(
+            log.log_start_offset(plain).unwrap(),
+            0,
+            "no limit of its own"
+        );
+        // A change at run time: plain takes the same retention.
+        log.set_limits(plain, Some(own(128 << 10, Some(300 << 10))));
+        log.append(plain, &payload(plain, 200, 4000), 1, 1)
+            .await
+            .unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(log.log_start_offset(plain).unwrap() > 0);
+        log.close().await.unwrap();
+        drop(log);
+        // After a restart the limits come from the config again, before any pass.
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        assert!(
+            log.log_start_offset(log.partition_id("kept").unwrap())
+                .unwrap()
+                > 0
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn lost_and_damaged_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(dir.path());

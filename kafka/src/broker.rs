@@ -17,6 +17,7 @@ use crate::groups::{Coordinator, GroupConfig};
 use crate::idempotence;
 use crate::remote::Forwarder;
 use crate::stats::{KafkaStats, TopicStats};
+use crate::topic_config::{ServerDefaults, TopicConfig};
 use kafka_protocol::ResponseError;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -102,6 +103,10 @@ pub struct Broker {
     pub append_failures: LogThrottle,
     /// The consumer groups this core coordinates.
     pub groups: Rc<Coordinator>,
+    /// The server's settings a topic's own configs fall back to.
+    pub defaults: ServerDefaults,
+    /// Topics' own configs (every topic's, on every core).
+    topic_configs: RefCell<HashMap<String, TopicConfig>>,
 }
 
 /// How often a core logs failed appends while they keep failing (a full disk fails
@@ -140,6 +145,10 @@ pub struct TopicPolicy {
     pub default_partitions: u32,
     /// Topics DeleteTopics refuses, and why (declared in the config, used by a job).
     pub protected: HashMap<String, String>,
+    /// Where topics' own configs are recorded (`topic_configs.json`).
+    pub configs_file: Option<std::path::PathBuf>,
+    /// Topics' own configs at start.
+    pub configs: HashMap<String, TopicConfig>,
 }
 
 /// How clients reach the cores.
@@ -172,6 +181,8 @@ pub struct TopicPlacement {
     ids: Vec<Option<u32>>,
     shards: u32,
     pub stats: Rc<TopicStats>,
+    /// The largest batch a producer may send to it (`max.message.bytes`).
+    pub max_message_bytes: Cell<usize>,
     /// Set when the topic is deleted: a request that looked it up before then (and
     /// waited since) finds its partitions unknown, as a new look-up would.
     removed: Cell<bool>,
@@ -242,14 +253,20 @@ impl Broker {
             limits.fetch_bytes_max <= limits.request_memory_bytes_max,
             "an answer of fetch_bytes_max must fit the memory budget"
         );
+        let defaults = ServerDefaults::of(log.config());
         let placements = table
             .topics()
             .iter()
             .map(|t| {
                 let placed = placement(&table, shard, &log, &stats, &t.name, t.partitions);
+                let config = topics.configs.get(&t.name).cloned().unwrap_or_default();
+                placed
+                    .max_message_bytes
+                    .set(config.max_message_bytes(&defaults));
                 (t.name.clone(), Rc::new(placed))
             })
             .collect();
+        let topic_configs = RefCell::new(topics.configs.clone());
         let groups = Rc::new(Coordinator::new(
             shard,
             table.shard_count(),
@@ -261,6 +278,8 @@ impl Broker {
         Broker {
             shard,
             groups,
+            defaults,
+            topic_configs,
             table: RefCell::new(table),
             log,
             advertised_host,
@@ -323,7 +342,12 @@ impl Broker {
     /// Creates this core's partitions of a new topic and makes the topic known here;
     /// all or nothing: a failure deletes the partitions it made. Yields between
     /// partitions, so a large topic never holds the core from its other work.
-    pub async fn add_topic(&self, name: &str, partitions: u32) -> Result<(), KafkaError> {
+    pub async fn add_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &TopicConfig,
+    ) -> Result<(), KafkaError> {
         let shards = self.table.borrow().shard_count();
         let mut made = Vec::new();
         for p in
@@ -331,7 +355,10 @@ impl Broker {
         {
             let pname = partition_name(name, p);
             match self.log.create_partition(&pname) {
-                Ok(_) => made.push(pname),
+                Ok(id) => {
+                    self.log.set_limits(id, config.limits(&self.defaults));
+                    made.push(pname)
+                }
                 Err(e) => {
                     for m in &made {
                         if let Err(undo) = self.log.delete_partition(m).await {
@@ -352,9 +379,56 @@ impl Broker {
             partitions,
         });
         let placed = placement(&table, self.shard, &self.log, &self.stats, name, partitions);
+        placed
+            .max_message_bytes
+            .set(config.max_message_bytes(&self.defaults));
         self.placements
             .borrow_mut()
             .insert(name.to_string(), Rc::new(placed));
+        self.set_config(name, config.clone());
+        Ok(())
+    }
+
+    /// A topic's own configs (empty: the server's apply).
+    pub fn topic_config(&self, name: &str) -> TopicConfig {
+        self.topic_configs
+            .borrow()
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every topic's own configs.
+    pub fn topic_configs(&self) -> HashMap<String, TopicConfig> {
+        self.topic_configs.borrow().clone()
+    }
+
+    fn set_config(&self, name: &str, config: TopicConfig) {
+        let mut all = self.topic_configs.borrow_mut();
+        if config.is_empty() {
+            all.remove(name);
+        } else {
+            all.insert(name.to_string(), config);
+        }
+    }
+
+    /// Puts a topic's new configs in force on this core: its partitions' segment
+    /// size and retention, the largest batch it takes.
+    pub fn apply_topic_config(&self, name: &str, config: TopicConfig) -> Result<(), KafkaError> {
+        let Some(topic) = self.topic(name) else {
+            return Err(KafkaError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("there is no topic {name}"),
+            ));
+        };
+        let limits = config.limits(&self.defaults);
+        for id in topic.ids.iter().flatten() {
+            self.log.set_limits(*id, limits);
+        }
+        topic
+            .max_message_bytes
+            .set(config.max_message_bytes(&self.defaults));
+        self.set_config(name, config);
         Ok(())
     }
 
@@ -382,6 +456,7 @@ impl Broker {
                 })?;
         }
         self.stats.remove_topic(name);
+        self.topic_configs.borrow_mut().remove(name);
         Ok(())
     }
 
@@ -414,6 +489,7 @@ fn placement(
         ids,
         shards,
         stats: stats.add_topic(name),
+        max_message_bytes: Cell::new(log.batch_bytes_max()),
         removed: Cell::new(false),
     }
 }
@@ -449,6 +525,7 @@ mod tests {
             ids: vec![Some(7), None, Some(9), None],
             shards: 2,
             stats: stats.add_topic("t"),
+            max_message_bytes: Cell::new(1 << 20),
             removed: Cell::new(false),
         });
         assert!(matches!(t.place(2), Placement::Here(Local { id: 9, .. })));

@@ -14,7 +14,7 @@
 use crate::broker::Broker;
 use crate::error::KafkaError;
 use crate::handlers::{
-    api_versions, create_topics, delete_topics, fetch, find_coordinator, group_admin,
+    api_versions, configs, create_topics, delete_topics, fetch, find_coordinator, group_admin,
     init_producer_id, list_offsets, membership, metadata, offsets, produce,
 };
 use crate::stats::{Api, KafkaStats};
@@ -451,7 +451,7 @@ async fn handle(
                 api,
                 version,
                 cid,
-                &create_topics::handle(broker, &req).await,
+                &create_topics::handle(broker, &req, version).await,
             )
         }
         ApiKey::FindCoordinator => {
@@ -459,12 +459,54 @@ async fn handle(
             let resp = find_coordinator::handle(broker, &req, version);
             frame(api, version, cid, &resp)
         }
+        ApiKey::DescribeConfigs
+        | ApiKey::AlterConfigs
+        | ApiKey::IncrementalAlterConfigs
+        | ApiKey::DescribeCluster => handle_admin(broker, api, (version, cid), body).await,
         other => {
             let client = header.client_id.as_deref().unwrap_or("").to_string();
             handle_group(broker, other, (version, cid), body, (client, host)).await
         }
     }
     .map(|f| Handled::Now(Some(f)))
+}
+
+/// Configs and the cluster's description.
+async fn handle_admin(
+    broker: &Rc<Broker>,
+    api: ApiKey,
+    (version, cid): (i16, i32),
+    mut body: Bytes,
+) -> Result<BytesMut, Closed> {
+    let decoded_max = decoded_bytes_max(body.len());
+    macro_rules! decode {
+        ($t:ty) => {
+            kafka_protocol::protocol::with_decode_budget(decoded_max, || {
+                <$t>::decode(&mut body, version)
+            })
+            .map_err(|e| Closed::Refused(format!("malformed {api:?} v{version} request: {e}")))?
+        };
+    }
+    match api {
+        ApiKey::DescribeConfigs => {
+            let req = decode!(m::DescribeConfigsRequest);
+            frame(api, version, cid, &configs::describe(broker, &req, version))
+        }
+        ApiKey::AlterConfigs => {
+            let req = decode!(m::AlterConfigsRequest);
+            frame(api, version, cid, &configs::alter(broker, &req).await)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req = decode!(m::IncrementalAlterConfigsRequest);
+            let resp = configs::incremental_alter(broker, &req).await;
+            frame(api, version, cid, &resp)
+        }
+        ApiKey::DescribeCluster => {
+            let req = decode!(m::DescribeClusterRequest);
+            frame(api, version, cid, &metadata::describe_cluster(broker, &req))
+        }
+        other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
+    }
 }
 
 /// The consumer group APIs: decoded here, run on the core that coordinates the

@@ -14,7 +14,8 @@
 //! - `groups`: the consumer groups this core coordinates and their committed
 //!   offsets (`docs/consumer-groups.md`);
 //! - `remote` (what crosses between cores) over `forward` (the mesh, transport only);
-//! - beside them: `error` ([`KafkaError`]), `stats` ([`KafkaStats`]), `batch`
+//! - beside them: `error` ([`KafkaError`]), `stats` ([`KafkaStats`]),
+//!   `topic_config` (a topic's own configs), `batch`
 //!   (record batch checks), `idempotence`, `budget` (request memory), `bodies`
 //!   (buffer pool).
 //!
@@ -50,6 +51,7 @@ mod owner;
 mod remote;
 pub mod stats;
 mod topic_changes;
+pub mod topic_config;
 pub mod topics_file;
 
 pub use broker::{Broker, Limits, Mode, TopicPolicy};

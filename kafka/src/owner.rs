@@ -42,11 +42,23 @@ async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
             index,
             timestamp,
         } => Reply::ListOffsets(list_offsets::partition(broker, &topic, index, timestamp).await),
-        Request::CreateTopic { name, partitions } => {
-            Reply::Admin(topic_changes::coordinate_create(broker, &name, partitions).await)
+        Request::CreateTopic {
+            name,
+            partitions,
+            config,
+        } => {
+            Reply::Admin(topic_changes::coordinate_create(broker, &name, partitions, config).await)
         }
-        Request::AddTopic { name, partitions } => {
-            Reply::Admin(broker.add_topic(&name, partitions).await)
+        Request::AddTopic {
+            name,
+            partitions,
+            config,
+        } => Reply::Admin(broker.add_topic(&name, partitions, &config).await),
+        Request::AlterTopicConfig { name, config } => {
+            Reply::Admin(topic_changes::coordinate_alter(broker, &name, config).await)
+        }
+        Request::SetTopicConfig { name, config } => {
+            Reply::Admin(broker.apply_topic_config(&name, config))
         }
         Request::DeleteTopic { name } => {
             Reply::Admin(topic_changes::coordinate_delete(broker, &name).await)

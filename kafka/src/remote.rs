@@ -7,6 +7,7 @@
 
 use crate::error::KafkaError;
 use crate::forward;
+use crate::topic_config::TopicConfig;
 use bytes::Bytes;
 use kafka_protocol::messages as m;
 use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
@@ -32,9 +33,21 @@ pub enum Request {
         timestamp: i64,
     },
     /// To core 0: create this topic on every core.
-    CreateTopic { name: String, partitions: u32 },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        config: TopicConfig,
+    },
     /// To each core: create your partitions of this topic.
-    AddTopic { name: String, partitions: u32 },
+    AddTopic {
+        name: String,
+        partitions: u32,
+        config: TopicConfig,
+    },
+    /// To core 0: put these configs of a topic in force on every core.
+    AlterTopicConfig { name: String, config: TopicConfig },
+    /// To each core: put these configs in force on your partitions.
+    SetTopicConfig { name: String, config: TopicConfig },
     /// To core 0: delete this topic on every core.
     DeleteTopic { name: String },
     /// To each core: delete your partitions of this topic.

@@ -1,7 +1,10 @@
-//! Topic changes across cores: CreateTopics, DeleteTopics and the auto-creation
-//! Metadata asks for. Core 0 coordinates, one change at a time; every core creates
-//! or deletes the partitions it owns (`p % cores`); `topics.json` records the result
-//! so it holds after a restart.
+//! Topic changes across cores: CreateTopics, DeleteTopics, the auto-creation
+//! Metadata asks for, and a topic's own configs (CreateTopics, AlterConfigs). Core 0
+//! coordinates, one change at a time; every core creates or deletes the partitions
+//! it owns (`p % cores`) and puts configs in force on them; `topics.json` and
+//! `topic_configs.json` record the result so it holds after a restart. A config is
+//! recorded before any core applies it, so a crash in between leaves the record,
+//! which every core applies at the next start.
 //!
 //! Creation is checked whole before anything is made (Kafka's name rules, the
 //! partition count, room on every core: `partitions_max` each) and is all or
@@ -19,6 +22,7 @@
 use crate::broker::Broker;
 use crate::error::KafkaError;
 use crate::remote::{Reply, Request};
+use crate::topic_config::TopicConfig;
 use crate::topics_file;
 use kafka_protocol::ResponseError;
 
@@ -102,17 +106,84 @@ fn check_room(broker: &Broker, partitions: u32) -> Result<(), KafkaError> {
     Ok(())
 }
 
-/// Creates a topic on every core (through core 0).
-pub async fn create(broker: &Broker, name: &str, partitions: u32) -> Result<(), KafkaError> {
+/// Creates a topic with its own `config` on every core (through core 0).
+pub async fn create(
+    broker: &Broker,
+    name: &str,
+    partitions: u32,
+    config: TopicConfig,
+) -> Result<(), KafkaError> {
     validate(name, partitions)?;
     if broker.shard == 0 {
-        return coordinate_create(broker, name, partitions).await;
+        return coordinate_create(broker, name, partitions, config).await;
     }
     let req = Request::CreateTopic {
         name: name.to_string(),
         partitions,
+        config,
     };
     ask(broker, 0, req).await
+}
+
+/// Puts a topic's new configs in force on every core (through core 0).
+pub async fn alter_config(
+    broker: &Broker,
+    name: &str,
+    config: TopicConfig,
+) -> Result<(), KafkaError> {
+    if broker.shard == 0 {
+        return coordinate_alter(broker, name, config).await;
+    }
+    let req = Request::AlterTopicConfig {
+        name: name.to_string(),
+        config,
+    };
+    ask(broker, 0, req).await
+}
+
+/// On core 0: the new configs recorded, then in force on every core.
+pub async fn coordinate_alter(
+    broker: &Broker,
+    name: &str,
+    config: TopicConfig,
+) -> Result<(), KafkaError> {
+    let _one_at_a_time = one_topic_change(broker).await?;
+    if broker.table().topic(name).is_none() {
+        return Err(KafkaError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("there is no topic {name}"),
+        ));
+    }
+    record_config(broker, name, Some(&config)).await?;
+    let apply = async { broker.apply_topic_config(name, config.clone()) };
+    on_every_core(broker, apply, || Request::SetTopicConfig {
+        name: name.to_string(),
+        config: config.clone(),
+    })
+    .await?;
+    tracing::info!(topic = name, ?config, "topic configs changed");
+    Ok(())
+}
+
+/// Records a topic's configs in `topic_configs.json` (`None`, or empty: none).
+async fn record_config(
+    broker: &Broker,
+    name: &str,
+    config: Option<&TopicConfig>,
+) -> Result<(), KafkaError> {
+    let Some(file) = broker.topics.configs_file.as_deref() else {
+        return Ok(());
+    };
+    let mut all = broker.topic_configs();
+    match config {
+        Some(c) if !c.is_empty() => {
+            all.insert(name.to_string(), c.clone());
+        }
+        _ => {
+            all.remove(name);
+        }
+    }
+    topics_file::write_configs(file, &all).await
 }
 
 /// Deletes a topic on every core (through core 0).
@@ -174,6 +245,7 @@ pub async fn coordinate_create(
     broker: &Broker,
     name: &str,
     partitions: u32,
+    config: TopicConfig,
 ) -> Result<(), KafkaError> {
     let _one_at_a_time = one_topic_change(broker).await?;
     if broker.table().topic(name).is_some() {
@@ -184,10 +256,12 @@ pub async fn coordinate_create(
     if let Some(file) = file {
         topics_file::record(file, name, partitions, true).await?;
     }
-    let made = on_every_core(broker, broker.add_topic(name, partitions), || {
+    record_config(broker, name, Some(&config)).await?;
+    let made = on_every_core(broker, broker.add_topic(name, partitions, &config), || {
         Request::AddTopic {
             name: name.to_string(),
             partitions,
+            config: config.clone(),
         }
     })
     .await;
@@ -204,6 +278,7 @@ pub async fn coordinate_create(
         // Left marked when the undo failed: the next start finishes it.
         if let (Ok(()), Some(file)) = (undone, file) {
             topics_file::forget(file, name).await?;
+            record_config(broker, name, None).await?;
         }
         return Err(failed);
     }
@@ -240,6 +315,7 @@ pub async fn coordinate_delete(broker: &Broker, name: &str) -> Result<(), KafkaE
     if let Some(file) = file {
         topics_file::forget(file, name).await?;
     }
+    record_config(broker, name, None).await?;
     tracing::info!(topic = name, "topic deleted");
     Ok(())
 }

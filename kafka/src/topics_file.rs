@@ -1,6 +1,7 @@
 //! `topics.json`: the topics created at run time, so they exist after a restart,
 //! each with the mark (`deleting`) an unfinished creation or deletion leaves for the
-//! next start. Read and written whole; a write goes under a temporary name, synced,
+//! next start; and `topic_configs.json`: every topic's own configs (declared topics'
+//! too), by topic. Read and written whole; a write goes under a temporary name, synced,
 //! renamed, the directory synced.
 //!
 //! Every call awaits `tidewater_io::fs`, off the core, but [`read_at_start`], which
@@ -8,6 +9,8 @@
 //! time (`topic_changes.rs`), or at start before it serves.
 
 use crate::error::KafkaError;
+use crate::topic_config::TopicConfig;
+use std::collections::HashMap;
 use std::path::Path;
 use tidewater_io::fs;
 
@@ -91,6 +94,36 @@ pub async fn forget_deleted(file: &Path) -> Result<(), KafkaError> {
 /// Writes `file` whole: under a temporary name, synced, renamed.
 async fn rewrite(file: &Path, all: &[Recorded]) -> Result<(), KafkaError> {
     let text = serde_json::to_string_pretty(all).map_err(|e| KafkaError::storage(e.to_string()))?;
+    fs::write_durable(file, text.into_bytes())
+        .await
+        .map_err(|e| KafkaError::storage(format!("cannot write {}: {e}", file.display())))
+}
+
+/// The topics' own configs recorded in `file` (none when it does not exist),
+/// blocking: for start-up, before any executor runs.
+pub fn configs_at_start(file: &Path) -> Result<HashMap<String, TopicConfig>, KafkaError> {
+    match fs::blocking::read_to_string(file) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            KafkaError::storage(format!("{}: not a topic configs file: {e}", file.display()))
+        }),
+        Err(e) if e.is_not_found() => Ok(HashMap::new()),
+        Err(e) => Err(KafkaError::storage(format!(
+            "cannot read {}: {}",
+            file.display(),
+            e.source
+        ))),
+    }
+}
+
+/// Writes every topic's own configs to `file` whole (temporary name, synced,
+/// renamed).
+pub async fn write_configs(
+    file: &Path,
+    all: &HashMap<String, TopicConfig>,
+) -> Result<(), KafkaError> {
+    let sorted: std::collections::BTreeMap<&String, &TopicConfig> = all.iter().collect();
+    let text =
+        serde_json::to_string_pretty(&sorted).map_err(|e| KafkaError::storage(e.to_string()))?;
     fs::write_durable(file, text.into_bytes())
         .await
         .map_err(|e| KafkaError::storage(format!("cannot write {}: {e}", file.display())))

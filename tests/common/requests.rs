@@ -108,6 +108,76 @@ pub fn valid_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
         ));
     }
     out.extend(group_requests());
+    out.extend(config_requests());
+    out
+}
+
+/// DescribeConfigs, AlterConfigs and IncrementalAlterConfigs (validate only) and
+/// DescribeCluster.
+fn config_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
+    let mut out = Vec::new();
+    for v in [0, 4] {
+        let req = m::DescribeConfigsRequest::default().with_resources(vec![
+            m::describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("events"))
+                .with_configuration_keys(None),
+            m::describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(s("0"))
+                .with_configuration_keys(Some(vec![s("log.segment.bytes")])),
+        ]);
+        out.push((
+            ApiKey::DescribeConfigs,
+            v,
+            framed(ApiKey::DescribeConfigs, v, &req),
+        ));
+    }
+    for v in [0, 2] {
+        let req = m::AlterConfigsRequest::default()
+            .with_validate_only(true)
+            .with_resources(vec![
+                m::alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("events"))
+                    .with_configs(vec![m::alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s("60000")))]),
+            ]);
+        out.push((
+            ApiKey::AlterConfigs,
+            v,
+            framed(ApiKey::AlterConfigs, v, &req),
+        ));
+    }
+    for v in [0, 1] {
+        let req = m::IncrementalAlterConfigsRequest::default()
+            .with_validate_only(true)
+            .with_resources(vec![
+                m::incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("events"))
+                    .with_configs(vec![
+                        m::incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(s("cleanup.policy"))
+                            .with_config_operation(2)
+                            .with_value(Some(s("delete"))),
+                    ]),
+            ]);
+        out.push((
+            ApiKey::IncrementalAlterConfigs,
+            v,
+            framed(ApiKey::IncrementalAlterConfigs, v, &req),
+        ));
+    }
+    for v in [0, 1] {
+        let req = m::DescribeClusterRequest::default().with_endpoint_type(1);
+        out.push((
+            ApiKey::DescribeCluster,
+            v,
+            framed(ApiKey::DescribeCluster, v, &req),
+        ));
+    }
     out
 }
 

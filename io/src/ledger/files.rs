@@ -115,6 +115,7 @@ impl Ledger {
                 unsynced: Vec::new(),
                 retain_from: None,
                 superseded_before: None,
+                limits: None,
             },
         );
         Ok(id)
@@ -183,9 +184,9 @@ impl Ledger {
                 if p.retain_from.is_some_and(|keep| oldest.end_offset > keep) {
                     break;
                 }
-                let over_size = limits.retention_bytes.is_some_and(|max| total > max);
-                let too_old = limits
-                    .retention_ms
+                let (retention_bytes, retention_ms) = p.retention(&limits);
+                let over_size = retention_bytes.is_some_and(|max| total > max);
+                let too_old = retention_ms
                     .is_some_and(|ms| oldest.max_timestamp_ms < now_ms.saturating_sub(ms as i64));
                 let superseded = p
                     .superseded_before

@@ -77,9 +77,33 @@ pub struct Partition {
     /// snapshot starts here): a sealed segment wholly before it is deleted at the
     /// next retention pass, retention limits or not.
     superseded_before: Option<u64>,
+    /// Its own segment size and retention (a topic's configs), in place of the
+    /// ledger's.
+    limits: Option<PartitionLimits>,
+}
+
+/// A partition's own segment size and retention, in place of the log's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionLimits {
+    pub segment_bytes: u64,
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
 }
 
 impl Partition {
+    /// The segment size this partition rolls at.
+    fn segment_bytes(&self, ledger: &LedgerLimits) -> u64 {
+        self.limits
+            .map_or(ledger.segment_bytes, |l| l.segment_bytes)
+    }
+
+    /// The retention limits (bytes, ms) this partition is held to.
+    fn retention(&self, ledger: &LedgerLimits) -> (Option<u64>, Option<u64>) {
+        self.limits
+            .map_or((ledger.retention_bytes, ledger.retention_ms), |l| {
+                (l.retention_bytes, l.retention_ms)
+            })
+    }
     pub fn next_offset(&self) -> u64 {
         self.next_offset
     }
@@ -172,6 +196,13 @@ impl Ledger {
     pub fn supersede_before(&mut self, id: u32, offset: u64) {
         if let Some(p) = self.partitions.get_mut(&id) {
             p.superseded_before = Some(offset);
+        }
+    }
+
+    /// Gives partition `id` its own limits (`None`: the ledger's again).
+    pub fn set_limits(&mut self, id: u32, limits: Option<PartitionLimits>) {
+        if let Some(p) = self.partitions.get_mut(&id) {
+            p.limits = limits;
         }
     }
 

@@ -139,6 +139,7 @@ impl Ledger {
             unsynced: Vec::new(),
             retain_from: None,
             superseded_before: None,
+            limits: None,
         };
         for (i, &base) in bases.iter().enumerate() {
             let path = pdir.join(segment_name(base, "log"));

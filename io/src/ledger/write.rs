@@ -58,8 +58,9 @@ impl Ledger {
             let len = frame::align_up(c.len) as u64;
             // A sealed last segment (its successor could not be created, e.g. on a
             // full device) takes no more writes: the roll is retried.
+            let segment_bytes = p.segment_bytes(&l.limits);
             let roll = p.segments.back().is_none_or(|s| {
-                s.file.is_none() || s.write_pos > 0 && s.write_pos + len > l.limits.segment_bytes
+                s.file.is_none() || s.write_pos > 0 && s.write_pos + len > segment_bytes
             });
             (roll, c.base_offset)
         };
@@ -97,7 +98,7 @@ impl Ledger {
             (
                 sealing,
                 p.dir.join(segment_name(base, "log")),
-                l.limits.segment_bytes,
+                p.segment_bytes(&l.limits),
                 p.dir.clone(),
             )
         };

@@ -93,6 +93,17 @@ impl ShardLog {
                 )
             })
             .collect();
+        {
+            // A topic's own limits are in place before the ledger task first runs.
+            let mut l = ledger.borrow_mut();
+            let own: Vec<(u32, crate::ledger::PartitionLimits)> = l
+                .partitions()
+                .filter_map(|p| cfg.partition_limits.get(&p.name).map(|x| (p.id, *x)))
+                .collect();
+            for (id, limits) in own {
+                l.set_limits(id, Some(limits));
+            }
+        }
         let shared = Rc::new(Shared {
             cfg,
             state: RefCell::new(State {
@@ -158,6 +169,8 @@ impl ShardLog {
             start,
             self.shared.cfg.partitions_max,
         )?;
+        let limits = self.shared.cfg.partition_limits.get(name).copied();
+        self.shared.ledger.borrow_mut().set_limits(id, limits);
         self.shared
             .state
             .borrow_mut()
@@ -343,6 +356,19 @@ impl ShardLog {
             .ledger
             .borrow_mut()
             .retain_from(partition, offset);
+    }
+
+    /// Gives `partition` its own segment size and retention (`None`: the log's).
+    pub fn set_limits(&self, partition: u32, limits: Option<crate::ledger::PartitionLimits>) {
+        self.shared
+            .ledger
+            .borrow_mut()
+            .set_limits(partition, limits);
+    }
+
+    /// The log's settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.shared.cfg
     }
 
     /// Largest batch one append may carry (`batch_bytes_max`).

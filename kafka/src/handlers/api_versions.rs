@@ -28,6 +28,10 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::ListGroups => Some((0, 5)),
         ApiKey::DescribeGroups => Some((0, 5)),
         ApiKey::DeleteGroups => Some((0, 2)),
+        ApiKey::DescribeConfigs => Some((0, 4)),
+        ApiKey::AlterConfigs => Some((0, 2)),
+        ApiKey::IncrementalAlterConfigs => Some((0, 1)),
+        ApiKey::DescribeCluster => Some((0, 1)),
         _ => None,
     }
 }
@@ -54,6 +58,10 @@ pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
         ApiKey::ListGroups,
         ApiKey::DescribeGroups,
         ApiKey::DeleteGroups,
+        ApiKey::DescribeConfigs,
+        ApiKey::AlterConfigs,
+        ApiKey::IncrementalAlterConfigs,
+        ApiKey::DescribeCluster,
     ];
     let api_keys = keys
         .iter()

@@ -4,13 +4,51 @@
 
 use crate::broker::{Broker, Mode};
 use crate::topic_changes;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tidewater_shards::partition_owner;
+
+/// DescribeCluster: the brokers as Metadata names them (admin clients' describeCluster).
+pub fn describe_cluster(broker: &Broker, req: &DescribeClusterRequest) -> DescribeClusterResponse {
+    // Endpoint type 2 asks for controllers: this server has none apart.
+    if req.endpoint_type == 2 {
+        return DescribeClusterResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_error_message(Some(StrBytes::from_static_str(
+                "this server has no controllers apart from its brokers (endpoint type 1)",
+            )))
+            .with_endpoint_type(req.endpoint_type);
+    }
+    let brokers = (0..brokers_of(broker))
+        .map(|s| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(s as i32))
+                .with_host(StrBytes::from_string(broker.advertised_host.clone()))
+                .with_port(broker.port_of(s))
+        })
+        .collect();
+    DescribeClusterResponse::default()
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_id(StrBytes::from_static_str("tidewater"))
+        .with_controller_id(BrokerId(0))
+        .with_brokers(brokers)
+}
+
+/// How many brokers clients see: every core, or one (single port).
+fn brokers_of(broker: &Broker) -> u32 {
+    match broker.mode {
+        Mode::SinglePort => 1,
+        Mode::PerCore => broker.table().shard_count(),
+    }
+}
 
 pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
     // Unknown topics asked for by name are created first when auto-creation is on
@@ -19,7 +57,9 @@ pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse 
         if req.allow_auto_topic_creation {
             for t in topics.iter().filter_map(|t| t.name.as_ref()) {
                 if broker.table().topic(&t.0).is_none() {
-                    if let Err(e) = topic_changes::create(broker, &t.0, partitions).await {
+                    if let Err(e) =
+                        topic_changes::create(broker, &t.0, partitions, Default::default()).await
+                    {
                         tracing::info!(topic = %t.0.as_str(), code = e.code(), "auto-creation refused: {e}");
                     }
                 }

@@ -5,6 +5,7 @@
 //! single-port mode, and answers the rest with the error that says why.
 
 pub mod api_versions;
+pub mod configs;
 pub mod coordinated;
 pub mod create_topics;
 pub mod delete_topics;

@@ -228,6 +228,18 @@ async fn reserve(
     let r = answer(index);
     let Local { topic, id } = placement.owned().map_err(|e| failed(index, &e))?;
     let name = topic.name.as_str();
+    let max = topic.max_message_bytes.get();
+    if records.len() > max {
+        let e = KafkaError::new(
+            ResponseError::MessageTooLarge,
+            format!(
+                "a batch of {} bytes; topic {name} takes at most {max} (max.message.bytes)",
+                records.len()
+            ),
+        );
+        tracing::info!(topic = %name, partition = index, "produce refused: {e}");
+        return Err(failed(index, &e));
+    }
     let c = match check_all(&records) {
         Ok(v) => v,
         Err(e) => {

@@ -1,0 +1,171 @@
+//! Topic and broker configs with real admin clients (confluent-kafka, kafka-python),
+//! and a topic's own retention and segment size in force in the log, kept across a
+//! restart.
+
+mod common;
+
+use common::requests::{framed, topic};
+use kafka_protocol::messages::{self as m, ApiKey};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn call<Q: kafka_protocol::protocol::Encodable, A: Decodable>(
+    port: u16,
+    api: ApiKey,
+    version: i16,
+    req: &Q,
+) -> A {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(&framed(api, version, req)).unwrap();
+    let mut len = [0u8; 4];
+    c.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    c.read_exact(&mut body).unwrap();
+    let mut buf = bytes::Bytes::from(body);
+    m::ResponseHeader::decode(&mut buf, api.response_header_version(version)).unwrap();
+    A::decode(&mut buf, version).unwrap()
+}
+
+#[test]
+fn admin_clients_create_describe_and_alter_topic_configs_in_both_modes() {
+    for mode in ["per-core", "single-port"] {
+        let s = common::start_with("2", 2, &["--kafka-mode", mode]);
+        let broker = format!("127.0.0.1:{}", s.port);
+        let (ok, out) = common::python("topic_configs.py", &[&broker]);
+        assert!(ok, "{mode}: {out}");
+    }
+}
+
+/// The earliest offset of partition 0 of `t`.
+fn earliest(port: u16, t: &str) -> i64 {
+    let req = m::ListOffsetsRequest::default().with_topics(vec![
+        m::list_offsets_request::ListOffsetsTopic::default()
+            .with_name(topic(t))
+            .with_partitions(vec![
+                m::list_offsets_request::ListOffsetsPartition::default().with_timestamp(-2),
+            ]),
+    ]);
+    let r: m::ListOffsetsResponse = call(port, ApiKey::ListOffsets, 1, &req);
+    r.topics[0].partitions[0].offset
+}
+
+fn describe(port: u16, t: &str) -> Vec<(String, String, i8)> {
+    let req = m::DescribeConfigsRequest::default().with_resources(vec![
+        m::describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(t.to_string()))
+            .with_configuration_keys(None),
+    ]);
+    let r: m::DescribeConfigsResponse = call(port, ApiKey::DescribeConfigs, 4, &req);
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    r.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_deref().unwrap_or_default().to_string(),
+                c.config_source,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_topics_own_retention_is_in_force_and_kept_across_a_restart() {
+    let mut s = common::start_with("1", 1, &[]);
+    // Segments of 2 MiB (the smallest the log takes here), 4 MiB kept.
+    let create = m::CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![m::create_topics_request::CreatableTopic::default()
+            .with_name(topic("short"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(
+                [("segment.bytes", "2101248"), ("retention.bytes", "4194304")]
+                    .iter()
+                    .map(|(k, v)| {
+                        m::create_topics_request::CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str(k))
+                            .with_value(Some(StrBytes::from_static_str(v)))
+                    })
+                    .collect(),
+            )]);
+    let r: m::CreateTopicsResponse = call(s.port, ApiKey::CreateTopics, 5, &create);
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    let shown = r.topics[0]
+        .configs
+        .as_ref()
+        .expect("v5 answers with the configs");
+    assert!(shown.iter().any(|c| c.name.as_str() == "retention.bytes"
+        && c.value.as_deref() == Some("4194304")
+        && c.config_source == 1));
+    let broker = format!("127.0.0.1:{}", s.port);
+    // 12 MiB in 6000 records of 2 KiB: six segments, two kept.
+    let input: String = (0..6000).map(|i| format!("{i:0>2048}\n")).collect();
+    let (ok, _, err) = common::kcat(
+        &["-P", "-b", &broker, "-t", "short", "-X", "acks=all"],
+        Some(&input),
+    );
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while earliest(s.port, "short") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "retention.bytes never deleted a segment"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        earliest(s.port, "events"),
+        0,
+        "the server's retention (none) elsewhere"
+    );
+    // The configs outlive a restart (topic_configs.json).
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    let cfg = s.dir.path().join("t.toml");
+    let data = s.dir.path().join("data");
+    let (child, _, _, log) = common::serve_on(
+        &[
+            "--cores",
+            "1",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        s.port,
+        s.admin,
+    );
+    s.child = child;
+    s.log = log;
+    let after = describe(s.port, "short");
+    assert!(
+        after.contains(&("retention.bytes".into(), "4194304".into(), 1)),
+        "{after:?}"
+    );
+    assert!(
+        after.contains(&("segment.bytes".into(), "2101248".into(), 1)),
+        "{after:?}"
+    );
+    // Deleting the topic takes its configs: a new one by that name has none.
+    let del = m::DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topic_names(vec![topic("short")]);
+    let r: m::DeleteTopicsResponse = call(s.port, ApiKey::DeleteTopics, 4, &del);
+    assert_eq!(r.responses[0].error_code, 0, "{r:?}");
+    let plain = m::CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![m::create_topics_request::CreatableTopic::default()
+            .with_name(topic("short"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+    let r: m::CreateTopicsResponse = call(s.port, ApiKey::CreateTopics, 5, &plain);
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    let fresh = describe(s.port, "short");
+    assert!(fresh.iter().all(|(_, _, source)| *source != 1), "{fresh:?}");
+}
