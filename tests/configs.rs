@@ -169,3 +169,222 @@ fn a_topics_own_retention_is_in_force_and_kept_across_a_restart() {
     let fresh = describe(s.port, "short");
     assert!(fresh.iter().all(|(_, _, source)| *source != 1), "{fresh:?}");
 }
+
+fn grow(port: u16, t: &str, count: i32, validate_only: bool) -> i16 {
+    let req = m::CreatePartitionsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_validate_only(validate_only)
+        .with_topics(vec![
+            m::create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(topic(t))
+                .with_count(count)
+                .with_assignments(None),
+        ]);
+    let r: m::CreatePartitionsResponse = call(port, ApiKey::CreatePartitions, 3, &req);
+    r.results[0].error_code
+}
+
+#[test]
+fn create_partitions_adds_partitions_on_their_cores_and_keeps_them() {
+    let mut s = common::start_with("2", 2, &[]);
+    let broker = format!("127.0.0.1:{}", s.port);
+    let create = m::CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![m::create_topics_request::CreatableTopic::default()
+            .with_name(topic("growing"))
+            .with_num_partitions(2)
+            .with_replication_factor(1)]);
+    let r: m::CreateTopicsResponse = call(s.port, ApiKey::CreateTopics, 5, &create);
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(grow(s.port, "growing", 5, true), 0, "validate only");
+    let (_, out, _) = common::kcat(&["-L", "-b", &broker, "-t", "growing"], None);
+    assert!(
+        out.contains("2 partitions"),
+        "validate_only added nothing: {out}"
+    );
+    assert_eq!(grow(s.port, "growing", 5, false), 0);
+    assert_eq!(
+        grow(s.port, "growing", 3, false),
+        37,
+        "INVALID_PARTITIONS: only more"
+    );
+    assert_eq!(
+        grow(s.port, "events", 4, false),
+        44,
+        "POLICY_VIOLATION: declared"
+    );
+    assert_eq!(grow(s.port, "nothing", 4, false), 3);
+    for p in 0..5 {
+        let (ok, _, err) = common::kcat(
+            &[
+                "-P",
+                "-b",
+                &broker,
+                "-t",
+                "growing",
+                "-p",
+                &p.to_string(),
+                "-X",
+                "acks=all",
+            ],
+            Some(&format!("to partition {p}\n")),
+        );
+        assert!(ok, "{err}");
+    }
+    let (_, out, _) = common::kcat(&["-L", "-b", &broker, "-t", "growing"], None);
+    for p in 0..5 {
+        assert!(
+            out.contains(&format!("partition {p}, leader {}", p % 2)),
+            "{out}"
+        );
+    }
+    // After a restart: five partitions, each with its record.
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    let cfg = s.dir.path().join("t.toml");
+    let data = s.dir.path().join("data");
+    let (child, _, _, log) = common::serve_on(
+        &[
+            "--cores",
+            "2",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        s.port,
+        s.admin,
+    );
+    s.child = child;
+    s.log = log;
+    let mut got: Vec<String> = common::consume(&broker, "growing", "%p %s\n")
+        .lines()
+        .map(String::from)
+        .collect();
+    got.sort();
+    let want: Vec<String> = (0..5).map(|p| format!("{p} to partition {p}")).collect();
+    assert_eq!(got, want);
+}
+
+fn delete_records(port: u16, t: &str, partition: i32, offset: i64) -> (i16, i64) {
+    let req = m::DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            m::delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic(t))
+                .with_partitions(vec![
+                    m::delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(partition)
+                        .with_offset(offset),
+                ]),
+        ]);
+    let r: m::DeleteRecordsResponse = call(port, ApiKey::DeleteRecords, 2, &req);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.low_watermark)
+}
+
+fn earliest_of(port: u16, t: &str, partition: i32) -> i64 {
+    let req = m::ListOffsetsRequest::default().with_topics(vec![
+        m::list_offsets_request::ListOffsetsTopic::default()
+            .with_name(topic(t))
+            .with_partitions(vec![
+                m::list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(-2),
+            ]),
+    ]);
+    let r: m::ListOffsetsResponse = call(port, ApiKey::ListOffsets, 1, &req);
+    r.topics[0].partitions[0].offset
+}
+
+#[test]
+fn delete_records_moves_the_start_for_good_in_both_modes() {
+    for mode in ["per-core", "single-port"] {
+        let mut s = common::start_with("2", 2, &["--kafka-mode", mode]);
+        let broker = format!("127.0.0.1:{}", s.port);
+        let create = m::CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![m::create_topics_request::CreatableTopic::default()
+                .with_name(topic("trimmed"))
+                .with_num_partitions(2)
+                .with_replication_factor(1)]);
+        let r: m::CreateTopicsResponse = call(s.port, ApiKey::CreateTopics, 5, &create);
+        assert_eq!(r.topics[0].error_code, 0);
+        let input: String = (0..100).map(|i| format!("{i}\n")).collect();
+        let (ok, _, err) = common::kcat(
+            &[
+                "-P", "-b", &broker, "-t", "trimmed", "-p", "1", "-X", "acks=all",
+            ],
+            Some(&input),
+        );
+        assert!(ok, "{err}");
+        // Partition 1 lives on core 1: in single-port mode core 0 forwards.
+        let leader = if mode == "per-core" {
+            s.port + 1
+        } else {
+            s.port
+        };
+        assert_eq!(delete_records(leader, "trimmed", 1, 40), (0, 40), "{mode}");
+        assert_eq!(
+            delete_records(leader, "trimmed", 1, 101),
+            (1, -1),
+            "OFFSET_OUT_OF_RANGE"
+        );
+        assert_eq!(
+            delete_records(leader, "events", 0, 0).0,
+            44,
+            "POLICY_VIOLATION: declared"
+        );
+        assert_eq!(earliest_of(leader, "trimmed", 1), 40);
+        let rest = common::kcat(
+            &[
+                "-C",
+                "-b",
+                &broker,
+                "-t",
+                "trimmed",
+                "-p",
+                "1",
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%o\n",
+            ],
+            None,
+        )
+        .1;
+        assert_eq!(rest.lines().next(), Some("40"), "{rest}");
+        assert_eq!(rest.lines().count(), 60);
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+        let cfg = s.dir.path().join("t.toml");
+        let data = s.dir.path().join("data");
+        let (child, _, _, log) = common::serve_on(
+            &[
+                "--cores",
+                "2",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--kafka-mode",
+                mode,
+            ],
+            s.port,
+            s.admin,
+        );
+        s.child = child;
+        s.log = log;
+        assert_eq!(
+            earliest_of(leader, "trimmed", 1),
+            40,
+            "kept across a kill -9"
+        );
+        assert_eq!(
+            delete_records(leader, "trimmed", 1, -1),
+            (0, 100),
+            "-1: everything"
+        );
+    }
+}

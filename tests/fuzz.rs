@@ -224,6 +224,8 @@ fn decode_request(bytes: &[u8]) -> Result<(), String> {
         ApiKey::AlterConfigs => decode!(m::AlterConfigsRequest),
         ApiKey::IncrementalAlterConfigs => decode!(m::IncrementalAlterConfigsRequest),
         ApiKey::DescribeCluster => decode!(m::DescribeClusterRequest),
+        ApiKey::CreatePartitions => decode!(m::CreatePartitionsRequest),
+        ApiKey::DeleteRecords => decode!(m::DeleteRecordsRequest),
         _ => Err("not served".into()),
     }
 }

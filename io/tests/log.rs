@@ -867,6 +867,42 @@ fn a_partition_keeps_its_own_segment_size_and_retention() {
 }
 
 #[test]
+fn deleted_records_stay_deleted_and_their_segments_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    run(async move {
+        let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
+        let p = log.create_partition("trimmed").unwrap();
+        for i in 0..200 {
+            log.append(p, &payload(p, i, 4000), 1, 1).await.unwrap();
+        }
+        let segments = log.ledger_segments(p);
+        assert!(log.delete_records(p, 300).await.is_err(), "past the end");
+        assert_eq!(log.delete_records(p, 150).await.unwrap(), 150);
+        assert_eq!(log.log_start_offset(p).unwrap(), 150);
+        assert!(log.read(p, 149, 1000).await.is_err(), "below the start");
+        assert_eq!(log.read(p, 150, 1000).await.unwrap()[0].base_offset, 150);
+        assert_eq!(log.delete_records(p, 10).await.unwrap(), 150, "never back");
+        glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            log.ledger_segments(p) < segments,
+            "segments before 150 went"
+        );
+        log.close().await.unwrap();
+        drop(log);
+        let (log, report) = ShardLog::open(cfg).await.unwrap();
+        assert!(report.dropped.is_empty());
+        assert_eq!(
+            log.log_start_offset(p).unwrap(),
+            150,
+            "kept across a restart"
+        );
+        assert_eq!(log.high_watermark(p).unwrap(), 200);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn lost_and_damaged_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(dir.path());

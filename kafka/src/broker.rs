@@ -348,11 +348,30 @@ impl Broker {
         partitions: u32,
         config: &TopicConfig,
     ) -> Result<(), KafkaError> {
+        self.make_partitions(name, 0..partitions, config).await?;
+        let mut table = self.table.borrow_mut();
+        table.add_topic(tidewater_shards::Topic {
+            name: name.to_string(),
+            partitions,
+        });
+        drop(table);
+        self.place_topic(name, partitions, config);
+        self.set_config(name, config.clone());
+        Ok(())
+    }
+
+    /// Creates this core's partitions among `range` of a topic, with the topic's
+    /// limits; all or nothing (a failure deletes those it made). Yields between
+    /// partitions, so a large topic never holds the core from its other work.
+    async fn make_partitions(
+        &self,
+        name: &str,
+        range: std::ops::Range<u32>,
+        config: &TopicConfig,
+    ) -> Result<(), KafkaError> {
         let shards = self.table.borrow().shard_count();
         let mut made = Vec::new();
-        for p in
-            (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
-        {
+        for p in range.filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard) {
             let pname = partition_name(name, p);
             match self.log.create_partition(&pname) {
                 Ok(id) => {
@@ -362,7 +381,7 @@ impl Broker {
                 Err(e) => {
                     for m in &made {
                         if let Err(undo) = self.log.delete_partition(m).await {
-                            tracing::error!(partition = %m, "cannot undo a partial topic creation: {undo}");
+                            tracing::error!(partition = %m, "cannot undo a partial creation: {undo}");
                         }
                     }
                     return Err(KafkaError::storage(format!(
@@ -373,11 +392,13 @@ impl Broker {
             }
             glommio::yield_if_needed().await;
         }
-        let mut table = self.table.borrow_mut();
-        table.add_topic(tidewater_shards::Topic {
-            name: name.to_string(),
-            partitions,
-        });
+        Ok(())
+    }
+
+    /// Places a topic of `partitions` partitions anew (a request that looked up the
+    /// old placement finds the partitions it knew).
+    fn place_topic(&self, name: &str, partitions: u32, config: &TopicConfig) {
+        let table = self.table.borrow();
         let placed = placement(&table, self.shard, &self.log, &self.stats, name, partitions);
         placed
             .max_message_bytes
@@ -385,7 +406,48 @@ impl Broker {
         self.placements
             .borrow_mut()
             .insert(name.to_string(), Rc::new(placed));
-        self.set_config(name, config.clone());
+    }
+
+    /// Gives a topic `to` partitions (CreatePartitions): this core makes its new ones.
+    pub async fn grow_topic(&self, name: &str, to: u32) -> Result<(), KafkaError> {
+        let Some(from) = self.table.borrow().topic(name).map(|t| t.partitions) else {
+            return Err(KafkaError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("there is no topic {name}"),
+            ));
+        };
+        let config = self.topic_config(name);
+        if to > from {
+            self.make_partitions(name, from..to, &config).await?;
+            self.table.borrow_mut().set_partitions(name, to);
+            self.place_topic(name, to, &config);
+        }
+        Ok(())
+    }
+
+    /// Takes a topic back to `to` partitions (the undo of a failed CreatePartitions):
+    /// this core deletes its partitions from `to` on.
+    pub async fn shrink_topic(&self, name: &str, to: u32) -> Result<(), KafkaError> {
+        let shards = self.table.borrow().shard_count();
+        let Some(from) = self.table.borrow().topic(name).map(|t| t.partitions) else {
+            return Ok(());
+        };
+        let config = self.topic_config(name);
+        self.table.borrow_mut().set_partitions(name, to.min(from));
+        self.place_topic(name, to.min(from), &config);
+        for p in (to..from.max(to))
+            .filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
+        {
+            self.log
+                .delete_partition(&partition_name(name, p))
+                .await
+                .map_err(|e| {
+                    KafkaError::storage(format!(
+                        "core {}: cannot delete partition {p} of {name}: {e}",
+                        self.shard
+                    ))
+                })?;
+        }
         Ok(())
     }
 

@@ -14,8 +14,9 @@
 use crate::broker::Broker;
 use crate::error::KafkaError;
 use crate::handlers::{
-    api_versions, configs, create_topics, delete_topics, fetch, find_coordinator, group_admin,
-    init_producer_id, list_offsets, membership, metadata, offsets, produce,
+    api_versions, configs, create_partitions, create_topics, delete_records, delete_topics, fetch,
+    find_coordinator, group_admin, init_producer_id, list_offsets, membership, metadata, offsets,
+    produce,
 };
 use crate::stats::{Api, KafkaStats};
 use crate::{bodies, budget};
@@ -462,7 +463,9 @@ async fn handle(
         ApiKey::DescribeConfigs
         | ApiKey::AlterConfigs
         | ApiKey::IncrementalAlterConfigs
-        | ApiKey::DescribeCluster => handle_admin(broker, api, (version, cid), body).await,
+        | ApiKey::DescribeCluster
+        | ApiKey::CreatePartitions
+        | ApiKey::DeleteRecords => handle_admin(broker, api, (version, cid), body).await,
         other => {
             let client = header.client_id.as_deref().unwrap_or("").to_string();
             handle_group(broker, other, (version, cid), body, (client, host)).await
@@ -504,6 +507,20 @@ async fn handle_admin(
         ApiKey::DescribeCluster => {
             let req = decode!(m::DescribeClusterRequest);
             frame(api, version, cid, &metadata::describe_cluster(broker, &req))
+        }
+        ApiKey::DeleteRecords => {
+            let req = decode!(m::DeleteRecordsRequest);
+            frame(
+                api,
+                version,
+                cid,
+                &delete_records::handle(broker, &req).await,
+            )
+        }
+        ApiKey::CreatePartitions => {
+            let req = decode!(m::CreatePartitionsRequest);
+            let resp = create_partitions::handle(broker, &req).await;
+            frame(api, version, cid, &resp)
         }
         other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
     }

@@ -6,7 +6,9 @@
 //! Never: a second path to the log for forwarded parts.
 
 use crate::broker::Broker;
-use crate::handlers::{fetch, group_admin, list_offsets, membership, offsets, produce};
+use crate::handlers::{
+    delete_records, fetch, group_admin, list_offsets, membership, offsets, produce,
+};
 use crate::remote::{ForwardMail, GroupCall, GroupReply, Reply, Request};
 use crate::{forward, topic_changes};
 use std::rc::Rc;
@@ -54,6 +56,18 @@ async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
             partitions,
             config,
         } => Reply::Admin(broker.add_topic(&name, partitions, &config).await),
+        Request::DeleteRecords {
+            topic,
+            index,
+            offset,
+        } => Reply::Trimmed(delete_records::partition(broker, &topic, index, offset).await),
+        Request::GrowTopic { name, to } => {
+            Reply::Admin(topic_changes::coordinate_grow(broker, &name, to).await)
+        }
+        Request::AddPartitions { name, to } => Reply::Admin(broker.grow_topic(&name, to).await),
+        Request::RemovePartitions { name, to } => {
+            Reply::Admin(broker.shrink_topic(&name, to).await)
+        }
         Request::AlterTopicConfig { name, config } => {
             Reply::Admin(topic_changes::coordinate_alter(broker, &name, config).await)
         }

@@ -32,6 +32,12 @@ pub enum Request {
         index: i32,
         timestamp: i64,
     },
+    /// The owner of a partition: delete its records before `offset`.
+    DeleteRecords {
+        topic: String,
+        index: i32,
+        offset: i64,
+    },
     /// To core 0: create this topic on every core.
     CreateTopic {
         name: String,
@@ -44,6 +50,12 @@ pub enum Request {
         partitions: u32,
         config: TopicConfig,
     },
+    /// To core 0: give this topic `to` partitions on every core.
+    GrowTopic { name: String, to: u32 },
+    /// To each core: make your new partitions of this topic, up to `to`.
+    AddPartitions { name: String, to: u32 },
+    /// To each core: delete your partitions of this topic from `to` on (an undo).
+    RemovePartitions { name: String, to: u32 },
     /// To core 0: put these configs of a topic in force on every core.
     AlterTopicConfig { name: String, config: TopicConfig },
     /// To each core: put these configs in force on your partitions.
@@ -123,6 +135,8 @@ pub enum Reply {
     ListOffsets(ListOffsetsPartitionResponse),
     /// Done, or why not.
     Admin(Result<(), KafkaError>),
+    /// A partition's new start after DeleteRecords, or why not.
+    Trimmed(Result<u64, KafkaError>),
     Group(Box<GroupReply>),
 }
 

@@ -85,11 +85,18 @@ fn exists(name: &str) -> KafkaError {
 
 /// Whether every core has room for its share of `partitions` new partitions.
 fn check_room(broker: &Broker, partitions: u32) -> Result<(), KafkaError> {
+    check_room_for(broker, 0..partitions)
+}
+
+/// Whether every core has room for its share of the new partitions `range`.
+fn check_room_for(broker: &Broker, range: std::ops::Range<u32>) -> Result<(), KafkaError> {
+    let partitions = range.end;
     let table = broker.table();
     let shards = table.shard_count();
     let max = broker.log.partitions_max();
     for core in 0..shards {
-        let new = (0..partitions)
+        let new = range
+            .clone()
             .filter(|&p| tidewater_shards::partition_owner(p, shards) == core)
             .count();
         let held = table.owned_by(core).len();
@@ -123,6 +130,84 @@ pub async fn create(
         config,
     };
     ask(broker, 0, req).await
+}
+
+/// Whether a topic may grow to `to` partitions now, as this core sees it
+/// (CreatePartitions, `validate_only` too).
+pub fn check_growth(broker: &Broker, name: &str, to: u32) -> Result<(), KafkaError> {
+    let Some(from) = broker.table().topic(name).map(|t| t.partitions) else {
+        return Err(KafkaError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("there is no topic {name}"),
+        ));
+    };
+    if let Some(why) = broker.topics.protected.get(name) {
+        return Err(KafkaError::new(
+            ResponseError::PolicyViolation,
+            format!("topic {name} {why}; its partition count cannot change while it is"),
+        ));
+    }
+    if to <= from || to > PARTITIONS_MAX {
+        return Err(KafkaError::new(
+            ResponseError::InvalidPartitions,
+            format!("topic {name} has {from} partitions: ask for more, at most {PARTITIONS_MAX}"),
+        ));
+    }
+    check_room_for(broker, from..to)
+}
+
+/// Gives a topic `to` partitions on every core (through core 0); new partition `p`
+/// goes to core `p % cores`, as every partition does.
+pub async fn grow(broker: &Broker, name: &str, to: u32) -> Result<(), KafkaError> {
+    check_growth(broker, name, to)?;
+    if broker.shard == 0 {
+        return coordinate_grow(broker, name, to).await;
+    }
+    let req = Request::GrowTopic {
+        name: name.to_string(),
+        to,
+    };
+    ask(broker, 0, req).await
+}
+
+/// On core 0: the new count recorded (a start creates partitions a crash left
+/// unmade), every core's new partitions; all or nothing.
+pub async fn coordinate_grow(broker: &Broker, name: &str, to: u32) -> Result<(), KafkaError> {
+    let _one_at_a_time = one_topic_change(broker).await?;
+    check_growth(broker, name, to)?;
+    let from = broker.table().topic(name).map_or(0, |t| t.partitions);
+    let file = broker.topics.file.as_deref();
+    if let Some(file) = file {
+        topics_file::record(file, name, to, false).await?;
+    }
+    let grown = on_every_core(broker, broker.grow_topic(name, to), || {
+        Request::AddPartitions {
+            name: name.to_string(),
+            to,
+        }
+    })
+    .await;
+    if let Err(failed) = grown {
+        tracing::warn!(
+            topic = name,
+            from,
+            to,
+            "adding partitions failed, undoing it: {failed}"
+        );
+        on_every_core(broker, broker.shrink_topic(name, from), || {
+            Request::RemovePartitions {
+                name: name.to_string(),
+                to: from,
+            }
+        })
+        .await?;
+        if let Some(file) = file {
+            topics_file::record(file, name, from, false).await?;
+        }
+        return Err(failed);
+    }
+    tracing::info!(topic = name, from, to, "partitions added");
+    Ok(())
 }
 
 /// Puts a topic's new configs in force on every core (through core 0).

@@ -70,6 +70,18 @@ impl PartitionTable {
         true
     }
 
+    /// Gives a topic `partitions` partitions (CreatePartitions, or its undo); false
+    /// if there is no such topic.
+    pub fn set_partitions(&mut self, name: &str, partitions: u32) -> bool {
+        match self.topics.iter_mut().find(|t| t.name == name) {
+            Some(t) => {
+                t.partitions = partitions;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes a topic (DeleteTopics); false if there was none.
     pub fn remove_topic(&mut self, name: &str) -> bool {
         let before = self.topics.len();

@@ -170,6 +170,40 @@ fn config_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
             framed(ApiKey::IncrementalAlterConfigs, v, &req),
         ));
     }
+    for v in [0, 3] {
+        let req = m::CreatePartitionsRequest::default()
+            .with_timeout_ms(1000)
+            .with_validate_only(true)
+            .with_topics(vec![
+                m::create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(topic("events"))
+                    .with_count(4)
+                    .with_assignments(None),
+            ]);
+        out.push((
+            ApiKey::CreatePartitions,
+            v,
+            framed(ApiKey::CreatePartitions, v, &req),
+        ));
+    }
+    for v in [0, 2] {
+        let req = m::DeleteRecordsRequest::default()
+            .with_timeout_ms(1000)
+            .with_topics(vec![
+                m::delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(topic("no-such-topic"))
+                    .with_partitions(vec![
+                        m::delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(1),
+                    ]),
+            ]);
+        out.push((
+            ApiKey::DeleteRecords,
+            v,
+            framed(ApiKey::DeleteRecords, v, &req),
+        ));
+    }
     for v in [0, 1] {
         let req = m::DescribeClusterRequest::default().with_endpoint_type(1);
         out.push((

@@ -116,6 +116,7 @@ impl Ledger {
                 retain_from: None,
                 superseded_before: None,
                 limits: None,
+                deleted_before: 0,
             },
         );
         Ok(id)

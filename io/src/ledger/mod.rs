@@ -38,6 +38,7 @@ mod write;
 pub(crate) use chunk::chunk_capacity;
 pub use files::valid_partition_name;
 
+use crate::error::LogError;
 use chunk::Chunk;
 use glommio::io::{DmaBuffer, DmaFile};
 use segment::Segment;
@@ -80,7 +81,13 @@ pub struct Partition {
     /// Its own segment size and retention (a topic's configs), in place of the
     /// ledger's.
     limits: Option<PartitionLimits>,
+    /// Offsets before this were deleted (DeleteRecords): the partition starts here
+    /// even while a segment still holds them. Kept in `LOG_START_FILE`.
+    deleted_before: u64,
 }
+
+/// The file in a partition's directory that keeps its `deleted_before`.
+pub(crate) const LOG_START_FILE: &str = "log-start";
 
 /// A partition's own segment size and retention, in place of the log's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,11 +118,13 @@ impl Partition {
     /// The first offset held: in the oldest segment, else in the oldest chunk not yet
     /// written, else the end (an empty partition).
     pub fn start_offset(&self) -> u64 {
-        self.segments
+        let held = self
+            .segments
             .front()
             .map(|s| s.base_offset)
             .or_else(|| self.chunks.front().map(|c| c.base_offset))
-            .unwrap_or(self.next_offset)
+            .unwrap_or(self.next_offset);
+        held.max(self.deleted_before.min(self.next_offset))
     }
 }
 
@@ -204,6 +213,54 @@ impl Ledger {
         if let Some(p) = self.partitions.get_mut(&id) {
             p.limits = limits;
         }
+    }
+
+    /// Deletes `id`'s offsets before `before` (DeleteRecords): the start moves there
+    /// at once, durably (`LOG_START_FILE`), and the segments wholly before it go at
+    /// the next retention pass. Returns the new start.
+    pub async fn delete_before(
+        this: &std::cell::RefCell<Self>,
+        id: u32,
+        before: u64,
+    ) -> crate::error::Result<u64> {
+        let (dir, start, end) = {
+            let l = this.borrow();
+            let p = l
+                .partitions
+                .get(&id)
+                .ok_or(LogError::UnknownPartition(id))?;
+            (p.dir.clone(), p.start_offset(), p.next_offset)
+        };
+        if before > end {
+            let name = this
+                .borrow()
+                .partitions
+                .get(&id)
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            return Err(LogError::OffsetOutOfRange {
+                partition: name,
+                offset: before,
+                start,
+                end,
+            });
+        }
+        if before <= start {
+            return Ok(start);
+        }
+        crate::fs::write_durable(
+            &dir.join(LOG_START_FILE),
+            format!("{before}\n").into_bytes(),
+        )
+        .await?;
+        let mut l = this.borrow_mut();
+        let p = l
+            .partitions
+            .get_mut(&id)
+            .ok_or(LogError::UnknownPartition(id))?;
+        p.deleted_before = p.deleted_before.max(before);
+        p.superseded_before = Some(p.superseded_before.unwrap_or(0).max(before));
+        Ok(p.start_offset())
     }
 
     /// Segment files of a partition (tests, inspection).

@@ -104,6 +104,7 @@ impl Ledger {
     ) -> Result<Partition> {
         let (id, name) = read_meta(&pdir.join(META_FILE)).await?;
         let mut bases = Vec::new();
+        let mut deleted_before = 0;
         let entries = fs::read_dir(pdir)
             .await
             .map_err(|e| e.with_op("listing partition"))?;
@@ -118,12 +119,18 @@ impl Ledger {
             }
             match parse_segment_name(&fname) {
                 _ if fname == META_FILE => {}
+                _ if fname == super::LOG_START_FILE => {
+                    let text = fs::read_to_string(&entry).await?;
+                    deleted_before = text.trim().parse().map_err(|_| {
+                        LogError::corrupt(&entry, "not a log start offset (one number)")
+                    })?;
+                }
                 Some((base, "log")) => bases.push(base),
                 Some((_, "index")) => {}
                 _ => {
                     return Err(LogError::corrupt(
                         &entry,
-                        "foreign file in a partition directory (only NNNN.log, NNNN.index and partition.meta belong there); move it away",
+                        "foreign file in a partition directory (only NNNN.log, NNNN.index, partition.meta and log-start belong there); move it away",
                     ))
                 }
             }
@@ -140,6 +147,7 @@ impl Ledger {
             retain_from: None,
             superseded_before: None,
             limits: None,
+            deleted_before,
         };
         for (i, &base) in bases.iter().enumerate() {
             let path = pdir.join(segment_name(base, "log"));

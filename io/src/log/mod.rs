@@ -358,6 +358,14 @@ impl ShardLog {
             .retain_from(partition, offset);
     }
 
+    /// Deletes `partition`'s offsets before `before` (DeleteRecords; at most the
+    /// high watermark): reads start there from now on, across restarts; the
+    /// segments wholly before it are deleted at the next retention pass. Returns
+    /// the partition's new start.
+    pub async fn delete_records(&self, partition: u32, before: u64) -> Result<u64> {
+        Ledger::delete_before(&self.shared.ledger, partition, before).await
+    }
+
     /// Gives `partition` its own segment size and retention (`None`: the log's).
     pub fn set_limits(&self, partition: u32, limits: Option<crate::ledger::PartitionLimits>) {
         self.shared

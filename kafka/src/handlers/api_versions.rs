@@ -32,6 +32,8 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::AlterConfigs => Some((0, 2)),
         ApiKey::IncrementalAlterConfigs => Some((0, 1)),
         ApiKey::DescribeCluster => Some((0, 1)),
+        ApiKey::CreatePartitions => Some((0, 3)),
+        ApiKey::DeleteRecords => Some((0, 2)),
         _ => None,
     }
 }
@@ -62,6 +64,8 @@ pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
         ApiKey::AlterConfigs,
         ApiKey::IncrementalAlterConfigs,
         ApiKey::DescribeCluster,
+        ApiKey::CreatePartitions,
+        ApiKey::DeleteRecords,
     ];
     let api_keys = keys
         .iter()

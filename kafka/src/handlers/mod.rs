@@ -7,7 +7,9 @@
 pub mod api_versions;
 pub mod configs;
 pub mod coordinated;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod fetch;
 pub mod find_coordinator;
