@@ -709,3 +709,93 @@ fn a_group_rides_out_kill_9_and_no_commit_goes_back() {
     assert!(status.success(), "{}\n{err}", rest.join("\n"));
     assert!(rest.iter().any(|l| l == "OK"), "{}", rest.join("\n"));
 }
+
+#[test]
+fn a_kill_9_in_the_middle_of_a_rebalance_loses_no_commit_and_members_join_again() {
+    let mut srv = server("2", 2, &["--durability", "always"]);
+    let cfg = srv.dir.path().join("t.toml");
+    let data = srv.dir.path().join("data");
+    let args = [
+        "--cores",
+        "2",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--group-initial-rebalance-delay-ms",
+        "200",
+    ];
+    // A joins alone, syncs, commits offset 7 as a member of generation 1.
+    let id = join(srv.port, "mid", "", 10_000).member_id.to_string();
+    let a = join(srv.port, "mid", &id, 10_000);
+    assert_eq!((a.error_code, a.generation_id), (0, 1));
+    assert_eq!(sync(srv.port, "mid", &id, 1, vec![]), 0);
+    let req = m::OffsetCommitRequest::default()
+        .with_group_id(group("mid"))
+        .with_generation_id_or_member_epoch(1)
+        .with_member_id(s(&id))
+        .with_topics(vec![
+            m::offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(topic("events"))
+                .with_partitions(vec![
+                    m::offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(7),
+                ]),
+        ]);
+    let r: m::OffsetCommitResponse = call(srv.port, ApiKey::OffsetCommit, 7, &req);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    // B joins: the group is rebalancing, B's JoinGroup waits for A.
+    let b_id = join(srv.port, "mid", "", 10_000).member_id.to_string();
+    let port = srv.port;
+    let waiting = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let req = m::JoinGroupRequest::default()
+            .with_group_id(group("mid"))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(&b_id))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![
+                m::join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+            ]);
+        c.write_all(&framed(ApiKey::JoinGroup, 5, &req)).unwrap();
+        let mut len = [0u8; 4];
+        // The server dies before it answers: the read fails or ends.
+        c.read_exact(&mut len).is_err()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heartbeat(srv.port, "mid", &id, 1) != 27 {
+        assert!(Instant::now() < deadline, "the rebalance never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = srv.child.kill();
+    let _ = srv.child.wait();
+    assert!(
+        waiting.join().unwrap(),
+        "B's JoinGroup was cut off with the server"
+    );
+    let (child, _, _, log) = common::serve_on(&args, srv.port, srv.admin);
+    srv.child = child;
+    srv.log = log;
+    // The commit stands; the old member is unknown and joins again as a new one, in
+    // a generation past every one before.
+    assert_eq!(committed(srv.port, "mid"), 7);
+    assert_eq!(
+        heartbeat(srv.port, "mid", &id, 1),
+        25,
+        "UNKNOWN_MEMBER_ID: join again"
+    );
+    let again = join(srv.port, "mid", "", 10_000).member_id.to_string();
+    let rejoined = join(srv.port, "mid", &again, 10_000);
+    assert_eq!(rejoined.error_code, 0);
+    assert!(
+        rejoined.generation_id >= 2,
+        "generation {} repeats one before the kill",
+        rejoined.generation_id
+    );
+    assert_eq!(committed(srv.port, "mid"), 7);
+}
