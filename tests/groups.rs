@@ -1,6 +1,6 @@
 //! Consumer groups with real clients: kcat (librdkafka), confluent-kafka with each
-//! assignor, kafka-python, aiokafka and KafkaJS consume with their default group
-//! settings in both Kafka modes; committed offsets survive kill -9; bad group input
+//! assignor, kafka-python, aiokafka, KafkaJS and sarama consume with their default
+//! group settings in both Kafka modes; committed offsets survive kill -9; bad group input
 //! gets the protocol's error codes.
 
 mod common;
@@ -218,7 +218,12 @@ fn kafka_python_and_aiokafka_groups() {
     if !two_cpus() {
         return;
     }
-    for (client, mode) in [("kafka-python", "per-core"), ("aiokafka", "single-port")] {
+    for (client, mode) in [
+        ("kafka-python", "per-core"),
+        ("aiokafka", "single-port"),
+        ("kafka-python", "single-port"),
+        ("aiokafka", "per-core"),
+    ] {
         let s = server("2", 4, &["--kafka-mode", mode]);
         let broker = format!("127.0.0.1:{}", s.port);
         let (ok, out) = common::python("group_python.py", &[&broker, "events", "4", client]);
@@ -310,6 +315,33 @@ fn loadgen_consume_reads_a_topic_as_a_group_and_commits_where_it_stopped() {
         .flat_map(|t| t.partitions.iter().map(|p| p.committed_offset))
         .sum();
     assert_eq!(total, 20000, "{got:?}");
+}
+
+#[test]
+fn sarama_consumes_with_a_group_and_returns_when_cancelled() {
+    if !two_cpus() {
+        return;
+    }
+    // scripts/test builds it from tests/clients/sarama with Debian's sarama.
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-go/sarama-group");
+    assert!(
+        bin.is_file(),
+        "the sarama client is not built: scripts/test builds it (apt-get install golang-go golang-github-shopify-sarama-dev)"
+    );
+    for mode in ["per-core", "single-port"] {
+        let srv = server("2", 4, &["--kafka-mode", mode]);
+        let broker = format!("127.0.0.1:{}", srv.port);
+        let out = Command::new(&bin)
+            .args([&broker, "events", "500"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("OK"),
+            "sarama, {mode}: {text}"
+        );
+    }
 }
 
 /// Commits offset `offset` of partition 0 for group `g` from outside the group
