@@ -125,24 +125,7 @@ fn a_topics_own_retention_is_in_force_and_kept_across_a_restart() {
         "the server's retention (none) elsewhere"
     );
     // The configs outlive a restart (topic_configs.json).
-    let _ = s.child.kill();
-    let _ = s.child.wait();
-    let cfg = s.dir.path().join("t.toml");
-    let data = s.dir.path().join("data");
-    let (child, _, _, log) = common::serve_on(
-        &[
-            "--cores",
-            "1",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        s.port,
-        s.admin,
-    );
-    s.child = child;
-    s.log = log;
+    s.kill_and_start_again("1", &[]);
     let after = describe(s.port, "short");
     assert!(
         after.contains(&("retention.bytes".into(), "4194304".into(), 1)),
@@ -239,24 +222,7 @@ fn create_partitions_adds_partitions_on_their_cores_and_keeps_them() {
         );
     }
     // After a restart: five partitions, each with its record.
-    let _ = s.child.kill();
-    let _ = s.child.wait();
-    let cfg = s.dir.path().join("t.toml");
-    let data = s.dir.path().join("data");
-    let (child, _, _, log) = common::serve_on(
-        &[
-            "--cores",
-            "2",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        s.port,
-        s.admin,
-    );
-    s.child = child;
-    s.log = log;
+    s.kill_and_start_again("2", &[]);
     let mut got: Vec<String> = common::consume(&broker, "growing", "%p %s\n")
         .lines()
         .map(String::from)
@@ -356,26 +322,7 @@ fn delete_records_moves_the_start_for_good_in_both_modes() {
         .1;
         assert_eq!(rest.lines().next(), Some("40"), "{rest}");
         assert_eq!(rest.lines().count(), 60);
-        let _ = s.child.kill();
-        let _ = s.child.wait();
-        let cfg = s.dir.path().join("t.toml");
-        let data = s.dir.path().join("data");
-        let (child, _, _, log) = common::serve_on(
-            &[
-                "--cores",
-                "2",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--kafka-mode",
-                mode,
-            ],
-            s.port,
-            s.admin,
-        );
-        s.child = child;
-        s.log = log;
+        s.kill_and_start_again("2", &["--kafka-mode", mode]);
         assert_eq!(
             earliest_of(leader, "trimmed", 1),
             40,

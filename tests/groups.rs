@@ -160,26 +160,7 @@ fn kcat_members_split_a_topic_and_a_new_one_resumes_after_a_kill_9() {
     );
 
     // kill -9, restart on the same ports: a new member resumes at the commits.
-    let _ = s.child.kill();
-    let _ = s.child.wait();
-    let cfg = s.dir.path().join("t.toml");
-    let data = s.dir.path().join("data");
-    let (child, _, _, log) = common::serve_on(
-        &[
-            "--cores",
-            "2",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--group-initial-rebalance-delay-ms",
-            "200",
-        ],
-        s.port,
-        s.admin,
-    );
-    s.child = child;
-    s.log = log;
+    s.kill_and_start_again("2", &["--group-initial-rebalance-delay-ms", "200"]);
     produce(&broker, 400, 450);
     let mut late = kcat_member(&broker, "kc", &["-e"]);
     let rx = lines_of(&mut late);
@@ -385,18 +366,6 @@ fn committed(port: u16, g: &str) -> i64 {
 #[test]
 fn an_acknowledged_commit_survives_kill_9_every_time() {
     let mut s = server("2", 2, &["--durability", "always"]);
-    let cfg = s.dir.path().join("t.toml");
-    let data = s.dir.path().join("data");
-    let args = [
-        "--cores",
-        "2",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--durability",
-        "always",
-    ];
     // Several groups, so that both cores coordinate some.
     let groups: Vec<String> = (0..6).map(|i| format!("durable-{i}")).collect();
     for round in 1..=4i64 {
@@ -404,11 +373,7 @@ fn an_acknowledged_commit_survives_kill_9_every_time() {
             assert_eq!(commit(s.port, g, round * 100), 0);
         }
         // Killed right after the last acknowledgement.
-        let _ = s.child.kill();
-        let _ = s.child.wait();
-        let (child, _, _, log) = common::serve_on(&args, s.port, s.admin);
-        s.child = child;
-        s.log = log;
+        s.kill_and_start_again("2", &["--durability", "always"]);
         for g in &groups {
             assert_eq!(
                 committed(s.port, g),
@@ -500,20 +465,7 @@ fn compaction_keeps_each_groups_last_commit_and_deletes_the_rest() {
     }
     // After a restart, each group's last commit, replayed from what is left.
     stop(&mut s.child);
-    let cfg = s.dir.path().join("t.toml");
-    let data = s.dir.path().join("data");
-    let mut args = vec![
-        "--cores",
-        "1",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&storage);
-    let (child, _, _, log) = common::serve_on(&args, s.port, s.admin);
-    s.child = child;
-    s.log = log;
+    s.start_again("1", &storage);
     for g in &groups {
         assert_eq!(committed(s.port, g), 1000, "group {g}");
     }
@@ -692,20 +644,6 @@ fn a_group_rides_out_kill_9_and_no_commit_goes_back() {
     }
     let mut s = server("2", 4, &["--durability", "always"]);
     let broker = format!("127.0.0.1:{}", s.port);
-    let cfg = s.dir.path().join("t.toml");
-    let data = s.dir.path().join("data");
-    let args = [
-        "--cores",
-        "2",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--durability",
-        "always",
-        "--group-initial-rebalance-delay-ms",
-        "200",
-    ];
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/group_restart.py");
     let mut py = Command::new("python3")
@@ -730,9 +668,15 @@ fn a_group_rides_out_kill_9_and_no_commit_goes_back() {
         let _ = s.child.kill();
         let _ = s.child.wait();
         std::thread::sleep(Duration::from_millis(500));
-        let (child, _, _, log) = common::serve_on(&args, s.port, s.admin);
-        s.child = child;
-        s.log = log;
+        s.start_again(
+            "2",
+            &[
+                "--durability",
+                "always",
+                "--group-initial-rebalance-delay-ms",
+                "200",
+            ],
+        );
     }
     let status = py.wait().unwrap();
     let rest: Vec<String> = lines.try_iter().collect();
@@ -745,18 +689,6 @@ fn a_group_rides_out_kill_9_and_no_commit_goes_back() {
 #[test]
 fn a_kill_9_in_the_middle_of_a_rebalance_loses_no_commit_and_members_join_again() {
     let mut srv = server("2", 2, &["--durability", "always"]);
-    let cfg = srv.dir.path().join("t.toml");
-    let data = srv.dir.path().join("data");
-    let args = [
-        "--cores",
-        "2",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--group-initial-rebalance-delay-ms",
-        "200",
-    ];
     // A joins alone, syncs, commits offset 7 as a member of generation 1.
     let id = join(srv.port, "mid", "", 10_000).member_id.to_string();
     let a = join(srv.port, "mid", &id, 10_000);
@@ -810,9 +742,7 @@ fn a_kill_9_in_the_middle_of_a_rebalance_loses_no_commit_and_members_join_again(
         waiting.join().unwrap(),
         "B's JoinGroup was cut off with the server"
     );
-    let (child, _, _, log) = common::serve_on(&args, srv.port, srv.admin);
-    srv.child = child;
-    srv.log = log;
+    srv.start_again("2", &["--group-initial-rebalance-delay-ms", "200"]);
     // The commit stands; the old member is unknown and joins again as a new one, in
     // a generation past every one before.
     assert_eq!(committed(srv.port, "mid"), 7);

@@ -385,13 +385,9 @@ async fn handle(
         }));
     }
     let cid = header.correlation_id;
-    let decoded_max = decoded_bytes_max(body.len());
     macro_rules! decode {
         ($t:ty) => {
-            kafka_protocol::protocol::with_decode_budget(decoded_max, || {
-                <$t>::decode(&mut body, version)
-            })
-            .map_err(|e| Closed::Refused(format!("malformed {api:?} v{version} request: {e}")))?
+            decode::<$t>(&mut body, api, version)?
         };
     }
     match api {
@@ -481,13 +477,9 @@ async fn handle_admin(
     (version, cid): (i16, i32),
     mut body: Bytes,
 ) -> Result<BytesMut, Closed> {
-    let decoded_max = decoded_bytes_max(body.len());
     macro_rules! decode {
         ($t:ty) => {
-            kafka_protocol::protocol::with_decode_budget(decoded_max, || {
-                <$t>::decode(&mut body, version)
-            })
-            .map_err(|e| Closed::Refused(format!("malformed {api:?} v{version} request: {e}")))?
+            decode::<$t>(&mut body, api, version)?
         };
     }
     match api {
@@ -535,13 +527,9 @@ async fn handle_group(
     mut body: Bytes,
     (client_id, host): (String, &str),
 ) -> Result<BytesMut, Closed> {
-    let decoded_max = decoded_bytes_max(body.len());
     macro_rules! decode {
         ($t:ty) => {
-            kafka_protocol::protocol::with_decode_budget(decoded_max, || {
-                <$t>::decode(&mut body, version)
-            })
-            .map_err(|e| Closed::Refused(format!("malformed {api:?} v{version} request: {e}")))?
+            decode::<$t>(&mut body, api, version)?
         };
     }
     match api {
@@ -621,6 +609,14 @@ async fn handle_group(
         }
         other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
     }
+}
+
+/// Decodes a request body of `api` in `version`, within the memory it may take
+/// ([`decoded_bytes_max`]); a body that does not decode closes the connection.
+fn decode<T: Decodable>(body: &mut Bytes, api: ApiKey, version: i16) -> Result<T, Closed> {
+    let decoded_max = decoded_bytes_max(body.len());
+    kafka_protocol::protocol::with_decode_budget(decoded_max, || T::decode(body, version))
+        .map_err(|e| Closed::Refused(format!("malformed {api:?} v{version} request: {e}")))
 }
 
 /// Bytes of array elements decoding a request of `body_bytes` may allocate: what

@@ -247,6 +247,34 @@ pub struct Server {
     pub dir: tempfile::TempDir,
 }
 
+impl Server {
+    /// Starts the server again on its ports, data directory and config, on `cores`
+    /// with `extra` flags, once it has stopped (or been killed).
+    pub fn start_again(&mut self, cores: &str, extra: &[&str]) {
+        let cfg = self.dir.path().join("t.toml");
+        let data = self.dir.path().join("data");
+        let mut args = vec![
+            "--cores",
+            cores,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (child, _, _, log) = serve_on(&args, self.port, self.admin);
+        self.child = child;
+        self.log = log;
+    }
+
+    /// kill -9, then [`Server::start_again`].
+    pub fn kill_and_start_again(&mut self, cores: &str, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.start_again(cores, extra);
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -282,28 +282,23 @@ async fn change_topic(
 pub async fn alter(broker: &Broker, req: &AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for r in &req.resources {
-        let name = r.resource_name.as_str();
-        let done = match r.resource_type {
-            TOPIC => {
-                // The configs given replace the topic's own, as Kafka's AlterConfigs.
-                let config = TopicConfig::of(
-                    r.configs
-                        .iter()
-                        .map(|c| (c.name.as_str(), c.value.as_deref())),
-                    &broker.defaults,
-                );
-                change_topic(broker, name, config, req.validate_only).await
-            }
-            BROKER => Err(broker_change_refused()),
-            other => Err(KafkaError::new(
-                ResponseError::InvalidRequest,
-                format!("resource type {other}: this server changes topics (2)"),
-            )),
+        // The configs given replace the topic's own, as Kafka's AlterConfigs.
+        let config = || {
+            TopicConfig::of(
+                r.configs
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.value.as_deref())),
+                &broker.defaults,
+            )
         };
-        if let Err(e) = &done {
-            tracing::info!(resource = name, code = e.code(), "configs not changed: {e}");
-        }
-        let (code, message) = done.map_or_else(|e| (e.code(), e.message()), |()| (0, None));
+        let (code, message) = change(
+            broker,
+            r.resource_type,
+            &r.resource_name,
+            config,
+            req.validate_only,
+        )
+        .await;
         responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
@@ -313,6 +308,33 @@ pub async fn alter(broker: &Broker, req: &AlterConfigsRequest) -> AlterConfigsRe
         );
     }
     AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// One resource of an AlterConfigs or IncrementalAlterConfigs: a topic gets
+/// `config()` (checked, and in force unless `validate_only`); the answer's code and
+/// message.
+async fn change(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    config: impl FnOnce() -> Result<TopicConfig, KafkaError>,
+    validate_only: bool,
+) -> (i16, Option<StrBytes>) {
+    let done = match resource_type {
+        TOPIC => change_topic(broker, name, config(), validate_only).await,
+        BROKER => Err(broker_change_refused()),
+        other => Err(KafkaError::new(
+            ResponseError::InvalidRequest,
+            format!("resource type {other}: this server changes topics (2)"),
+        )),
+    };
+    match done {
+        Ok(()) => (0, None),
+        Err(e) => {
+            tracing::info!(resource = name, code = e.code(), "configs not changed: {e}");
+            (e.code(), e.message())
+        }
+    }
 }
 
 /// IncrementalAlterConfigs' operations.
@@ -382,21 +404,9 @@ pub async fn incremental_alter(
     let mut responses = Vec::new();
     for r in &req.resources {
         let name = r.resource_name.as_str();
-        let done = match r.resource_type {
-            TOPIC => {
-                let config = incremental(broker, name, &r.configs);
-                change_topic(broker, name, config, req.validate_only).await
-            }
-            BROKER => Err(broker_change_refused()),
-            other => Err(KafkaError::new(
-                ResponseError::InvalidRequest,
-                format!("resource type {other}: this server changes topics (2)"),
-            )),
-        };
-        if let Err(e) = &done {
-            tracing::info!(resource = name, code = e.code(), "configs not changed: {e}");
-        }
-        let (code, message) = done.map_or_else(|e| (e.code(), e.message()), |()| (0, None));
+        let config = || incremental(broker, name, &r.configs);
+        let (code, message) =
+            change(broker, r.resource_type, name, config, req.validate_only).await;
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
