@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::requests::{framed, topic};
+use common::requests::{call, framed, topic};
 use kafka_protocol::messages::{self as m, ApiKey};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -27,20 +27,6 @@ fn two_cpus() -> bool {
         eprintln!("SKIPPED: needs 2 CPUs");
     }
     ok
-}
-
-/// One request on a fresh connection and its decoded answer.
-fn call<Q: Encodable, A: Decodable>(port: u16, api: ApiKey, version: i16, req: &Q) -> A {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(&framed(api, version, req)).unwrap();
-    let mut len = [0u8; 4];
-    c.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    c.read_exact(&mut body).unwrap();
-    let mut buf = bytes::Bytes::from(body);
-    m::ResponseHeader::decode(&mut buf, api.response_header_version(version)).unwrap();
-    A::decode(&mut buf, version).unwrap()
 }
 
 fn s(v: &str) -> StrBytes {

@@ -3,7 +3,23 @@
 
 use bytes::BytesMut;
 use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use std::io::{Read, Write};
+
+/// One request on a fresh connection to `port` and its decoded answer.
+pub fn call<Q: Encodable, A: Decodable>(port: u16, api: ApiKey, version: i16, req: &Q) -> A {
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    c.write_all(&framed(api, version, req)).unwrap();
+    let mut len = [0u8; 4];
+    c.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    c.read_exact(&mut body).unwrap();
+    let mut buf = bytes::Bytes::from(body);
+    m::ResponseHeader::decode(&mut buf, api.response_header_version(version)).unwrap();
+    A::decode(&mut buf, version).unwrap()
+}
 
 /// A framed request: size prefix, header, body.
 pub fn framed<R: Encodable>(api: ApiKey, version: i16, body: &R) -> Vec<u8> {
