@@ -393,6 +393,10 @@ impl Settings {
         cfg.shard = shard;
         cfg.journal_dir = self.journal_dir.join(format!("shard-{shard}"));
         cfg.ledger_dir = self.ledger_dir.join(format!("shard-{shard}"));
+        // Committed offsets are never cut by retention (the server and a rescale
+        // alike): their snapshots say what is superseded.
+        cfg.partition_limits
+            .extend(tidewater_kafka::groups::offsets_partition_limits(&cfg));
         cfg
     }
 }

@@ -315,3 +315,55 @@ fn delete_records_moves_the_start_for_good_in_both_modes() {
         );
     }
 }
+
+#[test]
+fn a_deleted_topics_commits_go_with_it() {
+    let s = common::start_with("2", 2, &[]);
+    let create = || {
+        m::CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![m::create_topics_request::CreatableTopic::default()
+                .with_name(topic("reborn"))
+                .with_num_partitions(2)
+                .with_replication_factor(1)])
+    };
+    let r: m::CreateTopicsResponse = call(s.port, ApiKey::CreateTopics, 5, &create());
+    assert_eq!(r.topics[0].error_code, 0);
+    let commit = m::OffsetCommitRequest::default()
+        .with_group_id(m::GroupId(StrBytes::from_static_str("readers")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            m::offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(topic("reborn"))
+                .with_partitions(vec![
+                    m::offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(1)
+                        .with_committed_offset(5),
+                ]),
+        ]);
+    let r: m::OffsetCommitResponse = call(s.port, ApiKey::OffsetCommit, 8, &commit);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let fetch = || {
+        let req = m::OffsetFetchRequest::default()
+            .with_group_id(m::GroupId(StrBytes::from_static_str("readers")))
+            .with_topics(None);
+        let r: m::OffsetFetchResponse = call(s.port, ApiKey::OffsetFetch, 7, &req);
+        r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.committed_offset))
+            .collect::<Vec<i64>>()
+    };
+    assert_eq!(fetch(), vec![5]);
+    let del = m::DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topic_names(vec![topic("reborn")]);
+    let r: m::DeleteTopicsResponse = call(s.port, ApiKey::DeleteTopics, 4, &del);
+    assert_eq!(r.responses[0].error_code, 0);
+    let r: m::CreateTopicsResponse = call(s.port, ApiKey::CreateTopics, 5, &create());
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(
+        fetch(),
+        Vec::<i64>::new(),
+        "a topic made again starts with no commits"
+    );
+}

@@ -519,6 +519,7 @@ impl Broker {
         }
         self.stats.remove_topic(name);
         self.topic_configs.borrow_mut().remove(name);
+        self.groups.forget_topic(name).await;
         Ok(())
     }
 

@@ -68,8 +68,8 @@ async fn serve(broker: &Rc<Broker>, req: Request) -> Reply {
         Request::RemovePartitions { name, to } => {
             Reply::Admin(broker.shrink_topic(&name, to).await)
         }
-        Request::AlterTopicConfig { name, config } => {
-            Reply::Admin(topic_changes::coordinate_alter(broker, &name, config).await)
+        Request::AlterTopicConfig { name, change } => {
+            Reply::Admin(topic_changes::coordinate_alter(broker, &name, change).await)
         }
         Request::SetTopicConfig { name, config } => {
             Reply::Admin(broker.apply_topic_config(&name, config))

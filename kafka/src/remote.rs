@@ -7,7 +7,7 @@
 
 use crate::error::KafkaError;
 use crate::forward;
-use crate::topic_config::TopicConfig;
+use crate::topic_config::{Change, TopicConfig};
 use bytes::Bytes;
 use kafka_protocol::messages as m;
 use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
@@ -57,7 +57,7 @@ pub enum Request {
     /// To each core: delete your partitions of this topic from `to` on (an undo).
     RemovePartitions { name: String, to: u32 },
     /// To core 0: put these configs of a topic in force on every core.
-    AlterTopicConfig { name: String, config: TopicConfig },
+    AlterTopicConfig { name: String, change: Change },
     /// To each core: put these configs in force on your partitions.
     SetTopicConfig { name: String, config: TopicConfig },
     /// To core 0: delete this topic on every core.

@@ -22,7 +22,7 @@
 use crate::broker::Broker;
 use crate::error::KafkaError;
 use crate::remote::{Reply, Request};
-use crate::topic_config::TopicConfig;
+use crate::topic_config::{Change, TopicConfig};
 use crate::topics_file;
 use kafka_protocol::ResponseError;
 
@@ -211,26 +211,23 @@ pub async fn coordinate_grow(broker: &Broker, name: &str, to: u32) -> Result<(),
 }
 
 /// Puts a topic's new configs in force on every core (through core 0).
-pub async fn alter_config(
-    broker: &Broker,
-    name: &str,
-    config: TopicConfig,
-) -> Result<(), KafkaError> {
+pub async fn alter_config(broker: &Broker, name: &str, change: Change) -> Result<(), KafkaError> {
     if broker.shard == 0 {
-        return coordinate_alter(broker, name, config).await;
+        return coordinate_alter(broker, name, change).await;
     }
     let req = Request::AlterTopicConfig {
         name: name.to_string(),
-        config,
+        change,
     };
     ask(broker, 0, req).await
 }
 
-/// On core 0: the new configs recorded, then in force on every core.
+/// On core 0: the new configs (an edit applied to those in force) recorded, then
+/// in force on every core.
 pub async fn coordinate_alter(
     broker: &Broker,
     name: &str,
-    config: TopicConfig,
+    change: Change,
 ) -> Result<(), KafkaError> {
     let _one_at_a_time = one_topic_change(broker).await?;
     if broker.table().topic(name).is_none() {
@@ -239,6 +236,14 @@ pub async fn coordinate_alter(
             format!("there is no topic {name}"),
         ));
     }
+    let config = match change {
+        Change::Replace(c) => c,
+        Change::Edit(ops) => {
+            let mut c = broker.topic_config(name);
+            c.edit(&ops, &broker.defaults)?;
+            c
+        }
+    };
     record_config(broker, name, Some(&config)).await?;
     let apply = async { broker.apply_topic_config(name, config.clone()) };
     on_every_core(broker, apply, || Request::SetTopicConfig {

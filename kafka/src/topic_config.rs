@@ -20,6 +20,9 @@ pub const RETENTION_BYTES: &str = "retention.bytes";
 pub const SEGMENT_BYTES: &str = "segment.bytes";
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// The largest segment a topic may ask for: Kafka's bound (an int), a multiple of
+/// the 4 KiB block. Each new segment is preallocated to its size.
+pub const SEGMENT_BYTES_MAX: i64 = (i32::MAX as i64) / 4096 * 4096;
 /// Every topic config this server serves.
 pub const SERVED: [&str; 5] = [
     CLEANUP_POLICY,
@@ -28,6 +31,27 @@ pub const SERVED: [&str; 5] = [
     RETENTION_MS,
     SEGMENT_BYTES,
 ];
+
+/// IncrementalAlterConfigs' operations.
+pub const SET: i8 = 0;
+pub const DELETE: i8 = 1;
+pub const APPEND: i8 = 2;
+pub const SUBTRACT: i8 = 3;
+
+/// One operation of an IncrementalAlterConfigs, as it crosses to core 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edit {
+    pub name: String,
+    pub op: i8,
+    pub value: Option<String>,
+}
+
+/// What a topic's configs become: these, or the current ones edited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Replace(TopicConfig),
+    Edit(Vec<Edit>),
+}
 
 /// Where a value in force comes from (Kafka's `ConfigSource`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,8 +129,10 @@ impl TopicConfig {
             RETENTION_MS | RETENTION_BYTES => Ok(number(name, value, 0, true)?.to_string()),
             SEGMENT_BYTES => {
                 let n = number(name, value, d.segment_bytes_min as i64, false)?;
-                if n % 4096 != 0 {
-                    return Err(invalid(format!("{name}={n}: a multiple of 4096")));
+                if n % 4096 != 0 || n > SEGMENT_BYTES_MAX {
+                    return Err(invalid(format!(
+                        "{name}={n}: a multiple of 4096, at most {SEGMENT_BYTES_MAX} (as Kafka's, an int)"
+                    )));
                 }
                 Ok(n.to_string())
             }
@@ -165,6 +191,39 @@ impl TopicConfig {
             c.set(name, value, d)?;
         }
         Ok(c)
+    }
+
+    /// Applies IncrementalAlterConfigs' operations in order, each checked: SET (0),
+    /// DELETE (1), APPEND (2) and SUBTRACT (3), the last two for `cleanup.policy`
+    /// only (a list whose one value served is `delete`).
+    pub fn edit(&mut self, ops: &[Edit], d: &ServerDefaults) -> Result<(), KafkaError> {
+        for op in ops {
+            let (key, value) = (op.name.as_str(), op.value.as_deref());
+            match (op.op, key) {
+                (SET, _) => self.set(key, value, d)?,
+                (DELETE, _) => self.set(key, None, d)?,
+                (SUBTRACT, CLEANUP_POLICY) if value.is_some_and(|v| v.trim() == "delete") => {
+                    return Err(invalid(
+                        "cleanup.policy cannot be empty: delete is the one policy served".into(),
+                    ))
+                }
+                (APPEND, CLEANUP_POLICY) => self.set(key, value, d)?,
+                (SUBTRACT, CLEANUP_POLICY) => {}
+                (APPEND | SUBTRACT, _) => {
+                    TopicConfig::check(key, value.unwrap_or_default(), d)?;
+                    return Err(invalid(format!(
+                        "{key} is not a list: APPEND and SUBTRACT are for cleanup.policy"
+                    )));
+                }
+                (other, _) => {
+                    return Err(KafkaError::new(
+                        ResponseError::InvalidRequest,
+                        format!("config operation {other}: use SET (0), DELETE (1), APPEND (2) or SUBTRACT (3)"),
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -281,6 +340,7 @@ mod tests {
             (RETENTION_MS, "soon"),
             (SEGMENT_BYTES, "4096"),
             (SEGMENT_BYTES, "4194305"),
+            (SEGMENT_BYTES, "9223372036854771712"),
             (MAX_MESSAGE_BYTES, "2000000"),
             (CLEANUP_POLICY, "compact"),
             ("min.insync.replicas", "1"),
@@ -288,6 +348,48 @@ mod tests {
             let e = TopicConfig::of([(name, Some(value))], &d).unwrap_err();
             assert_eq!(e.kind(), ResponseError::InvalidConfig, "{name}={value}");
             assert!(e.to_string().contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn edits_apply_in_order_and_lists_are_only_cleanup_policy() {
+        let d = d();
+        let edit = |name: &str, op, value: Option<&str>| Edit {
+            name: name.into(),
+            op,
+            value: value.map(String::from),
+        };
+        let mut c = TopicConfig::of([(RETENTION_MS, Some("1000"))], &d).unwrap();
+        c.edit(
+            &[
+                edit(SEGMENT_BYTES, SET, Some("4194304")),
+                edit(RETENTION_MS, DELETE, None),
+                edit(CLEANUP_POLICY, APPEND, Some("delete")),
+            ],
+            &d,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            TopicConfig::of(
+                [
+                    (SEGMENT_BYTES, Some("4194304")),
+                    (CLEANUP_POLICY, Some("delete"))
+                ],
+                &d
+            )
+            .unwrap()
+        );
+        for bad in [
+            edit(CLEANUP_POLICY, APPEND, Some("compact")),
+            edit(CLEANUP_POLICY, SUBTRACT, Some("delete")),
+            edit(RETENTION_MS, APPEND, Some("5")),
+            edit(RETENTION_MS, 9, Some("5")),
+        ] {
+            assert!(
+                c.clone().edit(std::slice::from_ref(&bad), &d).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

@@ -188,6 +188,11 @@ impl Group {
         }
     }
 
+    /// Bytes of protocol metadata and assignments the group holds.
+    pub fn bytes(&self) -> usize {
+        self.members.values().map(Member::bytes).sum()
+    }
+
     /// No members, and none on the way.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty() && self.pending.is_empty()
@@ -254,8 +259,14 @@ impl Group {
         let is_leader = self.leader.as_deref() == Some(a.member_id.as_str());
         match self.state {
             State::PreparingRebalance => self.wait_join(a, now),
-            State::CompletingRebalance | State::Stable if unchanged && !is_leader => {
-                // Its JoinGroup answer was lost: the current generation again.
+            // Its JoinGroup answer was lost: the current generation again (the
+            // leader with the members, to assign them).
+            State::CompletingRebalance if unchanged => {
+                let id = a.member_id.clone();
+                self.touch(&id, now);
+                Step::Now(Ok(self.joined(&id)))
+            }
+            State::Stable if unchanged && !is_leader => {
                 let id = a.member_id.clone();
                 self.touch(&id, now);
                 Step::Now(Ok(self.joined(&id)))
@@ -307,6 +318,10 @@ impl Group {
         if was_leader {
             self.leader = Some(id.clone());
         }
+        let a = JoinArgs {
+            member_id: id.clone(),
+            ..a
+        };
         match self.state {
             State::Stable if unchanged && !was_leader => Step::Now(Ok(self.joined(&id))),
             State::PreparingRebalance => self.wait_join(a, now),
@@ -403,10 +418,12 @@ impl Group {
     /// The join phase ends: members that did not join are gone, the generation
     /// moves on, every joined member gets its answer (the leader with the members).
     fn complete_join(&mut self, now: Instant) {
+        // Dynamic members that did not join again are gone; a static one keeps its
+        // place (and gets an assignment) until its session ends, as in Kafka.
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join.is_none())
+            .filter(|m| m.join.is_none() && m.instance_id.is_none())
             .map(|m| m.id.clone())
             .collect();
         for id in gone {
@@ -424,12 +441,10 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
-        if !self
-            .leader
-            .as_ref()
-            .is_some_and(|l| self.members.contains_key(l))
-        {
-            self.leader = self.members.keys().next().cloned();
+        // The leader must be a member that joined (it computes the assignment).
+        let joined = |id: &String| self.members.get(id).is_some_and(|m| m.join.is_some());
+        if !self.leader.as_ref().is_some_and(joined) {
+            self.leader = self.members.keys().find(|id| joined(id)).cloned();
         }
         self.state = State::CompletingRebalance;
         let ids: Vec<String> = self.members.keys().cloned().collect();
@@ -761,6 +776,11 @@ impl Group {
         if !expired.is_empty() {
             self.member_gone(now);
         }
+        // A passed delay is no deadline any more: left, the timer would wake at once
+        // again and again while a member given an id is still on its way.
+        if self.not_before.is_some_and(|t| t <= now) {
+            self.not_before = None;
+        }
         if self.state == State::PreparingRebalance {
             if self.phase_deadline.is_some_and(|t| t <= now) {
                 self.complete_join(now);
@@ -1005,6 +1025,67 @@ mod tests {
             );
             assert_eq!(g.leave("", Some("host-1"), t0), Ok(()));
             assert_eq!(g.state, State::PreparingRebalance);
+        });
+    }
+
+    #[test]
+    fn a_static_leader_back_under_a_new_id_waits_for_the_rebalance_it_starts() {
+        glommio::LocalExecutor::default().run(async {
+            let t0 = Instant::now();
+            let mut g = Group::new("g".into(), 0, limits());
+            let stat = |member: &str| JoinArgs {
+                instance_id: Some("host-1".into()),
+                ..args(member, &["range"])
+            };
+            // The static member leads (it joined first).
+            now_answer(g.join(stat(""), t0, || "s1".into())).unwrap();
+            let b = join_new(&mut g, "b", &["range"], t0);
+            let s1 = g.join(stat("s1"), t0, || unreachable!());
+            now_answer(b).unwrap();
+            assert_eq!(now_answer(s1).unwrap().leader, "s1");
+            let s1 = g.sync("s1", Some("host-1"), 2, (None, None), vec![], t0);
+            now_answer(s1).unwrap();
+            // It restarts: a new id; as the leader it starts a rebalance and waits.
+            let s2 = g.join(stat(""), t0, || "s2".into());
+            assert!(pending(&s2), "waits for the others, not refused");
+            assert_eq!(g.state, State::PreparingRebalance);
+            let b = now_answer(g.join(args("b", &["range"]), t0, || unreachable!())).unwrap();
+            let s2 = now_answer(s2).unwrap();
+            assert_eq!(
+                (s2.member_id.as_str(), s2.generation, b.generation),
+                ("s2", 3, 3)
+            );
+            assert_eq!(s2.leader, "s2");
+            // While the group prepares, another restart of it is waited for too.
+            let c = join_new(&mut g, "c", &["range"], t0);
+            let s3 = g.join(stat(""), t0, || "s3".into());
+            now_answer(g.join(args("b", &["range"]), t0, || unreachable!())).unwrap();
+            assert!(now_answer(s3).is_ok() && now_answer(c).is_ok());
+        });
+    }
+
+    #[test]
+    fn a_new_groups_delay_once_passed_is_no_deadline() {
+        glommio::LocalExecutor::default().run(async {
+            let t0 = Instant::now();
+            let delayed = GroupLimits {
+                initial_rebalance_delay: Duration::from_secs(3),
+                ..limits()
+            };
+            let mut g = Group::new("g".into(), 0, delayed);
+            let a = join_new(&mut g, "a", &["range"], t0);
+            // b is given an id and never comes back.
+            let refused = now_answer(g.join(args("", &["range"]), t0, || "b".into()));
+            assert_eq!(refused.unwrap_err().error, ResponseError::MemberIdRequired);
+            let later = t0 + Duration::from_secs(4);
+            g.expire(later);
+            assert!(pending(&a), "b's id is still on its way");
+            assert!(
+                g.next_deadline().is_some_and(|d| d > later),
+                "the next wake-up is b's expiry, not a passed delay"
+            );
+            g.expire(t0 + Duration::from_secs(11));
+            assert_eq!(now_answer(a).unwrap().generation, 1);
         });
     }
 

@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tidewater_io::wait::Notify;
-use tidewater_io::ShardLog;
+use tidewater_io::{PartitionLimits, ShardLog};
 use tidewater_shards::{partition_name, partition_owner};
 
 /// The internal topic of committed offsets.
@@ -53,6 +53,22 @@ const RETENTION_SWEEP: Duration = Duration::from_secs(600);
 /// The partition of `__consumer_offsets` that keeps group `group`.
 pub fn offsets_partition(group: &str) -> u32 {
     crc32c::crc32c(group.as_bytes()) % OFFSETS_PARTITIONS
+}
+
+/// The log limits of the `__consumer_offsets` partitions: no retention (their
+/// snapshots say what is superseded), set from the moment the log opens, so no
+/// retention pass can delete a live commit before the coordinator has loaded it.
+pub fn offsets_partition_limits(cfg: &tidewater_io::LogConfig) -> Vec<(String, PartitionLimits)> {
+    (0..OFFSETS_PARTITIONS)
+        .map(|p| {
+            let limits = PartitionLimits {
+                segment_bytes: cfg.ledger_segment_bytes,
+                retention_bytes: None,
+                retention_ms: None,
+            };
+            (partition_name(OFFSETS_TOPIC, p), limits)
+        })
+        .collect()
 }
 
 /// The core that coordinates `group` among `shards` cores.
@@ -74,6 +90,9 @@ pub struct GroupConfig {
     pub offset_metadata_bytes_max: usize,
     /// Groups one core keeps at once, with members or with commits.
     pub groups_max: usize,
+    /// Bytes of members' protocol metadata and assignments one core keeps, over
+    /// all its groups; a JoinGroup beyond it gets COORDINATOR_NOT_AVAILABLE.
+    pub group_bytes_max: usize,
     /// An offsets partition is compacted (its live commits written again as a
     /// snapshot, what came before deleted) once this many bytes, or four times
     /// its last snapshot, were appended since that snapshot.
@@ -92,6 +111,7 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offset_metadata_bytes_max: 4096,
             groups_max: 100_000,
+            group_bytes_max: 256 << 20,
             compact_bytes: 64 << 20,
         }
     }
@@ -114,6 +134,8 @@ pub struct Coordinator {
     next_id: Cell<u64>,
     /// Rebalances of groups since forgotten, for the metrics' total.
     rebalances_done: Cell<u64>,
+    /// Bytes of metadata and assignments over all groups (`group_bytes_max`).
+    bytes: Cell<usize>,
     /// The `__consumer_offsets` partitions this core has written or loaded, by
     /// index.
     partitions: RefCell<HashMap<u32, Rc<OffsetsPartition>>>,
@@ -152,6 +174,7 @@ impl Coordinator {
             start_id,
             next_id: Cell::new(0),
             rebalances_done: Cell::new(0),
+            bytes: Cell::new(0),
             partitions: RefCell::default(),
             generations: RefCell::default(),
         }
@@ -265,7 +288,10 @@ impl Coordinator {
         }
         let g = groups.get_mut(id).ok_or(ResponseError::GroupIdNotFound)?;
         let generation = g.generation;
+        let bytes = g.bytes();
         let out = f(g);
+        self.bytes
+            .set(self.bytes.get().saturating_sub(bytes) + g.bytes());
         let (changed, deadline) = (g.generation != generation, g.next_deadline());
         if changed {
             self.store_generation(id, g.generation);
@@ -273,6 +299,11 @@ impl Coordinator {
         drop(groups);
         self.arm(deadline);
         Ok(out)
+    }
+
+    /// Whether `more` bytes of member metadata fit this core's budget.
+    pub fn has_room(&self, more: usize) -> bool {
+        self.bytes.get() + more <= self.cfg.group_bytes_max
     }
 
     /// Wakes the timer when `deadline` is nearer than the one it sleeps until.
@@ -477,13 +508,34 @@ impl Coordinator {
             Ok(false) => return Err(KafkaError::bare(ResponseError::NonEmptyGroup)),
             Ok(true) => {}
         }
-        self.store(vec![Record::DeleteGroup { g: id.to_string() }])
-            .await?;
+        // Out of the map before the record is awaited: a JoinGroup meanwhile makes a
+        // new group of that name, which the deletion leaves alone.
         if let Some(g) = self.groups.borrow_mut().remove(id) {
             self.rebalances_done
                 .set(self.rebalances_done.get() + g.rebalances);
         }
-        Ok(())
+        self.store(vec![Record::DeleteGroup { g: id.to_string() }])
+            .await
+    }
+
+    /// Forgets every commit of its groups for `topic` (the topic is deleted: a
+    /// topic made again by that name starts with none, as in Kafka).
+    pub async fn forget_topic(&self, topic: &str) {
+        let gone = self.offsets.borrow().of_topic(topic);
+        let mut by_group: HashMap<String, Vec<Record>> = HashMap::new();
+        for r in gone {
+            by_group.entry(r.group().to_string()).or_default().push(r);
+        }
+        for (group, records) in by_group {
+            if let Err(e) = self.store(records).await {
+                tracing::warn!(
+                    shard = self.shard,
+                    group,
+                    topic,
+                    "the commits of a deleted topic could not be forgotten: {e}"
+                );
+            }
+        }
     }
 
     pub fn counts(&self) -> GroupCounts {
@@ -534,7 +586,10 @@ impl Coordinator {
         let mut groups = self.groups.borrow_mut();
         for g in groups.values_mut() {
             let before = g.generation;
+            let bytes = g.bytes();
             g.expire(now);
+            self.bytes
+                .set(self.bytes.get().saturating_sub(bytes) + g.bytes());
             if g.generation != before {
                 changed.push((g.id.clone(), g.generation));
             }

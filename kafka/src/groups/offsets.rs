@@ -38,8 +38,16 @@ pub enum Record {
         m: Option<String>,
         ts: i64,
     },
-    /// The commit of `g` for `t`/`p` is gone (OffsetDelete, retention).
-    Forget { g: String, t: String, p: i32 },
+    /// The commit of `g` for `t`/`p` is gone (OffsetDelete, retention, a deleted
+    /// topic); with `ts`, only a commit made at or before it (retention: a commit
+    /// made since the sweep looked stays).
+    Forget {
+        g: String,
+        t: String,
+        p: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ts: Option<i64>,
+    },
     /// Group `g` reached generation `n`: a group that comes back after a restart
     /// continues from it, so a generation never repeats.
     Generation { g: String, n: i32 },
@@ -126,9 +134,13 @@ impl Offsets {
                     self.count += 1;
                 }
             }
-            Record::Forget { g, t, p } => {
+            Record::Forget { g, t, p, ts } => {
                 if let Some(offsets) = self.by_group.get_mut(&g) {
-                    if offsets.remove(&(t, p)).is_some() {
+                    let key = (t, p);
+                    let stale = offsets
+                        .get(&key)
+                        .is_some_and(|c| ts.is_none_or(|ts| c.at_ms <= ts));
+                    if stale && offsets.remove(&key).is_some() {
                         self.count -= 1;
                     }
                     if offsets.is_empty() {
@@ -209,8 +221,25 @@ impl Offsets {
                         g: g.clone(),
                         t: t.clone(),
                         p: *p,
+                        ts: Some(c.at_ms),
                     });
                 }
+            }
+        }
+        out
+    }
+
+    /// Records that forget every commit for `topic`.
+    pub fn of_topic(&self, topic: &str) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (g, offsets) in &self.by_group {
+            for (t, p) in offsets.keys().filter(|(t, _)| t == topic) {
+                out.push(Record::Forget {
+                    g: g.clone(),
+                    t: t.clone(),
+                    p: *p,
+                    ts: None,
+                });
             }
         }
         out
@@ -252,6 +281,14 @@ mod tests {
                 g: "g".into(),
                 t: "t".into(),
                 p: 1,
+                ts: None,
+            },
+            // Retention's forget of an older commit leaves the newer one.
+            Record::Forget {
+                g: "g".into(),
+                t: "t".into(),
+                p: 0,
+                ts: Some(1),
             },
             Record::DeleteGroup { g: "h".into() },
         ];
@@ -295,7 +332,8 @@ mod tests {
             vec![Record::Forget {
                 g: "idle".into(),
                 t: "t".into(),
-                p: 0
+                p: 0,
+                ts: Some(1_000)
             }]
         );
     }

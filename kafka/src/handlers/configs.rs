@@ -12,7 +12,7 @@ use crate::broker::{Broker, Mode};
 use crate::error::KafkaError;
 use crate::groups::OFFSETS_PARTITIONS;
 use crate::topic_changes;
-use crate::topic_config::{self, Source, TopicConfig};
+use crate::topic_config::{self, Change, Edit, Source, TopicConfig};
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
@@ -259,11 +259,13 @@ fn broker_change_refused() -> KafkaError {
     )
 }
 
-/// Checks, and unless `validate_only` puts in force, a topic's new configs.
+/// Checks, and unless `validate_only` puts in force, a topic's new configs (an edit
+/// is applied on core 0, to the configs in force there, under its one change at a
+/// time: two edits of one topic at once both hold).
 async fn change_topic(
     broker: &Broker,
     name: &str,
-    config: Result<TopicConfig, KafkaError>,
+    change: Result<Change, KafkaError>,
     validate_only: bool,
 ) -> Result<(), KafkaError> {
     if broker.table().topic(name).is_none() {
@@ -272,11 +274,14 @@ async fn change_topic(
             format!("there is no topic {name}"),
         ));
     }
-    let config = config?;
+    let change = change?;
     if validate_only {
+        if let Change::Edit(ops) = &change {
+            broker.topic_config(name).edit(ops, &broker.defaults)?;
+        }
         return Ok(());
     }
-    topic_changes::alter_config(broker, name, config).await
+    topic_changes::alter_config(broker, name, change).await
 }
 
 pub async fn alter(broker: &Broker, req: &AlterConfigsRequest) -> AlterConfigsResponse {
@@ -290,6 +295,7 @@ pub async fn alter(broker: &Broker, req: &AlterConfigsRequest) -> AlterConfigsRe
                     .map(|c| (c.name.as_str(), c.value.as_deref())),
                 &broker.defaults,
             )
+            .map(Change::Replace)
         };
         let (code, message) = change(
             broker,
@@ -317,7 +323,7 @@ async fn change(
     broker: &Broker,
     resource_type: i8,
     name: &str,
-    config: impl FnOnce() -> Result<TopicConfig, KafkaError>,
+    config: impl FnOnce() -> Result<Change, KafkaError>,
     validate_only: bool,
 ) -> (i16, Option<StrBytes>) {
     let done = match resource_type {
@@ -337,66 +343,6 @@ async fn change(
     }
 }
 
-/// IncrementalAlterConfigs' operations.
-const SET: i8 = 0;
-const DELETE: i8 = 1;
-const APPEND: i8 = 2;
-const SUBTRACT: i8 = 3;
-
-/// The topic's configs with the operations applied, each checked.
-fn incremental(
-    broker: &Broker,
-    name: &str,
-    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
-) -> Result<TopicConfig, KafkaError> {
-    let mut config = broker.topic_config(name);
-    let d = &broker.defaults;
-    for op in ops {
-        let key = op.name.as_str();
-        let value = op.value.as_deref();
-        match (op.config_operation, key) {
-            (SET, _) => config.set(key, value, d)?,
-            (DELETE, _) => config.set(key, None, d)?,
-            (APPEND | SUBTRACT, topic_config::CLEANUP_POLICY) => {
-                // The only value served is `delete`: appending it changes nothing,
-                // anything else (compact) is refused; the list cannot be emptied.
-                let v = value.unwrap_or_default();
-                if op.config_operation == SUBTRACT && v.trim() == "delete" {
-                    return Err(KafkaError::new(
-                        ResponseError::InvalidConfig,
-                        "cleanup.policy cannot be empty: delete is the one policy served",
-                    ));
-                }
-                config.set(
-                    key,
-                    Some(if op.config_operation == APPEND {
-                        v
-                    } else {
-                        "delete"
-                    }),
-                    d,
-                )?;
-            }
-            (APPEND | SUBTRACT, _) => {
-                TopicConfig::check(key, value.unwrap_or_default(), d)?;
-                return Err(KafkaError::new(
-                    ResponseError::InvalidConfig,
-                    format!("{key} is not a list: APPEND and SUBTRACT are for cleanup.policy"),
-                ));
-            }
-            (other, _) => {
-                return Err(KafkaError::new(
-                    ResponseError::InvalidRequest,
-                    format!(
-                    "config operation {other}: use SET (0), DELETE (1), APPEND (2) or SUBTRACT (3)"
-                ),
-                ))
-            }
-        }
-    }
-    Ok(config)
-}
-
 pub async fn incremental_alter(
     broker: &Broker,
     req: &IncrementalAlterConfigsRequest,
@@ -404,7 +350,16 @@ pub async fn incremental_alter(
     let mut responses = Vec::new();
     for r in &req.resources {
         let name = r.resource_name.as_str();
-        let config = || incremental(broker, name, &r.configs);
+        let edits: Vec<Edit> = r
+            .configs
+            .iter()
+            .map(|c| Edit {
+                name: c.name.to_string(),
+                op: c.config_operation,
+                value: c.value.as_ref().map(|v| v.to_string()),
+            })
+            .collect();
+        let config = || Ok(Change::Edit(edits));
         let (code, message) =
             change(broker, r.resource_type, name, config, req.validate_only).await;
         responses.push(

@@ -87,13 +87,28 @@ pub async fn join(
         session_timeout: Duration::from_millis(session),
         rebalance_timeout: Duration::from_millis(rebalance),
         protocol_type: req.protocol_type.to_string(),
+        // Copied out: a slice would keep the whole request's buffer alive.
         protocols: req
             .protocols
             .iter()
-            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .map(|p| (p.name.to_string(), Bytes::copy_from_slice(&p.metadata)))
             .collect(),
         require_known_member_id: version >= 4,
     };
+    let incoming: usize = args.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
+    if !groups.has_room(incoming) {
+        tracing::warn!(
+            group,
+            bytes = incoming,
+            max = groups.cfg.group_bytes_max,
+            "join refused: this core's groups hold group_bytes_max of member metadata"
+        );
+        return join_error(
+            ResponseError::CoordinatorNotAvailable,
+            req.member_id,
+            version,
+        );
+    }
     let now = Instant::now();
     let step = groups.with_group(&group, true, |g| {
         g.join(args, now, || groups.member_id(&client_id))
@@ -147,7 +162,12 @@ pub async fn sync(broker: &Rc<Broker>, req: SyncGroupRequest) -> SyncGroupRespon
     let assignments: Vec<(String, Bytes)> = req
         .assignments
         .iter()
-        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .map(|a| {
+            (
+                a.member_id.to_string(),
+                Bytes::copy_from_slice(&a.assignment),
+            )
+        })
         .collect();
     let now = Instant::now();
     let step = broker.groups.with_group(&req.group_id, false, |g| {

@@ -345,7 +345,12 @@ pub async fn delete(broker: &Rc<Broker>, req: OffsetDeleteRequest) -> OffsetDele
         Some(topics)
     });
     let subscribed = match subscribed {
-        Ok(s) => s,
+        Ok(Some(s)) => Some(s),
+        // Members that do not speak the consumer protocol: the group is in use.
+        Ok(None) => {
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::NonEmptyGroup.code())
+        }
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
     };
     let mut records = Vec::new();
@@ -363,6 +368,7 @@ pub async fn delete(broker: &Rc<Broker>, req: OffsetDeleteRequest) -> OffsetDele
                     g: req.group_id.to_string(),
                     t: t.name.to_string(),
                     p: p.partition_index,
+                    ts: None,
                 });
                 0
             };

@@ -508,7 +508,12 @@ impl Member {
             let b = &data[at..];
             let base = i64::from_be_bytes(b[0..8].try_into().unwrap_or_default());
             let len = i32::from_be_bytes(b[8..12].try_into().unwrap_or_default());
-            let Some(total) = usize::try_from(len).ok().map(|l| l + 12) else {
+            // A batch is at least its 61-byte header.
+            let Some(total) = usize::try_from(len)
+                .ok()
+                .map(|l| l + 12)
+                .filter(|&t| t >= 61)
+            else {
                 return Err(io_err(format!("batch at {base}: length {len}")));
             };
             if b.len() < total {
