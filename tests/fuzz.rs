@@ -382,9 +382,11 @@ aggregates = [{{ fn = "count", as = "n" }}, {{ fn = "avg", field = "temperature"
     );
     drive("projection", seeds, 1 << 16, |input| {
         let mut p = Default::default();
-        let _ = avro.decode(input, &mut p);
+        let mut scratch = Vec::new();
+        let _ = avro.decode(input, &mut p, &mut scratch);
         let mut p = Default::default();
-        let _ = json.decode(input, &mut p);
+        let mut scratch = Vec::new();
+        let _ = json.decode(input, &mut p, &mut scratch);
     });
 }
 

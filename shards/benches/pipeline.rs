@@ -1,6 +1,8 @@
 //! The pipeline's hot paths, per event: reading records out of a stored batch, Avro
-//! projection (ours against apache-avro's decoder, the reference), keyBy routing,
-//! window update, and the cross-core mailbox hand-off.
+//! projection (ours against apache-avro's decoder, the reference), JSON projection
+//! (plain and as Python writes it, against a serde_json map of raw values, the
+//! decoder before it), keyBy routing, window update, and the cross-core mailbox
+//! hand-off.
 //!
 //! `cargo bench -p tidewater-shards --bench pipeline`; criterion reports time per
 //! iteration and elements/s (one element = one event).
@@ -13,6 +15,7 @@ use tidewater_shards::partitioner::partition_for;
 use tidewater_shards::pipeline::avro::{
     reader_fields, Num, Projected, Projection, SlotKind, SLOTS_MAX,
 };
+use tidewater_shards::pipeline::json::{JsonProjection, TimeFormat};
 use tidewater_shards::pipeline::records::{for_each_record, validate};
 use tidewater_shards::pipeline::spec::{Aggregate, Func};
 use tidewater_shards::pipeline::window::{Layout, Position, Windows};
@@ -46,6 +49,102 @@ fn datum(schema: &Schema, i: u32) -> Vec<u8> {
         ("metadata".into(), Value::Bytes(vec![7; 200])),
     ]);
     apache_avro::to_avro_datum(schema, v).expect("encodes")
+}
+
+/// The reference event as JSON: compact, or as Python's `json.dumps` writes it
+/// (spaces, `\u` escapes, a float timestamp).
+fn json_event(i: u32, python: bool) -> Vec<u8> {
+    let id = if python {
+        format!("d\\u00e9vice-{:06}", i % DEVICES)
+    } else {
+        format!("device-{:06}", i % DEVICES)
+    };
+    let ts = 1_700_000_000_000u64 + u64::from(i);
+    let (sep, ts) = if python {
+        (", ", format!("{ts}.0"))
+    } else {
+        (",", ts.to_string())
+    };
+    let fields = [
+        format!("\"device_id\":\"{id}\""),
+        format!("\"sensor_type\":{}", i % 8),
+        format!("\"timestamp\":{ts}"),
+        format!("\"temperature\":{}", 20.0 + f64::from(i % 100) / 10.0),
+        "\"humidity\":50.5".into(),
+        "\"pressure\":1000.25".into(),
+        "\"battery_level\":80.0".into(),
+        "\"status\":1".into(),
+        "\"latitude\":48.1".into(),
+        "\"longitude\":11.5".into(),
+        "\"firmware\":\"1.2.3\"".into(),
+        format!("\"metadata\":\"{}\"", "ab".repeat(100)),
+    ];
+    format!("{{{}}}", fields.join(sep)).into_bytes()
+}
+
+/// JSON projection of 5 of 12 fields, compact and Python-style, and the decoder it
+/// replaced (a serde_json map of raw values; it refused escapes) as the reference.
+fn json_projection(g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>) {
+    let names = [
+        "device_id",
+        "timestamp",
+        "temperature",
+        "humidity",
+        "pressure",
+    ];
+    let kinds = [
+        SlotKind::Bytes,
+        SlotKind::Int,
+        SlotKind::Float,
+        SlotKind::Float,
+        SlotKind::Float,
+    ];
+    let table: Vec<(String, u8, SlotKind)> = names
+        .iter()
+        .zip(kinds)
+        .enumerate()
+        .map(|(i, (n, k))| (n.to_string(), i as u8, k))
+        .collect();
+    let p = JsonProjection::new(table, Some((1, TimeFormat::EpochMs)));
+    for python in [false, true] {
+        let events: Vec<Vec<u8>> = (0..EVENTS as u32).map(|i| json_event(i, python)).collect();
+        let name = if python {
+            "json, as Python writes it (5 of 12 fields)"
+        } else {
+            "json (5 of 12 fields)"
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut sum = 0.0;
+                for e in &events {
+                    let mut scratch = Vec::new();
+                    let mut out = Projected::default();
+                    p.project(e, &mut out, &mut scratch).unwrap();
+                    sum += out.vals[2].map_or(0.0, Num::as_f64);
+                }
+                black_box(sum)
+            })
+        });
+    }
+    let events: Vec<Vec<u8>> = (0..EVENTS as u32).map(|i| json_event(i, false)).collect();
+    g.bench_function(
+        "json: serde_json map of raw values (the decoder before)",
+        |b| {
+            b.iter(|| {
+                let mut sum = 0.0;
+                for e in &events {
+                    let obj: std::collections::HashMap<&str, &serde_json::value::RawValue> =
+                        serde_json::from_slice(e).unwrap();
+                    for n in &names[1..] {
+                        if let Some(v) = obj.get(n) {
+                            sum += v.get().parse::<f64>().unwrap_or(0.0);
+                        }
+                    }
+                }
+                black_box(sum)
+            })
+        },
+    );
 }
 
 fn projection(c: &mut Criterion) {
@@ -85,6 +184,7 @@ fn projection(c: &mut Criterion) {
             black_box(sum)
         })
     });
+    json_projection(&mut g);
     g.sample_size(10);
     g.bench_function("apache-avro from_avro_datum (reference)", |b| {
         b.iter(|| {

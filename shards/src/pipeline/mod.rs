@@ -6,6 +6,7 @@ pub mod avro;
 pub mod checkpoint;
 mod error;
 mod job;
+pub mod json;
 pub mod records;
 pub mod spec;
 pub mod window;

@@ -4,7 +4,8 @@
 //! Owns validation: every name, field, duration and sink is checked at start-up, with
 //! an error that names the job and the key, so a bad job never starts half-way.
 
-use super::avro::{self, Num, Projected, Projection, ReaderFields, SlotKind};
+use super::avro::{self, Projected, Projection, ReaderFields, SlotKind};
+use super::json::{JsonProjection, TimeFormat};
 use apache_avro::Schema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -34,6 +35,10 @@ pub struct JobConfig {
     pub key: String,
     /// An epoch-ms field, or `kafka_timestamp` for the record's timestamp.
     pub event_time: String,
+    /// How a JSON event-time field is written: `epoch_ms` (a number, the default)
+    /// or `rfc3339` (a string such as `2023-11-14T22:13:20.200Z`).
+    #[serde(default)]
+    pub event_time_format: Option<String>,
     pub window: WindowConfig,
     #[serde(default = "default_ooo")]
     pub max_out_of_orderness: String,
@@ -175,8 +180,8 @@ pub enum Decoder {
     Avro(Projection),
     /// Projections by writer schema id.
     AvroConfluent(BTreeMap<u32, Projection>),
-    /// Field name -> slot, for the JSON objects.
-    Json(Vec<(String, u8, SlotKind)>),
+    /// The fields wanted of each JSON object.
+    Json(super::json::JsonProjection),
 }
 
 /// A job ready to run.
@@ -263,6 +268,7 @@ impl JobConfig {
             return Err(format!("job `{job}`: declare at least one aggregate"));
         }
         let (fields, time_field, parsed) = self.fields_read(job)?;
+        self.time_format(job)?;
         let (decoder, kinds) = self.decoder(job, base, &fields, time_field)?;
         if let (Some(t), Some(k)) = (time_field, kinds.get(1)) {
             if *k != SlotKind::Int {
@@ -452,8 +458,24 @@ impl JobConfig {
                     .enumerate()
                     .map(|(i, f)| (f.to_string(), i as u8, kinds[i]))
                     .collect();
-                Ok((Decoder::Json(table), kinds))
+                let format = self.time_format(job)?;
+                let time = time_field.map(|_| (1u8, format));
+                Ok((Decoder::Json(JsonProjection::new(table, time)), kinds))
             }
+        }
+    }
+
+    /// How the event time is written (`event_time_format`): JSON jobs only.
+    fn time_format(&self, job: &str) -> Result<TimeFormat, String> {
+        match self.event_time_format.as_deref() {
+            None | Some("epoch_ms") => Ok(TimeFormat::EpochMs),
+            Some("rfc3339") if self.format == Format::Json => Ok(TimeFormat::Rfc3339),
+            Some("rfc3339") => Err(format!(
+                "job `{job}`: event_time_format = \"rfc3339\" is for format = \"json\"; an Avro event time is a long (epoch ms)"
+            )),
+            Some(other) => Err(format!(
+                "job `{job}`: event_time_format = \"{other}\": use epoch_ms or rfc3339"
+            )),
         }
     }
 
@@ -499,11 +521,13 @@ impl Job {
         format!("{}.late", self.name)
     }
 
-    /// Decodes one record value into `out`.
+    /// Decodes one record value into `out`; a JSON key with escapes is unescaped
+    /// into `scratch`, which `out` then borrows.
     pub fn decode<'a>(
         &self,
         value: &'a [u8],
         out: &mut Projected<'a>,
+        scratch: &'a mut Vec<u8>,
     ) -> Result<(), avro::DecodeError> {
         match &self.decoder {
             Decoder::Avro(p) => p.project(value, out),
@@ -519,60 +543,15 @@ impl Job {
                     .ok_or_else(|| avro::DecodeError(format!("unknown schema id {id}")))?;
                 p.project(&value[5..], out)
             }
-            Decoder::Json(table) => decode_json(table, value, out),
+            Decoder::Json(p) => p.project(value, out, scratch),
         }
     }
-}
-
-fn decode_json<'a>(
-    table: &[(String, u8, SlotKind)],
-    value: &'a [u8],
-    out: &mut Projected<'a>,
-) -> Result<(), avro::DecodeError> {
-    use serde_json::value::RawValue;
-    let err = |m: String| avro::DecodeError(m);
-    *out = Projected::default();
-    let obj: std::collections::HashMap<&'a str, &'a RawValue> =
-        serde_json::from_slice(value).map_err(|e| err(format!("not a JSON object: {e}")))?;
-    for (name, slot, kind) in table {
-        let Some(raw) = obj.get(name.as_str()) else {
-            continue;
-        };
-        let text = raw.get();
-        if text == "null" {
-            continue;
-        }
-        match kind {
-            SlotKind::Bytes => {
-                let s = text
-                    .strip_prefix('"')
-                    .and_then(|t| t.strip_suffix('"'))
-                    .filter(|t| !t.contains('\\'))
-                    .ok_or_else(|| err(format!("field `{name}` is not a plain JSON string")))?;
-                // Borrow from the value: `text` is a slice of it.
-                let start = s.as_ptr() as usize - value.as_ptr() as usize;
-                out.key = Some(&value[start..start + s.len()]);
-            }
-            SlotKind::Int => {
-                let v: i64 = text
-                    .parse()
-                    .map_err(|_| err(format!("field `{name}` is not an integer: {text}")))?;
-                out.vals[*slot as usize] = Some(Num::I(v));
-            }
-            SlotKind::Float => {
-                let v: f64 = text
-                    .parse()
-                    .map_err(|_| err(format!("field `{name}` is not a number: {text}")))?;
-                out.vals[*slot as usize] = Some(Num::F(v));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::avro::Num;
 
     pub fn reference_job_toml() -> &'static str {
         r#"
@@ -662,9 +641,11 @@ table = "iot.device_minute"
         c.schema_file = None;
         let j = c.compile(&root()).unwrap();
         let mut out = Projected::default();
+        let mut scratch = Vec::new();
         j.decode(
             br#"{"device_id":"d-1","timestamp":1700000000000,"temperature":21.5,"humidity":null,"pressure":3}"#,
             &mut out,
+            &mut scratch,
         )
         .unwrap();
         assert_eq!(out.key, Some(&b"d-1"[..]));
@@ -672,8 +653,29 @@ table = "iot.device_minute"
         assert_eq!(out.vals[2], Some(Num::F(21.5)));
         assert_eq!(out.vals[3], None);
         assert_eq!(out.vals[4], Some(Num::F(3.0)));
-        assert!(j.decode(b"[1,2]", &mut out).is_err());
-        assert!(j.decode(br#"{"timestamp":"x"}"#, &mut out).is_err());
+        let mut scratch = Vec::new();
+        assert!(j.decode(b"[1,2]", &mut out, &mut scratch).is_err());
+        let mut scratch = Vec::new();
+        assert!(j
+            .decode(br#"{"timestamp":"x"}"#, &mut out, &mut scratch)
+            .is_err());
+        c.event_time_format = Some("rfc3339".into());
+        let j = c.compile(&root()).unwrap();
+        let mut scratch = Vec::new();
+        j.decode(
+            br#"{"device_id":"d\u002d1","timestamp":"2023-11-14T22:13:20Z"}"#,
+            &mut out,
+            &mut scratch,
+        )
+        .unwrap();
+        assert_eq!(out.key, Some(&b"d-1"[..]));
+        assert_eq!(out.vals[1], Some(Num::I(1_700_000_000_000)));
+        c.format = Format::Avro;
+        c.schema_file = Some("schemas/sensor.avsc".into());
+        assert!(c
+            .compile(&root())
+            .unwrap_err()
+            .contains("event_time_format"));
     }
 
     fn toml_like(text: &str) -> JobConfig {

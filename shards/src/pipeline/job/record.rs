@@ -56,8 +56,10 @@ impl RecordCx<'_> {
         let Some(value) = r.value else {
             return self.dead(r, "the record has no value (null)");
         };
+        // Only a JSON key with escapes is written here (no allocation otherwise).
+        let mut scratch = Vec::new();
         let mut p = Projected::default();
-        if let Err(e) = self.job.decode(value, &mut p) {
+        if let Err(e) = self.job.decode(value, &mut p, &mut scratch) {
             return self.dead(r, &format!("cannot decode: {e}"));
         }
         let Some(key) = p.key else {
