@@ -296,6 +296,14 @@ impl Coordinator {
         if changed {
             self.store_generation(id, g.generation);
         }
+        // A group with no members, none on the way and no commits holds nothing:
+        // it goes now (a refused JoinGroup leaves none behind to fill groups_max).
+        if g.is_empty() && self.offsets.borrow().group(id).is_none() {
+            if let Some(gone) = groups.remove(id) {
+                self.rebalances_done
+                    .set(self.rebalances_done.get() + gone.rebalances);
+            }
+        }
         drop(groups);
         self.arm(deadline);
         Ok(out)
