@@ -1,0 +1,623 @@
+//! The registry's state and the records that change it.
+//!
+//! A schema has one global id per distinct Avro parsing canonical form: registering
+//! the same schema under another subject (or again, after a soft delete) gives the
+//! same id. A subject's versions count up from 1 and are never reused, even after a
+//! permanent delete. A soft-deleted version is hidden unless asked for
+//! (`deleted=true`) and no longer counts for compatibility; a permanent delete
+//! (after a soft one, as Confluent requires) forgets it.
+//!
+//! Commands check against the state and return the records to make durable; only
+//! [`Registry::apply`] changes the state.
+
+use crate::compat::{self, Level};
+use apache_avro::Schema;
+use std::collections::{BTreeMap, HashMap};
+
+/// An error as the Confluent Schema Registry answers it: an HTTP status and a body
+/// `{"error_code": ..., "message": ...}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryError {
+    pub status: u16,
+    pub code: u32,
+    pub message: String,
+}
+
+impl RegistryError {
+    fn new(status: u16, code: u32, message: String) -> RegistryError {
+        RegistryError {
+            status,
+            code,
+            message,
+        }
+    }
+
+    pub fn subject_not_found(s: &str) -> RegistryError {
+        RegistryError::new(404, 40401, format!("Subject '{s}' not found."))
+    }
+
+    pub fn version_not_found(s: &str, v: &str) -> RegistryError {
+        RegistryError::new(
+            404,
+            40402,
+            format!("Version {v} not found for subject '{s}'."),
+        )
+    }
+
+    pub fn schema_not_found(what: &str) -> RegistryError {
+        RegistryError::new(404, 40403, format!("Schema {what} not found."))
+    }
+
+    pub fn invalid_schema(why: &str) -> RegistryError {
+        RegistryError::new(422, 42201, format!("Invalid schema: {why}"))
+    }
+
+    pub fn invalid_version(v: &str) -> RegistryError {
+        RegistryError::new(
+            422,
+            42202,
+            format!("The specified version '{v}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""),
+        )
+    }
+
+    pub fn incompatible(why: &[String]) -> RegistryError {
+        RegistryError::new(
+            409,
+            409,
+            format!(
+                "Schema being registered is incompatible with an earlier schema for subject: {}",
+                why.join("; ")
+            ),
+        )
+    }
+
+    /// The body Confluent's clients read.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "error_code": self.code, "message": self.message }).to_string()
+    }
+}
+
+/// One change to the registry, as it is made durable.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Record {
+    /// `subject` gets version `version` of schema `id` (whose text is `schema`).
+    Schema {
+        subject: String,
+        version: u32,
+        id: u32,
+        schema: String,
+    },
+    /// A version is deleted, soft or for good.
+    DeleteVersion {
+        subject: String,
+        version: u32,
+        permanent: bool,
+    },
+    /// Every version of a subject is deleted, soft or for good.
+    DeleteSubject { subject: String, permanent: bool },
+    /// The global level (`subject` none) or a subject's; `level` none removes a
+    /// subject's own level.
+    Config {
+        subject: Option<String>,
+        level: Option<Level>,
+    },
+}
+
+/// A version of a subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Version {
+    version: u32,
+    id: u32,
+    deleted: bool,
+}
+
+#[derive(Default, Debug)]
+struct Subject {
+    versions: Vec<Version>,
+    /// Versions ever given, so a number is never given again.
+    last_version: u32,
+    level: Option<Level>,
+}
+
+impl Subject {
+    fn live(&self) -> impl Iterator<Item = &Version> {
+        self.versions.iter().filter(|v| !v.deleted)
+    }
+}
+
+/// Which version a request names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionRef {
+    Latest,
+    Number(u32),
+}
+
+impl VersionRef {
+    /// `latest`, `-1` or a number from 1 to 2^31-1.
+    pub fn parse(text: &str) -> Result<VersionRef, RegistryError> {
+        match text {
+            "latest" | "-1" => Ok(VersionRef::Latest),
+            n => match n.parse::<u32>() {
+                Ok(v) if (1..=i32::MAX as u32).contains(&v) => Ok(VersionRef::Number(v)),
+                _ => Err(RegistryError::invalid_version(text)),
+            },
+        }
+    }
+}
+
+/// A subject's version as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub subject: String,
+    pub version: u32,
+    pub id: u32,
+    pub schema: String,
+}
+
+/// The registry's state.
+#[derive(Default, Debug)]
+pub struct Registry {
+    /// Schema text by id, as first registered.
+    schemas: BTreeMap<u32, String>,
+    /// Id by parsing canonical form.
+    ids: HashMap<String, u32>,
+    subjects: BTreeMap<String, Subject>,
+    level: Level,
+}
+
+/// The schema and its canonical form, or Confluent's invalid-schema error.
+fn parse(text: &str, schema_type: Option<&str>) -> Result<(Schema, String), RegistryError> {
+    match schema_type.unwrap_or("AVRO") {
+        "AVRO" => {}
+        other => {
+            return Err(RegistryError::invalid_schema(&format!(
+                "schemaType {other} is not supported; this registry keeps AVRO schemas"
+            )))
+        }
+    }
+    let schema =
+        Schema::parse_str(text).map_err(|e| RegistryError::invalid_schema(&e.to_string()))?;
+    let canonical = schema.canonical_form();
+    Ok((schema, canonical))
+}
+
+impl Registry {
+    /// Changes the state by one durable record.
+    pub fn apply(&mut self, r: Record) {
+        match r {
+            Record::Schema {
+                subject,
+                version,
+                id,
+                schema,
+            } => {
+                if let Ok((_, canonical)) = parse(&schema, None) {
+                    self.ids.entry(canonical).or_insert(id);
+                }
+                self.schemas.entry(id).or_insert(schema);
+                let s = self.subjects.entry(subject).or_default();
+                s.versions.retain(|v| v.version != version);
+                s.versions.push(Version {
+                    version,
+                    id,
+                    deleted: false,
+                });
+                s.versions.sort_by_key(|v| v.version);
+                s.last_version = s.last_version.max(version);
+            }
+            Record::DeleteVersion {
+                subject,
+                version,
+                permanent,
+            } => {
+                if let Some(s) = self.subjects.get_mut(&subject) {
+                    if permanent {
+                        s.versions.retain(|v| v.version != version);
+                    } else if let Some(v) = s.versions.iter_mut().find(|v| v.version == version) {
+                        v.deleted = true;
+                    }
+                }
+            }
+            Record::DeleteSubject { subject, permanent } => {
+                if let Some(s) = self.subjects.get_mut(&subject) {
+                    if permanent {
+                        s.versions.clear();
+                        s.level = None;
+                    } else {
+                        s.versions.iter_mut().for_each(|v| v.deleted = true);
+                    }
+                }
+            }
+            Record::Config {
+                subject: None,
+                level,
+            } => self.level = level.unwrap_or_default(),
+            Record::Config {
+                subject: Some(subject),
+                level,
+            } => self.subjects.entry(subject).or_default().level = level,
+        }
+    }
+
+    /// The subjects with a live version (with `deleted`, soft-deleted ones too).
+    pub fn subjects(&self, deleted: bool) -> Vec<String> {
+        self.subjects
+            .iter()
+            .filter(|(_, s)| s.versions.iter().any(|v| deleted || !v.deleted))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn subject(&self, name: &str) -> Result<&Subject, RegistryError> {
+        self.subjects
+            .get(name)
+            .filter(|s| !s.versions.is_empty())
+            .ok_or_else(|| RegistryError::subject_not_found(name))
+    }
+
+    /// A subject's version numbers.
+    pub fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<u32>, RegistryError> {
+        let s = self.subject(subject)?;
+        let v: Vec<u32> = s
+            .versions
+            .iter()
+            .filter(|v| deleted || !v.deleted)
+            .map(|v| v.version)
+            .collect();
+        if v.is_empty() {
+            return Err(RegistryError::subject_not_found(subject));
+        }
+        Ok(v)
+    }
+
+    /// One version of a subject.
+    pub fn version(
+        &self,
+        subject: &str,
+        which: VersionRef,
+        deleted: bool,
+    ) -> Result<Found, RegistryError> {
+        let s = self.subject(subject)?;
+        let v = match which {
+            VersionRef::Latest => s.live().last(),
+            VersionRef::Number(n) => s
+                .versions
+                .iter()
+                .find(|v| v.version == n && (deleted || !v.deleted)),
+        }
+        .ok_or_else(|| {
+            let shown = match which {
+                VersionRef::Latest => "latest".to_string(),
+                VersionRef::Number(n) => n.to_string(),
+            };
+            RegistryError::version_not_found(subject, &shown)
+        })?;
+        Ok(Found {
+            subject: subject.to_string(),
+            version: v.version,
+            id: v.id,
+            schema: self.schemas.get(&v.id).cloned().unwrap_or_default(),
+        })
+    }
+
+    /// A schema by id.
+    pub fn schema(&self, id: u32) -> Result<&str, RegistryError> {
+        self.schemas
+            .get(&id)
+            .map(String::as_str)
+            .ok_or_else(|| RegistryError::schema_not_found(&format!("{id}")))
+    }
+
+    /// The (subject, version) pairs that use schema `id`.
+    pub fn uses_of(&self, id: u32) -> Vec<(String, u32)> {
+        self.subjects
+            .iter()
+            .flat_map(|(name, s)| {
+                s.live()
+                    .filter(|v| v.id == id)
+                    .map(|v| (name.clone(), v.version))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The level a subject is checked at (its own, else the global one).
+    pub fn level(&self, subject: Option<&str>) -> Level {
+        subject
+            .and_then(|s| self.subjects.get(s))
+            .and_then(|s| s.level)
+            .unwrap_or(self.level)
+    }
+
+    /// The version of `subject` that holds this schema, if one does (POST
+    /// /subjects/{subject}).
+    pub fn lookup(
+        &self,
+        subject: &str,
+        text: &str,
+        schema_type: Option<&str>,
+    ) -> Result<Found, RegistryError> {
+        let s = self.subject(subject)?;
+        let (_, canonical) = parse(text, schema_type)?;
+        let id = self
+            .ids
+            .get(&canonical)
+            .ok_or_else(|| RegistryError::schema_not_found(&format!("in subject '{subject}'")))?;
+        let v = s
+            .live()
+            .find(|v| v.id == *id)
+            .ok_or_else(|| RegistryError::schema_not_found(&format!("in subject '{subject}'")))?;
+        self.version(subject, VersionRef::Number(v.version), false)
+    }
+
+    /// Registers a schema under a subject: the id it has (the same schema keeps its
+    /// id across subjects) and the records to make durable (none when the subject
+    /// already holds it as a live version).
+    pub fn register(
+        &self,
+        subject: &str,
+        text: &str,
+        schema_type: Option<&str>,
+    ) -> Result<(u32, Vec<Record>), RegistryError> {
+        let (schema, canonical) = parse(text, schema_type)?;
+        let known = self.ids.get(&canonical).copied();
+        let s = self.subjects.get(subject);
+        if let (Some(id), Some(s)) = (known, s) {
+            if s.live().any(|v| v.id == id) {
+                return Ok((id, Vec::new()));
+            }
+        }
+        let live: Vec<Schema> = s
+            .map(|s| {
+                s.live()
+                    .filter_map(|v| self.schemas.get(&v.id))
+                    .filter_map(|t| Schema::parse_str(t).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let refs: Vec<&Schema> = live.iter().collect();
+        compat::check(self.level(Some(subject)), &schema, &refs)
+            .map_err(|why| RegistryError::incompatible(&why))?;
+        let id = known.unwrap_or_else(|| self.schemas.keys().last().map_or(1, |last| last + 1));
+        let version = s.map_or(1, |s| s.last_version + 1);
+        Ok((
+            id,
+            vec![Record::Schema {
+                subject: subject.to_string(),
+                version,
+                id,
+                schema: text.to_string(),
+            }],
+        ))
+    }
+
+    /// Whether `text` may follow the subject's versions at its level (POST
+    /// /compatibility/subjects/{s}/versions/{v}): against version `which` alone,
+    /// or with `latest` against what a registration would be checked against.
+    pub fn compatible(
+        &self,
+        subject: &str,
+        which: VersionRef,
+        text: &str,
+        schema_type: Option<&str>,
+    ) -> Result<Vec<String>, RegistryError> {
+        let (schema, _) = parse(text, schema_type)?;
+        let found = self.version(subject, which, false)?;
+        let old = Schema::parse_str(&found.schema)
+            .map_err(|e| RegistryError::invalid_schema(&e.to_string()))?;
+        Ok(compat::check(self.level(Some(subject)), &schema, &[&old])
+            .err()
+            .unwrap_or_default())
+    }
+
+    /// Deletes a version (soft first, then `permanent`); the version deleted.
+    pub fn delete_version(
+        &self,
+        subject: &str,
+        which: VersionRef,
+        permanent: bool,
+    ) -> Result<(u32, Vec<Record>), RegistryError> {
+        let found = self.version(subject, which, permanent)?;
+        let soft = self
+            .subject(subject)?
+            .versions
+            .iter()
+            .any(|v| v.version == found.version && v.deleted);
+        if permanent && !soft {
+            return Err(RegistryError::new(
+                404,
+                40407,
+                format!("Subject '{subject}' Version {} was not deleted first before being permanently deleted", found.version),
+            ));
+        }
+        let record = Record::DeleteVersion {
+            subject: subject.to_string(),
+            version: found.version,
+            permanent,
+        };
+        Ok((found.version, vec![record]))
+    }
+
+    /// Deletes every version of a subject (soft first, then `permanent`); the
+    /// versions deleted.
+    pub fn delete_subject(
+        &self,
+        subject: &str,
+        permanent: bool,
+    ) -> Result<(Vec<u32>, Vec<Record>), RegistryError> {
+        let s = self.subject(subject)?;
+        let live: Vec<u32> = s.live().map(|v| v.version).collect();
+        if permanent && !live.is_empty() {
+            return Err(RegistryError::new(
+                404,
+                40405,
+                format!(
+                    "Subject '{subject}' was not deleted first before being permanently deleted"
+                ),
+            ));
+        }
+        if !permanent && live.is_empty() {
+            return Err(RegistryError::new(
+                404,
+                40404,
+                format!("Subject '{subject}' was soft deleted. Set permanent=true to delete permanently"),
+            ));
+        }
+        let versions = if permanent {
+            s.versions.iter().map(|v| v.version).collect()
+        } else {
+            live
+        };
+        let record = Record::DeleteSubject {
+            subject: subject.to_string(),
+            permanent,
+        };
+        Ok((versions, vec![record]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(extra: &str) -> String {
+        format!(
+            r#"{{"type":"record","name":"Reading","fields":[{{"name":"id","type":"string"}}{extra}]}}"#
+        )
+    }
+
+    /// Registers and applies, as the server does once the records are durable.
+    fn register(r: &mut Registry, subject: &str, text: &str) -> Result<u32, RegistryError> {
+        let (id, records) = r.register(subject, text, None)?;
+        records.into_iter().for_each(|rec| r.apply(rec));
+        Ok(id)
+    }
+
+    #[test]
+    fn ids_follow_the_schema_and_versions_the_subject() {
+        let mut r = Registry::default();
+        let v1 = reading("");
+        let v2 = reading(r#",{"name":"t","type":"double","default":0}"#);
+        assert_eq!(register(&mut r, "a-value", &v1), Ok(1));
+        assert_eq!(
+            register(&mut r, "a-value", &v1),
+            Ok(1),
+            "again: nothing new"
+        );
+        assert_eq!(r.versions("a-value", false), Ok(vec![1]));
+        // The same schema, spaced differently, under another subject: the same id.
+        let spaced = v1.replace(',', ", ");
+        assert_eq!(register(&mut r, "b-value", &spaced), Ok(1));
+        assert_eq!(register(&mut r, "a-value", &v2), Ok(2));
+        assert_eq!(
+            r.version("a-value", VersionRef::Latest, false)
+                .unwrap()
+                .version,
+            2
+        );
+        assert_eq!(
+            r.uses_of(1),
+            vec![("a-value".into(), 1), ("b-value".into(), 1)]
+        );
+        assert_eq!(r.lookup("a-value", &v2, None).unwrap().version, 2);
+        assert_eq!(r.schema(9).unwrap_err().code, 40403);
+        assert_eq!(r.versions("nobody", false).unwrap_err().code, 40401);
+    }
+
+    #[test]
+    fn incompatible_and_invalid_schemas_are_refused_as_confluent_does() {
+        let mut r = Registry::default();
+        register(&mut r, "s", &reading("")).unwrap();
+        let breaking = reading(r#",{"name":"t","type":"double"}"#);
+        let e = register(&mut r, "s", &breaking).unwrap_err();
+        assert_eq!((e.status, e.code), (409, 409), "{e:?}");
+        // A subject of its own level (NONE) takes it.
+        r.apply(Record::Config {
+            subject: Some("s".into()),
+            level: Some(Level::None),
+        });
+        assert_eq!(register(&mut r, "s", &breaking), Ok(2));
+        assert_eq!(r.level(Some("s")), Level::None);
+        assert_eq!(r.level(Some("other")), Level::Backward);
+        let e = register(&mut r, "s", "{not avro").unwrap_err();
+        assert_eq!((e.status, e.code), (422, 42201));
+        let e = r.register("s", "{}", Some("JSON")).unwrap_err();
+        assert!(e.message.contains("JSON is not supported"), "{e:?}");
+        assert_eq!(VersionRef::parse("0").unwrap_err().code, 42202);
+        assert_eq!(VersionRef::parse("-1"), Ok(VersionRef::Latest));
+    }
+
+    #[test]
+    fn deletes_are_soft_first_and_numbers_are_never_given_again() {
+        let mut r = Registry::default();
+        register(&mut r, "s", &reading("")).unwrap();
+        let v2 = reading(r#",{"name":"t","type":"double","default":0}"#);
+        register(&mut r, "s", &v2).unwrap();
+        let e = r
+            .delete_version("s", VersionRef::Number(2), true)
+            .unwrap_err();
+        assert_eq!(e.code, 40407, "permanent needs soft first");
+        let (v, records) = r.delete_version("s", VersionRef::Number(2), false).unwrap();
+        assert_eq!(v, 2);
+        records.into_iter().for_each(|x| r.apply(x));
+        assert_eq!(r.versions("s", false), Ok(vec![1]));
+        assert_eq!(r.versions("s", true), Ok(vec![1, 2]));
+        // Registered again: the same id, a new version number.
+        assert_eq!(register(&mut r, "s", &v2), Ok(2));
+        assert_eq!(r.versions("s", false), Ok(vec![1, 3]));
+        let e = r.delete_subject("s", true).unwrap_err();
+        assert_eq!(e.code, 40405);
+        let (gone, records) = r.delete_subject("s", false).unwrap();
+        assert_eq!(gone, vec![1, 3]);
+        records.into_iter().for_each(|x| r.apply(x));
+        assert!(r.subjects(false).is_empty());
+        assert_eq!(r.subjects(true), vec!["s".to_string()]);
+        assert_eq!(r.delete_subject("s", false).unwrap_err().code, 40404);
+        let (_, records) = r.delete_subject("s", true).unwrap();
+        records.into_iter().for_each(|x| r.apply(x));
+        assert!(r.subjects(true).is_empty());
+        // The schema keeps its id for whoever still reads data written with it.
+        assert!(r.schema(2).is_ok());
+    }
+
+    #[test]
+    fn records_replay_to_the_same_registry() {
+        let mut r = Registry::default();
+        let mut log = Vec::new();
+        let mut step = |r: &mut Registry, records: Vec<Record>| {
+            for rec in records {
+                let json = serde_json::to_string(&rec).unwrap();
+                log.push(json);
+                r.apply(rec);
+            }
+        };
+        let (_, recs) = r.register("a", &reading(""), None).unwrap();
+        step(&mut r, recs);
+        let (_, recs) = r
+            .register(
+                "b",
+                &reading(r#",{"name":"x","type":"int","default":1}"#),
+                None,
+            )
+            .unwrap();
+        step(&mut r, recs);
+        let (_, recs) = r.delete_version("a", VersionRef::Latest, false).unwrap();
+        step(&mut r, recs);
+        let mut again = Registry::default();
+        for line in &log {
+            again.apply(serde_json::from_str(line).unwrap());
+        }
+        assert_eq!(again.subjects(true), r.subjects(true));
+        assert_eq!(again.versions("a", true), r.versions("a", true));
+        assert_eq!(
+            again.version("b", VersionRef::Latest, false),
+            r.version("b", VersionRef::Latest, false)
+        );
+        assert_eq!(
+            again.register("c", &reading(""), None).unwrap().0,
+            1,
+            "the replayed registry knows the schema's id"
+        );
+    }
+}
