@@ -454,6 +454,16 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Whether background writes wait: generations to store, a compaction due.
+    fn background_due(&self) -> bool {
+        !self.generations.borrow().is_empty()
+            || self
+                .partitions
+                .borrow()
+                .values()
+                .any(|p| p.since_snapshot.get() > p.snapshot_at.get())
+    }
+
     /// The background writes: stored generations and due compactions.
     async fn write_behind(&self) {
         let generations = std::mem::take(&mut *self.generations.borrow_mut());
@@ -483,6 +493,11 @@ impl Coordinator {
                     partition = p,
                     "committed offsets could not be compacted: {e}"
                 );
+                // Tried again after as many bytes more, not at once.
+                if let Some(part) = self.partitions.borrow().get(&p) {
+                    part.snapshot_at
+                        .set(part.since_snapshot.get() + self.cfg.compact_bytes);
+                }
             }
         }
     }
@@ -562,21 +577,25 @@ impl Coordinator {
     pub async fn run(self: Rc<Self>) {
         let mut next_sweep = Instant::now() + RETENTION_SWEEP;
         loop {
+            // Read before the queues are looked at: whatever is queued after it
+            // wakes the wait below.
             let seen = self.changed.epoch();
-            let deadline = self
-                .groups
-                .borrow()
-                .values()
-                .filter_map(|g| g.next_deadline())
-                .min();
-            let wake = deadline.map_or(next_sweep, |d| d.min(next_sweep));
-            self.armed.set(Some(wake));
-            let sleep = wake.saturating_duration_since(Instant::now());
-            futures_lite::future::or(
-                async { glommio::timer::sleep(sleep).await },
-                self.changed.wait(seen),
-            )
-            .await;
+            if !self.background_due() {
+                let deadline = self
+                    .groups
+                    .borrow()
+                    .values()
+                    .filter_map(|g| g.next_deadline())
+                    .min();
+                let wake = deadline.map_or(next_sweep, |d| d.min(next_sweep));
+                self.armed.set(Some(wake));
+                let sleep = wake.saturating_duration_since(Instant::now());
+                futures_lite::future::or(
+                    async { glommio::timer::sleep(sleep).await },
+                    self.changed.wait(seen),
+                )
+                .await;
+            }
             let now = Instant::now();
             self.expire(now);
             self.write_behind().await;
