@@ -258,11 +258,9 @@ impl Broker {
             .topics()
             .iter()
             .map(|t| {
-                let placed = placement(&table, shard, &log, &stats, &t.name, t.partitions);
                 let config = topics.configs.get(&t.name).cloned().unwrap_or_default();
-                placed
-                    .max_message_bytes
-                    .set(config.max_message_bytes(&defaults));
+                let max = config.max_message_bytes(&defaults);
+                let placed = placement(&table, shard, &log, &stats, &t.name, t.partitions, max);
                 (t.name.clone(), Rc::new(placed))
             })
             .collect();
@@ -399,10 +397,16 @@ impl Broker {
     /// old placement finds the partitions it knew).
     fn place_topic(&self, name: &str, partitions: u32, config: &TopicConfig) {
         let table = self.table.borrow();
-        let placed = placement(&table, self.shard, &self.log, &self.stats, name, partitions);
-        placed
-            .max_message_bytes
-            .set(config.max_message_bytes(&self.defaults));
+        let max = config.max_message_bytes(&self.defaults);
+        let placed = placement(
+            &table,
+            self.shard,
+            &self.log,
+            &self.stats,
+            name,
+            partitions,
+            max,
+        );
         self.placements
             .borrow_mut()
             .insert(name.to_string(), Rc::new(placed));
@@ -411,10 +415,7 @@ impl Broker {
     /// Gives a topic `to` partitions (CreatePartitions): this core makes its new ones.
     pub async fn grow_topic(&self, name: &str, to: u32) -> Result<(), KafkaError> {
         let Some(from) = self.table.borrow().topic(name).map(|t| t.partitions) else {
-            return Err(KafkaError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("there is no topic {name}"),
-            ));
+            return Err(KafkaError::unknown_topic(name));
         };
         let config = self.topic_config(name);
         if to > from {
@@ -428,16 +429,23 @@ impl Broker {
     /// Takes a topic back to `to` partitions (the undo of a failed CreatePartitions):
     /// this core deletes its partitions from `to` on.
     pub async fn shrink_topic(&self, name: &str, to: u32) -> Result<(), KafkaError> {
-        let shards = self.table.borrow().shard_count();
         let Some(from) = self.table.borrow().topic(name).map(|t| t.partitions) else {
             return Ok(());
         };
         let config = self.topic_config(name);
         self.table.borrow_mut().set_partitions(name, to.min(from));
         self.place_topic(name, to.min(from), &config);
-        for p in (to..from.max(to))
-            .filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
-        {
+        self.delete_partitions(name, to..from.max(to)).await
+    }
+
+    /// Deletes this core's partitions among `range` of a topic.
+    async fn delete_partitions(
+        &self,
+        name: &str,
+        range: std::ops::Range<u32>,
+    ) -> Result<(), KafkaError> {
+        let shards = self.table.borrow().shard_count();
+        for p in range.filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard) {
             self.log
                 .delete_partition(&partition_name(name, p))
                 .await
@@ -478,10 +486,7 @@ impl Broker {
     /// size and retention, the largest batch it takes.
     pub fn apply_topic_config(&self, name: &str, config: TopicConfig) -> Result<(), KafkaError> {
         let Some(topic) = self.topic(name) else {
-            return Err(KafkaError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("there is no topic {name}"),
-            ));
+            return Err(KafkaError::unknown_topic(name));
         };
         let limits = config.limits(&self.defaults);
         for id in topic.ids.iter().flatten() {
@@ -496,7 +501,6 @@ impl Broker {
 
     /// Deletes this core's partitions of a topic (DeleteTopics) and forgets it.
     pub async fn remove_topic(&self, name: &str) -> Result<(), KafkaError> {
-        let shards = self.table.borrow().shard_count();
         let partitions = self.table.borrow().topic(name).map_or(0, |t| t.partitions);
         // Out of the table first: Metadata stops naming it, new requests for it get
         // UNKNOWN_TOPIC_OR_PARTITION while the data goes.
@@ -504,23 +508,19 @@ impl Broker {
         if let Some(gone) = self.placements.borrow_mut().remove(name) {
             gone.removed.set(true);
         }
-        for p in
-            (0..partitions).filter(|&p| tidewater_shards::partition_owner(p, shards) == self.shard)
-        {
-            self.log
-                .delete_partition(&partition_name(name, p))
-                .await
-                .map_err(|e| {
-                    KafkaError::storage(format!(
-                        "core {}: cannot delete partition {p} of {name}: {e}",
-                        self.shard
-                    ))
-                })?;
-        }
+        self.delete_partitions(name, 0..partitions).await?;
         self.stats.remove_topic(name);
         self.topic_configs.borrow_mut().remove(name);
         self.groups.forget_topic(name).await;
         Ok(())
+    }
+
+    /// How many brokers clients see: every core (per-core mode), or one.
+    pub fn brokers(&self) -> u32 {
+        match self.mode {
+            Mode::SinglePort => 1,
+            Mode::PerCore => self.table.borrow().shard_count(),
+        }
     }
 
     pub fn port_of(&self, shard: u32) -> i32 {
@@ -529,7 +529,8 @@ impl Broker {
 }
 
 /// How core `shard` places topic `name` of `table`, with the log's id of each
-/// partition it owns; its counters are taken from `stats` (made there if new).
+/// partition it owns and the largest batch it takes; its counters are taken from
+/// `stats` (made there if new).
 fn placement(
     table: &PartitionTable,
     shard: u32,
@@ -537,6 +538,7 @@ fn placement(
     stats: &KafkaStats,
     name: &str,
     partitions: u32,
+    max_message_bytes: usize,
 ) -> TopicPlacement {
     let shards = table.shard_count();
     let ids = (0..partitions)
@@ -552,7 +554,7 @@ fn placement(
         ids,
         shards,
         stats: stats.add_topic(name),
-        max_message_bytes: Cell::new(log.batch_bytes_max()),
+        max_message_bytes: Cell::new(max_message_bytes),
         removed: Cell::new(false),
     }
 }

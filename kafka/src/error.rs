@@ -43,6 +43,14 @@ impl KafkaError {
         KafkaError::new(ResponseError::KafkaStorageError, message)
     }
 
+    /// UNKNOWN_TOPIC_OR_PARTITION for a topic this server does not have.
+    pub fn unknown_topic(name: &str) -> KafkaError {
+        KafkaError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("there is no topic {name}"),
+        )
+    }
+
     pub fn kind(&self) -> ResponseError {
         self.kind
     }

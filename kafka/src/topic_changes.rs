@@ -132,21 +132,25 @@ pub async fn create(
     ask(broker, 0, req).await
 }
 
+/// POLICY_VIOLATION for a topic the config declares or a job uses, saying why and
+/// `what` cannot happen while it is.
+pub fn unprotected(broker: &Broker, name: &str, what: &str) -> Result<(), KafkaError> {
+    match broker.topics.protected.get(name) {
+        Some(why) => Err(KafkaError::new(
+            ResponseError::PolicyViolation,
+            format!("topic {name} {why}; {what} while it is"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Whether a topic may grow to `to` partitions now, as this core sees it
 /// (CreatePartitions, `validate_only` too).
 pub fn check_growth(broker: &Broker, name: &str, to: u32) -> Result<(), KafkaError> {
     let Some(from) = broker.table().topic(name).map(|t| t.partitions) else {
-        return Err(KafkaError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("there is no topic {name}"),
-        ));
+        return Err(KafkaError::unknown_topic(name));
     };
-    if let Some(why) = broker.topics.protected.get(name) {
-        return Err(KafkaError::new(
-            ResponseError::PolicyViolation,
-            format!("topic {name} {why}; its partition count cannot change while it is"),
-        ));
-    }
+    unprotected(broker, name, "its partition count cannot change")?;
     if to <= from || to > PARTITIONS_MAX {
         return Err(KafkaError::new(
             ResponseError::InvalidPartitions,
@@ -231,10 +235,7 @@ pub async fn coordinate_alter(
 ) -> Result<(), KafkaError> {
     let _one_at_a_time = one_topic_change(broker).await?;
     if broker.table().topic(name).is_none() {
-        return Err(KafkaError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("there is no topic {name}"),
-        ));
+        return Err(KafkaError::unknown_topic(name));
     }
     let config = match change {
         Change::Replace(c) => c,
@@ -383,17 +384,9 @@ pub async fn coordinate_create(
 pub async fn coordinate_delete(broker: &Broker, name: &str) -> Result<(), KafkaError> {
     let _one_at_a_time = one_topic_change(broker).await?;
     if broker.table().topic(name).is_none() {
-        return Err(KafkaError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("there is no topic {name}"),
-        ));
+        return Err(KafkaError::unknown_topic(name));
     }
-    if let Some(why) = broker.topics.protected.get(name) {
-        return Err(KafkaError::new(
-            ResponseError::PolicyViolation,
-            format!("topic {name} {why}; it cannot be deleted while it is"),
-        ));
-    }
+    unprotected(broker, name, "it cannot be deleted")?;
     let file = broker.topics.file.as_deref();
     if let Some(file) = file {
         topics_file::mark_deleting(file, name).await?;

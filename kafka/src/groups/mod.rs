@@ -60,15 +60,18 @@ pub fn offsets_partition(group: &str) -> u32 {
 /// retention pass can delete a live commit before the coordinator has loaded it.
 pub fn offsets_partition_limits(cfg: &tidewater_io::LogConfig) -> Vec<(String, PartitionLimits)> {
     (0..OFFSETS_PARTITIONS)
-        .map(|p| {
-            let limits = PartitionLimits {
-                segment_bytes: cfg.ledger_segment_bytes,
-                retention_bytes: None,
-                retention_ms: None,
-            };
-            (partition_name(OFFSETS_TOPIC, p), limits)
-        })
+        .map(|p| (partition_name(OFFSETS_TOPIC, p), offsets_limits(cfg)))
         .collect()
+}
+
+/// The limits of one `__consumer_offsets` partition: the log's segment size, no
+/// retention.
+fn offsets_limits(cfg: &tidewater_io::LogConfig) -> PartitionLimits {
+    PartitionLimits {
+        segment_bytes: cfg.ledger_segment_bytes,
+        retention_bytes: None,
+        retention_ms: None,
+    }
 }
 
 /// The core that coordinates `group` among `shards` cores.
@@ -391,9 +394,10 @@ impl Coordinator {
     }
 
     fn add_partition(&self, p: u32, id: u32) -> Rc<OffsetsPartition> {
-        // Everything is kept until a snapshot says what is superseded.
-        let start = self.log.log_start_offset(id).unwrap_or(0);
-        self.log.retain_from(id, Some(start));
+        // Retention never cuts it (a log opened with `offsets_partition_limits`
+        // has these already); a snapshot says what is superseded.
+        self.log
+            .set_limits(id, Some(offsets_limits(self.log.config())));
         let part = Rc::new(OffsetsPartition {
             id,
             order: glommio::sync::RwLock::new(()),
@@ -438,7 +442,6 @@ impl Coordinator {
                 .high_watermark(part.id)
                 .map_err(|e| KafkaError::from(&e))?,
         };
-        self.log.retain_from(part.id, Some(start));
         self.log.supersede_before(part.id, start);
         part.since_snapshot.set(0);
         part.snapshot_at
@@ -563,10 +566,15 @@ impl Coordinator {
 
     pub fn counts(&self) -> GroupCounts {
         let groups = self.groups.borrow();
+        let offsets = self.offsets.borrow();
+        let only_commits = offsets
+            .groups()
+            .filter(|g| !groups.contains_key(*g))
+            .count();
         GroupCounts {
-            groups: self.group_ids().len() as u64,
+            groups: (groups.len() + only_commits) as u64,
             members: groups.values().map(|g| g.members().count() as u64).sum(),
-            offsets: self.offsets.borrow().count() as u64,
+            offsets: offsets.count() as u64,
             rebalances: self.rebalances_done.get()
                 + groups.values().map(|g| g.rebalances).sum::<u64>(),
         }

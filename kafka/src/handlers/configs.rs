@@ -8,7 +8,7 @@
 //! configs (append and subtract only for `cleanup.policy`, a list). `validate_only`
 //! checks and changes nothing.
 
-use crate::broker::{Broker, Mode};
+use crate::broker::Broker;
 use crate::error::KafkaError;
 use crate::groups::OFFSETS_PARTITIONS;
 use crate::topic_changes;
@@ -183,11 +183,7 @@ fn broker_type(name: &str) -> i8 {
 
 /// Whether `name` is one of this server's brokers ("" names this one).
 fn is_broker(broker: &Broker, name: &str) -> bool {
-    let brokers = match broker.mode {
-        Mode::SinglePort => 1,
-        Mode::PerCore => broker.table().shard_count(),
-    };
-    name.is_empty() || name.parse::<u32>().is_ok_and(|id| id < brokers)
+    name.is_empty() || name.parse::<u32>().is_ok_and(|id| id < broker.brokers())
 }
 
 pub fn describe(
@@ -222,9 +218,10 @@ pub fn describe(
                     .map(|d| entry(d.name, d.value, d.source, false, how))
                     .collect(),
                 TOPIC => {
+                    let e = KafkaError::unknown_topic(name);
                     return base
-                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_error_message(Some(s(&format!("there is no topic {name}"))))
+                        .with_error_code(e.code())
+                        .with_error_message(e.message());
                 }
                 BROKER if is_broker(broker, name) => broker_settings(broker)
                     .into_iter()
@@ -269,10 +266,7 @@ async fn change_topic(
     validate_only: bool,
 ) -> Result<(), KafkaError> {
     if broker.table().topic(name).is_none() {
-        return Err(KafkaError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("there is no topic {name}"),
-        ));
+        return Err(KafkaError::unknown_topic(name));
     }
     let change = change?;
     if validate_only {

@@ -7,6 +7,7 @@
 use crate::broker::{Broker, Placement};
 use crate::error::KafkaError;
 use crate::remote::{Reply, Request};
+use crate::topic_changes;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -18,19 +19,16 @@ pub async fn handle(broker: &Broker, req: &DeleteRecordsRequest) -> DeleteRecord
     for t in &req.topics {
         let name = t.name.0.as_str();
         let placed = broker.topic(name);
-        let protected = broker.topics.protected.get(name);
+        let protected = topic_changes::unprotected(broker, name, "its records cannot be deleted");
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let index = p.partition_index;
             let placement = placed
                 .as_ref()
                 .map_or(Placement::Unknown, |t| t.place(index));
-            let done = match (protected, placement, broker.forwarder()) {
-                (Some(why), _, _) => Err(KafkaError::new(
-                    ResponseError::PolicyViolation,
-                    format!("topic {name} {why}; its records cannot be deleted while it is"),
-                )),
-                (None, Placement::Elsewhere(owner), Some(f)) => {
+            let done = match (&protected, placement, broker.forwarder()) {
+                (Err(e), _, _) => Err(e.clone()),
+                (Ok(()), Placement::Elsewhere(owner), Some(f)) => {
                     broker.stats.forwarded();
                     let req = Request::DeleteRecords {
                         topic: name.to_string(),
@@ -42,7 +40,7 @@ pub async fn handle(broker: &Broker, req: &DeleteRecordsRequest) -> DeleteRecord
                         _ => Err(KafkaError::bare(ResponseError::NotLeaderOrFollower)),
                     }
                 }
-                (None, placement, _) => here(broker, placement, index, p.offset).await,
+                (Ok(()), placement, _) => here(broker, placement, index, p.offset).await,
             };
             let r = DeleteRecordsPartitionResult::default().with_partition_index(index);
             partitions.push(match done {

@@ -27,7 +27,7 @@ pub fn describe_cluster(broker: &Broker, req: &DescribeClusterRequest) -> Descri
             )))
             .with_endpoint_type(req.endpoint_type);
     }
-    let brokers = (0..brokers_of(broker))
+    let brokers = (0..broker.brokers())
         .map(|s| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(s as i32))
@@ -40,14 +40,6 @@ pub fn describe_cluster(broker: &Broker, req: &DescribeClusterRequest) -> Descri
         .with_cluster_id(StrBytes::from_static_str("tidewater"))
         .with_controller_id(BrokerId(0))
         .with_brokers(brokers)
-}
-
-/// How many brokers clients see: every core, or one (single port).
-fn brokers_of(broker: &Broker) -> u32 {
-    match broker.mode {
-        Mode::SinglePort => 1,
-        Mode::PerCore => broker.table().shard_count(),
-    }
 }
 
 pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
@@ -69,7 +61,7 @@ pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse 
     let table = broker.table();
     let shards = table.shard_count();
     let single = broker.mode == Mode::SinglePort;
-    let brokers = (0..if single { 1 } else { shards })
+    let brokers = (0..broker.brokers())
         .map(|s| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(s as i32))
