@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::requests::{call, topic};
+use common::requests::{call, commit_request, topic};
 use kafka_protocol::messages::{self as m, ApiKey};
 use kafka_protocol::protocol::StrBytes;
 use std::time::{Duration, Instant};
@@ -329,18 +329,7 @@ fn a_deleted_topics_commits_go_with_it() {
     };
     let r: m::CreateTopicsResponse = call(s.port, ApiKey::CreateTopics, 5, &create());
     assert_eq!(r.topics[0].error_code, 0);
-    let commit = m::OffsetCommitRequest::default()
-        .with_group_id(m::GroupId(StrBytes::from_static_str("readers")))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![
-            m::offset_commit_request::OffsetCommitRequestTopic::default()
-                .with_name(topic("reborn"))
-                .with_partitions(vec![
-                    m::offset_commit_request::OffsetCommitRequestPartition::default()
-                        .with_partition_index(1)
-                        .with_committed_offset(5),
-                ]),
-        ]);
+    let commit = commit_request("readers", (-1, ""), ("reborn", 1, 5), None);
     let r: m::OffsetCommitResponse = call(s.port, ApiKey::OffsetCommit, 8, &commit);
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
     let fetch = || {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::requests::{call, framed, topic};
+use common::requests::{call, commit_request, framed, join_request, topic};
 use kafka_protocol::messages::{self as m, ApiKey};
 use kafka_protocol::protocol::StrBytes;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -173,11 +173,17 @@ fn confluent_kafka_groups_with_each_assignor_in_both_modes() {
         ("roundrobin", "single-port"),
         ("cooperative-sticky", "single-port"),
     ] {
-        let s = server("2", 4, &["--kafka-mode", mode]);
-        let broker = format!("127.0.0.1:{}", s.port);
-        let (ok, out) = common::python("group_confluent.py", &[&broker, "events", "4", strategy]);
-        assert!(ok, "confluent-kafka, {strategy}, {mode}: {out}");
+        group_script("group_confluent.py", strategy, mode);
     }
+}
+
+/// Runs a client script of tests/clients against a fresh 2-core server in `mode`,
+/// on topic `events` (4 partitions), with `variant` (an assignor, a client).
+fn group_script(script: &str, variant: &str, mode: &str) {
+    let s = server("2", 4, &["--kafka-mode", mode]);
+    let broker = format!("127.0.0.1:{}", s.port);
+    let (ok, out) = common::python(script, &[&broker, "events", "4", variant]);
+    assert!(ok, "{script} {variant}, {mode}: {out}");
 }
 
 #[test]
@@ -191,10 +197,7 @@ fn kafka_python_and_aiokafka_groups() {
         ("kafka-python", "single-port"),
         ("aiokafka", "per-core"),
     ] {
-        let s = server("2", 4, &["--kafka-mode", mode]);
-        let broker = format!("127.0.0.1:{}", s.port);
-        let (ok, out) = common::python("group_python.py", &[&broker, "events", "4", client]);
-        assert!(ok, "{client}, {mode}: {out}");
+        group_script("group_python.py", client, mode);
     }
 }
 
@@ -314,19 +317,7 @@ fn sarama_consumes_with_a_group_and_returns_when_cancelled() {
 /// Commits offset `offset` of partition 0 for group `g` from outside the group
 /// (generation -1, as a consumer with assign() does); the partition's error code.
 fn commit(port: u16, g: &str, offset: i64) -> i16 {
-    let req = m::OffsetCommitRequest::default()
-        .with_group_id(group(g))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![
-            m::offset_commit_request::OffsetCommitRequestTopic::default()
-                .with_name(topic("events"))
-                .with_partitions(vec![
-                    m::offset_commit_request::OffsetCommitRequestPartition::default()
-                        .with_partition_index(0)
-                        .with_committed_offset(offset)
-                        .with_committed_metadata(Some(s("meta"))),
-                ]),
-        ]);
+    let req = commit_request(g, (-1, ""), ("events", 0, offset), Some("meta"));
     let r: m::OffsetCommitResponse = call(port, ApiKey::OffsetCommit, 8, &req);
     r.topics[0].partitions[0].error_code
 }
@@ -459,18 +450,12 @@ fn compaction_keeps_each_groups_last_commit_and_deletes_the_rest() {
 
 /// JoinGroup v5 of a consumer that names its member id (empty: a new member).
 fn join(port: u16, g: &str, member: &str, session_ms: i32) -> m::JoinGroupResponse {
-    let req = m::JoinGroupRequest::default()
-        .with_group_id(group(g))
-        .with_session_timeout_ms(session_ms)
-        .with_rebalance_timeout_ms(10_000)
-        .with_member_id(s(member))
-        .with_protocol_type(s("consumer"))
-        .with_protocols(vec![
-            m::join_group_request::JoinGroupRequestProtocol::default()
-                .with_name(s("range"))
-                .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
-        ]);
-    call(port, ApiKey::JoinGroup, 5, &req)
+    call(
+        port,
+        ApiKey::JoinGroup,
+        5,
+        &join_request(g, member, session_ms),
+    )
 }
 
 fn sync(port: u16, g: &str, member: &str, generation: i32, assignment: Vec<u8>) -> i16 {
@@ -680,19 +665,7 @@ fn a_kill_9_in_the_middle_of_a_rebalance_loses_no_commit_and_members_join_again(
     let a = join(srv.port, "mid", &id, 10_000);
     assert_eq!((a.error_code, a.generation_id), (0, 1));
     assert_eq!(sync(srv.port, "mid", &id, 1, vec![]), 0);
-    let req = m::OffsetCommitRequest::default()
-        .with_group_id(group("mid"))
-        .with_generation_id_or_member_epoch(1)
-        .with_member_id(s(&id))
-        .with_topics(vec![
-            m::offset_commit_request::OffsetCommitRequestTopic::default()
-                .with_name(topic("events"))
-                .with_partitions(vec![
-                    m::offset_commit_request::OffsetCommitRequestPartition::default()
-                        .with_partition_index(0)
-                        .with_committed_offset(7),
-                ]),
-        ]);
+    let req = commit_request("mid", (1, &id), ("events", 0, 7), None);
     let r: m::OffsetCommitResponse = call(srv.port, ApiKey::OffsetCommit, 7, &req);
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
     // B joins: the group is rebalancing, B's JoinGroup waits for A.
@@ -701,17 +674,7 @@ fn a_kill_9_in_the_middle_of_a_rebalance_loses_no_commit_and_members_join_again(
     let waiting = std::thread::spawn(move || {
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let req = m::JoinGroupRequest::default()
-            .with_group_id(group("mid"))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_member_id(s(&b_id))
-            .with_protocol_type(s("consumer"))
-            .with_protocols(vec![
-                m::join_group_request::JoinGroupRequestProtocol::default()
-                    .with_name(s("range"))
-                    .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
-            ]);
+        let req = join_request("mid", &b_id, 10_000);
         c.write_all(&framed(ApiKey::JoinGroup, 5, &req)).unwrap();
         let mut len = [0u8; 4];
         // The server dies before it answers: the read fails or ends.

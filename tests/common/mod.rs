@@ -251,17 +251,8 @@ impl Server {
     /// Starts the server again on its ports, data directory and config, on `cores`
     /// with `extra` flags, once it has stopped (or been killed).
     pub fn start_again(&mut self, cores: &str, extra: &[&str]) {
-        let cfg = self.dir.path().join("t.toml");
-        let data = self.dir.path().join("data");
-        let mut args = vec![
-            "--cores",
-            cores,
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
+        let args = server_args(self.dir.path(), cores, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (child, _, _, log) = serve_on(&args, self.port, self.admin);
         self.child = child;
         self.log = log;
@@ -282,6 +273,22 @@ impl Drop for Server {
     }
 }
 
+/// The flags of a [`Server`] in `dir` (its `t.toml` and `data`), on `cores`, then
+/// `extra`.
+fn server_args(dir: &std::path::Path, cores: &str, extra: &[&str]) -> Vec<String> {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let mut args = vec![
+        "--cores".to_string(),
+        cores.to_string(),
+        "--config".to_string(),
+        path("t.toml"),
+        "--data-dir".to_string(),
+        path("data"),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 /// Starts a server on `cores` with topic `events` of `partitions` partitions.
 pub fn start(cores: &str, partitions: u32) -> Server {
     start_with(cores, partitions, &[])
@@ -296,16 +303,8 @@ pub fn start_with(cores: &str, partitions: u32, extra: &[&str]) -> Server {
         format!("[[topics]]\nname = \"events\"\npartitions = {partitions}\n"),
     )
     .unwrap();
-    let data = dir.path().join("data");
-    let mut args = vec![
-        "--cores",
-        cores,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
+    let args = server_args(dir.path(), cores, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (child, port, admin, log) = serve_with_admin(&args);
     Server {
         child,

@@ -231,6 +231,46 @@ fn config_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
     out
 }
 
+/// A consumer's JoinGroup (protocol `range`, an empty subscription) from `member`
+/// ("": a new member).
+pub fn join_request(group_id: &str, member: &str, session_ms: i32) -> m::JoinGroupRequest {
+    m::JoinGroupRequest::default()
+        .with_group_id(group(group_id))
+        .with_session_timeout_ms(session_ms)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(s(member))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            m::join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+        ])
+}
+
+/// An OffsetCommit of one partition's `offset` by `member` of `generation` (-1 and
+/// "": from outside the group, as a consumer with assign() commits).
+pub fn commit_request(
+    group_id: &str,
+    (generation, member): (i32, &str),
+    (topic_name, partition, offset): (&str, i32, i64),
+    metadata: Option<&str>,
+) -> m::OffsetCommitRequest {
+    m::OffsetCommitRequest::default()
+        .with_group_id(group(group_id))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(member))
+        .with_topics(vec![
+            m::offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(topic(topic_name))
+                .with_partitions(vec![
+                    m::offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(partition)
+                        .with_committed_offset(offset)
+                        .with_committed_metadata(metadata.map(s)),
+                ]),
+        ])
+}
+
 fn group(id: &str) -> m::GroupId {
     m::GroupId(StrBytes::from_string(id.to_string()))
 }
@@ -258,17 +298,7 @@ fn group_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
         framed(ApiKey::FindCoordinator, v, &req)
     });
     push(ApiKey::JoinGroup, [4, 9], &|v| {
-        let req = m::JoinGroupRequest::default()
-            .with_group_id(group("g"))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(s("consumer"))
-            .with_protocols(vec![
-                m::join_group_request::JoinGroupRequestProtocol::default()
-                    .with_name(s("range"))
-                    .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
-            ]);
-        framed(ApiKey::JoinGroup, v, &req)
+        framed(ApiKey::JoinGroup, v, &join_request("g", "", 10_000))
     });
     push(ApiKey::SyncGroup, [0, 5], &|v| {
         let req = m::SyncGroupRequest::default()
@@ -306,19 +336,7 @@ fn group_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
         framed(ApiKey::LeaveGroup, v, &req)
     });
     push(ApiKey::OffsetCommit, [2, 9], &|v| {
-        let req = m::OffsetCommitRequest::default()
-            .with_group_id(group("simple"))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![
-                m::offset_commit_request::OffsetCommitRequestTopic::default()
-                    .with_name(topic("events"))
-                    .with_partitions(vec![
-                        m::offset_commit_request::OffsetCommitRequestPartition::default()
-                            .with_partition_index(0)
-                            .with_committed_offset(1)
-                            .with_committed_metadata(Some(s("m"))),
-                    ]),
-            ]);
+        let req = commit_request("simple", (-1, ""), ("events", 0, 1), Some("m"));
         framed(ApiKey::OffsetCommit, v, &req)
     });
     push(ApiKey::OffsetFetch, [1, 9], &|v| {
