@@ -95,6 +95,7 @@ pub struct FileConfig {
     pub offsets_retention_minutes: Option<u64>,
     pub offsets_compact_bytes: Option<u64>,
     pub admin_addr: Option<String>,
+    pub schema_registry_addr: Option<String>,
     pub kafka_mode: Option<String>,
     pub auto_create_topics: Option<bool>,
     pub default_partitions: Option<u32>,
@@ -226,6 +227,8 @@ pub struct Settings {
     pub kafka_limits: tidewater_kafka::Limits,
     /// Where /metrics and /health are served.
     pub admin_addr: std::net::SocketAddr,
+    /// Where the schema registry's REST API is served (core 0); None: not at all.
+    pub schema_registry_addr: Option<std::net::SocketAddr>,
     pub kafka_mode: tidewater_kafka::Mode,
     pub auto_create_topics: bool,
     pub default_partitions: Option<u32>,
@@ -291,6 +294,10 @@ pub struct KafkaFlags {
     /// Admin listener for GET /metrics and /health (default 127.0.0.1:9644).
     #[arg(long)]
     pub admin_addr: Option<String>,
+    /// Schema registry REST listener, Confluent's API (default 127.0.0.1:8081;
+    /// "none" serves none).
+    #[arg(long, env = "TIDEWATER_SCHEMA_REGISTRY_ADDR")]
+    pub schema_registry_addr: Option<String>,
     /// per-core (core i is broker i on PORT+i) or single-port (every core on PORT,
     /// other cores' partitions forwarded); default per-core.
     #[arg(long)]
@@ -356,6 +363,27 @@ impl Settings {
         let admin_addr: std::net::SocketAddr = admin_text.parse().with_context(|| {
             format!("admin_addr {admin_text:?}: use HOST:PORT with an IP address")
         })?;
+        let registry_text = kafka
+            .schema_registry_addr
+            .clone()
+            .or(file.schema_registry_addr.clone())
+            .unwrap_or_else(|| "127.0.0.1:8081".to_string());
+        let schema_registry_addr = match registry_text.as_str() {
+            "none" => None,
+            text => Some(text.parse().with_context(|| {
+                format!(
+                    "schema_registry_addr {text:?}: use HOST:PORT with an IP address, or \"none\""
+                )
+            })?),
+        };
+        if schema_registry_addr.is_none() {
+            if let Some(j) = jobs.iter().find(|j| j.needs_registry()) {
+                bail!(
+                    "job {:?}: format \"avro-confluent\" without a `schemas` table reads writer schemas from the schema registry, but schema_registry_addr is \"none\"",
+                    j.name
+                );
+            }
+        }
         let kafka_mode = kafka
             .kafka_mode
             .clone()
@@ -374,6 +402,7 @@ impl Settings {
             default_partitions,
             kafka_mode,
             admin_addr,
+            schema_registry_addr,
             data_dir,
             cores,
             journal_dir,
@@ -397,6 +426,11 @@ impl Settings {
         // alike): their snapshots say what is superseded.
         cfg.partition_limits
             .extend(tidewater_kafka::groups::offsets_partition_limits(&cfg));
+        // So are the schema registry's records (core 0 keeps them).
+        if shard == 0 {
+            let (name, limits) = crate::schema_registry::schemas_limits(&cfg);
+            cfg.partition_limits.insert(name, limits);
+        }
         cfg
     }
 }
@@ -456,6 +490,12 @@ fn topics_of(declared: &[TopicConfig]) -> Result<Vec<Topic>> {
         if t.name == tidewater_kafka::OFFSETS_TOPIC {
             bail!(
                 "topic {:?} is reserved: it keeps the consumer groups' committed offsets",
+                t.name
+            );
+        }
+        if t.name == tidewater_registry::SCHEMAS_TOPIC {
+            bail!(
+                "topic {:?} is reserved: it keeps the schema registry's records",
                 t.name
             );
         }

@@ -82,6 +82,8 @@ impl Server {
             .arg(data)
             .args(["--kafka-addr", &format!("127.0.0.1:{kafka_port}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            // Any free port: a registry on the default 8081 may already run here.
+            .args(["--schema-registry-addr", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file)

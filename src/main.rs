@@ -10,6 +10,7 @@ mod demo;
 mod harness;
 mod metrics;
 mod rescale;
+mod schema_registry;
 mod server;
 
 use anyhow::Result;

@@ -192,6 +192,7 @@ pub struct Metrics {
     pub stopping: AtomicBool,
     /// Savepoints asked for through `POST /checkpoint`.
     pub savepoints: Arc<tidewater_io::wait::Signal>,
+    pub schema_registry: crate::schema_registry::RegistryStats,
 }
 
 impl Metrics {
@@ -373,6 +374,11 @@ impl Metrics {
                 "Offsets whose records only a damaged journal frame held, found at the last start (consumers skip them; jobs count them as dead letters)"
             ),
             degraded: std::sync::Mutex::new(Vec::new()),
+            schema_registry: {
+                let stats = crate::schema_registry::RegistryStats::default();
+                stats.register(&mut r);
+                stats
+            },
             registry: r,
             ready_cores: AtomicUsize::new(0),
             cores,

@@ -121,10 +121,11 @@ fn warn_of_strays(shard: u32, log: &ShardLog, owned: &[String]) {
         .into_iter()
         .map(|(name, _)| name)
         .filter(|name| !owned.contains(name))
-        // Committed offsets: made by the group coordinator on first use.
+        // Committed offsets and the schema registry's records: made on first use.
         .filter(|name| {
-            name.rsplit_once('-')
-                .is_none_or(|(topic, _)| topic != kafka::OFFSETS_TOPIC)
+            name.rsplit_once('-').is_none_or(|(topic, _)| {
+                topic != kafka::OFFSETS_TOPIC && topic != tidewater_registry::SCHEMAS_TOPIC
+            })
         })
         .collect();
     if strays.is_empty() {
@@ -171,6 +172,17 @@ struct FrontEnd {
     /// This core's ends of the mesh between the cores' front ends.
     forwarding: Option<kafka::ForwardMail>,
     topics: kafka::TopicPolicy,
+    registry: RegistryFront,
+}
+
+/// The schema registry as a core sees it.
+#[derive(Clone)]
+struct RegistryFront {
+    shared: tidewater_registry::Shared,
+    /// Raised by core 0 once it replayed the records: no job reads before.
+    loaded: Arc<Signal>,
+    /// Where core 0 serves the REST API, if anywhere.
+    addr: Option<std::net::SocketAddr>,
 }
 
 /// How one core ended.
@@ -254,6 +266,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let metrics = Arc::new(Metrics::new(cpus.len()));
     crate::metrics::serve_admin(metrics.clone(), settings.admin_addr)
         .with_context(|| format!("cannot listen on admin_addr {}", settings.admin_addr))?;
+    let (registry, link) = registry_front(&settings, &metrics);
     let mut handles = Vec::new();
     for (shard, &cpu) in cpus.iter().enumerate() {
         let shard = shard as u32;
@@ -273,21 +286,14 @@ pub fn serve(settings: Settings) -> Result<i32> {
         let ready = ready.clone();
         let cleaned = cleaned.clone();
         let metrics = metrics.clone();
-        let jobs: Vec<JobStart> = settings
-            .jobs
-            .iter()
-            .zip(meshes.iter_mut())
-            .zip(&resume)
-            .zip(&finished)
-            .map(|(((j, m), &(restore, highest)), finished)| JobStart {
-                job: j.clone(),
-                mail: m.pop_front().expect("one per core"),
-                checkpoints: checkpoints_root.clone(),
-                restore,
-                highest,
-                finished: finished.clone(),
-            })
-            .collect();
+        let jobs = job_starts(
+            &settings.jobs,
+            &mut meshes,
+            &resume,
+            &finished,
+            &checkpoints_root,
+            &link,
+        );
         let front = FrontEnd {
             table: table.clone(),
             addr: std::net::SocketAddr::new(
@@ -300,6 +306,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             advertised_host: settings.advertised_host.clone(),
             base_port: settings.kafka_addr.port(),
             limits: settings.kafka_limits,
+            registry: registry.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("tw-shard-{shard}"))
@@ -329,6 +336,101 @@ pub fn serve(settings: Settings) -> Result<i32> {
     }
     let code = join_cores(handles, &stop);
     Ok(code)
+}
+
+/// The schema registry every core shares, and the jobs' link to it.
+fn registry_front(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> (RegistryFront, pipeline::by_id::RegistryLink) {
+    let front = RegistryFront {
+        shared: Default::default(),
+        loaded: Default::default(),
+        addr: settings.schema_registry_addr,
+    };
+    let link = pipeline::by_id::RegistryLink {
+        registry: front.shared.clone(),
+        entries: metrics.schema_registry.job_cache_entries.clone(),
+        misses: metrics.schema_registry.job_cache_misses.clone(),
+    };
+    (front, link)
+}
+
+/// Where a job resumes: the checkpoint every core resumes from, and the highest
+/// id on disk.
+type Resume = (Option<u64>, u64);
+
+/// One core's part of each job: the job (reading writer schemas from the
+/// registry), its mailboxes, and where it resumes.
+fn job_starts(
+    jobs: &[Job],
+    meshes: &mut [std::collections::VecDeque<pipeline::CoreMail>],
+    resume: &[Resume],
+    finished: &[Arc<Signal>],
+    checkpoints: &Path,
+    link: &pipeline::by_id::RegistryLink,
+) -> Vec<JobStart> {
+    jobs.iter()
+        .zip(meshes.iter_mut())
+        .zip(resume)
+        .zip(finished)
+        .map(|(((j, m), &(restore, highest)), finished)| JobStart {
+            job: {
+                let mut job = j.clone();
+                job.link_registry(link.clone());
+                job
+            },
+            mail: m.pop_front().expect("one per core"),
+            checkpoints: checkpoints.to_path_buf(),
+            restore,
+            highest,
+            finished: finished.clone(),
+        })
+        .collect()
+}
+
+/// Core 0 replays the schema registry's records; every core's jobs wait for
+/// that. False: stopped while waiting.
+async fn registry_loaded(
+    shard: u32,
+    r: &RegistryFront,
+    log: &ShardLog,
+    stop: &Stop,
+) -> Result<bool> {
+    if shard == 0 {
+        let reg = crate::schema_registry::load(log)
+            .await
+            .context("core 0: cannot load the schema registry")?;
+        r.shared.replace(reg);
+        r.loaded.add_one();
+    }
+    futures_lite::future::or(r.loaded.reached(1), stop.wait()).await;
+    Ok(!stop.is_set())
+}
+
+/// Core 0 serves the schema registry's REST API, when it has an address.
+fn serve_registry(
+    shard: u32,
+    r: &RegistryFront,
+    log: &Rc<ShardLog>,
+    metrics: &Metrics,
+    stop: &Stop,
+) -> Result<Option<glommio::Task<()>>> {
+    let Some(addr) = r.addr.filter(|_| shard == 0) else {
+        return Ok(None);
+    };
+    let listener = glommio::net::TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!("core 0: cannot listen on schema_registry_addr {addr}: {e}")
+    })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "schema registry listener up");
+    Ok(Some(glommio::spawn_local(crate::schema_registry::serve(
+        listener,
+        log.clone(),
+        r.shared.clone(),
+        metrics.schema_registry.clone(),
+        stop.clone(),
+    ))))
 }
 
 /// The declared topics with those CreateTopics recorded in `topics_file`, and the
@@ -365,7 +467,7 @@ fn topics_at_start(settings: &Settings, topics_file: &Path) -> Result<(Vec<Topic
 
 /// Per job: the newest complete checkpoint to resume from (the same one on every
 /// core) and the highest id on disk.
-fn resume_points(settings: &Settings, root: &Path, shard_count: u32) -> Vec<(Option<u64>, u64)> {
+fn resume_points(settings: &Settings, root: &Path, shard_count: u32) -> Vec<Resume> {
     settings
         .jobs
         .iter()
@@ -485,6 +587,9 @@ async fn run_shard(
             .with_context(|| format!("core {shard}: cannot create partition {name}"))?;
     }
     warn_of_strays(shard, &log, &owned);
+    if !registry_loaded(shard, &front.registry, &log, &stop).await? {
+        return Ok(ShardEnd::Clean);
+    }
     tracing::info!(
         shard,
         cpu,
@@ -547,6 +652,7 @@ async fn run_shard(
     }
     let accepting = glommio::spawn_local(kafka::serve(broker, listener, stop.clone()));
     tracing::info!(shard, addr = %front.addr, "kafka listener up");
+    let registry_serving = serve_registry(shard, &front.registry, &log, &metrics, &stop)?;
     metrics.ready_cores.fetch_add(1, Ordering::SeqCst);
     if ready.fetch_add(1, Ordering::SeqCst) + 1 == shard_count {
         tracing::info!("ready");
@@ -562,6 +668,9 @@ async fn run_shard(
     stop.set();
     metrics.stopping.store(true, Ordering::SeqCst);
     accepting.await;
+    if let Some(r) = registry_serving {
+        r.await;
+    }
     // The jobs take their checkpoint at shutdown (bounded by
     // SHUTDOWN_CHECKPOINT_WAIT) while the log is still open.
     for d in drivers {

@@ -52,6 +52,12 @@ pub fn check_name(name: &str) -> Result<(), KafkaError> {
             format!("topic name {name:?} is reserved for the consumer groups' committed offsets"),
         ));
     }
+    if name == tidewater_registry::SCHEMAS_TOPIC {
+        return Err(KafkaError::new(
+            ResponseError::InvalidTopicException,
+            format!("topic name {name:?} is reserved for the schema registry's records"),
+        ));
+    }
     Ok(())
 }
 

@@ -24,7 +24,7 @@ pub struct RegistryError {
 }
 
 impl RegistryError {
-    fn new(status: u16, code: u32, message: String) -> RegistryError {
+    pub fn new(status: u16, code: u32, message: String) -> RegistryError {
         RegistryError {
             status,
             code,
@@ -330,6 +330,16 @@ impl Registry {
             .unwrap_or(self.level)
     }
 
+    /// Distinct schemas kept (ids given).
+    pub fn schema_count(&self) -> usize {
+        self.schemas.len()
+    }
+
+    /// A subject's own level, if it has one.
+    pub fn own_level(&self, subject: &str) -> Option<Level> {
+        self.subjects.get(subject).and_then(|s| s.level)
+    }
+
     /// The version of `subject` that holds this schema, if one does (POST
     /// /subjects/{subject}).
     pub fn lookup(
@@ -368,14 +378,7 @@ impl Registry {
                 return Ok((id, Vec::new()));
             }
         }
-        let live: Vec<Schema> = s
-            .map(|s| {
-                s.live()
-                    .filter_map(|v| self.schemas.get(&v.id))
-                    .filter_map(|t| Schema::parse_str(t).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let live = self.live_schemas(subject);
         let refs: Vec<&Schema> = live.iter().collect();
         compat::check(self.level(Some(subject)), &schema, &refs)
             .map_err(|why| RegistryError::incompatible(&why))?;
@@ -409,6 +412,35 @@ impl Registry {
         Ok(compat::check(self.level(Some(subject)), &schema, &[&old])
             .err()
             .unwrap_or_default())
+    }
+
+    /// Whether `text` may be registered under `subject` now: the reasons it may
+    /// not (POST /compatibility/subjects/{s}/versions).
+    pub fn compatible_with_all(
+        &self,
+        subject: &str,
+        text: &str,
+        schema_type: Option<&str>,
+    ) -> Result<Vec<String>, RegistryError> {
+        let (schema, _) = parse(text, schema_type)?;
+        let live = self.live_schemas(subject);
+        let refs: Vec<&Schema> = live.iter().collect();
+        Ok(compat::check(self.level(Some(subject)), &schema, &refs)
+            .err()
+            .unwrap_or_default())
+    }
+
+    /// The parsed schemas of a subject's live versions, oldest first.
+    fn live_schemas(&self, subject: &str) -> Vec<Schema> {
+        self.subjects
+            .get(subject)
+            .map(|s| {
+                s.live()
+                    .filter_map(|v| self.schemas.get(&v.id))
+                    .filter_map(|t| Schema::parse_str(t).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Deletes a version (soft first, then `permanent`); the version deleted.

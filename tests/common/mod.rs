@@ -20,6 +20,9 @@ pub const SMALL: &[&str] = &[
 pub fn tidewater() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tidewater"));
     c.env("RUST_LOG", "info");
+    // Never the default 8081: tests run side by side. A test of the registry
+    // passes --schema-registry-addr, which wins.
+    c.env("TIDEWATER_SCHEMA_REGISTRY_ADDR", "127.0.0.1:0");
     c
 }
 

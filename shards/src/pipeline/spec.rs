@@ -26,8 +26,9 @@ pub struct JobConfig {
     /// The reader schema inline (Avro JSON), instead of `schema_file`.
     #[serde(default)]
     pub schema: Option<String>,
-    /// `avro-confluent`: writer schemas by schema-registry id (`{ 1 = "v1.avsc" }`);
-    /// the reader schema's own id may be listed too.
+    /// `avro-confluent`: writer schemas by schema-registry id (`{ 1 = "v1.avsc" }`),
+    /// for setups without the registry; ids not listed are looked up in the
+    /// server's schema registry. The reader schema's own id may be listed too.
     /// (TOML keys are strings: `{ "1" = ... }` and `{ 1 = ... }` both work.)
     #[serde(default)]
     pub schemas: BTreeMap<String, PathBuf>,
@@ -178,8 +179,8 @@ pub enum EventTime {
 #[derive(Clone, Debug)]
 pub enum Decoder {
     Avro(Projection),
-    /// Projections by writer schema id.
-    AvroConfluent(BTreeMap<u32, Projection>),
+    /// Projections by writer schema id: the static table, then the registry.
+    AvroConfluent(Box<super::by_id::ByIds>),
     /// The fields wanted of each JSON object.
     Json(super::json::JsonProjection),
 }
@@ -416,11 +417,6 @@ impl JobConfig {
                             .map_err(|e| format!("job `{job}`: {e}"))?,
                     )
                 } else {
-                    if self.schemas.is_empty() {
-                        return Err(format!(
-                            "job `{job}`: format \"avro-confluent\" needs `schemas`, the writer schemas by id"
-                        ));
-                    }
                     let mut by_id = BTreeMap::new();
                     for (id_text, path) in &self.schemas {
                         let id: u32 = id_text.parse().map_err(|_| {
@@ -432,7 +428,11 @@ impl JobConfig {
                         })?;
                         by_id.insert(id, p);
                     }
-                    Decoder::AvroConfluent(by_id)
+                    Decoder::AvroConfluent(Box::new(super::by_id::ByIds::new(
+                        by_id,
+                        reader,
+                        rf.clone(),
+                    )))
                 };
                 Ok((decoder, rf.kinds))
             }
@@ -512,6 +512,18 @@ impl JobConfig {
 }
 
 impl Job {
+    /// Whether the job reads writer schemas only from the schema registry.
+    pub fn needs_registry(&self) -> bool {
+        matches!(&self.decoder, Decoder::AvroConfluent(b) if !b.has_fixed())
+    }
+
+    /// Lets an `avro-confluent` job look ids up in the server's registry.
+    pub fn link_registry(&mut self, link: super::by_id::RegistryLink) {
+        if let Decoder::AvroConfluent(b) = &mut self.decoder {
+            b.link(link);
+        }
+    }
+
     /// Topics the job writes besides its sinks: dead letters and late events.
     pub fn dlq_topic(&self) -> String {
         format!("{}.dlq", self.name)
@@ -531,18 +543,7 @@ impl Job {
     ) -> Result<(), avro::DecodeError> {
         match &self.decoder {
             Decoder::Avro(p) => p.project(value, out),
-            Decoder::AvroConfluent(by_id) => {
-                if value.len() < 5 || value[0] != 0 {
-                    return Err(avro::DecodeError(
-                        "not in the confluent framing (magic byte 0 + 4-byte schema id)".into(),
-                    ));
-                }
-                let id = u32::from_be_bytes(value[1..5].try_into().expect("4 bytes"));
-                let p = by_id
-                    .get(&id)
-                    .ok_or_else(|| avro::DecodeError(format!("unknown schema id {id}")))?;
-                p.project(&value[5..], out)
-            }
+            Decoder::AvroConfluent(by_id) => by_id.project(value, out),
             Decoder::Json(p) => p.project(value, out, scratch),
         }
     }
