@@ -518,6 +518,18 @@ fn jobs_of(file: &FileConfig, topics: &[Topic]) -> Result<Vec<Job>> {
         if jobs.iter().any(|o| o.name == job.name) {
             bail!("job {:?} is declared twice", job.name);
         }
+        for s in &job.sinks {
+            if let tidewater_shards::pipeline::spec::SinkConfig::Topic { topic } = s {
+                if [
+                    tidewater_kafka::OFFSETS_TOPIC,
+                    tidewater_registry::SCHEMAS_TOPIC,
+                ]
+                .contains(&topic.as_str())
+                {
+                    bail!("job {:?}: sink topic {topic:?} is reserved", job.name);
+                }
+            }
+        }
         if !topics.iter().any(|t| t.name == job.source) {
             bail!(
                 "job {:?}: its source topic {:?} is not declared in [[topics]]",

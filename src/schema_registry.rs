@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tidewater_io::wait::Stop;
 use tidewater_io::{PartitionLimits, ShardLog};
 use tidewater_registry::api::{self, Answer, Request};
@@ -34,8 +34,10 @@ const HEADERS_MAX: usize = 64;
 /// A request body over the limit is read (up to this) and discarded, so the client
 /// reads the 413 instead of a reset connection; larger ones close the connection.
 const DISCARD_BYTES_MAX: usize = 64 << 20;
-/// A connection idle this long between requests, or this slow within one, closes.
+/// A connection idle this long between requests closes.
 const IDLE: Duration = Duration::from_secs(60);
+/// A request must arrive whole this long after its first byte.
+const REQUEST_TIME: Duration = Duration::from_secs(30);
 
 /// The partition that keeps the records.
 pub fn schemas_partition() -> String {
@@ -120,7 +122,9 @@ impl RegistryStats {
 }
 
 /// Replays core 0's `_schemas-0` into a registry. A batch that cannot be read is
-/// skipped with an error naming its offset (the rest stand).
+/// skipped with an error naming its offset, and the registry refuses changes from
+/// then on (it might give again an id or version the lost record gave): reads and
+/// jobs go on.
 pub async fn load(log: &ShardLog) -> Result<Registry> {
     let mut reg = Registry::default();
     let Some(id) = log.partition_id(&schemas_partition()) else {
@@ -138,11 +142,18 @@ pub async fn load(log: &ShardLog) -> Result<Registry> {
                     records += batch.len() as u64;
                     batch.into_iter().for_each(|r| reg.apply(r));
                 }
-                Err(why) => tracing::error!(
-                    partition = %schemas_partition(),
-                    offset = e.base_offset,
-                    "a schema registry record cannot be read and is skipped: {why}"
-                ),
+                Err(why) => {
+                    tracing::error!(
+                        partition = %schemas_partition(),
+                        offset = e.base_offset,
+                        "a schema registry record cannot be read: the registry is read-only until it is repaired: {why}"
+                    );
+                    reg.mark_damaged(format!(
+                        "its record at offset {} of {} cannot be read",
+                        e.base_offset,
+                        schemas_partition()
+                    ));
+                }
             }
         }
     }
@@ -278,14 +289,14 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, Answer> {
 /// Serves one connection's requests, one after the other (keep-alive).
 async fn connection(s: &Service, mut stream: TcpStream) -> Result<(), String> {
     stream
-        .set_read_timeout(Some(IDLE))
-        .map_err(|e| e.to_string())?;
-    stream
         .set_write_timeout(Some(IDLE))
         .map_err(|e| e.to_string())?;
     let body_max = s.log.batch_bytes_max() / 2;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
+        // The clock of a request starts with its first byte (already read, when
+        // pipelined).
+        let mut deadline = (!buf.is_empty()).then(|| Instant::now() + REQUEST_TIME);
         let (head_len, head) = loop {
             match parse_head(&buf) {
                 Ok(Some(h)) => break h,
@@ -295,9 +306,10 @@ async fn connection(s: &Service, mut stream: TcpStream) -> Result<(), String> {
                     return Err("a malformed request".into());
                 }
             }
-            if !read_more(&mut stream, &mut buf).await? {
+            if !read_more(&mut stream, &mut buf, deadline).await? {
                 return Ok(());
             }
+            deadline.get_or_insert_with(|| Instant::now() + REQUEST_TIME);
         };
         let end = head_len.saturating_add(head.body_len);
         if head.body_len > body_max {
@@ -311,7 +323,7 @@ async fn connection(s: &Service, mut stream: TcpStream) -> Result<(), String> {
             // A client waiting for 100 Continue sends nothing more: nothing to drain.
             let drained = !head.expect_continue
                 && head.body_len <= DISCARD_BYTES_MAX
-                && discard(&mut stream, &mut buf, end).await?;
+                && discard(&mut stream, &mut buf, end, deadline).await?;
             send(s, &mut stream, &answer, !drained).await?;
             if !drained {
                 return Err(format!("a {} byte request body", head.body_len));
@@ -325,7 +337,7 @@ async fn connection(s: &Service, mut stream: TcpStream) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
         while buf.len() < end {
-            if !read_more(&mut stream, &mut buf).await? {
+            if !read_more(&mut stream, &mut buf, deadline).await? {
                 return Err("the client closed mid-request".into());
             }
         }
@@ -348,21 +360,55 @@ async fn connection(s: &Service, mut stream: TcpStream) -> Result<(), String> {
     }
 }
 
+/// How long the next read may wait: until the request's deadline, or (between
+/// requests) the idle limit.
+fn read_timeout(stream: &TcpStream, deadline: Option<Instant>) -> Result<(), String> {
+    let wait = match deadline {
+        Some(d) => d.saturating_duration_since(Instant::now()),
+        None => IDLE,
+    };
+    if wait.is_zero() {
+        return Err(format!(
+            "the request did not arrive whole within {} s",
+            REQUEST_TIME.as_secs()
+        ));
+    }
+    stream
+        .set_read_timeout(Some(wait))
+        .map_err(|e| e.to_string())
+}
+
 /// Reads what the client sent next; false at its end.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<bool, String> {
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Option<Instant>,
+) -> Result<bool, String> {
+    read_timeout(stream, deadline)?;
     let mut chunk = [0u8; 16 << 10];
     let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n > 0)
 }
 
-/// Reads and drops the request up to `end`; false if the client closed first.
-async fn discard(stream: &mut TcpStream, buf: &mut Vec<u8>, end: usize) -> Result<bool, String> {
-    let mut left = end.saturating_sub(buf.len());
+/// Reads and drops the request up to `end` (what follows it stays in `buf`);
+/// false if the client closed first.
+async fn discard(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    end: usize,
+    deadline: Option<Instant>,
+) -> Result<bool, String> {
+    if buf.len() >= end {
+        buf.drain(..end);
+        return Ok(true);
+    }
+    let mut left = end - buf.len();
     buf.clear();
     let mut chunk = vec![0u8; 64 << 10];
     while left > 0 {
         let want = left.min(chunk.len());
+        read_timeout(stream, deadline)?;
         let n = stream
             .read(&mut chunk[..want])
             .await

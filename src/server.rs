@@ -408,29 +408,36 @@ async fn registry_loaded(
     Ok(!stop.is_set())
 }
 
-/// Core 0 serves the schema registry's REST API, when it has an address.
-fn serve_registry(
-    shard: u32,
-    r: &RegistryFront,
-    log: &Rc<ShardLog>,
-    metrics: &Metrics,
-    stop: &Stop,
-) -> Result<Option<glommio::Task<()>>> {
+/// Core 0's listener for the schema registry's REST API, when it has an address;
+/// bound before any job starts, so a taken port stops the start cleanly.
+fn bind_registry(shard: u32, r: &RegistryFront) -> Result<Option<glommio::net::TcpListener>> {
     let Some(addr) = r.addr.filter(|_| shard == 0) else {
         return Ok(None);
     };
     let listener = glommio::net::TcpListener::bind(addr).map_err(|e| {
         anyhow::anyhow!("core 0: cannot listen on schema_registry_addr {addr}: {e}")
     })?;
-    let bound = listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %bound, "schema registry listener up");
-    Ok(Some(glommio::spawn_local(crate::schema_registry::serve(
+    Ok(Some(listener))
+}
+
+/// Serves the schema registry's REST API on `listener`.
+fn serve_registry(
+    listener: glommio::net::TcpListener,
+    r: &RegistryFront,
+    log: &Rc<ShardLog>,
+    metrics: &Metrics,
+    stop: &Stop,
+) -> glommio::Task<()> {
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(addr = %bound, "schema registry listener up");
+    }
+    glommio::spawn_local(crate::schema_registry::serve(
         listener,
         log.clone(),
         r.shared.clone(),
         metrics.schema_registry.clone(),
         stop.clone(),
-    ))))
+    ))
 }
 
 /// The declared topics with those CreateTopics recorded in `topics_file`, and the
@@ -590,6 +597,7 @@ async fn run_shard(
     if !registry_loaded(shard, &front.registry, &log, &stop).await? {
         return Ok(ShardEnd::Clean);
     }
+    let registry_listener = bind_registry(shard, &front.registry)?;
     tracing::info!(
         shard,
         cpu,
@@ -652,7 +660,8 @@ async fn run_shard(
     }
     let accepting = glommio::spawn_local(kafka::serve(broker, listener, stop.clone()));
     tracing::info!(shard, addr = %front.addr, "kafka listener up");
-    let registry_serving = serve_registry(shard, &front.registry, &log, &metrics, &stop)?;
+    let registry_serving =
+        registry_listener.map(|l| serve_registry(l, &front.registry, &log, &metrics, &stop));
     metrics.ready_cores.fetch_add(1, Ordering::SeqCst);
     if ready.fetch_add(1, Ordering::SeqCst) + 1 == shard_count {
         tracing::info!("ready");

@@ -94,6 +94,67 @@ fn bad_settings_exit_2_naming_the_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tidewater.toml"));
+
+    // The schema registry's settings and names.
+    let job = |extra: &str| {
+        format!(
+            "[[topics]]\nname = \"in\"\npartitions = 1\n[[jobs]]\nname = \"j\"\nsource = \"in\"\nformat = \"avro-confluent\"\nschema = '{{\"type\":\"record\",\"name\":\"R\",\"fields\":[{{\"name\":\"k\",\"type\":\"string\"}}]}}'\nkey = \"k\"\nevent_time = \"kafka_timestamp\"\nwindow = {{ type = \"tumbling\", size = \"1m\" }}\naggregates = [{{ fn = \"count\", as = \"n\" }}]\n{extra}"
+        )
+    };
+    for (text, flag, says) in [
+        (job(""), "none", "schema_registry_addr is \"none\""),
+        (job(""), "localhost", "schema_registry_addr \"localhost\""),
+        (
+            job("[[jobs.sinks]]\ntype = \"topic\"\ntopic = \"_schemas\"\n"),
+            "127.0.0.1:0",
+            "reserved",
+        ),
+        (
+            "[[topics]]\nname = \"_schemas\"\npartitions = 1\n".to_string(),
+            "127.0.0.1:0",
+            "reserved",
+        ),
+        (
+            job("").replace("\"name\":\"R\"", "\"name\":\"my-record\""),
+            "127.0.0.1:0",
+            "not a valid Avro name",
+        ),
+    ] {
+        std::fs::write(&cfg, &text).unwrap();
+        let out = tidewater()
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .args(["--schema-registry-addr", flag])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(says), "{text}: {err}");
+    }
+}
+
+#[test]
+fn a_taken_schema_registry_port_stops_the_start_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tidewater()
+        .args(["serve", "--cores", "1", "--admin-addr", "127.0.0.1:0"])
+        .args([
+            "--kafka-addr",
+            &format!("127.0.0.1:{}", common::free_ports()),
+        ])
+        .args(["--schema-registry-addr", &addr])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(common::SMALL)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on schema_registry_addr {addr}")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! Never: changes the state (the server applies the records once durable).
 
 use crate::compat::Level;
+use crate::refs::Reference;
 use crate::store::{Found, Record, Registry, RegistryError, VersionRef};
 use serde_json::{json, Value};
 
@@ -104,26 +105,32 @@ struct SchemaBody {
     #[serde(default)]
     schema_type: Option<String>,
     #[serde(default)]
-    references: Vec<Value>,
+    references: Vec<Reference>,
 }
 
-fn schema_body(body: &[u8]) -> Result<(String, Option<String>), RegistryError> {
+/// A schema to register, look up or check: its text, type and references.
+struct Candidate {
+    text: String,
+    kind: Option<String>,
+    references: Vec<Reference>,
+}
+
+fn schema_body(body: &[u8]) -> Result<Candidate, RegistryError> {
     let b: SchemaBody = serde_json::from_slice(body)
-        .map_err(|e| RegistryError::new(422, 422, format!("Unrecognizable request body: {e}")))?;
-    if !b.references.is_empty() {
-        return Err(RegistryError::invalid_schema(
-            "schema references are not supported by this registry; register the referenced types inline",
-        ));
-    }
+        .map_err(|e| RegistryError::new(400, 400, format!("Unrecognizable request body: {e}")))?;
     match b.schema {
-        Some(s) if !s.trim().is_empty() => Ok((s, b.schema_type)),
+        Some(text) if !text.trim().is_empty() => Ok(Candidate {
+            text,
+            kind: b.schema_type,
+            references: b.references,
+        }),
         _ => Err(RegistryError::invalid_schema("the request has no schema")),
     }
 }
 
 fn level_body(body: &[u8]) -> Result<Level, RegistryError> {
     let v: Value = serde_json::from_slice(body)
-        .map_err(|e| RegistryError::new(422, 422, format!("Unrecognizable request body: {e}")))?;
+        .map_err(|e| RegistryError::new(400, 400, format!("Unrecognizable request body: {e}")))?;
     let text = v
         .get("compatibility")
         .or_else(|| v.get("compatibilityLevel"))
@@ -135,7 +142,12 @@ fn level_body(body: &[u8]) -> Result<Level, RegistryError> {
 }
 
 fn found(f: &Found) -> Value {
-    json!({ "subject": f.subject, "version": f.version, "id": f.id, "schema": f.schema })
+    let mut v =
+        json!({ "subject": f.subject, "version": f.version, "id": f.id, "schema": f.schema });
+    if !f.references.is_empty() {
+        v["references"] = json!(f.references);
+    }
+    v
 }
 
 /// The schema text as the `/schema` endpoints give it: the schema itself, as JSON.
@@ -177,7 +189,7 @@ pub fn handle(reg: &Registry, req: &Request<'_>) -> Answer {
         Some("schemas") => schemas(reg, req.method, &parts[1..]),
         Some("config") => config(reg, req, &parts[1..], &q),
         Some("compatibility") => compatibility(reg, req, &parts[1..], &q),
-        Some("mode") => mode(req, &parts[1..]),
+        Some("mode") => mode(reg, req, &parts[1..]),
         Some(_) => Some(Err(RegistryError::new(
             404,
             404,
@@ -185,6 +197,16 @@ pub fn handle(reg: &Registry, req: &Request<'_>) -> Answer {
         ))),
     };
     match answered {
+        Some(Ok(a)) if !a.records.is_empty() && reg.damaged().is_some() => {
+            Answer::error(&RegistryError::new(
+                422,
+                42205,
+                format!(
+                    "Operation not permitted: the registry is read-only ({})",
+                    reg.damaged().unwrap_or_default()
+                ),
+            ))
+        }
         Some(Ok(a)) => a,
         Some(Err(e)) => Answer::error(&e),
         None if known_path(&parts) => Answer::http(405, "HTTP 405 Method Not Allowed"),
@@ -211,16 +233,16 @@ fn subjects(reg: &Registry, req: &Request<'_>, parts: &[&str], q: &Query) -> Rou
     let permanent = q.flag("permanent");
     Some(match (req.method, parts) {
         ("GET", []) => Ok(Answer::ok(json!(reg.subjects(deleted)))),
-        ("POST", [s]) => schema_body(req.body).and_then(|(text, kind)| {
-            reg.lookup(s, &text, kind.as_deref())
+        ("POST", [s]) => schema_body(req.body).and_then(|c| {
+            reg.lookup(s, &c.text, c.kind.as_deref(), &c.references)
                 .map(|f| Answer::ok(found(&f)))
         }),
         ("DELETE", [s]) => reg
             .delete_subject(s, permanent)
             .map(|(versions, records)| Answer::writing(json!(versions), records)),
         ("GET", [s, "versions"]) => reg.versions(s, deleted).map(|v| Answer::ok(json!(v))),
-        ("POST", [s, "versions"]) => schema_body(req.body).and_then(|(text, kind)| {
-            reg.register(s, &text, kind.as_deref())
+        ("POST", [s, "versions"]) => schema_body(req.body).and_then(|c| {
+            reg.register(s, &c.text, c.kind.as_deref(), &c.references)
                 .map(|(id, records)| Answer::writing(json!({ "id": id }), records))
         }),
         ("GET", [s, "versions", v]) => VersionRef::parse(v)
@@ -231,7 +253,7 @@ fn subjects(reg: &Registry, req: &Request<'_>, parts: &[&str], q: &Query) -> Rou
             .map(|f| raw(&f.schema)),
         ("GET", [s, "versions", v, "referencedby"]) => VersionRef::parse(v)
             .and_then(|v| reg.version(s, v, deleted))
-            .map(|_| Answer::ok(json!([]))),
+            .map(|f| Answer::ok(json!(reg.referenced_by(s, f.version)))),
         ("DELETE", [s, "versions", v]) => VersionRef::parse(v)
             .and_then(|v| reg.delete_version(s, v, permanent))
             .map(|(version, records)| Answer::writing(json!(version), records)),
@@ -242,9 +264,13 @@ fn subjects(reg: &Registry, req: &Request<'_>, parts: &[&str], q: &Query) -> Rou
 fn schemas(reg: &Registry, method: &str, parts: &[&str]) -> Routed {
     Some(match (method, parts) {
         ("GET", ["types"]) => Ok(Answer::ok(json!(["AVRO"]))),
-        ("GET", ["ids", id]) => id_of(id)
-            .and_then(|id| reg.schema(id))
-            .map(|s| Answer::ok(json!({ "schema": s }))),
+        ("GET", ["ids", id]) => id_of(id).and_then(|id| {
+            let mut v = json!({ "schema": reg.schema(id)? });
+            if !reg.references_of(id).is_empty() {
+                v["references"] = json!(reg.references_of(id));
+            }
+            Ok(Answer::ok(v))
+        }),
         ("GET", ["ids", id, "schema"]) => id_of(id).and_then(|id| reg.schema(id)).map(raw),
         ("GET", ["ids", id, "versions"]) => id_of(id).and_then(|id| {
             reg.schema(id)?;
@@ -324,10 +350,11 @@ fn compatibility(reg: &Registry, req: &Request<'_>, parts: &[&str], q: &Query) -
         _ => None,
     };
     let (subject, version) = which?;
-    Some(schema_body(req.body).and_then(|(text, kind)| {
+    Some(schema_body(req.body).and_then(|c| {
+        let (text, kind, refs) = (&c.text, c.kind.as_deref(), &c.references);
         let why = match version {
-            Some(v) => reg.compatible(subject, VersionRef::parse(v)?, &text, kind.as_deref())?,
-            None => reg.compatible_with_all(subject, &text, kind.as_deref())?,
+            Some(v) => reg.compatible(subject, VersionRef::parse(v)?, text, kind, refs)?,
+            None => reg.compatible_with_all(subject, text, kind, refs)?,
         };
         let mut body = json!({ "is_compatible": why.is_empty() });
         if q.flag("verbose") {
@@ -337,9 +364,14 @@ fn compatibility(reg: &Registry, req: &Request<'_>, parts: &[&str], q: &Query) -
     }))
 }
 
-fn mode(req: &Request<'_>, parts: &[&str]) -> Routed {
+fn mode(reg: &Registry, req: &Request<'_>, parts: &[&str]) -> Routed {
+    let now = if reg.damaged().is_some() {
+        "READONLY"
+    } else {
+        "READWRITE"
+    };
     Some(match (req.method, parts) {
-        ("GET", [] | [_]) => Ok(Answer::ok(json!({ "mode": "READWRITE" }))),
+        ("GET", [] | [_]) => Ok(Answer::ok(json!({ "mode": now }))),
         ("PUT", [] | [_]) => {
             let v: Value = serde_json::from_slice(req.body).unwrap_or(Value::Null);
             match v.get("mode").and_then(Value::as_str) {
@@ -454,12 +486,57 @@ mod tests {
         assert_eq!(v["compatibilityLevel"], "BACKWARD");
         let (s, _) = call(&mut r, "PUT", "/mode", r#"{"mode":"IMPORT"}"#);
         assert_eq!(s, 422);
+        // Damaged records at start: reads go on, changes are refused.
+        r.mark_damaged("a record at offset 7 cannot be read".into());
+        let (_, v) = call(&mut r, "GET", "/mode", "");
+        assert_eq!(v["mode"], "READONLY");
+        let (s, v) = call(&mut r, "PUT", "/config", r#"{"compatibility":"NONE"}"#);
+        assert_eq!((s, v["error_code"].clone()), (422, json!(42205)));
+        let (s, _) = call(&mut r, "GET", "/subjects/s/versions/1", "");
+        assert_eq!(s, 200);
         let (s, v) = call(
             &mut r,
             "POST",
             "/subjects/s/versions",
             r#"{"schema":"{}","references":[{"name":"x","subject":"y","version":1}]}"#,
         );
+        assert_eq!((s, v["error_code"].clone()), (422, json!(42201)), "{v}");
+    }
+
+    #[test]
+    fn references_name_types_of_other_subjects() {
+        let mut r = Registry::default();
+        let location = r#"{"type":"record","name":"Location","namespace":"geo","fields":[{"name":"lat","type":"double"}]}"#;
+        let body = json!({ "schema": location }).to_string();
+        let (s, _) = call(&mut r, "POST", "/subjects/location/versions", &body);
+        assert_eq!(s, 200);
+        let reading = r#"{"type":"record","name":"Reading","namespace":"iot","fields":[{"name":"at","type":"geo.Location"}]}"#;
+        let refs = json!([{"name": "geo.Location", "subject": "location", "version": 1}]);
+        let body = json!({ "schema": reading, "references": refs }).to_string();
+        let (s, v) = call(&mut r, "POST", "/subjects/readings-value/versions", &body);
+        assert_eq!((s, v), (200, json!({"id": 2})));
+        let (_, v) = call(&mut r, "GET", "/subjects/readings-value/versions/1", "");
+        assert_eq!(v["references"], refs);
+        let (_, v) = call(&mut r, "GET", "/schemas/ids/2", "");
+        assert_eq!(v["references"], refs);
+        assert!(r.whole_schema(2).unwrap().contains("\"lat\""));
+        let (_, v) = call(
+            &mut r,
+            "GET",
+            "/subjects/location/versions/1/referencedby",
+            "",
+        );
+        assert_eq!(v, json!([2]));
+        // The same schema again, with its references: the same id.
+        let (_, v) = call(&mut r, "POST", "/subjects/readings-value", &body);
+        assert_eq!(v["id"], 2);
+        // A referenced version cannot go while a schema uses it.
+        let (s, v) = call(&mut r, "DELETE", "/subjects/location/versions/1", "");
+        assert_eq!((s, v["error_code"].clone()), (422, json!(42206)));
+        // A reference to nothing: an invalid schema.
+        let refs = json!([{"name": "geo.Location", "subject": "nowhere", "version": 1}]);
+        let bad = json!({ "schema": reading, "references": refs }).to_string();
+        let (s, v) = call(&mut r, "POST", "/subjects/other/versions", &bad);
         assert_eq!((s, v["error_code"].clone()), (422, json!(42201)));
     }
 }

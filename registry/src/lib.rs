@@ -1,6 +1,6 @@
 //! Tidewater's schema registry, as the Confluent Schema Registry keeps its state:
 //! subjects with numbered versions, each naming a schema by a global id; one id per
-//! distinct schema (by Avro's parsing canonical form), whatever the subject; soft
+//! distinct schema (as Avro parses it, spacing aside), whatever the subject; soft
 //! and hard deletes; a compatibility level, global or per subject, decided by
 //! Avro's schema-resolution rules (`compat`).
 //!
@@ -9,15 +9,21 @@
 //! make durable; only [`store::Registry::apply`] changes the state, at start (replay)
 //! and once a record is durable, so a replay gives the same ids and versions.
 //!
+//! `refs` makes a schema with references whole; `api` is the REST API as a pure
+//! function of the state.
+//!
 //! Never: does I/O (the records' storage and the REST listener are the server's),
 //! or accepts a schema it has not parsed. Avro only: JSON Schema and Protobuf are
 //! refused with Confluent's invalid-schema error saying so.
 
 pub mod api;
 pub mod compat;
+pub mod refs;
 pub mod store;
+pub mod valid;
 
 pub use compat::Level;
+pub use refs::Reference;
 pub use store::{Record, Registry, RegistryError};
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};

@@ -1,8 +1,8 @@
 //! The registry's state and the records that change it.
 //!
-//! A schema has one global id per distinct Avro parsing canonical form: registering
-//! the same schema under another subject (or again, after a soft delete) gives the
-//! same id. A subject's versions count up from 1 and are never reused, even after a
+//! A schema has one global id per distinct schema as Avro parses it (spacing and key
+//! order aside; defaults, logical types and docs count): registering the same
+//! schema under another subject (or again, after a soft delete) gives the same id. A subject's versions count up from 1 and are never reused, even after a
 //! permanent delete. A soft-deleted version is hidden unless asked for
 //! (`deleted=true`) and no longer counts for compatibility; a permanent delete
 //! (after a soft one, as Confluent requires) forgets it.
@@ -11,6 +11,7 @@
 //! [`Registry::apply`] changes the state.
 
 use crate::compat::{self, Level};
+use crate::refs::{self, Reference};
 use apache_avro::Schema;
 use std::collections::{BTreeMap, HashMap};
 
@@ -87,6 +88,9 @@ pub enum Record {
         version: u32,
         id: u32,
         schema: String,
+        /// The types it takes from other subjects' versions.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        references: Vec<Reference>,
     },
     /// A version is deleted, soft or for good.
     DeleteVersion {
@@ -153,6 +157,7 @@ pub struct Found {
     pub version: u32,
     pub id: u32,
     pub schema: String,
+    pub references: Vec<Reference>,
 }
 
 /// The registry's state.
@@ -160,29 +165,115 @@ pub struct Found {
 pub struct Registry {
     /// Schema text by id, as first registered.
     schemas: BTreeMap<u32, String>,
-    /// Id by parsing canonical form.
+    /// The references of the schemas that have some, by id.
+    references: BTreeMap<u32, Vec<Reference>>,
+    /// Id by identity (the whole schema as parsed, `parse`).
     ids: HashMap<String, u32>,
     subjects: BTreeMap<String, Subject>,
     level: Level,
+    /// Why changes are refused: a record could not be replayed, so the next id
+    /// or version might repeat one already given.
+    damaged: Option<String>,
 }
 
-/// The schema and its canonical form, or Confluent's invalid-schema error.
-fn parse(text: &str, schema_type: Option<&str>) -> Result<(Schema, String), RegistryError> {
+/// Refuses every type but Avro, by name.
+fn avro_only(schema_type: Option<&str>) -> Result<(), RegistryError> {
     match schema_type.unwrap_or("AVRO") {
-        "AVRO" => {}
-        other => {
-            return Err(RegistryError::invalid_schema(&format!(
-                "schemaType {other} is not supported; this registry keeps AVRO schemas"
-            )))
-        }
+        "AVRO" => Ok(()),
+        other => Err(RegistryError::invalid_schema(&format!(
+            "schemaType {other} is not supported; this registry keeps AVRO schemas"
+        ))),
     }
-    let schema =
-        Schema::parse_str(text).map_err(|e| RegistryError::invalid_schema(&e.to_string()))?;
-    let canonical = schema.canonical_form();
-    Ok((schema, canonical))
 }
 
 impl Registry {
+    /// The schema made whole (its references written out) and its identity, or
+    /// Confluent's invalid-schema error.
+    fn parse(
+        &self,
+        text: &str,
+        schema_type: Option<&str>,
+        references: &[Reference],
+    ) -> Result<(Schema, String), RegistryError> {
+        avro_only(schema_type)?;
+        let whole = self.whole(text, references)?;
+        crate::valid::check_names(&whole).map_err(|e| RegistryError::invalid_schema(&e))?;
+        let schema =
+            Schema::parse_str(&whole).map_err(|e| RegistryError::invalid_schema(&e.to_string()))?;
+        // The identity: the whole schema as Avro reads it (whitespace and key order
+        // do not count; defaults, logical types, docs and aliases do, as in
+        // Confluent's registry), not the parsing canonical form, which drops them.
+        let identity = serde_json::to_string(&schema)
+            .map_err(|e| RegistryError::invalid_schema(&e.to_string()))?;
+        Ok((schema, identity))
+    }
+
+    /// `text` with the types its references name written out.
+    fn whole(&self, text: &str, references: &[Reference]) -> Result<String, RegistryError> {
+        if references.is_empty() {
+            return Ok(text.to_string());
+        }
+        let mut defs = HashMap::new();
+        self.definitions(references, &mut defs, 0)?;
+        refs::expand(text, &defs).map_err(|e| RegistryError::invalid_schema(&e))
+    }
+
+    /// Every type `references` define, theirs included, by full name.
+    fn definitions(
+        &self,
+        references: &[Reference],
+        defs: &mut HashMap<String, String>,
+        depth: usize,
+    ) -> Result<(), RegistryError> {
+        if depth > refs::DEPTH_MAX {
+            return Err(RegistryError::invalid_schema(&format!(
+                "references nest deeper than {}",
+                refs::DEPTH_MAX
+            )));
+        }
+        for r in references {
+            if defs.contains_key(&r.name) {
+                continue;
+            }
+            let found = self
+                .version(&r.subject, VersionRef::Number(r.version), false)
+                .map_err(|e| {
+                    RegistryError::invalid_schema(&format!(
+                        "reference {} (subject '{}' version {}): {}",
+                        r.name, r.subject, r.version, e.message
+                    ))
+                })?;
+            defs.insert(r.name.clone(), found.schema);
+            self.definitions(&found.references, defs, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Schema `id` made whole, for a reader (its references written out).
+    pub fn whole_schema(&self, id: u32) -> Result<String, RegistryError> {
+        let text = self.schema(id)?;
+        self.whole(text, self.references_of(id))
+    }
+
+    /// The references of schema `id` (none for most).
+    pub fn references_of(&self, id: u32) -> &[Reference] {
+        self.references.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// The (subject, version) pairs whose schemas reference `subject` version
+    /// `version`: their ids.
+    pub fn referenced_by(&self, subject: &str, version: u32) -> Vec<u32> {
+        self.references
+            .iter()
+            .filter(|(_, refs)| {
+                refs.iter()
+                    .any(|r| r.subject == subject && r.version == version)
+            })
+            .map(|(id, _)| *id)
+            .filter(|id| !self.uses_of(*id).is_empty())
+            .collect()
+    }
+
     /// Changes the state by one durable record.
     pub fn apply(&mut self, r: Record) {
         match r {
@@ -191,11 +282,15 @@ impl Registry {
                 version,
                 id,
                 schema,
+                references,
             } => {
-                if let Ok((_, canonical)) = parse(&schema, None) {
+                if let Ok((_, canonical)) = self.parse(&schema, None, &references) {
                     self.ids.entry(canonical).or_insert(id);
                 }
                 self.schemas.entry(id).or_insert(schema);
+                if !references.is_empty() {
+                    self.references.entry(id).or_insert(references);
+                }
                 let s = self.subjects.entry(subject).or_default();
                 s.versions.retain(|v| v.version != version);
                 s.versions.push(Version {
@@ -279,6 +374,10 @@ impl Registry {
         deleted: bool,
     ) -> Result<Found, RegistryError> {
         let s = self.subject(subject)?;
+        if !deleted && s.live().next().is_none() {
+            // Every version soft-deleted: gone, as far as readers go.
+            return Err(RegistryError::subject_not_found(subject));
+        }
         let v = match which {
             VersionRef::Latest => s.live().last(),
             VersionRef::Number(n) => s
@@ -298,6 +397,7 @@ impl Registry {
             version: v.version,
             id: v.id,
             schema: self.schemas.get(&v.id).cloned().unwrap_or_default(),
+            references: self.references_of(v.id).to_vec(),
         })
     }
 
@@ -330,6 +430,16 @@ impl Registry {
             .unwrap_or(self.level)
     }
 
+    /// Refuses every change from now on, for `why`.
+    pub fn mark_damaged(&mut self, why: String) {
+        self.damaged = Some(why);
+    }
+
+    /// Why changes are refused, if they are.
+    pub fn damaged(&self) -> Option<&str> {
+        self.damaged.as_deref()
+    }
+
     /// Distinct schemas kept (ids given).
     pub fn schema_count(&self) -> usize {
         self.schemas.len()
@@ -347,9 +457,10 @@ impl Registry {
         subject: &str,
         text: &str,
         schema_type: Option<&str>,
+        references: &[Reference],
     ) -> Result<Found, RegistryError> {
         let s = self.subject(subject)?;
-        let (_, canonical) = parse(text, schema_type)?;
+        let (_, canonical) = self.parse(text, schema_type, references)?;
         let id = self
             .ids
             .get(&canonical)
@@ -369,8 +480,9 @@ impl Registry {
         subject: &str,
         text: &str,
         schema_type: Option<&str>,
+        references: &[Reference],
     ) -> Result<(u32, Vec<Record>), RegistryError> {
-        let (schema, canonical) = parse(text, schema_type)?;
+        let (schema, canonical) = self.parse(text, schema_type, references)?;
         let known = self.ids.get(&canonical).copied();
         let s = self.subjects.get(subject);
         if let (Some(id), Some(s)) = (known, s) {
@@ -391,24 +503,25 @@ impl Registry {
                 version,
                 id,
                 schema: text.to_string(),
+                references: references.to_vec(),
             }],
         ))
     }
 
-    /// Whether `text` may follow the subject's versions at its level (POST
-    /// /compatibility/subjects/{s}/versions/{v}): against version `which` alone,
-    /// or with `latest` against what a registration would be checked against.
+    /// Whether `text` may follow version `which` of the subject at its level (POST
+    /// /compatibility/subjects/{s}/versions/{v}): against that one version, as
+    /// Confluent checks it; the reasons it may not.
     pub fn compatible(
         &self,
         subject: &str,
         which: VersionRef,
         text: &str,
         schema_type: Option<&str>,
+        references: &[Reference],
     ) -> Result<Vec<String>, RegistryError> {
-        let (schema, _) = parse(text, schema_type)?;
+        let (schema, _) = self.parse(text, schema_type, references)?;
         let found = self.version(subject, which, false)?;
-        let old = Schema::parse_str(&found.schema)
-            .map_err(|e| RegistryError::invalid_schema(&e.to_string()))?;
+        let (old, _) = self.parse(&found.schema, None, &found.references)?;
         Ok(compat::check(self.level(Some(subject)), &schema, &[&old])
             .err()
             .unwrap_or_default())
@@ -421,8 +534,9 @@ impl Registry {
         subject: &str,
         text: &str,
         schema_type: Option<&str>,
+        references: &[Reference],
     ) -> Result<Vec<String>, RegistryError> {
-        let (schema, _) = parse(text, schema_type)?;
+        let (schema, _) = self.parse(text, schema_type, references)?;
         let live = self.live_schemas(subject);
         let refs: Vec<&Schema> = live.iter().collect();
         Ok(compat::check(self.level(Some(subject)), &schema, &refs)
@@ -436,11 +550,29 @@ impl Registry {
             .get(subject)
             .map(|s| {
                 s.live()
-                    .filter_map(|v| self.schemas.get(&v.id))
-                    .filter_map(|t| Schema::parse_str(t).ok())
+                    .filter_map(|v| {
+                        let text = self.schemas.get(&v.id)?;
+                        self.parse(text, None, self.references_of(v.id)).ok()
+                    })
+                    .map(|(schema, _)| schema)
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Confluent's 42206 when another schema references one of these versions.
+    fn not_referenced(&self, subject: &str, versions: &[u32]) -> Result<(), RegistryError> {
+        for &v in versions {
+            let by = self.referenced_by(subject, v);
+            if !by.is_empty() {
+                return Err(RegistryError::new(
+                    422,
+                    42206,
+                    format!("One or more references exist to the schema {{subject={subject}, version={v}}}: schema ids {by:?}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a version (soft first, then `permanent`); the version deleted.
@@ -451,6 +583,7 @@ impl Registry {
         permanent: bool,
     ) -> Result<(u32, Vec<Record>), RegistryError> {
         let found = self.version(subject, which, permanent)?;
+        self.not_referenced(subject, &[found.version])?;
         let soft = self
             .subject(subject)?
             .versions
@@ -479,6 +612,8 @@ impl Registry {
         permanent: bool,
     ) -> Result<(Vec<u32>, Vec<Record>), RegistryError> {
         let s = self.subject(subject)?;
+        let all: Vec<u32> = s.versions.iter().map(|v| v.version).collect();
+        self.not_referenced(subject, &all)?;
         let live: Vec<u32> = s.live().map(|v| v.version).collect();
         if permanent && !live.is_empty() {
             return Err(RegistryError::new(
@@ -521,7 +656,7 @@ mod tests {
 
     /// Registers and applies, as the server does once the records are durable.
     fn register(r: &mut Registry, subject: &str, text: &str) -> Result<u32, RegistryError> {
-        let (id, records) = r.register(subject, text, None)?;
+        let (id, records) = r.register(subject, text, None, &[])?;
         records.into_iter().for_each(|rec| r.apply(rec));
         Ok(id)
     }
@@ -552,9 +687,24 @@ mod tests {
             r.uses_of(1),
             vec![("a-value".into(), 1), ("b-value".into(), 1)]
         );
-        assert_eq!(r.lookup("a-value", &v2, None).unwrap().version, 2);
+        assert_eq!(r.lookup("a-value", &v2, None, &[]).unwrap().version, 2);
         assert_eq!(r.schema(9).unwrap_err().code, 40403);
         assert_eq!(r.versions("nobody", false).unwrap_err().code, 40401);
+    }
+
+    #[test]
+    fn defaults_and_logical_types_make_another_schema() {
+        let mut r = Registry::default();
+        let plain = reading(r#",{"name":"t","type":"long","default":0}"#);
+        let dated = reading(
+            r#",{"name":"t","type":{"type":"long","logicalType":"timestamp-millis"},"default":0}"#,
+        );
+        let other_default = reading(r#",{"name":"t","type":"long","default":5}"#);
+        assert_eq!(register(&mut r, "s", &plain), Ok(1));
+        assert_eq!(register(&mut r, "s", &dated), Ok(2));
+        assert_eq!(register(&mut r, "s", &other_default), Ok(3));
+        assert_eq!(r.versions("s", false), Ok(vec![1, 2, 3]));
+        assert_eq!(r.schema(2), Ok(dated.as_str()));
     }
 
     #[test]
@@ -574,7 +724,7 @@ mod tests {
         assert_eq!(r.level(Some("other")), Level::Backward);
         let e = register(&mut r, "s", "{not avro").unwrap_err();
         assert_eq!((e.status, e.code), (422, 42201));
-        let e = r.register("s", "{}", Some("JSON")).unwrap_err();
+        let e = r.register("s", "{}", Some("JSON"), &[]).unwrap_err();
         assert!(e.message.contains("JSON is not supported"), "{e:?}");
         assert_eq!(VersionRef::parse("0").unwrap_err().code, 42202);
         assert_eq!(VersionRef::parse("-1"), Ok(VersionRef::Latest));
@@ -624,13 +774,14 @@ mod tests {
                 r.apply(rec);
             }
         };
-        let (_, recs) = r.register("a", &reading(""), None).unwrap();
+        let (_, recs) = r.register("a", &reading(""), None, &[]).unwrap();
         step(&mut r, recs);
         let (_, recs) = r
             .register(
                 "b",
                 &reading(r#",{"name":"x","type":"int","default":1}"#),
                 None,
+                &[],
             )
             .unwrap();
         step(&mut r, recs);
@@ -647,7 +798,7 @@ mod tests {
             r.version("b", VersionRef::Latest, false)
         );
         assert_eq!(
-            again.register("c", &reading(""), None).unwrap().0,
+            again.register("c", &reading(""), None, &[]).unwrap().0,
             1,
             "the replayed registry knows the schema's id"
         );

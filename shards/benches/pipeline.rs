@@ -1,5 +1,6 @@
 //! The pipeline's hot paths, per event: reading records out of a stored batch, Avro
-//! projection (ours against apache-avro's decoder, the reference), JSON projection
+//! projection (ours against apache-avro's decoder, the reference; and framed with a
+//! schema-registry id), JSON projection
 //! (plain and as Python writes it, against a serde_json map of raw values, the
 //! decoder before it), keyBy routing, window update, and the cross-core mailbox
 //! hand-off.
@@ -13,8 +14,9 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use std::time::{Duration, Instant};
 use tidewater_shards::partitioner::partition_for;
 use tidewater_shards::pipeline::avro::{
-    reader_fields, Num, Projected, Projection, SlotKind, SLOTS_MAX,
+    reader_fields, Num, Projected, Projection, ReaderFields, SlotKind, SLOTS_MAX,
 };
+use tidewater_shards::pipeline::by_id::{ByIds, RegistryLink};
 use tidewater_shards::pipeline::json::{JsonProjection, TimeFormat};
 use tidewater_shards::pipeline::records::{for_each_record, validate};
 use tidewater_shards::pipeline::spec::{Aggregate, Func};
@@ -147,6 +149,50 @@ fn json_projection(g: &mut criterion::BenchmarkGroup<criterion::measurement::Wal
     );
 }
 
+/// The same events in Confluent framing (magic byte, schema id 1), the writer
+/// schema resolved through the schema registry on the first record and cached:
+/// what an `avro-confluent` job pays over plain Avro.
+fn confluent_projection(
+    g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    schema: &Schema,
+    fields: &ReaderFields,
+    spans: &[(usize, usize)],
+    buf: &[u8],
+) {
+    let mut registry = tidewater_registry::Registry::default();
+    let (id, records) = registry.register("iot-value", SCHEMA, None, &[]).unwrap();
+    assert_eq!(id, 1);
+    records.into_iter().for_each(|r| registry.apply(r));
+    let mut by_id = ByIds::new(Default::default(), schema.clone(), fields.clone());
+    by_id.link(RegistryLink {
+        registry: tidewater_registry::Shared::new(registry),
+        entries: Default::default(),
+        misses: Default::default(),
+    });
+    let mut framed = Vec::new();
+    let mut at = Vec::new();
+    for &(from, len) in spans {
+        at.push((framed.len(), len + 5));
+        framed.extend_from_slice(&[0, 0, 0, 0, 1]);
+        framed.extend_from_slice(&buf[from..from + len]);
+    }
+    let data: Vec<&[u8]> = at.iter().map(|&(a, len)| &framed[a..a + len]).collect();
+    g.bench_function(
+        "avro-confluent, id from the registry (5 of 12 fields)",
+        |b| {
+            b.iter(|| {
+                let mut sum = 0.0;
+                for d in &data {
+                    let mut out = Projected::default();
+                    by_id.project(d, &mut out).unwrap();
+                    sum += out.vals[2].map_or(0.0, Num::as_f64);
+                }
+                black_box(sum)
+            })
+        },
+    );
+}
+
 fn projection(c: &mut Criterion) {
     let schema = Schema::parse_str(SCHEMA).unwrap();
     let fields = reader_fields(
@@ -184,6 +230,7 @@ fn projection(c: &mut Criterion) {
             black_box(sum)
         })
     });
+    confluent_projection(&mut g, &schema, &fields, &spans, &buf);
     json_projection(&mut g);
     g.sample_size(10);
     g.bench_function("apache-avro from_avro_datum (reference)", |b| {

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -167,10 +167,22 @@ if phase == "produce":
             fail(f"v4: {e.http_status_code} {e.error_code} {e}")
     if client.test_compatibility(SUBJECT, Schema(V4, "AVRO")):
         fail("v4 tested compatible")
+    # A schema that takes a type from another subject (a schema reference).
+    location = json.dumps({"type": "record", "name": "Location", "namespace": "geo", "fields": [{"name": "lat", "type": "double"}]})
+    client.register_schema("geo-location", Schema(location, "AVRO"))
+    placed = record_schema([DEVICE, {"name": "at", "type": "geo.Location"}])
+    ref = SchemaReference("geo.Location", "geo-location", 1)
+    placed_id = client.register_schema("placed-value", Schema(placed, "AVRO", references=[ref]))
+    got = client.get_latest_version("placed-value")
+    if got.schema_id != placed_id or [r.subject for r in got.schema.references] != ["geo-location"]:
+        fail(f"the referencing schema came back as {got}")
+    expect_error("a referenced version", http("DELETE", "/subjects/geo-location/versions/1"), 422, 42206)
     client.set_compatibility(subject_name="other-value", level="FULL_TRANSITIVE")
     client.register_schema("other-value", Schema(V1, "AVRO"))
     # Bad requests: Confluent's errors, and the registry keeps answering.
     expect_error("invalid schema", http("POST", f"/subjects/{SUBJECT}/versions", {"schema": '{"type": "record"'}), 422, 42201)
+    bad_name = record_schema([DEVICE]).replace('"Reading"', '"my-reading"')
+    expect_error("a name Avro forbids", http("POST", f"/subjects/{SUBJECT}/versions", {"schema": bad_name}), 422, 42201)
     expect_error("not Avro", http("POST", f"/subjects/{SUBJECT}/versions", {"schema": '{"type": "nope"}'}), 422, 42201)
     expect_error("JSON Schema", http("POST", f"/subjects/{SUBJECT}/versions", {"schema": "{}", "schemaType": "JSON"}), 422, 42201)
     expect_error("unknown subject", http("GET", "/subjects/nobody/versions"), 404, 40401)
@@ -178,8 +190,8 @@ if phase == "produce":
     expect_error("unknown id", http("GET", "/schemas/ids/4242"), 404, 40403)
     big = json.dumps({"schema": record_schema([DEVICE]) + " " * (10 << 20)}).encode()
     expect_error("10 MB schema", http("POST", f"/subjects/{SUBJECT}/versions", big), 413, 413)
-    expect_error("not JSON", http("POST", f"/subjects/{SUBJECT}/versions", b"{{{"), 422, 422)
-    if http("GET", "/subjects")[1] != sorted(["other-value", SUBJECT]):
+    expect_error("not JSON", http("POST", f"/subjects/{SUBJECT}/versions", b"{{{"), 400, 400)
+    if http("GET", "/subjects")[1] != sorted(["geo-location", "other-value", "placed-value", SUBJECT]):
         fail("subjects after the bad requests: %s" % (http("GET", "/subjects"),))
     with open(state_file, "w") as f:
         json.dump({"ids": ids, "subjects": http("GET", "/subjects")[1]}, f)

@@ -122,8 +122,8 @@ impl ByIds {
             )));
         };
         link.misses.inc();
-        let text = match link.registry.read().schema(id) {
-            Ok(text) => text.to_string(),
+        let text = match link.registry.read().whole_schema(id) {
+            Ok(text) => text,
             Err(_) => {
                 return Err(DecodeError(format!(
                     "unknown schema id {id}: not in the schema registry"

@@ -223,12 +223,19 @@ fn read_schema(job: &str, path: &Path) -> Result<Schema, String> {
             e.source
         )
     })?;
-    Schema::parse_str(&text).map_err(|e| {
+    parse_schema(&text).map_err(|e| {
         format!(
             "job `{job}`: schema {} is not valid Avro: {e}",
             path.display()
         )
     })
+}
+
+/// A schema, its names checked first (`apache_avro` 0.17 panics on some invalid
+/// ones instead of failing).
+fn parse_schema(text: &str) -> Result<Schema, String> {
+    tidewater_registry::valid::check_names(text)?;
+    Schema::parse_str(text).map_err(|e| e.to_string())
 }
 
 /// A job name: letters, digits, `_`, `-` and `.`.
@@ -394,7 +401,7 @@ impl JobConfig {
         match self.format {
             Format::Avro | Format::AvroConfluent => {
                 let reader = match (&self.schema, &self.schema_file) {
-                    (Some(text), None) => Schema::parse_str(text).map_err(|e| {
+                    (Some(text), None) => parse_schema(text).map_err(|e| {
                         format!("job `{job}`: its inline schema is not valid Avro: {e}")
                     })?,
                     (None, Some(path)) => read_schema(job, &base.join(path))?,
