@@ -18,7 +18,7 @@
 use super::avro::{DecodeError, Projected, Projection, ReaderFields};
 use apache_avro::Schema;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 /// Writer schemas a job keeps resolved on one core.
@@ -40,7 +40,17 @@ pub struct ByIds {
     reader: Schema,
     fields: ReaderFields,
     registry: Option<RegistryLink>,
-    cache: RefCell<hashbrown::HashMap<u32, Result<Projection, String>>>,
+    cache: RefCell<Cache>,
+    /// The id of the last record and its entry: records of one producer mostly
+    /// share an id, and then cost a compare.
+    last: Cell<Option<(u32, usize)>>,
+}
+
+/// Ids resolved on this core: the projection, or why there is none.
+#[derive(Debug, Default)]
+struct Cache {
+    index: hashbrown::HashMap<u32, usize>,
+    entries: Vec<Result<Projection, String>>,
 }
 
 impl Clone for ByIds {
@@ -52,6 +62,7 @@ impl Clone for ByIds {
             fields: self.fields.clone(),
             registry: self.registry.clone(),
             cache: RefCell::default(),
+            last: Cell::new(None),
         }
     }
 }
@@ -59,7 +70,8 @@ impl Clone for ByIds {
 impl Drop for ByIds {
     fn drop(&mut self) {
         if let Some(link) = &self.registry {
-            link.entries.dec_by(self.cache.borrow().len() as i64);
+            link.entries
+                .dec_by(self.cache.borrow().entries.len() as i64);
         }
     }
 }
@@ -72,6 +84,7 @@ impl ByIds {
             fields,
             registry: None,
             cache: RefCell::default(),
+            last: Cell::new(None),
         }
     }
 
@@ -95,27 +108,57 @@ impl ByIds {
                 ))
             }
         };
-        if let Some(p) = self.fixed.get(&id) {
-            return p.project(datum, out);
-        }
-        if let Some(found) = self.cache.borrow().get(&id) {
-            return match found {
-                Ok(p) => p.project(datum, out),
-                Err(why) => Err(DecodeError(why.clone())),
-            };
-        }
-        self.resolve(id)?;
-        match self.cache.borrow().get(&id) {
+        let at = match self.last.get() {
+            Some((last, at)) if last == id => at,
+            _ => self.entry(id)?,
+        };
+        match self.cache.borrow().entries.get(at) {
             Some(Ok(p)) => p.project(datum, out),
             Some(Err(why)) => Err(DecodeError(why.clone())),
             None => Err(DecodeError(format!("unknown schema id {id}"))),
         }
     }
 
-    /// Looks `id` up in the registry and caches what it resolves to; an error
-    /// when the registry does not know it (not cached).
+    /// The cache entry of `id`, made on its first record: the static table's
+    /// projection, else the registry's schema resolved.
     #[cold]
-    fn resolve(&self, id: u32) -> Result<(), DecodeError> {
+    fn entry(&self, id: u32) -> Result<usize, DecodeError> {
+        let known = self.cache.borrow().index.get(&id).copied();
+        let at = match known {
+            Some(at) => at,
+            None => {
+                let resolved = match self.fixed.get(&id) {
+                    Some(p) => Ok(p.clone()),
+                    None => self.resolve(id)?,
+                };
+                self.insert(id, resolved)
+            }
+        };
+        self.last.set(Some((id, at)));
+        Ok(at)
+    }
+
+    fn insert(&self, id: u32, resolved: Result<Projection, String>) -> usize {
+        let mut cache = self.cache.borrow_mut();
+        if cache.entries.len() >= CACHE_ENTRIES_MAX {
+            if let Some(link) = &self.registry {
+                link.entries.dec_by(cache.entries.len() as i64);
+            }
+            *cache = Cache::default();
+            self.last.set(None);
+        }
+        cache.entries.push(resolved);
+        let at = cache.entries.len() - 1;
+        cache.index.insert(id, at);
+        if let Some(link) = &self.registry {
+            link.entries.inc();
+        }
+        at
+    }
+
+    /// Looks `id` up in the registry: what it resolves to (to cache), or an error
+    /// when the registry does not know it (not cached).
+    fn resolve(&self, id: u32) -> Result<Result<Projection, String>, DecodeError> {
         let Some(link) = &self.registry else {
             return Err(DecodeError(format!(
                 "unknown schema id {id} (not in the job's `schemas`, and no schema registry)"
@@ -130,7 +173,7 @@ impl ByIds {
                 )))
             }
         };
-        let resolved = Schema::parse_str(&text)
+        Ok(Schema::parse_str(&text)
             .map_err(|e| format!("schema id {id} is not valid Avro: {e}"))
             .and_then(|writer| {
                 Projection::compile(&writer, &self.reader, &self.fields).map_err(|e| {
@@ -138,14 +181,72 @@ impl ByIds {
                         "writer schema id {id} cannot be read with the job's reader schema: {e}"
                     )
                 })
-            });
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() >= CACHE_ENTRIES_MAX {
-            link.entries.dec_by(cache.len() as i64);
-            cache.clear();
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::avro::reader_fields;
+
+    const READER: &str = r#"{"type":"record","name":"R","fields":[{"name":"k","type":"string"},{"name":"v","type":"long","default":7}]}"#;
+
+    fn registered(reg: &tidewater_registry::Shared, subject: &str, text: &str) -> u32 {
+        let (id, records) = reg.read().register(subject, text, None, &[]).unwrap();
+        reg.apply(records);
+        id
+    }
+
+    fn framed(id: u32, datum: &[u8]) -> Vec<u8> {
+        let mut v = vec![0];
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(datum);
+        v
+    }
+
+    #[test]
+    fn ids_are_looked_up_once_and_unknown_ones_again_later() {
+        let reader = Schema::parse_str(READER).unwrap();
+        let fields = reader_fields(&reader, &["k", "v"], "k").unwrap();
+        let mut by_id = ByIds::new(Default::default(), reader, fields);
+        let link = RegistryLink {
+            registry: Default::default(),
+            entries: Default::default(),
+            misses: Default::default(),
+        };
+        by_id.link(link.clone());
+        // A writer without `v`: the reader's default fills it.
+        let writer = r#"{"type":"record","name":"R","fields":[{"name":"k","type":"string"}]}"#;
+        let one = framed(1, &[2, b'a']);
+        let mut out = Projected::default();
+        let e = by_id.project(&one, &mut out).unwrap_err();
+        assert!(e.0.contains("unknown schema id 1"), "{e:?}");
+        assert_eq!(registered(&link.registry, "s", writer), 1);
+        by_id.project(&one, &mut out).unwrap();
+        assert_eq!(out.key, Some(&b"a"[..]));
+        assert_eq!(out.vals[1], Some(crate::pipeline::avro::Num::I(7)));
+        by_id.project(&one, &mut out).unwrap();
+        assert_eq!(link.misses.get(), 2, "the unknown id, then its first sight");
+        // A writer the reader cannot read (no `k`, no default): cached as such.
+        let other = r#"{"type":"record","name":"R","fields":[{"name":"x","type":"int"}]}"#;
+        let id = registered(&link.registry, "t", other);
+        let unreadable = framed(id, &[2]);
+        for _ in 0..2 {
+            let e = by_id.project(&unreadable, &mut out).unwrap_err();
+            assert!(
+                e.0.contains("cannot be read with the job's reader schema"),
+                "{e:?}"
+            );
         }
-        cache.insert(id, resolved);
-        link.entries.inc();
-        Ok(())
+        assert_eq!(link.misses.get(), 3);
+        assert_eq!(link.entries.get(), 2);
+        assert!(by_id.project(&[1, 0, 0], &mut out).is_err(), "not framed");
+        // A copy for another core starts empty; dropping one gives its entries back.
+        let copy = by_id.clone();
+        drop(by_id);
+        assert_eq!(link.entries.get(), 0);
+        drop(copy);
+        assert_eq!(link.entries.get(), 0);
     }
 }
