@@ -12,7 +12,8 @@
 //! scratch buffer.
 //!
 //! Never: builds a map or a `Value` of the record, or trusts a number it has not
-//! parsed (a fraction or a value beyond i64 in an integer field is an error).
+//! parsed (a fraction or a value beyond i64 in an integer field, or beyond a
+//! double in any, is an error).
 
 use super::avro::{DecodeError, Num, Projected, SlotKind, SLOTS_MAX};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -98,6 +99,10 @@ impl JsonProjection {
                 }
                 SlotKind::Float => {
                     let v: f64 = text.parse().map_err(|_| err("is not a number"))?;
+                    // 1e309 parses as infinity, which would poison every sum.
+                    if !v.is_finite() {
+                        return Err(err("is beyond a double"));
+                    }
                     out.vals[*slot as usize] = Some(Num::F(v));
                 }
             }
@@ -115,6 +120,10 @@ impl JsonProjection {
 fn integer(text: &str) -> Option<i64> {
     if let Ok(v) = text.parse::<i64>() {
         return Some(v);
+    }
+    // An integer literal i64 cannot hold is beyond it, not rounded into it.
+    if !text.contains(['.', 'e', 'E']) {
+        return None;
     }
     let f: f64 = text.parse().ok()?;
     // Whole, and exactly representable as i64 (2^63 itself is not).
@@ -269,6 +278,61 @@ mod tests {
         ] {
             assert!(read(&p, bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn numbers_at_the_edges_unicode_and_nesting() {
+        let p = projection(TimeFormat::EpochMs);
+        let time = |text: &str| read(&p, format!(r#"{{"timestamp": {text}}}"#).as_bytes());
+        assert_eq!(
+            time("9223372036854775807").unwrap().1[1],
+            Some(Num::I(i64::MAX))
+        );
+        assert_eq!(
+            time("-9223372036854775808").unwrap().1[1],
+            Some(Num::I(i64::MIN))
+        );
+        assert_eq!(
+            time("9.2e18").unwrap().1[1],
+            Some(Num::I(9_200_000_000_000_000_000))
+        );
+        for beyond in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "1e19",
+            "1e400",
+        ] {
+            assert!(time(beyond).is_err(), "{beyond} is not an i64");
+        }
+        let float = |text: &str| {
+            read(&p, format!(r#"{{"temperature": {text}}}"#).as_bytes()).map(|r| r.1[2])
+        };
+        assert_eq!(float("1.7976931348623157e308"), Ok(Some(Num::F(f64::MAX))));
+        assert_eq!(float("-1.7976931348623157e308"), Ok(Some(Num::F(f64::MIN))));
+        assert_eq!(float("5e-324"), Ok(Some(Num::F(5e-324))));
+        assert_eq!(float("-0.0"), Ok(Some(Num::F(-0.0))));
+        assert_eq!(
+            float("18446744073709551616"),
+            Ok(Some(Num::F(18446744073709551616.0)))
+        );
+        assert!(float("1e309").is_err(), "beyond f64");
+        // A key outside the BMP, as a surrogate pair and as raw UTF-8.
+        let (key, _) = read(&p, br#"{"device_id": "\ud83d\ude00-\u00e9"}"#).unwrap();
+        assert_eq!(key.unwrap(), "\u{1F600}-é".as_bytes());
+        let (key, _) = read(&p, "{\"device_id\": \"\u{1F600}-é\"}".as_bytes()).unwrap();
+        assert_eq!(key.unwrap(), "\u{1F600}-é".as_bytes());
+        assert!(
+            read(&p, br#"{"device_id": "\ud83d"}"#).is_err(),
+            "a lone surrogate"
+        );
+        // Nested objects and arrays are passed over; a wanted name inside one is not
+        // the field.
+        let (_, vals) = read(
+            &p,
+            br#"{"meta": {"timestamp": 1, "deep": [{"timestamp": [2, {"x": {}}]}]}, "timestamp": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(vals[1], Some(Num::I(3)));
     }
 
     #[test]
