@@ -408,6 +408,17 @@ async fn registry_loaded(
     Ok(!stop.is_set())
 }
 
+/// Jobs whose reader schema is a subject's version read it now, from the loaded
+/// registry: the same on every core.
+fn resolve_readers(shard: u32, r: &RegistryFront, jobs: &mut [JobStart]) -> Result<()> {
+    for j in jobs {
+        j.job
+            .resolve_reader(&r.shared.read())
+            .map_err(|e| anyhow::anyhow!("core {shard}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Core 0's listener for the schema registry's REST API, when it has an address;
 /// bound before any job starts, so a taken port stops the start cleanly.
 fn bind_registry(shard: u32, r: &RegistryFront) -> Result<Option<glommio::net::TcpListener>> {
@@ -551,7 +562,7 @@ async fn run_shard(
     cpu: usize,
     (cfg, owned, deleted): (tidewater_io::LogConfig, Vec<String>, Vec<String>),
     front: FrontEnd,
-    jobs: Vec<JobStart>,
+    mut jobs: Vec<JobStart>,
     (stop, metrics): (Stop, Arc<Metrics>),
     (ready, shard_count, (cleaned, any_deleting)): (
         Arc<std::sync::atomic::AtomicUsize>,
@@ -598,6 +609,7 @@ async fn run_shard(
         return Ok(ShardEnd::Clean);
     }
     let registry_listener = bind_registry(shard, &front.registry)?;
+    resolve_readers(shard, &front.registry, &mut jobs)?;
     tracing::info!(
         shard,
         cpu,

@@ -17,7 +17,17 @@ const READER: &str = r#"{"type": "record", "name": "Reading", "namespace": "iot"
   {"name": "pressure", "type": "long"}
 ]}"#;
 
-fn config(dir: &Path) -> String {
+/// The job reading with READER from a file; with `by_subject`, also a second one
+/// reading with the same schema from the registry (subject `readings-reader`).
+fn config(dir: &Path, by_subject: bool) -> String {
+    let second = if by_subject {
+        SECOND_JOB.replace(
+            "OUT",
+            &dir.join("out2/by_subject.jsonl").display().to_string(),
+        )
+    } else {
+        String::new()
+    };
     format!(
         r#"[[topics]]
 name = "readings"
@@ -44,9 +54,52 @@ aggregates = [
 [[jobs.sinks]]
 type = "file"
 path = {:?}
-"#,
+{second}"#,
         dir.join("out/by_device.jsonl").display().to_string()
     )
+}
+
+const SECOND_JOB: &str = r#"
+[[jobs]]
+name = "by_subject"
+source = "readings"
+format = "avro-confluent"
+schema_subject = "readings-reader"
+schema_version = 1
+key = "device_id"
+event_time = "ts"
+window = { type = "tumbling", size = "1m" }
+max_out_of_orderness = "0s"
+idle_timeout = "3s"
+checkpoint_interval = "1s"
+aggregates = [
+  { fn = "count", as = "events" },
+  { fn = "sum", field = "temperature", as = "temperature_sum" },
+  { fn = "sum", field = "humidity", as = "humidity_sum" },
+  { fn = "max", field = "pressure", as = "pressure_max" },
+]
+
+[[jobs.sinks]]
+type = "file"
+path = "OUT"
+"#;
+
+/// Registers `schema` under `subject` with a raw HTTP request; its id.
+fn register(addr: &str, subject: &str, schema: &str) -> u64 {
+    use std::io::Write;
+    let body = serde_json::json!({ "schema": schema }).to_string();
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "POST /subjects/{subject}/versions HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let got = answers(&mut c, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, 200, "{got:?}");
+    let v: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
+    v["id"].as_u64().unwrap()
 }
 
 #[test]
@@ -55,7 +108,7 @@ fn confluent_clients_evolve_a_schema_under_a_running_job_and_it_survives_kill_9(
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("reader.avsc"), READER).unwrap();
         let cfg = dir.path().join("job.toml");
-        std::fs::write(&cfg, config(dir.path())).unwrap();
+        std::fs::write(&cfg, config(dir.path(), false)).unwrap();
         let data = dir.path().join("data");
         let state = dir.path().join("registry.json");
         let registry_port = tidewater_tools::ports::free(1).unwrap();
@@ -75,16 +128,18 @@ fn confluent_clients_evolve_a_schema_under_a_running_job_and_it_survives_kill_9(
         ];
         let (port, admin) = (common::free_ports(), common::free_ports());
         let out = dir.path().join("out");
+        let out2 = dir.path().join("out2");
         let run = |child: &mut std::process::Child,
                    log: &std::sync::mpsc::Receiver<String>,
-                   phase: &str| {
+                   phase: &str,
+                   outs: &str| {
             let (ok, said) = common::python(
                 "schema_registry.py",
                 &[
                     &format!("127.0.0.1:{port}"),
                     &registry,
                     "readings",
-                    out.to_str().unwrap(),
+                    outs,
                     state.to_str().unwrap(),
                     phase,
                 ],
@@ -100,7 +155,7 @@ fn confluent_clients_evolve_a_schema_under_a_running_job_and_it_survives_kill_9(
             eprintln!("{mode} {phase}: {said}");
         };
         let (mut child, _, _, log) = common::serve_on(&args, port, admin);
-        run(&mut child, &log, "produce");
+        run(&mut child, &log, "produce", out.to_str().unwrap());
         let metrics = common::scrape(admin);
         assert_eq!(
             common::metric_sum(&metrics, "tidewater_dlq_records_total"),
@@ -113,10 +168,15 @@ fn confluent_clients_evolve_a_schema_under_a_running_job_and_it_survives_kill_9(
         );
         let dead = common::consume(&format!("127.0.0.1:{port}"), "by_device.dlq", "%h");
         assert!(dead.contains("unknown schema id 999"), "{mode}: {dead}");
+        // The reader schema as a subject's version: a second job reads with it
+        // from the restart on.
+        assert!(register(&registry_addr, "readings-reader", READER) > 0);
         child.kill().unwrap();
         child.wait().unwrap();
+        std::fs::write(&cfg, config(dir.path(), true)).unwrap();
         let (mut child, _, _, log) = common::serve_on(&args, port, admin);
-        run(&mut child, &log, "after-restart");
+        let outs = format!("{},{}", out.display(), out2.display());
+        run(&mut child, &log, "after-restart", &outs);
         let dead = common::consume(&format!("127.0.0.1:{port}"), "by_device.dlq", "%h\n");
         let _ = child.kill();
         let _ = child.wait();

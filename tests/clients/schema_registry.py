@@ -1,7 +1,9 @@
 """Confluent's own clients against Tidewater's schema registry, and a running
 avro-confluent job reading what they write.
 
-usage: schema_registry.py BROKER REGISTRY_URL TOPIC OUT_DIR STATE_FILE (produce|after-restart)
+usage: schema_registry.py BROKER REGISTRY_URL TOPIC OUT_DIRS STATE_FILE (produce|after-restart)
+
+OUT_DIRS: the file sinks' directories, comma-separated: each job's rows are checked.
 
 produce: AvroSerializer auto-registers v1, v2 (a field added with a default) and v3
   (a field removed) of the subject TOPIC-value while the job runs; records of all
@@ -27,7 +29,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-broker, registry, topic, out_dir, state_file, phase = sys.argv[1:7]
+broker, registry, topic, out_dirs, state_file, phase = sys.argv[1:7]
 SUBJECT = topic + "-value"
 WINDOW = 60_000
 BASE = 1_700_000_000_000 if phase == "produce" else 1_700_000_000_000 + 30 * WINDOW
@@ -112,6 +114,11 @@ def readings(versions, n, start=BASE):
 
 
 def rows_match(expected):
+    """Every job's rows (one file-sink directory each) are the expected ones."""
+    return min(rows_match_in(d, expected) for d in out_dirs.split(","))
+
+
+def rows_match_in(out_dir, expected):
     deadline = time.time() + 90
     rows = {}
     while time.time() < deadline:
@@ -129,7 +136,7 @@ def rows_match(expected):
     if rows != expected:
         missing = [k for k in expected if k not in rows][:5]
         wrong = [(k, rows[k], expected[k]) for k in expected if k in rows and rows[k] != expected[k]][:5]
-        fail(f"{len(rows)} rows for {len(expected)} windows; missing {missing}; wrong {wrong}")
+        fail(f"{out_dir}: {len(rows)} rows for {len(expected)} windows; missing {missing}; wrong {wrong}")
     return len(rows)
 
 
@@ -199,7 +206,7 @@ if phase == "produce":
 else:
     with open(state_file) as f:
         before = json.load(f)
-    if http("GET", "/subjects")[1] != before["subjects"]:
+    if http("GET", "/subjects")[1] != sorted(before["subjects"] + ["readings-reader"]):
         fail("subjects changed: %s" % (http("GET", "/subjects"),))
     if http("GET", f"/subjects/{SUBJECT}/versions")[1] != [1, 2, 3]:
         fail("versions: %s" % (http("GET", f"/subjects/{SUBJECT}/versions"),))

@@ -26,6 +26,12 @@ pub struct JobConfig {
     /// The reader schema inline (Avro JSON), instead of `schema_file`.
     #[serde(default)]
     pub schema: Option<String>,
+    /// The reader schema from the schema registry instead: a subject and one of
+    /// its version numbers, read on every core when the server starts.
+    #[serde(default)]
+    pub schema_subject: Option<String>,
+    #[serde(default)]
+    pub schema_version: Option<u32>,
     /// `avro-confluent`: writer schemas by schema-registry id (`{ 1 = "v1.avsc" }`),
     /// for setups without the registry; ids not listed are looked up in the
     /// server's schema registry. The reader schema's own id may be listed too.
@@ -183,6 +189,19 @@ pub enum Decoder {
     AvroConfluent(Box<super::by_id::ByIds>),
     /// The fields wanted of each JSON object.
     Json(super::json::JsonProjection),
+    /// A reader schema the registry holds, not yet read (`Job::resolve_reader`).
+    Pending(Box<PendingReader>),
+}
+
+/// A job whose reader schema is a subject's version in the schema registry: the
+/// job is compiled again, with that schema, once the registry is loaded.
+#[derive(Clone, Debug)]
+pub struct PendingReader {
+    subject: String,
+    version: u32,
+    config: JobConfig,
+    base: PathBuf,
+    link: Option<super::by_id::RegistryLink>,
 }
 
 /// A job ready to run.
@@ -400,17 +419,25 @@ impl JobConfig {
     ) -> Result<(Decoder, Vec<SlotKind>), String> {
         match self.format {
             Format::Avro | Format::AvroConfluent => {
-                let reader = match (&self.schema, &self.schema_file) {
-                    (Some(text), None) => parse_schema(text).map_err(|e| {
+                let reader = match (&self.schema, &self.schema_file, &self.schema_subject) {
+                    (Some(text), None, None) => parse_schema(text).map_err(|e| {
                         format!("job `{job}`: its inline schema is not valid Avro: {e}")
                     })?,
-                    (None, Some(path)) => read_schema(job, &base.join(path))?,
+                    (None, Some(path), None) => read_schema(job, &base.join(path))?,
+                    (None, None, Some(subject)) => {
+                        return self.pending(job, base, subject, fields, time_field)
+                    }
                     _ => {
                         return Err(format!(
-                            "job `{job}`: Avro formats need exactly one of schema_file and schema"
+                            "job `{job}`: Avro formats need exactly one of schema_file, schema and schema_subject"
                         ))
                     }
                 };
+                if self.schema_version.is_some() {
+                    return Err(format!(
+                        "job `{job}`: schema_version goes with schema_subject"
+                    ));
+                }
                 let rf: ReaderFields = avro::reader_fields(&reader, fields, &self.key)
                     .map_err(|e| format!("job `{job}`: {e}"))?;
                 let decoder = if self.format == Format::Avro {
@@ -472,6 +499,48 @@ impl JobConfig {
         }
     }
 
+    /// A job whose reader schema is read from the registry at start: checked as far
+    /// as it can be without it; the fields' kinds until then are the JSON ones.
+    fn pending(
+        &self,
+        job: &str,
+        base: &Path,
+        subject: &str,
+        fields: &[&str],
+        time_field: Option<&str>,
+    ) -> Result<(Decoder, Vec<SlotKind>), String> {
+        let version = match self.schema_version {
+            Some(v) if v >= 1 => v,
+            _ => {
+                return Err(format!(
+                    "job `{job}`: schema_subject needs schema_version, a version number (not latest: every core and every restart must read the same reader schema)"
+                ))
+            }
+        };
+        if !self.schemas.is_empty() && self.format == Format::Avro {
+            return Err(format!(
+                "job `{job}`: `schemas` is for format \"avro-confluent\""
+            ));
+        }
+        let kinds = fields
+            .iter()
+            .enumerate()
+            .map(|(i, _)| match i {
+                0 => SlotKind::Bytes,
+                1 if time_field.is_some() => SlotKind::Int,
+                _ => SlotKind::Float,
+            })
+            .collect();
+        let pending = PendingReader {
+            subject: subject.to_string(),
+            version,
+            config: self.clone(),
+            base: base.to_path_buf(),
+            link: None,
+        };
+        Ok((Decoder::Pending(Box::new(pending)), kinds))
+    }
+
     /// How the event time is written (`event_time_format`): JSON jobs only.
     fn time_format(&self, job: &str) -> Result<TimeFormat, String> {
         match self.event_time_format.as_deref() {
@@ -519,16 +588,49 @@ impl JobConfig {
 }
 
 impl Job {
-    /// Whether the job reads writer schemas only from the schema registry.
+    /// Whether the job reads schemas only from the schema registry.
     pub fn needs_registry(&self) -> bool {
-        matches!(&self.decoder, Decoder::AvroConfluent(b) if !b.has_fixed())
+        match &self.decoder {
+            Decoder::AvroConfluent(b) => !b.has_fixed(),
+            Decoder::Pending(_) => true,
+            _ => false,
+        }
     }
 
     /// Lets an `avro-confluent` job look ids up in the server's registry.
     pub fn link_registry(&mut self, link: super::by_id::RegistryLink) {
-        if let Decoder::AvroConfluent(b) = &mut self.decoder {
-            b.link(link);
+        match &mut self.decoder {
+            Decoder::AvroConfluent(b) => b.link(link),
+            Decoder::Pending(p) => p.link = Some(link),
+            _ => {}
         }
+    }
+
+    /// A job whose reader schema is a subject's version in the registry, compiled
+    /// again with it (every core does the same, from the same loaded registry).
+    /// A version soft-deleted since is still read: the job was written for it.
+    pub fn resolve_reader(&mut self, reg: &tidewater_registry::Registry) -> Result<(), String> {
+        let Decoder::Pending(p) = &self.decoder else {
+            return Ok(());
+        };
+        let which = tidewater_registry::store::VersionRef::Number(p.version);
+        let found = reg.version(&p.subject, which, true).map_err(|e| {
+            format!(
+                "job `{}`: reader schema subject '{}' version {}: {} (register it in the schema registry, then start again)",
+                self.name, p.subject, p.version, e.message
+            )
+        })?;
+        let text = reg
+            .whole_schema(found.id)
+            .map_err(|e| format!("job `{}`: reader schema: {}", self.name, e.message))?;
+        let mut config = p.config.clone();
+        (config.schema, config.schema_subject, config.schema_version) = (Some(text), None, None);
+        let mut job = config.compile(&p.base)?;
+        if let Some(link) = p.link.clone() {
+            job.link_registry(link);
+        }
+        *self = job;
+        Ok(())
     }
 
     /// Topics the job writes besides its sinks: dead letters and late events.
@@ -552,6 +654,10 @@ impl Job {
             Decoder::Avro(p) => p.project(value, out),
             Decoder::AvroConfluent(by_id) => by_id.project(value, out),
             Decoder::Json(p) => p.project(value, out, scratch),
+            Decoder::Pending(p) => Err(avro::DecodeError(format!(
+                "the reader schema (subject '{}' version {}) was not read from the registry",
+                p.subject, p.version
+            ))),
         }
     }
 }
@@ -639,6 +745,53 @@ table = "iot.device_minute"
                 e.contains(says) && e.contains("device_minute"),
                 "{from}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn a_reader_schema_from_the_registry_is_read_at_start() {
+        let text = reference_job_toml().replace(
+            "schema_file = \"schemas/sensor.avsc\"",
+            "schema_subject = \"sensor-reader\"\nschema_version = 1",
+        );
+        let text = text.replace("format = \"avro\"", "format = \"avro-confluent\"");
+        let mut job = toml_like(&text).compile(&root()).unwrap();
+        assert!(job.needs_registry());
+        let mut out = Projected::default();
+        let mut scratch = Vec::new();
+        assert!(job
+            .decode(&[0, 0, 0, 0, 1], &mut out, &mut scratch)
+            .is_err());
+        let mut reg = tidewater_registry::Registry::default();
+        let e = job.resolve_reader(&reg).unwrap_err();
+        assert!(
+            e.contains("sensor-reader") && e.contains("version 1"),
+            "{e}"
+        );
+        let schema = std::fs::read_to_string(root().join("schemas/sensor.avsc")).unwrap();
+        let (_, records) = reg.register("sensor-reader", &schema, None, &[]).unwrap();
+        records.into_iter().for_each(|r| reg.apply(r));
+        job.resolve_reader(&reg).unwrap();
+        let from_file = toml_like(reference_job_toml()).compile(&root()).unwrap();
+        let kinds = |j: &Job| j.aggregates.iter().map(|a| a.kind).collect::<Vec<_>>();
+        assert_eq!(kinds(&job), kinds(&from_file));
+        assert!(matches!(job.decoder, Decoder::AvroConfluent(_)));
+        for (from, to, says) in [
+            ("schema_version = 1", "", "needs schema_version"),
+            (
+                "schema_subject = \"sensor-reader\"\n",
+                "schema_file = \"schemas/sensor.avsc\"\n",
+                "schema_version goes with schema_subject",
+            ),
+            (
+                "schema_version = 1",
+                "schema_version = 1\nschema = \"{}\"",
+                "exactly one of",
+            ),
+        ] {
+            let bad = text.replace(from, to);
+            let e = toml_like(&bad).compile(&root()).unwrap_err();
+            assert!(e.contains(says), "{from}: {e}");
         }
     }
 
