@@ -179,6 +179,7 @@ enum LogCommand {
 }
 
 fn main() {
+    tidewater_registry::guard::abort_on_other_panics();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

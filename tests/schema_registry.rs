@@ -283,6 +283,19 @@ fn hostile_http_gets_answers_and_the_registry_keeps_serving() {
     )
     .unwrap();
     assert_eq!(answers(&mut c, 1)[0].0, 411);
+    // A schema the Avro library panics on: an invalid schema, not a crash.
+    let mut c = connect();
+    let schema = r#"{"type":"record","name":"R","fields":[{"name":"f","type":{"type":"fixed","name":"F","size":9223372036854775808},"default":1}]}"#;
+    let body = serde_json::json!({ "schema": schema }).to_string();
+    write!(
+        c,
+        "POST /subjects/s/versions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let got = answers(&mut c, 1);
+    assert_eq!(got[0].0, 422, "{got:?}");
+    assert!(got[0].1.contains("42201"), "{got:?}");
     // Still serving.
     let mut c = connect();
     c.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")

@@ -253,7 +253,7 @@ fn subjects(reg: &Registry, req: &Request<'_>, parts: &[&str], q: &Query) -> Rou
             .map(|f| raw(&f.schema)),
         ("GET", [s, "versions", v, "referencedby"]) => VersionRef::parse(v)
             .and_then(|v| reg.version(s, v, deleted))
-            .map(|f| Answer::ok(json!(reg.referenced_by(s, f.version)))),
+            .map(|f| Answer::ok(json!(reg.referenced_by(s, f.version, false)))),
         ("DELETE", [s, "versions", v]) => VersionRef::parse(v)
             .and_then(|v| reg.delete_version(s, v, permanent))
             .map(|(version, records)| Answer::writing(json!(version), records)),

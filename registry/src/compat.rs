@@ -64,6 +64,15 @@ impl std::str::FromStr for Level {
     }
 }
 
+/// Whether `reader` can read data written with `writer`, by Avro's rules; a
+/// panic of the library on these schemas is an incompatibility, not a crash.
+fn can_read(writer: &Schema, reader: &Schema) -> Result<(), String> {
+    crate::guard::contained("the compatibility check", || {
+        SchemaCompatibility::can_read(writer, reader)
+    })?
+    .map_err(|e| e.to_string())
+}
+
 /// Whether `new` may follow `live` (the subject's live versions, oldest first) at
 /// `level`; the reasons when it may not, one per version it breaks with.
 pub fn check(level: Level, new: &Schema, live: &[&Schema]) -> Result<(), Vec<String>> {
@@ -86,14 +95,14 @@ pub fn check(level: Level, new: &Schema, live: &[&Schema]) -> Result<(), Vec<Str
             format!("live version {} of {}", i + 1, against.len())
         };
         if backward {
-            if let Err(e) = SchemaCompatibility::can_read(old, new) {
+            if let Err(e) = can_read(old, new) {
                 why.push(format!(
                     "the new schema cannot read data written with {which}: {e}"
                 ));
             }
         }
         if forward {
-            if let Err(e) = SchemaCompatibility::can_read(new, old) {
+            if let Err(e) = can_read(new, old) {
                 why.push(format!(
                     "{which} cannot read data written with the new schema: {e}"
                 ));

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod compat;
+pub mod guard;
 pub mod refs;
 pub mod store;
 pub mod valid;

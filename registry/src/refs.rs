@@ -22,6 +22,8 @@ pub struct Reference {
 
 /// How deep references may nest.
 pub const DEPTH_MAX: usize = 32;
+/// How large a schema made whole may be.
+pub const WHOLE_BYTES_MAX: usize = 4 << 20;
 
 const PRIMITIVES: [&str; 8] = [
     "null", "boolean", "int", "long", "float", "double", "bytes", "string",
@@ -42,8 +44,37 @@ pub fn expand(text: &str, defs: &HashMap<String, String>) -> Result<String, Stri
         defined: HashSet::new(),
         depth: 0,
     };
-    let whole = x.walk(root, None)?;
-    Ok(whole.to_string())
+    let whole = x.walk(root, None)?.to_string();
+    if whole.len() > WHOLE_BYTES_MAX {
+        return Err(format!(
+            "the schema with its references written out is {} bytes, over {WHOLE_BYTES_MAX}",
+            whole.len()
+        ));
+    }
+    Ok(whole)
+}
+
+/// The full name of the named type a schema defines at its top, if it does.
+pub fn defined_name(text: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let name = v.get("name")?.as_str()?;
+    let ns = v.get("namespace").and_then(Value::as_str);
+    Some(own_name(name, ns, None).0)
+}
+
+/// A named type's full name and namespace: a dotted name is full by itself (its
+/// namespace is the part before the last dot); else the `namespace` given, else
+/// the enclosing one.
+fn own_name(
+    name: &str,
+    namespace: Option<&str>,
+    enclosing: Option<&str>,
+) -> (String, Option<String>) {
+    if let Some((ns, _)) = name.rsplit_once('.') {
+        return (name.to_string(), Some(ns.to_string()));
+    }
+    let ns = namespace.or(enclosing).filter(|n| !n.is_empty());
+    (full_name(name, ns), ns.map(str::to_string))
 }
 
 struct Expander<'a> {
@@ -65,13 +96,19 @@ impl Expander<'_> {
     fn walk(&mut self, v: Value, ns: Option<&str>) -> Result<Value, String> {
         match v {
             Value::String(name) if !PRIMITIVES.contains(&name.as_str()) => {
-                let full = full_name(&name, ns);
+                // In the enclosing namespace, else in the null namespace.
+                let mut full = full_name(&name, ns);
+                if !self.defs.contains_key(&full) && !name.contains('.') {
+                    full = name.clone();
+                }
                 match self.defs.get(&full) {
                     Some(def) if !self.defined.contains(&full) => {
                         self.depth += 1;
                         if self.depth > DEPTH_MAX {
                             return Err(format!("references nest deeper than {DEPTH_MAX}"));
                         }
+                        // Written out once: later uses name it.
+                        self.defined.insert(full.clone());
                         // The definition is read in its own namespace.
                         let def_ns = full.rsplit_once('.').map(|(n, _)| n.to_string());
                         let out = self.walk(def.clone(), def_ns.as_deref());
@@ -100,13 +137,8 @@ impl Expander<'_> {
         match kind.as_str() {
             "record" | "error" | "enum" | "fixed" => {
                 let name = o.get("name").and_then(Value::as_str).unwrap_or("");
-                let own_ns = o
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .or_else(|| name.rsplit_once('.').map(|(n, _)| n.to_string()))
-                    .or(ns.map(str::to_string));
-                let full = full_name(name, own_ns.as_deref());
+                let namespace = o.get("namespace").and_then(Value::as_str);
+                let (full, own_ns) = own_name(name, namespace, ns);
                 self.defined.insert(full);
                 if let Some(Value::Array(fields)) = o.remove("fields") {
                     let mut out = Vec::with_capacity(fields.len());

@@ -198,12 +198,17 @@ impl Registry {
         avro_only(schema_type)?;
         let whole = self.whole(text, references)?;
         crate::valid::check_names(&whole).map_err(|e| RegistryError::invalid_schema(&e))?;
-        let schema =
-            Schema::parse_str(&whole).map_err(|e| RegistryError::invalid_schema(&e.to_string()))?;
+        let schema = crate::guard::contained("parsing the schema", || {
+            Schema::parse_str(&whole).map_err(|e| e.to_string())
+        })
+        .and_then(|parsed| parsed)
+        .map_err(|e| RegistryError::invalid_schema(&e))?;
         // The identity: the whole schema as Avro reads it (whitespace and key order
         // do not count; defaults, logical types, docs and aliases do, as in
         // Confluent's registry), not the parsing canonical form, which drops them.
-        let identity = serde_json::to_string(&schema)
+        // The references count too: the same whole schema registered inline and
+        // with references is two schemas, as in Confluent's registry.
+        let identity = serde_json::to_string(&(&schema, references))
             .map_err(|e| RegistryError::invalid_schema(&e.to_string()))?;
         Ok((schema, identity))
     }
@@ -235,14 +240,22 @@ impl Registry {
             if defs.contains_key(&r.name) {
                 continue;
             }
+            // A version soft-deleted since is still what the schema was made of.
             let found = self
-                .version(&r.subject, VersionRef::Number(r.version), false)
+                .version(&r.subject, VersionRef::Number(r.version), true)
                 .map_err(|e| {
                     RegistryError::invalid_schema(&format!(
                         "reference {} (subject '{}' version {}): {}",
                         r.name, r.subject, r.version, e.message
                     ))
                 })?;
+            let defined = refs::defined_name(&found.schema).unwrap_or_default();
+            if defined != r.name {
+                return Err(RegistryError::invalid_schema(&format!(
+                    "reference {} names subject '{}' version {}, which defines {defined:?}",
+                    r.name, r.subject, r.version
+                )));
+            }
             defs.insert(r.name.clone(), found.schema);
             self.definitions(&found.references, defs, depth + 1)?;
         }
@@ -260,9 +273,9 @@ impl Registry {
         self.references.get(&id).map_or(&[], Vec::as_slice)
     }
 
-    /// The (subject, version) pairs whose schemas reference `subject` version
-    /// `version`: their ids.
-    pub fn referenced_by(&self, subject: &str, version: u32) -> Vec<u32> {
+    /// The ids of the schemas that reference `subject` version `version`: those a
+    /// live version uses, or (`any`) every one, still readable by id.
+    pub fn referenced_by(&self, subject: &str, version: u32, any: bool) -> Vec<u32> {
         self.references
             .iter()
             .filter(|(_, refs)| {
@@ -270,7 +283,7 @@ impl Registry {
                     .any(|r| r.subject == subject && r.version == version)
             })
             .map(|(id, _)| *id)
-            .filter(|id| !self.uses_of(*id).is_empty())
+            .filter(|id| any || !self.uses_of(*id).is_empty())
             .collect()
     }
 
@@ -460,6 +473,9 @@ impl Registry {
         references: &[Reference],
     ) -> Result<Found, RegistryError> {
         let s = self.subject(subject)?;
+        if s.live().next().is_none() {
+            return Err(RegistryError::subject_not_found(subject));
+        }
         let (_, canonical) = self.parse(text, schema_type, references)?;
         let id = self
             .ids
@@ -560,10 +576,17 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// Confluent's 42206 when another schema references one of these versions.
-    fn not_referenced(&self, subject: &str, versions: &[u32]) -> Result<(), RegistryError> {
+    /// Confluent's 42206 when another schema references one of these versions: a
+    /// live one (a soft delete), or any (a permanent delete, which would leave
+    /// data written with the referencing schema unreadable).
+    fn not_referenced(
+        &self,
+        subject: &str,
+        versions: &[u32],
+        permanent: bool,
+    ) -> Result<(), RegistryError> {
         for &v in versions {
-            let by = self.referenced_by(subject, v);
+            let by = self.referenced_by(subject, v, permanent);
             if !by.is_empty() {
                 return Err(RegistryError::new(
                     422,
@@ -583,7 +606,7 @@ impl Registry {
         permanent: bool,
     ) -> Result<(u32, Vec<Record>), RegistryError> {
         let found = self.version(subject, which, permanent)?;
-        self.not_referenced(subject, &[found.version])?;
+        self.not_referenced(subject, &[found.version], permanent)?;
         let soft = self
             .subject(subject)?
             .versions
@@ -613,7 +636,7 @@ impl Registry {
     ) -> Result<(Vec<u32>, Vec<Record>), RegistryError> {
         let s = self.subject(subject)?;
         let all: Vec<u32> = s.versions.iter().map(|v| v.version).collect();
-        self.not_referenced(subject, &all)?;
+        self.not_referenced(subject, &all, permanent)?;
         let live: Vec<u32> = s.live().map(|v| v.version).collect();
         if permanent && !live.is_empty() {
             return Err(RegistryError::new(
@@ -690,6 +713,82 @@ mod tests {
         assert_eq!(r.lookup("a-value", &v2, None, &[]).unwrap().version, 2);
         assert_eq!(r.schema(9).unwrap_err().code, 40403);
         assert_eq!(r.versions("nobody", false).unwrap_err().code, 40401);
+    }
+
+    #[test]
+    fn schemas_that_panic_the_avro_parser_are_invalid_not_fatal() {
+        let r = Registry::default();
+        for text in [
+            r#"{"type":"record","name":"R","fields":[{"name":"f","type":{"type":"fixed","name":"F","size":9223372036854775808},"default":1}]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"array","items":"int","size":"x"},"default":1}]}"#,
+            r#"{"type":"record","name":"Node","fields":[{"name":"kids","type":{"type":"array","items":["null","Node"]},"default":[{}]}]}"#,
+            r#"{"type":"record","name":"my-record","fields":[]}"#,
+        ] {
+            let e = r.register("s", text, None, &[]).unwrap_err();
+            assert_eq!(e.code, 42201, "{text}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn references_are_checked_and_written_out_once() {
+        let mut r = Registry::default();
+        let loc = r#"{"type":"record","name":"Location","namespace":"geo","fields":[{"name":"lat","type":"double"}]}"#;
+        register(&mut r, "loc", loc).unwrap();
+        // A reference must name the type its version defines.
+        let uses = |n: usize| {
+            let fields: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"name":"f{i}","type":"X1"}}"#))
+                .collect();
+            format!(
+                r#"{{"type":"record","name":"R","fields":[{}]}}"#,
+                fields.join(",")
+            )
+        };
+        let wrong = Reference {
+            name: "X1".into(),
+            subject: "loc".into(),
+            version: 1,
+        };
+        let e = r.register("s", &uses(2), None, &[wrong]).unwrap_err();
+        assert!(e.message.contains("defines"), "{e:?}");
+        // Used 2,000 times, written out once.
+        let text = uses(2000).replace("\"X1\"", "\"geo.Location\"");
+        let right = Reference {
+            name: "geo.Location".into(),
+            subject: "loc".into(),
+            version: 1,
+        };
+        let (id, records) = r
+            .register("s", &text, None, std::slice::from_ref(&right))
+            .unwrap();
+        records.into_iter().for_each(|x| r.apply(x));
+        let whole = r.whole_schema(id).unwrap();
+        assert_eq!(whole.matches("\"lat\"").count(), 1);
+        // Inline, the same whole schema is another schema (references count).
+        let inline = text.replacen("\"geo.Location\"", loc, 1);
+        assert_ne!(register(&mut r, "inline", &inline), Ok(id));
+        // Soft-deleted, the referenced version still makes the schema whole; it
+        // cannot be deleted for good while a schema references it.
+        let e = r
+            .delete_version("loc", VersionRef::Number(1), false)
+            .unwrap_err();
+        assert_eq!(e.code, 42206, "a live version references it");
+        let (_, recs) = r.delete_subject("s", false).unwrap();
+        recs.into_iter().for_each(|x| r.apply(x));
+        let (_, recs) = r
+            .delete_version("loc", VersionRef::Number(1), false)
+            .unwrap();
+        recs.into_iter().for_each(|x| r.apply(x));
+        assert!(r.whole_schema(id).is_ok());
+        let e = r
+            .delete_version("loc", VersionRef::Number(1), true)
+            .unwrap_err();
+        assert_eq!(e.code, 42206, "data written with schema {id} needs it");
+        // A subject whose every version is soft-deleted: not found.
+        assert_eq!(
+            r.lookup("s", &text, None, &[right]).unwrap_err().code,
+            40401
+        );
     }
 
     #[test]

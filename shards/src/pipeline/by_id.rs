@@ -173,15 +173,18 @@ impl ByIds {
                 )))
             }
         };
-        Ok(Schema::parse_str(&text)
-            .map_err(|e| format!("schema id {id} is not valid Avro: {e}"))
-            .and_then(|writer| {
-                Projection::compile(&writer, &self.reader, &self.fields).map_err(|e| {
-                    format!(
-                        "writer schema id {id} cannot be read with the job's reader schema: {e}"
-                    )
+        let compiled = tidewater_registry::guard::contained("resolving a writer schema", || {
+            Schema::parse_str(&text)
+                .map_err(|e| format!("schema id {id} is not valid Avro: {e}"))
+                .and_then(|writer| {
+                    Projection::compile(&writer, &self.reader, &self.fields).map_err(|e| {
+                        format!(
+                            "writer schema id {id} cannot be read with the job's reader schema: {e}"
+                        )
+                    })
                 })
-            }))
+        });
+        Ok(compiled.and_then(|c| c))
     }
 }
 
@@ -241,7 +244,23 @@ mod tests {
         }
         assert_eq!(link.misses.get(), 3);
         assert_eq!(link.entries.get(), 2);
+        let writer = writer.to_string();
         assert!(by_id.project(&[1, 0, 0], &mut out).is_err(), "not framed");
+        // Full, the cache starts again; every id still reads right after it.
+        let mut ids = Vec::new();
+        for i in 0..CACHE_ENTRIES_MAX + 5 {
+            let text = writer.replace("\"R\"", &format!("\"R{i}\""));
+            ids.push(registered(&link.registry, &format!("s{i}"), &text));
+        }
+        for &id in ids.iter().chain(&ids[..3]) {
+            let value = framed(id, &[2, b'z']);
+            let mut o = Projected::default();
+            by_id.project(&value, &mut o).unwrap();
+            assert_eq!(o.key, Some(&b"z"[..]));
+            assert!(link.entries.get() <= CACHE_ENTRIES_MAX as i64);
+        }
+        by_id.project(&one, &mut out).unwrap();
+        assert_eq!(out.key, Some(&b"a"[..]), "after eviction, id 1 again");
         // A copy for another core starts empty; dropping one gives its entries back.
         let copy = by_id.clone();
         drop(by_id);

@@ -250,11 +250,14 @@ fn read_schema(job: &str, path: &Path) -> Result<Schema, String> {
     })
 }
 
-/// A schema, its names checked first (`apache_avro` 0.17 panics on some invalid
-/// ones instead of failing).
+/// A schema, its names checked first and the parser's panics contained
+/// (`apache_avro` panics on some invalid schemas instead of failing).
 fn parse_schema(text: &str) -> Result<Schema, String> {
     tidewater_registry::valid::check_names(text)?;
-    Schema::parse_str(text).map_err(|e| e.to_string())
+    tidewater_registry::guard::contained("parsing the schema", || {
+        Schema::parse_str(text).map_err(|e| e.to_string())
+    })
+    .and_then(|parsed| parsed)
 }
 
 /// A job name: letters, digits, `_`, `-` and `.`.
