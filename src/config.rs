@@ -95,6 +95,8 @@ pub struct FileConfig {
     pub offsets_retention_minutes: Option<u64>,
     pub offsets_compact_bytes: Option<u64>,
     pub admin_addr: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub admin_open_paths: Option<Vec<String>>,
     pub schema_registry_addr: Option<String>,
     pub kafka_mode: Option<String>,
     pub auto_create_topics: Option<bool>,
@@ -227,6 +229,8 @@ pub struct Settings {
     pub kafka_limits: tidewater_kafka::Limits,
     /// Where /metrics and /health are served.
     pub admin_addr: std::net::SocketAddr,
+    /// Who may use the admin listener.
+    pub admin_auth: crate::admin_auth::AdminAuth,
     /// Where the schema registry's REST API is served (core 0); None: not at all.
     pub schema_registry_addr: Option<std::net::SocketAddr>,
     pub kafka_mode: tidewater_kafka::Mode,
@@ -294,6 +298,11 @@ pub struct KafkaFlags {
     /// Admin listener for GET /metrics and /health (default 127.0.0.1:9644).
     #[arg(long)]
     pub admin_addr: Option<String>,
+    /// A file holding the admin listener's bearer token: every admin path but
+    /// admin_open_paths (default /metrics and /health) then needs
+    /// `Authorization: Bearer <token>`.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
     /// Schema registry REST listener, Confluent's API (default 127.0.0.1:8081;
     /// "none" serves none).
     #[arg(long, env = "TIDEWATER_SCHEMA_REGISTRY_ADDR")]
@@ -363,6 +372,19 @@ impl Settings {
         let admin_addr: std::net::SocketAddr = admin_text.parse().with_context(|| {
             format!("admin_addr {admin_text:?}: use HOST:PORT with an IP address")
         })?;
+        let admin_auth = match kafka
+            .admin_token_file
+            .clone()
+            .or(file.admin_token_file.clone())
+        {
+            Some(path) => crate::admin_auth::AdminAuth::from_file(
+                &file.base_dir.join(path),
+                file.admin_open_paths
+                    .clone()
+                    .unwrap_or_else(|| vec!["/metrics".into(), "/health".into()]),
+            )?,
+            None => crate::admin_auth::AdminAuth::open(),
+        };
         let registry_text = kafka
             .schema_registry_addr
             .clone()
@@ -402,6 +424,7 @@ impl Settings {
             default_partitions,
             kafka_mode,
             admin_addr,
+            admin_auth,
             schema_registry_addr,
             data_dir,
             cores,

@@ -171,11 +171,23 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 
 /// A plain HTTP/1.0 request without a body: (status, body).
 pub fn http(addr: &str, method: &str, path: &str) -> Result<(u16, String)> {
+    http_with_token(addr, method, path, None)
+}
+
+/// [`http`] with `Authorization: Bearer <token>` when a token is given.
+pub fn http_with_token(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
     let mut s =
         std::net::TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     // One write: a server may answer as soon as it has the request line.
-    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+    let req =
+        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n");
     s.write_all(req.as_bytes())?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;

@@ -4,6 +4,7 @@
 //! workspace crates (`io` for storage, `shards` for what a core owns, `kafka` for the
 //! Kafka front end, `tools`).
 
+mod admin_auth;
 mod bench;
 mod config;
 mod demo;
@@ -58,6 +59,9 @@ struct CheckpointArgs {
     /// The server's admin listener.
     #[arg(long, default_value = "127.0.0.1:9644")]
     admin_addr: String,
+    /// The file holding the admin token, when the server has admin_token_file.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
     /// How long to wait for it to complete.
     #[arg(long, default_value = "60s")]
     timeout: String,
@@ -225,8 +229,18 @@ fn checkpoint_now(a: CheckpointArgs) -> Result<i32> {
         "say --now: a checkpoint of every job is taken at once"
     );
     let timeout = parse_duration(&a.timeout)?;
+    let token = match &a.admin_token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let token = token.as_deref();
     let last = |addr: &str| -> Result<std::collections::BTreeMap<String, f64>> {
-        let (code, body) = harness::http(addr, "GET", "/metrics")?;
+        let (code, body) = harness::http_with_token(addr, "GET", "/metrics", token)?;
         anyhow::ensure!(code == 200, "{addr}/metrics answered {code}");
         let s = harness::Scrape::parse(&body);
         Ok(s.series("tidewater_checkpoint_last_id")
@@ -241,7 +255,7 @@ fn checkpoint_now(a: CheckpointArgs) -> Result<i32> {
         "the server at {} runs no job with checkpoints",
         a.admin_addr
     );
-    let (code, body) = harness::http(&a.admin_addr, "POST", "/checkpoint")?;
+    let (code, body) = harness::http_with_token(&a.admin_addr, "POST", "/checkpoint", token)?;
     anyhow::ensure!(code == 202, "POST /checkpoint answered {code}: {body}");
     let started = std::time::Instant::now();
     loop {

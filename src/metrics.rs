@@ -192,6 +192,9 @@ pub struct Metrics {
     pub stopping: AtomicBool,
     /// Savepoints asked for through `POST /checkpoint`.
     pub savepoints: Arc<tidewater_io::wait::Signal>,
+    /// Admin requests refused for want of the token, and when that was last said.
+    admin_auth_failures: Family<Labels, Counter>,
+    admin_auth_warned_at: std::sync::atomic::AtomicU64,
     pub schema_registry: crate::schema_registry::RegistryStats,
 }
 
@@ -374,6 +377,11 @@ impl Metrics {
                 "Offsets whose records only a damaged journal frame held, found at the last start (consumers skip them; jobs count them as dead letters)"
             ),
             degraded: std::sync::Mutex::new(Vec::new()),
+            admin_auth_failures: fam!(
+                "admin_auth_failures",
+                "Admin requests refused: no or wrong bearer token (admin_token_file)"
+            ),
+            admin_auth_warned_at: Default::default(),
             schema_registry: {
                 let stats = crate::schema_registry::RegistryStats::default();
                 stats.register(&mut r);
@@ -815,7 +823,14 @@ const ADMIN_REQUEST_BYTES_MAX: u64 = 16 << 10;
 /// cores: an accepting thread, and a thread per connection, at most
 /// `ADMIN_CONNECTIONS_MAX` at once, each given `ADMIN_REQUEST_TIMEOUT` and
 /// `ADMIN_REQUEST_BYTES_MAX` for its request, so a half-sent request delays no one.
-pub fn serve_admin(m: Arc<Metrics>, addr: std::net::SocketAddr) -> std::io::Result<()> {
+pub fn serve_admin(
+    m: Arc<Metrics>,
+    addr: std::net::SocketAddr,
+    auth: crate::admin_auth::AdminAuth,
+) -> std::io::Result<()> {
+    let auth = Arc::new(auth);
+    // Exported from the start, at 0.
+    let _ = m.admin_auth_failures.get_or_create(&Vec::new());
     let listener = std::net::TcpListener::bind(addr)?;
     tracing::info!(%addr, "admin listener up: /metrics, /health");
     let open = Arc::new(AtomicUsize::new(0));
@@ -835,11 +850,11 @@ pub fn serve_admin(m: Arc<Metrics>, addr: std::net::SocketAddr) -> std::io::Resu
                     );
                     continue;
                 }
-                let (m, open) = (m.clone(), open.clone());
+                let (m, open, auth) = (m.clone(), open.clone(), auth.clone());
                 let spawned = std::thread::Builder::new()
                     .name("tw-admin-conn".into())
                     .spawn(move || {
-                        admin_request(&m, conn);
+                        admin_request(&m, &auth, conn);
                         open.fetch_sub(1, Ordering::SeqCst);
                     });
                 if let Err(e) = spawned {
@@ -848,6 +863,37 @@ pub fn serve_admin(m: Arc<Metrics>, addr: std::net::SocketAddr) -> std::io::Resu
             }
         })?;
     Ok(())
+}
+
+fn reply_unauthorized(conn: &mut std::net::TcpStream) {
+    let body =
+        "this path needs the admin token: Authorization: Bearer <the token in admin_token_file>\n";
+    let _ = write!(
+        conn,
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"tidewater\"\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// A WARN for a refused admin request, at most one every 10 s (the counter has
+/// them all).
+fn warn_of_auth_failure(m: &Metrics, peer: &str, path: &str, refused: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = m.admin_auth_warned_at.load(Ordering::Relaxed);
+    if now >= last + 10
+        && m.admin_auth_warned_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            peer,
+            path,
+            refused,
+            "admin request refused: no or wrong token (tidewater_admin_auth_failures_total counts them all)"
+        );
+    }
 }
 
 fn reply(conn: &mut std::net::TcpStream, status: &str, ctype: &str, body: &str) {
@@ -860,7 +906,7 @@ fn reply(conn: &mut std::net::TcpStream, status: &str, ctype: &str, body: &str) 
 
 /// Reads one request (its line, then its headers up to the blank line, read whole
 /// so the client is never cut off while still sending) and answers it.
-fn admin_request(m: &Metrics, mut conn: std::net::TcpStream) {
+fn admin_request(m: &Metrics, auth: &crate::admin_auth::AdminAuth, mut conn: std::net::TcpStream) {
     let deadline = std::time::Instant::now() + ADMIN_REQUEST_TIMEOUT;
     let _ = conn.set_write_timeout(Some(ADMIN_REQUEST_TIMEOUT));
     let Ok(read_half) = conn.try_clone() else {
@@ -884,6 +930,7 @@ fn admin_request(m: &Metrics, mut conn: std::net::TcpStream) {
         );
     }
     let mut header = String::new();
+    let mut authorization = None;
     loop {
         header.clear();
         if !next_line(&mut header) {
@@ -897,10 +944,21 @@ fn admin_request(m: &Metrics, mut conn: std::net::TcpStream) {
         if header == "\r\n" || header == "\n" {
             break;
         }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("authorization") {
+                authorization = Some(value.trim().to_string());
+            }
+        }
     }
     let mut words = line.split_whitespace();
     let method = words.next().unwrap_or("");
     let path = words.next().unwrap_or("");
+    if !auth.allows(path, authorization.as_deref()) {
+        let refused = m.admin_auth_failures.get_or_create(&Vec::new()).inc() + 1;
+        let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        warn_of_auth_failure(m, &peer, path, refused);
+        return reply_unauthorized(&mut conn);
+    }
     let (status, ctype, body) = match (method, path) {
         ("POST", "/checkpoint") => {
             let n = m.savepoints.add_one();

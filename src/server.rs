@@ -264,8 +264,13 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let cleaned: Arc<Signal> = Default::default();
     let any_deleting = !deleting.is_empty();
     let metrics = Arc::new(Metrics::new(cpus.len()));
-    crate::metrics::serve_admin(metrics.clone(), settings.admin_addr)
-        .with_context(|| format!("cannot listen on admin_addr {}", settings.admin_addr))?;
+    warn_of_open_listeners(&settings);
+    crate::metrics::serve_admin(
+        metrics.clone(),
+        settings.admin_addr,
+        settings.admin_auth.clone(),
+    )
+    .with_context(|| format!("cannot listen on admin_addr {}", settings.admin_addr))?;
     let (registry, link) = registry_front(&settings, &metrics);
     let mut handles = Vec::new();
     for (shard, &cpu) in cpus.iter().enumerate() {
@@ -336,6 +341,20 @@ pub fn serve(settings: Settings) -> Result<i32> {
     }
     let code = join_cores(handles, &stop);
     Ok(code)
+}
+
+/// A WARN for each listener reachable from other hosts without authentication.
+fn warn_of_open_listeners(settings: &Settings) {
+    let exposed = |a: &std::net::SocketAddr| !a.ip().is_loopback();
+    if exposed(&settings.kafka_addr) {
+        tracing::warn!(addr = %settings.kafka_addr, "the Kafka listener is not on loopback and asks for no authentication: anyone who reaches it can produce, read, and create or delete topics made at run time (docs/security.md)");
+    }
+    if exposed(&settings.admin_addr) && !settings.admin_auth.has_token() {
+        tracing::warn!(addr = %settings.admin_addr, "the admin listener is not on loopback and has no admin_token_file: anyone who reaches it can take savepoints (docs/security.md)");
+    }
+    if let Some(addr) = settings.schema_registry_addr.filter(exposed) {
+        tracing::warn!(%addr, "the schema registry is not on loopback and asks for no authentication: anyone who reaches it can register and delete schemas (docs/security.md)");
+    }
 }
 
 /// The schema registry every core shares, and the jobs' link to it.

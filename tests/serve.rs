@@ -304,3 +304,113 @@ fn partitions_of_no_topic_are_kept_and_named_at_start() {
     );
     assert!(Path::new(data).join("ledger/shard-0/events-1").is_dir());
 }
+
+/// One HTTP/1.0 request to the admin listener: (status, body).
+fn admin(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(c, "{method} {path} HTTP/1.0\r\n{auth}\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn the_admin_token_guards_savepoints_and_leaves_metrics_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "5f0e8a1c2b7d4e9f8a6b3c1d0e2f4a5b";
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let cfg = dir.path().join("job.toml");
+    let job = r#"[[topics]]
+name = "in"
+partitions = 1
+
+[[jobs]]
+name = "j"
+source = "in"
+format = "json"
+key = "k"
+event_time = "kafka_timestamp"
+window = { type = "tumbling", size = "1m" }
+checkpoint_interval = "1h"
+aggregates = [{ fn = "count", as = "n" }]
+"#;
+    std::fs::write(&cfg, job).unwrap();
+    let short = dir.path().join("short.token");
+    std::fs::write(&short, "letmein\n").unwrap();
+    let out = tidewater()
+        .args(["serve", "--admin-token-file"])
+        .arg(&short)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("at least 16"), "{err}");
+    let data = dir.path().join("data");
+    let (child, _, port, _log) = common::serve_with_admin(&[
+        "--cores",
+        "1",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let _server = KilledOnDrop(child);
+    assert_eq!(admin(port, "GET", "/health", None).0, 200, "open");
+    assert_eq!(admin(port, "GET", "/metrics", None).0, 200, "open");
+    assert_eq!(admin(port, "POST", "/checkpoint", None).0, 401);
+    let wrong = Some("5f0e8a1c2b7d4e9f8a6b3c1d0e2f4a5c");
+    assert_eq!(admin(port, "POST", "/checkpoint", wrong).0, 401);
+    let (_, metrics) = admin(port, "GET", "/metrics", None);
+    assert_eq!(
+        common::metric_sum(&metrics, "tidewater_admin_auth_failures_total"),
+        2.0,
+        "both refusals counted"
+    );
+    // The CLI with the token file takes a savepoint; without it, it is refused.
+    let addr = format!("127.0.0.1:{port}");
+    let out = tidewater()
+        .args(["checkpoint", "--now", "--admin-addr", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = tidewater()
+        .args([
+            "checkpoint",
+            "--now",
+            "--admin-addr",
+            &addr,
+            "--admin-token-file",
+        ])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("savepoint"), "{said}");
+    assert_eq!(admin(port, "POST", "/checkpoint", Some(token)).0, 202);
+}
+
+/// A server that is stopped however the test ends.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
