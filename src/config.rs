@@ -372,13 +372,15 @@ impl Settings {
         let admin_addr: std::net::SocketAddr = admin_text.parse().with_context(|| {
             format!("admin_addr {admin_text:?}: use HOST:PORT with an IP address")
         })?;
-        let admin_auth = match kafka
-            .admin_token_file
-            .clone()
-            .or(file.admin_token_file.clone())
-        {
+        // A flag's path is from where the command runs; the file's, from the file.
+        let token_file = kafka.admin_token_file.clone().or_else(|| {
+            file.admin_token_file
+                .as_ref()
+                .map(|p| file.base_dir.join(p))
+        });
+        let admin_auth = match token_file {
             Some(path) => crate::admin_auth::AdminAuth::from_file(
-                &file.base_dir.join(path),
+                &path,
                 file.admin_open_paths
                     .clone()
                     .unwrap_or_else(|| vec!["/metrics".into(), "/health".into()]),
