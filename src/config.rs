@@ -403,7 +403,7 @@ impl Settings {
         if schema_registry_addr.is_none() {
             if let Some(j) = jobs.iter().find(|j| j.needs_registry()) {
                 bail!(
-                    "job {:?}: format \"avro-confluent\" without a `schemas` table reads writer schemas from the schema registry, but schema_registry_addr is \"none\"",
+                    "job {:?} reads schemas from the schema registry (format \"avro-confluent\" without a `schemas` table, or schema_subject), but schema_registry_addr is \"none\"",
                     j.name
                 );
             }
