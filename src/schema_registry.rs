@@ -44,17 +44,9 @@ pub fn schemas_partition() -> String {
     tidewater_shards::partition_name(SCHEMAS_TOPIC, 0)
 }
 
-/// Its limits: the log's segment size, never cut by retention (every record is
-/// live state).
+/// Its limits: never cut by retention (every record is live state).
 pub fn schemas_limits(cfg: &tidewater_io::LogConfig) -> (String, PartitionLimits) {
-    (
-        schemas_partition(),
-        PartitionLimits {
-            segment_bytes: cfg.ledger_segment_bytes,
-            retention_bytes: None,
-            retention_ms: None,
-        },
-    )
+    (schemas_partition(), PartitionLimits::without_retention(cfg))
 }
 
 /// What /metrics shows of the registry (series handles, cheap to clone).
@@ -494,20 +486,20 @@ async fn store(s: &Service, records: &[Record]) -> Result<()> {
         Some(id) => id,
         None => {
             let id = s.log.create_partition(&name)?;
-            s.log.set_limits(id, Some(schemas_limits(s.log.config()).1));
+            let limits = PartitionLimits::without_retention(s.log.config());
+            s.log.set_limits(id, Some(limits));
             id
         }
     };
     let bytes = serde_json::to_vec(records).context("cannot encode the records")?;
     s.log
-        .append(id, &bytes, records.len() as u32, now_ms())
+        .append(
+            id,
+            &bytes,
+            records.len() as u32,
+            tidewater_kafka::groups::now_ms(),
+        )
         .await
         .with_context(|| format!("cannot append to {name}"))?;
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

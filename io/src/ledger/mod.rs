@@ -97,6 +97,18 @@ pub struct PartitionLimits {
     pub retention_ms: Option<u64>,
 }
 
+impl PartitionLimits {
+    /// The log's segment size and no retention: for internal partitions whose
+    /// records are live state (superseded only as their owner says).
+    pub fn without_retention(cfg: &crate::LogConfig) -> PartitionLimits {
+        PartitionLimits {
+            segment_bytes: cfg.ledger_segment_bytes,
+            retention_bytes: None,
+            retention_ms: None,
+        }
+    }
+}
+
 impl Partition {
     /// The segment size this partition rolls at.
     fn segment_bytes(&self, ledger: &LedgerLimits) -> u64 {

@@ -60,18 +60,11 @@ pub fn offsets_partition(group: &str) -> u32 {
 /// retention pass can delete a live commit before the coordinator has loaded it.
 pub fn offsets_partition_limits(cfg: &tidewater_io::LogConfig) -> Vec<(String, PartitionLimits)> {
     (0..OFFSETS_PARTITIONS)
-        .map(|p| (partition_name(OFFSETS_TOPIC, p), offsets_limits(cfg)))
+        .map(|p| {
+            let limits = PartitionLimits::without_retention(cfg);
+            (partition_name(OFFSETS_TOPIC, p), limits)
+        })
         .collect()
-}
-
-/// The limits of one `__consumer_offsets` partition: the log's segment size, no
-/// retention.
-fn offsets_limits(cfg: &tidewater_io::LogConfig) -> PartitionLimits {
-    PartitionLimits {
-        segment_bytes: cfg.ledger_segment_bytes,
-        retention_bytes: None,
-        retention_ms: None,
-    }
 }
 
 /// The core that coordinates `group` among `shards` cores.
@@ -396,8 +389,10 @@ impl Coordinator {
     fn add_partition(&self, p: u32, id: u32) -> Rc<OffsetsPartition> {
         // Retention never cuts it (a log opened with `offsets_partition_limits`
         // has these already); a snapshot says what is superseded.
-        self.log
-            .set_limits(id, Some(offsets_limits(self.log.config())));
+        self.log.set_limits(
+            id,
+            Some(PartitionLimits::without_retention(self.log.config())),
+        );
         let part = Rc::new(OffsetsPartition {
             id,
             order: glommio::sync::RwLock::new(()),
