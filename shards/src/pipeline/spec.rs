@@ -250,6 +250,19 @@ fn read_schema(job: &str, path: &Path) -> Result<Schema, String> {
     })
 }
 
+/// The kinds of the fields read without a schema (JSON, or a reader schema not yet
+/// read): the key a string, the event time (slot 1, when a field) an integer, every
+/// other field a number.
+fn untyped_kinds(fields: usize, time_field: bool) -> Vec<SlotKind> {
+    (0..fields)
+        .map(|i| match i {
+            0 => SlotKind::Bytes,
+            1 if time_field => SlotKind::Int,
+            _ => SlotKind::Float,
+        })
+        .collect()
+}
+
 /// A schema, its names checked first and the parser's panics contained
 /// (`apache_avro` panics on some invalid schemas instead of failing).
 fn parse_schema(text: &str) -> Result<Schema, String> {
@@ -474,22 +487,7 @@ impl JobConfig {
                 Ok((decoder, rf.kinds))
             }
             Format::Json => {
-                // Without a schema, the key is a string and every other field a number.
-                let kinds: Vec<SlotKind> = fields
-                    .iter()
-                    .enumerate()
-                    .map(|(i, _)| {
-                        if i == 0 {
-                            SlotKind::Bytes
-                        } else {
-                            SlotKind::Float
-                        }
-                    })
-                    .collect();
-                let mut kinds = kinds;
-                if time_field.is_some() {
-                    kinds[1] = SlotKind::Int;
-                }
+                let kinds = untyped_kinds(fields.len(), time_field.is_some());
                 let table = fields
                     .iter()
                     .enumerate()
@@ -525,15 +523,7 @@ impl JobConfig {
                 "job `{job}`: `schemas` is for format \"avro-confluent\""
             ));
         }
-        let kinds = fields
-            .iter()
-            .enumerate()
-            .map(|(i, _)| match i {
-                0 => SlotKind::Bytes,
-                1 if time_field.is_some() => SlotKind::Int,
-                _ => SlotKind::Float,
-            })
-            .collect();
+        let kinds = untyped_kinds(fields.len(), time_field.is_some());
         let pending = PendingReader {
             subject: subject.to_string(),
             version,
