@@ -43,7 +43,7 @@ impl Level {
         }
     }
 
-    fn transitive(self) -> bool {
+    pub(crate) fn transitive(self) -> bool {
         matches!(
             self,
             Level::BackwardTransitive | Level::ForwardTransitive | Level::FullTransitive

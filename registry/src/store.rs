@@ -125,7 +125,7 @@ struct Subject {
 }
 
 impl Subject {
-    fn live(&self) -> impl Iterator<Item = &Version> {
+    fn live(&self) -> impl DoubleEndedIterator<Item = &Version> {
         self.versions.iter().filter(|v| !v.deleted)
     }
 }
@@ -506,10 +506,10 @@ impl Registry {
                 return Ok((id, Vec::new()));
             }
         }
-        let live = self.live_schemas(subject);
+        let level = self.level(Some(subject));
+        let live = self.checked_against(subject, level);
         let refs: Vec<&Schema> = live.iter().collect();
-        compat::check(self.level(Some(subject)), &schema, &refs)
-            .map_err(|why| RegistryError::incompatible(&why))?;
+        compat::check(level, &schema, &refs).map_err(|why| RegistryError::incompatible(&why))?;
         let id = known.unwrap_or_else(|| self.schemas.keys().last().map_or(1, |last| last + 1));
         let version = s.map_or(1, |s| s.last_version + 1);
         Ok((
@@ -553,27 +553,31 @@ impl Registry {
         references: &[Reference],
     ) -> Result<Vec<String>, RegistryError> {
         let (schema, _) = self.parse(text, schema_type, references)?;
-        let live = self.live_schemas(subject);
+        let level = self.level(Some(subject));
+        let live = self.checked_against(subject, level);
         let refs: Vec<&Schema> = live.iter().collect();
-        Ok(compat::check(self.level(Some(subject)), &schema, &refs)
+        Ok(compat::check(level, &schema, &refs)
             .err()
             .unwrap_or_default())
     }
 
-    /// The parsed schemas of a subject's live versions, oldest first.
-    fn live_schemas(&self, subject: &str) -> Vec<Schema> {
-        self.subjects
-            .get(subject)
-            .map(|s| {
-                s.live()
-                    .filter_map(|v| {
-                        let text = self.schemas.get(&v.id)?;
-                        self.parse(text, None, self.references_of(v.id)).ok()
-                    })
-                    .map(|(schema, _)| schema)
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The parsed live versions a new schema is checked against at `level`, oldest
+    /// first: none at NONE, the latest (that parses) unless transitive, else all.
+    /// Only those are parsed: a subject of many versions costs one parse.
+    fn checked_against(&self, subject: &str, level: Level) -> Vec<Schema> {
+        let Some(s) = self.subjects.get(subject) else {
+            return Vec::new();
+        };
+        let parsed = |v: &Version| {
+            let text = self.schemas.get(&v.id)?;
+            let (schema, _) = self.parse(text, None, self.references_of(v.id)).ok()?;
+            Some(schema)
+        };
+        match level {
+            Level::None => Vec::new(),
+            l if !l.transitive() => s.live().rev().find_map(parsed).into_iter().collect(),
+            _ => s.live().filter_map(parsed).collect(),
+        }
     }
 
     /// Confluent's 42206 when another schema references one of these versions: a
