@@ -95,7 +95,7 @@ fn register(addr: &str, subject: &str, schema: &str) -> u64 {
         body.len()
     )
     .unwrap();
-    let got = answers(&mut c, 1);
+    let got = common::http_answers(&mut c, 1);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, 200, "{got:?}");
     let v: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
@@ -189,41 +189,6 @@ fn confluent_clients_evolve_a_schema_under_a_running_job_and_it_survives_kill_9(
     }
 }
 
-/// Every answer on one connection, read until the server closes it or `want`
-/// answers came: (status, body) pairs.
-fn answers(stream: &mut std::net::TcpStream, want: usize) -> Vec<(u16, String)> {
-    use std::io::Read;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    while got.len() < want {
-        // Parse what is there: "HTTP/1.1 NNN ...\r\n...Content-Length: N\r\n\r\nbody".
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(head_end) = text.find("\r\n\r\n") {
-            let head = &text[..head_end];
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buf.len() >= head_end + 4 + len {
-                let status = head[9..12].parse().unwrap();
-                let body = text[head_end + 4..head_end + 4 + len].to_string();
-                got.push((status, body));
-                buf.drain(..head_end + 4 + len);
-                continue;
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    got
-}
-
 #[test]
 fn hostile_http_gets_answers_and_the_registry_keeps_serving() {
     use std::io::Write;
@@ -245,7 +210,7 @@ fn hostile_http_gets_answers_and_the_registry_keeps_serving() {
         b"GET /subjects HTTP/1.1\r\nHost: x\r\n\r\nGET /schemas/types HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     .unwrap();
-    let got = answers(&mut c, 2);
+    let got = common::http_answers(&mut c, 2);
     assert_eq!(
         got,
         vec![(200, "[]".to_string()), (200, r#"["AVRO"]"#.to_string())]
@@ -253,14 +218,14 @@ fn hostile_http_gets_answers_and_the_registry_keeps_serving() {
     // Not HTTP: 400, then the connection closes.
     let mut c = connect();
     c.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
-    let got = answers(&mut c, 2);
+    let got = common::http_answers(&mut c, 2);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].0, 400);
     // A head over 64 KiB: 431.
     let mut c = connect();
     let long = format!("GET /subjects HTTP/1.1\r\nX: {}\r\n", "a".repeat(70_000));
     let _ = c.write_all(long.as_bytes());
-    assert_eq!(answers(&mut c, 1)[0].0, 431);
+    assert_eq!(common::http_answers(&mut c, 1)[0].0, 431);
     // A 10 MB body: 413 once it is read, and the request after it is answered.
     let mut c = connect();
     let body = vec![b' '; 10 << 20];
@@ -271,7 +236,7 @@ fn hostile_http_gets_answers_and_the_registry_keeps_serving() {
     c.write_all(head.as_bytes()).unwrap();
     c.write_all(&body).unwrap();
     c.write_all(b"GET /config HTTP/1.1\r\n\r\n").unwrap();
-    let got = answers(&mut c, 2);
+    let got = common::http_answers(&mut c, 2);
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0].0, 413);
     assert!(got[0].1.contains("\"error_code\":413"), "{got:?}");
@@ -282,7 +247,7 @@ fn hostile_http_gets_answers_and_the_registry_keeps_serving() {
         b"POST /subjects/s/versions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     )
     .unwrap();
-    assert_eq!(answers(&mut c, 1)[0].0, 411);
+    assert_eq!(common::http_answers(&mut c, 1)[0].0, 411);
     // A schema the Avro library panics on: an invalid schema, not a crash.
     let mut c = connect();
     let schema = r#"{"type":"record","name":"R","fields":[{"name":"f","type":{"type":"fixed","name":"F","size":9223372036854775808},"default":1}]}"#;
@@ -293,14 +258,17 @@ fn hostile_http_gets_answers_and_the_registry_keeps_serving() {
         body.len()
     )
     .unwrap();
-    let got = answers(&mut c, 1);
+    let got = common::http_answers(&mut c, 1);
     assert_eq!(got[0].0, 422, "{got:?}");
     assert!(got[0].1.contains("42201"), "{got:?}");
     // Still serving.
     let mut c = connect();
     c.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
         .unwrap();
-    assert_eq!(answers(&mut c, 1), vec![(200, "{}".to_string())]);
+    assert_eq!(
+        common::http_answers(&mut c, 1),
+        vec![(200, "{}".to_string())]
+    );
     assert!(child.try_wait().unwrap().is_none(), "the server is alive");
     let _ = child.kill();
     let _ = child.wait();

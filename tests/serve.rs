@@ -307,18 +307,11 @@ fn partitions_of_no_topic_are_kept_and_named_at_start() {
 
 /// One HTTP/1.0 request to the admin listener: (status, body).
 fn admin(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(c, "{method} {path} HTTP/1.0\r\n{auth}\r\n").unwrap();
-    let mut text = String::new();
-    c.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    common::http_answers(&mut c, 1).remove(0)
 }
 
 #[test]

@@ -219,6 +219,41 @@ pub fn scrape(admin: u16) -> String {
     out
 }
 
+/// Every answer on one connection, read until the server closes it or `want`
+/// answers came: (status, body) pairs.
+pub fn http_answers(stream: &mut std::net::TcpStream, want: usize) -> Vec<(u16, String)> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while got.len() < want {
+        // Parse what is there: "HTTP/1.1 NNN ...\r\n...Content-Length: N\r\n\r\nbody".
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let head = &text[..head_end];
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= head_end + 4 + len {
+                let status = head[9..12].parse().unwrap();
+                let body = text[head_end + 4..head_end + 4 + len].to_string();
+                got.push((status, body));
+                buf.drain(..head_end + 4 + len);
+                continue;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    got
+}
+
 /// The first scrape `ready` holds for, or the last one after 10 s: the cores copy
 /// their counters into the registry every 500 ms, not as they move.
 pub fn scrape_when(admin: u16, ready: impl Fn(&str) -> bool) -> String {
