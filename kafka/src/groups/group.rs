@@ -833,6 +833,14 @@ mod tests {
         }
     }
 
+    /// A static member (`group.instance.id` host-1) asking for range.
+    fn static_args(member_id: &str) -> JoinArgs {
+        JoinArgs {
+            instance_id: Some("host-1".into()),
+            ..args(member_id, &["range"])
+        }
+    }
+
     fn now_answer<T>(s: Step<T>) -> T {
         match s {
             Step::Now(t) => t,
@@ -994,12 +1002,8 @@ mod tests {
         glommio::LocalExecutor::default().run(async {
             let t0 = Instant::now();
             let mut g = Group::new("g".into(), 0, limits());
-            let stat = |member: &str| JoinArgs {
-                instance_id: Some("host-1".into()),
-                ..args(member, &["range"])
-            };
             now_answer(join_new(&mut g, "a", &["range"], t0)).unwrap();
-            let s = g.join(stat(""), t0, || "s1".into());
+            let s = g.join(static_args(""), t0, || "s1".into());
             now_answer(g.join(args("a", &["range"]), t0, || unreachable!())).unwrap();
             assert_eq!(now_answer(s).unwrap().generation, 2);
             let s1 = g.sync("s1", Some("host-1"), 2, (None, None), vec![], t0);
@@ -1014,7 +1018,7 @@ mod tests {
             .unwrap();
             now_answer(s1).unwrap();
             // The static member restarts: a new id, same generation, same assignment.
-            let again = now_answer(g.join(stat(""), t0, || "s2".into())).unwrap();
+            let again = now_answer(g.join(static_args(""), t0, || "s2".into())).unwrap();
             assert_eq!((again.generation, again.member_id.as_str()), (2, "s2"));
             assert_eq!(g.state, State::Stable);
             let synced = now_answer(g.sync("s2", Some("host-1"), 2, (None, None), vec![], t0));
@@ -1033,20 +1037,16 @@ mod tests {
         glommio::LocalExecutor::default().run(async {
             let t0 = Instant::now();
             let mut g = Group::new("g".into(), 0, limits());
-            let stat = |member: &str| JoinArgs {
-                instance_id: Some("host-1".into()),
-                ..args(member, &["range"])
-            };
             // The static member leads (it joined first).
-            now_answer(g.join(stat(""), t0, || "s1".into())).unwrap();
+            now_answer(g.join(static_args(""), t0, || "s1".into())).unwrap();
             let b = join_new(&mut g, "b", &["range"], t0);
-            let s1 = g.join(stat("s1"), t0, || unreachable!());
+            let s1 = g.join(static_args("s1"), t0, || unreachable!());
             now_answer(b).unwrap();
             assert_eq!(now_answer(s1).unwrap().leader, "s1");
             let s1 = g.sync("s1", Some("host-1"), 2, (None, None), vec![], t0);
             now_answer(s1).unwrap();
             // It restarts: a new id; as the leader it starts a rebalance and waits.
-            let s2 = g.join(stat(""), t0, || "s2".into());
+            let s2 = g.join(static_args(""), t0, || "s2".into());
             assert!(pending(&s2), "waits for the others, not refused");
             assert_eq!(g.state, State::PreparingRebalance);
             let b = now_answer(g.join(args("b", &["range"]), t0, || unreachable!())).unwrap();
@@ -1058,7 +1058,7 @@ mod tests {
             assert_eq!(s2.leader, "s2");
             // While the group prepares, another restart of it is waited for too.
             let c = join_new(&mut g, "c", &["range"], t0);
-            let s3 = g.join(stat(""), t0, || "s3".into());
+            let s3 = g.join(static_args(""), t0, || "s3".into());
             now_answer(g.join(args("b", &["range"]), t0, || unreachable!())).unwrap();
             assert!(now_answer(s3).is_ok() && now_answer(c).is_ok());
         });
