@@ -194,7 +194,7 @@ pub struct Metrics {
     pub savepoints: Arc<tidewater_io::wait::Signal>,
     /// Admin requests refused for want of the token, and when that was last said.
     admin_auth_failures: Family<Labels, Counter>,
-    admin_auth_warned_at: std::sync::atomic::AtomicU64,
+    admin_auth_log: std::sync::Mutex<tidewater_kafka::LogThrottle>,
     pub schema_registry: crate::schema_registry::RegistryStats,
 }
 
@@ -381,7 +381,7 @@ impl Metrics {
                 "admin_auth_failures",
                 "Admin requests refused: no or wrong bearer token (admin_token_file)"
             ),
-            admin_auth_warned_at: Default::default(),
+            admin_auth_log: Default::default(),
             schema_registry: {
                 let stats = crate::schema_registry::RegistryStats::default();
                 stats.register(&mut r);
@@ -875,23 +875,23 @@ fn reply_unauthorized(conn: &mut std::net::TcpStream) {
     );
 }
 
+/// How often refused admin requests are logged while they keep coming.
+const ADMIN_AUTH_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// A WARN for a refused admin request, at most one every 10 s (the counter has
 /// them all).
 fn warn_of_auth_failure(m: &Metrics, peer: &str, path: &str, refused: u64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = m.admin_auth_warned_at.load(Ordering::Relaxed);
-    if now >= last + 10
-        && m.admin_auth_warned_at
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    let admitted = m
+        .admin_auth_log
+        .lock()
+        .ok()
+        .and_then(|t| t.admit(std::time::Instant::now(), ADMIN_AUTH_LOG_EVERY));
+    if let Some(more) = admitted {
         tracing::warn!(
             peer,
             path,
             refused,
-            "admin request refused: no or wrong token (tidewater_admin_auth_failures_total counts them all)"
+            "admin request refused: no or wrong token ({more} more since the last line; tidewater_admin_auth_failures_total counts them all)"
         );
     }
 }

@@ -54,7 +54,7 @@ mod topic_changes;
 pub mod topic_config;
 pub mod topics_file;
 
-pub use broker::{Broker, Limits, Mode, TopicPolicy};
+pub use broker::{Broker, Limits, LogThrottle, Mode, TopicPolicy};
 pub use connection::serve;
 pub use error::KafkaError;
 pub use groups::{GroupConfig, OFFSETS_TOPIC};
