@@ -60,8 +60,28 @@ impl Server {
     }
 
     /// Starts `serve --config CONFIG --data-dir DATA` plus `extra`, logging to
-    /// `log`, and waits until /health says ready.
+    /// `log`, and waits until /health says ready. Ports are checked free before the
+    /// server binds them, and another program can take one in between: a start that
+    /// failed on a taken port is tried again on other ports, twice.
     pub fn start(
+        config: &Path,
+        data: &Path,
+        cores: &str,
+        extra: &[&str],
+        log: &Path,
+    ) -> Result<Server> {
+        let mut tries = 1;
+        loop {
+            match Server::start_once(config, data, cores, extra, log) {
+                Err(e) if tries < 3 && format!("{e:#}").contains("Address already in use") => {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(
         config: &Path,
         data: &Path,
         cores: &str,

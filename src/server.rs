@@ -438,13 +438,34 @@ fn resolve_readers(shard: u32, r: &RegistryFront, jobs: &mut [JobStart]) -> Resu
     Ok(())
 }
 
+/// A listening socket on `addr` for this core's executor. SO_REUSEADDR, so a restart
+/// binds beside the TIME_WAIT sockets of its last run's connections; SO_REUSEPORT only
+/// when every core `shared`s the port (single-port mode). Never SO_REUSEPORT
+/// otherwise: a second server started on a taken port would silently get half of
+/// its connections instead of failing to start.
+fn listen(addr: std::net::SocketAddr, shared: bool) -> std::io::Result<glommio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    let fd = socket.into_raw_fd();
+    // `into_raw_fd` gave up ownership of `fd`; glommio's listener takes it (and closes it).
+    // SAFETY: `fd` is a bound, listening TCP socket that nothing else owns.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(fd) })
+}
+
 /// Core 0's listener for the schema registry's REST API, when it has an address;
 /// bound before any job starts, so a taken port stops the start cleanly.
 fn bind_registry(shard: u32, r: &RegistryFront) -> Result<Option<glommio::net::TcpListener>> {
     let Some(addr) = r.addr.filter(|_| shard == 0) else {
         return Ok(None);
     };
-    let listener = glommio::net::TcpListener::bind(addr).map_err(|e| {
+    let listener = listen(addr, false).map_err(|e| {
         anyhow::anyhow!("core 0: cannot listen on schema_registry_addr {addr}: {e}")
     })?;
     Ok(Some(listener))
@@ -670,7 +691,7 @@ async fn run_shard(
         ))
         .detach();
     }
-    let listener = glommio::net::TcpListener::bind(front.addr)
+    let listener = listen(front.addr, front.mode == kafka::Mode::SinglePort)
         .map_err(|e| anyhow::anyhow!("core {shard}: cannot listen on {}: {e}", front.addr))?;
     let broker = Rc::new(kafka::Broker::new(
         shard,

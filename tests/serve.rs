@@ -202,6 +202,47 @@ fn a_core_that_cannot_start_stops_the_whole_server() {
 }
 
 #[test]
+fn a_second_server_on_a_taken_port_refuses_to_start() {
+    // Per-core listeners do not share their port: a second server on it must fail,
+    // not take half of the first one's connections.
+    let mut first = common::start("1", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let second = tidewater()
+        .args(["serve", "--cores", "1", "--admin-addr", "127.0.0.1:0"])
+        .args(["--kafka-addr", &format!("127.0.0.1:{}", first.port)])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(common::SMALL)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut second = KilledOnDrop(second);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = second.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a second server runs on port {}",
+            first.port
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{}", first.port)),
+        "{err}"
+    );
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the first server stopped"
+    );
+}
+
+#[test]
 fn directories_another_program_made_are_refused_before_anything_is_written() {
     // A Kafka log directory, as data_dir and as journal_dir.
     let kafka = tempfile::tempdir().unwrap();
