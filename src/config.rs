@@ -102,6 +102,8 @@ pub struct FileConfig {
     pub auto_create_topics: Option<bool>,
     pub default_partitions: Option<u32>,
     #[serde(default)]
+    pub listeners: Vec<crate::listeners::ListenerConfig>,
+    #[serde(default)]
     pub topics: Vec<TopicConfig>,
     #[serde(default)]
     pub jobs: Vec<JobConfig>,
@@ -222,10 +224,9 @@ pub struct Settings {
     pub topics: Vec<Topic>,
     /// The jobs, checked and compiled.
     pub jobs: Vec<Job>,
-    /// Core `i` listens on this address's port + `i`.
-    pub kafka_addr: std::net::SocketAddr,
-    /// The host Metadata tells clients to connect to.
-    pub advertised_host: String,
+    /// The Kafka listeners; core `i` of a per-core server listens on each one's
+    /// port + `i`.
+    pub listeners: Vec<crate::listeners::Listener>,
     pub kafka_limits: tidewater_kafka::Limits,
     /// Where /metrics and /health are served.
     pub admin_addr: std::net::SocketAddr,
@@ -350,19 +351,15 @@ impl Settings {
         let log = log_config(&file, flags, journal_dir.clone(), ledger_dir.clone())?;
         let topics = topics_of(&file.topics)?;
         let jobs = jobs_of(&file, &topics)?;
-        let addr_text = kafka
-            .kafka_addr
-            .clone()
-            .or(file.kafka_addr.clone())
-            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
-        let kafka_addr: std::net::SocketAddr = addr_text.parse().with_context(|| {
-            format!("kafka_addr {addr_text:?}: use HOST:PORT with an IP address")
-        })?;
-        let advertised_host = kafka
-            .advertised_host
-            .clone()
-            .or(file.advertised_host.clone())
-            .unwrap_or_else(|| kafka_addr.ip().to_string());
+        let listeners = crate::listeners::settle(
+            &file.listeners,
+            kafka.kafka_addr.clone().or(file.kafka_addr.clone()),
+            kafka
+                .advertised_host
+                .clone()
+                .or(file.advertised_host.clone()),
+            &file.base_dir,
+        )?;
         let kafka_limits = kafka_limits(kafka, &file)?;
         let admin_text = kafka
             .admin_addr
@@ -435,8 +432,7 @@ impl Settings {
             log,
             topics,
             jobs,
-            kafka_addr,
-            advertised_host,
+            listeners,
             kafka_limits,
         })
     }

@@ -9,6 +9,7 @@ mod bench;
 mod config;
 mod demo;
 mod harness;
+mod listeners;
 mod metrics;
 mod rescale;
 mod schema_registry;

@@ -141,6 +141,7 @@ pub struct Metrics {
     requests_in_flight: Family<Labels, Gauge>,
     request_buffers_pooled: Family<Labels, Gauge>,
     protocol_violations: Family<Labels, Counter>,
+    tls_handshake_failures: Family<Labels, Counter>,
     journal_appends: Family<Labels, Counter>,
     journal_writes: Family<Labels, Counter>,
     journal_syncs: Family<Labels, Counter>,
@@ -245,6 +246,10 @@ impl Metrics {
             protocol_violations: fam!(
                 "kafka_protocol_violations",
                 "Connections closed because the peer broke the protocol: a malformed, oversized or unknown request, or a version not served"
+            ),
+            tls_handshake_failures: fam!(
+                "kafka_tls_handshake_failures",
+                "Kafka connections whose TLS handshake failed or timed out: a plaintext client, an untrusted or expired certificate on either side"
             ),
             journal_appends: fam!("journal_appends", "Batches appended to the journal"),
             journal_writes: fam!("journal_writes", "Journal writes (one group commit each)"),
@@ -444,6 +449,7 @@ pub struct KafkaSeries {
     requests_in_flight: Gauge,
     request_buffers_pooled: Gauge,
     protocol_violations: (Counter, Delta),
+    tls_handshake_failures: (Counter, Delta),
     forwards: (Counter, Delta),
     groups: (Gauge, Gauge, Gauge),
     rebalances: (Counter, Delta),
@@ -474,6 +480,7 @@ impl KafkaSeries {
             requests_in_flight: gauge(&m.requests_in_flight),
             request_buffers_pooled: gauge(&m.request_buffers_pooled),
             protocol_violations: counter(&m.protocol_violations),
+            tls_handshake_failures: counter(&m.tls_handshake_failures),
             forwards: counter(&m.cross_core_forwards),
             groups: (
                 gauge(&m.groups),
@@ -502,6 +509,8 @@ impl KafkaSeries {
             .set(st.request_buffers_pooled_bytes.get() as i64);
         let (c, d) = &mut self.protocol_violations;
         d.push(c, st.protocol_violations.get());
+        let (c, d) = &mut self.tls_handshake_failures;
+        d.push(c, st.tls_handshake_failures.get());
         let (c, d) = &mut self.forwards;
         d.push(c, st.cross_core_forwards.get());
         let g = st.group_counts();

@@ -164,9 +164,8 @@ const LOCK_FILE: &str = "tidewater.lock";
 /// What a core's Kafka front end needs to start.
 struct FrontEnd {
     table: PartitionTable,
-    addr: std::net::SocketAddr,
-    advertised_host: String,
-    base_port: u16,
+    /// Each listener: the address this core binds, and what its connections see.
+    listeners: Vec<(std::net::SocketAddr, kafka::Endpoint)>,
     limits: kafka::Limits,
     mode: kafka::Mode,
     /// This core's ends of the mesh between the cores' front ends.
@@ -201,12 +200,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let cpus = settings.cores.resolve(&available)?;
     let shard_count = cpus.len() as u32;
     let single_port = settings.kafka_mode == kafka::Mode::SinglePort;
-    if !single_port && u32::from(settings.kafka_addr.port()) + shard_count > 65_536 {
-        bail!(
-            "kafka_addr port {} + {shard_count} cores runs past port 65535",
-            settings.kafka_addr.port()
-        );
-    }
+    crate::listeners::check_ports(&settings.listeners, shard_count, single_port)?;
     check_foreign(
         &settings.data_dir,
         &[
@@ -258,7 +252,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
         protected: protected_topics(&settings),
     };
     let stop = Stop::new();
-    stop_on_signals(&stop)?;
+    on_signals(&stop, &settings.listeners)?;
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Cores that have finished the deletions an interrupted DeleteTopics left.
     let cleaned: Arc<Signal> = Default::default();
@@ -301,15 +295,17 @@ pub fn serve(settings: Settings) -> Result<i32> {
         );
         let front = FrontEnd {
             table: table.clone(),
-            addr: std::net::SocketAddr::new(
-                settings.kafka_addr.ip(),
-                settings.kafka_addr.port() + if single_port { 0 } else { shard as u16 },
-            ),
+            listeners: settings
+                .listeners
+                .iter()
+                .map(|l| {
+                    let port = l.addr.port() + if single_port { 0 } else { shard as u16 };
+                    (std::net::SocketAddr::new(l.addr.ip(), port), l.endpoint())
+                })
+                .collect(),
             mode: settings.kafka_mode,
             forwarding: forwarding.pop_front(),
             topics: topic_policy.clone(),
-            advertised_host: settings.advertised_host.clone(),
-            base_port: settings.kafka_addr.port(),
             limits: settings.kafka_limits,
             registry: registry.clone(),
         };
@@ -346,8 +342,18 @@ pub fn serve(settings: Settings) -> Result<i32> {
 /// A WARN for each listener reachable from other hosts without authentication.
 fn warn_of_open_listeners(settings: &Settings) {
     let exposed = |a: &std::net::SocketAddr| !a.ip().is_loopback();
-    if exposed(&settings.kafka_addr) {
-        tracing::warn!(addr = %settings.kafka_addr, "the Kafka listener is not on loopback and asks for no authentication: anyone who reaches it can produce, read, and create or delete topics made at run time (docs/security.md)");
+    for l in &settings.listeners {
+        tracing::info!(
+            listener = %l.name,
+            protocol = %l.protocol,
+            addr = %l.addr,
+            advertised = %format!("{}:{}", l.advertised_host, l.advertised_port),
+            client_certificates = l.authenticates(),
+            "kafka listener configured"
+        );
+        if exposed(&l.addr) && !l.authenticates() {
+            tracing::warn!(listener = %l.name, addr = %l.addr, "the Kafka listener is not on loopback and asks for no authentication (no tls_client_ca_file): anyone who reaches it can produce, read, and create or delete topics made at run time (docs/security.md)");
+        }
     }
     if exposed(&settings.admin_addr) && !settings.admin_auth.has_token() {
         tracing::warn!(addr = %settings.admin_addr, "the admin listener is not on loopback and has no admin_token_file: anyone who reaches it can take savepoints (docs/security.md)");
@@ -459,6 +465,27 @@ fn listen(addr: std::net::SocketAddr, shared: bool) -> std::io::Result<glommio::
     Ok(unsafe { glommio::net::TcpListener::from_raw_fd(fd) })
 }
 
+/// This core's socket on each Kafka listener, with what its connections see.
+fn bind_listeners(
+    shard: u32,
+    listeners: Vec<(std::net::SocketAddr, kafka::Endpoint)>,
+    mode: kafka::Mode,
+) -> Result<Vec<(glommio::net::TcpListener, Rc<kafka::Endpoint>)>> {
+    let mut bound = Vec::new();
+    for (addr, endpoint) in listeners {
+        let l = listen(addr, mode == kafka::Mode::SinglePort).map_err(|e| {
+            anyhow::anyhow!(
+                "core {shard}: cannot listen on {addr} ({}): {e}",
+                endpoint.name
+            )
+        })?;
+        let tls = endpoint.tls.is_some();
+        tracing::info!(shard, listener = %endpoint.name, %addr, tls, "kafka listener up");
+        bound.push((l, Rc::new(endpoint)));
+    }
+    Ok(bound)
+}
+
 /// Core 0's listener for the schema registry's REST API, when it has an address;
 /// bound before any job starts, so a taken port stops the start cleanly.
 fn bind_registry(shard: u32, r: &RegistryFront) -> Result<Option<glommio::net::TcpListener>> {
@@ -546,25 +573,39 @@ fn resume_points(settings: &Settings, root: &Path, shard_count: u32) -> Vec<Resu
         .collect()
 }
 
-/// SIGINT or SIGTERM sets the stop (a thread of its own waits for them).
-fn stop_on_signals(stop: &Stop) -> Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .context("cannot install signal handlers")?;
-    {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("tw-signals".into())
-            .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
+/// SIGINT or SIGTERM sets the stop; SIGHUP reads the TLS listeners' certificate,
+/// key and client CA files again. A thread of its own waits for them (and does the
+/// reading: no core blocks on it).
+fn on_signals(stop: &Stop, listeners: &[crate::listeners::Listener]) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let tls: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| Some((l.name.clone(), l.tls.clone()?)))
+        .collect();
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install signal handlers")?;
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name("tw-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig != SIGHUP {
                     tracing::info!(signal = sig, "stopping: finishing in-flight appends");
                     stop.set();
+                    return;
                 }
-            })
-            .context("cannot start the signal thread")?;
-    }
+                if tls.is_empty() {
+                    tracing::info!("SIGHUP: no TLS listener to reload");
+                }
+                for (name, t) in &tls {
+                    match t.reload() {
+                        Ok(()) => tracing::info!(listener = %name, "TLS files reloaded: new connections use them"),
+                        Err(e) => tracing::error!(listener = %name, "TLS reload failed, the files in use stay: {e:#}"),
+                    }
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
     Ok(())
 }
 
@@ -691,13 +732,12 @@ async fn run_shard(
         ))
         .detach();
     }
-    let listener = listen(front.addr, front.mode == kafka::Mode::SinglePort)
-        .map_err(|e| anyhow::anyhow!("core {shard}: cannot listen on {}: {e}", front.addr))?;
+    let listeners = bind_listeners(shard, front.listeners, front.mode)?;
     let broker = Rc::new(kafka::Broker::new(
         shard,
         front.table,
         log.clone(),
-        (front.advertised_host, front.base_port, front.mode),
+        front.mode,
         front.limits,
         kafka_stats,
         front.topics,
@@ -710,8 +750,7 @@ async fn run_shard(
     if let Some(mail) = front.forwarding {
         kafka::connect_forwarding(&broker, mail).await;
     }
-    let accepting = glommio::spawn_local(kafka::serve(broker, listener, stop.clone()));
-    tracing::info!(shard, addr = %front.addr, "kafka listener up");
+    let accepting = glommio::spawn_local(kafka::serve(broker, listeners, stop.clone()));
     let registry_serving =
         registry_listener.map(|l| serve_registry(l, &front.registry, &log, &metrics, &stop));
     metrics.ready_cores.fetch_add(1, Ordering::SeqCst);

@@ -78,8 +78,6 @@ pub struct Broker {
     /// Every topic and its partitions; grows when CreateTopics adds one.
     table: RefCell<PartitionTable>,
     pub log: Rc<ShardLog>,
-    pub advertised_host: String,
-    pub base_port: u16,
     pub limits: Limits,
     /// Every topic of the table as this core places its partitions, by name.
     placements: RefCell<HashMap<String, Rc<TopicPlacement>>>,
@@ -101,6 +99,8 @@ pub struct Broker {
     pub memory: Rc<glommio::sync::Semaphore>,
     /// Failed appends are logged at most once per `APPEND_FAILURE_LOG_EVERY`.
     pub append_failures: LogThrottle,
+    /// Failed TLS handshakes are logged at most every [`APPEND_FAILURE_LOG_EVERY`].
+    pub tls_failures: LogThrottle,
     /// The consumer groups this core coordinates.
     pub groups: Rc<Coordinator>,
     /// The server's settings a topic's own configs fall back to.
@@ -239,8 +239,8 @@ impl Broker {
         shard: u32,
         table: PartitionTable,
         log: Rc<ShardLog>,
-        // What Metadata tells clients: host, base port, and how cores are reached.
-        (advertised_host, base_port, mode): (String, u16, Mode),
+        // How clients reach the cores.
+        mode: Mode,
         limits: Limits,
         stats: Rc<KafkaStats>,
         topics: TopicPolicy,
@@ -280,8 +280,6 @@ impl Broker {
             topic_configs,
             table: RefCell::new(table),
             log,
-            advertised_host,
-            base_port,
             limits,
             placements: RefCell::new(placements),
             topics,
@@ -295,6 +293,7 @@ impl Broker {
                 limits.request_memory_bytes_max as u64,
             )),
             append_failures: LogThrottle::default(),
+            tls_failures: LogThrottle::default(),
         }
     }
 
@@ -521,10 +520,6 @@ impl Broker {
             Mode::SinglePort => 1,
             Mode::PerCore => self.table.borrow().shard_count(),
         }
-    }
-
-    pub fn port_of(&self, shard: u32) -> i32 {
-        i32::from(self.base_port) + shard as i32
     }
 }
 

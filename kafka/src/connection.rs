@@ -18,10 +18,11 @@ use crate::handlers::{
     find_coordinator, group_admin, init_producer_id, list_offsets, membership, metadata, offsets,
     produce,
 };
+use crate::listener::{Client, Endpoint, ANONYMOUS};
 use crate::stats::{Api, KafkaStats};
 use crate::{bodies, budget};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use kafka_protocol::messages::{self as m, ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -29,20 +30,29 @@ use kafka_protocol::ResponseError;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Accepts connections until the server stops.
-pub async fn serve(broker: Rc<Broker>, listener: TcpListener, stop: tidewater_io::wait::Stop) {
-    // The accept loop runs as its own task and is cancelled at stop. (Racing each
-    // accept against a polling stop check re-polled the pending accept every tick,
-    // and every poll kept another waker of the task: after ~32k ticks, about half an
-    // hour idle, glommio's waker count overflowed and the core panicked.)
+/// Accepts connections on every listener until the server stops.
+pub async fn serve(
+    broker: Rc<Broker>,
+    listeners: Vec<(TcpListener, Rc<Endpoint>)>,
+    stop: tidewater_io::wait::Stop,
+) {
+    // The accept loops run as tasks of their own and are cancelled at stop. (Racing
+    // each accept against a polling stop check re-polled the pending accept every
+    // tick, and every poll kept another waker of the task: after ~32k ticks, about
+    // half an hour idle, glommio's waker count overflowed and the core panicked.)
     let timers = glommio::spawn_local(broker.groups.clone().run());
-    let accepting = glommio::spawn_local(accept_loop(broker, listener));
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(l, endpoint)| glommio::spawn_local(accept_loop(broker.clone(), l, endpoint)))
+        .collect();
     stop.wait().await;
-    accepting.cancel().await;
+    for a in accepting {
+        a.cancel().await;
+    }
     timers.cancel().await;
 }
 
-async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
+async fn accept_loop(broker: Rc<Broker>, listener: TcpListener, endpoint: Rc<Endpoint>) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -66,21 +76,23 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener) {
             .connections
             .set(broker.connections.get() as u64);
         let b = broker.clone();
+        let endpoint = endpoint.clone();
         glommio::spawn_local(async move {
             let peer = stream.peer_addr().ok();
             let host: Rc<str> = peer
                 .map_or_else(String::new, |a| format!("/{}", a.ip()))
                 .into();
             let peer = peer.map(|a| a.to_string()).unwrap_or_default();
-            match connection(&b, stream, host).await {
+            let listener = endpoint.name.clone();
+            match accepted(&b, stream, host, endpoint, &peer).await {
                 Ok(()) => {}
                 Err(Closed::Refused(why)) => {
                     let violations = &b.stats.protocol_violations;
                     violations.set(violations.get() + 1);
-                    tracing::warn!(shard = b.shard, peer, "connection closed: {why}");
+                    tracing::warn!(shard = b.shard, peer, listener, "connection closed: {why}");
                 }
                 Err(Closed::Failed(why)) => {
-                    tracing::info!(shard = b.shard, peer, "connection closed: {why}")
+                    tracing::info!(shard = b.shard, peer, listener, "connection closed: {why}")
                 }
             }
             b.connections.set(b.connections.get() - 1);
@@ -147,6 +159,80 @@ impl Drop for Counted {
     }
 }
 
+/// A connection accepted on `endpoint`: the TLS handshake first when the listener
+/// has TLS (within `request_timeout_ms`), then its requests.
+async fn accepted(
+    broker: &Rc<Broker>,
+    stream: TcpStream,
+    host: Rc<str>,
+    endpoint: Rc<Endpoint>,
+    peer: &str,
+) -> Result<(), Closed> {
+    stream
+        .set_nodelay(true)
+        .map_err(|e| Closed::Failed(e.to_string()))?;
+    let Some(tls) = endpoint.tls_now() else {
+        let client = Client {
+            host,
+            principal: ANONYMOUS.to_string(),
+            endpoint,
+        };
+        return connection(broker, stream, &client).await;
+    };
+    let timeout = Duration::from_millis(broker.limits.request_timeout_ms);
+    let handshake = futures_rustls::TlsAcceptor::from(tls).accept(stream);
+    let why = match within(timeout, handshake).await {
+        Some(Ok(stream)) => return tls_connection(broker, stream, host, endpoint).await,
+        // Connected and closed before a byte: a port check, not a failed client.
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            tracing::debug!(shard = broker.shard, peer, "closed before a TLS hello");
+            return Ok(());
+        }
+        Some(Err(e)) => format!(
+            "TLS handshake failed: {e} (is the client using TLS, and does it trust this server's certificate?)"
+        ),
+        None => format!(
+            "TLS handshake failed: none within {} ms (request_timeout_ms)",
+            timeout.as_millis()
+        ),
+    };
+    let failures = &broker.stats.tls_handshake_failures;
+    failures.set(failures.get() + 1);
+    // A scanner or a fleet with a bad certificate fails over and over: one line per
+    // period, with the count it left out.
+    let now = std::time::Instant::now();
+    if let Some(more) = broker
+        .tls_failures
+        .admit(now, crate::broker::APPEND_FAILURE_LOG_EVERY)
+    {
+        let listener = &endpoint.name;
+        tracing::warn!(shard = broker.shard, peer, listener, "connection closed: {why} ({more} more since the last line; tidewater_kafka_tls_handshake_failures_total counts them all)");
+    }
+    Ok(())
+}
+
+/// A connection whose TLS handshake completed: its principal, then its requests.
+async fn tls_connection(
+    broker: &Rc<Broker>,
+    stream: futures_rustls::server::TlsStream<TcpStream>,
+    host: Rc<str>,
+    endpoint: Rc<Endpoint>,
+) -> Result<(), Closed> {
+    let principal = match stream.get_ref().1.peer_certificates() {
+        None | Some([]) => ANONYMOUS.to_string(),
+        Some([leaf, ..]) => crate::listener::principal_of(leaf).ok_or_else(|| {
+            Closed::Refused("the client certificate's subject cannot be read".into())
+        })?,
+    };
+    tracing::debug!(shard = broker.shard, principal, "TLS connection up");
+    let client = Client {
+        host,
+        principal,
+        endpoint,
+    };
+    connection(broker, stream, &client).await
+}
+
 /// Serves one connection: length-prefixed requests, answered in order.
 ///
 /// Requests are pipelined: the reader begins each request as it arrives (a produce
@@ -155,10 +241,10 @@ impl Drop for Counted {
 /// `in_flight_requests_max` requests are between the two. Any other request waits
 /// until every earlier one is answered and is answered before the next is read, as
 /// Kafka handles requests: a Metadata after a CreateTopics sees the topic.
-async fn connection(broker: &Rc<Broker>, stream: TcpStream, host: Rc<str>) -> Result<(), Closed> {
-    stream
-        .set_nodelay(true)
-        .map_err(|e| Closed::Failed(e.to_string()))?;
+async fn connection<S>(broker: &Rc<Broker>, stream: S, client: &Client) -> Result<(), Closed>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let (reader, writer) = futures_lite::io::split(stream);
     // A request holds a slot until its answer is written, so the channel never
     // holds more than the slots.
@@ -167,19 +253,19 @@ async fn connection(broker: &Rc<Broker>, stream: TcpStream, host: Rc<str>) -> Re
     let slots = Rc::new(glommio::sync::Semaphore::new(slots_max as u64));
     let timeout = Duration::from_millis(broker.limits.request_timeout_ms);
     let writing = glommio::spawn_local(write_answers(writer, answers, slots.clone(), timeout));
-    let read = read_requests(broker, reader, to_writer, slots, &host).await;
+    let read = read_requests(broker, reader, to_writer, slots, client).await;
     // The reader is done (the sender dropped): the writer sends what is begun. When
     // the writer failed first, its reason is the one to log.
     let written = writing.await;
     written.and(read)
 }
 
-async fn read_requests(
+async fn read_requests<S: AsyncRead + Unpin>(
     broker: &Rc<Broker>,
-    mut stream: futures_lite::io::ReadHalf<TcpStream>,
+    mut stream: S,
     to_writer: glommio::channels::local_channel::LocalSender<Begun>,
     slots: Rc<glommio::sync::Semaphore>,
-    host: &str,
+    client: &Client,
 ) -> Result<(), Closed> {
     let slots_max = broker.limits.in_flight_requests_max as u64;
     let mut len_buf = [0u8; 4];
@@ -225,7 +311,7 @@ async fn read_requests(
             let all = slots.acquire_permit(slots_max - 1).await;
             Some(all.map_err(|e| Closed::Failed(format!("request slots closed: {e}")))?)
         };
-        let answer = match handle(broker, body, &mut budget, host).await {
+        let answer = match handle(broker, body, &mut budget, client).await {
             Ok(Handled::Now(answer)) => {
                 broker.stats.request(api, started.elapsed().as_secs_f64());
                 Outgoing::Ready(Ok(answer))
@@ -262,8 +348,8 @@ async fn read_requests(
 /// Writes the answers in request order; stops at the first request that closes the
 /// connection, or when the client cannot be written to. Then it closes `slots`, so
 /// that a reader waiting for one stops too (the answers it holds are dropped).
-async fn write_answers(
-    mut stream: futures_lite::io::WriteHalf<TcpStream>,
+async fn write_answers<S: AsyncWrite + Unpin>(
+    mut stream: S,
     answers: glommio::channels::local_channel::LocalReceiver<Begun>,
     slots: Rc<glommio::sync::Semaphore>,
     timeout: Duration,
@@ -277,7 +363,14 @@ async fn write_answers(
                     .unwrap_or_else(|| Err(Closed::Failed("a produce task was cancelled".into()))),
             };
             if let Some(response) = answer? {
-                within(timeout, stream.write_all(&response))
+                // The flush matters on TLS: write_all returns once the TLS stream
+                // took the plaintext, and what the socket did not take yet waits in
+                // it until the next write or a flush. On a plain socket it is free.
+                let sent = async {
+                    stream.write_all(&response).await?;
+                    stream.flush().await
+                };
+                within(timeout, sent)
                     .await
                     .ok_or_else(|| {
                         Closed::Failed(format!(
@@ -300,9 +393,9 @@ async fn write_answers(
 /// Reads a request body of `len` bytes as it arrives, each part taken from the
 /// request memory before it is read; the whole body must arrive within
 /// `request_timeout_ms`. The buffer's first `len` bytes are the body.
-async fn read_body(
+async fn read_body<S: AsyncRead + Unpin>(
     broker: &Broker,
-    stream: &mut futures_lite::io::ReadHalf<TcpStream>,
+    stream: &mut S,
     len: usize,
     budget: &mut budget::Budget,
 ) -> Result<Vec<u8>, Closed> {
@@ -353,12 +446,12 @@ enum Handled {
 
 /// Decodes one request, runs its handler, encodes the framed response; a produce
 /// returns once its offsets are reserved. `Err`: the connection must close (the
-/// reason is logged). `host` is the client's address as DescribeGroups shows it.
+/// reason is logged).
 async fn handle(
     broker: &Rc<Broker>,
     mut body: Bytes,
     budget: &mut budget::Budget,
-    host: &str,
+    client: &Client,
 ) -> Result<Handled, Closed> {
     let key = body.clone().get_i16();
     let version = body.clone().slice(2..).get_i16();
@@ -394,7 +487,8 @@ async fn handle(
         ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(None)),
         ApiKey::Metadata => {
             let req = decode!(m::MetadataRequest);
-            frame(api, version, cid, &metadata::handle(broker, &req).await)
+            let resp = metadata::handle(broker, &client.endpoint, &req).await;
+            frame(api, version, cid, &resp)
         }
         ApiKey::Produce => {
             let req = decode!(m::ProduceRequest);
@@ -453,7 +547,7 @@ async fn handle(
         }
         ApiKey::FindCoordinator => {
             let req = decode!(m::FindCoordinatorRequest);
-            let resp = find_coordinator::handle(broker, &req, version);
+            let resp = find_coordinator::handle(broker, &client.endpoint, &req, version);
             frame(api, version, cid, &resp)
         }
         ApiKey::DescribeConfigs
@@ -461,10 +555,12 @@ async fn handle(
         | ApiKey::IncrementalAlterConfigs
         | ApiKey::DescribeCluster
         | ApiKey::CreatePartitions
-        | ApiKey::DeleteRecords => handle_admin(broker, api, (version, cid), body).await,
+        | ApiKey::DeleteRecords => {
+            handle_admin(broker, &client.endpoint, api, (version, cid), body).await
+        }
         other => {
-            let client = header.client_id.as_deref().unwrap_or("").to_string();
-            handle_group(broker, other, (version, cid), body, (client, host)).await
+            let id = header.client_id.as_deref().unwrap_or("").to_string();
+            handle_group(broker, other, (version, cid), body, (id, &client.host)).await
         }
     }
     .map(|f| Handled::Now(Some(f)))
@@ -473,6 +569,7 @@ async fn handle(
 /// Configs and the cluster's description.
 async fn handle_admin(
     broker: &Rc<Broker>,
+    endpoint: &Endpoint,
     api: ApiKey,
     (version, cid): (i16, i32),
     mut body: Bytes,
@@ -498,7 +595,12 @@ async fn handle_admin(
         }
         ApiKey::DescribeCluster => {
             let req = decode!(m::DescribeClusterRequest);
-            frame(api, version, cid, &metadata::describe_cluster(broker, &req))
+            frame(
+                api,
+                version,
+                cid,
+                &metadata::describe_cluster(broker, endpoint, &req),
+            )
         }
         ApiKey::DeleteRecords => {
             let req = decode!(m::DeleteRecordsRequest);

@@ -5,7 +5,9 @@
 //!
 //! Layers, each using only the ones below it:
 //!
-//! - `connection`: listener, framing, pipelining, dispatch, why a connection closed;
+//! - `connection`: accept loops, TLS handshakes, framing, pipelining, dispatch, why
+//!   a connection closed; `listener`: what a listener's connections see (its
+//!   advertised address, its TLS configuration) and who a client is (its principal);
 //! - `handlers/`: one file per API; `owner`: what other cores ask of this one;
 //! - `topic_changes`: CreateTopics and DeleteTopics across cores, and `topics_file`
 //!   (`topics.json`);
@@ -29,6 +31,9 @@
 //! connections), Metadata names one broker, and a core forwards the parts of a
 //! request that other cores own to them.
 //!
+//! Each core serves every listener it is given (`[[listeners]]`); a connection's
+//! Metadata names the addresses of the listener it came in on.
+//!
 //! Never: speaks Prometheus (it keeps plain counters, [`KafkaStats`], that the binary
 //! exports); reads a configuration file (the binary hands over [`Limits`], [`Mode`]
 //! and [`TopicPolicy`]); blocks a core on a file-system call of its own
@@ -47,6 +52,7 @@ mod forward;
 pub mod groups;
 mod handlers;
 mod idempotence;
+pub mod listener;
 mod owner;
 mod remote;
 pub mod stats;
@@ -58,6 +64,7 @@ pub use broker::{Broker, Limits, LogThrottle, Mode, TopicPolicy};
 pub use connection::serve;
 pub use error::KafkaError;
 pub use groups::{GroupConfig, OFFSETS_TOPIC};
+pub use listener::{Endpoint, TlsConfig};
 pub use owner::connect as connect_forwarding;
 pub use remote::{mesh, ForwardMail};
 pub use stats::KafkaStats;

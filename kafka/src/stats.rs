@@ -193,6 +193,9 @@ pub struct KafkaStats {
     /// Connections closed because the peer broke the protocol
     /// (`tidewater_kafka_protocol_violations_total`).
     pub protocol_violations: Cell<u64>,
+    /// Connections whose TLS handshake failed or timed out
+    /// (`tidewater_kafka_tls_handshake_failures_total`).
+    pub tls_handshake_failures: Cell<u64>,
     /// Partition parts of requests forwarded to the owning core, single-port mode
     /// (`tidewater_cross_core_forwards_total`).
     pub cross_core_forwards: Cell<u64>,

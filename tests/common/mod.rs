@@ -50,11 +50,23 @@ pub fn serve_on(
     port: u16,
     admin: u16,
 ) -> (Child, u16, u16, std::sync::mpsc::Receiver<String>) {
+    let kafka_addr = format!("127.0.0.1:{port}");
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--kafka-addr", &kafka_addr])
+        .collect();
+    let (child, log) = serve_exactly(&args, admin);
+    (child, port, admin, log)
+}
+
+/// `tidewater serve ARGS` plus SMALL and `--admin-addr` (the listeners are ARGS' or
+/// the config's), once its `ready` line is out; and its stderr so far.
+pub fn serve_exactly(args: &[&str], admin: u16) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = tidewater()
         .arg("serve")
         .args(args)
         .args(SMALL)
-        .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .stderr(Stdio::piped())
         .spawn()
@@ -79,7 +91,7 @@ pub fn serve_on(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    (child, port, admin, log_rx)
+    (child, log_rx)
 }
 
 /// Runs a client script from tests/clients with python3; (success, stdout + stderr).

@@ -5,6 +5,7 @@
 
 use crate::broker::{Broker, Mode};
 use crate::groups::coordinator_of;
+use crate::listener::Endpoint;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -15,6 +16,7 @@ const GROUP_KEY: i8 = 0;
 
 pub fn handle(
     broker: &Broker,
+    endpoint: &Endpoint,
     req: &FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -46,8 +48,8 @@ pub fn handle(
                 Mode::PerCore => coordinator_of(&key, shards),
             };
             c.with_node_id(BrokerId(node as i32))
-                .with_host(StrBytes::from_string(broker.advertised_host.clone()))
-                .with_port(broker.port_of(node))
+                .with_host(StrBytes::from_string(endpoint.advertised_host.clone()))
+                .with_port(endpoint.port_of(node))
         })
         .collect();
     if version >= 4 {

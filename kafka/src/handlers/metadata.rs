@@ -3,6 +3,7 @@
 //! one broker, node 0 on the shared port, leading every partition.
 
 use crate::broker::{Broker, Mode};
+use crate::listener::Endpoint;
 use crate::topic_changes;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
@@ -17,7 +18,11 @@ use kafka_protocol::ResponseError;
 use tidewater_shards::partition_owner;
 
 /// DescribeCluster: the brokers as Metadata names them (admin clients' describeCluster).
-pub fn describe_cluster(broker: &Broker, req: &DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    broker: &Broker,
+    endpoint: &Endpoint,
+    req: &DescribeClusterRequest,
+) -> DescribeClusterResponse {
     // Endpoint type 2 asks for controllers: this server has none apart.
     if req.endpoint_type == 2 {
         return DescribeClusterResponse::default()
@@ -31,8 +36,8 @@ pub fn describe_cluster(broker: &Broker, req: &DescribeClusterRequest) -> Descri
         .map(|s| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(s as i32))
-                .with_host(StrBytes::from_string(broker.advertised_host.clone()))
-                .with_port(broker.port_of(s))
+                .with_host(StrBytes::from_string(endpoint.advertised_host.clone()))
+                .with_port(endpoint.port_of(s))
         })
         .collect();
     DescribeClusterResponse::default()
@@ -42,7 +47,11 @@ pub fn describe_cluster(broker: &Broker, req: &DescribeClusterRequest) -> Descri
         .with_brokers(brokers)
 }
 
-pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    broker: &Broker,
+    endpoint: &Endpoint,
+    req: &MetadataRequest,
+) -> MetadataResponse {
     // Unknown topics asked for by name are created first when auto-creation is on
     // (and the client allows it, v4+).
     if let (Some(partitions), Some(topics)) = (broker.topics.auto_create_partitions, &req.topics) {
@@ -65,8 +74,8 @@ pub async fn handle(broker: &Broker, req: &MetadataRequest) -> MetadataResponse 
         .map(|s| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(s as i32))
-                .with_host(StrBytes::from_string(broker.advertised_host.clone()))
-                .with_port(broker.port_of(s))
+                .with_host(StrBytes::from_string(endpoint.advertised_host.clone()))
+                .with_port(endpoint.port_of(s))
         })
         .collect();
     let wanted: Option<Vec<String>> = req.topics.as_ref().map(|ts| {

@@ -1,0 +1,402 @@
+//! TLS listeners with real clients: kcat (librdkafka on OpenSSL) and kafka-python
+//! (Python's ssl) produce and read over `SSL` with client certificates, beside a
+//! PLAINTEXT listener; the wrong clients (no certificate, an untrusted or expired
+//! one, plaintext on the TLS port, TLS on the plaintext port) fail and the server
+//! stays up; SIGHUP swaps the certificate without closing connections. The
+//! certificates are made by `openssl`, as docs/security.md shows.
+
+mod common;
+
+use std::process::Command;
+
+/// A CA, the server's certificate for 127.0.0.1 and clients' certificates, in a
+/// temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        pki.ca("ca", "/CN=Tidewater Test CA");
+        pki.ca("other-ca", "/CN=Somebody Else");
+        let server = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n";
+        let client = "extendedKeyUsage=clientAuth\n";
+        pki.leaf("server", "ca", "/CN=tidewater", server, 2);
+        pki.leaf("server2", "ca", "/CN=tidewater", server, 2);
+        pki.leaf("writer", "ca", "/O=Example/OU=iot/CN=writer", client, 2);
+        pki.leaf("stranger", "other-ca", "/CN=stranger", client, 2);
+        // Valid for no time at all: expired a second after it is made.
+        pki.leaf("expired", "ca", "/CN=expired", client, 0);
+        pki
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl is installed (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ca(&self, name: &str, subject: &str) {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-subj",
+            subject,
+            "-days",
+            "2",
+        ]);
+    }
+
+    fn leaf(&self, name: &str, ca: &str, subject: &str, extensions: &str, days: u32) {
+        let ext = format!("{name}.ext");
+        std::fs::write(self.dir.path().join(&ext), extensions).unwrap();
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            subject,
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            &days.to_string(),
+            "-extfile",
+            &ext,
+        ]);
+    }
+
+    /// kcat's flags for TLS with `client`'s certificate (None: no certificate).
+    fn kcat_tls(&self, client: Option<&str>) -> Vec<String> {
+        let mut flags = vec![
+            "-X".to_string(),
+            "security.protocol=SSL".to_string(),
+            "-X".to_string(),
+            format!("ssl.ca.location={}", self.path("ca.pem")),
+        ];
+        if let Some(c) = client {
+            flags.extend([
+                "-X".to_string(),
+                format!(
+                    "ssl.certificate.location={}",
+                    self.path(&format!("{c}.pem"))
+                ),
+                "-X".to_string(),
+                format!("ssl.key.location={}", self.path(&format!("{c}.key"))),
+            ]);
+        }
+        flags
+    }
+}
+
+/// A server with a PLAINTEXT listener on `plain` and an SSL one (client certificates
+/// required) on `tls`, each core on its port + its number.
+fn start(pki: &Pki, cores: &str, plain: u16, tls: u16) -> (std::process::Child, u16, Receiver) {
+    let cfg = pki.dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[[topics]]
+name = "events"
+partitions = 2
+
+[[listeners]]
+name = "INTERNAL"
+addr = "127.0.0.1:{plain}"
+
+[[listeners]]
+name = "EXTERNAL"
+addr = "127.0.0.1:{tls}"
+protocol = "SSL"
+tls_cert_file = "server.pem"
+tls_key_file = "server.key"
+tls_client_ca_file = "ca.pem"
+"#
+        ),
+    )
+    .unwrap();
+    let data = pki.dir.path().join("data");
+    let admin = common::free_ports();
+    let (child, log) = common::serve_exactly(
+        &[
+            "--cores",
+            cores,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        admin,
+    );
+    (child, admin, log)
+}
+
+type Receiver = std::sync::mpsc::Receiver<String>;
+
+fn cores() -> &'static str {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        "2"
+    } else {
+        "1"
+    }
+}
+
+/// kcat with `flags` then `args`, stopped after 60 s: an answer stuck on its way
+/// must fail the test, not hang it.
+fn kcat(flags: &[String], args: &[&str], input: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new("timeout")
+        .args(["60", "kcat"])
+        .args(flags)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (scripts/test installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.unwrap_or("").to_string();
+    let feeding = std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    feeding.join().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Two pairs of free ports, far enough apart for two cores each.
+fn two_listeners() -> (u16, u16) {
+    let base = tidewater_tools::ports::free(4).expect("free ports");
+    (base, base + 2)
+}
+
+/// kcat -L against `broker`: whether it got the metadata, and what it said.
+fn metadata(flags: &[String], broker: &str) -> (bool, String) {
+    let (ok, out, err) = kcat(flags, &["-L", "-b", broker, "-m", "4"], None);
+    (ok, format!("{out}{err}"))
+}
+
+#[test]
+fn tls_listeners_serve_real_clients_and_refuse_the_wrong_ones() {
+    let pki = Pki::new();
+    let (plain, tls) = two_listeners();
+    let (child, admin, log) = start(&pki, cores(), plain, tls);
+    let mut server = KilledOnDrop(child);
+    let tls_broker = format!("127.0.0.1:{tls}");
+    let plain_broker = format!("127.0.0.1:{plain}");
+    let writer = pki.kcat_tls(Some("writer"));
+
+    // Each listener's Metadata names its own ports: a TLS client reaches every core
+    // over TLS, a plaintext one over plaintext.
+    let (ok, said) = metadata(&writer, &tls_broker);
+    assert!(ok, "{said}");
+    assert!(said.contains(&format!("at 127.0.0.1:{tls}")), "{said}");
+    assert!(!said.contains(&format!("at 127.0.0.1:{plain}")), "{said}");
+    let (ok, said) = metadata(&[], &plain_broker);
+    assert!(
+        ok && said.contains(&format!("at 127.0.0.1:{plain}")),
+        "{said}"
+    );
+
+    // Produce over both, kafka-python over TLS too; read it all back over TLS.
+    let produce = ["-P", "-b", &tls_broker, "-t", "events", "-p", "-1"];
+    let (ok, _, err) = kcat(&writer, &produce, Some("tls-a\ntls-b\ntls-c\n"));
+    assert!(ok, "{err}");
+    let (ok, _, err) = kcat(
+        &[],
+        &["-P", "-b", &plain_broker, "-t", "events", "-p", "-1"],
+        Some("plain-a\nplain-b\n"),
+    );
+    assert!(ok, "{err}");
+    let (ok, said) = common::python(
+        "tls.py",
+        &[
+            "produce",
+            &tls_broker,
+            &pki.path("ca.pem"),
+            &pki.path("writer.pem"),
+            &pki.path("writer.key"),
+            "events",
+            "4",
+        ],
+    );
+    assert!(ok && said.contains("sent 4"), "{said}");
+    let consume = [
+        "-C",
+        "-b",
+        &tls_broker,
+        "-t",
+        "events",
+        "-o",
+        "beginning",
+        "-e",
+    ];
+    let (ok, out, err) = kcat(&writer, &consume, None);
+    assert!(ok, "{err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        ["plain-a", "plain-b", "tls-0", "tls-1", "tls-2", "tls-3", "tls-a", "tls-b", "tls-c"]
+    );
+
+    // Answers far larger than a socket buffer leave whole over TLS: a consumer reads
+    // 4 MB back.
+    let big: String = (0..2000)
+        .map(|i| format!("{i:04}{}\n", "x".repeat(2000)))
+        .collect();
+    let (ok, _, err) = kcat(&writer, &produce, Some(&big));
+    assert!(ok, "{err}");
+    let (ok, out, err) = kcat(&writer, &consume, None);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().filter(|l| l.len() == 2004).count(), 2000);
+
+    // The wrong clients get nothing, each failure is counted where it belongs, and
+    // the server stays up for the right ones.
+    let tls_failed = "tidewater_kafka_tls_handshake_failures_total";
+    let violations = "tidewater_kafka_protocol_violations_total";
+    for (what, flags, broker, counted) in [
+        (
+            "no client certificate",
+            pki.kcat_tls(None),
+            &tls_broker,
+            tls_failed,
+        ),
+        (
+            "an untrusted certificate",
+            pki.kcat_tls(Some("stranger")),
+            &tls_broker,
+            tls_failed,
+        ),
+        (
+            "an expired certificate",
+            pki.kcat_tls(Some("expired")),
+            &tls_broker,
+            tls_failed,
+        ),
+        ("plaintext on the TLS port", vec![], &tls_broker, tls_failed),
+        (
+            "TLS on the plaintext port",
+            writer.clone(),
+            &plain_broker,
+            violations,
+        ),
+    ] {
+        // The cores copy their counters out every 500 ms: let the last case's land.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let before = common::metric_sum(&common::scrape(admin), counted);
+        let (ok, said) = metadata(&flags, broker);
+        assert!(!ok, "{what}: {said}");
+        let after = common::scrape_when(admin, |t| common::metric_sum(t, counted) > before);
+        assert!(
+            common::metric_sum(&after, counted) > before,
+            "{what}: not in {counted}"
+        );
+    }
+    assert!(server.0.try_wait().unwrap().is_none(), "the server stopped");
+    let (ok, said) = metadata(&writer, &tls_broker);
+    assert!(ok, "{said}");
+    let said: Vec<String> = log.try_iter().collect();
+    let said = said.join("\n");
+    assert!(said.contains("TLS handshake failed"), "{said}");
+    assert!(said.contains("listener=EXTERNAL"), "{said}");
+    // A TLS hello read as a Kafka request is refused by its size, on INTERNAL.
+    assert!(said.contains("outside 8..="), "{said}");
+}
+
+#[test]
+fn sighup_swaps_the_certificate_and_keeps_the_connections() {
+    let pki = Pki::new();
+    let (plain, tls) = two_listeners();
+    let (child, _admin, log) = start(&pki, "1", plain, tls);
+    let server = KilledOnDrop(child);
+    let (ok, said) = common::python(
+        "tls.py",
+        &[
+            "reload",
+            &server.0.id().to_string(),
+            &format!("127.0.0.1:{tls}"),
+            &pki.path("ca.pem"),
+            &pki.path("writer.pem"),
+            &pki.path("writer.key"),
+            &pki.path("server.pem"),
+            &pki.path("server.key"),
+            &pki.path("server2.pem"),
+            &pki.path("server2.key"),
+        ],
+    );
+    assert!(ok && said.contains("reloaded"), "{said}");
+    // Files that do not load are refused; the certificate in use stays.
+    std::fs::write(pki.dir.path().join("server.key"), "not a key").unwrap();
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut said = String::new();
+    while !said.contains("TLS reload failed") && std::time::Instant::now() < deadline {
+        said.extend(log.try_iter().map(|l| l + "\n"));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(said.contains("TLS reload failed"), "{said}");
+    assert!(said.contains(&pki.path("server.key")), "{said}");
+    let (ok, said) = metadata(&pki.kcat_tls(Some("writer")), &format!("127.0.0.1:{tls}"));
+    assert!(ok, "{said}");
+}
+
+/// A server that is stopped however the test ends.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
