@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// job has not checkpointed past, so it bounds a RAM-backed `--ledger-dir`.
     #[arg(long)]
     retention_bytes: Option<u64>,
+    /// Run the live test a second time over TLS (an `SSL` listener, a certificate
+    /// made for the run) and compare the two.
+    #[arg(long)]
+    tls: bool,
 }
 
 const MARKER: &str = ".tidewater-bench";
@@ -119,7 +123,7 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
         a.devices, a.durability
     );
     println!("machine: {}", machine());
-    let live = live_test(&a, &root.join("live"), duration)?;
+    let live = live_test(&a, &root.join("live"), duration, None)?;
     println!(
         "live: ingest {:.0} events/s, processed {:.0} events/s during the load, {:.3} server CPU-s per million events",
         live.ingest_eps, live.live_eps, live.cpu_per_million
@@ -141,6 +145,11 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
     } else {
         println!("      NOT verified: {}", live.why_not.join("; "));
     }
+    let tls = if a.tls {
+        Some(tls_test(&a, &root, duration, &live)?)
+    } else {
+        None
+    };
     let backlog = if a.backlog_events > 0 {
         let b = backlog_test(&a, &root.join("backlog"))?;
         println!(
@@ -190,13 +199,58 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
         "windows_checked": live.windows_checked,
         "verified": live.verified,
         "not_verified_because": live.why_not,
+        "tls": tls,
     });
     if let Some(path) = &a.report {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("report: {}", path.display());
     }
-    Ok(if live.verified { 0 } else { 1 })
+    let tls_verified = tls.as_ref().is_none_or(|t| t["verified"] == true);
+    Ok(if live.verified && tls_verified { 0 } else { 1 })
+}
+
+/// The live test again over TLS: the same load, the server on an `SSL` listener with
+/// a certificate made for the run. Prints the comparison; returns its report part.
+fn tls_test(
+    a: &BenchArgs,
+    root: &Path,
+    duration: Duration,
+    plain: &Live,
+) -> Result<serde_json::Value> {
+    // The plaintext run's log is checked and done with: its disk goes back first, so
+    // the two runs need the space of one.
+    let ledgers = a.ledger_dir.as_ref().map(|l| l.join("live"));
+    for done in std::iter::once(root.join("live").join("data")).chain(ledgers) {
+        std::fs::remove_dir_all(&done)
+            .with_context(|| format!("cannot remove {}", done.display()))?;
+    }
+    let tls = harness::make_tls(&root.join("tls"))?;
+    let live = live_test(a, &root.join("live-tls"), duration, Some(&tls))?;
+    println!(
+        "live over TLS: ingest {:.0} events/s ({:+.1}% against plaintext), {:.3} server CPU-s per million events ({:+.1}%); ack latency p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms; {}",
+        live.ingest_eps,
+        (live.ingest_eps / plain.ingest_eps - 1.0) * 100.0,
+        live.cpu_per_million,
+        (live.cpu_per_million / plain.cpu_per_million - 1.0) * 100.0,
+        live.ack_ms.0,
+        live.ack_ms.1,
+        live.ack_ms.2,
+        if live.verified {
+            "verified".to_string()
+        } else {
+            format!("NOT verified: {}", live.why_not.join("; "))
+        }
+    );
+    Ok(serde_json::json!({
+        "ingest_events_per_sec": live.ingest_eps,
+        "ingest_vs_plaintext": live.ingest_eps / plain.ingest_eps,
+        "cpu_seconds_per_million_events": live.cpu_per_million,
+        "ack_latency_ms": { "p50": live.ack_ms.0, "p99": live.ack_ms.1, "p999": live.ack_ms.2 },
+        "acked_events": live.acked,
+        "verified": live.verified,
+        "not_verified_because": live.why_not,
+    }))
 }
 
 fn options(a: &BenchArgs, brokers: String) -> loadgen::Options {
@@ -218,10 +272,16 @@ fn options(a: &BenchArgs, brokers: String) -> loadgen::Options {
         seed: 1,
         max_in_flight: 5,
         progress: false,
+        tls: None,
     }
 }
 
-fn start(a: &BenchArgs, dir: &Path, with_job: bool) -> Result<Server> {
+fn start(
+    a: &BenchArgs,
+    dir: &Path,
+    with_job: bool,
+    tls: Option<&harness::TlsFiles>,
+) -> Result<Server> {
     std::fs::create_dir_all(dir)?;
     let schema = harness::write_schema(dir)?;
     let config = dir.join("bench.toml");
@@ -246,12 +306,13 @@ fn start(a: &BenchArgs, dir: &Path, with_job: bool) -> Result<Server> {
         args.push(bytes.to_string());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(
+    Server::start_with(
         &config,
         &dir.join("data"),
         &a.cores,
         &args,
         &dir.join("server.log"),
+        tls,
     )
 }
 
@@ -307,9 +368,15 @@ fn drain(server: &Server) -> Result<f64> {
     }
 }
 
-fn live_test(a: &BenchArgs, dir: &Path, duration: Duration) -> Result<Live> {
-    let server = start(a, dir, true)?;
+fn live_test(
+    a: &BenchArgs,
+    dir: &Path,
+    duration: Duration,
+    tls: Option<&harness::TlsFiles>,
+) -> Result<Live> {
+    let server = start(a, dir, true, tls)?;
     let mut opts = options(a, server.brokers());
+    opts.tls = tls.map(|t| t.client.clone());
     opts.duration = Some(duration);
     let cpu0 = harness::cpu_seconds(server.pid())?;
     let before = server.scrape()?;
@@ -414,7 +481,7 @@ struct Backlog {
 
 fn backlog_test(a: &BenchArgs, dir: &Path) -> Result<Backlog> {
     // Produce with no job running: the backlog.
-    let server = start(a, dir, false)?;
+    let server = start(a, dir, false, None)?;
     let mut opts = options(a, server.brokers());
     opts.events = Some(a.backlog_events);
     let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"))?;
@@ -425,7 +492,7 @@ fn backlog_test(a: &BenchArgs, dir: &Path) -> Result<Backlog> {
     );
     server.stop()?;
     // The job starts and reads it all.
-    let server = start(a, dir, true)?;
+    let server = start(a, dir, true, None)?;
     let target = report.acked as f64;
     let mut first: Option<(Instant, f64)> = None;
     let done = loop {

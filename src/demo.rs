@@ -148,6 +148,7 @@ fn load_options(a: &DemoArgs, brokers: String, duration: Duration) -> loadgen::O
         seed: 1,
         max_in_flight: 5,
         progress: false,
+        tls: None,
     }
 }
 

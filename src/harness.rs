@@ -44,6 +44,64 @@ pub fn free_ports(count: u16) -> Result<u16> {
     tidewater_tools::ports::free(count).context("no free ports on 127.0.0.1")
 }
 
+/// An `SSL` listener's files for a server the harness starts, made for the run: a
+/// CA and a certificate for 127.0.0.1 it signed; and the client side, trusting it.
+pub struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    pub client: tidewater_tools::loadgen::tls::Tls,
+}
+
+/// Makes [`TlsFiles`] in `dir` (ECDSA P-256 keys, rcgen).
+pub fn make_tls(dir: &Path) -> Result<TlsFiles> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    std::fs::create_dir_all(dir)?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "Tidewater bench CA");
+    let ca = ca.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(vec!["localhost".to_string()])?;
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "tidewater bench");
+    let cert = server.signed_by(&key, &ca, &ca_key)?;
+    let files = TlsFiles {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        client: tidewater_tools::loadgen::tls::Tls::from_pem(ca.pem().as_bytes(), None)
+            .map_err(|e| anyhow::anyhow!("the bench's TLS client: {e}"))?,
+    };
+    std::fs::write(&files.cert, cert.pem())?;
+    std::fs::write(&files.key, key.serialize_pem())?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    Ok(files)
+}
+
+impl TlsFiles {
+    /// `config` with an `SSL` listener on `addr` added, written beside it.
+    fn listener_config(&self, config: &Path, addr: &str) -> Result<PathBuf> {
+        let text = std::fs::read_to_string(config)
+            .with_context(|| format!("cannot read {}", config.display()))?;
+        // A JSON string is a TOML basic string for every path written here.
+        let quoted = |p: &Path| serde_json::Value::String(p.display().to_string()).to_string();
+        let with_tls = format!(
+            "{text}\n[[listeners]]\nname = \"BENCH\"\naddr = \"{addr}\"\nprotocol = \"SSL\"\ntls_cert_file = {}\ntls_key_file = {}\n",
+            quoted(&self.cert),
+            quoted(&self.key)
+        );
+        let path = config.with_extension("tls.toml");
+        std::fs::write(&path, with_tls)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
 /// `tidewater serve` as a child process.
 pub struct Server {
     child: Child,
@@ -70,9 +128,21 @@ impl Server {
         extra: &[&str],
         log: &Path,
     ) -> Result<Server> {
+        Server::start_with(config, data, cores, extra, log, None)
+    }
+
+    /// [`Server::start`]; with `tls`, its Kafka listener is `SSL` with those files.
+    pub fn start_with(
+        config: &Path,
+        data: &Path,
+        cores: &str,
+        extra: &[&str],
+        log: &Path,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Server> {
         let mut tries = 1;
         loop {
-            match Server::start_once(config, data, cores, extra, log) {
+            match Server::start_once(config, data, cores, extra, log, tls) {
                 Err(e) if tries < 3 && format!("{e:#}").contains("Address already in use") => {
                     tries += 1;
                 }
@@ -87,9 +157,18 @@ impl Server {
         cores: &str,
         extra: &[&str],
         log: &Path,
+        tls: Option<&TlsFiles>,
     ) -> Result<Server> {
         let kafka_port = free_ports(16)?;
         let admin_port = free_ports(1)?;
+        let kafka_addr = format!("127.0.0.1:{kafka_port}");
+        let (config, listener) = match tls {
+            None => (
+                config.to_path_buf(),
+                vec!["--kafka-addr", kafka_addr.as_str()],
+            ),
+            Some(t) => (t.listener_config(config, &kafka_addr)?, vec![]),
+        };
         let exe = std::env::current_exe().context("cannot find this executable")?;
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
@@ -97,10 +176,10 @@ impl Server {
         let child = Command::new(exe)
             .args(["serve", "--cores", cores])
             .arg("--config")
-            .arg(config)
+            .arg(&config)
             .arg("--data-dir")
             .arg(data)
-            .args(["--kafka-addr", &format!("127.0.0.1:{kafka_port}")])
+            .args(listener)
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
             // Any free port: a registry on the default 8081 may already run here.
             .args(["--schema-registry-addr", "127.0.0.1:0"])

@@ -117,6 +117,15 @@ struct LoadgenArgs {
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
+    /// Produce over TLS (an `SSL` listener), trusting the CA in this PEM file.
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
+    /// With --tls-ca-file: this client certificate (PEM), for listeners that ask for one.
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
     /// Consume instead: a group of --consumers members reads --topic, committing
     /// every --commit-interval; reports events/s and produce→consume latency.
     #[arg(long)]
@@ -377,6 +386,7 @@ fn loadgen(a: LoadgenArgs) -> Result<i32> {
     if !(0.0..=1.0).contains(&a.out_of_order) {
         anyhow::bail!("--out-of-order is a fraction between 0 and 1");
     }
+    let tls = loadgen_tls(&a)?;
     let opts = loadgen::Options {
         brokers: a.brokers,
         topic: a.topic,
@@ -395,6 +405,7 @@ fn loadgen(a: LoadgenArgs) -> Result<i32> {
         seed: a.seed,
         max_in_flight: a.max_in_flight,
         progress: !a.quiet,
+        tls,
     };
     let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("loadgen: {e}"))?;
     println!(
@@ -413,6 +424,19 @@ fn loadgen(a: LoadgenArgs) -> Result<i32> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     Ok(if report.errors.is_empty() { 0 } else { 1 })
+}
+
+/// The load generator's TLS settings from its flags.
+fn loadgen_tls(a: &LoadgenArgs) -> Result<Option<tidewater_tools::loadgen::tls::Tls>> {
+    let client = a.tls_cert_file.as_deref().zip(a.tls_key_file.as_deref());
+    match &a.tls_ca_file {
+        None if client.is_some() => anyhow::bail!("--tls-cert-file needs --tls-ca-file"),
+        None => Ok(None),
+        Some(ca) => Ok(Some(
+            tidewater_tools::loadgen::tls::Tls::from_files(ca, client)
+                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+        )),
+    }
 }
 
 fn log_settings(dir: PathBuf, storage: &StorageFlags) -> Result<tidewater_io::LogConfig> {

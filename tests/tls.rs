@@ -289,6 +289,23 @@ fn tls_listeners_serve_real_clients_and_refuse_the_wrong_ones() {
         ["plain-a", "plain-b", "tls-0", "tls-1", "tls-2", "tls-3", "tls-a", "tls-b", "tls-c"]
     );
 
+    // The load generator over TLS with a client certificate, as `bench --tls` uses it.
+    let out = common::tidewater()
+        .args(["loadgen", "--brokers", &tls_broker, "--topic", "events"])
+        .args(["--events", "1000", "--devices", "50", "--quiet"])
+        .args(["--tls-ca-file", &pki.path("ca.pem")])
+        .args(["--tls-cert-file", &pki.path("writer.pem")])
+        .args(["--tls-key-file", &pki.path("writer.key")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("acked 1000"), "{said}");
+
     // Answers far larger than a socket buffer leave whole over TLS: a consumer reads
     // 4 MB back.
     let big: String = (0..2000)

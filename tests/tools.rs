@@ -58,7 +58,14 @@ fn bench_writes_a_verified_report_with_every_key() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
     let out = common::tidewater()
-        .args(["bench", "--duration", "3s", "--backlog-events", "100000"])
+        .args([
+            "bench",
+            "--duration",
+            "3s",
+            "--backlog-events",
+            "100000",
+            "--tls",
+        ])
         // 3 s of wall clock carry 3 minutes of event time: windows fire and are
         // checked against what was acknowledged.
         .args(["--time-scale", "60", "--devices", "1000", "--dir"])
@@ -102,4 +109,16 @@ fn bench_writes_a_verified_report_with_every_key() {
         "a final commit per member: {r}"
     );
     assert!(r["acked_events"].as_u64().unwrap() > 0);
+    // The live test again over TLS, verified the same way.
+    let t = &r["tls"];
+    assert!(
+        t["ingest_events_per_sec"].as_f64().is_some_and(|v| v > 0.0),
+        "{r}"
+    );
+    assert!(
+        t["ingest_vs_plaintext"].as_f64().is_some_and(|v| v > 0.0),
+        "{r}"
+    );
+    assert!(t["acked_events"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(t["verified"], serde_json::Value::Bool(true), "{r}");
 }

@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod consume;
 pub mod event;
+pub mod tls;
 pub use tidewater_shards::partitioner;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -26,7 +27,6 @@ use kafka_protocol::records::{
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +61,8 @@ pub struct Options {
     pub window_ms: i64,
     pub seed: u64,
     pub max_in_flight: usize,
+    /// Connect over TLS (an `SSL` listener); None: plaintext.
+    pub tls: Option<tls::Tls>,
     /// Show a live progress line.
     pub progress: bool,
 }
@@ -114,7 +116,7 @@ fn io_err(what: impl Into<String>) -> std::io::Error {
 
 /// Writes one request with its size prefix and header.
 fn send<R: Encodable>(
-    s: &mut TcpStream,
+    s: &mut impl Write,
     api: ApiKey,
     version: i16,
     correlation_id: i32,
@@ -134,11 +136,12 @@ fn send<R: Encodable>(
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     s.write_all(&buf)?;
+    s.flush()?;
     Ok(buf.len())
 }
 
 /// Reads one response body (after its header).
-fn recv(s: &mut TcpStream, api: ApiKey, version: i16) -> std::io::Result<(i32, Bytes)> {
+fn recv(s: &mut impl Read, api: ApiKey, version: i16) -> std::io::Result<(i32, Bytes)> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
     let len = i32::from_be_bytes(len);
@@ -154,10 +157,14 @@ fn recv(s: &mut TcpStream, api: ApiKey, version: i16) -> std::io::Result<(i32, B
 }
 
 /// Partition leaders of `topic`: partition -> broker address.
-fn discover(brokers: &str, topic_name: &str) -> std::io::Result<Vec<String>> {
+fn discover(
+    brokers: &str,
+    topic_name: &str,
+    tls: Option<&tls::Tls>,
+) -> std::io::Result<Vec<String>> {
     let mut last = io_err("no broker given");
     for addr in brokers.split(',') {
-        let mut s = match TcpStream::connect(addr.trim()) {
+        let mut s = match tls::connect(addr.trim(), tls) {
             Ok(s) => s,
             Err(e) => {
                 last = e;
@@ -293,7 +300,7 @@ fn now_ms() -> i64 {
 
 /// Runs the load and returns the report.
 pub fn run(opts: &Options) -> std::io::Result<Report> {
-    let leaders = discover(&opts.brokers, &opts.topic)?;
+    let leaders = discover(&opts.brokers, &opts.topic, opts.tls.as_ref())?;
     let plans = plan(opts, &leaders);
     if plans.is_empty() {
         return Err(io_err("no partition to produce to"));
@@ -399,8 +406,7 @@ fn connection(
     live: &Live,
     stop: &AtomicBool,
 ) -> std::io::Result<ConnResult> {
-    let mut s = TcpStream::connect(&plan.addr)?;
-    s.set_nodelay(true)?;
+    let mut s = tls::connect(&plan.addr, opts.tls.as_ref())?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ conn_index.wrapping_mul(0x9e37));
     let mut out = ConnResult {
         max_ts: i64::MIN,
@@ -537,7 +543,7 @@ fn connection(
 }
 
 fn receive_one(
-    s: &mut TcpStream,
+    s: &mut tls::Conn,
     in_flight: &mut VecDeque<InFlight>,
     out: &mut ConnResult,
     live: &Live,
@@ -643,6 +649,7 @@ mod tests {
             seed: 1,
             max_in_flight: 5,
             progress: false,
+            tls: None,
         };
         let leaders: Vec<String> = (0..8).map(|p| format!("b{}", p % 2)).collect();
         let plans = plan(&opts, &leaders);
