@@ -1,4 +1,5 @@
-//! Who may use the admin listener: a bearer token from a file, asked of every path
+//! Who may use the admin listener: a bearer token from a file, or a client
+//! certificate its TLS verified (`admin_tls_client_ca_file`), asked of every path
 //! but those left open (`/metrics` and `/health` by default, so scrapers and load
 //! balancers need nothing).
 //!
@@ -17,6 +18,8 @@ pub struct AdminAuth {
     token: Option<String>,
     /// Paths served without the token.
     open: Vec<String>,
+    /// A verified client certificate stands for the token.
+    certificates: bool,
 }
 
 impl AdminAuth {
@@ -41,22 +44,38 @@ impl AdminAuth {
         Ok(AdminAuth {
             token: Some(token),
             open,
+            certificates: false,
         })
     }
 
-    /// Whether a token is asked for at all.
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
+    /// A verified client certificate also lets a request through (the admin
+    /// listener's TLS has a client CA); `open` paths need neither.
+    pub fn with_client_certificates(self, open: Vec<String>) -> AdminAuth {
+        AdminAuth {
+            certificates: true,
+            open,
+            ..self
+        }
     }
 
-    /// Whether a request for `path` with this `Authorization` header value may go on.
-    pub fn allows(&self, path: &str, authorization: Option<&str>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        if self.open.iter().any(|p| p == path) {
+    /// Whether anything is asked of a client at all.
+    pub fn protects(&self) -> bool {
+        self.token.is_some() || self.certificates
+    }
+
+    /// Whether a request for `path` with this `Authorization` header value, on a
+    /// connection that did (`certified`) or did not show a verified client
+    /// certificate, may go on.
+    pub fn allows(&self, path: &str, authorization: Option<&str>, certified: bool) -> bool {
+        if !self.protects() || self.open.iter().any(|p| p == path) {
             return true;
         }
+        if certified && self.certificates {
+            return true;
+        }
+        let Some(token) = &self.token else {
+            return false;
+        };
         let given = authorization
             .and_then(|v| v.trim().strip_prefix("Bearer "))
             .map(str::trim)
@@ -92,12 +111,22 @@ mod tests {
         let file = dir.path().join("token");
         std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
         let auth = AdminAuth::from_file(&file, vec!["/metrics".into()]).unwrap();
-        assert!(auth.allows("/metrics", None));
-        assert!(!auth.allows("/checkpoint", None));
-        assert!(!auth.allows("/checkpoint", Some("Bearer 0123456789abcdef012")));
-        assert!(!auth.allows("/checkpoint", Some("Basic 0123456789abcdef0123")));
-        assert!(auth.allows("/checkpoint", Some("Bearer 0123456789abcdef0123")));
-        assert!(AdminAuth::open().allows("/checkpoint", None));
+        assert!(auth.allows("/metrics", None, false));
+        assert!(!auth.allows("/checkpoint", None, false));
+        assert!(!auth.allows("/checkpoint", Some("Bearer 0123456789abcdef012"), false));
+        assert!(!auth.allows("/checkpoint", Some("Basic 0123456789abcdef0123"), false));
+        assert!(auth.allows("/checkpoint", Some("Bearer 0123456789abcdef0123"), false));
+        // A certificate counts only where the listener verifies them.
+        assert!(!auth.allows("/checkpoint", None, true));
+        let both = auth.with_client_certificates(vec!["/health".into()]);
+        assert!(both.allows("/checkpoint", None, true));
+        assert!(both.allows("/checkpoint", Some("Bearer 0123456789abcdef0123"), false));
+        assert!(!both.allows("/metrics", None, false));
+        let only = AdminAuth::open().with_client_certificates(vec!["/health".into()]);
+        assert!(only.protects());
+        assert!(only.allows("/checkpoint", None, true));
+        assert!(!only.allows("/checkpoint", Some("Bearer x"), false));
+        assert!(AdminAuth::open().allows("/checkpoint", None, false));
         std::fs::write(&file, "short").unwrap();
         let e = AdminAuth::from_file(&file, Vec::new()).unwrap_err();
         assert!(e.to_string().contains("at least 16"), "{e}");

@@ -97,6 +97,9 @@ pub struct FileConfig {
     pub admin_addr: Option<String>,
     pub admin_token_file: Option<PathBuf>,
     pub admin_open_paths: Option<Vec<String>>,
+    pub admin_tls_cert_file: Option<PathBuf>,
+    pub admin_tls_key_file: Option<PathBuf>,
+    pub admin_tls_client_ca_file: Option<PathBuf>,
     pub schema_registry_addr: Option<String>,
     pub kafka_mode: Option<String>,
     pub auto_create_topics: Option<bool>,
@@ -232,6 +235,8 @@ pub struct Settings {
     pub admin_addr: std::net::SocketAddr,
     /// Who may use the admin listener.
     pub admin_auth: crate::admin_auth::AdminAuth,
+    /// The admin listener's TLS, when it has some.
+    pub admin_tls: Option<crate::listeners::Tls>,
     /// Where the schema registry's REST API is served (core 0); None: not at all.
     pub schema_registry_addr: Option<std::net::SocketAddr>,
     pub kafka_mode: tidewater_kafka::Mode,
@@ -304,6 +309,15 @@ pub struct KafkaFlags {
     /// `Authorization: Bearer <token>`.
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// HTTPS on the admin listener: its certificate chain (PEM).
+    #[arg(long, requires = "admin_tls_key_file")]
+    pub admin_tls_cert_file: Option<PathBuf>,
+    /// The key of --admin-tls-cert-file (PEM).
+    #[arg(long, requires = "admin_tls_cert_file")]
+    pub admin_tls_key_file: Option<PathBuf>,
+    /// With admin TLS: a client certificate this CA signed stands for the admin token.
+    #[arg(long)]
+    pub admin_tls_client_ca_file: Option<PathBuf>,
     /// Schema registry REST listener, Confluent's API (default 127.0.0.1:8081;
     /// "none" serves none).
     #[arg(long, env = "TIDEWATER_SCHEMA_REGISTRY_ADDR")]
@@ -369,21 +383,7 @@ impl Settings {
         let admin_addr: std::net::SocketAddr = admin_text.parse().with_context(|| {
             format!("admin_addr {admin_text:?}: use HOST:PORT with an IP address")
         })?;
-        // A flag's path is from where the command runs; the file's, from the file.
-        let token_file = kafka.admin_token_file.clone().or_else(|| {
-            file.admin_token_file
-                .as_ref()
-                .map(|p| file.base_dir.join(p))
-        });
-        let admin_auth = match token_file {
-            Some(path) => crate::admin_auth::AdminAuth::from_file(
-                &path,
-                file.admin_open_paths
-                    .clone()
-                    .unwrap_or_else(|| vec!["/metrics".into(), "/health".into()]),
-            )?,
-            None => crate::admin_auth::AdminAuth::open(),
-        };
+        let (admin_auth, admin_tls) = admin_access(kafka, &file)?;
         let registry_text = kafka
             .schema_registry_addr
             .clone()
@@ -424,6 +424,7 @@ impl Settings {
             kafka_mode,
             admin_addr,
             admin_auth,
+            admin_tls,
             schema_registry_addr,
             data_dir,
             cores,
@@ -454,6 +455,46 @@ impl Settings {
         }
         cfg
     }
+}
+
+/// Who may use the admin listener, and its TLS. A flag's path is from where the
+/// command runs; the file's, from the file.
+fn admin_access(
+    kafka: &KafkaFlags,
+    file: &FileConfig,
+) -> Result<(crate::admin_auth::AdminAuth, Option<crate::listeners::Tls>)> {
+    let path = |flag: &Option<PathBuf>, key: &Option<PathBuf>| {
+        flag.clone()
+            .or_else(|| key.as_ref().map(|p| file.base_dir.join(p)))
+    };
+    let open = file
+        .admin_open_paths
+        .clone()
+        .unwrap_or_else(|| vec!["/metrics".into(), "/health".into()]);
+    let mut auth = match path(&kafka.admin_token_file, &file.admin_token_file) {
+        Some(p) => crate::admin_auth::AdminAuth::from_file(&p, open.clone())?,
+        None => crate::admin_auth::AdminAuth::open(),
+    };
+    let cert = path(&kafka.admin_tls_cert_file, &file.admin_tls_cert_file);
+    let key = path(&kafka.admin_tls_key_file, &file.admin_tls_key_file);
+    let client_ca = path(
+        &kafka.admin_tls_client_ca_file,
+        &file.admin_tls_client_ca_file,
+    );
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if client_ca.is_some() {
+                auth = auth.with_client_certificates(open);
+            }
+            Some(
+                crate::listeners::Tls::for_admin(cert, key, client_ca)
+                    .context("the admin listener's TLS")?,
+            )
+        }
+        (None, None) if client_ca.is_none() => None,
+        _ => bail!("admin TLS needs admin_tls_cert_file and admin_tls_key_file (admin_tls_client_ca_file works only with them)"),
+    };
+    Ok((auth, tls))
 }
 
 /// The log's settings: flags over the file over the defaults, checked.

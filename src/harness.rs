@@ -280,8 +280,19 @@ pub fn http_with_token(
     path: &str,
     token: Option<&str>,
 ) -> Result<(u16, String)> {
-    let mut s =
-        std::net::TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+    http_as(addr, method, path, token, None)
+}
+
+/// [`http_with_token`], over TLS (HTTPS) when `tls` is given.
+pub fn http_as(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    tls: Option<&tidewater_tools::loadgen::tls::Tls>,
+) -> Result<(u16, String)> {
+    let mut s = tidewater_tools::loadgen::tls::connect(addr, tls)
+        .with_context(|| format!("cannot connect to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     // One write: a server may answer as soon as it has the request line.

@@ -97,12 +97,33 @@ struct TlsFiles {
     cert: PathBuf,
     key: PathBuf,
     client_ca: Option<PathBuf>,
+    /// A client may also come without a certificate (one it shows must verify).
+    client_optional: bool,
 }
 
 impl Tls {
     fn load(files: TlsFiles) -> Result<Tls> {
         let config = Arc::new(RwLock::new(Arc::new(files.build()?)));
         Ok(Tls { files, config })
+    }
+
+    /// The admin listener's TLS: clients of `client_ca` may show a certificate, and
+    /// others may come without one (the paths they may use are the admin rules').
+    pub fn for_admin(cert: PathBuf, key: PathBuf, client_ca: Option<PathBuf>) -> Result<Tls> {
+        Tls::load(TlsFiles {
+            cert,
+            key,
+            client_ca,
+            client_optional: true,
+        })
+    }
+
+    /// The configuration a connection accepted now handshakes with.
+    pub fn now(&self) -> Arc<rustls::ServerConfig> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Reads the files again; new connections handshake with what they hold now,
@@ -150,9 +171,15 @@ impl TlsFiles {
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
-                )
-                .build()
-                .with_context(|| format!("tls_client_ca_file {}", path.display()))?;
+                );
+                let verifier = if self.client_optional {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                let verifier = verifier
+                    .build()
+                    .with_context(|| format!("tls_client_ca_file {}", path.display()))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -257,6 +284,7 @@ fn settle_one(e: &ListenerConfig, base_dir: &Path) -> Result<Listener> {
             cert,
             key,
             client_ca,
+            client_optional: false,
         })?),
         (Protocol::Ssl, _, _) => bail!("protocol SSL needs tls_cert_file and tls_key_file"),
         (Protocol::Plaintext, None, None) if client_ca.is_none() => None,

@@ -63,6 +63,15 @@ struct CheckpointArgs {
     /// The file holding the admin token, when the server has admin_token_file.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// The admin listener speaks HTTPS: trust the CA in this PEM file.
+    #[arg(long)]
+    admin_tls_ca_file: Option<PathBuf>,
+    /// With --admin-tls-ca-file: this client certificate (PEM) instead of a token.
+    #[arg(long, requires = "admin_tls_key_file")]
+    admin_tls_cert_file: Option<PathBuf>,
+    /// The key of --admin-tls-cert-file (PEM).
+    #[arg(long, requires = "admin_tls_cert_file")]
+    admin_tls_key_file: Option<PathBuf>,
     /// How long to wait for it to complete.
     #[arg(long, default_value = "60s")]
     timeout: String,
@@ -249,8 +258,23 @@ fn checkpoint_now(a: CheckpointArgs) -> Result<i32> {
         None => None,
     };
     let token = token.as_deref();
+    let client = a
+        .admin_tls_cert_file
+        .as_deref()
+        .zip(a.admin_tls_key_file.as_deref());
+    let tls = match &a.admin_tls_ca_file {
+        Some(ca) => Some(
+            tidewater_tools::loadgen::tls::Tls::from_files(ca, client)
+                .map_err(|e| anyhow::anyhow!("admin TLS: {e}"))?,
+        ),
+        None if client.is_some() => {
+            anyhow::bail!("--admin-tls-cert-file needs --admin-tls-ca-file")
+        }
+        None => None,
+    };
+    let tls = tls.as_ref();
     let last = |addr: &str| -> Result<std::collections::BTreeMap<String, f64>> {
-        let (code, body) = harness::http_with_token(addr, "GET", "/metrics", token)?;
+        let (code, body) = harness::http_as(addr, "GET", "/metrics", token, tls)?;
         anyhow::ensure!(code == 200, "{addr}/metrics answered {code}");
         let s = harness::Scrape::parse(&body);
         Ok(s.series("tidewater_checkpoint_last_id")
@@ -265,7 +289,7 @@ fn checkpoint_now(a: CheckpointArgs) -> Result<i32> {
         "the server at {} runs no job with checkpoints",
         a.admin_addr
     );
-    let (code, body) = harness::http_with_token(&a.admin_addr, "POST", "/checkpoint", token)?;
+    let (code, body) = harness::http_as(&a.admin_addr, "POST", "/checkpoint", token, tls)?;
     anyhow::ensure!(code == 202, "POST /checkpoint answered {code}: {body}");
     let started = std::time::Instant::now();
     loop {

@@ -196,6 +196,8 @@ pub struct Metrics {
     /// Admin requests refused for want of the token, and when that was last said.
     admin_auth_failures: Family<Labels, Counter>,
     admin_auth_log: std::sync::Mutex<tidewater_kafka::LogThrottle>,
+    /// Failed admin TLS handshakes are logged through this, apart from refusals.
+    admin_tls_log: std::sync::Mutex<tidewater_kafka::LogThrottle>,
     pub schema_registry: crate::schema_registry::RegistryStats,
 }
 
@@ -384,9 +386,10 @@ impl Metrics {
             degraded: std::sync::Mutex::new(Vec::new()),
             admin_auth_failures: fam!(
                 "admin_auth_failures",
-                "Admin requests refused: no or wrong bearer token (admin_token_file)"
+                "Admin requests refused: no or a wrong bearer token (admin_token_file), and no verified client certificate (admin_tls_client_ca_file)"
             ),
             admin_auth_log: Default::default(),
+            admin_tls_log: Default::default(),
             schema_registry: {
                 let stats = crate::schema_registry::RegistryStats::default();
                 stats.register(&mut r);
@@ -831,17 +834,19 @@ const ADMIN_REQUEST_BYTES_MAX: u64 = 16 << 10;
 /// Serves `GET /metrics`, `GET /health` and `POST /checkpoint` on `addr`, off the
 /// cores: an accepting thread, and a thread per connection, at most
 /// `ADMIN_CONNECTIONS_MAX` at once, each given `ADMIN_REQUEST_TIMEOUT` and
-/// `ADMIN_REQUEST_BYTES_MAX` for its request, so a half-sent request delays no one.
+/// `ADMIN_REQUEST_BYTES_MAX` for its request (and its TLS handshake, with `tls`),
+/// so a half-sent request delays no one.
 pub fn serve_admin(
     m: Arc<Metrics>,
     addr: std::net::SocketAddr,
     auth: crate::admin_auth::AdminAuth,
+    tls: Option<crate::listeners::Tls>,
 ) -> std::io::Result<()> {
     let auth = Arc::new(auth);
     // Exported from the start, at 0.
     let _ = m.admin_auth_failures.get_or_create(&Vec::new());
     let listener = std::net::TcpListener::bind(addr)?;
-    tracing::info!(%addr, "admin listener up: /metrics, /health");
+    tracing::info!(%addr, tls = tls.is_some(), "admin listener up: /metrics, /health");
     let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("tw-admin".into())
@@ -850,6 +855,10 @@ pub fn serve_admin(
                 let Ok(mut conn) = conn else { continue };
                 if open.fetch_add(1, Ordering::SeqCst) >= ADMIN_CONNECTIONS_MAX {
                     open.fetch_sub(1, Ordering::SeqCst);
+                    if tls.is_some() {
+                        // A TLS client cannot read a plaintext 503: it is closed.
+                        continue;
+                    }
                     let _ = conn.set_write_timeout(Some(ADMIN_REQUEST_TIMEOUT));
                     reply(
                         &mut conn,
@@ -859,14 +868,16 @@ pub fn serve_admin(
                     );
                     continue;
                 }
-                let (m, open, auth) = (m.clone(), open.clone(), auth.clone());
+                let (m, opened, auth) = (m.clone(), open.clone(), auth.clone());
+                let tls = tls.as_ref().map(crate::listeners::Tls::now);
                 let spawned = std::thread::Builder::new()
                     .name("tw-admin-conn".into())
                     .spawn(move || {
-                        admin_request(&m, &auth, conn);
-                        open.fetch_sub(1, Ordering::SeqCst);
+                        admin_connection(&m, &auth, conn, tls);
+                        opened.fetch_sub(1, Ordering::SeqCst);
                     });
                 if let Err(e) = spawned {
+                    open.fetch_sub(1, Ordering::SeqCst);
                     tracing::warn!("admin connection dropped: cannot start its thread: {e}");
                 }
             }
@@ -874,7 +885,7 @@ pub fn serve_admin(
     Ok(())
 }
 
-fn reply_unauthorized(conn: &mut std::net::TcpStream) {
+fn reply_unauthorized(conn: &mut impl Write) {
     let body =
         "this path needs the admin token: Authorization: Bearer <the token in admin_token_file>\n";
     let _ = write!(
@@ -905,53 +916,154 @@ fn warn_of_auth_failure(m: &Metrics, peer: &str, path: &str, refused: u64) {
     }
 }
 
-fn reply(conn: &mut std::net::TcpStream, status: &str, ctype: &str, body: &str) {
+fn reply(conn: &mut impl Write, status: &str, ctype: &str, body: &str) {
     let _ = write!(
         conn,
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    let _ = conn.flush();
 }
 
-/// Reads one request (its line, then its headers up to the blank line, read whole
-/// so the client is never cut off while still sending) and answers it.
-fn admin_request(m: &Metrics, auth: &crate::admin_auth::AdminAuth, mut conn: std::net::TcpStream) {
-    let deadline = std::time::Instant::now() + ADMIN_REQUEST_TIMEOUT;
-    let _ = conn.set_write_timeout(Some(ADMIN_REQUEST_TIMEOUT));
-    let Ok(read_half) = conn.try_clone() else {
+/// An admin connection's socket with a deadline over every read and write, not a
+/// timeout per call: a client sending a byte now and then cannot stretch a request
+/// (or a TLS handshake) past it. [`Bounded::renew`] starts the answer's time.
+struct Bounded {
+    sock: std::net::TcpStream,
+    deadline: std::time::Instant,
+}
+
+impl Bounded {
+    fn new(sock: std::net::TcpStream) -> Bounded {
+        Bounded {
+            sock,
+            deadline: std::time::Instant::now() + ADMIN_REQUEST_TIMEOUT,
+        }
+    }
+
+    fn renew(&mut self) {
+        self.deadline = std::time::Instant::now() + ADMIN_REQUEST_TIMEOUT;
+    }
+
+    /// The time left, or TimedOut.
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        Ok(left)
+    }
+}
+
+impl std::io::Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.sock.set_read_timeout(Some(self.left()?))?;
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sock.set_write_timeout(Some(self.left()?))?;
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// One admin connection: over TLS when the listener has it (the handshake within
+/// the request's time), then its request.
+fn admin_connection(
+    m: &Metrics,
+    auth: &crate::admin_auth::AdminAuth,
+    conn: std::net::TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut conn = Bounded::new(conn);
+    let Some(tls) = tls else {
+        return admin_request(m, auth, &mut conn, &peer, false);
+    };
+    let Ok(session) = rustls::ServerConnection::new(tls) else {
         return;
     };
-    let mut reader = BufReader::new(std::io::Read::take(read_half, ADMIN_REQUEST_BYTES_MAX));
-    let mut next_line = |out: &mut String| -> bool {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
-            return false;
+    let mut stream = rustls::StreamOwned::new(session, conn);
+    while stream.conn.is_handshaking() {
+        if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
+            note_admin_tls_failure(m, &peer, &e);
+            return;
         }
-        matches!(reader.read_line(out), Ok(n) if n > 0 && out.ends_with('\n'))
-    };
+    }
+    let certified = stream
+        .conn
+        .peer_certificates()
+        .is_some_and(|c| !c.is_empty());
+    admin_request(m, auth, &mut stream, &peer, certified);
+    stream.conn.send_close_notify();
+    let _ = stream.conn.complete_io(&mut stream.sock);
+}
+
+/// Renews the time of an admin connection's socket, under TLS or not.
+trait Renew {
+    fn renew(&mut self);
+}
+
+impl Renew for Bounded {
+    fn renew(&mut self) {
+        Bounded::renew(self);
+    }
+}
+
+impl Renew for rustls::StreamOwned<rustls::ServerConnection, Bounded> {
+    fn renew(&mut self) {
+        self.sock.renew();
+    }
+}
+
+/// A failed admin TLS handshake: a line at most every 10 s; a connection closed
+/// before its first byte (a port check) none.
+fn note_admin_tls_failure(m: &Metrics, peer: &str, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return;
+    }
+    let admitted = m
+        .admin_tls_log
+        .lock()
+        .ok()
+        .and_then(|t| t.admit(std::time::Instant::now(), ADMIN_AUTH_LOG_EVERY));
+    if let Some(more) = admitted {
+        tracing::info!(
+            peer,
+            "admin connection closed: TLS handshake failed: {e} ({more} more since the last line)"
+        );
+    }
+}
+
+/// The request line and the `Authorization` header of a request, its line and
+/// headers read whole (up to `ADMIN_REQUEST_BYTES_MAX`, within the connection's
+/// deadline) so the client is never cut off while still sending; None when they do
+/// not arrive.
+fn read_head(conn: &mut impl std::io::Read) -> Option<(String, Option<String>)> {
+    let mut reader = BufReader::new(std::io::Read::take(conn, ADMIN_REQUEST_BYTES_MAX));
+    let mut next_line =
+        |out: &mut String| matches!(reader.read_line(out), Ok(n) if n > 0 && out.ends_with('\n'));
     let mut line = String::new();
     if !next_line(&mut line) {
-        return reply(
-            &mut conn,
-            "408 Request Timeout",
-            "text/plain",
-            "incomplete request\n",
-        );
+        return None;
     }
     let mut header = String::new();
     let mut authorization = None;
     loop {
         header.clear();
         if !next_line(&mut header) {
-            return reply(
-                &mut conn,
-                "408 Request Timeout",
-                "text/plain",
-                "incomplete request\n",
-            );
+            return None;
         }
         if header == "\r\n" || header == "\n" {
-            break;
+            return Some((line, authorization));
         }
         if let Some((name, value)) = header.split_once(':') {
             if name.trim().eq_ignore_ascii_case("authorization") {
@@ -959,14 +1071,35 @@ fn admin_request(m: &Metrics, auth: &crate::admin_auth::AdminAuth, mut conn: std
             }
         }
     }
+}
+
+/// Reads one request and answers it. `certified`: the connection showed a client
+/// certificate the listener's TLS verified.
+fn admin_request<S: std::io::Read + Write + Renew>(
+    m: &Metrics,
+    auth: &crate::admin_auth::AdminAuth,
+    conn: &mut S,
+    peer: &str,
+    certified: bool,
+) {
+    let head = read_head(conn);
+    // The answer gets its own time (a /metrics page can be large).
+    conn.renew();
+    let Some((line, authorization)) = head else {
+        return reply(
+            conn,
+            "408 Request Timeout",
+            "text/plain",
+            "incomplete request\n",
+        );
+    };
     let mut words = line.split_whitespace();
     let method = words.next().unwrap_or("");
     let path = words.next().unwrap_or("");
-    if !auth.allows(path, authorization.as_deref()) {
+    if !auth.allows(path, authorization.as_deref(), certified) {
         let refused = m.admin_auth_failures.get_or_create(&Vec::new()).inc() + 1;
-        let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        warn_of_auth_failure(m, &peer, path, refused);
-        return reply_unauthorized(&mut conn);
+        warn_of_auth_failure(m, peer, path, refused);
+        return reply_unauthorized(conn);
     }
     let (status, ctype, body) = match (method, path) {
         ("POST", "/checkpoint") => {
@@ -1014,5 +1147,5 @@ fn admin_request(m: &Metrics, auth: &crate::admin_auth::AdminAuth, mut conn: std
             "try GET /metrics, GET /health or POST /checkpoint\n".to_string(),
         ),
     };
-    reply(&mut conn, status, ctype, &body);
+    reply(conn, status, ctype, &body);
 }

@@ -252,7 +252,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
         protected: protected_topics(&settings),
     };
     let stop = Stop::new();
-    on_signals(&stop, &settings.listeners)?;
+    on_signals(&stop, &settings)?;
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Cores that have finished the deletions an interrupted DeleteTopics left.
     let cleaned: Arc<Signal> = Default::default();
@@ -263,6 +263,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
         metrics.clone(),
         settings.admin_addr,
         settings.admin_auth.clone(),
+        settings.admin_tls.clone(),
     )
     .with_context(|| format!("cannot listen on admin_addr {}", settings.admin_addr))?;
     let (registry, link) = registry_front(&settings, &metrics);
@@ -355,8 +356,8 @@ fn warn_of_open_listeners(settings: &Settings) {
             tracing::warn!(listener = %l.name, addr = %l.addr, "the Kafka listener is not on loopback and asks for no authentication (no tls_client_ca_file): anyone who reaches it can produce, read, and create or delete topics made at run time (docs/security.md)");
         }
     }
-    if exposed(&settings.admin_addr) && !settings.admin_auth.has_token() {
-        tracing::warn!(addr = %settings.admin_addr, "the admin listener is not on loopback and has no admin_token_file: anyone who reaches it can take savepoints (docs/security.md)");
+    if exposed(&settings.admin_addr) && !settings.admin_auth.protects() {
+        tracing::warn!(addr = %settings.admin_addr, "the admin listener is not on loopback and has neither admin_token_file nor admin_tls_client_ca_file: anyone who reaches it can take savepoints (docs/security.md)");
     }
     if let Some(addr) = settings.schema_registry_addr.filter(exposed) {
         tracing::warn!(%addr, "the schema registry is not on loopback and asks for no authentication: anyone who reaches it can register and delete schemas (docs/security.md)");
@@ -576,11 +577,14 @@ fn resume_points(settings: &Settings, root: &Path, shard_count: u32) -> Vec<Resu
 /// SIGINT or SIGTERM sets the stop; SIGHUP reads the TLS listeners' certificate,
 /// key and client CA files again. A thread of its own waits for them (and does the
 /// reading: no core blocks on it).
-fn on_signals(stop: &Stop, listeners: &[crate::listeners::Listener]) -> Result<()> {
+fn on_signals(stop: &Stop, settings: &Settings) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let tls: Vec<_> = listeners
+    let admin = settings.admin_tls.clone().map(|t| ("admin".to_string(), t));
+    let tls: Vec<_> = settings
+        .listeners
         .iter()
         .filter_map(|l| Some((l.name.clone(), l.tls.clone()?)))
+        .chain(admin)
         .collect();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("cannot install signal handlers")?;

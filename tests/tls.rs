@@ -417,3 +417,125 @@ impl Drop for KilledOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// curl's status code for `method url` with `flags`; None when the request failed.
+fn curl(flags: &[&str], method: &str, url: &str) -> Option<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(["-X", method])
+        .args(flags)
+        .arg(url)
+        .output()
+        .expect("curl is installed (scripts/test installs it)");
+    let code = String::from_utf8_lossy(&out.stdout).parse().ok();
+    code.filter(|c| out.status.success() && *c != 0)
+}
+
+#[test]
+fn the_admin_listener_speaks_https_and_takes_client_certificates_for_the_token() {
+    let pki = Pki::new();
+    let admin = common::free_ports();
+    let cfg = pki.dir.path().join("admin.toml");
+    // Only /health stays open: /metrics needs a certificate too.
+    std::fs::write(&cfg, "admin_open_paths = [\"/health\"]\n").unwrap();
+    let data = pki.dir.path().join("data");
+    let (child, log) = common::serve_exactly(
+        &[
+            "--cores",
+            "1",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--kafka-addr",
+            &format!("127.0.0.1:{}", common::free_ports()),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--admin-tls-cert-file",
+            &pki.path("server.pem"),
+            "--admin-tls-key-file",
+            &pki.path("server.key"),
+            "--admin-tls-client-ca-file",
+            &pki.path("ca.pem"),
+        ],
+        admin,
+    );
+    let mut server = KilledOnDrop(child);
+    let base = format!("https://127.0.0.1:{admin}");
+    let ca = pki.path("ca.pem");
+    let (cert, key) = (pki.path("writer.pem"), pki.path("writer.key"));
+    let trusting = ["--cacert", ca.as_str()];
+    let certified = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    assert_eq!(curl(&trusting, "GET", &format!("{base}/health")), Some(200));
+    assert_eq!(
+        curl(&trusting, "GET", &format!("{base}/metrics")),
+        Some(401)
+    );
+    assert_eq!(
+        curl(&trusting, "POST", &format!("{base}/checkpoint")),
+        Some(401)
+    );
+    assert_eq!(
+        curl(&certified, "GET", &format!("{base}/metrics")),
+        Some(200)
+    );
+    assert_eq!(
+        curl(&certified, "POST", &format!("{base}/checkpoint")),
+        Some(202)
+    );
+    // Certificates the CA did not sign, or that expired, fail the handshake.
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // "expired" has.
+    for who in ["stranger", "expired"] {
+        let (c, k) = (
+            pki.path(&format!("{who}.pem")),
+            pki.path(&format!("{who}.key")),
+        );
+        let flags = ["--cacert", ca.as_str(), "--cert", &c, "--key", &k];
+        assert_eq!(
+            curl(&flags, "POST", &format!("{base}/checkpoint")),
+            None,
+            "{who}"
+        );
+    }
+    let said: Vec<String> = log.try_iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("TLS handshake failed")),
+        "{}",
+        said.join("\n")
+    );
+    // Plain HTTP gets nothing, and the listener stays up.
+    assert_eq!(
+        curl(&[], "GET", &format!("http://127.0.0.1:{admin}/health")),
+        None
+    );
+    assert_eq!(curl(&trusting, "GET", &format!("{base}/health")), Some(200));
+    assert!(server.0.try_wait().unwrap().is_none(), "the server stopped");
+    // The CLI over TLS: refused without a certificate; with one it reads /metrics
+    // (and says this server runs no job to checkpoint).
+    let addr = format!("127.0.0.1:{admin}");
+    let cli = |client: &[&str]| {
+        let out = common::tidewater()
+            .args([
+                "checkpoint",
+                "--now",
+                "--admin-addr",
+                &addr,
+                "--admin-tls-ca-file",
+                &ca,
+            ])
+            .args(client)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = cli(&[]);
+    assert!(err.contains("answered 401"), "{err}");
+    let err = cli(&["--admin-tls-cert-file", &cert, "--admin-tls-key-file", &key]);
+    assert!(err.contains("runs no job with checkpoints"), "{err}");
+}

@@ -87,8 +87,12 @@ pub enum Conn {
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
+/// How long a TLS handshake may take before [`connect`] gives up.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connects to `addr` (`HOST:PORT`) with TCP_NODELAY, over TLS when `tls` is given
-/// (the server's certificate must name HOST); the TLS handshake completes here.
+/// (the server's certificate must name HOST); the TLS handshake completes here,
+/// within [`HANDSHAKE_TIMEOUT`].
 pub fn connect(addr: &str, tls: Option<&Tls>) -> std::io::Result<Conn> {
     let socket = TcpStream::connect(addr)?;
     socket.set_nodelay(true)?;
@@ -103,14 +107,34 @@ pub fn connect(addr: &str, tls: Option<&Tls>) -> std::io::Result<Conn> {
         .map_err(|e| io_err(format!("{host}: not a server name: {e}")))?;
     let session = rustls::ClientConnection::new(tls.config.clone(), name)
         .map_err(|e| io_err(format!("TLS to {addr}: {e}")))?;
+    socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    socket.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let started = std::time::Instant::now();
     let mut stream = rustls::StreamOwned::new(session, socket);
     while stream.conn.is_handshaking() {
+        if started.elapsed() > HANDSHAKE_TIMEOUT {
+            return Err(io_err(format!(
+                "TLS handshake with {addr}: no answer in time"
+            )));
+        }
         stream
             .conn
             .complete_io(&mut stream.sock)
             .map_err(|e| io_err(format!("TLS handshake with {addr}: {e}")))?;
     }
+    stream.sock.set_read_timeout(None)?;
+    stream.sock.set_write_timeout(None)?;
     Ok(Conn::Tls(Box::new(stream)))
+}
+
+impl Conn {
+    /// How long a read may wait, on the socket under TLS too.
+    pub fn set_read_timeout(&self, limit: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.set_read_timeout(limit),
+            Conn::Tls(s) => s.sock.set_read_timeout(limit),
+        }
+    }
 }
 
 impl Read for Conn {
