@@ -101,6 +101,9 @@ pub struct FileConfig {
     pub admin_tls_key_file: Option<PathBuf>,
     pub admin_tls_client_ca_file: Option<PathBuf>,
     pub schema_registry_addr: Option<String>,
+    pub schema_registry_tls_cert_file: Option<PathBuf>,
+    pub schema_registry_tls_key_file: Option<PathBuf>,
+    pub schema_registry_tls_client_ca_file: Option<PathBuf>,
     pub kafka_mode: Option<String>,
     pub auto_create_topics: Option<bool>,
     pub default_partitions: Option<u32>,
@@ -239,6 +242,8 @@ pub struct Settings {
     pub admin_tls: Option<crate::listeners::Tls>,
     /// Where the schema registry's REST API is served (core 0); None: not at all.
     pub schema_registry_addr: Option<std::net::SocketAddr>,
+    /// The registry's TLS, when it has some.
+    pub schema_registry_tls: Option<crate::listeners::Tls>,
     pub kafka_mode: tidewater_kafka::Mode,
     pub auto_create_topics: bool,
     pub default_partitions: Option<u32>,
@@ -426,6 +431,7 @@ impl Settings {
             admin_auth,
             admin_tls,
             schema_registry_addr,
+            schema_registry_tls: registry_tls(&file)?,
             data_dir,
             cores,
             journal_dir,
@@ -454,6 +460,23 @@ impl Settings {
             cfg.partition_limits.insert(name, limits);
         }
         cfg
+    }
+}
+
+/// The schema registry's TLS, from the file's `schema_registry_tls_*` keys.
+fn registry_tls(file: &FileConfig) -> Result<Option<crate::listeners::Tls>> {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| file.base_dir.join(p));
+    let client_ca = path(&file.schema_registry_tls_client_ca_file);
+    match (
+        path(&file.schema_registry_tls_cert_file),
+        path(&file.schema_registry_tls_key_file),
+    ) {
+        (Some(cert), Some(key)) => Ok(Some(
+            crate::listeners::Tls::for_registry(cert, key, client_ca)
+                .context("the schema registry's TLS")?,
+        )),
+        (None, None) if client_ca.is_none() => Ok(None),
+        _ => bail!("schema registry TLS needs schema_registry_tls_cert_file and schema_registry_tls_key_file (schema_registry_tls_client_ca_file works only with them)"),
     }
 }
 

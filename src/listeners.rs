@@ -63,9 +63,7 @@ pub struct Listener {
 impl Listener {
     /// Whether a client must prove who it is to use this listener.
     pub fn authenticates(&self) -> bool {
-        self.tls
-            .as_ref()
-            .is_some_and(|t| t.files.client_ca.is_some())
+        self.tls.as_ref().is_some_and(Tls::authenticates)
     }
 
     /// The listener as core `shard`'s connections see it.
@@ -116,6 +114,22 @@ impl Tls {
             client_ca,
             client_optional: true,
         })
+    }
+
+    /// The schema registry's TLS: with `client_ca`, every client must show a
+    /// certificate it signed.
+    pub fn for_registry(cert: PathBuf, key: PathBuf, client_ca: Option<PathBuf>) -> Result<Tls> {
+        Tls::load(TlsFiles {
+            cert,
+            key,
+            client_ca,
+            client_optional: false,
+        })
+    }
+
+    /// Whether clients show certificates a CA of ours signed.
+    pub fn authenticates(&self) -> bool {
+        self.files.client_ca.is_some()
     }
 
     /// The configuration a connection accepted now handshakes with.

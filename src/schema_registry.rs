@@ -10,6 +10,9 @@
 //! Changes are made one at a time (a write permit), so two registrations never
 //! take the same id. Reads never wait for a write.
 //!
+//! With `schema_registry_tls_*` it speaks HTTPS only; with a client CA, every
+//! client must show a certificate that CA signed.
+//!
 //! Never: answers a change before it is durable, or holds the state's lock across
 //! an await.
 
@@ -168,13 +171,101 @@ struct Service {
     connections: Cell<usize>,
 }
 
-/// Serves the REST API on `listener` until the stop.
+/// A registry connection: plain, or TLS over the socket.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// The socket, for its timeouts.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl futures_lite::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl futures_lite::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_close(cx),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// The TLS handshake of a new connection when the listener has TLS, within
+/// `REQUEST_TIME`; None for a connection closed before its first byte (a port
+/// check: nothing to say).
+async fn accepted(
+    stream: TcpStream,
+    tls: Option<&crate::listeners::Tls>,
+) -> Result<Option<Conn>, String> {
+    let Some(tls) = tls else {
+        return Ok(Some(Conn::Plain(stream)));
+    };
+    stream
+        .set_read_timeout(Some(REQUEST_TIME))
+        .map_err(|e| e.to_string())?;
+    let handshake = futures_rustls::TlsAcceptor::from(tls.now()).accept(stream);
+    let timeout = async {
+        glommio::timer::sleep(REQUEST_TIME).await;
+        Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
+    };
+    match futures_lite::future::or(handshake, timeout).await {
+        Ok(s) => Ok(Some(Conn::Tls(Box::new(s)))),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(format!("TLS handshake failed: {e}")),
+    }
+}
+
+/// Serves the REST API on `listener` until the stop; over TLS with `tls`.
 pub async fn serve(
     listener: TcpListener,
     log: Rc<ShardLog>,
     shared: Shared,
     stats: RegistryStats,
     stop: Stop,
+    tls: Option<crate::listeners::Tls>,
 ) {
     stats.count(&shared.read());
     let service = Rc::new(Service {
@@ -184,12 +275,16 @@ pub async fn serve(
         writes: glommio::sync::Semaphore::new(1),
         connections: Cell::new(0),
     });
-    let accepting = glommio::spawn_local(accept_loop(service, listener));
+    let accepting = glommio::spawn_local(accept_loop(service, listener, tls));
     stop.wait().await;
     accepting.cancel().await;
 }
 
-async fn accept_loop(service: Rc<Service>, listener: TcpListener) {
+async fn accept_loop(
+    service: Rc<Service>,
+    listener: TcpListener,
+    tls: Option<crate::listeners::Tls>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -206,6 +301,7 @@ async fn accept_loop(service: Rc<Service>, listener: TcpListener) {
             continue;
         }
         let s = service.clone();
+        let tls = tls.clone();
         s.connections.set(s.connections.get() + 1);
         s.stats.connections.set(s.connections.get() as i64);
         glommio::spawn_local(async move {
@@ -213,7 +309,12 @@ async fn accept_loop(service: Rc<Service>, listener: TcpListener) {
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            if let Err(why) = connection(&s, stream).await {
+            let served = match accepted(stream, tls.as_ref()).await {
+                Ok(Some(conn)) => connection(&s, conn).await,
+                Ok(None) => Ok(()),
+                Err(why) => Err(why),
+            };
+            if let Err(why) = served {
                 tracing::info!(peer, "schema registry: connection closed: {why}");
             }
             s.connections.set(s.connections.get() - 1);
@@ -279,8 +380,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, Answer> {
 }
 
 /// Serves one connection's requests, one after the other (keep-alive).
-async fn connection(s: &Service, mut stream: TcpStream) -> Result<(), String> {
+async fn connection(s: &Service, mut stream: Conn) -> Result<(), String> {
     stream
+        .tcp()
         .set_write_timeout(Some(IDLE))
         .map_err(|e| e.to_string())?;
     let body_max = s.log.batch_bytes_max() / 2;
@@ -323,10 +425,11 @@ async fn connection(s: &Service, mut stream: TcpStream) -> Result<(), String> {
             continue;
         }
         if head.expect_continue && buf.len() < end {
-            stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .map_err(|e| e.to_string())?;
+            let sent = async {
+                stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                stream.flush().await
+            };
+            sent.await.map_err(|e| e.to_string())?;
         }
         while buf.len() < end {
             if !read_more(&mut stream, &mut buf, deadline).await? {
@@ -354,7 +457,7 @@ async fn connection(s: &Service, mut stream: TcpStream) -> Result<(), String> {
 
 /// How long the next read may wait: until the request's deadline, or (between
 /// requests) the idle limit.
-fn read_timeout(stream: &TcpStream, deadline: Option<Instant>) -> Result<(), String> {
+fn read_timeout(stream: &Conn, deadline: Option<Instant>) -> Result<(), String> {
     let wait = match deadline {
         Some(d) => d.saturating_duration_since(Instant::now()),
         None => IDLE,
@@ -366,13 +469,14 @@ fn read_timeout(stream: &TcpStream, deadline: Option<Instant>) -> Result<(), Str
         ));
     }
     stream
+        .tcp()
         .set_read_timeout(Some(wait))
         .map_err(|e| e.to_string())
 }
 
 /// Reads what the client sent next; false at its end.
 async fn read_more(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buf: &mut Vec<u8>,
     deadline: Option<Instant>,
 ) -> Result<bool, String> {
@@ -386,7 +490,7 @@ async fn read_more(
 /// Reads and drops the request up to `end` (what follows it stays in `buf`);
 /// false if the client closed first.
 async fn discard(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buf: &mut Vec<u8>,
     end: usize,
     deadline: Option<Instant>,
@@ -413,7 +517,7 @@ async fn discard(
     Ok(true)
 }
 
-async fn send(s: &Service, stream: &mut TcpStream, a: &Answer, close: bool) -> Result<(), String> {
+async fn send(s: &Service, stream: &mut Conn, a: &Answer, close: bool) -> Result<(), String> {
     s.stats.requests.inc();
     if a.status >= 400 {
         s.stats.errors.inc();

@@ -182,6 +182,8 @@ struct RegistryFront {
     loaded: Arc<Signal>,
     /// Where core 0 serves the REST API, if anywhere.
     addr: Option<std::net::SocketAddr>,
+    /// HTTPS, when configured.
+    tls: Option<crate::listeners::Tls>,
 }
 
 /// How one core ended.
@@ -359,7 +361,14 @@ fn warn_of_open_listeners(settings: &Settings) {
     if exposed(&settings.admin_addr) && !settings.admin_auth.protects() {
         tracing::warn!(addr = %settings.admin_addr, "the admin listener is not on loopback and has neither admin_token_file nor admin_tls_client_ca_file: anyone who reaches it can take savepoints (docs/security.md)");
     }
-    if let Some(addr) = settings.schema_registry_addr.filter(exposed) {
+    let registry_authenticates = settings
+        .schema_registry_tls
+        .as_ref()
+        .is_some_and(crate::listeners::Tls::authenticates);
+    if let Some(addr) = settings
+        .schema_registry_addr
+        .filter(|a| exposed(a) && !registry_authenticates)
+    {
         tracing::warn!(%addr, "the schema registry is not on loopback and asks for no authentication: anyone who reaches it can register and delete schemas (docs/security.md)");
     }
 }
@@ -373,6 +382,7 @@ fn registry_front(
         shared: Default::default(),
         loaded: Default::default(),
         addr: settings.schema_registry_addr,
+        tls: settings.schema_registry_tls.clone(),
     };
     let link = pipeline::by_id::RegistryLink {
         registry: front.shared.clone(),
@@ -516,6 +526,7 @@ fn serve_registry(
         r.shared.clone(),
         metrics.schema_registry.clone(),
         stop.clone(),
+        r.tls.clone(),
     ))
 }
 
@@ -580,11 +591,14 @@ fn resume_points(settings: &Settings, root: &Path, shard_count: u32) -> Vec<Resu
 fn on_signals(stop: &Stop, settings: &Settings) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let admin = settings.admin_tls.clone().map(|t| ("admin".to_string(), t));
+    let registry =
+        (settings.schema_registry_tls.clone()).map(|t| ("schema registry".to_string(), t));
     let tls: Vec<_> = settings
         .listeners
         .iter()
         .filter_map(|l| Some((l.name.clone(), l.tls.clone()?)))
         .chain(admin)
+        .chain(registry)
         .collect();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("cannot install signal handlers")?;

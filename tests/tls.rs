@@ -539,3 +539,63 @@ fn the_admin_listener_speaks_https_and_takes_client_certificates_for_the_token()
     let err = cli(&["--admin-tls-cert-file", &cert, "--admin-tls-key-file", &key]);
     assert!(err.contains("runs no job with checkpoints"), "{err}");
 }
+
+#[test]
+fn the_schema_registry_speaks_https_to_clients_with_certificates() {
+    let pki = Pki::new();
+    let registry = common::free_ports();
+    let cfg = pki.dir.path().join("registry.toml");
+    std::fs::write(
+        &cfg,
+        "schema_registry_tls_cert_file = \"server.pem\"\nschema_registry_tls_key_file = \"server.key\"\nschema_registry_tls_client_ca_file = \"ca.pem\"\n",
+    )
+    .unwrap();
+    let data = pki.dir.path().join("data");
+    let (child, _log) = common::serve_exactly(
+        &[
+            "--cores",
+            "1",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--kafka-addr",
+            &format!("127.0.0.1:{}", common::free_ports()),
+            "--schema-registry-addr",
+            &format!("127.0.0.1:{registry}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        common::free_ports(),
+    );
+    let mut server = KilledOnDrop(child);
+    let url = format!("https://127.0.0.1:{registry}");
+    let ca = pki.path("ca.pem");
+    let (cert, key) = (pki.path("writer.pem"), pki.path("writer.key"));
+    // confluent-kafka's client, as serializers use it.
+    let (ok, said) = common::python("tls.py", &["registry", &url, &ca, &cert, &key]);
+    assert!(ok && said.contains("registered"), "{said}");
+    let certified = ["--cacert", ca.as_str(), "--cert", &cert, "--key", &key];
+    assert_eq!(
+        curl(&certified, "GET", &format!("{url}/subjects")),
+        Some(200)
+    );
+    // Without a certificate, with one the CA did not sign, or in plain HTTP: nothing.
+    let (sc, sk) = (pki.path("stranger.pem"), pki.path("stranger.key"));
+    let stranger = ["--cacert", ca.as_str(), "--cert", &sc, "--key", &sk];
+    for (who, flags) in [
+        ("no certificate", &["--cacert", ca.as_str()][..]),
+        ("stranger", &stranger[..]),
+    ] {
+        assert_eq!(
+            curl(flags, "GET", &format!("{url}/subjects")),
+            None,
+            "{who}"
+        );
+    }
+    let plain = format!("http://127.0.0.1:{registry}/subjects");
+    assert_eq!(curl(&[], "GET", &plain), None);
+    assert!(server.0.try_wait().unwrap().is_none(), "the server stopped");
+    assert_eq!(
+        curl(&certified, "GET", &format!("{url}/subjects")),
+        Some(200)
+    );
+}

@@ -3,6 +3,9 @@
   tls.py produce BOOTSTRAP CA CERT KEY TOPIC COUNT
       kafka-python producer with security_protocol=SSL and a client certificate;
       prints "sent COUNT".
+  tls.py registry URL CA CERT KEY
+      confluent-kafka's SchemaRegistryClient over HTTPS with a client certificate
+      registers an Avro schema and reads it back; prints "registered ID".
   tls.py reload PID HOST:PORT CA CERT KEY SERVER_CERT SERVER_KEY NEW_CERT NEW_KEY
       a raw TLS connection answers ApiVersions; the server's certificate and key
       files are replaced and the server gets SIGHUP; a new connection must see the
@@ -36,6 +39,24 @@ def produce(bootstrap, ca, cert, key, topic, count):
         producer.send(topic, f"tls-{i}".encode()).get(timeout=30)
     producer.close()
     print(f"sent {count}")
+
+
+def registry(url, ca, cert, key):
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    client = SchemaRegistryClient(
+        {
+            "url": url,
+            "ssl.ca.location": ca,
+            "ssl.certificate.location": cert,
+            "ssl.key.location": key,
+        }
+    )
+    text = '{"type":"record","name":"Reading","fields":[{"name":"v","type":"long"}]}'
+    schema_id = client.register_schema("readings-value", Schema(text, "AVRO"))
+    got = client.get_schema(schema_id)
+    assert '"Reading"' in got.schema_str, got.schema_str
+    print(f"registered {schema_id}")
 
 
 def context(ca, cert, key):
@@ -98,6 +119,8 @@ if __name__ == "__main__":
     what, args = sys.argv[1], sys.argv[2:]
     if what == "produce":
         produce(*args[:5], int(args[5]))
+    elif what == "registry":
+        registry(*args)
     elif what == "reload":
         reload(int(args[0]), *args[1:])
     else:
