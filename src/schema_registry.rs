@@ -63,6 +63,8 @@ pub struct RegistryStats {
     subjects: Gauge,
     /// Records made durable since start.
     records: Counter,
+    /// Connections whose TLS handshake failed or timed out.
+    tls_handshake_failures: Counter,
     /// Per-core schema-id caches of the jobs: entries held, and misses.
     pub job_cache_entries: Gauge,
     pub job_cache_misses: Counter,
@@ -97,6 +99,11 @@ impl RegistryStats {
             "records",
             "Changes made durable in _schemas-0 since start",
             self.records.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "REST connections whose TLS handshake failed or timed out: plain HTTP, no or an untrusted or expired client certificate",
+            self.tls_handshake_failures.clone(),
         );
         r.register(
             "job_cache_entries",
@@ -169,6 +176,8 @@ struct Service {
     /// One change at a time.
     writes: glommio::sync::Semaphore,
     connections: Cell<usize>,
+    /// Failed TLS handshakes are logged at most every 10 s.
+    tls_failures: tidewater_kafka::LogThrottle,
 }
 
 /// A registry connection: plain, or TLS over the socket.
@@ -233,29 +242,47 @@ impl futures_lite::AsyncWrite for Conn {
     }
 }
 
-/// The TLS handshake of a new connection when the listener has TLS, within
-/// `REQUEST_TIME`; None for a connection closed before its first byte (a port
-/// check: nothing to say).
-async fn accepted(
-    stream: TcpStream,
-    tls: Option<&crate::listeners::Tls>,
-) -> Result<Option<Conn>, String> {
-    let Some(tls) = tls else {
-        return Ok(Some(Conn::Plain(stream)));
-    };
-    stream
-        .set_read_timeout(Some(REQUEST_TIME))
-        .map_err(|e| e.to_string())?;
-    let handshake = futures_rustls::TlsAcceptor::from(tls.now()).accept(stream);
+/// `f`, or TimedOut once `wait` passes: a deadline over the whole of it (a TLS
+/// read makes many socket reads, and a socket timeout only bounds each wait).
+async fn within<T>(
+    wait: Duration,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
     let timeout = async {
-        glommio::timer::sleep(REQUEST_TIME).await;
+        glommio::timer::sleep(wait).await;
         Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
     };
-    match futures_lite::future::or(handshake, timeout).await {
-        Ok(s) => Ok(Some(Conn::Tls(Box::new(s)))),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(format!("TLS handshake failed: {e}")),
+    futures_lite::future::or(f, timeout).await
+}
+
+/// The TLS handshake of a new connection when the listener has TLS, within
+/// `REQUEST_TIME`; None when it did not happen: a client that closed before it
+/// finished (a port check, at debug level), or one that failed (counted, and
+/// logged at most every 10 s).
+async fn accepted(
+    s: &Service,
+    stream: TcpStream,
+    tls: Option<&crate::listeners::Tls>,
+    peer: &str,
+) -> Option<Conn> {
+    let Some(tls) = tls else {
+        return Some(Conn::Plain(stream));
+    };
+    let handshake = futures_rustls::TlsAcceptor::from(tls.now()).accept(stream);
+    let e = match within(REQUEST_TIME, handshake).await {
+        Ok(s) => return Some(Conn::Tls(Box::new(s))),
+        Err(e) => e,
+    };
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        tracing::debug!(peer, "schema registry: closed during the TLS handshake");
+        return None;
     }
+    s.stats.tls_handshake_failures.inc();
+    let now = Instant::now();
+    if let Some(more) = s.tls_failures.admit(now, Duration::from_secs(10)) {
+        tracing::info!(peer, "schema registry: connection closed: TLS handshake failed: {e} ({more} more since the last line)");
+    }
+    None
 }
 
 /// Serves the REST API on `listener` until the stop; over TLS with `tls`.
@@ -274,6 +301,7 @@ pub async fn serve(
         stats,
         writes: glommio::sync::Semaphore::new(1),
         connections: Cell::new(0),
+        tls_failures: Default::default(),
     });
     let accepting = glommio::spawn_local(accept_loop(service, listener, tls));
     stop.wait().await;
@@ -309,10 +337,9 @@ async fn accept_loop(
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            let served = match accepted(stream, tls.as_ref()).await {
-                Ok(Some(conn)) => connection(&s, conn).await,
-                Ok(None) => Ok(()),
-                Err(why) => Err(why),
+            let served = match accepted(&s, stream, tls.as_ref(), &peer).await {
+                Some(conn) => connection(&s, conn).await,
+                None => Ok(()),
             };
             if let Err(why) = served {
                 tracing::info!(peer, "schema registry: connection closed: {why}");
@@ -457,21 +484,39 @@ async fn connection(s: &Service, mut stream: Conn) -> Result<(), String> {
 
 /// How long the next read may wait: until the request's deadline, or (between
 /// requests) the idle limit.
-fn read_timeout(stream: &Conn, deadline: Option<Instant>) -> Result<(), String> {
+fn read_wait(deadline: Option<Instant>) -> Result<Duration, String> {
     let wait = match deadline {
         Some(d) => d.saturating_duration_since(Instant::now()),
         None => IDLE,
     };
     if wait.is_zero() {
-        return Err(format!(
-            "the request did not arrive whole within {} s",
-            REQUEST_TIME.as_secs()
-        ));
+        return Err(late());
     }
-    stream
-        .tcp()
-        .set_read_timeout(Some(wait))
-        .map_err(|e| e.to_string())
+    Ok(wait)
+}
+
+fn late() -> String {
+    format!(
+        "the request did not arrive whole within {} s",
+        REQUEST_TIME.as_secs()
+    )
+}
+
+/// A read within `wait`; a timeout says which limit passed.
+async fn read_within(
+    stream: &mut Conn,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> Result<usize, String> {
+    let wait = read_wait(deadline)?;
+    match within(wait, stream.read(buf)).await {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut && deadline.is_some() => Err(late()),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(format!("no request for {} s", IDLE.as_secs()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Reads what the client sent next; false at its end.
@@ -480,9 +525,8 @@ async fn read_more(
     buf: &mut Vec<u8>,
     deadline: Option<Instant>,
 ) -> Result<bool, String> {
-    read_timeout(stream, deadline)?;
     let mut chunk = [0u8; 16 << 10];
-    let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+    let n = read_within(stream, &mut chunk, deadline).await?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n > 0)
 }
@@ -504,11 +548,7 @@ async fn discard(
     let mut chunk = vec![0u8; 64 << 10];
     while left > 0 {
         let want = left.min(chunk.len());
-        read_timeout(stream, deadline)?;
-        let n = stream
-            .read(&mut chunk[..want])
-            .await
-            .map_err(|e| e.to_string())?;
+        let n = read_within(stream, &mut chunk[..want], deadline).await?;
         if n == 0 {
             return Ok(false);
         }
@@ -530,15 +570,18 @@ async fn send(s: &Service, stream: &mut Conn, a: &Answer, close: bool) -> Result
         a.body.len(),
         if close { "Connection: close\r\n" } else { "" }
     );
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(a.body.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())
+    // One deadline over the whole answer, as over a request.
+    let sent = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(a.body.as_bytes()).await?;
+        stream.flush().await
+    };
+    within(IDLE, sent).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut => {
+            format!("the client took no answer for {} s", IDLE.as_secs())
+        }
+        _ => e.to_string(),
+    })
 }
 
 fn reason(status: u16) -> &'static str {

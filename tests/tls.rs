@@ -551,7 +551,8 @@ fn the_schema_registry_speaks_https_to_clients_with_certificates() {
     )
     .unwrap();
     let data = pki.dir.path().join("data");
-    let (child, _log) = common::serve_exactly(
+    let admin = common::free_ports();
+    let (child, log) = common::serve_exactly(
         &[
             "--cores",
             "1",
@@ -564,7 +565,7 @@ fn the_schema_registry_speaks_https_to_clients_with_certificates() {
             "--data-dir",
             data.to_str().unwrap(),
         ],
-        common::free_ports(),
+        admin,
     );
     let mut server = KilledOnDrop(child);
     let url = format!("https://127.0.0.1:{registry}");
@@ -581,18 +582,29 @@ fn the_schema_registry_speaks_https_to_clients_with_certificates() {
     // Without a certificate, with one the CA did not sign, or in plain HTTP: nothing.
     let (sc, sk) = (pki.path("stranger.pem"), pki.path("stranger.key"));
     let stranger = ["--cacert", ca.as_str(), "--cert", &sc, "--key", &sk];
-    for (who, flags) in [
-        ("no certificate", &["--cacert", ca.as_str()][..]),
-        ("stranger", &stranger[..]),
-    ] {
-        assert_eq!(
-            curl(flags, "GET", &format!("{url}/subjects")),
-            None,
-            "{who}"
-        );
-    }
     let plain = format!("http://127.0.0.1:{registry}/subjects");
-    assert_eq!(curl(&[], "GET", &plain), None);
+    let subjects = format!("{url}/subjects");
+    for (who, flags, at) in [
+        ("no certificate", &["--cacert", ca.as_str()][..], &subjects),
+        ("stranger", &stranger[..], &subjects),
+        ("plain HTTP", &[][..], &plain),
+    ] {
+        // Refused at once, not left to curl's own time limit.
+        let asked = std::time::Instant::now();
+        assert_eq!(curl(flags, "GET", at), None, "{who}");
+        assert!(asked.elapsed() < std::time::Duration::from_secs(5), "{who}");
+    }
+    let failed = common::metric_sum(
+        &common::scrape(admin),
+        "tidewater_schema_registry_tls_handshake_failures_total",
+    );
+    assert!(failed >= 3.0, "{failed} failed handshakes counted");
+    let said: Vec<String> = log.try_iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("TLS handshake failed")),
+        "{}",
+        said.join("\n")
+    );
     assert!(server.0.try_wait().unwrap().is_none(), "the server stopped");
     assert_eq!(
         curl(&certified, "GET", &format!("{url}/subjects")),
