@@ -167,36 +167,9 @@ fn a_core_that_cannot_start_stops_the_whole_server() {
     let port = common::free_ports();
     let _taken = std::net::TcpListener::bind(("127.0.0.1", port + 1)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tidewater()
-        .args([
-            "serve",
-            "--cores",
-            "2",
-            "--kafka-addr",
-            &format!("127.0.0.1:{port}"),
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(common::SMALL)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_serve("2", port, dir.path());
     // It must exit by itself; a live core 0 beside a dead core 1 would hang here.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve kept running with a failed core");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = exits_by_itself(child, "serve kept running with a failed core");
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("cannot listen on"), "{err}");
 }
@@ -207,30 +180,8 @@ fn a_second_server_on_a_taken_port_refuses_to_start() {
     // not take half of the first one's connections.
     let mut first = common::start("1", 1);
     let dir = tempfile::tempdir().unwrap();
-    let second = tidewater()
-        .args(["serve", "--cores", "1", "--admin-addr", "127.0.0.1:0"])
-        .args(["--kafka-addr", &format!("127.0.0.1:{}", first.port)])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(common::SMALL)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut second = KilledOnDrop(second);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = second.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a second server runs on port {}",
-            first.port
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut err).unwrap();
+    let second = spawn_serve("1", first.port, dir.path());
+    let (status, err) = exits_by_itself(second, "a second server runs on the port");
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!("cannot listen on 127.0.0.1:{}", first.port)),
@@ -437,6 +388,37 @@ aggregates = [{ fn = "count", as = "n" }]
     );
     assert!(said.contains("savepoint"), "{said}");
     assert_eq!(admin(port, "POST", "/checkpoint", Some(token)).0, 202);
+}
+
+/// `serve` on `cores` with its Kafka listener on `port` and its data in `dir`, its
+/// stderr piped.
+fn spawn_serve(cores: &str, port: u16, dir: &std::path::Path) -> std::process::Child {
+    tidewater()
+        .args(["serve", "--cores", cores, "--admin-addr", "127.0.0.1:0"])
+        .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(common::SMALL)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// How `child` (its stderr piped) ended by itself within 60 s, and its stderr;
+/// `why` when it did not (it is killed).
+fn exits_by_itself(child: std::process::Child, why: &str) -> (std::process::ExitStatus, String) {
+    let mut child = KilledOnDrop(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{why}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    (status, err)
 }
 
 /// A server that is stopped however the test ends.

@@ -9,6 +9,16 @@ mod common;
 
 use std::process::Command;
 
+/// `openssl req`'s flags for a new P-256 key without a passphrase, up to its path.
+const NEW_KEY: &[&str] = &[
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+];
+
 /// A CA, the server's certificate for 127.0.0.1 and clients' certificates, in a
 /// temporary directory.
 struct Pki {
@@ -52,23 +62,9 @@ impl Pki {
 
     fn ca(&self, name: &str, subject: &str) {
         let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-subj",
-            subject,
-            "-days",
-            "2",
-        ]);
+        let args = [&["req", "-x509"][..], NEW_KEY, &[&key, "-out", &pem]];
+        let args = [&args.concat()[..], &["-subj", subject, "-days", "2"]].concat();
+        self.openssl(&args);
     }
 
     fn leaf(&self, name: &str, ca: &str, subject: &str, extensions: &str, days: u32) {
@@ -79,20 +75,13 @@ impl Pki {
             format!("{name}.csr"),
             format!("{name}.pem"),
         );
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            subject,
-        ]);
+        let args = [
+            &["req"][..],
+            NEW_KEY,
+            &[&key, "-out", &csr, "-subj", subject],
+        ]
+        .concat();
+        self.openssl(&args);
         self.openssl(&[
             "x509",
             "-req",
@@ -178,6 +167,33 @@ tls_client_ca_file = "ca.pem"
 }
 
 type Receiver = std::sync::mpsc::Receiver<String>;
+
+/// A one-core server whose config (in the PKI's directory, so its relative paths
+/// name the PKI's files) is `config`, with `extra` flags and its admin listener on
+/// `admin`.
+fn start_one(
+    pki: &Pki,
+    config: &str,
+    extra: &[&str],
+    admin: u16,
+) -> (std::process::Child, Receiver) {
+    let cfg = pki.dir.path().join("one.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let data = pki.dir.path().join("data");
+    let kafka = format!("127.0.0.1:{}", common::free_ports());
+    let mut args = vec![
+        "--cores",
+        "1",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--kafka-addr",
+        &kafka,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    common::serve_exactly(&args, admin)
+}
 
 fn cores() -> &'static str {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
@@ -443,20 +459,11 @@ fn curl(flags: &[&str], method: &str, url: &str) -> Option<u16> {
 fn the_admin_listener_speaks_https_and_takes_client_certificates_for_the_token() {
     let pki = Pki::new();
     let admin = common::free_ports();
-    let cfg = pki.dir.path().join("admin.toml");
     // Only /health stays open: /metrics needs a certificate too.
-    std::fs::write(&cfg, "admin_open_paths = [\"/health\"]\n").unwrap();
-    let data = pki.dir.path().join("data");
-    let (child, log) = common::serve_exactly(
+    let (child, log) = start_one(
+        &pki,
+        "admin_open_paths = [\"/health\"]\n",
         &[
-            "--cores",
-            "1",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--kafka-addr",
-            &format!("127.0.0.1:{}", common::free_ports()),
-            "--data-dir",
-            data.to_str().unwrap(),
             "--admin-tls-cert-file",
             &pki.path("server.pem"),
             "--admin-tls-key-file",
@@ -544,27 +551,11 @@ fn the_admin_listener_speaks_https_and_takes_client_certificates_for_the_token()
 fn the_schema_registry_speaks_https_to_clients_with_certificates() {
     let pki = Pki::new();
     let registry = common::free_ports();
-    let cfg = pki.dir.path().join("registry.toml");
-    std::fs::write(
-        &cfg,
-        "schema_registry_tls_cert_file = \"server.pem\"\nschema_registry_tls_key_file = \"server.key\"\nschema_registry_tls_client_ca_file = \"ca.pem\"\n",
-    )
-    .unwrap();
-    let data = pki.dir.path().join("data");
     let admin = common::free_ports();
-    let (child, log) = common::serve_exactly(
-        &[
-            "--cores",
-            "1",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--kafka-addr",
-            &format!("127.0.0.1:{}", common::free_ports()),
-            "--schema-registry-addr",
-            &format!("127.0.0.1:{registry}"),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
+    let (child, log) = start_one(
+        &pki,
+        "schema_registry_tls_cert_file = \"server.pem\"\nschema_registry_tls_key_file = \"server.key\"\nschema_registry_tls_client_ca_file = \"ca.pem\"\n",
+        &["--schema-registry-addr", &format!("127.0.0.1:{registry}")],
         admin,
     );
     let mut server = KilledOnDrop(child);
