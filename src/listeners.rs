@@ -232,6 +232,11 @@ pub fn settle(
         let addr: SocketAddr = text
             .parse()
             .with_context(|| format!("kafka_addr {text:?}: use HOST:PORT with an IP address"))?;
+        if addr.ip().is_unspecified() && advertised_host.is_none() {
+            // Kept for the configs that rely on it (a client on this host reaches
+            // 0.0.0.0), but clients elsewhere cannot.
+            tracing::warn!(%addr, "kafka_addr listens on every address without advertised_host: Metadata tells clients to connect to {}, which only works on this host; set advertised_host", addr.ip());
+        }
         return Ok(vec![Listener {
             name: "PLAINTEXT".into(),
             addr,
