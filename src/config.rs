@@ -88,6 +88,7 @@ pub struct FileConfig {
     pub fetch_bytes_max: Option<usize>,
     pub request_timeout_ms: Option<u64>,
     pub connections_max_idle_ms: Option<u64>,
+    pub connection_creation_rate_per_ip: Option<u32>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
     pub group_min_session_timeout_ms: Option<u64>,
     pub group_max_session_timeout_ms: Option<u64>,
@@ -285,6 +286,10 @@ pub struct KafkaFlags {
     /// Kafka's connections.max.idle.ms).
     #[arg(long)]
     pub connections_max_idle_ms: Option<u64>,
+    /// New connections one client IP may open to a core per second; more are closed
+    /// at accept (default 0: no limit).
+    #[arg(long)]
+    pub connection_creation_rate_per_ip: Option<u32>,
     /// A new consumer group's first rebalance waits this long for more members
     /// (default 3000, as Kafka's group.initial.rebalance.delay.ms).
     #[arg(long)]
@@ -714,6 +719,10 @@ fn kafka_limits(kafka: &KafkaFlags, file: &FileConfig) -> Result<tidewater_kafka
             .connections_max_idle_ms
             .or(file.connections_max_idle_ms)
             .unwrap_or(d.connections_max_idle_ms),
+        connection_creation_rate_per_ip: kafka
+            .connection_creation_rate_per_ip
+            .or(file.connection_creation_rate_per_ip)
+            .unwrap_or(d.connection_creation_rate_per_ip),
         groups: group_config(kafka, file)?,
     };
     if kafka_limits.request_bytes_max < 1024

@@ -142,6 +142,8 @@ pub struct Metrics {
     request_buffers_pooled: Family<Labels, Gauge>,
     protocol_violations: Family<Labels, Counter>,
     tls_handshake_failures: Family<Labels, Counter>,
+    connections_throttled: Family<Labels, Counter>,
+    connection_rate_ips: Family<Labels, Gauge>,
     journal_appends: Family<Labels, Counter>,
     journal_writes: Family<Labels, Counter>,
     journal_syncs: Family<Labels, Counter>,
@@ -252,6 +254,14 @@ impl Metrics {
             tls_handshake_failures: fam!(
                 "kafka_tls_handshake_failures",
                 "Kafka connections whose TLS handshake failed or timed out: a plaintext client, an untrusted or expired certificate on either side"
+            ),
+            connections_throttled: fam!(
+                "kafka_connections_throttled",
+                "Kafka connections closed at accept: their IP opened more than connection_creation_rate_per_ip this second"
+            ),
+            connection_rate_ips: fam!(
+                "kafka_connection_rate_ips",
+                "Client IPs the per-IP connection rate tracks (at most 10000 per core)"
             ),
             journal_appends: fam!("journal_appends", "Batches appended to the journal"),
             journal_writes: fam!("journal_writes", "Journal writes (one group commit each)"),
@@ -453,6 +463,8 @@ pub struct KafkaSeries {
     request_buffers_pooled: Gauge,
     protocol_violations: (Counter, Delta),
     tls_handshake_failures: (Counter, Delta),
+    connections_throttled: (Counter, Delta),
+    connection_rate_ips: Gauge,
     forwards: (Counter, Delta),
     groups: (Gauge, Gauge, Gauge),
     rebalances: (Counter, Delta),
@@ -484,6 +496,8 @@ impl KafkaSeries {
             request_buffers_pooled: gauge(&m.request_buffers_pooled),
             protocol_violations: counter(&m.protocol_violations),
             tls_handshake_failures: counter(&m.tls_handshake_failures),
+            connections_throttled: counter(&m.connections_throttled),
+            connection_rate_ips: gauge(&m.connection_rate_ips),
             forwards: counter(&m.cross_core_forwards),
             groups: (
                 gauge(&m.groups),
@@ -514,6 +528,10 @@ impl KafkaSeries {
         d.push(c, st.protocol_violations.get());
         let (c, d) = &mut self.tls_handshake_failures;
         d.push(c, st.tls_handshake_failures.get());
+        let (c, d) = &mut self.connections_throttled;
+        d.push(c, st.connections_throttled.get());
+        self.connection_rate_ips
+            .set(st.connection_rate_ips.get() as i64);
         let (c, d) = &mut self.forwards;
         d.push(c, st.cross_core_forwards.get());
         let g = st.group_counts();

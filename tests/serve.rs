@@ -430,3 +430,50 @@ impl Drop for KilledOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Whether a new connection to `port` answers an ApiVersions request.
+fn answers_api_versions(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    // ApiVersions v0: size, api key 18, version 0, correlation id 7, client id "t".
+    let request = [0, 0, 0, 11, 0, 18, 0, 0, 0, 0, 0, 7, 0, 1, b't'];
+    let mut size = [0u8; 4];
+    s.write_all(&request).is_ok() && s.read_exact(&mut size).is_ok()
+}
+
+#[test]
+fn an_ip_that_opens_connections_too_fast_is_refused_and_counted() {
+    let server = common::start_with("1", 1, &["--connection-creation-rate-per-ip", "5"]);
+    let second = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as usize
+    };
+    let first = second();
+    let answered = (0..20)
+        .filter(|_| answers_api_versions(server.port))
+        .count();
+    // Five in each second the twenty connections spanned (usually one or two).
+    let seconds = second() - first + 1;
+    assert!(
+        answered >= 5 && answered <= 5 * seconds,
+        "{answered} of 20 answered in {seconds} s"
+    );
+    let text = common::scrape_when(server.admin, |t| {
+        common::metric_sum(t, "tidewater_kafka_connections_throttled_total")
+            >= (20 - answered) as f64
+    });
+    let throttled = common::metric_sum(&text, "tidewater_kafka_connections_throttled_total");
+    assert_eq!(throttled as usize, 20 - answered, "{text}");
+    assert_eq!(
+        common::metric_sum(&text, "tidewater_kafka_connection_rate_ips"),
+        1.0
+    );
+    // The next second lets it in again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(answers_api_versions(server.port));
+}

@@ -50,6 +50,9 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// Longest a connection may wait for its next request before it is closed.
     pub connections_max_idle_ms: u64,
+    /// New connections one client IP may open to a core per second; more are
+    /// closed at accept. 0: no limit.
+    pub connection_creation_rate_per_ip: u32,
     /// The group coordinator's timeouts and limits.
     pub groups: GroupConfig,
 }
@@ -67,6 +70,8 @@ impl Default for Limits {
             request_timeout_ms: 30_000,
             // Kafka's connections.max.idle.ms.
             connections_max_idle_ms: 600_000,
+            // Kafka's connection_creation_rate quota is unset by default too.
+            connection_creation_rate_per_ip: 0,
             groups: GroupConfig::default(),
         }
     }
@@ -101,6 +106,10 @@ pub struct Broker {
     pub append_failures: LogThrottle,
     /// Failed TLS handshakes are logged at most every [`APPEND_FAILURE_LOG_EVERY`].
     pub tls_failures: LogThrottle,
+    /// New connections per client IP this second.
+    pub ip_rate: crate::ip_rate::IpRate,
+    /// Connections closed for their IP's rate are logged at most every period.
+    pub rate_refusals: LogThrottle,
     /// The consumer groups this core coordinates.
     pub groups: Rc<Coordinator>,
     /// The server's settings a topic's own configs fall back to.
@@ -294,6 +303,8 @@ impl Broker {
             )),
             append_failures: LogThrottle::default(),
             tls_failures: LogThrottle::default(),
+            ip_rate: crate::ip_rate::IpRate::new(limits.connection_creation_rate_per_ip),
+            rate_refusals: LogThrottle::default(),
         }
     }
 

@@ -70,6 +70,9 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener, endpoint: Rc<End
             drop(stream);
             continue;
         }
+        if !admitted_by_rate(&broker, &stream) {
+            continue;
+        }
         broker.connections.set(broker.connections.get() + 1);
         broker
             .stats
@@ -100,6 +103,40 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener, endpoint: Rc<End
         })
         .detach();
     }
+}
+
+/// Whether a new connection's IP is within `connection_creation_rate_per_ip`;
+/// one over it is counted and dropped (a line at most every 10 s).
+fn admitted_by_rate(broker: &Broker, stream: &TcpStream) -> bool {
+    let Ok(peer) = stream.peer_addr() else {
+        return true;
+    };
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let admitted = broker.ip_rate.admit(peer.ip(), second);
+    let stats = &broker.stats;
+    stats
+        .connection_rate_ips
+        .set(broker.ip_rate.tracked() as u64);
+    if admitted {
+        return true;
+    }
+    let throttled = &stats.connections_throttled;
+    throttled.set(throttled.get() + 1);
+    let now = std::time::Instant::now();
+    if let Some(more) = broker
+        .rate_refusals
+        .admit(now, crate::broker::APPEND_FAILURE_LOG_EVERY)
+    {
+        tracing::warn!(
+            shard = broker.shard,
+            peer = %peer,
+            limit = broker.limits.connection_creation_rate_per_ip,
+            "connection refused: its IP opens connections faster than connection_creation_rate_per_ip ({more} more since the last line)"
+        );
+    }
+    false
 }
 
 /// Why the server closed a connection.

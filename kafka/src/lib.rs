@@ -52,6 +52,7 @@ mod forward;
 pub mod groups;
 mod handlers;
 mod idempotence;
+pub mod ip_rate;
 pub mod listener;
 mod owner;
 mod remote;

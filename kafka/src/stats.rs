@@ -196,6 +196,13 @@ pub struct KafkaStats {
     /// Connections whose TLS handshake failed or timed out
     /// (`tidewater_kafka_tls_handshake_failures_total`).
     pub tls_handshake_failures: Cell<u64>,
+    /// Connections closed at accept because their IP opened more than
+    /// `connection_creation_rate_per_ip` this second
+    /// (`tidewater_kafka_connections_throttled_total`).
+    pub connections_throttled: Cell<u64>,
+    /// Client IPs the connection rate tracks now, at most
+    /// [`crate::ip_rate::IPS_MAX`] (`tidewater_kafka_connection_rate_ips`).
+    pub connection_rate_ips: Cell<u64>,
     /// Partition parts of requests forwarded to the owning core, single-port mode
     /// (`tidewater_cross_core_forwards_total`).
     pub cross_core_forwards: Cell<u64>,
