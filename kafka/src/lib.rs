@@ -19,7 +19,7 @@
 //! - beside them: `error` ([`KafkaError`]), `stats` ([`KafkaStats`]),
 //!   `topic_config` (a topic's own configs), `batch`
 //!   (record batch checks), `idempotence`, `budget` (request memory), `bodies`
-//!   (buffer pool).
+//!   (buffer pool), `ip_rate` (new connections per client IP per second).
 //!
 //! Per-core brokers (the default): core `i` listens on `PORT + i` and Metadata names
 //! each core as its own broker (node id `i`) and each partition's leader as its owning
