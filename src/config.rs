@@ -471,18 +471,12 @@ impl Settings {
 /// The schema registry's TLS, from the file's `schema_registry_tls_*` keys.
 fn registry_tls(file: &FileConfig) -> Result<Option<crate::listeners::Tls>> {
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| file.base_dir.join(p));
-    let client_ca = path(&file.schema_registry_tls_client_ca_file);
-    match (
+    let files = (
         path(&file.schema_registry_tls_cert_file),
         path(&file.schema_registry_tls_key_file),
-    ) {
-        (Some(cert), Some(key)) => Ok(Some(
-            crate::listeners::Tls::for_registry(cert, key, client_ca)
-                .context("the schema registry's TLS")?,
-        )),
-        (None, None) if client_ca.is_none() => Ok(None),
-        _ => bail!("schema registry TLS needs schema_registry_tls_cert_file and schema_registry_tls_key_file (schema_registry_tls_client_ca_file works only with them)"),
-    }
+        path(&file.schema_registry_tls_client_ca_file),
+    );
+    crate::listeners::Tls::of_http("schema registry", "schema_registry", files, false)
 }
 
 /// Who may use the admin listener, and its TLS. A flag's path is from where the
@@ -503,25 +497,21 @@ fn admin_access(
         Some(p) => crate::admin_auth::AdminAuth::from_file(&p, open.clone())?,
         None => crate::admin_auth::AdminAuth::open(),
     };
-    let cert = path(&kafka.admin_tls_cert_file, &file.admin_tls_cert_file);
-    let key = path(&kafka.admin_tls_key_file, &file.admin_tls_key_file);
-    let client_ca = path(
-        &kafka.admin_tls_client_ca_file,
-        &file.admin_tls_client_ca_file,
+    let files = (
+        path(&kafka.admin_tls_cert_file, &file.admin_tls_cert_file),
+        path(&kafka.admin_tls_key_file, &file.admin_tls_key_file),
+        path(
+            &kafka.admin_tls_client_ca_file,
+            &file.admin_tls_client_ca_file,
+        ),
     );
-    let tls = match (cert, key) {
-        (Some(cert), Some(key)) => {
-            if client_ca.is_some() {
-                auth = auth.with_client_certificates(open);
-            }
-            Some(
-                crate::listeners::Tls::for_admin(cert, key, client_ca)
-                    .context("the admin listener's TLS")?,
-            )
-        }
-        (None, None) if client_ca.is_none() => None,
-        _ => bail!("admin TLS needs admin_tls_cert_file and admin_tls_key_file (admin_tls_client_ca_file works only with them)"),
-    };
+    let tls = crate::listeners::Tls::of_http("admin listener", "admin", files, true)?;
+    if tls
+        .as_ref()
+        .is_some_and(crate::listeners::Tls::authenticates)
+    {
+        auth = auth.with_client_certificates(open);
+    }
     Ok((auth, tls))
 }
 

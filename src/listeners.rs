@@ -105,26 +105,31 @@ impl Tls {
         Ok(Tls { files, config })
     }
 
-    /// The admin listener's TLS: clients of `client_ca` may show a certificate, and
-    /// others may come without one (the paths they may use are the admin rules').
-    pub fn for_admin(cert: PathBuf, key: PathBuf, client_ca: Option<PathBuf>) -> Result<Tls> {
-        Tls::load(TlsFiles {
-            cert,
-            key,
-            client_ca,
-            client_optional: true,
-        })
-    }
-
-    /// The schema registry's TLS: with `client_ca`, every client must show a
-    /// certificate it signed.
-    pub fn for_registry(cert: PathBuf, key: PathBuf, client_ca: Option<PathBuf>) -> Result<Tls> {
-        Tls::load(TlsFiles {
-            cert,
-            key,
-            client_ca,
-            client_optional: false,
-        })
+    /// The TLS of an HTTP listener whose config keys are `<keys>_tls_cert_file`,
+    /// `<keys>_tls_key_file` and `<keys>_tls_client_ca_file`: None when none is
+    /// given; the certificate and key go together, and the CA needs them. With
+    /// `client_optional`, clients of the CA may show a certificate and others may
+    /// come without one (the admin listener's rules then judge them); without it,
+    /// the CA makes a certificate every client's way in.
+    pub fn of_http(
+        what: &str,
+        keys: &str,
+        (cert, key, client_ca): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
+        client_optional: bool,
+    ) -> Result<Option<Tls>> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(
+                Tls::load(TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                    client_optional,
+                })
+                .with_context(|| format!("the {what}'s TLS"))?,
+            )),
+            (None, None) if client_ca.is_none() => Ok(None),
+            _ => bail!("{what} TLS needs {keys}_tls_cert_file and {keys}_tls_key_file ({keys}_tls_client_ca_file works only with them)"),
+        }
     }
 
     /// Whether clients show certificates a CA of ours signed.
@@ -134,10 +139,7 @@ impl Tls {
 
     /// The configuration a connection accepted now handshakes with.
     pub fn now(&self) -> Arc<rustls::ServerConfig> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        tidewater_kafka::listener::current(&self.config)
     }
 
     /// Reads the files again; new connections handshake with what they hold now,

@@ -916,15 +916,19 @@ fn reply_unauthorized(conn: &mut impl Write) {
 /// How often refused admin requests are logged while they keep coming.
 const ADMIN_AUTH_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// `Some(n)` when a line about an admin refusal may be logged now (`n`: how many
+/// `log` left out since the last), at most every `ADMIN_AUTH_LOG_EVERY`.
+fn admitted(log: &std::sync::Mutex<tidewater_kafka::LogThrottle>) -> Option<u64> {
+    let now = std::time::Instant::now();
+    log.lock()
+        .ok()
+        .and_then(|t| t.admit(now, ADMIN_AUTH_LOG_EVERY))
+}
+
 /// A WARN for a refused admin request, at most one every 10 s (the counter has
 /// them all).
 fn warn_of_auth_failure(m: &Metrics, peer: &str, path: &str, refused: u64) {
-    let admitted = m
-        .admin_auth_log
-        .lock()
-        .ok()
-        .and_then(|t| t.admit(std::time::Instant::now(), ADMIN_AUTH_LOG_EVERY));
-    if let Some(more) = admitted {
+    if let Some(more) = admitted(&m.admin_auth_log) {
         tracing::warn!(
             peer,
             path,
@@ -1048,12 +1052,7 @@ fn note_admin_tls_failure(m: &Metrics, peer: &str, e: &std::io::Error) {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         return;
     }
-    let admitted = m
-        .admin_tls_log
-        .lock()
-        .ok()
-        .and_then(|t| t.admit(std::time::Instant::now(), ADMIN_AUTH_LOG_EVERY));
-    if let Some(more) = admitted {
+    if let Some(more) = admitted(&m.admin_tls_log) {
         tracing::info!(
             peer,
             "admin connection closed: TLS handshake failed: {e} ({more} more since the last line)"

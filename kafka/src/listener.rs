@@ -12,6 +12,15 @@ use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 /// core; a reload replaces the inner `Arc`, and connections already up keep theirs.
 pub type TlsConfig = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 
+/// The configuration in `tls` now. A poisoned lock still holds a whole
+/// configuration: a reload only swaps an `Arc`.
+pub fn current(tls: &TlsConfig) -> Arc<rustls::ServerConfig> {
+    match tls.read() {
+        Ok(c) => c.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
 /// One listener: core `i` of a per-core server listens on its port + `i`.
 pub struct Endpoint {
     /// As configured, e.g. `EXTERNAL`; in logs.
@@ -32,12 +41,7 @@ impl Endpoint {
 
     /// The configuration a connection accepted now handshakes with.
     pub fn tls_now(&self) -> Option<Arc<rustls::ServerConfig>> {
-        let tls = self.tls.as_ref()?;
-        // A poisoned lock still holds a whole configuration: a reload swaps an Arc.
-        Some(match tls.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        })
+        self.tls.as_ref().map(current)
     }
 }
 
