@@ -150,19 +150,8 @@ tls_client_ca_file = "ca.pem"
         ),
     )
     .unwrap();
-    let data = pki.dir.path().join("data");
     let admin = common::free_ports();
-    let (child, log) = common::serve_exactly(
-        &[
-            "--cores",
-            cores,
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        admin,
-    );
+    let (child, log) = serve_in(pki, &cfg, &["--cores", cores], admin);
     (child, admin, log)
 }
 
@@ -179,20 +168,28 @@ fn start_one(
 ) -> (std::process::Child, Receiver) {
     let cfg = pki.dir.path().join("one.toml");
     std::fs::write(&cfg, config).unwrap();
-    let data = pki.dir.path().join("data");
     let kafka = format!("127.0.0.1:{}", common::free_ports());
-    let mut args = vec![
-        "--cores",
-        "1",
+    let mut args = vec!["--cores", "1", "--kafka-addr", &kafka];
+    args.extend_from_slice(extra);
+    serve_in(pki, &cfg, &args, admin)
+}
+
+/// `serve` with the config `cfg`, its data in the PKI's directory, and `args`.
+fn serve_in(
+    pki: &Pki,
+    cfg: &std::path::Path,
+    args: &[&str],
+    admin: u16,
+) -> (std::process::Child, Receiver) {
+    let data = pki.dir.path().join("data");
+    let mut all = vec![
         "--config",
         cfg.to_str().unwrap(),
-        "--kafka-addr",
-        &kafka,
         "--data-dir",
         data.to_str().unwrap(),
     ];
-    args.extend_from_slice(extra);
-    common::serve_exactly(&args, admin)
+    all.extend_from_slice(args);
+    common::serve_exactly(&all, admin)
 }
 
 fn cores() -> &'static str {
