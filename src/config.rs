@@ -89,6 +89,9 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     pub connections_max_idle_ms: Option<u64>,
     pub connection_creation_rate_per_ip: Option<u32>,
+    pub connections_max_reauth_ms: Option<u64>,
+    pub connection_failed_authentication_delay_ms: Option<u64>,
+    pub failed_authentications_per_ip_per_minute: Option<u32>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
     pub group_min_session_timeout_ms: Option<u64>,
     pub group_max_session_timeout_ms: Option<u64>,
@@ -290,6 +293,21 @@ pub struct KafkaFlags {
     /// at accept (default 0: no limit).
     #[arg(long)]
     pub connection_creation_rate_per_ip: Option<u32>,
+    /// A SASL session ends this long after it began unless the client
+    /// authenticates again on its connection (default 0: it lasts as long as the
+    /// connection; as Kafka's connections.max.reauth.ms).
+    #[arg(long)]
+    pub connections_max_reauth_ms: Option<u64>,
+    /// The answer to a failed SASL authentication waits this long, then the
+    /// connection closes (default 100, as Kafka's
+    /// connection.failed.authentication.delay.ms).
+    #[arg(long)]
+    pub connection_failed_authentication_delay_ms: Option<u64>,
+    /// Failed SASL authentications one client IP may make on a core per minute;
+    /// beyond it its authentications fail unchecked until the minute ends (default
+    /// 30; 0: no limit).
+    #[arg(long)]
+    pub failed_authentications_per_ip_per_minute: Option<u32>,
     /// A new consumer group's first rebalance waits this long for more members
     /// (default 3000, as Kafka's group.initial.rebalance.delay.ms).
     #[arg(long)]
@@ -713,6 +731,18 @@ fn kafka_limits(kafka: &KafkaFlags, file: &FileConfig) -> Result<tidewater_kafka
             .connection_creation_rate_per_ip
             .or(file.connection_creation_rate_per_ip)
             .unwrap_or(d.connection_creation_rate_per_ip),
+        connections_max_reauth_ms: kafka
+            .connections_max_reauth_ms
+            .or(file.connections_max_reauth_ms)
+            .unwrap_or(d.connections_max_reauth_ms),
+        connection_failed_authentication_delay_ms: kafka
+            .connection_failed_authentication_delay_ms
+            .or(file.connection_failed_authentication_delay_ms)
+            .unwrap_or(d.connection_failed_authentication_delay_ms),
+        failed_authentications_per_ip_per_minute: kafka
+            .failed_authentications_per_ip_per_minute
+            .or(file.failed_authentications_per_ip_per_minute)
+            .unwrap_or(d.failed_authentications_per_ip_per_minute),
         groups: group_config(kafka, file)?,
     };
     if kafka_limits.request_bytes_max < 1024

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use tidewater_kafka::sasl::{scram::Scram, Mechanism};
 
 /// One `[[listeners]]` entry as written.
 #[derive(Deserialize, Debug, Clone)]
@@ -24,9 +25,13 @@ pub struct ListenerConfig {
     pub addr: String,
     /// `HOST:PORT` clients are told (per-core: core `i` at PORT + `i`). Default: `addr`.
     pub advertised_addr: Option<String>,
-    /// `PLAINTEXT` (default) or `SSL`.
+    /// `PLAINTEXT` (default), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
     pub protocol: Option<String>,
+    /// The SASL mechanisms a SASL listener offers (default SCRAM-SHA-512 and
+    /// SCRAM-SHA-256).
     pub sasl_mechanisms: Option<Vec<String>>,
+    /// Lets PLAIN (passwords in the clear) be offered on SASL_PLAINTEXT.
+    pub sasl_plain_without_tls: Option<bool>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     /// Clients must show a certificate signed by one of these CAs (mTLS).
@@ -38,14 +43,39 @@ pub struct ListenerConfig {
 pub enum Protocol {
     Plaintext,
     Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 4] = [
+        Protocol::Plaintext,
+        Protocol::Ssl,
+        Protocol::SaslPlaintext,
+        Protocol::SaslSsl,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Plaintext => "PLAINTEXT",
+            Protocol::Ssl => "SSL",
+            Protocol::SaslPlaintext => "SASL_PLAINTEXT",
+            Protocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, Protocol::Ssl | Protocol::SaslSsl)
+    }
+
+    fn sasl(self) -> bool {
+        matches!(self, Protocol::SaslPlaintext | Protocol::SaslSsl)
+    }
 }
 
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Protocol::Plaintext => "PLAINTEXT",
-            Protocol::Ssl => "SSL",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -58,12 +88,14 @@ pub struct Listener {
     pub advertised_port: u16,
     pub protocol: Protocol,
     pub tls: Option<Tls>,
+    /// The SASL mechanisms of a SASL listener.
+    pub sasl: Option<Vec<Mechanism>>,
 }
 
 impl Listener {
     /// Whether a client must prove who it is to use this listener.
     pub fn authenticates(&self) -> bool {
-        self.tls.as_ref().is_some_and(Tls::authenticates)
+        self.sasl.is_some() || self.tls.as_ref().is_some_and(Tls::authenticates)
     }
 
     /// The listener as core `shard`'s connections see it.
@@ -73,6 +105,7 @@ impl Listener {
             advertised_host: self.advertised_host.clone(),
             advertised_port: self.advertised_port,
             tls: self.tls.as_ref().map(|t| t.config.clone()),
+            sasl: self.sasl.clone(),
         }
     }
 }
@@ -246,6 +279,7 @@ pub fn settle(
             advertised_port: addr.port(),
             protocol: Protocol::Plaintext,
             tls: None,
+            sasl: None,
         }]);
     }
     if kafka_addr.is_some() || advertised_host.is_some() {
@@ -282,35 +316,28 @@ fn settle_one(e: &ListenerConfig, base_dir: &Path) -> Result<Listener> {
         }
         None => (addr.ip().to_string(), addr.port()),
     };
-    let protocol = match e.protocol.as_deref().unwrap_or("PLAINTEXT") {
-        "PLAINTEXT" => Protocol::Plaintext,
-        "SSL" => Protocol::Ssl,
-        "SASL_PLAINTEXT" | "SASL_SSL" => bail!(
-            "protocol {:?}: SASL is not served yet; use SSL with tls_client_ca_file to authenticate clients by certificate",
-            e.protocol.as_deref().unwrap_or_default()
-        ),
-        other => bail!("protocol {other:?}: use PLAINTEXT or SSL"),
+    let text = e.protocol.as_deref().unwrap_or("PLAINTEXT");
+    let Some(protocol) = Protocol::ALL.into_iter().find(|p| p.name() == text) else {
+        bail!("protocol {text:?}: use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL");
     };
-    if e.sasl_mechanisms.is_some() {
-        bail!("sasl_mechanisms: SASL is not served yet");
-    }
+    let sasl = sasl_of(e, protocol)?;
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| base_dir.join(p));
     let (cert, key, client_ca) = (
         path(&e.tls_cert_file),
         path(&e.tls_key_file),
         path(&e.tls_client_ca_file),
     );
-    let tls = match (protocol, cert, key) {
-        (Protocol::Ssl, Some(cert), Some(key)) => Some(Tls::load(TlsFiles {
+    let tls = match (protocol.tls(), cert, key) {
+        (true, Some(cert), Some(key)) => Some(Tls::load(TlsFiles {
             cert,
             key,
             client_ca,
             client_optional: false,
         })?),
-        (Protocol::Ssl, _, _) => bail!("protocol SSL needs tls_cert_file and tls_key_file"),
-        (Protocol::Plaintext, None, None) if client_ca.is_none() => None,
-        (Protocol::Plaintext, _, _) => {
-            bail!("tls_* files are given but the protocol is PLAINTEXT: use SSL")
+        (true, _, _) => bail!("protocol {protocol} needs tls_cert_file and tls_key_file"),
+        (false, None, None) if client_ca.is_none() => None,
+        (false, _, _) => {
+            bail!("tls_* files are given but the protocol is {protocol}: use SSL or SASL_SSL")
         }
     };
     Ok(Listener {
@@ -320,7 +347,43 @@ fn settle_one(e: &ListenerConfig, base_dir: &Path) -> Result<Listener> {
         advertised_port,
         protocol,
         tls,
+        sasl,
     })
+}
+
+/// The mechanisms of a SASL listener: `sasl_mechanisms`, or SCRAM-SHA-512 and
+/// SCRAM-SHA-256; PLAIN sends the password itself, so on SASL_PLAINTEXT it needs
+/// `sasl_plain_without_tls = true`.
+fn sasl_of(e: &ListenerConfig, protocol: Protocol) -> Result<Option<Vec<Mechanism>>> {
+    if !protocol.sasl() {
+        if e.sasl_mechanisms.is_some() || e.sasl_plain_without_tls.is_some() {
+            bail!("sasl_* settings need protocol SASL_PLAINTEXT or SASL_SSL");
+        }
+        return Ok(None);
+    }
+    let mut mechanisms = Vec::new();
+    match &e.sasl_mechanisms {
+        None => mechanisms.extend([Scram::Sha512, Scram::Sha256].map(Mechanism::Scram)),
+        Some(names) => {
+            for name in names {
+                let m = Mechanism::of_name(name).with_context(|| {
+                    format!("sasl_mechanisms: {name:?} is not served; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+                })?;
+                if mechanisms.contains(&m) {
+                    bail!("sasl_mechanisms names {name} twice");
+                }
+                mechanisms.push(m);
+            }
+        }
+    }
+    if mechanisms.is_empty() {
+        bail!("sasl_mechanisms is empty: a SASL listener offers at least one");
+    }
+    let plain_allowed = protocol.tls() || e.sasl_plain_without_tls == Some(true);
+    if mechanisms.contains(&Mechanism::Plain) && !plain_allowed {
+        bail!("PLAIN sends passwords in the clear on SASL_PLAINTEXT: use SASL_SSL, or set sasl_plain_without_tls = true on a network you trust");
+    }
+    Ok(Some(mechanisms))
 }
 
 /// `HOST:PORT`, `[IPv6]:PORT`: the host as clients write it, and a port above 0.
@@ -387,6 +450,7 @@ mod tests {
             advertised_addr: None,
             protocol: None,
             sasl_mechanisms: None,
+            sasl_plain_without_tls: None,
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
@@ -440,7 +504,32 @@ mod tests {
         assert!(error(&[ssl]).contains("needs tls_cert_file"));
         let mut sasl = entry("S", "127.0.0.1:1");
         sasl.protocol = Some("SASL_SSL".into());
-        assert!(error(&[sasl]).contains("SASL is not served yet"));
+        assert!(error(&[sasl.clone()]).contains("needs tls_cert_file"));
+        sasl.protocol = Some("SASL_PLAINTEXT".into());
+        let l = settle(&[sasl.clone()], None, None, Path::new(".")).unwrap();
+        assert_eq!(
+            l[0].sasl.as_deref(),
+            Some(
+                &[
+                    Mechanism::Scram(Scram::Sha512),
+                    Mechanism::Scram(Scram::Sha256)
+                ][..]
+            )
+        );
+        assert!(l[0].authenticates());
+        sasl.sasl_mechanisms = Some(vec!["PLAIN".into()]);
+        assert!(error(&[sasl.clone()]).contains("sasl_plain_without_tls"));
+        sasl.sasl_plain_without_tls = Some(true);
+        assert!(settle(&[sasl.clone()], None, None, Path::new(".")).is_ok());
+        sasl.sasl_mechanisms = Some(vec!["GSSAPI".into()]);
+        assert!(error(&[sasl.clone()]).contains("not served"));
+        sasl.sasl_mechanisms = Some(vec![]);
+        assert!(error(&[sasl.clone()]).contains("empty"));
+        sasl.sasl_mechanisms = Some(vec!["PLAIN".into(), "PLAIN".into()]);
+        assert!(error(&[sasl]).contains("twice"));
+        let mut mechanisms_on_plaintext = entry("P", "127.0.0.1:1");
+        mechanisms_on_plaintext.sasl_mechanisms = Some(vec!["PLAIN".into()]);
+        assert!(error(&[mechanisms_on_plaintext]).contains("need protocol SASL"));
         let mut plain = entry("P", "127.0.0.1:1");
         plain.tls_client_ca_file = Some("ca.pem".into());
         assert!(error(&[plain]).contains("use SSL"));

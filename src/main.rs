@@ -14,6 +14,7 @@ mod metrics;
 mod rescale;
 mod schema_registry;
 mod server;
+mod users;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -50,6 +51,9 @@ enum Command {
     /// Take a checkpoint of every job now (a savepoint: kept until removed by hand)
     /// through a running server's admin listener, and wait until it is complete.
     Checkpoint(CheckpointArgs),
+    /// The SASL users of a data directory, while its server is stopped.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
 }
 
 #[derive(clap::Args)]
@@ -238,6 +242,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Checkpoint(args) => checkpoint_now(args),
+        Command::Users(cmd) => users::run(cmd),
     }
 }
 

@@ -144,6 +144,10 @@ pub struct Metrics {
     tls_handshake_failures: Family<Labels, Counter>,
     connections_throttled: Family<Labels, Counter>,
     connection_rate_ips: Family<Labels, Gauge>,
+    sasl_authentications: Family<Labels, Counter>,
+    sasl_reauthentications: Family<Labels, Counter>,
+    sasl_authentication_failures: Family<Labels, Counter>,
+    sasl_failed_login_ips: Family<Labels, Gauge>,
     journal_appends: Family<Labels, Counter>,
     journal_writes: Family<Labels, Counter>,
     journal_syncs: Family<Labels, Counter>,
@@ -262,6 +266,22 @@ impl Metrics {
             connection_rate_ips: fam!(
                 "kafka_connection_rate_ips",
                 "Client IPs the per-IP connection rate tracks (at most 10000 per core)"
+            ),
+            sasl_authentications: fam!(
+                "kafka_sasl_authentications",
+                "SASL authentications that succeeded on a Kafka connection (its first)"
+            ),
+            sasl_reauthentications: fam!(
+                "kafka_sasl_reauthentications",
+                "SASL re-authentications that succeeded (KIP-368, connections_max_reauth_ms)"
+            ),
+            sasl_authentication_failures: fam!(
+                "kafka_sasl_authentication_failures",
+                "SASL authentications that failed: a wrong password or unknown user, a malformed exchange, or an IP over failed_authentications_per_ip_per_minute"
+            ),
+            sasl_failed_login_ips: fam!(
+                "kafka_sasl_failed_login_ips",
+                "Client IPs whose failed SASL authentications this minute are counted (at most 10000 per core)"
             ),
             journal_appends: fam!("journal_appends", "Batches appended to the journal"),
             journal_writes: fam!("journal_writes", "Journal writes (one group commit each)"),
@@ -465,6 +485,10 @@ pub struct KafkaSeries {
     tls_handshake_failures: (Counter, Delta),
     connections_throttled: (Counter, Delta),
     connection_rate_ips: Gauge,
+    sasl_authentications: (Counter, Delta),
+    sasl_reauthentications: (Counter, Delta),
+    sasl_authentication_failures: (Counter, Delta),
+    sasl_failed_login_ips: Gauge,
     forwards: (Counter, Delta),
     groups: (Gauge, Gauge, Gauge),
     rebalances: (Counter, Delta),
@@ -498,6 +522,10 @@ impl KafkaSeries {
             tls_handshake_failures: counter(&m.tls_handshake_failures),
             connections_throttled: counter(&m.connections_throttled),
             connection_rate_ips: gauge(&m.connection_rate_ips),
+            sasl_authentications: counter(&m.sasl_authentications),
+            sasl_reauthentications: counter(&m.sasl_reauthentications),
+            sasl_authentication_failures: counter(&m.sasl_authentication_failures),
+            sasl_failed_login_ips: gauge(&m.sasl_failed_login_ips),
             forwards: counter(&m.cross_core_forwards),
             groups: (
                 gauge(&m.groups),
@@ -532,6 +560,14 @@ impl KafkaSeries {
         d.push(c, st.connections_throttled.get());
         self.connection_rate_ips
             .set(st.connection_rate_ips.get() as i64);
+        let (c, d) = &mut self.sasl_authentications;
+        d.push(c, st.sasl_authentications.get());
+        let (c, d) = &mut self.sasl_reauthentications;
+        d.push(c, st.sasl_reauthentications.get());
+        let (c, d) = &mut self.sasl_authentication_failures;
+        d.push(c, st.sasl_authentication_failures.get());
+        self.sasl_failed_login_ips
+            .set(st.sasl_failed_login_ips.get() as i64);
         let (c, d) = &mut self.forwards;
         d.push(c, st.cross_core_forwards.get());
         let g = st.group_counts();

@@ -44,6 +44,7 @@ const OWN_ENTRIES: &[&str] = &[
     TOPICS_FILE,
     TOPIC_CONFIGS_FILE,
     LOCK_FILE,
+    kafka::sasl::users::FILE,
     "journal",
     "ledger",
     "checkpoints",
@@ -171,6 +172,8 @@ struct FrontEnd {
     /// This core's ends of the mesh between the cores' front ends.
     forwarding: Option<kafka::ForwardMail>,
     topics: kafka::TopicPolicy,
+    /// The SASL users, shared by every core.
+    users: Arc<kafka::sasl::users::Users>,
     registry: RegistryFront,
 }
 
@@ -260,7 +263,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let cleaned: Arc<Signal> = Default::default();
     let any_deleting = !deleting.is_empty();
     let metrics = Arc::new(Metrics::new(cpus.len()));
-    warn_of_open_listeners(&settings);
+    let users = users_at_start(&settings)?;
     crate::metrics::serve_admin(
         metrics.clone(),
         settings.admin_addr,
@@ -309,6 +312,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             mode: settings.kafka_mode,
             forwarding: forwarding.pop_front(),
             topics: topic_policy.clone(),
+            users: users.clone(),
             limits: settings.kafka_limits,
             registry: registry.clone(),
         };
@@ -343,19 +347,33 @@ pub fn serve(settings: Settings) -> Result<i32> {
 }
 
 /// A WARN for each listener reachable from other hosts without authentication.
-fn warn_of_open_listeners(settings: &Settings) {
+/// The SASL users, read once before any core serves, and what the listeners are
+/// open to.
+fn users_at_start(settings: &Settings) -> Result<Arc<kafka::sasl::users::Users>> {
+    let users = kafka::sasl::users::Users::open(&settings.data_dir)
+        .map_err(|e| anyhow::anyhow!("the SASL users: {e}"))?;
+    warn_of_open_listeners(settings, &users);
+    Ok(Arc::new(users))
+}
+
+fn warn_of_open_listeners(settings: &Settings, users: &kafka::sasl::users::Users) {
     let exposed = |a: &std::net::SocketAddr| !a.ip().is_loopback();
     for l in &settings.listeners {
+        let mechanisms: Vec<&str> = l.sasl.iter().flatten().map(|m| m.name()).collect();
         tracing::info!(
             listener = %l.name,
             protocol = %l.protocol,
             addr = %l.addr,
             advertised = %format!("{}:{}", l.advertised_host, l.advertised_port),
-            client_certificates = l.authenticates(),
+            authenticates = l.authenticates(),
+            sasl_mechanisms = ?mechanisms,
             "kafka listener configured"
         );
         if exposed(&l.addr) && !l.authenticates() {
-            tracing::warn!(listener = %l.name, addr = %l.addr, "the Kafka listener is not on loopback and asks for no authentication (no tls_client_ca_file): anyone who reaches it can produce, read, and create or delete topics made at run time (docs/security.md)");
+            tracing::warn!(listener = %l.name, addr = %l.addr, "the Kafka listener is not on loopback and asks for no authentication (neither SASL nor tls_client_ca_file): anyone who reaches it can produce, read, and create or delete topics made at run time (docs/security.md)");
+        }
+        if l.sasl.is_some() && users.table().is_empty() {
+            tracing::warn!(listener = %l.name, "the SASL listener has no users to authenticate yet: add one with `tidewater users add NAME --mechanism SCRAM-SHA-512 --password-stdin` (server stopped) or AlterUserScramCredentials through another listener");
         }
     }
     if exposed(&settings.admin_addr) && !settings.admin_auth.protects() {
@@ -755,10 +773,13 @@ async fn run_shard(
         shard,
         front.table,
         log.clone(),
-        front.mode,
-        front.limits,
         kafka_stats,
-        front.topics,
+        kafka::Serving {
+            mode: front.mode,
+            limits: front.limits,
+            topics: front.topics,
+            users: front.users,
+        },
     ));
     broker
         .groups
@@ -1016,7 +1037,7 @@ fn start_job(
 /// Takes an exclusive lock (`flock`) on `tidewater.lock` in each directory: a
 /// second server on the same data would interleave two journals, or rescale a
 /// directory under a running server. The lock goes with the process, however it ends.
-fn lock_dirs(dirs: &[&Path]) -> Result<Vec<std::fs::File>> {
+pub fn lock_dirs(dirs: &[&Path]) -> Result<Vec<std::fs::File>> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
     let mut seen = Vec::new();

@@ -349,7 +349,7 @@ aggregates = [{ fn = "count", as = "n" }]
         "--admin-token-file",
         token_file.to_str().unwrap(),
     ]);
-    let _server = KilledOnDrop(child);
+    let _server = common::KilledOnDrop(child);
     assert_eq!(admin(port, "GET", "/health", None).0, 200, "open");
     assert_eq!(admin(port, "GET", "/metrics", None).0, 200, "open");
     assert_eq!(admin(port, "POST", "/checkpoint", None).0, 401);
@@ -407,7 +407,7 @@ fn spawn_serve(cores: &str, port: u16, dir: &std::path::Path) -> std::process::C
 /// How `child` (its stderr piped) ended by itself within 60 s, and its stderr;
 /// `why` when it did not (it is killed).
 fn exits_by_itself(child: std::process::Child, why: &str) -> (std::process::ExitStatus, String) {
-    let mut child = KilledOnDrop(child);
+    let mut child = common::KilledOnDrop(child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
@@ -419,16 +419,6 @@ fn exits_by_itself(child: std::process::Child, why: &str) -> (std::process::Exit
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
     (status, err)
-}
-
-/// A server that is stopped however the test ends.
-struct KilledOnDrop(std::process::Child);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Whether a new connection to `port` answers an ApiVersions request.

@@ -7,122 +7,9 @@
 
 mod common;
 
+use common::pki::Pki;
+
 use std::process::Command;
-
-/// `openssl req`'s flags for a new P-256 key without a passphrase, up to its path.
-const NEW_KEY: &[&str] = &[
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-];
-
-/// A CA, the server's certificate for 127.0.0.1 and clients' certificates, in a
-/// temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        pki.ca("ca", "/CN=Tidewater Test CA");
-        pki.ca("other-ca", "/CN=Somebody Else");
-        let server = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n";
-        let client = "extendedKeyUsage=clientAuth\n";
-        pki.leaf("server", "ca", "/CN=tidewater", server, 2);
-        pki.leaf("server2", "ca", "/CN=tidewater", server, 2);
-        pki.leaf("writer", "ca", "/O=Example/OU=iot/CN=writer", client, 2);
-        pki.leaf("stranger", "other-ca", "/CN=stranger", client, 2);
-        // Valid for no time at all: expired a second after it is made.
-        pki.leaf("expired", "ca", "/CN=expired", client, 0);
-        pki
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("openssl is installed (scripts/test installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn ca(&self, name: &str, subject: &str) {
-        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-        let args = [&["req", "-x509"][..], NEW_KEY, &[&key, "-out", &pem]];
-        let args = [&args.concat()[..], &["-subj", subject, "-days", "2"]].concat();
-        self.openssl(&args);
-    }
-
-    fn leaf(&self, name: &str, ca: &str, subject: &str, extensions: &str, days: u32) {
-        let ext = format!("{name}.ext");
-        std::fs::write(self.dir.path().join(&ext), extensions).unwrap();
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        let args = [
-            &["req"][..],
-            NEW_KEY,
-            &[&key, "-out", &csr, "-subj", subject],
-        ]
-        .concat();
-        self.openssl(&args);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            &days.to_string(),
-            "-extfile",
-            &ext,
-        ]);
-    }
-
-    /// kcat's flags for TLS with `client`'s certificate (None: no certificate).
-    fn kcat_tls(&self, client: Option<&str>) -> Vec<String> {
-        let mut flags = vec![
-            "-X".to_string(),
-            "security.protocol=SSL".to_string(),
-            "-X".to_string(),
-            format!("ssl.ca.location={}", self.path("ca.pem")),
-        ];
-        if let Some(c) = client {
-            flags.extend([
-                "-X".to_string(),
-                format!(
-                    "ssl.certificate.location={}",
-                    self.path(&format!("{c}.pem"))
-                ),
-                "-X".to_string(),
-                format!("ssl.key.location={}", self.path(&format!("{c}.key"))),
-            ]);
-        }
-        flags
-    }
-}
 
 /// A server with a PLAINTEXT listener on `plain` and an SSL one (client certificates
 /// required) on `tls`, each core on its port + its number.
@@ -200,32 +87,6 @@ fn cores() -> &'static str {
     }
 }
 
-/// kcat with `flags` then `args`, stopped after 60 s: an answer stuck on its way
-/// must fail the test, not hang it.
-fn kcat(flags: &[String], args: &[&str], input: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new("timeout")
-        .args(["60", "kcat"])
-        .args(flags)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kcat is installed (scripts/test installs it)");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.unwrap_or("").to_string();
-    let feeding = std::thread::spawn(move || {
-        let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
-    });
-    let out = child.wait_with_output().unwrap();
-    feeding.join().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Two pairs of free ports, far enough apart for two cores each.
 fn two_listeners() -> (u16, u16) {
     let base = tidewater_tools::ports::free(4).expect("free ports");
@@ -234,7 +95,7 @@ fn two_listeners() -> (u16, u16) {
 
 /// kcat -L against `broker`: whether it got the metadata, and what it said.
 fn metadata(flags: &[String], broker: &str) -> (bool, String) {
-    let (ok, out, err) = kcat(flags, &["-L", "-b", broker, "-m", "4"], None);
+    let (ok, out, err) = common::kcat_within(flags, &["-L", "-b", broker, "-m", "4"], None);
     (ok, format!("{out}{err}"))
 }
 
@@ -243,7 +104,7 @@ fn tls_listeners_serve_real_clients_and_refuse_the_wrong_ones() {
     let pki = Pki::new();
     let (plain, tls) = two_listeners();
     let (child, admin, log) = start(&pki, cores(), plain, tls);
-    let mut server = KilledOnDrop(child);
+    let mut server = common::KilledOnDrop(child);
     let tls_broker = format!("127.0.0.1:{tls}");
     let plain_broker = format!("127.0.0.1:{plain}");
     let writer = pki.kcat_tls(Some("writer"));
@@ -262,9 +123,9 @@ fn tls_listeners_serve_real_clients_and_refuse_the_wrong_ones() {
 
     // Produce over both, kafka-python over TLS too; read it all back over TLS.
     let produce = ["-P", "-b", &tls_broker, "-t", "events", "-p", "-1"];
-    let (ok, _, err) = kcat(&writer, &produce, Some("tls-a\ntls-b\ntls-c\n"));
+    let (ok, _, err) = common::kcat_within(&writer, &produce, Some("tls-a\ntls-b\ntls-c\n"));
     assert!(ok, "{err}");
-    let (ok, _, err) = kcat(
+    let (ok, _, err) = common::kcat_within(
         &[],
         &["-P", "-b", &plain_broker, "-t", "events", "-p", "-1"],
         Some("plain-a\nplain-b\n"),
@@ -293,7 +154,7 @@ fn tls_listeners_serve_real_clients_and_refuse_the_wrong_ones() {
         "beginning",
         "-e",
     ];
-    let (ok, out, err) = kcat(&writer, &consume, None);
+    let (ok, out, err) = common::kcat_within(&writer, &consume, None);
     assert!(ok, "{err}");
     let mut got: Vec<&str> = out.lines().collect();
     got.sort_unstable();
@@ -324,9 +185,9 @@ fn tls_listeners_serve_real_clients_and_refuse_the_wrong_ones() {
     let big: String = (0..2000)
         .map(|i| format!("{i:04}{}\n", "x".repeat(2000)))
         .collect();
-    let (ok, _, err) = kcat(&writer, &produce, Some(&big));
+    let (ok, _, err) = common::kcat_within(&writer, &produce, Some(&big));
     assert!(ok, "{err}");
-    let (ok, out, err) = kcat(&writer, &consume, None);
+    let (ok, out, err) = common::kcat_within(&writer, &consume, None);
     assert!(ok, "{err}");
     assert_eq!(out.lines().filter(|l| l.len() == 2004).count(), 2000);
 
@@ -388,7 +249,7 @@ fn sighup_swaps_the_certificate_and_keeps_the_connections() {
     let pki = Pki::new();
     let (plain, tls) = two_listeners();
     let (child, _admin, log) = start(&pki, "1", plain, tls);
-    let server = KilledOnDrop(child);
+    let server = common::KilledOnDrop(child);
     let (ok, said) = common::python(
         "tls.py",
         &[
@@ -419,16 +280,6 @@ fn sighup_swaps_the_certificate_and_keeps_the_connections() {
     assert!(said.contains(&pki.path("server.key")), "{said}");
     let (ok, said) = metadata(&pki.kcat_tls(Some("writer")), &format!("127.0.0.1:{tls}"));
     assert!(ok, "{said}");
-}
-
-/// A server that is stopped however the test ends.
-struct KilledOnDrop(std::process::Child);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// curl's status code for `method url` with `flags`; None when the request failed.
@@ -470,7 +321,7 @@ fn the_admin_listener_speaks_https_and_takes_client_certificates_for_the_token()
         ],
         admin,
     );
-    let mut server = KilledOnDrop(child);
+    let mut server = common::KilledOnDrop(child);
     let base = format!("https://127.0.0.1:{admin}");
     let ca = pki.path("ca.pem");
     let (cert, key) = (pki.path("writer.pem"), pki.path("writer.key"));
@@ -555,7 +406,7 @@ fn the_schema_registry_speaks_https_to_clients_with_certificates() {
         &["--schema-registry-addr", &format!("127.0.0.1:{registry}")],
         admin,
     );
-    let mut server = KilledOnDrop(child);
+    let mut server = common::KilledOnDrop(child);
     let url = format!("https://127.0.0.1:{registry}");
     let ca = pki.path("ca.pem");
     let (cert, key) = (pki.path("writer.pem"), pki.path("writer.key"));

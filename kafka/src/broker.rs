@@ -53,6 +53,16 @@ pub struct Limits {
     /// New connections one client IP may open to a core per second; more are
     /// closed at accept. 0: no limit.
     pub connection_creation_rate_per_ip: u32,
+    /// How long a SASL session lasts before the client must authenticate again on
+    /// its connection (KIP-368); 0: for the connection's life.
+    pub connections_max_reauth_ms: u64,
+    /// How long the answer to a failed SASL authentication waits (the connection
+    /// then closes): a password guesser gets one guess per this per connection.
+    pub connection_failed_authentication_delay_ms: u64,
+    /// Failed SASL authentications one client IP may make on a core per minute;
+    /// beyond it the IP's authentications fail unchecked until the minute ends.
+    /// 0: no limit.
+    pub failed_authentications_per_ip_per_minute: u32,
     /// The group coordinator's timeouts and limits.
     pub groups: GroupConfig,
 }
@@ -72,9 +82,23 @@ impl Default for Limits {
             connections_max_idle_ms: 600_000,
             // Kafka's connection_creation_rate quota is unset by default too.
             connection_creation_rate_per_ip: 0,
+            // Kafka's connections.max.reauth.ms and
+            // connection.failed.authentication.delay.ms.
+            connections_max_reauth_ms: 0,
+            connection_failed_authentication_delay_ms: 100,
+            failed_authentications_per_ip_per_minute: 30,
             groups: GroupConfig::default(),
         }
     }
+}
+
+/// How a core's front end serves, as the binary configures it.
+pub struct Serving {
+    /// How clients reach the cores.
+    pub mode: Mode,
+    pub limits: Limits,
+    pub topics: TopicPolicy,
+    pub users: std::sync::Arc<crate::sasl::users::Users>,
 }
 
 /// What one core's front end serves.
@@ -110,6 +134,14 @@ pub struct Broker {
     pub ip_rate: crate::ip_rate::IpRate,
     /// Connections closed for their IP's rate are logged at most every period.
     pub rate_refusals: LogThrottle,
+    /// The SASL users (every core's, one file).
+    pub users: std::sync::Arc<crate::sasl::users::Users>,
+    /// Failed SASL authentications per client IP this minute.
+    pub failed_logins: crate::ip_rate::IpRate,
+    /// Failed SASL authentications are logged at most every period, and so are
+    /// IPs over their limit of them.
+    pub sasl_failures: LogThrottle,
+    pub sasl_limited: LogThrottle,
     /// The consumer groups this core coordinates.
     pub groups: Rc<Coordinator>,
     /// The server's settings a topic's own configs fall back to.
@@ -248,12 +280,15 @@ impl Broker {
         shard: u32,
         table: PartitionTable,
         log: Rc<ShardLog>,
-        // How clients reach the cores.
-        mode: Mode,
-        limits: Limits,
         stats: Rc<KafkaStats>,
-        topics: TopicPolicy,
+        serving: Serving,
     ) -> Self {
+        let Serving {
+            mode,
+            limits,
+            topics,
+            users,
+        } = serving;
         assert!(
             limits.request_bytes_max <= limits.request_memory_bytes_max,
             "a request of request_bytes_max must fit the memory budget"
@@ -305,6 +340,12 @@ impl Broker {
             tls_failures: LogThrottle::default(),
             ip_rate: crate::ip_rate::IpRate::new(limits.connection_creation_rate_per_ip),
             rate_refusals: LogThrottle::default(),
+            users,
+            failed_logins: crate::ip_rate::IpRate::new(
+                limits.failed_authentications_per_ip_per_minute,
+            ),
+            sasl_failures: LogThrottle::default(),
+            sasl_limited: LogThrottle::default(),
         }
     }
 

@@ -16,7 +16,7 @@ use crate::error::KafkaError;
 use crate::handlers::{
     api_versions, configs, create_partitions, create_topics, delete_records, delete_topics, fetch,
     find_coordinator, group_admin, init_producer_id, list_offsets, membership, metadata, offsets,
-    produce,
+    produce, sasl, scram_credentials,
 };
 use crate::listener::{Client, Endpoint, ANONYMOUS};
 use crate::stats::{Api, KafkaStats};
@@ -82,19 +82,17 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener, endpoint: Rc<End
         let endpoint = endpoint.clone();
         glommio::spawn_local(async move {
             let peer = stream.peer_addr().ok();
-            let host: Rc<str> = peer
-                .map_or_else(String::new, |a| format!("/{}", a.ip()))
-                .into();
-            let peer = peer.map(|a| a.to_string()).unwrap_or_default();
             let listener = endpoint.name.clone();
-            match accepted(&b, stream, host, endpoint, &peer).await {
+            match accepted(&b, stream, peer, endpoint).await {
                 Ok(()) => {}
                 Err(Closed::Refused(why)) => {
                     let violations = &b.stats.protocol_violations;
                     violations.set(violations.get() + 1);
+                    let peer = peer.map(|a| a.to_string()).unwrap_or_default();
                     tracing::warn!(shard = b.shard, peer, listener, "connection closed: {why}");
                 }
                 Err(Closed::Failed(why)) => {
+                    let peer = peer.map(|a| a.to_string()).unwrap_or_default();
                     tracing::info!(shard = b.shard, peer, listener, "connection closed: {why}")
                 }
             }
@@ -204,25 +202,28 @@ impl Drop for Counted {
 async fn accepted(
     broker: &Rc<Broker>,
     stream: TcpStream,
-    host: Rc<str>,
+    peer: Option<std::net::SocketAddr>,
     endpoint: Rc<Endpoint>,
-    peer: &str,
 ) -> Result<(), Closed> {
     stream
         .set_nodelay(true)
         .map_err(|e| Closed::Failed(e.to_string()))?;
+    let host: Rc<str> = peer
+        .map_or_else(String::new, |a| format!("/{}", a.ip()))
+        .into();
+    let peer_ip = peer.map(|a| a.ip());
     let Some(tls) = endpoint.tls_now() else {
-        let client = Client {
-            host,
-            principal: ANONYMOUS.to_string(),
-            endpoint,
-        };
+        let client = Client::new(host, peer_ip, ANONYMOUS.into(), endpoint);
         return connection(broker, stream, &client).await;
     };
+    let peer = peer.map(|a| a.to_string()).unwrap_or_default();
+    let peer = peer.as_str();
     let timeout = Duration::from_millis(broker.limits.request_timeout_ms);
     let handshake = futures_rustls::TlsAcceptor::from(tls).accept(stream);
     let why = match within(timeout, handshake).await {
-        Some(Ok(stream)) => return tls_connection(broker, stream, host, endpoint).await,
+        Some(Ok(stream)) => {
+            return tls_connection(broker, stream, Client::new(host, peer_ip, ANONYMOUS.into(), endpoint)).await
+        }
         // Connected and closed before a byte: a port check, not a failed client.
         Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             tracing::debug!(shard = broker.shard, peer, "closed before a TLS hello");
@@ -255,21 +256,15 @@ async fn accepted(
 async fn tls_connection(
     broker: &Rc<Broker>,
     stream: futures_rustls::server::TlsStream<TcpStream>,
-    host: Rc<str>,
-    endpoint: Rc<Endpoint>,
+    mut client: Client,
 ) -> Result<(), Closed> {
-    let principal = match stream.get_ref().1.peer_certificates() {
-        None | Some([]) => ANONYMOUS.to_string(),
-        Some([leaf, ..]) => crate::listener::principal_of(leaf).ok_or_else(|| {
+    if let Some([leaf, ..]) = stream.get_ref().1.peer_certificates() {
+        let principal = crate::listener::principal_of(leaf).ok_or_else(|| {
             Closed::Refused("the client certificate's subject cannot be read".into())
-        })?,
-    };
-    tracing::debug!(shard = broker.shard, principal, "TLS connection up");
-    let client = Client {
-        host,
-        principal,
-        endpoint,
-    };
+        })?;
+        client.transport_principal = principal.into();
+    }
+    tracing::debug!(shard = broker.shard, principal = %client.transport_principal, "TLS connection up");
     connection(broker, stream, &client).await
 }
 
@@ -327,10 +322,20 @@ async fn read_requests<S: AsyncRead + Unpin>(
             }
         }
         let len = i32::from_be_bytes(len_buf);
-        if len < 8 || len as usize > broker.limits.request_bytes_max {
+        // After a v0 SaslHandshake the next frame is a bare SASL token.
+        let raw = client.session.borrow().expects_raw_token();
+        let (min, max) = if raw {
+            (
+                1,
+                broker.limits.request_bytes_max.min(sasl::TOKEN_BYTES_MAX),
+            )
+        } else {
+            (8, broker.limits.request_bytes_max)
+        };
+        if len < min || len as usize > max {
             return Err(Closed::Refused(format!(
-                "request size {len} outside 8..={} (request_bytes_max)",
-                broker.limits.request_bytes_max
+                "request size {len} outside {min}..={max} (request_bytes_max{})",
+                if raw { ", or a SASL token's limit" } else { "" }
             )));
         }
         let len = len as usize;
@@ -343,7 +348,7 @@ async fn read_requests<S: AsyncRead + Unpin>(
             .set(bodies::pooled_bytes() as u64);
         let counted = Counted::new(&broker.stats);
         let started = std::time::Instant::now();
-        let api = Api::of(&body);
+        let api = if raw { Api::Other } else { Api::of(&body) };
         // Anything but a produce waits for every earlier request's answer.
         let all = if api == Api::Produce {
             None
@@ -351,10 +356,21 @@ async fn read_requests<S: AsyncRead + Unpin>(
             let all = slots.acquire_permit(slots_max - 1).await;
             Some(all.map_err(|e| Closed::Failed(format!("request slots closed: {e}")))?)
         };
-        let answer = match handle(broker, body, &mut budget, client).await {
+        let handled = if raw {
+            raw_token(broker, client, &body).await
+        } else {
+            handle(broker, body, &mut budget, client).await
+        };
+        let mut last = false;
+        let answer = match handled {
             Ok(Handled::Now(answer)) => {
                 broker.stats.request(api, started.elapsed().as_secs_f64());
                 Outgoing::Ready(Ok(answer))
+            }
+            Ok(Handled::Last(answer)) => {
+                broker.stats.request(api, started.elapsed().as_secs_f64());
+                last = true;
+                Outgoing::Ready(Ok(Some(answer)))
             }
             Ok(Handled::Later(later)) => {
                 let b = broker.clone();
@@ -379,7 +395,9 @@ async fn read_requests<S: AsyncRead + Unpin>(
             // The writer stopped (the client went away); it says why.
             return Ok(());
         }
-        if closing {
+        if closing || last {
+            // The writer sends what is begun, this answer last, and the
+            // connection closes.
             return Ok(());
         }
     }
@@ -481,6 +499,8 @@ async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> 
 /// once a produce is durable.
 enum Handled {
     Now(Option<BytesMut>),
+    /// The connection closes once this answer is written.
+    Last(BytesMut),
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = Answered>>>),
 }
 
@@ -518,6 +538,7 @@ async fn handle(
         }));
     }
     let cid = header.correlation_id;
+    sasl_gate(client, api)?;
     macro_rules! decode {
         ($t:ty) => {
             decode::<$t>(&mut body, api, version)?
@@ -525,6 +546,12 @@ async fn handle(
     }
     match api {
         ApiKey::ApiVersions => frame(api, version, cid, &api_versions::response(None)),
+        ApiKey::SaslHandshake
+        | ApiKey::SaslAuthenticate
+        | ApiKey::DescribeUserScramCredentials
+        | ApiKey::AlterUserScramCredentials => {
+            return handle_sasl(broker, client, api, (version, cid), body).await
+        }
         ApiKey::Metadata => {
             let req = decode!(m::MetadataRequest);
             let resp = metadata::handle(broker, &client.endpoint, &req).await;
@@ -604,6 +631,106 @@ async fn handle(
         }
     }
     .map(|f| Handled::Now(Some(f)))
+}
+
+/// On a SASL listener, nothing but ApiVersions and SASL before the client has
+/// authenticated, and nothing else once its session has ended.
+fn sasl_gate(client: &Client, api: ApiKey) -> Result<(), Closed> {
+    let open = matches!(
+        api,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    );
+    if client.endpoint.sasl.is_none() || open {
+        return Ok(());
+    }
+    let listener = &client.endpoint.name;
+    match client
+        .session
+        .borrow()
+        .may_proceed(std::time::Instant::now())
+    {
+        Ok(()) => Ok(()),
+        Err(crate::sasl::Refusal::NotAuthenticated) => Err(Closed::Refused(format!(
+            "{api:?} before SASL authentication: a client of listener {listener} must authenticate first (security.protocol SASL_*, sasl.mechanism, sasl.username, sasl.password)"
+        ))),
+        Err(crate::sasl::Refusal::Expired) => Err(Closed::Failed(format!(
+            "{api:?} after the client's SASL session ended: it did not authenticate again within connections_max_reauth_ms"
+        ))),
+    }
+}
+
+/// SaslHandshake, SaslAuthenticate and the SCRAM credential APIs. A failed
+/// handshake or authentication is answered, then the connection closes.
+async fn handle_sasl(
+    broker: &Rc<Broker>,
+    client: &Client,
+    api: ApiKey,
+    (version, cid): (i16, i32),
+    mut body: Bytes,
+) -> Result<Handled, Closed> {
+    macro_rules! decode {
+        ($t:ty) => {
+            decode::<$t>(&mut body, api, version)?
+        };
+    }
+    let answer = |resp: &dyn Fn() -> Result<BytesMut, Closed>, close: bool| {
+        resp().map(|f| {
+            if close {
+                Handled::Last(f)
+            } else {
+                Handled::Now(Some(f))
+            }
+        })
+    };
+    match api {
+        ApiKey::SaslHandshake => {
+            let req = decode!(m::SaslHandshakeRequest);
+            let (resp, close) = sasl::handshake(client, req.mechanism.as_str(), version);
+            answer(&|| frame(api, version, cid, &resp), close)
+        }
+        ApiKey::SaslAuthenticate => {
+            let req = decode!(m::SaslAuthenticateRequest);
+            let a = sasl::token(broker, client, &req.auth_bytes).await;
+            let mut resp = m::SaslAuthenticateResponse::default().with_auth_bytes(a.token.into());
+            if version >= 1 {
+                resp.session_lifetime_ms = a.session_lifetime_ms;
+            }
+            let close = a.error.is_some();
+            if let Some(e) = a.error {
+                resp = resp
+                    .with_error_code(e.code())
+                    .with_error_message(e.message());
+            }
+            answer(&|| frame(api, version, cid, &resp), close)
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            let req = decode!(m::DescribeUserScramCredentialsRequest);
+            let resp = scram_credentials::describe(broker, &req);
+            answer(&|| frame(api, version, cid, &resp), false)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let req = decode!(m::AlterUserScramCredentialsRequest);
+            let resp = scram_credentials::alter(broker, &req).await;
+            answer(&|| frame(api, version, cid, &resp), false)
+        }
+        other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
+    }
+}
+
+/// A bare token after a v0 SaslHandshake: the answer is the server's token with
+/// its size and no header; a failure closes the connection with no answer (v0 has
+/// no way to send one).
+async fn raw_token(broker: &Rc<Broker>, client: &Client, token: &[u8]) -> Result<Handled, Closed> {
+    let a = sasl::token(broker, client, token).await;
+    if a.error.is_some() {
+        return Err(Closed::Failed(
+            "SASL authentication failed (after a v0 handshake the connection closes without an answer)".into(),
+        ));
+    }
+    let mut out = BytesMut::with_capacity(4 + a.token.len());
+    out.put_i32(a.token.len() as i32);
+    out.put_slice(&a.token);
+    Ok(Handled::Now(Some(out)))
 }
 
 /// Configs and the cluster's description.

@@ -2,6 +2,8 @@
 //! (`connection_creation_rate_per_ip`, as the connection_creation_rate quota of
 //! Kafka's KIP-612): a count per IP per second.
 //!
+//! The same count, per minute, limits failed SASL authentications per IP.
+//!
 //! Bounded: at most [`IPS_MAX`] addresses are tracked; when a second brings more,
 //! the entries of past seconds go first, and an address beyond that is let in
 //! untracked (a flood from that many addresses is for the network to stop).
@@ -49,6 +51,16 @@ impl IpRate {
         entry.1 <= self.limit
     }
 
+    /// Whether `ip` has used up its count in window `now` (nothing is counted).
+    pub fn exceeded(&self, ip: IpAddr, now: u64) -> bool {
+        self.limit != 0
+            && self
+                .seen
+                .borrow()
+                .get(&ip)
+                .is_some_and(|&(window, n)| window == now && n >= self.limit)
+    }
+
     /// Addresses tracked now.
     pub fn tracked(&self) -> usize {
         self.seen.borrow().len()
@@ -65,6 +77,7 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(rate.admit(a, 1) && rate.admit(a, 1));
+        assert!(rate.exceeded(a, 1) && !rate.exceeded(a, 2) && !rate.exceeded(b, 1));
         assert!(!rate.admit(a, 1), "third in the same second");
         assert!(rate.admit(b, 1), "another address has its own count");
         assert!(rate.admit(a, 2), "a new second");

@@ -6,8 +6,10 @@
 //! Layers, each using only the ones below it:
 //!
 //! - `connection`: accept loops, TLS handshakes, framing, pipelining, dispatch, why
-//!   a connection closed; `listener`: what a listener's connections see (its
-//!   advertised address, its TLS configuration) and who a client is (its principal);
+//!   a connection closed, and the SASL gate; `listener`: what a listener's
+//!   connections see (its advertised address, its TLS configuration, its SASL
+//!   mechanisms) and who a client is (its principal); `sasl`: the mechanisms, the
+//!   users (`users.json`) and a connection's authentication;
 //! - `handlers/`: one file per API; `owner`: what other cores ask of this one;
 //! - `topic_changes`: CreateTopics and DeleteTopics across cores, and `topics_file`
 //!   (`topics.json`);
@@ -56,12 +58,13 @@ pub mod ip_rate;
 pub mod listener;
 mod owner;
 mod remote;
+pub mod sasl;
 pub mod stats;
 mod topic_changes;
 pub mod topic_config;
 pub mod topics_file;
 
-pub use broker::{Broker, Limits, LogThrottle, Mode, TopicPolicy};
+pub use broker::{Broker, Limits, LogThrottle, Mode, Serving, TopicPolicy};
 pub use connection::serve;
 pub use error::KafkaError;
 pub use groups::{GroupConfig, OFFSETS_TOPIC};

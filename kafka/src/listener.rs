@@ -31,6 +31,8 @@ pub struct Endpoint {
     pub advertised_port: u16,
     /// None: plaintext.
     pub tls: Option<TlsConfig>,
+    /// The SASL mechanisms it offers; None: no SASL (the transport's principal).
+    pub sasl: Option<Vec<crate::sasl::Mechanism>>,
 }
 
 impl Endpoint {
@@ -49,9 +51,38 @@ impl Endpoint {
 pub struct Client {
     /// `/IP` as DescribeGroups shows a member's host.
     pub host: std::rc::Rc<str>,
+    pub peer_ip: Option<std::net::IpAddr>,
     /// `User:ANONYMOUS`, or `User:<subject>` of a verified client certificate.
-    pub principal: String,
+    pub transport_principal: std::rc::Rc<str>,
     pub endpoint: std::rc::Rc<Endpoint>,
+    /// Its SASL authentication, on a SASL listener.
+    pub session: std::cell::RefCell<crate::sasl::Session>,
+}
+
+impl Client {
+    pub fn new(
+        host: std::rc::Rc<str>,
+        peer_ip: Option<std::net::IpAddr>,
+        transport_principal: std::rc::Rc<str>,
+        endpoint: std::rc::Rc<Endpoint>,
+    ) -> Client {
+        Client {
+            host,
+            peer_ip,
+            transport_principal,
+            endpoint,
+            session: Default::default(),
+        }
+    }
+
+    /// Whom the client's requests act for: the SASL user on a SASL listener, else
+    /// the transport's principal.
+    pub fn principal(&self) -> std::rc::Rc<str> {
+        match &self.session.borrow().authenticated {
+            Some((p, _)) => p.clone(),
+            None => self.transport_principal.clone(),
+        }
+    }
 }
 
 /// Kafka's name for a client nobody authenticated.

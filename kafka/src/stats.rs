@@ -203,6 +203,17 @@ pub struct KafkaStats {
     /// Client IPs the connection rate tracks now, at most
     /// [`crate::ip_rate::IPS_MAX`] (`tidewater_kafka_connection_rate_ips`).
     pub connection_rate_ips: Cell<u64>,
+    /// SASL authentications that succeeded, first ones and renewals
+    /// (`tidewater_kafka_sasl_authentications_total`,
+    /// `tidewater_kafka_sasl_reauthentications_total`).
+    pub sasl_authentications: Cell<u64>,
+    pub sasl_reauthentications: Cell<u64>,
+    /// SASL authentications that failed
+    /// (`tidewater_kafka_sasl_authentication_failures_total`).
+    pub sasl_authentication_failures: Cell<u64>,
+    /// Client IPs whose failed authentications this minute are counted, at most
+    /// [`crate::ip_rate::IPS_MAX`] (`tidewater_kafka_sasl_failed_login_ips`).
+    pub sasl_failed_login_ips: Cell<u64>,
     /// Partition parts of requests forwarded to the owning core, single-port mode
     /// (`tidewater_cross_core_forwards_total`).
     pub cross_core_forwards: Cell<u64>,

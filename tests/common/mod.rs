@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod pki;
 pub mod requests;
 
 use std::io::{BufRead, BufReader, Write};
@@ -363,6 +364,42 @@ pub fn start_with(cores: &str, partitions: u32, extra: &[&str]) -> Server {
         log,
         dir,
     }
+}
+
+/// A server that is stopped however the test ends.
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// kcat with `flags` then `args`, stopped after 60 s: an answer stuck on its way
+/// must fail the test, not hang it.
+pub fn kcat_within(flags: &[String], args: &[&str], input: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new("timeout")
+        .args(["60", "kcat"])
+        .args(flags)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (scripts/test installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.unwrap_or("").to_string();
+    let feeding = std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    feeding.join().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Runs kcat; (success, stdout, stderr).

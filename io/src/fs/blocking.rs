@@ -20,8 +20,25 @@ type Result<T> = std::result::Result<T, FsError>;
 /// synced, renamed over `path`, and the directory synced. A crash leaves the old
 /// file or the new one, never a mix (at worst a stale `<name>.tmp`).
 pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_durable_as(path, bytes, None)
+}
+
+/// [`write_durable`] for a file only its owner may read or write (mode 0600): one
+/// that holds secrets, such as password hashes.
+pub fn write_durable_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_durable_as(path, bytes, Some(0o600))
+}
+
+fn write_durable_as(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = tmp_path(path);
     let mut f = File::create(&tmp).map_err(|e| FsError::new("creating", &tmp, e))?;
+    if let Some(mode) = mode {
+        // Before a byte is written; a stale temporary file keeps its old mode
+        // through `create`, so the mode is set, not left to the umask.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| FsError::new("setting the mode of", &tmp, e))?;
+    }
     f.write_all(bytes)
         .map_err(|e| FsError::new("writing", &tmp, e))?;
     f.sync_all().map_err(|e| FsError::new("syncing", &tmp, e))?;

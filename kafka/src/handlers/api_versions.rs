@@ -34,6 +34,12 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::DescribeCluster => Some((0, 1)),
         ApiKey::CreatePartitions => Some((0, 3)),
         ApiKey::DeleteRecords => Some((0, 2)),
+        // v0 of SaslHandshake: bare tokens follow; v1: SaslAuthenticate requests.
+        ApiKey::SaslHandshake => Some((0, 1)),
+        // v1 adds the session lifetime (KIP-368), v2 is its flexible form.
+        ApiKey::SaslAuthenticate => Some((0, 2)),
+        ApiKey::DescribeUserScramCredentials => Some((0, 0)),
+        ApiKey::AlterUserScramCredentials => Some((0, 0)),
         _ => None,
     }
 }
@@ -66,6 +72,10 @@ pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
         ApiKey::DescribeCluster,
         ApiKey::CreatePartitions,
         ApiKey::DeleteRecords,
+        ApiKey::SaslHandshake,
+        ApiKey::SaslAuthenticate,
+        ApiKey::DescribeUserScramCredentials,
+        ApiKey::AlterUserScramCredentials,
     ];
     let api_keys = keys
         .iter()

@@ -20,3 +20,5 @@ pub mod membership;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod sasl;
+pub mod scram_credentials;
