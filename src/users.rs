@@ -14,7 +14,8 @@ use tidewater_kafka::sasl::users::{name_ok, Users};
 
 #[derive(clap::Subcommand)]
 pub enum UsersCommand {
-    /// Add a user, or set the password of one (for each mechanism given).
+    /// Add a user, or set the password of one: its credentials become those of the
+    /// mechanisms given (the others are removed, so no old password stays).
     Add {
         name: String,
         /// SCRAM-SHA-256 or SCRAM-SHA-512; repeat for both (default: both).
@@ -91,10 +92,8 @@ pub fn run(cmd: UsersCommand) -> Result<i32> {
                 .map(|&m| (m, Credential::new(m, password.as_bytes(), iterations)))
                 .collect();
             let added = users.change_blocking(|t| {
-                let creds = t.entry(name.clone()).or_default();
-                let new = creds.is_empty();
-                creds.extend(credentials);
-                new
+                t.insert(name.clone(), credentials.into_iter().collect())
+                    .is_none()
             })?;
             let names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
             let what = if added { "added" } else { "updated" };

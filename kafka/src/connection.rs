@@ -322,20 +322,26 @@ async fn read_requests<S: AsyncRead + Unpin>(
             }
         }
         let len = i32::from_be_bytes(len_buf);
-        // After a v0 SaslHandshake the next frame is a bare SASL token.
+        // After a v0 SaslHandshake the next frame is a bare SASL token; before a
+        // client authenticated on a SASL listener, no request needs more than a
+        // token's size (as Kafka's sasl.server.max.receive.size).
         let raw = client.session.borrow().expects_raw_token();
-        let (min, max) = if raw {
-            (
-                1,
-                broker.limits.request_bytes_max.min(sasl::TOKEN_BYTES_MAX),
-            )
+        let unauthenticated =
+            client.endpoint.sasl.is_some() && client.session.borrow().authenticated.is_none();
+        let min = if raw { 1 } else { 8 };
+        let max = if raw || unauthenticated {
+            broker.limits.request_bytes_max.min(sasl::TOKEN_BYTES_MAX)
         } else {
-            (8, broker.limits.request_bytes_max)
+            broker.limits.request_bytes_max
         };
         if len < min || len as usize > max {
             return Err(Closed::Refused(format!(
                 "request size {len} outside {min}..={max} (request_bytes_max{})",
-                if raw { ", or a SASL token's limit" } else { "" }
+                if max < broker.limits.request_bytes_max {
+                    ", or the limit before SASL authentication"
+                } else {
+                    ""
+                }
             )));
         }
         let len = len as usize;
@@ -636,13 +642,10 @@ async fn handle(
 /// On a SASL listener, nothing but ApiVersions and SASL before the client has
 /// authenticated, and nothing else once its session has ended.
 fn sasl_gate(client: &Client, api: ApiKey) -> Result<(), Closed> {
-    let open = matches!(
-        api,
-        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
-    );
-    if client.endpoint.sasl.is_none() || open {
+    if client.endpoint.sasl.is_none() || api == ApiKey::ApiVersions {
         return Ok(());
     }
+    let sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
     let listener = &client.endpoint.name;
     match client
         .session
@@ -650,6 +653,7 @@ fn sasl_gate(client: &Client, api: ApiKey) -> Result<(), Closed> {
         .may_proceed(std::time::Instant::now())
     {
         Ok(()) => Ok(()),
+        Err(crate::sasl::Refusal::NotAuthenticated) if sasl => Ok(()),
         Err(crate::sasl::Refusal::NotAuthenticated) => Err(Closed::Refused(format!(
             "{api:?} before SASL authentication: a client of listener {listener} must authenticate first (security.protocol SASL_*, sasl.mechanism, sasl.username, sasl.password)"
         ))),
@@ -705,12 +709,12 @@ async fn handle_sasl(
         }
         ApiKey::DescribeUserScramCredentials => {
             let req = decode!(m::DescribeUserScramCredentialsRequest);
-            let resp = scram_credentials::describe(broker, &req);
+            let resp = scram_credentials::describe(broker, client, &req);
             answer(&|| frame(api, version, cid, &resp), false)
         }
         ApiKey::AlterUserScramCredentials => {
             let req = decode!(m::AlterUserScramCredentialsRequest);
-            let resp = scram_credentials::alter(broker, &req).await;
+            let resp = scram_credentials::alter(broker, client, &req).await;
             answer(&|| frame(api, version, cid, &resp), false)
         }
         other => Err(Closed::Refused(format!("{other:?} is not implemented"))),

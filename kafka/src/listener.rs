@@ -79,7 +79,7 @@ impl Client {
     /// the transport's principal.
     pub fn principal(&self) -> std::rc::Rc<str> {
         match &self.session.borrow().authenticated {
-            Some((p, _)) => p.clone(),
+            Some(a) => a.principal.clone(),
             None => self.transport_principal.clone(),
         }
     }

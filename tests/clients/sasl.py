@@ -18,6 +18,12 @@ BOOTSTRAP.
   sasl.py raw-v0 HOST:PORT USER PASSWORD
       SaslHandshake v0 and a bare PLAIN token, then Metadata, on one socket (no
       SaslAuthenticate, as clients before Kafka 1.0 do); prints "metadata after v0".
+  sasl.py raw-reauth HOST:PORT USER PASSWORD OTHER OTHER_PASSWORD
+      PLAIN as USER, then re-authentication as OTHER on the same socket; prints the
+      second answer's error code and whether the connection closed.
+  sasl.py raw-early HOST:PORT
+      a Produce before any SASL, and on another socket a 1 MiB frame: each
+      connection must close with nothing answered; prints "closed 2".
   sasl.py raw-wrong HOST:PORT USER PASSWORD COUNT
       COUNT SaslHandshake v1 + SaslAuthenticate PLAIN exchanges, each on a new
       socket; prints each answer's error code and how long it took.
@@ -113,6 +119,19 @@ def users(bootstrap, what, user, password=None):
     )
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
+    if what == "errors":
+        few = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 1000)
+        for change in [
+            UserScramCredentialUpsertion(user, few, b"pw"),
+            UserScramCredentialDeletion("nobody", ScramMechanism.SCRAM_SHA_256),
+        ]:
+            for name, future in admin.alter_user_scram_credentials([change]).items():
+                try:
+                    future.result(timeout=30)
+                    print(f"{name} accepted")
+                except Exception as e:
+                    print(f"{name} refused {e.args[0].name()}")
+        return
     if what == "describe":
         for name, future in admin.describe_user_scram_credentials([user]).items():
             for info in future.result(timeout=30).scram_credential_infos:
@@ -166,6 +185,44 @@ def raw_v0(addr, user, password):
     print("metadata after v0")
 
 
+def sasl_plain(sock, user, password, correlation):
+    """SaslHandshake v1 and SaslAuthenticate v0 with PLAIN: the answer's error code."""
+    sock.sendall(frame(17, 1, correlation, kafka_string("PLAIN")))
+    answer = read_frame(sock)
+    assert struct.unpack(">ih", answer[:6]) == (correlation, 0), answer
+    token = b"\0" + user.encode() + b"\0" + password.encode()
+    sock.sendall(frame(36, 0, correlation + 1, struct.pack(">i", len(token)) + token))
+    answer = read_frame(sock)
+    return struct.unpack(">h", answer[4:6])[0]
+
+
+def closed(sock):
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def raw_reauth(addr, user, password, other, other_password):
+    sock = connect(addr)
+    assert sasl_plain(sock, user, password, 1) == 0
+    error = sasl_plain(sock, other, other_password, 3)
+    print(f"reauth error {error} closed {closed(sock)}")
+
+
+def raw_early(addr):
+    sock = connect(addr)
+    # Produce v3: no transactional id, acks 1, timeout, one topic with no data.
+    body = struct.pack(">hhi", -1, 1, 1000) + struct.pack(">i", 1) + kafka_string("events")
+    body += struct.pack(">i", 0)
+    sock.sendall(frame(0, 3, 1, body))
+    assert closed(sock), "a produce before SASL was answered"
+    sock = connect(addr)
+    sock.sendall(struct.pack(">i", 1 << 20) + b"\0" * 1024)
+    assert closed(sock), "a 1 MiB frame before SASL was read"
+    print("closed 2")
+
+
 def raw_wrong(addr, user, password, count):
     for i in range(count):
         sock = connect(addr)
@@ -196,6 +253,10 @@ if __name__ == "__main__":
         users(*args)
     elif what == "raw-v0":
         raw_v0(*args)
+    elif what == "raw-reauth":
+        raw_reauth(*args)
+    elif what == "raw-early":
+        raw_early(*args)
     elif what == "raw-wrong":
         raw_wrong(*args[:3], int(args[3]))
     else:

@@ -30,15 +30,24 @@ pub fn write_durable_private(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn write_durable_as(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = tmp_path(path);
-    let mut f = File::create(&tmp).map_err(|e| FsError::new("creating", &tmp, e))?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).truncate(true).create(true);
     if let Some(mode) = mode {
-        // Before a byte is written; a stale temporary file keeps its old mode
-        // through `create`, so the mode is set, not left to the umask.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| FsError::new("setting the mode of", &tmp, e))?;
+        // A stale temporary file would keep its old mode: it goes first, and the new
+        // one is made with the mode (never readable by others, not even briefly).
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(FsError::new("removing", &tmp, e))
+            }
+            _ => {}
+        }
+        open.create_new(true).mode(mode);
     }
+    let mut f = open
+        .open(&tmp)
+        .map_err(|e| FsError::new("creating", &tmp, e))?;
     f.write_all(bytes)
         .map_err(|e| FsError::new("writing", &tmp, e))?;
     f.sync_all().map_err(|e| FsError::new("syncing", &tmp, e))?;

@@ -10,8 +10,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::time::{Duration, Instant};
 
-/// Largest SASL token a client may send as a bare frame (after a v0 handshake).
-pub const TOKEN_BYTES_MAX: usize = 64 << 10;
+/// Largest SASL token a client may send as a bare frame (after a v0 handshake),
+/// and largest request before a client authenticated on a SASL listener (Kafka's
+/// sasl.server.max.receive.size).
+pub const TOKEN_BYTES_MAX: usize = 512 << 10;
 
 /// SaslHandshake: the mechanism, if the listener offers it. `true` with the answer:
 /// the connection closes after it (Kafka's broker does the same).
@@ -83,15 +85,12 @@ pub async fn token(broker: &Broker, client: &Client, token: &[u8]) -> Answer {
     let users = &broker.users;
     let checked = match next {
         Next::Plain => sasl::parse_plain(token).and_then(|(user, password)| {
-            let verified = scram::Scram::ALL.into_iter().rev().any(|m| {
-                users
-                    .credential(&user, m)
-                    .is_some_and(|c| c.verifies(m, password))
-            });
-            if verified {
-                Ok((user, Vec::new()))
-            } else {
-                Err(format!("no user {user:?} with that password"))
+            // An unknown user costs the same PBKDF2 as a known one.
+            let (m, credential, known) = users.plain_credential(&user);
+            match (credential.verifies(m, password), known) {
+                (true, true) => Ok((user, Vec::new())),
+                (_, false) => Err(format!("no user {user:?}")),
+                (false, true) => Err(format!("wrong password for user {user:?}")),
             }
         }),
         Next::ScramFirst(m) => {
@@ -131,13 +130,24 @@ async fn authenticated(
     let principal: std::rc::Rc<str> = format!("User:{user}").into();
     let before = client.session.borrow().authenticated.clone();
     let again = before.is_some();
-    if let Some((before, _)) = before.filter(|(b, _)| *b != principal) {
-        let why = format!("re-authentication as {principal} on a connection of {before}");
+    if let Some(before) = before.filter(|b| b.principal != principal || b.mechanism != mechanism) {
+        let why = format!(
+            "re-authentication as {principal} with {} on a connection of {} with {} (the principal and the mechanism stay)",
+            mechanism.name(),
+            before.principal,
+            before.mechanism.name()
+        );
         return fail(broker, client, mechanism, why).await;
     }
     let lifetime_ms = broker.limits.connections_max_reauth_ms;
-    let ends = (lifetime_ms > 0).then(|| Instant::now() + Duration::from_millis(lifetime_ms));
-    client.session.borrow_mut().authenticated = Some((principal.clone(), ends));
+    let ends = (lifetime_ms > 0)
+        .then(|| Instant::now().checked_add(Duration::from_millis(lifetime_ms)))
+        .flatten();
+    client.session.borrow_mut().authenticated = Some(sasl::Authenticated {
+        principal: principal.clone(),
+        mechanism,
+        ends,
+    });
     let stats = &broker.stats;
     let counter = if again {
         &stats.sasl_reauthentications
@@ -157,7 +167,7 @@ async fn authenticated(
     Answer {
         token: last,
         error: None,
-        session_lifetime_ms: lifetime_ms as i64,
+        session_lifetime_ms: i64::try_from(lifetime_ms).unwrap_or(i64::MAX),
     }
 }
 

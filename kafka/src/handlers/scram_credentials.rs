@@ -4,7 +4,8 @@
 
 use crate::broker::Broker;
 use crate::error::KafkaError;
-use crate::sasl::scram::{Credential, Scram, ITERATIONS_MAX, ITERATIONS_MIN};
+use crate::listener::Client;
+use crate::sasl::scram::{Credential, Scram, ITERATIONS_MAX, ITERATIONS_MIN, SALT_BYTES_MAX};
 use crate::sasl::users;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
 use kafka_protocol::messages::describe_user_scram_credentials_response::{
@@ -18,10 +19,28 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::collections::{BTreeMap, HashSet};
 
+/// Until ACLs decide who may manage users, only a client on this host may: one
+/// that reaches a listener from a loopback address.
+fn refused(client: &Client) -> Option<KafkaError> {
+    if client.peer_ip.is_some_and(|ip| ip.is_loopback()) {
+        return None;
+    }
+    Some(KafkaError::new(
+        ResponseError::ClusterAuthorizationFailed,
+        "SASL users are managed from this host only (a client on a loopback address)",
+    ))
+}
+
 pub fn describe(
     broker: &Broker,
+    client: &Client,
     req: &DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if let Some(e) = refused(client) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(e.message());
+    }
     let table = broker.users.table();
     let infos = |creds: &BTreeMap<Scram, Credential>| {
         creds
@@ -33,7 +52,8 @@ pub fn describe(
             })
             .collect()
     };
-    let results = match &req.users {
+    // An empty list asks for every user, as null does (Kafka reads it so).
+    let results = match req.users.as_ref().filter(|u| !u.is_empty()) {
         None => table
             .iter()
             .map(|(name, creds)| {
@@ -85,8 +105,19 @@ enum Change {
 
 pub async fn alter(
     broker: &Broker,
+    client: &Client,
     req: &AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    if let Some(e) = refused(client) {
+        let names: std::collections::BTreeSet<&str> = req
+            .deletions
+            .iter()
+            .map(|d| d.name.as_str())
+            .chain(req.upsertions.iter().map(|u| u.name.as_str()))
+            .collect();
+        let results = names.into_iter().map(|n| result(n, Some(&e))).collect();
+        return AlterUserScramCredentialsResponse::default().with_results(results);
+    }
     // Every user's changes, checked; a user with one bad change gets its error and
     // none of its changes are made.
     let mut users: BTreeMap<String, Result<Vec<Change>, KafkaError>> = BTreeMap::new();
@@ -196,10 +227,14 @@ fn check(
             u.iterations
         )));
     }
-    if u.salt.is_empty() || u.salted_password.len() != mechanism.key_len() {
+    if u.salt.is_empty()
+        || u.salt.len() > SALT_BYTES_MAX
+        || u.salted_password.len() != mechanism.key_len()
+    {
         return Err(unacceptable(format!(
-            "a {} credential needs a salt and a salted password of {} bytes",
+            "a {} credential needs a salt of 1 to {} bytes and a salted password of {} bytes",
             mechanism.name(),
+            SALT_BYTES_MAX,
             mechanism.key_len()
         )));
     }

@@ -45,9 +45,18 @@ impl Mechanism {
 /// Where a connection is in its authentication.
 #[derive(Default)]
 pub struct Session {
-    /// Whom it authenticated as, and when that session ends (`None`: never).
-    pub authenticated: Option<(Rc<str>, Option<Instant>)>,
+    pub authenticated: Option<Authenticated>,
     step: Step,
+}
+
+/// A connection's authenticated session.
+#[derive(Clone)]
+pub struct Authenticated {
+    pub principal: Rc<str>,
+    /// Re-authentication must use the same one (as Kafka requires).
+    pub mechanism: Mechanism,
+    /// When the session ends (`None`: with the connection).
+    pub ends: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -129,7 +138,9 @@ impl Session {
     pub fn may_proceed(&self, now: Instant) -> Result<(), Refusal> {
         match &self.authenticated {
             None => Err(Refusal::NotAuthenticated),
-            Some((_, Some(ends))) if now >= *ends => Err(Refusal::Expired),
+            Some(Authenticated {
+                ends: Some(ends), ..
+            }) if now >= *ends => Err(Refusal::Expired),
             Some(_) => Ok(()),
         }
     }
@@ -154,6 +165,9 @@ pub fn parse_plain(message: &[u8]) -> Result<(String, &[u8]), String> {
     if user.is_empty() {
         return Err("empty user name".into());
     }
+    if password.contains(&0) {
+        return Err("the password holds a NUL".into());
+    }
     if !authzid.is_empty() && authzid != user.as_bytes() {
         return Err("the authorization id is not the user".into());
     }
@@ -170,9 +184,9 @@ mod tests {
             parse_plain(b"\0alice\0pw").unwrap(),
             ("alice".into(), &b"pw"[..])
         );
-        assert_eq!(parse_plain(b"alice\0alice\0p\0w").unwrap().1, b"p\0w");
         for bad in [
-            &b""[..],
+            &b"alice\0alice\0p\0w"[..],
+            b"",
             b"alice",
             b"\0alice",
             b"bob\0alice\0pw",
@@ -194,7 +208,11 @@ mod tests {
         assert!(matches!(s.take_step(), Some(Next::Plain)));
         assert!(!s.exchanging());
         let later = now + std::time::Duration::from_secs(1);
-        s.authenticated = Some(("User:a".into(), Some(later)));
+        s.authenticated = Some(Authenticated {
+            principal: "User:a".into(),
+            mechanism: Mechanism::Plain,
+            ends: Some(later),
+        });
         assert_eq!(s.may_proceed(now), Ok(()));
         assert_eq!(s.may_proceed(later), Err(Refusal::Expired));
         assert_eq!(

@@ -20,6 +20,12 @@ use subtle::ConstantTimeEq;
 pub const ITERATIONS_MIN: u32 = 4096;
 pub const ITERATIONS_MAX: u32 = 16384;
 
+/// Bytes of the salts made here (`tidewater users`, and made-up ones).
+pub const SALT_BYTES: usize = 32;
+
+/// Longest salt AlterUserScramCredentials may set.
+pub const SALT_BYTES_MAX: usize = 128;
+
 /// A SCRAM mechanism.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Scram {
@@ -109,7 +115,7 @@ pub struct Credential {
 impl Credential {
     /// From a password, with a fresh random salt.
     pub fn new(mechanism: Scram, password: &[u8], iterations: u32) -> Credential {
-        let salt = random_bytes(32);
+        let salt = random_bytes(SALT_BYTES);
         let salted = mechanism.salted_password(password, &salt, iterations);
         Credential::of_salted(mechanism, salt, iterations, &salted)
     }
@@ -139,7 +145,7 @@ impl Credential {
     }
 }
 
-mod base64_bytes {
+pub(crate) mod base64_bytes {
     use super::{Engine, B64};
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use tidewater_io::fs;
 
+// Made-up salts are cut from an HMAC-SHA-256 (32 bytes).
+const _: () = assert!(super::scram::SALT_BYTES <= 32);
+
 /// Users the file may hold.
 pub const USERS_MAX: usize = 10_000;
 
@@ -33,6 +36,10 @@ pub type Table = BTreeMap<String, BTreeMap<Scram, Credential>>;
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct OnDisk {
     users: Table,
+    /// The key made-up salts come from (see [`Users::fake_salt`]): kept, so that a
+    /// name that is not a user shows the same salt across restarts, as a user's does.
+    #[serde(default, with = "super::scram::base64_bytes")]
+    fake_salt_key: Vec<u8>,
 }
 
 /// The users of one server.
@@ -42,7 +49,7 @@ pub struct Users {
     /// Held while a change is written: one at a time.
     writing: Mutex<()>,
     /// Made-up salts for names that are not users come from this key.
-    fake_salt_key: ring::hmac::Key,
+    fake_salt_key: Vec<u8>,
 }
 
 impl Users {
@@ -50,14 +57,11 @@ impl Users {
     /// start-up and the `users` command, never a serving core.
     pub fn open(data_dir: &Path) -> Result<Users, KafkaError> {
         let path = data_dir.join(FILE);
-        let table = match fs::blocking::read_to_string(&path) {
-            Ok(text) => {
-                let disk: OnDisk = serde_json::from_str(&text).map_err(|e| {
-                    KafkaError::storage(format!("{}: not a users file: {e}", path.display()))
-                })?;
-                disk.users
-            }
-            Err(e) if e.is_not_found() => Table::new(),
+        let mut disk = match fs::blocking::read_to_string(&path) {
+            Ok(text) => serde_json::from_str::<OnDisk>(&text).map_err(|e| {
+                KafkaError::storage(format!("{}: not a users file: {e}", path.display()))
+            })?,
+            Err(e) if e.is_not_found() => OnDisk::default(),
             Err(e) => {
                 return Err(KafkaError::storage(format!(
                     "cannot read {}: {}",
@@ -66,12 +70,15 @@ impl Users {
                 )))
             }
         };
-        let secret = super::scram::random_bytes(32);
+        if disk.fake_salt_key.is_empty() {
+            // Written with the first change.
+            disk.fake_salt_key = super::scram::random_bytes(32);
+        }
         Ok(Users {
             path,
-            table: RwLock::new(Arc::new(table)),
+            table: RwLock::new(Arc::new(disk.users)),
             writing: Mutex::new(()),
-            fake_salt_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+            fake_salt_key: disk.fake_salt_key,
         })
     }
 
@@ -88,9 +95,28 @@ impl Users {
         self.table().get(user)?.get(&mechanism).cloned()
     }
 
-    /// The salt an exchange shows for a name that is not a user: the same each time.
+    /// The salt an exchange shows for a name that is not a user: as long as a real
+    /// one, and the same each time (across restarts too).
     pub fn fake_salt(&self, user: &str) -> Vec<u8> {
-        ring::hmac::sign(&self.fake_salt_key, user.as_bytes()).as_ref()[..24].to_vec()
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.fake_salt_key);
+        ring::hmac::sign(&key, user.as_bytes()).as_ref()[..super::scram::SALT_BYTES].to_vec()
+    }
+
+    /// The credential PLAIN checks a password against: the strongest the user has
+    /// (so a password set for SCRAM-SHA-512 is the PLAIN password); for a name that
+    /// is not a user, a made-up one, so that the check costs the same.
+    pub fn plain_credential(&self, user: &str) -> (Scram, Credential, bool) {
+        let table = self.table();
+        if let Some((m, c)) = table.get(user).and_then(|creds| creds.iter().next_back()) {
+            return (*m, c.clone(), true);
+        }
+        let fake = Credential {
+            salt: self.fake_salt(user),
+            iterations: super::scram::ITERATIONS_MIN,
+            stored_key: vec![0; Scram::Sha512.key_len()],
+            server_key: Vec::new(),
+        };
+        (Scram::Sha512, fake, false)
     }
 
     /// Applies `change` to a copy of the table, writes it durably and makes it the
@@ -102,14 +128,21 @@ impl Users {
     ) -> Result<R, KafkaError> {
         let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let mut table = (*self.table()).clone();
+        let before = table.clone();
         let out = change(&mut table);
+        if table == before {
+            return Ok(out);
+        }
         if table.len() > USERS_MAX {
             return Err(KafkaError::new(
                 kafka_protocol::ResponseError::UnacceptableCredential,
                 format!("a server holds at most {USERS_MAX} users"),
             ));
         }
-        let disk = OnDisk { users: table };
+        let disk = OnDisk {
+            users: table,
+            fake_salt_key: self.fake_salt_key.clone(),
+        };
         let bytes = serde_json::to_vec_pretty(&disk)
             .map_err(|e| KafkaError::storage(format!("cannot encode the users: {e}")))?;
         fs::blocking::write_durable_private(&self.path, &bytes).map_err(|e| {
@@ -172,7 +205,7 @@ mod tests {
             .unwrap();
         assert_eq!(users.credential("alice", Scram::Sha512), Some(c.clone()));
         let again = Users::open(&dir).unwrap();
-        assert_eq!(again.credential("alice", Scram::Sha512), Some(c));
+        assert_eq!(again.credential("alice", Scram::Sha512), Some(c.clone()));
         assert_eq!(again.credential("alice", Scram::Sha256), None);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join(FILE))
@@ -180,7 +213,10 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(users.fake_salt("bob"), users.fake_salt("bob"));
+        // A made-up salt looks like a real one and stays across a restart.
+        assert_eq!(users.fake_salt("bob"), again.fake_salt("bob"));
+        assert_eq!(users.fake_salt("bob").len(), c.salt.len());
+        assert_ne!(users.fake_salt("bob"), users.fake_salt("carol"));
         std::fs::write(dir.join(FILE), "not json").unwrap();
         assert!(Users::open(&dir).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
