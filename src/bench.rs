@@ -273,6 +273,7 @@ fn options(a: &BenchArgs, brokers: String) -> loadgen::Options {
         max_in_flight: 5,
         progress: false,
         tls: None,
+        sasl: None,
     }
 }
 

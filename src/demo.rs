@@ -149,6 +149,7 @@ fn load_options(a: &DemoArgs, brokers: String, duration: Duration) -> loadgen::O
         max_in_flight: 5,
         progress: false,
         tls: None,
+        sasl: None,
     }
 }
 

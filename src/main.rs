@@ -139,6 +139,15 @@ struct LoadgenArgs {
     /// The key of --tls-cert-file (PEM).
     #[arg(long, requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
+    /// Authenticate with SASL (a SASL_PLAINTEXT listener, or SASL_SSL with
+    /// --tls-ca-file): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, requires_all = ["sasl_username", "sasl_password_file"])]
+    sasl_mechanism: Option<String>,
+    #[arg(long, requires = "sasl_mechanism")]
+    sasl_username: Option<String>,
+    /// The password: the first line of this file (never a flag: it would show in ps).
+    #[arg(long, requires = "sasl_mechanism")]
+    sasl_password_file: Option<PathBuf>,
     /// Consume instead: a group of --consumers members reads --topic, committing
     /// every --commit-interval; reports events/s and produce→consume latency.
     #[arg(long)]
@@ -416,6 +425,7 @@ fn loadgen(a: LoadgenArgs) -> Result<i32> {
         anyhow::bail!("--out-of-order is a fraction between 0 and 1");
     }
     let tls = loadgen_tls(&a)?;
+    let sasl = loadgen_sasl(&a)?;
     let opts = loadgen::Options {
         brokers: a.brokers,
         topic: a.topic,
@@ -435,6 +445,7 @@ fn loadgen(a: LoadgenArgs) -> Result<i32> {
         max_in_flight: a.max_in_flight,
         progress: !a.quiet,
         tls,
+        sasl,
     };
     let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("loadgen: {e}"))?;
     println!(
@@ -453,6 +464,21 @@ fn loadgen(a: LoadgenArgs) -> Result<i32> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     Ok(if report.errors.is_empty() { 0 } else { 1 })
+}
+
+/// The load generator's SASL settings from its flags.
+fn loadgen_sasl(a: &LoadgenArgs) -> Result<Option<tidewater_tools::loadgen::sasl::Sasl>> {
+    let (Some(mechanism), Some(user), Some(file)) =
+        (&a.sasl_mechanism, &a.sasl_username, &a.sasl_password_file)
+    else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let password = text.lines().next().unwrap_or_default();
+    tidewater_tools::loadgen::sasl::Sasl::new(mechanism, user, password)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
 }
 
 /// The load generator's TLS settings from its flags.

@@ -297,6 +297,51 @@ tls_key_file = "server.key"
     ];
     assert_eq!(got, want);
 
+    // The load generator with SCRAM over TLS, on every core (a password file).
+    let password = pki.dir.path().join("alice.password");
+    std::fs::write(&password, "alice-secret\n").unwrap();
+    let out = common::tidewater()
+        .args(["loadgen", "--brokers", &external, "--topic", "events"])
+        .args(["--events", "1000", "--devices", "50", "--quiet"])
+        .args(["--tls-ca-file", &ca, "--sasl-mechanism", "SCRAM-SHA-512"])
+        .args(["--sasl-username", "alice", "--sasl-password-file"])
+        .arg(&password)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("acked 1000"),
+        "{said}{err}"
+    );
+    std::fs::write(&password, "wrong\n").unwrap();
+    let out = common::tidewater()
+        .args([
+            "loadgen",
+            "--brokers",
+            &lan,
+            "--topic",
+            "events",
+            "--events",
+            "10",
+        ])
+        .args([
+            "--quiet",
+            "--sasl-mechanism",
+            "PLAIN",
+            "--sasl-username",
+            "alice",
+        ])
+        .arg("--sasl-password-file")
+        .arg(&password)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("SASL authentication failed"),
+        "{err}"
+    );
+
     // The wrong clients: each fails, is counted, and the server stays up.
     let failures = "tidewater_kafka_sasl_authentication_failures_total";
     let violations = "tidewater_kafka_protocol_violations_total";

@@ -195,7 +195,7 @@ impl Member {
         stop: &AtomicBool,
         consumed: &AtomicU64,
     ) -> std::io::Result<MemberResult> {
-        let leaders = super::discover(&opts.brokers, &opts.topic, None)?;
+        let leaders = super::discover(&opts.brokers, &opts.topic, (None, None))?;
         let coordinator = find_coordinator(opts)?;
         let mut me = Member {
             opts: opts.clone(),

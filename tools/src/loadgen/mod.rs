@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod consume;
 pub mod event;
+pub mod sasl;
 pub mod tls;
 pub use tidewater_shards::partitioner;
 
@@ -63,6 +64,8 @@ pub struct Options {
     pub max_in_flight: usize,
     /// Connect over TLS (an `SSL` listener); None: plaintext.
     pub tls: Option<tls::Tls>,
+    /// Authenticate each connection with SASL (a `SASL_*` listener).
+    pub sasl: Option<sasl::Sasl>,
     /// Show a live progress line.
     pub progress: bool,
 }
@@ -156,15 +159,27 @@ fn recv(s: &mut impl Read, api: ApiKey, version: i16) -> std::io::Result<(i32, B
     Ok((header.correlation_id, body))
 }
 
+/// A connection to `addr`: TLS, then SASL, when given.
+fn open(
+    addr: &str,
+    (tls, sasl): (Option<&tls::Tls>, Option<&sasl::Sasl>),
+) -> std::io::Result<tls::Conn> {
+    let mut s = tls::connect(addr, tls)?;
+    if let Some(sasl) = sasl {
+        sasl::authenticate(&mut s, sasl)?;
+    }
+    Ok(s)
+}
+
 /// Partition leaders of `topic`: partition -> broker address.
 fn discover(
     brokers: &str,
     topic_name: &str,
-    tls: Option<&tls::Tls>,
+    security: (Option<&tls::Tls>, Option<&sasl::Sasl>),
 ) -> std::io::Result<Vec<String>> {
     let mut last = io_err("no broker given");
     for addr in brokers.split(',') {
-        let mut s = match tls::connect(addr.trim(), tls) {
+        let mut s = match open(addr.trim(), security) {
             Ok(s) => s,
             Err(e) => {
                 last = e;
@@ -300,7 +315,8 @@ fn now_ms() -> i64 {
 
 /// Runs the load and returns the report.
 pub fn run(opts: &Options) -> std::io::Result<Report> {
-    let leaders = discover(&opts.brokers, &opts.topic, opts.tls.as_ref())?;
+    let security = (opts.tls.as_ref(), opts.sasl.as_ref());
+    let leaders = discover(&opts.brokers, &opts.topic, security)?;
     let plans = plan(opts, &leaders);
     if plans.is_empty() {
         return Err(io_err("no partition to produce to"));
@@ -406,7 +422,7 @@ fn connection(
     live: &Live,
     stop: &AtomicBool,
 ) -> std::io::Result<ConnResult> {
-    let mut s = tls::connect(&plan.addr, opts.tls.as_ref())?;
+    let mut s = open(&plan.addr, (opts.tls.as_ref(), opts.sasl.as_ref()))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ conn_index.wrapping_mul(0x9e37));
     let mut out = ConnResult {
         max_ts: i64::MIN,
@@ -650,6 +666,7 @@ mod tests {
             max_in_flight: 5,
             progress: false,
             tls: None,
+            sasl: None,
         };
         let leaders: Vec<String> = (0..8).map(|p| format!("b{}", p % 2)).collect();
         let plans = plan(&opts, &leaders);
