@@ -104,8 +104,8 @@ const FS_BLOCKING_ALLOWED: &[(&str, &str)] = &[
         "ShardLog::create_partition is synchronous: the Kafka front end calls it",
     ),
     (
-        "kafka/src/sasl/users.rs",
-        "Users::open runs before any core serves (and in `tidewater users`); a change on a core runs on the executor's blocking thread (Users::change)",
+        "kafka/src/shared_file.rs",
+        "SharedFile::open runs before any core serves (and on the command line); a change on a core runs on the executor's blocking thread (SharedFile::change)",
     ),
     (
         "kafka/src/topics_file.rs",

@@ -59,6 +59,7 @@ pub mod listener;
 mod owner;
 mod remote;
 pub mod sasl;
+pub mod shared_file;
 pub mod stats;
 mod topic_changes;
 pub mod topic_config;

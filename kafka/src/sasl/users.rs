@@ -1,22 +1,15 @@
 //! The SASL users: `users.json` in the data directory, one SCRAM credential per
-//! user and mechanism, read at start and shared by every core.
+//! user and mechanism, read at start and shared by every core, changed as a
+//! [`SharedFile`] (durably, before a change is answered or used).
 //!
-//! A change (AlterUserScramCredentials, or `tidewater users` while the server is
-//! stopped) is applied to a copy, written durably (temporary file, `fsync`, rename,
-//! directory `fsync`, mode 0600), and only then made the one the cores read: a
-//! change is answered once it survives a crash, and a failed write changes nothing.
-//! Changes are written one at a time.
-//!
-//! Never: holds a password (see [`Credential`]); blocks a core (a change runs on the
-//! executor's blocking thread; lookups take a read lock held for a clone); or holds
-//! more than [`USERS_MAX`] users.
+//! Never: holds a password (see [`Credential`]), or more than [`USERS_MAX`] users.
 
 use super::scram::{Credential, Scram};
 use crate::error::KafkaError;
+use crate::shared_file::SharedFile;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use tidewater_io::fs;
+use std::path::Path;
+use std::sync::Arc;
 
 // Made-up salts are cut from an HMAC-SHA-256 (32 bytes).
 const _: () = assert!(super::scram::SALT_BYTES <= 32);
@@ -33,7 +26,7 @@ pub const FILE: &str = "users.json";
 /// Every user's credentials, by name and mechanism.
 pub type Table = BTreeMap<String, BTreeMap<Scram, Credential>>;
 
-#[derive(serde::Serialize, serde::Deserialize, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone, PartialEq)]
 struct OnDisk {
     users: Table,
     /// The key made-up salts come from (see [`Users::fake_salt`]): kept, so that a
@@ -44,10 +37,7 @@ struct OnDisk {
 
 /// The users of one server.
 pub struct Users {
-    path: PathBuf,
-    table: RwLock<Arc<Table>>,
-    /// Held while a change is written: one at a time.
-    writing: Mutex<()>,
+    file: Arc<SharedFile<OnDisk>>,
     /// Made-up salts for names that are not users come from this key.
     fake_salt_key: Vec<u8>,
 }
@@ -56,43 +46,28 @@ impl Users {
     /// The users in `data_dir` (none when it holds no users file). Blocking: for
     /// start-up and the `users` command, never a serving core.
     pub fn open(data_dir: &Path) -> Result<Users, KafkaError> {
-        let path = data_dir.join(FILE);
-        let mut disk = match fs::blocking::read_to_string(&path) {
-            Ok(text) => serde_json::from_str::<OnDisk>(&text).map_err(|e| {
-                KafkaError::storage(format!("{}: not a users file: {e}", path.display()))
-            })?,
-            Err(e) if e.is_not_found() => OnDisk::default(),
-            Err(e) => {
-                return Err(KafkaError::storage(format!(
-                    "cannot read {}: {}",
-                    path.display(),
-                    e.source
-                )))
+        let mut file = SharedFile::<OnDisk>::open(&data_dir.join(FILE), "a users file")?;
+        // Made once, written with the first change.
+        file.init(|disk| {
+            if disk.fake_salt_key.is_empty() {
+                disk.fake_salt_key = super::scram::random_bytes(32);
             }
-        };
-        if disk.fake_salt_key.is_empty() {
-            // Written with the first change.
-            disk.fake_salt_key = super::scram::random_bytes(32);
-        }
+        });
+        let fake_salt_key = file.get().fake_salt_key.clone();
         Ok(Users {
-            path,
-            table: RwLock::new(Arc::new(disk.users)),
-            writing: Mutex::new(()),
-            fake_salt_key: disk.fake_salt_key,
+            file: Arc::new(file),
+            fake_salt_key,
         })
     }
 
     /// Every user now.
-    pub fn table(&self) -> Arc<Table> {
-        match self.table.read() {
-            Ok(t) => t.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+    pub fn table(&self) -> Table {
+        self.file.get().users.clone()
     }
 
     /// `user`'s credential for `mechanism`.
     pub fn credential(&self, user: &str, mechanism: Scram) -> Option<Credential> {
-        self.table().get(user)?.get(&mechanism).cloned()
+        self.file.get().users.get(user)?.get(&mechanism).cloned()
     }
 
     /// The salt an exchange shows for a name that is not a user: as long as a real
@@ -106,8 +81,12 @@ impl Users {
     /// (so a password set for SCRAM-SHA-512 is the PLAIN password); for a name that
     /// is not a user, a made-up one, so that the check costs the same.
     pub fn plain_credential(&self, user: &str) -> (Scram, Credential, bool) {
-        let table = self.table();
-        if let Some((m, c)) = table.get(user).and_then(|creds| creds.iter().next_back()) {
+        let disk = self.file.get();
+        if let Some((m, c)) = disk
+            .users
+            .get(user)
+            .and_then(|creds| creds.iter().next_back())
+        {
             return (*m, c.clone(), true);
         }
         let fake = Credential {
@@ -119,57 +98,35 @@ impl Users {
         (Scram::Sha512, fake, false)
     }
 
-    /// Applies `change` to a copy of the table, writes it durably and makes it the
-    /// table; `change`'s error (or a failed write) leaves everything as it was.
-    /// Blocking: call it through [`Users::change`] on a core.
+    /// Applies `change` to a copy of the users and writes it durably (see
+    /// [`SharedFile::change_blocking`]). Blocking: [`Users::change`] on a core.
     pub fn change_blocking<R>(
         &self,
         change: impl FnOnce(&mut Table) -> R,
     ) -> Result<R, KafkaError> {
-        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        let mut table = (*self.table()).clone();
-        let before = table.clone();
-        let out = change(&mut table);
-        if table == before {
-            return Ok(out);
-        }
-        if table.len() > USERS_MAX {
-            return Err(KafkaError::new(
-                kafka_protocol::ResponseError::UnacceptableCredential,
-                format!("a server holds at most {USERS_MAX} users"),
-            ));
-        }
-        let disk = OnDisk {
-            users: table,
-            fake_salt_key: self.fake_salt_key.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&disk)
-            .map_err(|e| KafkaError::storage(format!("cannot encode the users: {e}")))?;
-        fs::blocking::write_durable_private(&self.path, &bytes).map_err(|e| {
-            KafkaError::storage(format!(
-                "cannot write {}: {}",
-                self.path.display(),
-                e.source
-            ))
-        })?;
-        let fresh = Arc::new(disk.users);
-        match self.table.write() {
-            Ok(mut t) => *t = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
-        }
-        Ok(out)
+        self.file
+            .change_blocking(|disk| limited(change(&mut disk.users), &disk.users))
     }
 
     /// [`Users::change_blocking`] on the executor's blocking thread.
     pub async fn change<R: Send + 'static>(
-        self: &Arc<Self>,
+        &self,
         change: impl FnOnce(&mut Table) -> R + Send + 'static,
     ) -> Result<R, KafkaError> {
-        let users = self.clone();
-        glommio::executor()
-            .spawn_blocking(move || users.change_blocking(change))
+        self.file
+            .change(|disk| limited(change(&mut disk.users), &disk.users))
             .await
     }
+}
+
+fn limited<R>(out: R, users: &Table) -> Result<R, KafkaError> {
+    if users.len() > USERS_MAX {
+        return Err(KafkaError::new(
+            kafka_protocol::ResponseError::UnacceptableCredential,
+            format!("a server holds at most {USERS_MAX} users"),
+        ));
+    }
+    Ok(out)
 }
 
 /// Whether `name` may be a user: 1 to [`NAME_BYTES_MAX`] bytes, no control
