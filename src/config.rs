@@ -92,6 +92,9 @@ pub struct FileConfig {
     pub connections_max_reauth_ms: Option<u64>,
     pub connection_failed_authentication_delay_ms: Option<u64>,
     pub failed_authentications_per_ip_per_minute: Option<u32>,
+    pub authorizer: Option<String>,
+    pub super_users: Option<Vec<String>>,
+    pub allow_everyone_if_no_acl_found: Option<bool>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
     pub group_min_session_timeout_ms: Option<u64>,
     pub group_max_session_timeout_ms: Option<u64>,
@@ -251,6 +254,32 @@ pub struct Settings {
     pub kafka_mode: tidewater_kafka::Mode,
     pub auto_create_topics: bool,
     pub default_partitions: Option<u32>,
+    /// Who may do what on the Kafka listeners.
+    pub authorizer: tidewater_kafka::acl::AuthorizerConfig,
+}
+
+/// `authorizer`, `super_users` and `allow_everyone_if_no_acl_found`, checked.
+fn authorizer_of(file: &FileConfig) -> Result<tidewater_kafka::acl::AuthorizerConfig> {
+    let on = match file.authorizer.as_deref().unwrap_or("none") {
+        "none" => false,
+        "acl" => true,
+        other => bail!("authorizer {other:?}: use \"acl\" or \"none\""),
+    };
+    let super_users = file.super_users.clone().unwrap_or_default();
+    for p in &super_users {
+        if p.strip_prefix("User:").is_none_or(str::is_empty) {
+            bail!("super_users: {p:?} is not a principal; write User:<name>, e.g. \"User:admin\" or \"User:CN=ops,O=Example\"");
+        }
+    }
+    let allow_if_none = file.allow_everyone_if_no_acl_found.unwrap_or(false);
+    if !on && (!super_users.is_empty() || allow_if_none) {
+        bail!("super_users and allow_everyone_if_no_acl_found need authorizer = \"acl\"");
+    }
+    Ok(tidewater_kafka::acl::AuthorizerConfig {
+        on,
+        super_users,
+        allow_everyone_if_no_acl_found: allow_if_none,
+    })
 }
 
 /// Kafka front-end flags (the file has the same keys).
@@ -444,6 +473,7 @@ impl Settings {
             bail!("default_partitions must be between 1 and 10000");
         }
         Ok(Settings {
+            authorizer: authorizer_of(&file)?,
             auto_create_topics: kafka
                 .auto_create_topics
                 .or(file.auto_create_topics)

@@ -148,6 +148,7 @@ pub struct Metrics {
     sasl_reauthentications: Family<Labels, Counter>,
     sasl_authentication_failures: Family<Labels, Counter>,
     sasl_failed_login_ips: Family<Labels, Gauge>,
+    authorization_failures: Family<Labels, Counter>,
     journal_appends: Family<Labels, Counter>,
     journal_writes: Family<Labels, Counter>,
     journal_syncs: Family<Labels, Counter>,
@@ -282,6 +283,10 @@ impl Metrics {
             sasl_failed_login_ips: fam!(
                 "kafka_sasl_failed_login_ips",
                 "Client IPs whose failed SASL authentications this minute are counted (at most 10000 per core)"
+            ),
+            authorization_failures: fam!(
+                "kafka_authorization_failures",
+                "Operations the ACL authorizer refused (a topic, group or cluster answered *_AUTHORIZATION_FAILED); listings leave out what a principal may not see without counting it"
             ),
             journal_appends: fam!("journal_appends", "Batches appended to the journal"),
             journal_writes: fam!("journal_writes", "Journal writes (one group commit each)"),
@@ -489,6 +494,7 @@ pub struct KafkaSeries {
     sasl_reauthentications: (Counter, Delta),
     sasl_authentication_failures: (Counter, Delta),
     sasl_failed_login_ips: Gauge,
+    authorization_failures: (Counter, Delta),
     forwards: (Counter, Delta),
     groups: (Gauge, Gauge, Gauge),
     rebalances: (Counter, Delta),
@@ -526,6 +532,7 @@ impl KafkaSeries {
             sasl_reauthentications: counter(&m.sasl_reauthentications),
             sasl_authentication_failures: counter(&m.sasl_authentication_failures),
             sasl_failed_login_ips: gauge(&m.sasl_failed_login_ips),
+            authorization_failures: counter(&m.authorization_failures),
             forwards: counter(&m.cross_core_forwards),
             groups: (
                 gauge(&m.groups),
@@ -568,6 +575,8 @@ impl KafkaSeries {
         d.push(c, st.sasl_authentication_failures.get());
         self.sasl_failed_login_ips
             .set(st.sasl_failed_login_ips.get() as i64);
+        let (c, d) = &mut self.authorization_failures;
+        d.push(c, st.authorization_failures.get());
         let (c, d) = &mut self.forwards;
         d.push(c, st.cross_core_forwards.get());
         let g = st.group_counts();

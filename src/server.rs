@@ -45,6 +45,7 @@ const OWN_ENTRIES: &[&str] = &[
     TOPIC_CONFIGS_FILE,
     LOCK_FILE,
     kafka::sasl::users::FILE,
+    kafka::acl::FILE,
     "journal",
     "ledger",
     "checkpoints",
@@ -174,6 +175,7 @@ struct FrontEnd {
     topics: kafka::TopicPolicy,
     /// The SASL users, shared by every core.
     users: Arc<kafka::sasl::users::Users>,
+    authorizer: Arc<kafka::acl::Authorizer>,
     registry: RegistryFront,
 }
 
@@ -263,7 +265,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let cleaned: Arc<Signal> = Default::default();
     let any_deleting = !deleting.is_empty();
     let metrics = Arc::new(Metrics::new(cpus.len()));
-    let users = users_at_start(&settings)?;
+    let (users, authorizer) = security_at_start(&settings)?;
     crate::metrics::serve_admin(
         metrics.clone(),
         settings.admin_addr,
@@ -313,6 +315,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             forwarding: forwarding.pop_front(),
             topics: topic_policy.clone(),
             users: users.clone(),
+            authorizer: authorizer.clone(),
             limits: settings.kafka_limits,
             registry: registry.clone(),
         };
@@ -347,13 +350,26 @@ pub fn serve(settings: Settings) -> Result<i32> {
 }
 
 /// A WARN for each listener reachable from other hosts without authentication.
-/// The SASL users, read once before any core serves, and what the listeners are
-/// open to.
-fn users_at_start(settings: &Settings) -> Result<Arc<kafka::sasl::users::Users>> {
+/// The SASL users and the ACLs, read once before any core serves, and what the
+/// listeners are open to.
+fn security_at_start(
+    settings: &Settings,
+) -> Result<(Arc<kafka::sasl::users::Users>, Arc<kafka::acl::Authorizer>)> {
     let users = kafka::sasl::users::Users::open(&settings.data_dir)
         .map_err(|e| anyhow::anyhow!("the SASL users: {e}"))?;
     warn_of_open_listeners(settings, &users);
-    Ok(Arc::new(users))
+    let authorizer = kafka::acl::Authorizer::open(&settings.data_dir, &settings.authorizer)
+        .map_err(|e| anyhow::anyhow!("the ACLs: {e}"))?;
+    let acls = authorizer.acls().acls.len();
+    if settings.authorizer.on {
+        tracing::info!(acls, super_users = ?settings.authorizer.super_users, allow_everyone_if_no_acl_found = settings.authorizer.allow_everyone_if_no_acl_found, "authorizer on: every Kafka request is checked against the ACLs");
+    } else if acls > 0 {
+        tracing::warn!(
+            acls,
+            "acls.json holds ACLs but authorizer is \"none\": nothing is enforced"
+        );
+    }
+    Ok((Arc::new(users), Arc::new(authorizer)))
 }
 
 fn warn_of_open_listeners(settings: &Settings, users: &kafka::sasl::users::Users) {
@@ -779,6 +795,7 @@ async fn run_shard(
             limits: front.limits,
             topics: front.topics,
             users: front.users,
+            authorizer: front.authorizer,
         },
     ));
     broker

@@ -10,28 +10,6 @@ mod common;
 
 use common::pki::Pki;
 
-/// `tidewater users ARGS` with `stdin`: (success, what it said).
-fn users(args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = common::tidewater()
-        .arg("users")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// kcat's flags for SASL as `user` with `mechanism`; over TLS when `ca` is given.
 fn kcat_sasl(ca: Option<&str>, mechanism: &str, user: &str, password: &str) -> Vec<String> {
     let protocol = if ca.is_some() {
@@ -52,14 +30,6 @@ fn kcat_sasl(ca: Option<&str>, mechanism: &str, user: &str, password: &str) -> V
         .into_iter()
         .flat_map(|f| ["-X".to_string(), f])
         .collect()
-}
-
-fn cores() -> &'static str {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-        "2"
-    } else {
-        "1"
-    }
 }
 
 /// Waits until the metric `name` summed over cores is at least `least` (or the
@@ -147,17 +117,17 @@ fn sasl_listeners_authenticate_real_clients_and_refuse_the_rest() {
     let data = data.to_str().unwrap();
 
     // A user before the first start, as an operator adds one.
-    let (ok, said) = users(
+    let (ok, said) = common::users(
         &["add", "alice", "--password-stdin", "--data-dir", data],
         "alice-secret\n",
     );
     assert!(ok && said.contains("user alice added"), "{said}");
-    let (ok, said) = users(&["list", "--data-dir", data], "");
+    let (ok, said) = common::users(&["list", "--data-dir", data], "");
     assert!(
         ok && said.contains("alice\tSCRAM-SHA-256 (iterations 4096), SCRAM-SHA-512"),
         "{said}"
     );
-    let (ok, said) = users(&["add", "x", "--password-stdin", "--data-dir", data], "\n");
+    let (ok, said) = common::users(&["add", "x", "--password-stdin", "--data-dir", data], "\n");
     assert!(!ok && said.contains("empty"), "{said}");
     let text = std::fs::read_to_string(pki.dir.path().join("data/users.json")).unwrap();
     assert!(!text.contains("alice-secret"), "no password on disk");
@@ -178,13 +148,13 @@ tls_key_file = "server.key"
 {}"#,
         lan_listener(sasl_plain)
     );
-    let (mut server, admin, log) = serve(&pki, 2, &listeners, &["--cores", cores()]);
+    let (mut server, admin, log) = serve(&pki, 2, &listeners, &["--cores", common::cores()]);
     let ca = pki.path("ca.pem");
     let external = format!("127.0.0.1:{sasl_ssl}");
     let lan = format!("127.0.0.1:{sasl_plain}");
 
     // The users file belongs to the running server.
-    let (ok, said) = users(
+    let (ok, said) = common::users(
         &["add", "carol", "--password-stdin", "--data-dir", data],
         "pw\n",
     );
@@ -408,15 +378,15 @@ tls_key_file = "server.key"
     let said = python(&["users", &plain_broker, "add", "dave", "dave-secret"]);
     assert!(said.contains("added dave"), "{said}");
     drop(server);
-    let (ok, said) = users(&["list", "--data-dir", data], "");
+    let (ok, said) = common::users(&["list", "--data-dir", data], "");
     assert!(
         ok && said.contains("alice\t") && said.contains("dave\tSCRAM-SHA-512"),
         "{said}"
     );
     assert!(!said.contains("bob"), "{said}");
-    let (ok, said) = users(&["remove", "dave", "--data-dir", data], "");
+    let (ok, said) = common::users(&["remove", "dave", "--data-dir", data], "");
     assert!(ok, "{said}");
-    let (ok, said) = users(&["list", "--data-dir", data], "");
+    let (ok, said) = common::users(&["list", "--data-dir", data], "");
     assert!(ok && !said.contains("dave"), "{said}");
 }
 
@@ -425,7 +395,7 @@ fn failed_logins_wait_are_limited_per_ip_and_sessions_are_renewed() {
     let pki = Pki::new();
     let data = pki.dir.path().join("data");
     let data = data.to_str().unwrap();
-    let (ok, said) = users(
+    let (ok, said) = common::users(
         &[
             "add",
             "alice",
@@ -438,7 +408,7 @@ fn failed_logins_wait_are_limited_per_ip_and_sessions_are_renewed() {
         "alice-secret\n",
     );
     assert!(ok, "{said}");
-    let (ok, said) = users(
+    let (ok, said) = common::users(
         &["add", "eve", "--password-stdin", "--data-dir", data],
         "eve-secret\n",
     );

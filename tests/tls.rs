@@ -79,14 +79,6 @@ fn serve_in(
     common::serve_exactly(&all, admin)
 }
 
-fn cores() -> &'static str {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-        "2"
-    } else {
-        "1"
-    }
-}
-
 /// Two pairs of free ports, far enough apart for two cores each.
 fn two_listeners() -> (u16, u16) {
     let base = tidewater_tools::ports::free(4).expect("free ports");
@@ -103,7 +95,7 @@ fn metadata(flags: &[String], broker: &str) -> (bool, String) {
 fn tls_listeners_serve_real_clients_and_refuse_the_wrong_ones() {
     let pki = Pki::new();
     let (plain, tls) = two_listeners();
-    let (child, admin, log) = start(&pki, cores(), plain, tls);
+    let (child, admin, log) = start(&pki, common::cores(), plain, tls);
     let mut server = common::KilledOnDrop(child);
     let tls_broker = format!("127.0.0.1:{tls}");
     let plain_broker = format!("127.0.0.1:{plain}");

@@ -99,6 +99,7 @@ pub struct Serving {
     pub limits: Limits,
     pub topics: TopicPolicy,
     pub users: std::sync::Arc<crate::sasl::users::Users>,
+    pub authorizer: std::sync::Arc<crate::acl::Authorizer>,
 }
 
 /// What one core's front end serves.
@@ -136,6 +137,8 @@ pub struct Broker {
     pub rate_refusals: LogThrottle,
     /// The SASL users (every core's, one file).
     pub users: std::sync::Arc<crate::sasl::users::Users>,
+    /// Who may do what (every core's, one file of ACLs).
+    pub authorizer: std::sync::Arc<crate::acl::Authorizer>,
     /// Failed SASL authentications per client IP this minute.
     pub failed_logins: crate::ip_rate::IpRate,
     /// Failed SASL authentications are logged at most every period, and so are
@@ -288,6 +291,7 @@ impl Broker {
             limits,
             topics,
             users,
+            authorizer,
         } = serving;
         assert!(
             limits.request_bytes_max <= limits.request_memory_bytes_max,
@@ -341,6 +345,7 @@ impl Broker {
             ip_rate: crate::ip_rate::IpRate::new(limits.connection_creation_rate_per_ip),
             rate_refusals: LogThrottle::default(),
             users,
+            authorizer,
             failed_logins: crate::ip_rate::IpRate::new(
                 limits.failed_authentications_per_ip_per_minute,
             ),

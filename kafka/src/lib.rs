@@ -44,11 +44,14 @@
 //! `ShardLog::create_partition`); or touches another core's log or table (it asks
 //! that core through the mesh). Codecs come from the `kafka-protocol` crate.
 
+pub mod acl;
+mod authorize;
 pub mod batch;
 mod bodies;
 mod broker;
 mod budget;
 mod connection;
+mod dispatch;
 pub mod error;
 mod forward;
 pub mod groups;

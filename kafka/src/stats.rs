@@ -214,6 +214,8 @@ pub struct KafkaStats {
     /// Client IPs whose failed authentications this minute are counted, at most
     /// [`crate::ip_rate::IPS_MAX`] (`tidewater_kafka_sasl_failed_login_ips`).
     pub sasl_failed_login_ips: Cell<u64>,
+    /// Operations the authorizer refused (`tidewater_kafka_authorization_failures_total`).
+    pub authorization_failures: Cell<u64>,
     /// Partition parts of requests forwarded to the owning core, single-port mode
     /// (`tidewater_cross_core_forwards_total`).
     pub cross_core_forwards: Cell<u64>,

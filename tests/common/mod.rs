@@ -402,6 +402,37 @@ pub fn kcat_within(flags: &[String], args: &[&str], input: Option<&str>) -> (boo
     )
 }
 
+/// `tidewater users ARGS` with `stdin`: (success, what it said).
+pub fn users(args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = tidewater()
+        .arg("users")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Two cores where the machine has them, else one.
+pub fn cores() -> &'static str {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        "2"
+    } else {
+        "1"
+    }
+}
+
 /// Runs kcat; (success, stdout, stderr).
 pub fn kcat(args: &[&str], input: Option<&str>) -> (bool, String, String) {
     let mut child = Command::new("kcat")

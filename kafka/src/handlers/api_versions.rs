@@ -40,6 +40,8 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::SaslAuthenticate => Some((0, 2)),
         ApiKey::DescribeUserScramCredentials => Some((0, 0)),
         ApiKey::AlterUserScramCredentials => Some((0, 0)),
+        // v1 adds prefixed patterns, which every current client sends.
+        ApiKey::CreateAcls | ApiKey::DescribeAcls | ApiKey::DeleteAcls => Some((1, 3)),
         _ => None,
     }
 }
@@ -76,6 +78,9 @@ pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
         ApiKey::SaslAuthenticate,
         ApiKey::DescribeUserScramCredentials,
         ApiKey::AlterUserScramCredentials,
+        ApiKey::CreateAcls,
+        ApiKey::DescribeAcls,
+        ApiKey::DeleteAcls,
     ];
     let api_keys = keys
         .iter()

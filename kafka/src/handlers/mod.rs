@@ -4,6 +4,7 @@
 //! partition lives, runs the parts this core owns, forwards the others in
 //! single-port mode, and answers the rest with the error that says why.
 
+pub mod acls;
 pub mod api_versions;
 pub mod configs;
 pub mod coordinated;

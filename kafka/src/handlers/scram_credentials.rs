@@ -19,24 +19,25 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::collections::{BTreeMap, HashSet};
 
-/// Until ACLs decide who may manage users, only a client on this host may: one
-/// that reaches a listener from a loopback address.
-fn refused(client: &Client) -> Option<KafkaError> {
+/// Without the authorizer, only a client on this host may manage users: one that
+/// reaches a listener from a loopback address.
+pub fn loopback_only(client: &Client) -> Option<KafkaError> {
     if client.peer_ip.is_some_and(|ip| ip.is_loopback()) {
         return None;
     }
     Some(KafkaError::new(
         ResponseError::ClusterAuthorizationFailed,
-        "SASL users are managed from this host only (a client on a loopback address)",
+        "without an authorizer, SASL users are managed from this host only (a client on a loopback address)",
     ))
 }
 
+/// `refusal`: why the principal may not (the caller's judgement).
 pub fn describe(
     broker: &Broker,
-    client: &Client,
+    refusal: Option<KafkaError>,
     req: &DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
-    if let Some(e) = refused(client) {
+    if let Some(e) = refusal {
         return DescribeUserScramCredentialsResponse::default()
             .with_error_code(e.code())
             .with_error_message(e.message());
@@ -105,10 +106,10 @@ enum Change {
 
 pub async fn alter(
     broker: &Broker,
-    client: &Client,
+    refusal: Option<KafkaError>,
     req: &AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    if let Some(e) = refused(client) {
+    if let Some(e) = refusal {
         let names: std::collections::BTreeSet<&str> = req
             .deletions
             .iter()
