@@ -21,9 +21,9 @@ use crate::error::KafkaError;
 use crate::shared_file::SharedFile;
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// ACLs the file may hold.
 pub const ACLS_MAX: usize = 100_000;
@@ -130,6 +130,74 @@ impl Acl {
         }
         Ok(())
     }
+
+    /// The ACL with its host written as clients' addresses are (an IPv4 address
+    /// mapped into IPv6 as IPv4, IPv6 in its short form), so that one address is
+    /// one string.
+    pub fn canonical(mut self) -> Acl {
+        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
+            self.host = ip.to_canonical().to_string();
+        }
+        self
+    }
+}
+
+/// The ACLs by resource type, then by how their names match: what a check reads.
+#[derive(Default)]
+struct Index {
+    by_type: HashMap<ResourceType, TypeIndex>,
+}
+
+#[derive(Default)]
+struct TypeIndex {
+    literal: HashMap<String, Vec<Acl>>,
+    /// LITERAL `*`.
+    every: Vec<Acl>,
+    prefixed: Vec<Acl>,
+}
+
+impl Index {
+    fn of(file: &AclFile) -> Index {
+        let mut index = Index::default();
+        for a in &file.acls {
+            let t = index.by_type.entry(a.resource_type).or_default();
+            match a.pattern {
+                PatternType::Literal if a.name == "*" => t.every.push(a.clone()),
+                PatternType::Literal => {
+                    t.literal.entry(a.name.clone()).or_default().push(a.clone())
+                }
+                PatternType::Prefixed => t.prefixed.push(a.clone()),
+            }
+        }
+        index
+    }
+
+    /// The ACLs that cover the resource.
+    fn covering<'a>(
+        &'a self,
+        resource_type: ResourceType,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Acl> {
+        let t = self.by_type.get(&resource_type);
+        let literal = t.and_then(|t| t.literal.get(name)).into_iter().flatten();
+        let every = t.into_iter().flat_map(|t| t.every.iter());
+        let prefixed = t
+            .into_iter()
+            .flat_map(|t| t.prefixed.iter())
+            .filter(move |a| name.starts_with(&a.name));
+        literal.chain(every).chain(prefixed)
+    }
+
+    /// Every ACL of the type.
+    fn of_type(&self, resource_type: ResourceType) -> impl Iterator<Item = &Acl> {
+        self.by_type.get(&resource_type).into_iter().flat_map(|t| {
+            t.literal
+                .values()
+                .flatten()
+                .chain(t.every.iter())
+                .chain(t.prefixed.iter())
+        })
+    }
 }
 
 /// Which ACLs a DescribeAcls or DeleteAcls asks for; `None`: any.
@@ -235,18 +303,41 @@ pub struct Authorizer {
     super_users: HashSet<String>,
     allow_if_none: bool,
     file: Arc<SharedFile<AclFile>>,
+    /// The file's ACLs as checks read them; rebuilt after each change.
+    index: RwLock<Arc<Index>>,
 }
 
 impl Authorizer {
     /// The authorizer of `config` with the ACLs in `data_dir`. Blocking: at start.
     pub fn open(data_dir: &Path, config: &AuthorizerConfig) -> Result<Authorizer, KafkaError> {
         let file = SharedFile::open(&data_dir.join(FILE), "an ACL file")?;
-        Ok(Authorizer {
+        Ok(Authorizer::of(config, file))
+    }
+
+    fn of(config: &AuthorizerConfig, file: SharedFile<AclFile>) -> Authorizer {
+        let index = RwLock::new(Arc::new(Index::of(&file.get())));
+        Authorizer {
             on: config.on,
             super_users: config.super_users.iter().cloned().collect(),
             allow_if_none: config.allow_everyone_if_no_acl_found,
             file: Arc::new(file),
-        })
+            index,
+        }
+    }
+
+    fn index(&self) -> Arc<Index> {
+        match self.index.read() {
+            Ok(i) => i.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn reindex(&self) {
+        let fresh = Arc::new(Index::of(&self.file.get()));
+        match self.index.write() {
+            Ok(mut i) => *i = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
     }
 
     pub fn is_on(&self) -> bool {
@@ -263,14 +354,10 @@ impl Authorizer {
         if !self.on || self.super_users.contains(principal) {
             return true;
         }
-        let file = self.file.get();
+        let index = self.index();
         let mut named = false;
         let mut allowed = false;
-        for acl in file
-            .acls
-            .iter()
-            .filter(|a| a.resource_type == resource_type && a.covers(name))
-        {
+        for acl in index.covering(resource_type, name) {
             named = true;
             if !(acl.principal == principal || acl.principal == ANY_USER)
                 || !(acl.host == "*" || acl.host == host)
@@ -302,22 +389,23 @@ impl Authorizer {
         if !self.on || self.super_users.contains(principal) {
             return true;
         }
-        let file = self.file.get();
+        let index = self.index();
+        if self.allow_if_none && index.of_type(resource_type).next().is_none() {
+            return true;
+        }
         let applies = |a: &&Acl| {
-            a.resource_type == resource_type
-                && (a.principal == principal || a.principal == ANY_USER)
+            (a.principal == principal || a.principal == ANY_USER)
                 && (a.host == "*" || a.host == host)
         };
-        let denied_everywhere = file.acls.iter().filter(applies).any(|a| {
+        let denied_everywhere = index.of_type(resource_type).filter(applies).any(|a| {
             a.permission == Permission::Deny
                 && (a.operation == operation || a.operation == Operation::All)
                 && a.pattern == PatternType::Literal
                 && a.name == "*"
         });
         !denied_everywhere
-            && file
-                .acls
-                .iter()
+            && index
+                .of_type(resource_type)
                 .filter(applies)
                 .any(|a| a.permission == Permission::Allow && implies(a.operation, operation))
     }
@@ -329,7 +417,8 @@ impl Authorizer {
 
     /// Adds `acls` (those already there stay once), durably.
     pub async fn create(&self, acls: Vec<Acl>) -> Result<(), KafkaError> {
-        self.file
+        let made = self
+            .file
             .change(move |file| {
                 file.acls.extend(acls);
                 if file.acls.len() > ACLS_MAX {
@@ -340,12 +429,15 @@ impl Authorizer {
                 }
                 Ok(())
             })
-            .await
+            .await;
+        self.reindex();
+        made
     }
 
     /// Removes the ACLs each filter matches, durably: what each removed.
     pub async fn delete(&self, filters: Vec<Filter>) -> Result<Vec<Vec<Acl>>, KafkaError> {
-        self.file
+        let removed = self
+            .file
             .change(move |file| {
                 let removed: Vec<Vec<Acl>> = filters
                     .iter()
@@ -354,7 +446,9 @@ impl Authorizer {
                 file.acls.retain(|a| !filters.iter().any(|f| f.matches(a)));
                 Ok(removed)
             })
-            .await
+            .await;
+        self.reindex();
+        removed
     }
 }
 
@@ -394,12 +488,12 @@ mod tests {
         let dir = tempfile_dir();
         let mut file = SharedFile::<AclFile>::open(&dir.join(FILE), "an ACL file").unwrap();
         file.init(|f| f.acls.extend(acls));
-        Authorizer {
+        let config = AuthorizerConfig {
             on: true,
-            super_users: ["User:admin".to_string()].into(),
-            allow_if_none,
-            file: Arc::new(file),
-        }
+            super_users: vec!["User:admin".to_string()],
+            allow_everyone_if_no_acl_found: allow_if_none,
+        };
+        Authorizer::of(&config, file)
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
@@ -465,6 +559,28 @@ mod tests {
         let by_host = authorizer(vec![host], false);
         assert!(by_host.allows(("User:dave", "10.0.0.2"), Read, (Topic, "events")));
         assert!(!by_host.allows(("User:dave", "10.0.0.3"), Read, (Topic, "events")));
+        let mut mapped = acl(Topic, "events", Literal, "User:dave", Read, Allow);
+        mapped.host = "::ffff:10.0.0.2".into();
+        assert_eq!(
+            mapped.canonical().host,
+            "10.0.0.2",
+            "one address, one string"
+        );
+        // KIP-679: WRITE on some topic, with deny on every topic winning.
+        assert!(a.allows_some(("User:alice", "h"), Write, Topic));
+        assert!(!a.allows_some(("User:bob", "h"), Write, Topic));
+        let denied = authorizer(
+            vec![
+                acl(Topic, "events", Literal, "User:alice", Write, Allow),
+                acl(Topic, "*", Literal, "User:alice", Write, Deny),
+            ],
+            false,
+        );
+        assert!(!denied.allows_some(("User:alice", "h"), Write, Topic));
+        assert!(
+            open.allows_some(("User:x", "h"), Read, Group),
+            "no group ACL at all"
+        );
     }
 
     #[test]

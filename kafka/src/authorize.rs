@@ -47,7 +47,12 @@ impl<'a> Who<'a> {
         broker.authorizer.is_on().then(|| Who {
             broker,
             principal: client.principal(),
-            host: client.peer_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            // As ACLs store hosts: an IPv4 client of a dual-stack listener is its
+            // IPv4 address.
+            host: client
+                .peer_ip
+                .map(|ip| ip.to_canonical().to_string())
+                .unwrap_or_default(),
         })
     }
 
@@ -70,9 +75,15 @@ impl<'a> Who<'a> {
     /// Whether the principal may see (DESCRIBE) a resource in a listing; one it may
     /// not is left out, not counted as a refusal (as Kafka lists).
     pub fn sees(&self, resource_type: ResourceType, name: &str) -> bool {
+        self.quietly(Operation::Describe, resource_type, name)
+    }
+
+    /// [`Who::can`] for a check whose refusal only narrows an answer (Kafka's
+    /// `logIfDenied = false`): not counted, not logged.
+    pub fn quietly(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
         self.broker.authorizer.allows(
             (&self.principal, &self.host),
-            Operation::Describe,
+            operation,
             (resource_type, name),
         )
     }
@@ -207,32 +218,30 @@ pub fn list_offsets_answer(resp: &mut m::ListOffsetsResponse, denied: Denied) {
     }));
 }
 
-/// Metadata: named topics the principal may not describe are answered refused;
-/// unknown ones it may not create are not created.
+/// Metadata: named topics the principal may not describe, and unknown ones it
+/// may not create when they would be created, are answered refused.
 pub fn metadata(who: &Who, req: &mut m::MetadataRequest) -> Denied {
     let Some(topics) = req.topics.as_mut() else {
         return Vec::new();
     };
-    let denied = strip(
+    let creating = req.allow_auto_topic_creation
+        && who.broker.topics.auto_create_partitions.is_some()
+        && !who.quietly(Operation::Create, ResourceType::Cluster, CLUSTER_NAME);
+    strip(
         topics,
         |t| t.name.as_ref().map(|n| &n.0),
         |_| Vec::new(),
-        |n| who.can_topic(Operation::Describe, n),
-    );
-    if req.allow_auto_topic_creation && !who.can_cluster(Operation::Create) {
-        // Kafka checks CREATE per unknown topic; a topic the principal may create
-        // by name still is.
-        let all = topics
-            .iter()
-            .filter_map(|t| t.name.as_ref())
-            .all(|n| who.can_topic(Operation::Create, n.as_str()));
-        req.allow_auto_topic_creation = all;
-    }
-    denied
+        |n| {
+            who.can_topic(Operation::Describe, n)
+                && (!creating
+                    || who.broker.topic(n).is_some()
+                    || who.can_topic(Operation::Create, n))
+        },
+    )
 }
 
-/// Leaves out every topic the principal may not describe (a v0 request whose
-/// topics were all refused reads as "every topic"), and answers the refused ones.
+/// Leaves out every topic the principal may not describe, and answers the
+/// refused ones.
 pub fn metadata_answer(who: &Who, resp: &mut m::MetadataResponse, denied: Denied) {
     resp.topics.retain(|t| {
         t.name
@@ -423,16 +432,6 @@ pub fn init_producer_id(who: &Who) -> Option<m::InitProducerIdResponse> {
     })
 }
 
-pub fn describe_cluster(who: &Who) -> Option<m::DescribeClusterResponse> {
-    (!who.can_cluster(Operation::Describe)).then(|| {
-        m::DescribeClusterResponse::default()
-            .with_error_code(CLUSTER_DENIED)
-            .with_error_message(Some(StrBytes::from_static_str(
-                "needs DESCRIBE on the cluster",
-            )))
-    })
-}
-
 /// FindCoordinator: DESCRIBE on each group asked for (transactions are not
 /// served, so their keys are the handler's to refuse). A refused key is answered
 /// here; `None`: ask the handler.
@@ -565,20 +564,83 @@ pub fn offset_fetch_refused(
             .collect();
         return Some(m::OffsetFetchResponse::default().with_groups(groups));
     }
-    (!who.can_group(Operation::Describe, &req.group_id))
-        .then(|| m::OffsetFetchResponse::default().with_error_code(GROUP_DENIED))
+    if who.can_group(Operation::Describe, &req.group_id) {
+        return None;
+    }
+    // v0 and v1 have no error for the whole answer: each partition asked for
+    // carries it.
+    let topics = req
+        .topics
+        .iter()
+        .flatten()
+        .map(|t| {
+            m::offset_fetch_response::OffsetFetchResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partition_indexes
+                        .iter()
+                        .map(|&p| {
+                            m::offset_fetch_response::OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(-1)
+                                .with_error_code(GROUP_DENIED)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Some(
+        m::OffsetFetchResponse::default()
+            .with_error_code(GROUP_DENIED)
+            .with_topics(topics),
+    )
 }
 
-pub fn offset_fetch_answer(who: &Who, resp: &mut m::OffsetFetchResponse) {
+/// Topics the principal may not describe: left out of an answer to "every
+/// topic", answered TOPIC_AUTHORIZATION_FAILED when asked for by name.
+pub fn offset_fetch_answer(
+    who: &Who,
+    req: &m::OffsetFetchRequest,
+    resp: &mut m::OffsetFetchResponse,
+) {
     let can = |n: &StrBytes| who.sees(ResourceType::Topic, n);
-    resp.topics.retain(|t| can(&t.name.0));
+    let refuse_parts = |parts: &mut [m::offset_fetch_response::OffsetFetchResponsePartition]| {
+        for p in parts {
+            p.error_code = TOPIC_DENIED;
+            p.committed_offset = -1;
+            p.metadata = None;
+        }
+    };
+    if req.topics.is_some() {
+        resp.topics
+            .iter_mut()
+            .filter(|t| !can(&t.name.0))
+            .for_each(|t| refuse_parts(&mut t.partitions));
+    } else {
+        resp.topics.retain(|t| can(&t.name.0));
+    }
     for g in &mut resp.groups {
-        g.topics.retain(|t| can(&t.name.0));
+        let named = req
+            .groups
+            .iter()
+            .find(|r| r.group_id == g.group_id)
+            .is_some_and(|r| r.topics.is_some());
+        if named {
+            for t in g.topics.iter_mut().filter(|t| !can(&t.name.0)) {
+                for p in &mut t.partitions {
+                    p.error_code = TOPIC_DENIED;
+                    p.committed_offset = -1;
+                    p.metadata = None;
+                }
+            }
+        } else {
+            g.topics.retain(|t| can(&t.name.0));
+        }
     }
 }
 
 pub fn list_groups_answer(who: &Who, resp: &mut m::ListGroupsResponse) {
-    if !who.can_cluster(Operation::Describe) {
+    if !who.quietly(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
         resp.groups
             .retain(|g| who.sees(ResourceType::Group, &g.group_id));
     }

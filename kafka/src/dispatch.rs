@@ -125,6 +125,13 @@ pub async fn handle(
             let later = produce::begin(broker, req).await;
             return Ok(Handled::Later(Box::pin(async move {
                 let mut resp = later.await;
+                if acks == 0 && !denied.is_empty() {
+                    // Without an answer to carry the error, the connection closes
+                    // (as Kafka's broker closes it).
+                    return Err(Closed::Failed(
+                        "an acks=0 produce to a topic its principal may not write".into(),
+                    ));
+                }
                 if acks == 0 {
                     return Ok(None);
                 }
@@ -137,6 +144,10 @@ pub async fn handle(
             let denied = who
                 .map(|w| authorize::fetch(w, &mut req))
                 .unwrap_or_default();
+            if !denied.is_empty() && req.topics.is_empty() {
+                // Nothing left to wait for: answer the refusals now.
+                req.max_wait_ms = 0;
+            }
             let mut resp = fetch::handle(broker, &req, budget).await;
             authorize::fetch_answer(&mut resp, denied);
             frame(api, version, cid, &resp)
@@ -448,9 +459,9 @@ async fn handle_admin(
         }
         ApiKey::DescribeCluster => {
             let req = decode!(m::DescribeClusterRequest);
-            let refused = who.and_then(authorize::describe_cluster);
-            let resp =
-                refused.unwrap_or_else(|| metadata::describe_cluster(broker, endpoint, &req));
+            // Any principal may learn the cluster's id and brokers, as in Kafka (its
+            // authorized operations are not reported).
+            let resp = metadata::describe_cluster(broker, endpoint, &req);
             frame(api, version, cid, &resp)
         }
         other => Err(Closed::Refused(format!("{other:?} is not implemented"))),
@@ -558,7 +569,7 @@ async fn handle_group_offsets(
                 None => {
                     let mut resp = offsets::handle_fetch(broker, &req, version).await;
                     if let Some(w) = who {
-                        authorize::offset_fetch_answer(w, &mut resp);
+                        authorize::offset_fetch_answer(w, &req, &mut resp);
                     }
                     resp
                 }

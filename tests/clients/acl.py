@@ -176,6 +176,43 @@ def scenario(sasl, plain):
     check("alice writes again", produce(sasl, "alice", "events", "a-3"), "ok")
 
     check("anonymous writes on PLAINTEXT", produce(plain, None, "events", "x"), "TOPIC_AUTHORIZATION_FAILED")
+
+    # Any principal may describe the cluster; groups are listed as far as the
+    # principal may see them.
+    check("alice describes the cluster", error_name(alice.describe_cluster()), "ok")
+    groups = [g.group_id for g in carol.list_consumer_groups().result(timeout=15).valid]
+    check("carol's group list shows readers", "readers" in groups, False)
+    groups = [g.group_id for g in root.list_consumer_groups().result(timeout=15).valid]
+    check("admin's group list shows readers", "readers" in groups, True)
+
+    # A deny by host: bob from this host may not read.
+    by_host = AclBinding(
+        ResourceType.TOPIC,
+        "events",
+        ResourcePatternType.LITERAL,
+        "User:bob",
+        "127.0.0.1",
+        AclOperation.READ,
+        AclPermissionType.DENY,
+    )
+    for f in root.create_acls([by_host]).values():
+        f.result(timeout=15)
+    check("bob reads from a denied host", consume(sasl, "bob", "events", "readers"), "TOPIC_AUTHORIZATION_FAILED")
+    host_filter = AclBindingFilter(
+        ResourceType.TOPIC,
+        "events",
+        ResourcePatternType.LITERAL,
+        "User:bob",
+        "127.0.0.1",
+        AclOperation.ANY,
+        AclPermissionType.DENY,
+    )
+    deleted = [b for f in root.delete_acls([host_filter]).values() for b in f.result(timeout=15)]
+    check("host deny deleted", len(deleted), 1)
+
+    # Nothing refused reached the log.
+    got = sorted(consume(sasl, "admin", "events", "audit"))
+    check("what the log holds", got, ["a-1", "a-3"])
     print("scenario done")
 
 

@@ -75,7 +75,7 @@ pub async fn create(
                     .ok_or_else(|| invalid("the permission is ALLOW or DENY".into()))?,
             };
             acl.check().map_err(invalid)?;
-            Ok(acl)
+            Ok(acl.canonical())
         })
         .collect();
     let valid: Vec<Acl> = checked
