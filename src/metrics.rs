@@ -149,6 +149,8 @@ pub struct Metrics {
     sasl_authentication_failures: Family<Labels, Counter>,
     sasl_failed_login_ips: Family<Labels, Gauge>,
     authorization_failures: Family<Labels, Counter>,
+    throttled_requests: Family<Labels, Counter>,
+    quota_entities: Family<Labels, Gauge>,
     journal_appends: Family<Labels, Counter>,
     journal_writes: Family<Labels, Counter>,
     journal_syncs: Family<Labels, Counter>,
@@ -283,6 +285,14 @@ impl Metrics {
             sasl_failed_login_ips: fam!(
                 "kafka_sasl_failed_login_ips",
                 "Client IPs whose failed SASL authentications this minute are counted (at most 10000 per core)"
+            ),
+            throttled_requests: fam!(
+                "kafka_throttled_requests",
+                "Requests a client quota throttled (answered with throttle_time_ms, the connection muted that long), by quota: producer_byte_rate, consumer_byte_rate, request_percentage"
+            ),
+            quota_entities: fam!(
+                "kafka_quota_entities",
+                "Client entities (user, client id) a core measures against their quotas (at most 10000 per core)"
             ),
             authorization_failures: fam!(
                 "kafka_authorization_failures",
@@ -495,6 +505,8 @@ pub struct KafkaSeries {
     sasl_authentication_failures: (Counter, Delta),
     sasl_failed_login_ips: Gauge,
     authorization_failures: (Counter, Delta),
+    throttled_requests: Vec<(Counter, Delta)>,
+    quota_entities: Gauge,
     forwards: (Counter, Delta),
     groups: (Gauge, Gauge, Gauge),
     rebalances: (Counter, Delta),
@@ -533,6 +545,14 @@ impl KafkaSeries {
             sasl_authentication_failures: counter(&m.sasl_authentication_failures),
             sasl_failed_login_ips: gauge(&m.sasl_failed_login_ips),
             authorization_failures: counter(&m.authorization_failures),
+            throttled_requests: tidewater_kafka::quota::Kind::ALL
+                .iter()
+                .map(|k| {
+                    let l = labels(&[("shard", &s), ("quota", k.key())]);
+                    (m.throttled_requests.get_or_create(&l).clone(), Delta(0))
+                })
+                .collect(),
+            quota_entities: gauge(&m.quota_entities),
             forwards: counter(&m.cross_core_forwards),
             groups: (
                 gauge(&m.groups),
@@ -577,6 +597,14 @@ impl KafkaSeries {
             .set(st.sasl_failed_login_ips.get() as i64);
         let (c, d) = &mut self.authorization_failures;
         d.push(c, st.authorization_failures.get());
+        for ((c, d), n) in self
+            .throttled_requests
+            .iter_mut()
+            .zip(&st.throttled_requests)
+        {
+            d.push(c, n.get());
+        }
+        self.quota_entities.set(st.quota_entities.get() as i64);
         let (c, d) = &mut self.forwards;
         d.push(c, st.cross_core_forwards.get());
         let g = st.group_counts();

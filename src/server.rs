@@ -46,6 +46,7 @@ const OWN_ENTRIES: &[&str] = &[
     LOCK_FILE,
     kafka::sasl::users::FILE,
     kafka::acl::FILE,
+    kafka::quota::FILE,
     "journal",
     "ledger",
     "checkpoints",
@@ -173,9 +174,8 @@ struct FrontEnd {
     /// This core's ends of the mesh between the cores' front ends.
     forwarding: Option<kafka::ForwardMail>,
     topics: kafka::TopicPolicy,
-    /// The SASL users, shared by every core.
-    users: Arc<kafka::sasl::users::Users>,
-    authorizer: Arc<kafka::acl::Authorizer>,
+    /// The SASL users, the ACLs and the quotas, shared by every core.
+    security: Security,
     registry: RegistryFront,
 }
 
@@ -265,7 +265,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let cleaned: Arc<Signal> = Default::default();
     let any_deleting = !deleting.is_empty();
     let metrics = Arc::new(Metrics::new(cpus.len()));
-    let (users, authorizer) = security_at_start(&settings)?;
+    let security = security_at_start(&settings)?;
     crate::metrics::serve_admin(
         metrics.clone(),
         settings.admin_addr,
@@ -314,8 +314,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
             mode: settings.kafka_mode,
             forwarding: forwarding.pop_front(),
             topics: topic_policy.clone(),
-            users: users.clone(),
-            authorizer: authorizer.clone(),
+            security: security.clone(),
             limits: settings.kafka_limits,
             registry: registry.clone(),
         };
@@ -350,11 +349,17 @@ pub fn serve(settings: Settings) -> Result<i32> {
 }
 
 /// A WARN for each listener reachable from other hosts without authentication.
-/// The SASL users and the ACLs, read once before any core serves, and what the
-/// listeners are open to.
-fn security_at_start(
-    settings: &Settings,
-) -> Result<(Arc<kafka::sasl::users::Users>, Arc<kafka::acl::Authorizer>)> {
+/// What every core shares to decide who a client is and what it may do.
+#[derive(Clone)]
+struct Security {
+    users: Arc<kafka::sasl::users::Users>,
+    authorizer: Arc<kafka::acl::Authorizer>,
+    quotas: Arc<kafka::quota::Quotas>,
+}
+
+/// The SASL users, the ACLs and the client quotas, read once before any core
+/// serves, and what the listeners are open to.
+fn security_at_start(settings: &Settings) -> Result<Security> {
     let users = kafka::sasl::users::Users::open(&settings.data_dir)
         .map_err(|e| anyhow::anyhow!("the SASL users: {e}"))?;
     warn_of_open_listeners(settings, &users);
@@ -369,7 +374,13 @@ fn security_at_start(
             "acls.json holds ACLs but authorizer is \"none\": nothing is enforced"
         );
     }
-    Ok((Arc::new(users), Arc::new(authorizer)))
+    let quotas = kafka::quota::Quotas::open(&settings.data_dir)
+        .map_err(|e| anyhow::anyhow!("the client quotas: {e}"))?;
+    Ok(Security {
+        users: Arc::new(users),
+        authorizer: Arc::new(authorizer),
+        quotas: Arc::new(quotas),
+    })
 }
 
 fn warn_of_open_listeners(settings: &Settings, users: &kafka::sasl::users::Users) {
@@ -794,8 +805,9 @@ async fn run_shard(
             mode: front.mode,
             limits: front.limits,
             topics: front.topics,
-            users: front.users,
-            authorizer: front.authorizer,
+            users: front.security.users,
+            authorizer: front.security.authorizer,
+            quotas: front.security.quotas,
         },
     ));
     broker

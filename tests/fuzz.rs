@@ -226,6 +226,15 @@ fn decode_request(bytes: &[u8]) -> Result<(), String> {
         ApiKey::DescribeCluster => decode!(m::DescribeClusterRequest),
         ApiKey::CreatePartitions => decode!(m::CreatePartitionsRequest),
         ApiKey::DeleteRecords => decode!(m::DeleteRecordsRequest),
+        ApiKey::SaslHandshake => decode!(m::SaslHandshakeRequest),
+        ApiKey::SaslAuthenticate => decode!(m::SaslAuthenticateRequest),
+        ApiKey::DescribeUserScramCredentials => decode!(m::DescribeUserScramCredentialsRequest),
+        ApiKey::AlterUserScramCredentials => decode!(m::AlterUserScramCredentialsRequest),
+        ApiKey::CreateAcls => decode!(m::CreateAclsRequest),
+        ApiKey::DescribeAcls => decode!(m::DescribeAclsRequest),
+        ApiKey::DeleteAcls => decode!(m::DeleteAclsRequest),
+        ApiKey::DescribeClientQuotas => decode!(m::DescribeClientQuotasRequest),
+        ApiKey::AlterClientQuotas => decode!(m::AlterClientQuotasRequest),
         _ => Err("not served".into()),
     }
 }

@@ -100,6 +100,7 @@ pub struct Serving {
     pub topics: TopicPolicy,
     pub users: std::sync::Arc<crate::sasl::users::Users>,
     pub authorizer: std::sync::Arc<crate::acl::Authorizer>,
+    pub quotas: std::sync::Arc<crate::quota::Quotas>,
 }
 
 /// What one core's front end serves.
@@ -139,6 +140,10 @@ pub struct Broker {
     pub users: std::sync::Arc<crate::sasl::users::Users>,
     /// Who may do what (every core's, one file of ACLs).
     pub authorizer: std::sync::Arc<crate::acl::Authorizer>,
+    /// The client quotas (every core's, one file), and what this core's clients
+    /// used of them.
+    pub quotas: std::sync::Arc<crate::quota::Quotas>,
+    pub quota_usage: crate::quota::Usage,
     /// Failed SASL authentications per client IP this minute.
     pub failed_logins: crate::ip_rate::IpRate,
     /// Failed SASL authentications are logged at most every period, and so are
@@ -292,6 +297,7 @@ impl Broker {
             topics,
             users,
             authorizer,
+            quotas,
         } = serving;
         assert!(
             limits.request_bytes_max <= limits.request_memory_bytes_max,
@@ -346,6 +352,8 @@ impl Broker {
             rate_refusals: LogThrottle::default(),
             users,
             authorizer,
+            quotas,
+            quota_usage: Default::default(),
             failed_logins: crate::ip_rate::IpRate::new(
                 limits.failed_authentications_per_ip_per_minute,
             ),

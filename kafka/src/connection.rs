@@ -378,6 +378,12 @@ async fn read_requests<S: AsyncRead + Unpin>(
             // connection closes.
             return Ok(());
         }
+        // A quota throttled this client: nothing more is read from it for that
+        // long (KIP-219's muted channel); its answers still go out.
+        let mute = client.mute.take();
+        if !mute.is_zero() {
+            glommio::timer::sleep(mute).await;
+        }
     }
 }
 

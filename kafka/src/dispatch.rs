@@ -12,18 +12,20 @@ use crate::authorize::{self, Who};
 use crate::broker::Broker;
 use crate::budget;
 use crate::error::KafkaError;
-use crate::handlers::acls;
+use crate::handlers::{acls, client_quotas};
 use crate::handlers::{
     api_versions, configs, create_partitions, create_topics, delete_records, delete_topics, fetch,
     find_coordinator, group_admin, init_producer_id, list_offsets, membership, metadata, offsets,
     produce, sasl, scram_credentials,
 };
 use crate::listener::{Client, Endpoint};
+use crate::quota::Kind;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{self as m, ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// Why the server closed a connection.
 #[derive(Debug)]
@@ -57,13 +59,68 @@ pub enum Handled {
 
 /// Decodes one request, runs its handler, encodes the framed response; a produce
 /// returns once its offsets are reserved. `Err`: the connection must close (the
-/// reason is logged).
+/// reason is logged). The time it took counts against the client's
+/// `request_percentage` quota, if one applies (the connection is then muted);
+/// its bytes against a produce or fetch byte rate (answered in
+/// `throttle_time_ms`).
 pub async fn handle(
+    broker: &Rc<Broker>,
+    body: Bytes,
+    budget: &mut budget::Budget,
+    client: &Client,
+) -> Result<Handled, Closed> {
+    // Requests that wait for data or for a group (a long poll, a rebalance) are
+    // not charged their waiting: Kafka's request quota counts a thread's work,
+    // not a request's time in purgatory.
+    let waits = matches!(
+        ApiKey::try_from(body.clone().get_i16()),
+        Ok(ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup)
+    );
+    let started = std::time::Instant::now();
+    let handled = handle_request(broker, body, budget, client).await;
+    if !waits {
+        let took = started.elapsed().as_secs_f64();
+        let client_id = client.client_id.borrow().clone();
+        charge(broker, client, &client_id, Kind::Request, took);
+    }
+    handled
+}
+
+/// Charges `amount` of `kind` to the client's quota, if one applies: the
+/// throttle, which also mutes the connection (zero: none).
+fn charge(broker: &Broker, client: &Client, client_id: &str, kind: Kind, amount: f64) -> Duration {
+    let principal = client.principal();
+    let user = principal.strip_prefix("User:").unwrap_or(&principal);
+    let Some(applied) = broker.quotas.applied(kind, user, client_id) else {
+        return Duration::ZERO;
+    };
+    let now = std::time::Instant::now();
+    let throttle = broker.quota_usage.record(kind, &applied, amount, now);
+    let stats = &broker.stats;
+    stats
+        .quota_entities
+        .set(broker.quota_usage.tracked() as u64);
+    if !throttle.is_zero() {
+        let i = kind as usize;
+        let n = &stats.throttled_requests[i];
+        n.set(n.get() + 1);
+        client.mute_for(throttle);
+    }
+    throttle
+}
+
+/// A throttle as a response's `throttle_time_ms`.
+fn millis(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+async fn handle_request(
     broker: &Rc<Broker>,
     mut body: Bytes,
     budget: &mut budget::Budget,
     client: &Client,
 ) -> Result<Handled, Closed> {
+    let size = body.len();
     let key = body.clone().get_i16();
     let version = body.clone().slice(2..).get_i16();
     let Ok(api) = ApiKey::try_from(key) else {
@@ -89,6 +146,10 @@ pub async fn handle(
         }));
     }
     let cid = header.correlation_id;
+    let client_id = header.client_id.as_deref().unwrap_or("");
+    if client.client_id.borrow().as_str() != client_id {
+        *client.client_id.borrow_mut() = client_id.into();
+    }
     sasl_gate(client, api)?;
     let who = Who::of(broker, client);
     let who = who.as_ref();
@@ -105,7 +166,9 @@ pub async fn handle(
         | ApiKey::AlterUserScramCredentials
         | ApiKey::CreateAcls
         | ApiKey::DescribeAcls
-        | ApiKey::DeleteAcls => {
+        | ApiKey::DeleteAcls
+        | ApiKey::DescribeClientQuotas
+        | ApiKey::AlterClientQuotas => {
             return handle_security(broker, client, who, api, (version, cid), body).await
         }
         ApiKey::Produce => {
@@ -122,6 +185,7 @@ pub async fn handle(
             let denied = who
                 .map(|w| authorize::produce(w, &mut req))
                 .unwrap_or_default();
+            let throttle = charge(broker, client, client_id, Kind::Produce, size as f64);
             let later = produce::begin(broker, req).await;
             return Ok(Handled::Later(Box::pin(async move {
                 let mut resp = later.await;
@@ -136,6 +200,7 @@ pub async fn handle(
                     return Ok(None);
                 }
                 authorize::produce_answer(&mut resp, denied);
+                resp.throttle_time_ms = millis(throttle);
                 frame(api, version, cid, &resp).map(Some)
             })));
         }
@@ -150,6 +215,16 @@ pub async fn handle(
             }
             let mut resp = fetch::handle(broker, &req, budget).await;
             authorize::fetch_answer(&mut resp, denied);
+            let bytes: usize = resp
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter_map(|p| p.records.as_ref().map(Bytes::len))
+                .sum();
+            if bytes > 0 {
+                let throttle = charge(broker, client, client_id, Kind::Fetch, bytes as f64);
+                resp.throttle_time_ms = millis(throttle);
+            }
             frame(api, version, cid, &resp)
         }
         ApiKey::Metadata
@@ -306,13 +381,13 @@ async fn handle_security(
             }
         })
     };
-    // Users are the cluster's to DESCRIBE and ALTER once the authorizer is on;
+    // Users and quotas are the cluster's to manage once the authorizer is on;
     // before, only clients on this host may manage them.
     let users_refusal = |operation: Operation| match who {
         Some(w) => (!w.can_cluster(operation)).then(|| {
             KafkaError::new(
                 ResponseError::ClusterAuthorizationFailed,
-                format!("managing SASL users needs {operation:?} on the cluster"),
+                format!("this needs {operation:?} on the cluster"),
             )
         }),
         None => scram_credentials::loopback_only(client),
@@ -355,6 +430,18 @@ async fn handle_security(
             let req = decode!(m::AlterUserScramCredentialsRequest);
             let refusal = users_refusal(Operation::Alter);
             let resp = scram_credentials::alter(broker, refusal, &req).await;
+            answer(&|| frame(api, version, cid, &resp), false)
+        }
+        ApiKey::DescribeClientQuotas => {
+            let req = decode!(m::DescribeClientQuotasRequest);
+            let refusal = users_refusal(Operation::DescribeConfigs);
+            let resp = client_quotas::describe(broker, refusal, &req);
+            answer(&|| frame(api, version, cid, &resp), false)
+        }
+        ApiKey::AlterClientQuotas => {
+            let req = decode!(m::AlterClientQuotasRequest);
+            let refusal = users_refusal(Operation::AlterConfigs);
+            let resp = client_quotas::alter(broker, refusal, &req).await;
             answer(&|| frame(api, version, cid, &resp), false)
         }
         ApiKey::CreateAcls => {

@@ -60,6 +60,7 @@ mod idempotence;
 pub mod ip_rate;
 pub mod listener;
 mod owner;
+pub mod quota;
 mod remote;
 pub mod sasl;
 pub mod shared_file;

@@ -57,9 +57,19 @@ pub struct Client {
     pub endpoint: std::rc::Rc<Endpoint>,
     /// Its SASL authentication, on a SASL listener.
     pub session: std::cell::RefCell<crate::sasl::Session>,
+    /// How long the connection is muted after the request being handled: the
+    /// longest throttle a quota gave it (KIP-219).
+    pub mute: std::cell::Cell<std::time::Duration>,
+    /// The client id of its latest request (quotas may be per client id).
+    pub client_id: std::cell::RefCell<String>,
 }
 
 impl Client {
+    /// Mutes the connection for at least `d` after this request.
+    pub fn mute_for(&self, d: std::time::Duration) {
+        self.mute.set(self.mute.get().max(d));
+    }
+
     pub fn new(
         host: std::rc::Rc<str>,
         peer_ip: Option<std::net::IpAddr>,
@@ -72,6 +82,8 @@ impl Client {
             transport_principal,
             endpoint,
             session: Default::default(),
+            mute: Default::default(),
+            client_id: Default::default(),
         }
     }
 

@@ -216,6 +216,12 @@ pub struct KafkaStats {
     pub sasl_failed_login_ips: Cell<u64>,
     /// Operations the authorizer refused (`tidewater_kafka_authorization_failures_total`).
     pub authorization_failures: Cell<u64>,
+    /// Requests a quota throttled, by [`crate::quota::Kind`] (produce, fetch,
+    /// request time) (`tidewater_kafka_throttled_requests_total`).
+    pub throttled_requests: [Cell<u64>; 3],
+    /// Client entities this core measures against their quotas, at most
+    /// [`crate::quota::ENTITIES_MAX`] (`tidewater_kafka_quota_entities`).
+    pub quota_entities: Cell<u64>,
     /// Partition parts of requests forwarded to the owning core, single-port mode
     /// (`tidewater_cross_core_forwards_total`).
     pub cross_core_forwards: Cell<u64>,

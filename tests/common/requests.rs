@@ -385,5 +385,97 @@ fn group_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
         let req = m::DeleteGroupsRequest::default().with_groups_names(vec![group("nobody's")]);
         framed(ApiKey::DeleteGroups, v, &req)
     });
+    security_requests(&mut push);
     out
+}
+
+/// The SASL, SCRAM credential, ACL and client quota APIs (on a listener without
+/// SASL or an authorizer: they are refused or change nothing that matters).
+/// How [`valid_requests`] adds an API's requests: its versions and a body for each.
+type Push<'a> = dyn FnMut(ApiKey, [i16; 2], &dyn Fn(i16) -> Vec<u8>) + 'a;
+
+fn security_requests(push: &mut Push<'_>) {
+    let s = StrBytes::from_static_str;
+    push(ApiKey::SaslHandshake, [0, 1], &|v| {
+        let req = m::SaslHandshakeRequest::default().with_mechanism(s("SCRAM-SHA-512"));
+        framed(ApiKey::SaslHandshake, v, &req)
+    });
+    push(ApiKey::SaslAuthenticate, [0, 2], &|v| {
+        let req = m::SaslAuthenticateRequest::default()
+            .with_auth_bytes(bytes::Bytes::from_static(b"n,,n=user,r=abc"));
+        framed(ApiKey::SaslAuthenticate, v, &req)
+    });
+    push(ApiKey::DescribeUserScramCredentials, [0, 0], &|v| {
+        let user =
+            m::describe_user_scram_credentials_request::UserName::default().with_name(s("u"));
+        let req = m::DescribeUserScramCredentialsRequest::default().with_users(Some(vec![user]));
+        framed(ApiKey::DescribeUserScramCredentials, v, &req)
+    });
+    push(ApiKey::AlterUserScramCredentials, [0, 0], &|v| {
+        let gone = m::alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+            .with_name(s("nobody"))
+            .with_mechanism(2);
+        let req = m::AlterUserScramCredentialsRequest::default().with_deletions(vec![gone]);
+        framed(ApiKey::AlterUserScramCredentials, v, &req)
+    });
+    push(ApiKey::CreateAcls, [1, 3], &|v| {
+        let acl = m::create_acls_request::AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(s("events"))
+            .with_resource_pattern_type(3)
+            .with_principal(s("User:alice"))
+            .with_host(s("*"))
+            .with_operation(4)
+            .with_permission_type(3);
+        framed(
+            ApiKey::CreateAcls,
+            v,
+            &m::CreateAclsRequest::default().with_creations(vec![acl]),
+        )
+    });
+    push(ApiKey::DescribeAcls, [1, 3], &|v| {
+        let req = m::DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1);
+        framed(ApiKey::DescribeAcls, v, &req)
+    });
+    push(ApiKey::DeleteAcls, [1, 3], &|v| {
+        let filter = m::delete_acls_request::DeleteAclsFilter::default()
+            .with_resource_type_filter(2)
+            .with_resource_name_filter(Some(s("nothing")))
+            .with_pattern_type_filter(3)
+            .with_operation(1)
+            .with_permission_type(1);
+        framed(
+            ApiKey::DeleteAcls,
+            v,
+            &m::DeleteAclsRequest::default().with_filters(vec![filter]),
+        )
+    });
+    push(ApiKey::DescribeClientQuotas, [0, 1], &|v| {
+        let c = m::describe_client_quotas_request::ComponentData::default()
+            .with_entity_type(s("client-id"))
+            .with_match_type(2);
+        let req = m::DescribeClientQuotasRequest::default().with_components(vec![c]);
+        framed(ApiKey::DescribeClientQuotas, v, &req)
+    });
+    push(ApiKey::AlterClientQuotas, [0, 1], &|v| {
+        let entity = m::alter_client_quotas_request::EntityData::default()
+            .with_entity_type(s("client-id"))
+            .with_entity_name(Some(s("fuzz")));
+        let op = m::alter_client_quotas_request::OpData::default()
+            .with_key(s("producer_byte_rate"))
+            .with_value(1e9);
+        let entry = m::alter_client_quotas_request::EntryData::default()
+            .with_entity(vec![entity])
+            .with_ops(vec![op]);
+        // validate_only: a mutation that turns it off sets a quota on a client id
+        // no other request uses.
+        let req = m::AlterClientQuotasRequest::default()
+            .with_entries(vec![entry])
+            .with_validate_only(true);
+        framed(ApiKey::AlterClientQuotas, v, &req)
+    });
 }

@@ -42,6 +42,7 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::AlterUserScramCredentials => Some((0, 0)),
         // v1 adds prefixed patterns, which every current client sends.
         ApiKey::CreateAcls | ApiKey::DescribeAcls | ApiKey::DeleteAcls => Some((1, 3)),
+        ApiKey::DescribeClientQuotas | ApiKey::AlterClientQuotas => Some((0, 1)),
         _ => None,
     }
 }
@@ -81,6 +82,8 @@ pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
         ApiKey::CreateAcls,
         ApiKey::DescribeAcls,
         ApiKey::DeleteAcls,
+        ApiKey::DescribeClientQuotas,
+        ApiKey::AlterClientQuotas,
     ];
     let api_keys = keys
         .iter()

@@ -6,6 +6,7 @@
 
 pub mod acls;
 pub mod api_versions;
+pub mod client_quotas;
 pub mod configs;
 pub mod coordinated;
 pub mod create_partitions;

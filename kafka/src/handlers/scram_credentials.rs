@@ -27,7 +27,7 @@ pub fn loopback_only(client: &Client) -> Option<KafkaError> {
     }
     Some(KafkaError::new(
         ResponseError::ClusterAuthorizationFailed,
-        "without an authorizer, SASL users are managed from this host only (a client on a loopback address)",
+        "without an authorizer, SASL users and client quotas are managed from this host only (a client on a loopback address)",
     ))
 }
 
