@@ -28,14 +28,18 @@ fn op(key: &'static str, value: f64) -> m::alter_client_quotas_request::OpData {
 fn run(args: &[&str]) -> (f64, f64) {
     let (ok, said) = common::python("quotas.py", args);
     assert!(ok, "{args:?}: {said}");
-    let field = |name: &str| -> f64 {
+    let field = |name: &str| -> Option<f64> {
         said.split_whitespace()
             .skip_while(|w| *w != name)
             .nth(1)
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
     };
-    (field("bytes") / field("seconds"), field("throttled"))
+    let number = |name: &str| field(name).unwrap_or_else(|| panic!("no {name} in {said}"));
+    // A consumer reports no throttles: 0, which a check on a producer would catch.
+    (
+        number("bytes") / number("seconds"),
+        field("throttled").unwrap_or(0.0),
+    )
 }
 
 #[test]
@@ -60,7 +64,8 @@ fn quotas_hold_real_clients_to_their_byte_rates() {
 
     let component = m::describe_client_quotas_request::ComponentData::default()
         .with_entity_type(StrBytes::from_static_str("client-id"))
-        .with_match_type(2);
+        .with_match_type(2)
+        .with_match(None);
     let req = m::DescribeClientQuotasRequest::default().with_components(vec![component]);
     let resp: m::DescribeClientQuotasResponse = call(s.port, ApiKey::DescribeClientQuotas, 1, &req);
     let entries = resp.entries.unwrap_or_default();
@@ -99,8 +104,39 @@ fn quotas_hold_real_clients_to_their_byte_rates() {
         (0.8 * RATE..=1.1 * RATE).contains(&rate),
         "the limited consumer read at {rate:.0} B/s for a quota of {RATE} B/s"
     );
-    let text = common::scrape(s.admin);
-    let throttled = common::metric_sum(&text, "tidewater_kafka_throttled_requests_total");
-    assert!(throttled > 0.0, "throttles are counted");
+    // Each quota's throttles are counted under its own name.
+    let text = common::scrape_when(s.admin, |t| t.contains("consumer_byte_rate"));
+    for quota in ["producer_byte_rate", "consumer_byte_rate"] {
+        let counted = text
+            .lines()
+            .filter(|l| l.starts_with("tidewater_kafka_throttled_requests_total{"))
+            .filter(|l| l.contains(&format!("quota=\"{quota}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        assert!(counted > 0.0, "no {quota} throttles counted:\n{text}");
+    }
+
+    // Removed, the quotas are gone; a byte rate with a fraction is refused.
+    let remove = |key: &'static str| op(key, 0.0).with_remove(true);
+    let entry = m::alter_client_quotas_request::EntryData::default()
+        .with_entity(vec![client_entity("limited")])
+        .with_ops(vec![
+            remove("producer_byte_rate"),
+            remove("consumer_byte_rate"),
+        ]);
+    let fraction = m::alter_client_quotas_request::EntryData::default()
+        .with_entity(vec![client_entity("half")])
+        .with_ops(vec![op("producer_byte_rate", 0.5)]);
+    let req = m::AlterClientQuotasRequest::default().with_entries(vec![entry, fraction]);
+    let resp: m::AlterClientQuotasResponse = call(s.port, ApiKey::AlterClientQuotas, 1, &req);
+    let codes: Vec<i16> = resp.entries.iter().map(|e| e.error_code).collect();
+    assert_eq!(codes, [0, 42]);
+    let component = m::describe_client_quotas_request::ComponentData::default()
+        .with_entity_type(StrBytes::from_static_str("client-id"))
+        .with_match_type(2)
+        .with_match(None);
+    let req = m::DescribeClientQuotasRequest::default().with_components(vec![component]);
+    let resp: m::DescribeClientQuotasResponse = call(s.port, ApiKey::DescribeClientQuotas, 1, &req);
+    assert_eq!(resp.entries.map(|e| e.len()), Some(0));
     let _ = s.child.kill();
 }

@@ -72,13 +72,19 @@ pub async fn handle(
     // Requests that wait for data or for a group (a long poll, a rebalance) are
     // not charged their waiting: Kafka's request quota counts a thread's work,
     // not a request's time in purgatory.
-    let waits = matches!(
+    // Nor are ApiVersions and SASL: before a client authenticated, it is nobody's.
+    let uncharged = matches!(
         ApiKey::try_from(body.clone().get_i16()),
-        Ok(ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup)
+        Ok(ApiKey::Fetch
+            | ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+            | ApiKey::ApiVersions
+            | ApiKey::SaslHandshake
+            | ApiKey::SaslAuthenticate)
     );
     let started = std::time::Instant::now();
     let handled = handle_request(broker, body, budget, client).await;
-    if !waits {
+    if !uncharged && broker.quotas.any() {
         let took = started.elapsed().as_secs_f64();
         let client_id = client.client_id.borrow().clone();
         charge(broker, client, &client_id, Kind::Request, took);
@@ -107,6 +113,16 @@ fn charge(broker: &Broker, client: &Client, client_id: &str, kind: Kind, amount:
         client.mute_for(throttle);
     }
     throttle
+}
+
+/// The fetch quota that applies to a client, if any.
+fn fetch_quota(broker: &Broker, client: &Client, client_id: &str) -> Option<crate::quota::Applied> {
+    if !broker.quotas.any() {
+        return None;
+    }
+    let principal = client.principal();
+    let user = principal.strip_prefix("User:").unwrap_or(&principal);
+    broker.quotas.applied(Kind::Fetch, user, client_id)
 }
 
 /// A throttle as a response's `throttle_time_ms`.
@@ -212,6 +228,10 @@ async fn handle_request(
             if !denied.is_empty() && req.topics.is_empty() {
                 // Nothing left to wait for: answer the refusals now.
                 req.max_wait_ms = 0;
+            }
+            if let Some(applied) = fetch_quota(broker, client, client_id) {
+                let cap = crate::quota::Usage::fetch_cap(&applied);
+                req.max_bytes = req.max_bytes.min(i32::try_from(cap).unwrap_or(i32::MAX));
             }
             let mut resp = fetch::handle(broker, &req, budget).await;
             authorize::fetch_answer(&mut resp, denied);

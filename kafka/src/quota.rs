@@ -132,6 +132,8 @@ pub type Change = (Entity, Vec<(Kind, Option<f64>)>);
 /// The quotas of one server.
 pub struct Quotas {
     file: Arc<SharedFile<QuotaFile>>,
+    /// Whether any quota is set: read without a lock on every request.
+    any: std::sync::atomic::AtomicBool,
 }
 
 /// The quota that applies to a client, and the key its use is measured under
@@ -147,9 +149,20 @@ impl Quotas {
     /// The quotas in `data_dir`. Blocking: at start.
     pub fn open(data_dir: &Path) -> Result<Quotas, KafkaError> {
         let file = SharedFile::open(&data_dir.join(FILE), "a quota file")?;
-        Ok(Quotas {
+        Ok(Quotas::of(file))
+    }
+
+    fn of(file: SharedFile<QuotaFile>) -> Quotas {
+        let any = !file.get().entries.is_empty();
+        Quotas {
             file: Arc::new(file),
-        })
+            any: any.into(),
+        }
+    }
+
+    /// Whether any quota is set (when not, nothing is measured).
+    pub fn any(&self) -> bool {
+        self.any.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn all(&self) -> Arc<QuotaFile> {
@@ -161,6 +174,9 @@ impl Quotas {
     /// and client id, default user and default client, default user, client id,
     /// default client.
     pub fn applied(&self, kind: Kind, user: &str, client_id: &str) -> Option<Applied> {
+        if !self.any() {
+            return None;
+        }
         let file = self.file.get();
         if file.entries.is_empty() {
             return None;
@@ -196,7 +212,8 @@ impl Quotas {
     /// Applies `changes` (an entity and, per kind, the new value or `None` to
     /// remove it), durably.
     pub async fn alter(&self, changes: Vec<Change>) -> Result<(), KafkaError> {
-        self.file
+        let changed = self
+            .file
             .change(move |file| {
                 for (entity, ops) in changes {
                     let at = file.entries.iter().position(|(e, _)| *e == entity);
@@ -221,7 +238,10 @@ impl Quotas {
                 }
                 Ok(())
             })
-            .await
+            .await;
+        let any = !self.file.get().entries.is_empty();
+        self.any.store(any, std::sync::atomic::Ordering::Relaxed);
+        changed
     }
 }
 
@@ -268,11 +288,22 @@ impl Usage {
         let refill = now.saturating_duration_since(b.at).as_secs_f64() * per_second;
         b.level = (b.level + refill).min(per_second);
         b.at = now;
-        b.level -= amount;
+        // A debt is never more than THROTTLE_MAX's worth: what is over that is
+        // forgotten, as Kafka forgets what left its window.
+        let max = THROTTLE_MAX.as_secs_f64();
+        b.level = (b.level - amount).max(-per_second * max);
         if b.level >= 0.0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64(-b.level / per_second).min(THROTTLE_MAX)
+        // Clamped before it becomes a Duration: a tiny quota makes a huge number.
+        Duration::from_secs_f64((-b.level / per_second).min(max))
+    }
+
+    /// The most a Fetch answer may carry for `applied` now: one second's worth of
+    /// the quota (at least 1 KiB), so that one answer cannot take far more than the
+    /// quota before the throttle comes.
+    pub fn fetch_cap(applied: &Applied) -> usize {
+        applied.limit.clamp(1024.0, f64::from(i32::MAX)) as usize
     }
 
     /// Entities measured now.
@@ -315,6 +346,20 @@ mod tests {
         let wait = usage.record(Kind::Request, &percent, 0.1, t0);
         assert!(wait.abs_diff(Duration::from_millis(200)) < Duration::from_micros(1));
         assert_eq!(usage.tracked(), 2);
+        // A vanishing quota throttles for the longest, and panics nowhere.
+        let tiny = Applied {
+            limit: 1e-300,
+            key: ("t".into(), String::new()),
+        };
+        assert_eq!(usage.record(Kind::Produce, &tiny, 100.0, t0), THROTTLE_MAX);
+        // A debt past THROTTLE_MAX's worth is forgotten: eleven seconds pay it off.
+        let big = Applied {
+            limit: 10.0,
+            key: ("b".into(), String::new()),
+        };
+        assert_eq!(usage.record(Kind::Fetch, &big, 1e9, t0), THROTTLE_MAX);
+        let paid = t0 + THROTTLE_MAX + Duration::from_millis(100);
+        assert_eq!(usage.record(Kind::Fetch, &big, 1.0, paid), Duration::ZERO);
     }
 
     #[test]
@@ -361,9 +406,7 @@ mod tests {
                 ),
             ]
         });
-        let q = Quotas {
-            file: Arc::new(file),
-        };
+        let q = Quotas::of(file);
         let produce = |u: &str, c: &str| q.applied(Kind::Produce, u, c);
         // alice+loader sets only a fetch rate: alice's own produce rate applies.
         assert_eq!(

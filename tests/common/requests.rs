@@ -457,7 +457,8 @@ fn security_requests(push: &mut Push<'_>) {
     push(ApiKey::DescribeClientQuotas, [0, 1], &|v| {
         let c = m::describe_client_quotas_request::ComponentData::default()
             .with_entity_type(s("client-id"))
-            .with_match_type(2);
+            .with_match_type(2)
+            .with_match(None);
         let req = m::DescribeClientQuotasRequest::default().with_components(vec![c]);
         framed(ApiKey::DescribeClientQuotas, v, &req)
     });

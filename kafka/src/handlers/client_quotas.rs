@@ -66,14 +66,20 @@ pub fn describe(
         };
         let name = match (c.match_type, &c._match) {
             (0, Some(m)) => Some(Name::Named(m.to_string())),
-            (1, _) => Some(Name::Default),
-            (2, _) => None,
+            (1, None) => Some(Name::Default),
+            (2, None) => None,
             _ => {
                 return fail(invalid(
-                    "a match is EXACT with a name, DEFAULT, or SPECIFIED",
+                    "a match is EXACT with a name, or DEFAULT or SPECIFIED without one",
                 ))
             }
         };
+        if filters.iter().any(|(u, _)| *u == is_user) {
+            return fail(invalid(format!(
+                "entity type {} given twice",
+                c.entity_type.as_str()
+            )));
+        }
         filters.push((is_user, name));
     }
     let all = broker.quotas.all();
@@ -170,8 +176,15 @@ pub async fn alter(
                     if op.remove {
                         return Ok((kind, None));
                     }
-                    if !(op.value.is_finite() && op.value > 0.0) {
-                        return Err(invalid(format!("{} must be a positive number", kind.key())));
+                    // Byte rates are whole bytes per second (a LONG in Kafka); a
+                    // percentage may have a fraction. 0 stops the client.
+                    let whole = kind == Kind::Request || op.value.fract() == 0.0;
+                    if !(op.value.is_finite() && op.value >= 0.0 && whole) {
+                        return Err(invalid(format!(
+                            "{} must be a non-negative number{}",
+                            kind.key(),
+                            if kind == Kind::Request { "" } else { " of whole bytes" }
+                        )));
                     }
                     Ok((kind, Some(op.value)))
                 })
