@@ -632,8 +632,15 @@ class ProductionConfigTest(unittest.TestCase):
         self.assertEqual(config["journal_dir"], "/mnt/tidewater-journal")
         self.assertEqual(config["ledger_dir"], "/mnt/tidewater-ledger")
         self.assertEqual(config["durability"], "always")
-        self.assertEqual(config["kafka_addr"], "0.0.0.0:9092")
-        self.assertIn("advertised_host", config)
+        # SASL_SSL with SCRAM on every interface, and the ACLs on.
+        (external,) = config["listeners"]
+        self.assertEqual(external["addr"], "0.0.0.0:9092")
+        self.assertEqual(external["protocol"], "SASL_SSL")
+        self.assertEqual(external["sasl_mechanisms"], ["SCRAM-SHA-512"])
+        self.assertIn("advertised_addr", external)
+        self.assertEqual(config["authorizer"], "acl")
+        self.assertEqual(config["super_users"], ["User:admin"])
+        self.assertNotIn("kafka_addr", config)
         self.assertEqual(config["topics"], [{"name": "iot-sensor-data", "partitions": 48}])
         # The metrics endpoint stays on loopback, commented out until the server
         # knows the key (test_only_keys_the_server_knows_are_set).
@@ -1142,7 +1149,9 @@ class BringupDryRunTest(unittest.TestCase):
         self.assertIn("LABEL=tw-journal /mnt/tidewater-journal ext4 defaults,noatime,nodiratime,nofail 0 2", out)
         self.assertIn("LABEL=tw-ledger /mnt/tidewater-ledger ext4 defaults,noatime,nodiratime,nofail 0 2", out)
         self.assertIn("+ systemctl enable --now tidewater.service", out)
-        self.assertIn('advertised_host = "10.0.0.7"', out)
+        self.assertIn('advertised_addr = "10.0.0.7:9092"', out)
+        self.assertIn("subjectAltName=IP:10.0.0.7", out)
+        self.assertIn("would write /etc/tidewater/admin.password", out)
         self.assertIn("dry run: nothing changed", out)
 
     def test_a_device_with_its_label_is_not_formatted_again(self):

@@ -326,8 +326,56 @@ if [[ -f $CONFIG ]]; then
   say "$CONFIG exists: kept as it is"
 else
   host=$(advertised_host)
-  put_file 0640 "$CONFIG" < <(sed "s|^advertised_host = .*|advertised_host = \"$host\"|" "$SRC/deploy/production.toml")
+  put_file 0640 "$CONFIG" < <(sed "s|^advertised_addr = \"[^:]*:|advertised_addr = \"$host:|" "$SRC/deploy/production.toml")
   run chgrp tidewater "$CONFIG"
+fi
+
+say "== TLS certificate and the first user"
+# A CA of this host's own and a server certificate for the advertised name, unless
+# the operator put theirs in place; clients trust ca.pem (docs/security.md shows
+# how to use an existing CA instead).
+TLS_DIR=/etc/tidewater/tls
+if [[ -f $TLS_DIR/server.pem ]]; then
+  say "$TLS_DIR/server.pem exists: kept as it is"
+else
+  host=$(advertised_host)
+  if [[ $host =~ ^[0-9.]+$ ]]; then san="IP:$host"; else san="DNS:$host"; fi
+  run install -d -m 0750 -g tidewater "$TLS_DIR"
+  run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" -subj "/CN=Tidewater CA $host" -days 3650
+  run openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" -subj "/CN=$host"
+  put_file 0644 "$TLS_DIR/server.ext" <<EOF
+subjectAltName=$san
+extendedKeyUsage=serverAuth
+EOF
+  run openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+    -CAcreateserial -out "$TLS_DIR/server.pem" -days 825 -extfile "$TLS_DIR/server.ext"
+  run chmod 0600 "$TLS_DIR/ca.key"
+  run chgrp tidewater "$TLS_DIR/server.key"
+  run chmod 0640 "$TLS_DIR/server.key"
+fi
+# The super user (super_users in the config), once: its password stays in
+# /etc/tidewater/admin.password for kafka-acls and kafka-configs.
+if [[ -f /var/lib/tidewater/users.json ]]; then
+  say "/var/lib/tidewater/users.json exists: its users are kept"
+else
+  run install -d -m 0750 -o tidewater -g tidewater /var/lib/tidewater
+  if ((DRY_RUN)); then
+    say "would write /etc/tidewater/admin.password (mode 0600) and add user admin with it"
+  else
+    (umask 077 && openssl rand -hex 24 > /etc/tidewater/admin.password)
+    runuser -u tidewater -- /usr/local/bin/tidewater users add admin --mechanism SCRAM-SHA-512 \
+      --password-stdin --config "$CONFIG" < /etc/tidewater/admin.password
+  fi
+  put_file 0600 /etc/tidewater/admin.properties <<EOF
+# kafka-acls.sh / kafka-configs.sh --command-config /etc/tidewater/admin.properties
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="<the contents of /etc/tidewater/admin.password>";
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+EOF
 fi
 
 say "== host tuning"
