@@ -400,7 +400,7 @@ fn warn_of_open_listeners(settings: &Settings, users: &kafka::sasl::users::Users
             tracing::warn!(listener = %l.name, addr = %l.addr, "the Kafka listener is not on loopback and asks for no authentication (neither SASL nor tls_client_ca_file): anyone who reaches it can produce, read, and create or delete topics made at run time (docs/security.md)");
         }
         if l.sasl.is_some() && users.table().is_empty() {
-            tracing::warn!(listener = %l.name, "the SASL listener has no users to authenticate yet: add one with `tidewater users add NAME --mechanism SCRAM-SHA-512 --password-stdin` (server stopped) or AlterUserScramCredentials through another listener");
+            tracing::warn!(listener = %l.name, "the SASL listener has no users to authenticate yet: stop the server and add one as its user, `runuser -u tidewater -- tidewater users add NAME --mechanism SCRAM-SHA-512 --password-stdin --config FILE` (docs/security.md)");
         }
     }
     if exposed(&settings.admin_addr) && !settings.admin_auth.protects() {

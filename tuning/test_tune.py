@@ -1150,8 +1150,8 @@ class BringupDryRunTest(unittest.TestCase):
         self.assertIn("LABEL=tw-ledger /mnt/tidewater-ledger ext4 defaults,noatime,nodiratime,nofail 0 2", out)
         self.assertIn("+ systemctl enable --now tidewater.service", out)
         self.assertIn('advertised_addr = "10.0.0.7:9092"', out)
-        self.assertIn("subjectAltName=IP:10.0.0.7", out)
-        self.assertIn("would write /etc/tidewater/admin.password", out)
+        self.assertIn("subjectAltName=IP:10.0.0.7,DNS:localhost,IP:127.0.0.1", out)
+        self.assertRegex(out, r"would add user admin in \S+ with a random password|tidewater.service runs without users|users.json exists")
         self.assertIn("dry run: nothing changed", out)
 
     def test_a_device_with_its_label_is_not_formatted_again(self):

@@ -331,22 +331,22 @@ else
 fi
 
 say "== TLS certificate and the first user"
-# A CA of this host's own and a server certificate for the advertised name, unless
-# the operator put theirs in place; clients trust ca.pem (docs/security.md shows
-# how to use an existing CA instead).
+# A CA of this host's own and a server certificate for the advertised name (and
+# localhost, for the tools on this host), unless the operator put theirs in place;
+# clients trust ca.pem (docs/security.md: replacing it with your own CA's).
 TLS_DIR=/etc/tidewater/tls
 if [[ -f $TLS_DIR/server.pem ]]; then
   say "$TLS_DIR/server.pem exists: kept as it is"
 else
   host=$(advertised_host)
-  if [[ $host =~ ^[0-9.]+$ ]]; then san="IP:$host"; else san="DNS:$host"; fi
+  if [[ $host =~ ^[0-9.]+$ || $host == *:* ]]; then san="IP:$host"; else san="DNS:$host"; fi
   run install -d -m 0750 -g tidewater "$TLS_DIR"
   run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" -subj "/CN=Tidewater CA $host" -days 3650
   run openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" -subj "/CN=$host"
   put_file 0644 "$TLS_DIR/server.ext" <<EOF
-subjectAltName=$san
+subjectAltName=$san,DNS:localhost,IP:127.0.0.1
 extendedKeyUsage=serverAuth
 EOF
   run openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
@@ -355,27 +355,33 @@ EOF
   run chgrp tidewater "$TLS_DIR/server.key"
   run chmod 0640 "$TLS_DIR/server.key"
 fi
-# The super user (super_users in the config), once: its password stays in
-# /etc/tidewater/admin.password for kafka-acls and kafka-configs.
-if [[ -f /var/lib/tidewater/users.json ]]; then
-  say "/var/lib/tidewater/users.json exists: its users are kept"
+# The super user (super_users in the config), once, in the config's data_dir, as
+# the service's user (the service must read users.json) and while the service is
+# stopped (it holds the data directory). The password is kept only once the user
+# exists: /etc/tidewater/admin.password, and admin.properties for Kafka's tools.
+data_dir=$(sed -n 's/^data_dir = "\(.*\)"/\1/p' "$CONFIG" 2>/dev/null || true)
+data_dir=${data_dir:-/var/lib/tidewater}
+if [[ -f $data_dir/users.json ]]; then
+  say "$data_dir/users.json exists: its users are kept"
+elif systemctl is-active --quiet tidewater.service; then
+  say "WARNING: tidewater.service runs without users in $data_dir: add the super user by hand (docs/security.md, SASL)"
+elif ((DRY_RUN)); then
+  say "would add user admin in $data_dir with a random password, kept in /etc/tidewater/admin.password and admin.properties (mode 0600)"
 else
-  run install -d -m 0750 -o tidewater -g tidewater /var/lib/tidewater
-  if ((DRY_RUN)); then
-    say "would write /etc/tidewater/admin.password (mode 0600) and add user admin with it"
-  else
-    (umask 077 && openssl rand -hex 24 > /etc/tidewater/admin.password)
-    runuser -u tidewater -- /usr/local/bin/tidewater users add admin --mechanism SCRAM-SHA-512 \
-      --password-stdin --config "$CONFIG" < /etc/tidewater/admin.password
-  fi
-  put_file 0600 /etc/tidewater/admin.properties <<EOF
-# kafka-acls.sh / kafka-configs.sh --command-config /etc/tidewater/admin.properties
+  install -d -m 0750 -o tidewater -g tidewater "$data_dir"
+  password=$(openssl rand -hex 24)
+  printf '%s\n' "$password" | runuser -u tidewater -- /usr/local/bin/tidewater users add admin \
+    --mechanism SCRAM-SHA-512 --password-stdin --config "$CONFIG"
+  (umask 077 && printf '%s\n' "$password" > /etc/tidewater/admin.password)
+  (umask 077 && cat > /etc/tidewater/admin.properties) <<EOF
+# kafka-acls.sh / kafka-configs.sh --bootstrap-server localhost:9092 --command-config /etc/tidewater/admin.properties
 security.protocol=SASL_SSL
 sasl.mechanism=SCRAM-SHA-512
-sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="<the contents of /etc/tidewater/admin.password>";
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$password";
 ssl.truststore.type=PEM
 ssl.truststore.location=$TLS_DIR/ca.pem
 EOF
+  say "user admin added; its password is in /etc/tidewater/admin.password"
 fi
 
 say "== host tuning"
