@@ -70,9 +70,81 @@ pub struct BenchArgs {
     /// made for the run) and compare the two.
     #[arg(long)]
     tls: bool,
+    /// Keep the servers' data when the run ends (default: each test's data is
+    /// deleted once it is checked, and the rest at the end).
+    #[arg(long)]
+    keep: bool,
+    /// The servers' Kafka port (per-core: core `i` on PORT + `i`); default: free
+    /// ports.
+    #[arg(long)]
+    kafka_port: Option<u16>,
+    /// The servers' admin port; default: a free port.
+    #[arg(long)]
+    admin_port: Option<u16>,
 }
 
 const MARKER: &str = ".tidewater-bench";
+
+/// Deletes test `name`'s data (under `root`, and its ledgers under --ledger-dir)
+/// once it is checked: the next test needs the room.
+fn forget(a: &BenchArgs, root: &Path, name: &str) -> Result<()> {
+    let ledgers = a.ledger_dir.as_ref().map(|l| l.join(name));
+    for done in std::iter::once(root.join(name).join("data")).chain(ledgers) {
+        if done.exists() {
+            std::fs::remove_dir_all(&done)
+                .with_context(|| format!("cannot remove {}", done.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The cores a run's servers use, as `--cores` says.
+fn core_count(cores: &str) -> u64 {
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    match cores.parse::<crate::config::CoreSelection>() {
+        Ok(crate::config::CoreSelection::Count(n)) => n as u64,
+        Ok(crate::config::CoreSelection::List(l)) => l.len() as u64,
+        Ok(crate::config::CoreSelection::All) | Err(_) => all,
+    }
+}
+
+/// Refuses a run whose fixed part (the servers' preallocation, the backlog) does
+/// not fit with the reserve left; says when the live test may stop early.
+fn check_space(a: &BenchArgs, root: &Path, duration: Duration) -> Result<()> {
+    use crate::disk::{gb, preallocated_bytes, reserve, space, BYTES_PER_EVENT};
+    let cores = core_count(&a.cores);
+    // The live servers (plaintext, TLS) and the backlog's come one after another,
+    // each test's data deleted once it is checked (unless --keep).
+    let servers = if a.keep { 2 + u64::from(a.tls) } else { 1 };
+    let fixed = (servers * preallocated_bytes(cores))
+        .saturating_add(a.backlog_events.saturating_mul(BYTES_PER_EVENT));
+    let live_max = (cores * crate::disk::EVENTS_PER_SEC_PER_CORE_MAX)
+        .saturating_mul(duration.as_secs().max(1))
+        .saturating_mul(BYTES_PER_EVENT)
+        .saturating_mul(if a.keep { 1 + u64::from(a.tls) } else { 1 });
+    let (free, total) = space(root)?;
+    let keep = reserve(total);
+    anyhow::ensure!(
+        free >= fixed.saturating_add(keep),
+        "{} has {} free; this run needs at least {} ({} for the servers' preallocation and the {} backlog events) and keeps {} free: lower --backlog-events, or give --dir a larger device",
+        root.display(),
+        gb(free),
+        gb(fixed.saturating_add(keep)),
+        gb(fixed),
+        a.backlog_events,
+        gb(keep)
+    );
+    if free < fixed.saturating_add(live_max).saturating_add(keep) {
+        println!(
+            "disk: {} free under {}; at full rate the live test could write up to {}, so it stops early if free space falls to {}",
+            gb(free),
+            root.display(),
+            gb(live_max),
+            gb(keep)
+        );
+    }
+    Ok(())
+}
 
 fn fresh(dir: &Path) -> Result<PathBuf> {
     if dir.exists() {
@@ -92,6 +164,10 @@ fn fresh(dir: &Path) -> Result<PathBuf> {
 }
 
 struct Live {
+    /// Why the load stopped before `--duration`, if it did (the disk guard).
+    stopped_early: Option<String>,
+    /// Bytes the server wrote to its devices per byte produced to it.
+    write_amplification: f64,
     ingest_eps: f64,
     live_eps: f64,
     cpu_per_million: f64,
@@ -118,12 +194,16 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
     if let Some(ledgers) = &a.ledger_dir {
         a.ledger_dir = Some(fresh(&ledgers.join("tidewater-bench"))?);
     }
+    check_space(&a, &root, duration)?;
     println!(
         "Tidewater bench: reference job, {} devices, acks=all, durability {}",
         a.devices, a.durability
     );
     println!("machine: {}", machine());
     let live = live_test(&a, &root.join("live"), duration, None)?;
+    if !a.keep {
+        forget(&a, &root, "live")?;
+    }
     println!(
         "live: ingest {:.0} events/s, processed {:.0} events/s during the load, {:.3} server CPU-s per million events",
         live.ingest_eps, live.live_eps, live.cpu_per_million
@@ -173,6 +253,21 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
     } else {
         None
     };
+    if !a.keep {
+        // Every test's directory (data, logs, sink output); the marker stays, and a
+        // report written under --dir with it.
+        for name in ["live", "live-tls", "tls", "backlog"] {
+            for dir in
+                std::iter::once(root.join(name)).chain(a.ledger_dir.as_ref().map(|l| l.join(name)))
+            {
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)
+                        .with_context(|| format!("cannot remove {}", dir.display()))?;
+                }
+            }
+        }
+        println!("data: deleted (--keep keeps it)");
+    }
     let report = serde_json::json!({
         "machine": machine(),
         "cores": a.cores,
@@ -190,6 +285,8 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
         "backlog_events_per_sec_from_first_record": backlog.as_ref().map(|b| b.from_first),
         "backlog_events": a.backlog_events,
         "cpu_seconds_per_million_events": live.cpu_per_million,
+        "device_bytes_written_per_ingested_byte": live.write_amplification,
+        "live_stopped_early": live.stopped_early,
         "backlog_cpu_seconds_per_million_events": backlog.as_ref().map(|b| b.cpu_per_million),
         "group_consume": backlog.as_ref().map(|b| b.group.to_json()),
         "group_consume_cpu_seconds_per_million_events": backlog.as_ref().map(|b| b.group_cpu_per_million),
@@ -220,13 +317,12 @@ fn tls_test(
 ) -> Result<serde_json::Value> {
     // The plaintext run's log is checked and done with: its disk goes back first, so
     // the two runs need the space of one.
-    let ledgers = a.ledger_dir.as_ref().map(|l| l.join("live"));
-    for done in std::iter::once(root.join("live").join("data")).chain(ledgers) {
-        std::fs::remove_dir_all(&done)
-            .with_context(|| format!("cannot remove {}", done.display()))?;
-    }
+    forget(a, root, "live")?;
     let tls = harness::make_tls(&root.join("tls"))?;
     let live = live_test(a, &root.join("live-tls"), duration, Some(&tls))?;
+    if !a.keep {
+        forget(a, root, "live-tls")?;
+    }
     println!(
         "live over TLS: ingest {:.0} events/s ({:+.1}% against plaintext), {:.3} server CPU-s per million events ({:+.1}%); ack latency p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms; {}",
         live.ingest_eps,
@@ -274,6 +370,7 @@ fn options(a: &BenchArgs, brokers: String) -> loadgen::Options {
         progress: false,
         tls: None,
         sasl: None,
+        stop: None,
     }
 }
 
@@ -307,6 +404,10 @@ fn start(
         args.push(bytes.to_string());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ports = harness::Ports {
+        kafka: a.kafka_port,
+        admin: a.admin_port,
+    };
     Server::start_with(
         &config,
         &dir.join("data"),
@@ -314,6 +415,7 @@ fn start(
         &args,
         &dir.join("server.log"),
         tls,
+        ports,
     )
 }
 
@@ -379,14 +481,25 @@ fn live_test(
     let mut opts = options(a, server.brokers());
     opts.tls = tls.map(|t| t.client.clone());
     opts.duration = Some(duration);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    opts.stop = Some(stop.clone());
+    let watched = std::iter::once(dir.to_path_buf()).chain(a.ledger_dir.clone());
+    let guard = crate::disk::Guard::watch(watched.collect(), stop);
     let cpu0 = harness::cpu_seconds(server.pid())?;
+    let written0 = server.device_bytes_written()?;
     let before = server.scrape()?;
     let t0 = Instant::now();
-    let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"))?;
+    let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"));
+    let stopped_early = guard.finish();
+    let report = report?;
+    if let Some(why) = &stopped_early {
+        println!("      {why}");
+    }
     let load_secs = t0.elapsed().as_secs_f64();
     let during = server.scrape()?;
     let drain_seconds = drain(&server)?;
     let cpu1 = harness::cpu_seconds(server.pid())?;
+    let written = server.device_bytes_written()? - written0;
     let after = server.scrape()?;
     let processed_live = during.sum("tidewater_pipeline_records_total", &[])
         - before.sum("tidewater_pipeline_records_total", &[]);
@@ -454,6 +567,8 @@ fn live_test(
     }
     server.stop()?;
     Ok(Live {
+        stopped_early,
+        write_amplification: written as f64 / report.bytes_sent.max(1) as f64,
         ingest_eps: report.events_per_sec,
         live_eps: processed_live / load_secs,
         cpu_per_million: (cpu1 - cpu0) / report.acked.max(1) as f64 * 1e6,

@@ -150,6 +150,7 @@ fn load_options(a: &DemoArgs, brokers: String, duration: Duration) -> loadgen::O
         progress: false,
         tls: None,
         sasl: None,
+        stop: None,
     }
 }
 

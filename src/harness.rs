@@ -102,6 +102,14 @@ impl TlsFiles {
     }
 }
 
+/// The ports a started server takes: `None`, free ones (core `i` of a per-core
+/// server listens on the Kafka port + `i`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ports {
+    pub kafka: Option<u16>,
+    pub admin: Option<u16>,
+}
+
 /// `tidewater serve` as a child process.
 pub struct Server {
     child: Child,
@@ -128,10 +136,11 @@ impl Server {
         extra: &[&str],
         log: &Path,
     ) -> Result<Server> {
-        Server::start_with(config, data, cores, extra, log, None)
+        Server::start_with(config, data, cores, extra, log, None, Ports::default())
     }
 
     /// [`Server::start`]; with `tls`, its Kafka listener is `SSL` with those files.
+    /// With `ports` given, the server takes them and a taken one is an error.
     pub fn start_with(
         config: &Path,
         data: &Path,
@@ -139,11 +148,16 @@ impl Server {
         extra: &[&str],
         log: &Path,
         tls: Option<&TlsFiles>,
+        ports: Ports,
     ) -> Result<Server> {
         let mut tries = 1;
         loop {
-            match Server::start_once(config, data, cores, extra, log, tls) {
-                Err(e) if tries < 3 && format!("{e:#}").contains("Address already in use") => {
+            match Server::start_once(config, data, cores, extra, log, tls, ports) {
+                Err(e)
+                    if tries < 3
+                        && ports == Ports::default()
+                        && format!("{e:#}").contains("Address already in use") =>
+                {
                     tries += 1;
                 }
                 other => return other,
@@ -158,9 +172,10 @@ impl Server {
         extra: &[&str],
         log: &Path,
         tls: Option<&TlsFiles>,
+        ports: Ports,
     ) -> Result<Server> {
-        let kafka_port = free_ports(16)?;
-        let admin_port = free_ports(1)?;
+        let kafka_port = ports.kafka.map_or_else(|| free_ports(16), Ok)?;
+        let admin_port = ports.admin.map_or_else(|| free_ports(1), Ok)?;
         let kafka_addr = format!("127.0.0.1:{kafka_port}");
         let (config, listener) = match tls {
             None => (
@@ -223,6 +238,17 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Bytes the server has caused to be written to storage so far (`write_bytes`
+    /// of `/proc/PID/io`: what reached the block layer, O_DIRECT writes included).
+    pub fn device_bytes_written(&self) -> Result<u64> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid()))
+            .context("cannot read the server's /proc/PID/io")?;
+        io.lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("no write_bytes in /proc/PID/io")
     }
 
     pub fn scrape(&self) -> Result<Scrape> {

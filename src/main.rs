@@ -8,6 +8,7 @@ mod admin_auth;
 mod bench;
 mod config;
 mod demo;
+mod disk;
 mod harness;
 mod listeners;
 mod metrics;
@@ -446,6 +447,7 @@ fn loadgen(a: LoadgenArgs) -> Result<i32> {
         progress: !a.quiet,
         tls,
         sasl,
+        stop: None,
     };
     let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("loadgen: {e}"))?;
     println!(

@@ -57,6 +57,8 @@ fn demo_runs_the_reference_job_and_checks_its_windows() {
 fn bench_writes_a_verified_report_with_every_key() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
+    let kafka = tidewater_tools::ports::free(2).expect("free ports");
+    let admin = tidewater_tools::ports::free(1).expect("a free port");
     let out = common::tidewater()
         .args([
             "bench",
@@ -66,6 +68,9 @@ fn bench_writes_a_verified_report_with_every_key() {
             "100000",
             "--tls",
         ])
+        // Fixed ports: every server of the run (live, TLS, backlog) takes them in turn.
+        .args(["--kafka-port", &kafka.to_string()])
+        .args(["--admin-port", &admin.to_string()])
         // 3 s of wall clock carry 3 minutes of event time: windows fire and are
         // checked against what was acknowledged.
         .args(["--time-scale", "60", "--devices", "1000", "--dir"])
@@ -121,4 +126,35 @@ fn bench_writes_a_verified_report_with_every_key() {
     );
     assert!(t["acked_events"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(t["verified"], serde_json::Value::Bool(true), "{r}");
+    // Every byte produced is written at least once (the journal and the ledger
+    // write it twice today); the disk guard did not stop the run.
+    let amplification = r["device_bytes_written_per_ingested_byte"].as_f64();
+    assert!(amplification.is_some_and(|v| v > 1.0), "{r}");
+    assert!(r["live_stopped_early"].is_null(), "{r}");
+    // The data is gone when the run ends.
+    for test in ["live", "live-tls", "backlog"] {
+        let left = dir.path().join("bench").join(test);
+        assert!(!left.exists(), "{} was kept", left.display());
+    }
+}
+
+#[test]
+fn bench_refuses_a_run_its_disk_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::tidewater()
+        .args([
+            "bench",
+            "--duration",
+            "1s",
+            "--backlog-events",
+            "1000000000000000",
+        ])
+        .arg("--dir")
+        .arg(dir.path().join("bench"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("this run needs at least"), "{said}");
+    assert!(said.contains("lower --backlog-events"), "{said}");
 }

@@ -66,6 +66,8 @@ pub struct Options {
     pub tls: Option<tls::Tls>,
     /// Authenticate each connection with SASL (a `SASL_*` listener).
     pub sasl: Option<sasl::Sasl>,
+    /// Raised by the caller: the load stops as at the end of `duration`.
+    pub stop: Option<Arc<AtomicBool>>,
     /// Show a live progress line.
     pub progress: bool,
 }
@@ -357,7 +359,8 @@ pub fn run(opts: &Options) -> std::io::Result<Report> {
     let mut last = (Instant::now(), 0u64);
     while !handles.iter().all(|h| h.is_finished()) {
         std::thread::sleep(Duration::from_millis(200));
-        if opts.duration.is_some_and(|d| start.elapsed() >= d) {
+        let stopped = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        if stopped || opts.duration.is_some_and(|d| start.elapsed() >= d) {
             stop.store(true, Ordering::SeqCst);
         }
         if let Some(b) = &bar {
@@ -667,6 +670,7 @@ mod tests {
             progress: false,
             tls: None,
             sasl: None,
+            stop: None,
         };
         let leaders: Vec<String> = (0..8).map(|p| format!("b{}", p % 2)).collect();
         let plans = plan(&opts, &leaders);
