@@ -81,9 +81,114 @@ pub struct BenchArgs {
     /// The servers' admin port; default: a free port.
     #[arg(long)]
     admin_port: Option<u16>,
+    /// Instead of the live and backlog tests: ack latency at each rate of
+    /// --sweep-rates, with the reference job running; the report gets `sweep` and
+    /// an SVG chart is written beside it (or to `tidewater-sweep.svg`).
+    #[arg(long)]
+    sweep: bool,
+    /// Offered rates for --sweep, events/s (`k`, `m`; `max`: no limit).
+    #[arg(long, default_value = "100k,250k,500k,750k,1m,1.5m,2m,max")]
+    sweep_rates: String,
+    /// How long each rate of --sweep is offered.
+    #[arg(long, default_value = "5s")]
+    sweep_step: String,
 }
 
 const MARKER: &str = ".tidewater-bench";
+
+/// `--sweep`: one server with the reference job, each rate offered in turn.
+fn sweep(a: &BenchArgs, root: &Path) -> Result<i32> {
+    let rates = crate::sweep::parse_rates(&a.sweep_rates)?;
+    let step = crate::parse_duration(&a.sweep_step)?;
+    check_space(a, root, step * rates.len() as u32)?;
+    println!(
+        "Tidewater bench --sweep: reference job running, {} devices, {} events per partition per request, acks=all, durability {}",
+        a.devices, a.batch_events, a.durability
+    );
+    println!("machine: {}", machine());
+    let dir = root.join("sweep");
+    let server = start(a, &dir, true, None)?;
+    let mut points = Vec::new();
+    for offered in rates {
+        let mut opts = options(a, server.brokers());
+        opts.rate = offered;
+        opts.duration = Some(step);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        opts.stop = Some(stop.clone());
+        let watched = std::iter::once(dir.clone()).chain(a.ledger_dir.clone());
+        let guard = crate::disk::Guard::watch(watched.collect(), stop);
+        let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"));
+        let stopped = guard.finish();
+        let report = report?;
+        anyhow::ensure!(
+            report.errors.is_empty(),
+            "produce errors: {:?}",
+            report.errors
+        );
+        let p = crate::sweep::Point {
+            offered,
+            achieved: report.events_per_sec,
+            ms: report.ack_latency_ms,
+        };
+        println!(
+            "offered {:>9}: acknowledged {:>9.0} events/s, ack latency p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms",
+            offered.map_or("max".to_string(), |r| r.to_string()),
+            p.achieved,
+            p.ms.0,
+            p.ms.1,
+            p.ms.2
+        );
+        points.push(p);
+        if let Some(why) = stopped {
+            println!("{why}");
+            break;
+        }
+    }
+    server.stop()?;
+    if !a.keep {
+        remove_tests(a, root, &["sweep"])?;
+    }
+    let svg = a.report.as_ref().map_or_else(
+        || PathBuf::from("tidewater-sweep.svg"),
+        |r| r.with_extension("svg"),
+    );
+    let title = format!(
+        "Tidewater ack latency, reference job running ({})",
+        machine()
+    );
+    crate::sweep::write_svg(&svg, &points, &title)?;
+    println!("chart: {}", svg.display());
+    if let Some(path) = &a.report {
+        let report = serde_json::json!({
+            "machine": machine(),
+            "cores": a.cores,
+            "durability": a.durability,
+            "batch_events": a.batch_events,
+            "step_secs": step.as_secs_f64(),
+            "sweep": points.iter().map(crate::sweep::Point::to_json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("report: {}", path.display());
+    }
+    Ok(0)
+}
+
+/// Deletes the named tests' directories (data, logs, sink output) when the run
+/// ends; the marker stays, and a report written under --dir with it.
+fn remove_tests(a: &BenchArgs, root: &Path, names: &[&str]) -> Result<()> {
+    for name in names {
+        let ledgers = a.ledger_dir.as_ref().map(|l| l.join(name));
+        for dir in std::iter::once(root.join(name)).chain(ledgers) {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+            }
+        }
+    }
+    println!("data: deleted (--keep keeps it)");
+    Ok(())
+}
 
 /// Deletes test `name`'s data (under `root`, and its ledgers under --ledger-dir)
 /// once it is checked: the next test needs the room.
@@ -136,7 +241,7 @@ fn check_space(a: &BenchArgs, root: &Path, duration: Duration) -> Result<()> {
     );
     if free < fixed.saturating_add(live_max).saturating_add(keep) {
         println!(
-            "disk: {} free under {}; at full rate the live test could write up to {}, so it stops early if free space falls to {}",
+            "disk: {} free under {}; at full rate the load could write up to {}, so it stops early if free space falls to {}",
             gb(free),
             root.display(),
             gb(live_max),
@@ -193,6 +298,9 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
     let root = fresh(&a.dir)?;
     if let Some(ledgers) = &a.ledger_dir {
         a.ledger_dir = Some(fresh(&ledgers.join("tidewater-bench"))?);
+    }
+    if a.sweep {
+        return sweep(&a, &root);
     }
     check_space(&a, &root, duration)?;
     println!(
@@ -254,19 +362,7 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
         None
     };
     if !a.keep {
-        // Every test's directory (data, logs, sink output); the marker stays, and a
-        // report written under --dir with it.
-        for name in ["live", "live-tls", "tls", "backlog"] {
-            for dir in
-                std::iter::once(root.join(name)).chain(a.ledger_dir.as_ref().map(|l| l.join(name)))
-            {
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir)
-                        .with_context(|| format!("cannot remove {}", dir.display()))?;
-                }
-            }
-        }
-        println!("data: deleted (--keep keeps it)");
+        remove_tests(&a, &root, &["live", "live-tls", "tls", "backlog"])?;
     }
     let report = serde_json::json!({
         "machine": machine(),

@@ -15,6 +15,7 @@ mod metrics;
 mod rescale;
 mod schema_registry;
 mod server;
+mod sweep;
 mod users;
 
 use anyhow::Result;

@@ -139,6 +139,58 @@ fn bench_writes_a_verified_report_with_every_key() {
 }
 
 #[test]
+fn bench_sweep_reports_and_draws_latency_against_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("sweep.json");
+    let out = common::tidewater()
+        .args([
+            "bench",
+            "--sweep",
+            "--sweep-rates",
+            "20k,max",
+            "--sweep-step",
+            "1s",
+        ])
+        .args(["--devices", "1000", "--dir"])
+        .arg(dir.path().join("bench"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    common::succeeded(out);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let points = r["sweep"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{r}");
+    assert_eq!(points[0]["offered_events_per_sec"], 20_000, "{r}");
+    assert!(points[1]["offered_events_per_sec"].is_null(), "{r}");
+    for p in points {
+        assert!(
+            p["achieved_events_per_sec"]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "{r}"
+        );
+        assert!(
+            p["ack_latency_ms"]["p99"].as_f64().is_some_and(|v| v > 0.0),
+            "{r}"
+        );
+    }
+    // The rate-limited step stays near what it was offered; the open one runs faster.
+    let limited = points[0]["achieved_events_per_sec"].as_f64().unwrap();
+    assert!((10_000.0..=30_000.0).contains(&limited), "{r}");
+    let svg = std::fs::read_to_string(dir.path().join("sweep.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 3,
+        "{svg}"
+    );
+    assert!(
+        !dir.path().join("bench").join("sweep").exists(),
+        "the data was kept"
+    );
+}
+
+#[test]
 fn bench_refuses_a_run_its_disk_cannot_hold() {
     let dir = tempfile::tempdir().unwrap();
     let out = common::tidewater()

@@ -424,6 +424,18 @@ pub fn users(args: &[&str], stdin: &str) -> (bool, String) {
     )
 }
 
+/// The standard output of a command that must have succeeded; its outputs when it
+/// did not.
+pub fn succeeded(out: std::process::Output) -> String {
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
 /// Two cores where the machine has them, else one.
 pub fn cores() -> &'static str {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
