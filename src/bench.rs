@@ -83,7 +83,7 @@ pub struct BenchArgs {
     admin_port: Option<u16>,
     /// Instead of the live and backlog tests: ack latency at each rate of
     /// --sweep-rates, with the reference job running; the report gets `sweep` and
-    /// an SVG chart is written beside it (or to `tidewater-sweep.svg`).
+    /// an SVG chart is written beside it (or to `sweep.svg` in --dir).
     #[arg(long)]
     sweep: bool,
     /// Offered rates for --sweep, events/s (`k`, `m`; `max`: no limit).
@@ -100,7 +100,13 @@ const MARKER: &str = ".tidewater-bench";
 fn sweep(a: &BenchArgs, root: &Path) -> Result<i32> {
     let rates = crate::sweep::parse_rates(&a.sweep_rates)?;
     let step = crate::parse_duration(&a.sweep_step)?;
-    check_space(a, root, step * rates.len() as u32)?;
+    let needs = Needs {
+        servers: 1,
+        events: 0,
+        load_secs: step.as_secs().saturating_mul(rates.len() as u64),
+    };
+    check_space(a, root, needs)?;
+    anyhow::ensure!(!a.tls, "--sweep runs in plaintext: drop --tls");
     println!(
         "Tidewater bench --sweep: reference job running, {} devices, {} events per partition per request, acks=all, durability {}",
         a.devices, a.batch_events, a.durability
@@ -213,40 +219,78 @@ fn core_count(cores: &str) -> u64 {
     }
 }
 
+/// Fixed ports must hold every core's Kafka port, and the admin port apart.
+fn check_ports(a: &BenchArgs) -> Result<()> {
+    let cores = core_count(&a.cores);
+    if let Some(k) = a.kafka_port {
+        anyhow::ensure!(
+            k > 0 && u64::from(k) + cores - 1 <= 65_535,
+            "--kafka-port {k}: core i listens on PORT + i, and {cores} cores run past 65535"
+        );
+        if let Some(adm) = a.admin_port {
+            anyhow::ensure!(
+                !(u64::from(k)..u64::from(k) + cores).contains(&u64::from(adm)),
+                "--admin-port {adm} is one of the Kafka ports {k}..{}",
+                u64::from(k) + cores - 1
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What a run will write before its load, and the load's length.
+struct Needs {
+    /// Servers whose preallocation is on disk at once.
+    servers: u64,
+    /// Events written apart from the timed load (the backlog).
+    events: u64,
+    /// Seconds of load at full rate whose data may stay on disk at once.
+    load_secs: u64,
+}
+
 /// Refuses a run whose fixed part (the servers' preallocation, the backlog) does
-/// not fit with the reserve left; says when the live test may stop early.
-fn check_space(a: &BenchArgs, root: &Path, duration: Duration) -> Result<()> {
+/// not fit with the reserve left, on `--dir` and on `--ledger-dir` (which takes
+/// the ledger's share); says when the load may stop early.
+fn check_space(a: &BenchArgs, root: &Path, needs: Needs) -> Result<()> {
     use crate::disk::{gb, preallocated_bytes, reserve, space, BYTES_PER_EVENT};
     let cores = core_count(&a.cores);
-    // The live servers (plaintext, TLS) and the backlog's come one after another,
-    // each test's data deleted once it is checked (unless --keep).
-    let servers = if a.keep { 2 + u64::from(a.tls) } else { 1 };
-    let fixed = (servers * preallocated_bytes(cores))
-        .saturating_add(a.backlog_events.saturating_mul(BYTES_PER_EVENT));
-    let live_max = (cores * crate::disk::EVENTS_PER_SEC_PER_CORE_MAX)
-        .saturating_mul(duration.as_secs().max(1))
-        .saturating_mul(BYTES_PER_EVENT)
-        .saturating_mul(if a.keep { 1 + u64::from(a.tls) } else { 1 });
-    let (free, total) = space(root)?;
-    let keep = reserve(total);
-    anyhow::ensure!(
-        free >= fixed.saturating_add(keep),
-        "{} has {} free; this run needs at least {} ({} for the servers' preallocation and the {} backlog events) and keeps {} free: lower --backlog-events, or give --dir a larger device",
-        root.display(),
-        gb(free),
-        gb(fixed.saturating_add(keep)),
-        gb(fixed),
-        a.backlog_events,
-        gb(keep)
-    );
-    if free < fixed.saturating_add(live_max).saturating_add(keep) {
-        println!(
-            "disk: {} free under {}; at full rate the load could write up to {}, so it stops early if free space falls to {}",
+    let fixed = (needs.servers * preallocated_bytes(cores))
+        .saturating_add(needs.events.saturating_mul(BYTES_PER_EVENT));
+    let load_max = (cores * crate::disk::EVENTS_PER_SEC_PER_CORE_MAX)
+        .saturating_mul(needs.load_secs.max(1))
+        .saturating_mul(BYTES_PER_EVENT);
+    // With --ledger-dir the ledger (about half of what is written) goes there.
+    let mut devices = vec![(root.to_path_buf(), 1.0)];
+    if let Some(l) = &a.ledger_dir {
+        devices = vec![(root.to_path_buf(), 0.5), (l.clone(), 0.5)];
+    }
+    for (dir, share) in devices {
+        let part = |n: u64| (n as f64 * share) as u64;
+        let (free, total) = space(&dir)?;
+        let keep = reserve(total);
+        anyhow::ensure!(
+            free >= part(fixed).saturating_add(keep),
+            "{} has {} free; this run needs at least {} there ({} for the servers' preallocation and {} events written apart from the timed load) and keeps {} free: lower --backlog-events, or give it a larger device",
+            dir.display(),
             gb(free),
-            root.display(),
-            gb(live_max),
+            gb(part(fixed).saturating_add(keep)),
+            gb(part(fixed)),
+            needs.events,
             gb(keep)
         );
+        if free
+            < part(fixed)
+                .saturating_add(part(load_max))
+                .saturating_add(keep)
+        {
+            println!(
+                "disk: {} free under {}; at full rate the load could write up to {} there, so it stops early if free space falls to {}",
+                gb(free),
+                dir.display(),
+                gb(part(load_max)),
+                gb(keep)
+            );
+        }
     }
     Ok(())
 }
@@ -271,8 +315,9 @@ fn fresh(dir: &Path) -> Result<PathBuf> {
 struct Live {
     /// Why the load stopped before `--duration`, if it did (the disk guard).
     stopped_early: Option<String>,
-    /// Bytes the server wrote to its devices per byte produced to it.
-    write_amplification: f64,
+    /// Bytes the server wrote to its devices per byte produced to it (`None`: the
+    /// kernel does not say).
+    write_amplification: Option<f64>,
     ingest_eps: f64,
     live_eps: f64,
     cpu_per_million: f64,
@@ -299,10 +344,19 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
     if let Some(ledgers) = &a.ledger_dir {
         a.ledger_dir = Some(fresh(&ledgers.join("tidewater-bench"))?);
     }
+    check_ports(&a)?;
     if a.sweep {
         return sweep(&a, &root);
     }
-    check_space(&a, &root, duration)?;
+    // The live servers (plaintext, TLS) and the backlog's come one after another,
+    // each test's data deleted once it is checked, unless --keep keeps it all.
+    let tests = 1 + u64::from(a.tls);
+    let needs = Needs {
+        servers: if a.keep { tests + 1 } else { 1 },
+        events: a.backlog_events,
+        load_secs: duration.as_secs() * if a.keep { tests } else { 1 },
+    };
+    check_space(&a, &root, needs)?;
     println!(
         "Tidewater bench: reference job, {} devices, acks=all, durability {}",
         a.devices, a.durability
@@ -412,8 +466,10 @@ fn tls_test(
     plain: &Live,
 ) -> Result<serde_json::Value> {
     // The plaintext run's log is checked and done with: its disk goes back first, so
-    // the two runs need the space of one.
-    forget(a, root, "live")?;
+    // the two runs need the space of one (--keep keeps both).
+    if !a.keep {
+        forget(a, root, "live")?;
+    }
     let tls = harness::make_tls(&root.join("tls"))?;
     let live = live_test(a, &root.join("live-tls"), duration, Some(&tls))?;
     if !a.keep {
@@ -442,6 +498,7 @@ fn tls_test(
         "acked_events": live.acked,
         "verified": live.verified,
         "not_verified_because": live.why_not,
+        "stopped_early": live.stopped_early,
     }))
 }
 
@@ -582,12 +639,15 @@ fn live_test(
     let watched = std::iter::once(dir.to_path_buf()).chain(a.ledger_dir.clone());
     let guard = crate::disk::Guard::watch(watched.collect(), stop);
     let cpu0 = harness::cpu_seconds(server.pid())?;
-    let written0 = server.device_bytes_written()?;
+    // Unknown (null in the report) where the kernel keeps no per-process I/O counts.
+    let written0 = server.device_bytes_written().ok();
     let before = server.scrape()?;
     let t0 = Instant::now();
     let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"));
     let stopped_early = guard.finish();
     let report = report?;
+    // A guard that tripped as the load ended stopped nothing.
+    let stopped_early = stopped_early.filter(|_| t0.elapsed() < duration);
     if let Some(why) = &stopped_early {
         println!("      {why}");
     }
@@ -595,7 +655,9 @@ fn live_test(
     let during = server.scrape()?;
     let drain_seconds = drain(&server)?;
     let cpu1 = harness::cpu_seconds(server.pid())?;
-    let written = server.device_bytes_written()? - written0;
+    let written = written0
+        .zip(server.device_bytes_written().ok())
+        .map(|(w0, w1)| w1.saturating_sub(w0));
     let after = server.scrape()?;
     let processed_live = during.sum("tidewater_pipeline_records_total", &[])
         - before.sum("tidewater_pipeline_records_total", &[]);
@@ -662,9 +724,14 @@ fn live_test(
         ));
     }
     server.stop()?;
+    if let (Some(why), false) = (&stopped_early, why_not.is_empty()) {
+        // What was loaded is checked all the same; when that fails, the early stop
+        // is the first thing to know.
+        why_not.insert(0, why.clone());
+    }
     Ok(Live {
         stopped_early,
-        write_amplification: written as f64 / report.bytes_sent.max(1) as f64,
+        write_amplification: written.map(|w| w as f64 / report.bytes_sent.max(1) as f64),
         ingest_eps: report.events_per_sec,
         live_eps: processed_live / load_secs,
         cpu_per_million: (cpu1 - cpu0) / report.acked.max(1) as f64 * 1e6,
@@ -696,7 +763,15 @@ fn backlog_test(a: &BenchArgs, dir: &Path) -> Result<Backlog> {
     let server = start(a, dir, false, None)?;
     let mut opts = options(a, server.brokers());
     opts.events = Some(a.backlog_events);
-    let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"))?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    opts.stop = Some(stop.clone());
+    let watched = std::iter::once(dir.to_path_buf()).chain(a.ledger_dir.clone());
+    let guard = crate::disk::Guard::watch(watched.collect(), stop);
+    let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"));
+    if let Some(why) = guard.finish() {
+        anyhow::bail!("the backlog could not be written: {why}");
+    }
+    let report = report?;
     anyhow::ensure!(
         report.errors.is_empty(),
         "backlog load failed: {:?}",

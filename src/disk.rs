@@ -125,6 +125,14 @@ impl Guard {
     }
 }
 
+impl Drop for Guard {
+    /// A guard dropped without [`Guard::finish`] (an early return) stops watching;
+    /// its thread ends at its next look.
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,17 +42,18 @@ pub fn parse_rates(text: &str) -> Result<Vec<Option<u64>>> {
             continue;
         }
         let (digits, scale) = match part.chars().last() {
-            Some('k') => (&part[..part.len() - 1], 1e3),
-            Some('m') => (&part[..part.len() - 1], 1e6),
+            Some('k' | 'K') => (&part[..part.len() - 1], 1e3),
+            Some('m' | 'M') => (&part[..part.len() - 1], 1e6),
             _ => (part, 1.0),
         };
         let n: f64 = digits
             .parse()
             .with_context(|| format!("--sweep-rates: {part:?} is not a rate (100k, 1.5m, max)"))?;
-        if !(n.is_finite() && n > 0.0) {
-            bail!("--sweep-rates: {part:?} is not a positive rate");
+        let rate = n * scale;
+        if !(rate.is_finite() && (1.0..=1e10).contains(&rate)) {
+            bail!("--sweep-rates: {part:?} is not a rate from 1 to 10000m events/s");
         }
-        out.push(Some((n * scale) as u64));
+        out.push(Some(rate as u64));
     }
     if out.is_empty() {
         bail!("--sweep-rates names no rate");
@@ -199,7 +200,11 @@ mod tests {
             parse_rates("100k, 1.5m,250000,max").unwrap(),
             [Some(100_000), Some(1_500_000), Some(250_000), None]
         );
-        for bad in ["", "fast", "-1k", "0", "1x"] {
+        assert_eq!(
+            parse_rates("2M,1.5K").unwrap(),
+            [Some(2_000_000), Some(1_500)]
+        );
+        for bad in ["", "fast", "-1k", "0", "1x", "0.4", "1e30"] {
             assert!(parse_rates(bad).is_err(), "{bad}");
         }
     }

@@ -209,4 +209,19 @@ fn bench_refuses_a_run_its_disk_cannot_hold() {
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(said.contains("this run needs at least"), "{said}");
     assert!(said.contains("lower --backlog-events"), "{said}");
+    // Fixed ports that run past 65535 for the cores, or overlap, are refused too.
+    for ports in [["65535", "1000"], ["20000", "20000"]] {
+        let out = common::tidewater()
+            .args(["bench", "--cores", "2", "--duration", "1s", "--dir"])
+            .arg(dir.path().join("bench"))
+            .args(["--kafka-port", ports[0], "--admin-port", ports[1]])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{ports:?}: {said}");
+        assert!(
+            said.contains("--kafka-port") || said.contains("--admin-port"),
+            "{said}"
+        );
+    }
 }
