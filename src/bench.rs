@@ -119,10 +119,7 @@ fn sweep(a: &BenchArgs, root: &Path) -> Result<i32> {
         let mut opts = options(a, server.brokers());
         opts.rate = offered;
         opts.duration = Some(step);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        opts.stop = Some(stop.clone());
-        let watched = std::iter::once(dir.clone()).chain(a.ledger_dir.clone());
-        let guard = crate::disk::Guard::watch(watched.collect(), stop);
+        let guard = guard(a, &dir, &mut opts);
         let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"));
         let stopped = guard.finish();
         let report = report?;
@@ -184,13 +181,7 @@ fn sweep(a: &BenchArgs, root: &Path) -> Result<i32> {
 /// ends; the marker stays, and a report written under --dir with it.
 fn remove_tests(a: &BenchArgs, root: &Path, names: &[&str]) -> Result<()> {
     for name in names {
-        let ledgers = a.ledger_dir.as_ref().map(|l| l.join(name));
-        for dir in std::iter::once(root.join(name)).chain(ledgers) {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cannot remove {}", dir.display()))?;
-            }
-        }
+        remove_dirs(std::iter::once(root.join(name)).chain(ledgers_of(a, name)))?;
     }
     println!("data: deleted (--keep keeps it)");
     Ok(())
@@ -199,14 +190,32 @@ fn remove_tests(a: &BenchArgs, root: &Path, names: &[&str]) -> Result<()> {
 /// Deletes test `name`'s data (under `root`, and its ledgers under --ledger-dir)
 /// once it is checked: the next test needs the room.
 fn forget(a: &BenchArgs, root: &Path, name: &str) -> Result<()> {
-    let ledgers = a.ledger_dir.as_ref().map(|l| l.join(name));
-    for done in std::iter::once(root.join(name).join("data")).chain(ledgers) {
-        if done.exists() {
-            std::fs::remove_dir_all(&done)
-                .with_context(|| format!("cannot remove {}", done.display()))?;
+    remove_dirs(std::iter::once(root.join(name).join("data")).chain(ledgers_of(a, name)))
+}
+
+/// Test `name`'s ledgers under --ledger-dir, when given.
+fn ledgers_of(a: &BenchArgs, name: &str) -> Option<PathBuf> {
+    a.ledger_dir.as_ref().map(|l| l.join(name))
+}
+
+/// Removes each directory that exists.
+fn remove_dirs(dirs: impl IntoIterator<Item = PathBuf>) -> Result<()> {
+    for dir in dirs {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
         }
     }
     Ok(())
+}
+
+/// Watches the free space under `dir` (and --ledger-dir) while `opts`' load runs:
+/// the guard stops the load when a device reaches its reserve.
+fn guard(a: &BenchArgs, dir: &Path, opts: &mut loadgen::Options) -> crate::disk::Guard {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    opts.stop = Some(stop.clone());
+    let watched = std::iter::once(dir.to_path_buf()).chain(a.ledger_dir.clone());
+    crate::disk::Guard::watch(watched.collect(), stop)
 }
 
 /// The cores a run's servers use, as `--cores` says.
@@ -634,10 +643,7 @@ fn live_test(
     let mut opts = options(a, server.brokers());
     opts.tls = tls.map(|t| t.client.clone());
     opts.duration = Some(duration);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    opts.stop = Some(stop.clone());
-    let watched = std::iter::once(dir.to_path_buf()).chain(a.ledger_dir.clone());
-    let guard = crate::disk::Guard::watch(watched.collect(), stop);
+    let guard = guard(a, dir, &mut opts);
     let cpu0 = harness::cpu_seconds(server.pid())?;
     // Unknown (null in the report) where the kernel keeps no per-process I/O counts.
     let written0 = server.device_bytes_written().ok();
@@ -763,10 +769,7 @@ fn backlog_test(a: &BenchArgs, dir: &Path) -> Result<Backlog> {
     let server = start(a, dir, false, None)?;
     let mut opts = options(a, server.brokers());
     opts.events = Some(a.backlog_events);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    opts.stop = Some(stop.clone());
-    let watched = std::iter::once(dir.to_path_buf()).chain(a.ledger_dir.clone());
-    let guard = crate::disk::Guard::watch(watched.collect(), stop);
+    let guard = guard(a, dir, &mut opts);
     let report = loadgen::run(&opts).map_err(|e| anyhow::anyhow!("load generator: {e}"));
     if let Some(why) = guard.finish() {
         anyhow::bail!("the backlog could not be written: {why}");

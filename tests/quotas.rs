@@ -24,6 +24,25 @@ fn op(key: &'static str, value: f64) -> m::alter_client_quotas_request::OpData {
         .with_value(value)
 }
 
+/// AlterClientQuotas with `entries`: each entry's error code.
+fn alter(port: u16, entries: Vec<m::alter_client_quotas_request::EntryData>) -> Vec<i16> {
+    let req = m::AlterClientQuotasRequest::default().with_entries(entries);
+    let resp: m::AlterClientQuotasResponse = call(port, ApiKey::AlterClientQuotas, 1, &req);
+    resp.entries.iter().map(|e| e.error_code).collect()
+}
+
+/// DescribeClientQuotas of every client-id entity (an error leaves none).
+fn client_id_quotas(port: u16) -> Vec<m::describe_client_quotas_response::EntryData> {
+    let component = m::describe_client_quotas_request::ComponentData::default()
+        .with_entity_type(StrBytes::from_static_str("client-id"))
+        .with_match_type(2)
+        .with_match(None);
+    let req = m::DescribeClientQuotasRequest::default().with_components(vec![component]);
+    let resp: m::DescribeClientQuotasResponse = call(port, ApiKey::DescribeClientQuotas, 1, &req);
+    assert_eq!(resp.error_code, 0, "{resp:?}");
+    resp.entries.unwrap_or_default()
+}
+
 /// `quotas.py` and the numbers it printed after `bytes` and `throttled`.
 fn run(args: &[&str]) -> (f64, f64) {
     let (ok, said) = common::python("quotas.py", args);
@@ -57,18 +76,10 @@ fn quotas_hold_real_clients_to_their_byte_rates() {
     let bad = m::alter_client_quotas_request::EntryData::default()
         .with_entity(vec![client_entity("other")])
         .with_ops(vec![op("bytes_per_fortnight", 1.0)]);
-    let req = m::AlterClientQuotasRequest::default().with_entries(vec![limited, bad]);
-    let resp: m::AlterClientQuotasResponse = call(s.port, ApiKey::AlterClientQuotas, 1, &req);
-    let codes: Vec<i16> = resp.entries.iter().map(|e| e.error_code).collect();
+    let codes = alter(s.port, vec![limited, bad]);
     assert_eq!(codes, [0, 42], "the bad key is INVALID_REQUEST");
 
-    let component = m::describe_client_quotas_request::ComponentData::default()
-        .with_entity_type(StrBytes::from_static_str("client-id"))
-        .with_match_type(2)
-        .with_match(None);
-    let req = m::DescribeClientQuotasRequest::default().with_components(vec![component]);
-    let resp: m::DescribeClientQuotasResponse = call(s.port, ApiKey::DescribeClientQuotas, 1, &req);
-    let entries = resp.entries.unwrap_or_default();
+    let entries = client_id_quotas(s.port);
     assert_eq!(entries.len(), 1, "{entries:?}");
     let mut values: Vec<(String, f64)> = entries[0]
         .values
@@ -127,16 +138,7 @@ fn quotas_hold_real_clients_to_their_byte_rates() {
     let fraction = m::alter_client_quotas_request::EntryData::default()
         .with_entity(vec![client_entity("half")])
         .with_ops(vec![op("producer_byte_rate", 0.5)]);
-    let req = m::AlterClientQuotasRequest::default().with_entries(vec![entry, fraction]);
-    let resp: m::AlterClientQuotasResponse = call(s.port, ApiKey::AlterClientQuotas, 1, &req);
-    let codes: Vec<i16> = resp.entries.iter().map(|e| e.error_code).collect();
-    assert_eq!(codes, [0, 42]);
-    let component = m::describe_client_quotas_request::ComponentData::default()
-        .with_entity_type(StrBytes::from_static_str("client-id"))
-        .with_match_type(2)
-        .with_match(None);
-    let req = m::DescribeClientQuotasRequest::default().with_components(vec![component]);
-    let resp: m::DescribeClientQuotasResponse = call(s.port, ApiKey::DescribeClientQuotas, 1, &req);
-    assert_eq!(resp.entries.map(|e| e.len()), Some(0));
+    assert_eq!(alter(s.port, vec![entry, fraction]), [0, 42]);
+    assert_eq!(client_id_quotas(s.port).len(), 0);
     let _ = s.child.kill();
 }

@@ -380,12 +380,7 @@ aggregates = [{ fn = "count", as = "n" }]
         .arg(&token_file)
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = common::succeeded(out);
     assert!(said.contains("savepoint"), "{said}");
     assert_eq!(admin(port, "POST", "/checkpoint", Some(token)).0, 202);
 }

@@ -164,12 +164,7 @@ fn tls_listeners_serve_real_clients_and_refuse_the_wrong_ones() {
         .args(["--tls-key-file", &pki.path("writer.key")])
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = common::succeeded(out);
     assert!(said.contains("acked 1000"), "{said}");
 
     // Answers far larger than a socket buffer leave whole over TLS: a consumer reads

@@ -95,9 +95,7 @@ pub async fn handle(
 /// Charges `amount` of `kind` to the client's quota, if one applies: the
 /// throttle, which also mutes the connection (zero: none).
 fn charge(broker: &Broker, client: &Client, client_id: &str, kind: Kind, amount: f64) -> Duration {
-    let principal = client.principal();
-    let user = principal.strip_prefix("User:").unwrap_or(&principal);
-    let Some(applied) = broker.quotas.applied(kind, user, client_id) else {
+    let Some(applied) = quota_of(broker, client, client_id, kind) else {
         return Duration::ZERO;
     };
     let now = std::time::Instant::now();
@@ -115,14 +113,20 @@ fn charge(broker: &Broker, client: &Client, client_id: &str, kind: Kind, amount:
     throttle
 }
 
-/// The fetch quota that applies to a client, if any.
-fn fetch_quota(broker: &Broker, client: &Client, client_id: &str) -> Option<crate::quota::Applied> {
+/// The `kind` quota that applies to a client, if any (quotas name users without
+/// `User:`).
+fn quota_of(
+    broker: &Broker,
+    client: &Client,
+    client_id: &str,
+    kind: Kind,
+) -> Option<crate::quota::Applied> {
     if !broker.quotas.any() {
         return None;
     }
     let principal = client.principal();
     let user = principal.strip_prefix("User:").unwrap_or(&principal);
-    broker.quotas.applied(Kind::Fetch, user, client_id)
+    broker.quotas.applied(kind, user, client_id)
 }
 
 /// A throttle as a response's `throttle_time_ms`.
@@ -229,7 +233,7 @@ async fn handle_request(
                 // Nothing left to wait for: answer the refusals now.
                 req.max_wait_ms = 0;
             }
-            if let Some(applied) = fetch_quota(broker, client, client_id) {
+            if let Some(applied) = quota_of(broker, client, client_id, Kind::Fetch) {
                 let cap = crate::quota::Usage::fetch_cap(&applied);
                 req.max_bytes = req.max_bytes.min(i32::try_from(cap).unwrap_or(i32::MAX));
             }

@@ -45,13 +45,13 @@ def admin(bootstrap, user):
     return AdminClient(config(bootstrap, user))
 
 
-def acl(resource, name, principal, operation, permission="ALLOW", pattern="LITERAL"):
+def acl(resource, name, principal, operation, permission="ALLOW", pattern="LITERAL", host="*"):
     return AclBinding(
         getattr(ResourceType, resource),
         name,
         getattr(ResourcePatternType, pattern),
         principal,
-        "*",
+        host,
         getattr(AclOperation, operation),
         getattr(AclPermissionType, permission),
     )
@@ -67,6 +67,29 @@ def everything():
         AclOperation.ANY,
         AclPermissionType.ANY,
     )
+
+
+def denies_on_events(principal, host):
+    """A filter of every DENY of `principal` (from `host`; None: any) on topic events."""
+    return AclBindingFilter(
+        ResourceType.TOPIC,
+        "events",
+        ResourcePatternType.LITERAL,
+        principal,
+        host,
+        AclOperation.ANY,
+        AclPermissionType.DENY,
+    )
+
+
+def create(admin_client, acls):
+    for f in admin_client.create_acls(acls).values():
+        f.result(timeout=15)
+
+
+def delete(admin_client, acl_filter):
+    """The ACLs the filter deleted."""
+    return [b for f in admin_client.delete_acls([acl_filter]).values() for b in f.result(timeout=15)]
 
 
 def produce(bootstrap, user, topic, value):
@@ -127,8 +150,7 @@ def scenario(sasl, plain):
         acl("TOPIC", "events", "User:bob", "READ"),
         acl("GROUP", "readers", "User:bob", "READ"),
     ]
-    for f in root.create_acls(grants).values():
-        f.result(timeout=15)
+    create(root, grants)
     listed = root.describe_acls(everything()).result(timeout=15)
     check("acls listed", len(listed), 4)
 
@@ -158,21 +180,9 @@ def scenario(sasl, plain):
     made = carol.create_acls([acl("TOPIC", "events", "User:carol", "ALL")])
     check("carol grants herself", error_name(list(made.values())[0]), "CLUSTER_AUTHORIZATION_FAILED")
 
-    deny = acl("TOPIC", "events", "User:alice", "WRITE", permission="DENY")
-    for f in root.create_acls([deny]).values():
-        f.result(timeout=15)
+    create(root, [acl("TOPIC", "events", "User:alice", "WRITE", permission="DENY")])
     check("alice writes with a deny", produce(sasl, "alice", "events", "a-2"), "TOPIC_AUTHORIZATION_FAILED")
-    only_deny = AclBindingFilter(
-        ResourceType.TOPIC,
-        "events",
-        ResourcePatternType.LITERAL,
-        "User:alice",
-        None,
-        AclOperation.ANY,
-        AclPermissionType.DENY,
-    )
-    deleted = [b for f in root.delete_acls([only_deny]).values() for b in f.result(timeout=15)]
-    check("deny deleted", len(deleted), 1)
+    check("deny deleted", len(delete(root, denies_on_events("User:alice", None))), 1)
     check("alice writes again", produce(sasl, "alice", "events", "a-3"), "ok")
 
     check("anonymous writes on PLAINTEXT", produce(plain, None, "events", "x"), "TOPIC_AUTHORIZATION_FAILED")
@@ -186,28 +196,9 @@ def scenario(sasl, plain):
     check("admin's group list shows readers", "readers" in groups, True)
 
     # A deny by host: bob from this host may not read.
-    by_host = AclBinding(
-        ResourceType.TOPIC,
-        "events",
-        ResourcePatternType.LITERAL,
-        "User:bob",
-        "127.0.0.1",
-        AclOperation.READ,
-        AclPermissionType.DENY,
-    )
-    for f in root.create_acls([by_host]).values():
-        f.result(timeout=15)
+    create(root, [acl("TOPIC", "events", "User:bob", "READ", permission="DENY", host="127.0.0.1")])
     check("bob reads from a denied host", consume(sasl, "bob", "events", "readers"), "TOPIC_AUTHORIZATION_FAILED")
-    host_filter = AclBindingFilter(
-        ResourceType.TOPIC,
-        "events",
-        ResourcePatternType.LITERAL,
-        "User:bob",
-        "127.0.0.1",
-        AclOperation.ANY,
-        AclPermissionType.DENY,
-    )
-    deleted = [b for f in root.delete_acls([host_filter]).values() for b in f.result(timeout=15)]
+    deleted = delete(root, denies_on_events("User:bob", "127.0.0.1"))
     check("host deny deleted", len(deleted), 1)
 
     # Nothing refused reached the log.
