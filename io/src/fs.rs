@@ -140,9 +140,13 @@ pub async fn rename(from: &Path, to: &Path) -> Result<()> {
 
 /// Writes `bytes` to `file` (opened for appending) in one `write_all`, syncs them,
 /// and returns the file's length after it: see [`blocking::append`].
-pub async fn append(file: Arc<File>, path: &Path, bytes: Vec<u8>) -> Result<u64> {
+pub async fn append(
+    file: Arc<File>,
+    path: &Path,
+    bytes: impl AsRef<[u8]> + Send + 'static,
+) -> Result<u64> {
     let path = path.to_path_buf();
-    unblock(move || blocking::append(&file, &path, &bytes)).await
+    unblock(move || blocking::append(&file, &path, bytes.as_ref())).await
 }
 
 #[cfg(test)]

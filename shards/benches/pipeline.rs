@@ -2,7 +2,8 @@
 //! projection (ours against apache-avro's decoder, the reference; and framed with a
 //! schema-registry id), JSON projection
 //! (plain and as Python writes it, against a serde_json map of raw values, the
-//! decoder before it), keyBy routing, window update, and the cross-core mailbox
+//! decoder before it), keyBy routing, window update and fire, a fired window's rows
+//! as JSON (what the topic and file sinks write), and the cross-core mailbox
 //! hand-off.
 //!
 //! `cargo bench -p tidewater-shards --bench pipeline`; criterion reports time per
@@ -19,8 +20,9 @@ use tidewater_shards::pipeline::avro::{
 use tidewater_shards::pipeline::by_id::{ByIds, RegistryLink};
 use tidewater_shards::pipeline::json::{JsonProjection, TimeFormat};
 use tidewater_shards::pipeline::records::{for_each_record, validate};
-use tidewater_shards::pipeline::spec::{Aggregate, Func};
+use tidewater_shards::pipeline::spec::{Aggregate, Func, Job, JobConfig};
 use tidewater_shards::pipeline::window::{Layout, Position, Windows};
+use tidewater_shards::sink::rows::JsonRows;
 
 const SCHEMA: &str = include_str!("../../schemas/sensor.avsc");
 const EVENTS: usize = 10_000;
@@ -384,6 +386,8 @@ fn window_update(c: &mut Criterion) {
             }
         })
     });
+    // Per key from here on: one element = one row of the fired window.
+    g.throughput(Throughput::Elements(u64::from(DEVICES)));
     g.bench_function("fire a window of 100k keys (per key)", |b| {
         b.iter_batched(
             || {
@@ -413,7 +417,71 @@ fn window_update(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // What the topic and file sinks send: every row of the fired window as JSON.
+    let job = reference_job();
+    let lay = Layout::new(job.aggregates.clone());
+    let mut w = Windows::new(Layout::new(job.aggregates.clone()), 60_000, 0, 10_000_000);
+    for d in 0..DEVICES {
+        let k = format!("device-{d:06}");
+        let mut v = [None; SLOTS_MAX];
+        for (n, a) in job.aggregates.iter().enumerate() {
+            if let Some(slot) = a.slot {
+                v[slot as usize] = Some(Num::F(20.0 + f64::from(d % 1000) / 7.0 + n as f64));
+            }
+        }
+        w.apply(
+            k.as_bytes(),
+            &v,
+            Position {
+                ts: 1_000,
+                partition: 0,
+                offset: 0,
+            },
+        );
+    }
+    let mut fired = None;
+    w.fire(60_000, Instant::now(), |f| {
+        fired = Some(f);
+        true
+    });
+    let fired = fired.expect("one window");
+    g.bench_function("JSON rows of a window of 100k keys (per key)", |b| {
+        b.iter(|| {
+            let rows = futures_lite::future::block_on(JsonRows::encode(&job, &lay, &fired));
+            black_box(rows.len())
+        })
+    });
     g.finish();
+}
+
+/// The reference job (its sinks and schema path do not matter here).
+fn reference_job() -> Job {
+    let text = r#"
+name = "device_minute"
+source = "iot-sensor-data"
+schema_file = "schemas/sensor.avsc"
+key = "device_id"
+event_time = "timestamp"
+window = { type = "tumbling", size = "1m" }
+aggregates = [
+  { fn = "count", as = "events" },
+  { fn = "min", field = "temperature", as = "temperature_min" },
+  { fn = "max", field = "temperature", as = "temperature_max" },
+  { fn = "avg", field = "temperature", as = "temperature_avg" },
+  { fn = "avg", field = "humidity", as = "humidity_avg" },
+  { fn = "sum", field = "pressure", as = "pressure_sum" },
+]
+
+[[sinks]]
+type = "file"
+path = "rows.jsonl"
+"#;
+    let cfg: JobConfig = toml::from_str(text).expect("the reference job parses");
+    cfg.compile(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/.."
+    )))
+    .expect("the reference job compiles")
 }
 
 /// Batches of 1024 events (key bytes + 5 values each) from one pinned executor to

@@ -5,9 +5,10 @@
 //! Layout: `<root>/<job>/<id, 20 digits>/shard-<n>.ckpt` and `MANIFEST`. A part is
 //! `TWCKPT01`, its length (u64 LE), its CRC32C (u32 LE), 4 bytes of padding, then the
 //! rkyv bytes; written under a temporary name, synced, renamed, the directory synced.
-//! A serving core writes through the async calls of `tidewater_io::fs` (off its
-//! reactor); start-up reads and the rescale's writes, which run before any core
-//! serves, use [`blocking`] and `fs::blocking`.
+//! A serving core encodes and writes a part on its executor's blocking thread and
+//! the rest through the async calls of `tidewater_io::fs` (off its reactor);
+//! start-up reads and the rescale's writes, which run before any core serves, use
+//! [`blocking`] and `fs::blocking`.
 //! A checkpoint is complete when its MANIFEST exists and every part it names reads
 //! back with a good checksum; recovery takes the newest complete one and says why it
 //! skipped any newer. Never deletes a checkpoint that recovery could still pick: the
@@ -179,12 +180,13 @@ fn manifest_of(root: &Path, job: &str, id: u64, shards: u32) -> (PathBuf, Vec<u8
 }
 
 /// Writes one core's part, durably; returns its size in bytes.
-pub async fn write_part(root: &Path, snap: &CoreSnapshot) -> Result<u64, CheckpointError> {
-    let (dir, path, out) = encode_part(root, snap)?;
-    let len = out.len() as u64;
-    fs::create_dir_all(&dir).await?;
-    fs::write_durable(&path, out).await?;
-    Ok(len)
+pub async fn write_part(root: &Path, snap: CoreSnapshot) -> Result<u64, CheckpointError> {
+    let root = root.to_path_buf();
+    // Encoding the part of a large state is milliseconds of work: it runs with the
+    // writes on the executor's blocking thread, so the core goes on serving.
+    glommio::executor()
+        .spawn_blocking(move || blocking::write_part(&root, &snap))
+        .await
 }
 
 /// Marks checkpoint `id` complete (every part is durable).
@@ -208,8 +210,9 @@ pub async fn mark_savepoint(root: &Path, job: &str, id: u64) -> Result<(), Check
     Ok(fs::sync_dir(&dir).await?)
 }
 
-/// The same writes for code that runs before any core serves (the rescale at
-/// start-up): never from a serving core.
+/// The same writes as blocking calls: for code that runs before any core serves
+/// (the rescale at start-up) and for an executor's blocking thread
+/// ([`write_part`]); never on a serving core's own thread.
 pub mod blocking {
     use super::{encode_part, manifest_of, CheckpointError, CoreSnapshot};
     use std::path::Path;
@@ -521,7 +524,7 @@ mod tests {
     async fn round_trip_and_prune(r: &Path) {
         for id in 1..=3 {
             for s in 0..2 {
-                write_part(r, &snap(id, s)).await.unwrap();
+                write_part(r, snap(id, s)).await.unwrap();
             }
             if id < 3 {
                 write_manifest(r, "j", id, 2).await.unwrap();

@@ -421,9 +421,14 @@ impl Windows {
             .open
             .iter()
             .map(|(&start, t)| {
+                // Sized up front (this runs on the core while its part of a
+                // checkpoint is pending); only keys stored out of line can
+                // make `keys` grow.
                 let mut w = super::checkpoint::WindowSnap {
                     start,
-                    ..Default::default()
+                    keys: Vec::with_capacity(self.key_bytes.min(t.len * (KEY_WORDS * 8 - 1))),
+                    key_lens: Vec::with_capacity(t.len),
+                    accs: Vec::with_capacity(t.len * self.layout.words),
                 };
                 for i in 0..t.len {
                     let k = t.key(i, stride);

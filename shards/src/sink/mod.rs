@@ -60,11 +60,21 @@ pub struct SinkStats {
 
 use crate::pipeline::records::bump;
 
+/// A fired window on its way to the sinks, with its rows encoded as JSON once for
+/// all the sinks that write JSON (none: `json` is `None`).
+#[derive(Debug)]
+pub struct Outgoing {
+    pub fired: Fired,
+    pub json: Option<rows::JsonRows>,
+}
+
 /// The pipeline's end of a sink.
 pub struct SinkHandle {
     /// `topic:NAME`, `clickhouse:TABLE` or `file:PATH`.
     pub name: String,
-    pub tx: LocalSender<Rc<Fired>>,
+    pub tx: LocalSender<Rc<Outgoing>>,
+    /// It writes JSON rows (topic and file sinks): give it [`Outgoing::json`].
+    pub json: bool,
     pub stats: Rc<SinkStats>,
     /// What a checkpoint records of this sink's position.
     pub outputs: Vec<Output>,
@@ -206,6 +216,7 @@ pub fn start(
             .collect(),
         _ => Vec::new(),
     };
+    let json = !matches!(target, Target::Clickhouse { .. });
     let task = SinkTask {
         name: name.clone(),
         job,
@@ -218,6 +229,7 @@ pub fn start(
     Ok(SinkHandle {
         name,
         tx,
+        json,
         stats,
         outputs,
     })
@@ -262,7 +274,7 @@ struct SinkTask {
 impl SinkTask {
     async fn run(
         mut self,
-        rx: LocalReceiver<Rc<Fired>>,
+        rx: LocalReceiver<Rc<Outgoing>>,
         stop: Rc<dyn Fn() -> bool>,
         replay_from: Vec<(u32, u64)>,
     ) {
@@ -279,11 +291,12 @@ impl SinkTask {
                     "cannot read what was written after the checkpoint; replayed rows may repeat: {e}"),
             }
         }
-        while let Some(fired) = rx.recv().await {
+        while let Some(out) = rx.recv().await {
+            let fired = &out.fired;
             let mut backoff = BACKOFF_FIRST;
             let mut failures = 0u32;
             loop {
-                match self.deliver(&fired).await {
+                match self.deliver(&out).await {
                     Ok(()) => break,
                     Err(e) => {
                         bump(&self.stats.errors, 1);
@@ -323,15 +336,25 @@ impl SinkTask {
         }
     }
 
-    async fn deliver(&mut self, f: &Fired) -> Result<(), String> {
+    async fn deliver(&mut self, out: &Outgoing) -> Result<(), String> {
         let (job, layout) = (&*self.job, &*self.layout);
+        let f = &out.fired;
+        let encoded;
+        let json = match (&out.json, &self.target) {
+            (Some(j), _) => j,
+            (None, Target::Clickhouse { .. }) => &rows::JsonRows::default(),
+            (None, _) => {
+                // The pipeline encodes for JSON sinks; this only guards the contract.
+                encoded = rows::JsonRows::encode(job, layout, f).await;
+                &encoded
+            }
+        };
         match &mut self.target {
             Target::Topic(t, written) => {
                 // Rows by partition: the key's partition when this core owns it (always,
                 // when the sink topic has as many partitions as the source), else one of
                 // this core's partitions chosen by the key.
                 let mut by_partition: Vec<Vec<topic::OutRecord>> = vec![Vec::new(); t.local.len()];
-                let mut buf = Vec::with_capacity(256);
                 for i in 0..f.rows() {
                     let key = &f.keys[i];
                     if !written.is_empty() && written.remove(&(key.clone(), f.start)) {
@@ -343,23 +366,25 @@ impl SinkTask {
                         .iter()
                         .position(|&(kp, _)| kp == p)
                         .unwrap_or(p as usize % t.local.len());
-                    buf.clear();
-                    rows::json_row(&mut buf, job, layout, f, i);
                     by_partition[slot].push(topic::OutRecord {
                         key: Some(Bytes::copy_from_slice(key)),
-                        value: Bytes::copy_from_slice(&buf),
+                        value: json.row(i),
                         timestamp_ms: f.end,
                         headers: Vec::new(),
                     });
-                }
-                for (slot, recs) in by_partition.iter().enumerate() {
-                    if !recs.is_empty() {
-                        topic::append(&self.log, t.local[slot].1, recs)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                    if i % 1024 == 1023 {
+                        glommio::yield_if_needed().await;
                     }
                 }
-                Ok(())
+                let parts: Vec<(u32, &[topic::OutRecord])> = by_partition
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, recs)| !recs.is_empty())
+                    .map(|(slot, recs)| (t.local[slot].1, recs.as_slice()))
+                    .collect();
+                topic::append_all(&self.log, &parts)
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Target::Clickhouse {
                 client,
@@ -383,14 +408,9 @@ impl SinkTask {
                 clickhouse(client, &q, &body).await
             }
             Target::File(file, path, len) => {
-                let mut buf = Vec::with_capacity(f.rows() * 200);
-                for i in 0..f.rows() {
-                    rows::json_row(&mut buf, job, layout, f, i);
-                    buf.push(b'\n');
-                }
                 // One write per window: O_APPEND keeps it whole. It runs on the
                 // executor's blocking thread; the core goes on meanwhile.
-                let after = fs::append(file.clone(), path, buf)
+                let after = fs::append(file.clone(), path, json.lines())
                     .await
                     .map_err(|e| format!("cannot write: {}", e.source))?;
                 len.set(after);

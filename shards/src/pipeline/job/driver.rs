@@ -19,6 +19,8 @@ use crate::pipeline::records::{bump, for_each_record};
 use crate::pipeline::spec::Job;
 use crate::pipeline::window::{Fired, Layout};
 use crate::pipeline::PipelineError;
+use crate::sink::rows::JsonRows;
+use crate::sink::{Outgoing, QUEUE_FIRES};
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -167,7 +169,7 @@ impl JobCore {
             self.outboxes.flush(&self.stats, &self.stopping).await?;
             self.publish_watermark().await?;
             self.write_side_outputs().await?;
-            self.fire();
+            self.fire().await;
             self.write_part().await?;
             self.complete().await?;
             if matches!(read, Read::Nothing) || self.checkpointing() {
@@ -355,29 +357,54 @@ impl JobCore {
             .await
     }
 
-    /// Fires what is due, as far as every sink has room.
-    fn fire(&mut self) {
-        let mut st = self.cell.state.borrow_mut();
+    /// Fires what is due, as far as every sink has room: those windows are taken
+    /// out of the state first (late events are judged against them from here on),
+    /// then each one's rows are encoded once for the JSON sinks, yielding at the
+    /// executor's preemption points, and the window is queued to every sink. It
+    /// returns with every window it took queued, before the pass can write a
+    /// checkpoint part.
+    async fn fire(&mut self) {
         let sinks = &self.ctx.sinks;
-        let (job, stats) = (&self.job, &self.stats);
-        st.windows
-            .fire(self.wm.get(), self.wm.moved_at(), |f: Fired| {
-                let f = Rc::new(f);
-                for s in sinks {
-                    // Room was checked: a full queue stops firing before the pop.
-                    if s.tx.try_send(f.clone()).is_err() {
-                        tracing::error!(job = %job.name, sink = %s.name, "sink queue refused a window with room");
-                    }
-                    s.stats.queued.set(s.stats.queued.get() + 1);
-                }
-                bump(&stats.windows_fired, 1);
-                !sinks.iter().any(|s| s.tx.is_full())
-            });
-        if !st.lines.by_group.is_empty() && st.windows.fired_upto() >= st.lines.max {
-            st.lines = GroupLines::default();
+        let room = sinks
+            .iter()
+            .map(|s| QUEUE_FIRES.saturating_sub(s.tx.len()))
+            .min()
+            .unwrap_or(usize::MAX);
+        let mut due = Vec::new();
+        {
+            let mut st = self.cell.state.borrow_mut();
+            // With no room, only a call that fires nothing (none due) is made: it
+            // still moves the line late events are judged by.
+            if room > 0 || !st.windows.due(self.wm.get()) {
+                st.windows
+                    .fire(self.wm.get(), self.wm.moved_at(), |f: Fired| {
+                        due.push(f);
+                        due.len() < room
+                    });
+            }
+            if !st.lines.by_group.is_empty() && st.windows.fired_upto() >= st.lines.max {
+                st.lines = GroupLines::default();
+            }
+            self.stats.state_entries.set(st.windows.entries() as u64);
+            self.stats.state_bytes.set(st.windows.bytes() as u64);
         }
-        self.stats.state_entries.set(st.windows.entries() as u64);
-        self.stats.state_bytes.set(st.windows.bytes() as u64);
+        let json = sinks.iter().any(|s| s.json);
+        for fired in due {
+            let json = match json {
+                true => Some(JsonRows::encode(&self.job, &self.layout, &fired).await),
+                false => None,
+            };
+            let out = Rc::new(Outgoing { fired, json });
+            for s in sinks {
+                // Room was counted before the windows were taken, and only this
+                // loop sends.
+                if s.tx.try_send(out.clone()).is_err() {
+                    tracing::error!(job = %self.job.name, sink = %s.name, "sink queue refused a window with room");
+                }
+                s.stats.queued.set(s.stats.queued.get() + 1);
+            }
+            bump(&self.stats.windows_fired, 1);
+        }
     }
 
     /// This core's part of the checkpoint in progress: once every other core's
@@ -407,7 +434,7 @@ impl JobCore {
             (&self.cell.state.borrow(), &self.side),
             (id, &self.sources, self.wm.get()),
         );
-        let bytes = checkpoint::write_part(&c.root, &snap).await?;
+        let bytes = checkpoint::write_part(&c.root, snap).await?;
         a.part_written(&self.ctx.log, &self.stats, positions(&self.sources), bytes);
         if self.ctx.shard == 0 {
             let mut st = self.cell.state.borrow_mut();
