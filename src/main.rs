@@ -12,6 +12,7 @@ mod disk;
 mod harness;
 mod listeners;
 mod metrics;
+mod placement;
 mod rescale;
 mod schema_registry;
 mod server;

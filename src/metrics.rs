@@ -143,6 +143,8 @@ pub struct Metrics {
     protocol_violations: Family<Labels, Counter>,
     tls_handshake_failures: Family<Labels, Counter>,
     connections_throttled: Family<Labels, Counter>,
+    connections_accepted: Family<Labels, Counter>,
+    connections_off_cpu: Family<Labels, Counter>,
     connection_rate_ips: Family<Labels, Gauge>,
     sasl_authentications: Family<Labels, Counter>,
     sasl_reauthentications: Family<Labels, Counter>,
@@ -265,6 +267,11 @@ impl Metrics {
             connections_throttled: fam!(
                 "kafka_connections_throttled",
                 "Kafka connections closed at accept: their IP opened more than connection_creation_rate_per_ip this second"
+            ),
+            connections_accepted: fam!("kafka_connections_accepted", "Kafka connections accepted"),
+            connections_off_cpu: fam!(
+                "kafka_connections_off_cpu",
+                "Kafka connections accepted on a core other than the CPU that received their packets (SO_INCOMING_CPU): single-port mode places them on that CPU's core"
             ),
             connection_rate_ips: fam!(
                 "kafka_connection_rate_ips",
@@ -499,6 +506,8 @@ pub struct KafkaSeries {
     protocol_violations: (Counter, Delta),
     tls_handshake_failures: (Counter, Delta),
     connections_throttled: (Counter, Delta),
+    connections_accepted: (Counter, Delta),
+    connections_off_cpu: (Counter, Delta),
     connection_rate_ips: Gauge,
     sasl_authentications: (Counter, Delta),
     sasl_reauthentications: (Counter, Delta),
@@ -539,6 +548,8 @@ impl KafkaSeries {
             protocol_violations: counter(&m.protocol_violations),
             tls_handshake_failures: counter(&m.tls_handshake_failures),
             connections_throttled: counter(&m.connections_throttled),
+            connections_accepted: counter(&m.connections_accepted),
+            connections_off_cpu: counter(&m.connections_off_cpu),
             connection_rate_ips: gauge(&m.connection_rate_ips),
             sasl_authentications: counter(&m.sasl_authentications),
             sasl_reauthentications: counter(&m.sasl_reauthentications),
@@ -585,6 +596,10 @@ impl KafkaSeries {
         d.push(c, st.tls_handshake_failures.get());
         let (c, d) = &mut self.connections_throttled;
         d.push(c, st.connections_throttled.get());
+        let (c, d) = &mut self.connections_accepted;
+        d.push(c, st.connections_accepted.get());
+        let (c, d) = &mut self.connections_off_cpu;
+        d.push(c, st.connections_off_cpu.get());
         self.connection_rate_ips
             .set(st.connection_rate_ips.get() as i64);
         let (c, d) = &mut self.sasl_authentications;

@@ -173,6 +173,8 @@ struct FrontEnd {
     mode: kafka::Mode,
     /// This core's ends of the mesh between the cores' front ends.
     forwarding: Option<kafka::ForwardMail>,
+    /// Single-port mode: the cores' listeners, placed by receiving CPU.
+    placement: Option<Arc<crate::placement::Groups>>,
     topics: kafka::TopicPolicy,
     /// The SASL users, the ACLs and the quotas, shared by every core.
     security: Security,
@@ -274,6 +276,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     )
     .with_context(|| format!("cannot listen on admin_addr {}", settings.admin_addr))?;
     let (registry, link) = registry_front(&settings, &metrics);
+    let placement = single_port.then(|| Arc::new(crate::placement::Groups::new(cpus.len())));
     let mut handles = Vec::new();
     for (shard, &cpu) in cpus.iter().enumerate() {
         let shard = shard as u32;
@@ -313,6 +316,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
                 .collect(),
             mode: settings.kafka_mode,
             forwarding: forwarding.pop_front(),
+            placement: placement.clone(),
             topics: topic_policy.clone(),
             security: security.clone(),
             limits: settings.kafka_limits,
@@ -500,21 +504,14 @@ fn resolve_readers(shard: u32, r: &RegistryFront, jobs: &mut [JobStart]) -> Resu
     Ok(())
 }
 
-/// A listening socket on `addr` for this core's executor. SO_REUSEADDR, so a restart
-/// binds beside the TIME_WAIT sockets of its last run's connections; SO_REUSEPORT only
-/// when every core `shared`s the port (single-port mode). Never SO_REUSEPORT
-/// otherwise: a second server started on a taken port would silently get half of
-/// its connections instead of failing to start.
-fn listen(addr: std::net::SocketAddr, shared: bool) -> std::io::Result<glommio::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
+/// A listening socket on `addr` for this core's executor: see
+/// [`crate::placement::listen`] (`group`: single-port mode, this core's CPU).
+fn listen(
+    addr: std::net::SocketAddr,
+    group: Option<(&crate::placement::Groups, usize)>,
+) -> std::io::Result<glommio::net::TcpListener> {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if shared {
-        socket.set_reuse_port(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    let socket = crate::placement::listen(addr, group)?;
     let fd = socket.into_raw_fd();
     // `into_raw_fd` gave up ownership of `fd`; glommio's listener takes it (and closes it).
     // SAFETY: `fd` is a bound, listening TCP socket that nothing else owns.
@@ -523,13 +520,13 @@ fn listen(addr: std::net::SocketAddr, shared: bool) -> std::io::Result<glommio::
 
 /// This core's socket on each Kafka listener, with what its connections see.
 fn bind_listeners(
-    shard: u32,
+    (shard, cpu): (u32, usize),
     listeners: Vec<(std::net::SocketAddr, kafka::Endpoint)>,
-    mode: kafka::Mode,
+    placement: Option<&crate::placement::Groups>,
 ) -> Result<Vec<(glommio::net::TcpListener, Rc<kafka::Endpoint>)>> {
     let mut bound = Vec::new();
     for (addr, endpoint) in listeners {
-        let l = listen(addr, mode == kafka::Mode::SinglePort).map_err(|e| {
+        let l = listen(addr, placement.map(|g| (g, cpu))).map_err(|e| {
             anyhow::anyhow!(
                 "core {shard}: cannot listen on {addr} ({}): {e}",
                 endpoint.name
@@ -548,7 +545,7 @@ fn bind_registry(shard: u32, r: &RegistryFront) -> Result<Option<glommio::net::T
     let Some(addr) = r.addr.filter(|_| shard == 0) else {
         return Ok(None);
     };
-    let listener = listen(addr, false).map_err(|e| {
+    let listener = listen(addr, None).map_err(|e| {
         anyhow::anyhow!("core 0: cannot listen on schema_registry_addr {addr}: {e}")
     })?;
     Ok(Some(listener))
@@ -795,7 +792,7 @@ async fn run_shard(
         ))
         .detach();
     }
-    let listeners = bind_listeners(shard, front.listeners, front.mode)?;
+    let listeners = bind_listeners((shard, cpu), front.listeners, front.placement.as_deref())?;
     let broker = Rc::new(kafka::Broker::new(
         shard,
         front.table,

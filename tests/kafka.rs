@@ -137,6 +137,66 @@ fn kcat_round_trip_on_two_cores_single_port() {
     );
 }
 
+/// Single port: a connection is served by the core whose CPU received its packets
+/// (over loopback, the CPU of the thread that connected), not by a hash.
+#[test]
+fn single_port_connections_land_on_the_core_of_their_receiving_cpu() {
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if cpus.len() < 2 {
+        eprintln!("SKIPPED: needs 2 CPUs");
+        return;
+    }
+    let s = start_with("2", 4, &["--kafka-mode", "single-port"]);
+    let accepted = |m: &str, shard: usize| {
+        let label = format!("shard=\"{shard}\"");
+        m.lines()
+            .filter(|l| {
+                l.starts_with("tidewater_kafka_connections_accepted_total{") && l.contains(&label)
+            })
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum::<f64>()
+    };
+    let before = common::scrape(s.admin);
+    const EACH: usize = 12;
+    let port = s.port;
+    // Core i runs on cpus[i] (`--cores 2`: the first two CPUs).
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .flat_map(|shard| {
+            let cpu = cpus[shard];
+            std::thread::spawn(move || {
+                assert!(core_affinity::set_for_current(core_affinity::CoreId {
+                    id: cpu
+                }));
+                (0..EACH)
+                    .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap()
+        })
+        .collect();
+    let total = |m: &str| accepted(m, 0) + accepted(m, 1);
+    let want = total(&before) + 2.0 * EACH as f64;
+    let after = common::scrape_when(s.admin, |m| total(m) >= want);
+    for shard in 0..2 {
+        assert_eq!(
+            accepted(&after, shard) - accepted(&before, shard),
+            EACH as f64,
+            "core {shard} accepted the connections made from its CPU: {after}"
+        );
+    }
+    assert_eq!(
+        common::metric_sum(&after, "tidewater_kafka_connections_off_cpu_total"),
+        0.0,
+        "{after}"
+    );
+    drop(held);
+}
+
 #[test]
 fn unknown_topics_get_an_error_and_garbage_closes_only_its_connection() {
     let s = start("1", 2);

@@ -54,6 +54,7 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener, endpoint: Rc<End
                 continue;
             }
         };
+        count_placement(&broker.stats, &stream);
         if broker.connections.get() >= broker.limits.connections_max {
             tracing::warn!(
                 shard = broker.shard,
@@ -93,6 +94,36 @@ async fn accept_loop(broker: Rc<Broker>, listener: TcpListener, endpoint: Rc<End
             b.stats.connections.set(b.connections.get() as u64);
         })
         .detach();
+    }
+}
+
+/// Counts an accepted connection, and whether the kernel received its packets on
+/// another CPU than this core's: where its NIC queue's interrupt runs, with RSS
+/// and `tidewater-tune irq`; in single-port mode the listeners are placed so it
+/// does not (the binary's `placement`).
+fn count_placement(stats: &KafkaStats, stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    stats
+        .connections_accepted
+        .set(stats.connections_accepted.get() + 1);
+    let mut cpu: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `cpu` and `len` are live locals of the size and type the option
+    // writes, and `len` says so.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_CPU,
+            std::ptr::addr_of_mut!(cpu).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: no arguments; it reads the calling thread's CPU.
+    let here = unsafe { libc::sched_getcpu() };
+    if rc == 0 && cpu >= 0 && here >= 0 && cpu != here {
+        let off = &stats.connections_off_cpu;
+        off.set(off.get() + 1);
     }
 }
 

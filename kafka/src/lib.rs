@@ -29,9 +29,11 @@
 //! that owns it. A request for a partition another core owns gets
 //! NOT_LEADER_OR_FOLLOWER (the client refreshes its metadata).
 //!
-//! Single port: every core listens on `PORT` (SO_REUSEPORT, the kernel spreads the
-//! connections), Metadata names one broker, and a core forwards the parts of a
-//! request that other cores own to them.
+//! Single port: every core listens on `PORT` (SO_REUSEPORT; the binary places each
+//! connection on the core of the CPU that received its packets), Metadata names
+//! one broker, and a core forwards the parts of a request that other cores own to
+//! them. Every accepted connection is counted, and whether it was received on
+//! another CPU than its core's (`SO_INCOMING_CPU`).
 //!
 //! Each core serves every listener it is given (`[[listeners]]`); a connection's
 //! Metadata names the addresses of the listener it came in on.

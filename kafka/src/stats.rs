@@ -196,6 +196,12 @@ pub struct KafkaStats {
     /// Connections whose TLS handshake failed or timed out
     /// (`tidewater_kafka_tls_handshake_failures_total`).
     pub tls_handshake_failures: Cell<u64>,
+    /// Connections accepted (`tidewater_kafka_connections_accepted_total`).
+    pub connections_accepted: Cell<u64>,
+    /// Accepted connections whose packets the kernel received on another CPU than
+    /// this core's (`SO_INCOMING_CPU`): served across two caches
+    /// (`tidewater_kafka_connections_off_cpu_total`).
+    pub connections_off_cpu: Cell<u64>,
     /// Connections closed at accept because their IP opened more than
     /// `connection_creation_rate_per_ip` this second
     /// (`tidewater_kafka_connections_throttled_total`).
