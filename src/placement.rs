@@ -6,11 +6,16 @@
 //! addresses, so a connection's packets are received on one CPU (the one its NIC
 //! queue's interrupt is pinned to, `tuning/tidewater-tune irq`) and served on
 //! another, with every byte crossing between the two caches. Here each listener
-//! says which CPU it serves (`SO_INCOMING_CPU`, which kernels from 6.1 honour when
+//! says which CPU it serves (`SO_INCOMING_CPU`, which kernels from 6.2 honour when
 //! they pick by hash), and once the last core has joined a port's group, a classic
 //! BPF program is attached to the group that maps the receiving CPU to that CPU's
 //! listener (`SO_ATTACH_REUSEPORT_CBPF`, any kernel from 4.6). A CPU no core runs
 //! on gets the kernel's own pick.
+//!
+//! The program answers by the order the sockets joined in, so it holds while the
+//! group is this server's alone: another process of the same user listening on
+//! the same address and port with SO_REUSEPORT would join it (and a closed
+//! listener reorders it, which happens only at the stop).
 //!
 //! Owns the order in which the cores' sockets joined each port's group (the BPF
 //! program answers with an index in that order) and the program. Never: binds in
@@ -68,7 +73,9 @@ pub fn listen(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    let order = joined.entry(addr).or_default();
+    // The bound address: a port 0 (tests) is the port given.
+    let bound = socket.local_addr()?.as_socket().unwrap_or(addr);
+    let order = joined.entry(bound).or_default();
     order.push(cpu);
     if order.len() == groups.cores {
         match attach(&socket, order) {
@@ -77,7 +84,7 @@ pub fn listen(
             }
             Err(e) => tracing::warn!(%addr,
                 "cannot attach the reuseport program ({e}): the kernel spreads connections over the cores by hash{}",
-                " (kernels from 6.1 still prefer the listener of the receiving CPU)"),
+                " (kernels from 6.2 still prefer the listener of the receiving CPU)"),
         }
     }
     Ok(socket)
@@ -122,8 +129,9 @@ fn attach(socket: &socket2::Socket, cpus: &[usize]) -> std::io::Result<()> {
         len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
     };
-    // SAFETY: `prog` points at `filter`, which lives until the call returns (the
-    // kernel copies the program), and the length given is `prog`'s own size.
+    // `prog` points at `filter`, which lives until the call returns (the kernel
+    // copies the program).
+    // SAFETY: both pointers are valid for the call; the length is `prog`'s size.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
@@ -160,32 +168,35 @@ mod tests {
         assert_eq!(p[5].k, u32::MAX);
     }
 
-    fn two_cpus() -> Vec<usize> {
+    /// The first two CPUs this process may use; None (the test skips) with one.
+    fn two_cpus() -> Option<Vec<usize>> {
         let cpus: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
             .into_iter()
             .map(|c| c.id)
             .take(2)
             .collect();
-        assert!(
-            cpus.len() == 2,
-            "this test needs two CPUs; this machine offers {cpus:?}"
-        );
-        cpus
+        if cpus.len() < 2 {
+            eprintln!("SKIPPED: needs two CPUs, this process may use {cpus:?}");
+            return None;
+        }
+        Some(cpus)
     }
 
     const EACH: usize = 20;
 
     /// Makes `EACH` connections to `addr` from a thread pinned to each CPU of
     /// `by_cpu` in turn (over loopback a packet is received on the CPU that sent
-    /// it) and returns how many of each CPU's went to that CPU's listener.
+    /// it), accepts them wherever they went (the handshake may finish in a softirq
+    /// after the connect returns: waits up to 10 s), and returns how many of each
+    /// CPU's went to that CPU's listener.
     fn landed(addr: SocketAddr, by_cpu: &[(usize, &socket2::Socket)]) -> Vec<usize> {
         for (_, l) in by_cpu {
             l.set_nonblocking(true).unwrap();
         }
         let mut right = Vec::new();
-        for &(cpu, listener) in by_cpu {
-            std::thread::spawn(move || {
+        for &(cpu, _) in by_cpu {
+            let held = std::thread::spawn(move || {
                 assert!(core_affinity::set_for_current(core_affinity::CoreId {
                     id: cpu
                 }));
@@ -195,29 +206,37 @@ mod tests {
             })
             .join()
             .unwrap();
-            let mut got = 0;
-            while listener.accept().is_ok() {
-                got += 1;
-            }
-            for (_, other) in by_cpu.iter().filter(|(c, _)| *c != cpu) {
-                loop {
-                    match other.accept() {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let (mut got, mut total) = (0, 0);
+            while total < EACH && std::time::Instant::now() < deadline {
+                let mut none = true;
+                for &(c, l) in by_cpu {
+                    match l.accept() {
+                        Ok(_) => {
+                            none = false;
+                            total += 1;
+                            got += usize::from(c == cpu);
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                         Err(e) => panic!("accept: {e}"),
                     }
                 }
+                if none {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
+            assert_eq!(total, EACH, "every connection from CPU {cpu} was accepted");
+            drop(held);
             right.push(got);
         }
         right
     }
 
-    /// Through [`listen`], as the server binds: every connection lands on its
-    /// CPU's listener.
+    /// Through [`listen`], as the server binds: the program is attached once the
+    /// second socket joins, and every connection lands on its CPU's listener.
     #[test]
     fn connections_land_on_the_listener_of_the_cpu_that_received_them() {
-        let cpus = two_cpus();
+        let Some(cpus) = two_cpus() else { return };
         let groups = Groups::new(2);
         // Listeners join in the other order than the CPUs, so an index that merely
         // followed the CPU number would fail.
@@ -234,7 +253,7 @@ mod tests {
     #[test]
     fn the_program_alone_places_what_the_hash_spreads() {
         use socket2::{Domain, Protocol, Socket, Type};
-        let cpus = two_cpus();
+        let Some(cpus) = two_cpus() else { return };
         let bare = |addr: SocketAddr| {
             let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
             s.set_reuse_port(true).unwrap();

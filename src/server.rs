@@ -268,13 +268,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     let any_deleting = !deleting.is_empty();
     let metrics = Arc::new(Metrics::new(cpus.len()));
     let security = security_at_start(&settings)?;
-    crate::metrics::serve_admin(
-        metrics.clone(),
-        settings.admin_addr,
-        settings.admin_auth.clone(),
-        settings.admin_tls.clone(),
-    )
-    .with_context(|| format!("cannot listen on admin_addr {}", settings.admin_addr))?;
+    serve_admin(&settings, &metrics)?;
     let (registry, link) = registry_front(&settings, &metrics);
     let placement = single_port.then(|| Arc::new(crate::placement::Groups::new(cpus.len())));
     let mut handles = Vec::new();
@@ -491,6 +485,17 @@ async fn registry_loaded(
     }
     futures_lite::future::or(r.loaded.reached(1), stop.wait()).await;
     Ok(!stop.is_set())
+}
+
+/// The admin listener (`/metrics`, `/health`, `POST /checkpoint`), before any core.
+fn serve_admin(settings: &Settings, metrics: &Arc<Metrics>) -> Result<()> {
+    crate::metrics::serve_admin(
+        metrics.clone(),
+        settings.admin_addr,
+        settings.admin_auth.clone(),
+        settings.admin_tls.clone(),
+    )
+    .with_context(|| format!("cannot listen on admin_addr {}", settings.admin_addr))
 }
 
 /// Jobs whose reader schema is a subject's version read it now, from the loaded

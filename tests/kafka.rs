@@ -194,6 +194,15 @@ fn single_port_connections_land_on_the_core_of_their_receiving_cpu() {
         0.0,
         "{after}"
     );
+    // Placed by the program, not only by the kernel's own preference for
+    // SO_INCOMING_CPU (kernels from 6.2): it was attached.
+    let lines: Vec<String> = s.log.try_iter().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("connections go to the core of the CPU that received them")),
+        "{lines:?}"
+    );
     drop(held);
 }
 

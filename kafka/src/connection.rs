@@ -108,8 +108,7 @@ fn count_placement(stats: &KafkaStats, stream: &TcpStream) {
         .set(stats.connections_accepted.get() + 1);
     let mut cpu: libc::c_int = -1;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `cpu` and `len` are live locals of the size and type the option
-    // writes, and `len` says so.
+    // SAFETY: `cpu` and `len` are live locals of the type and size the option writes.
     let rc = unsafe {
         libc::getsockopt(
             stream.as_raw_fd(),
