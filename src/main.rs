@@ -546,6 +546,11 @@ fn log_command(cmd: LogCommand) -> Result<i32> {
         }
         LogCommand::Check { dir, storage } => {
             let cfg = log_settings(dir, &storage)?;
+            // A check reads the journal even after a clean stop.
+            let marker = cfg.journal_dir.join(tidewater_io::CLEAN_STOP_FILE);
+            if marker.exists() {
+                std::fs::remove_file(&marker)?;
+            }
             let out = on_one_core(move || {
                 Box::pin(async move {
                     let (log, report) = tidewater_io::ShardLog::open(cfg)

@@ -265,6 +265,41 @@ pub(crate) async fn read_all(file: &DmaFile, path: &Path, len: u64) -> Result<Ve
     Ok(out)
 }
 
+/// Reads `file` from the start like [`read_all`], but stops once the bytes read
+/// end in a run of at least `zeros` zero bytes: nothing a scan from the start
+/// accepts lies past such a run when no valid frame holds one. Returns what was
+/// read (the run included).
+pub(crate) async fn read_until_zeros(
+    file: &DmaFile,
+    path: &Path,
+    len: u64,
+    zeros: usize,
+) -> Result<Vec<u8>> {
+    const PIECE: u64 = 8 << 20;
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    let mut trailing = 0usize;
+    while pos < len && trailing < zeros {
+        let want = PIECE.min(len - pos);
+        let piece = file
+            .read_at_aligned(pos, frame::align_up(want as usize))
+            .await
+            .map_err(|e| LogError::io("reading", path, e))?;
+        let got = piece.len().min(want as usize);
+        let piece = &piece[..got];
+        trailing = match piece.iter().rposition(|&b| b != 0) {
+            Some(last) => got - last - 1,
+            None => trailing + got,
+        };
+        out.extend_from_slice(piece);
+        if (got as u64) < want {
+            break;
+        }
+        pos += want;
+    }
+    Ok(out)
+}
+
 /// Makes glommio decide poll-ring support for `dir`'s device with a real read.
 ///
 /// glommio probes whether a device supports io_uring polled I/O by reading the first
@@ -904,6 +939,9 @@ async fn check_journal_dir(dir: &Path, segments: u32) -> Result<()> {
                 ))
             }
             None if name == "lost+found" || name == ".tidewater-probe" => {}
+            // A clean stop's marker: recovery takes and removes it before the
+            // journal opens, so it is only seen here by other callers.
+            None if name == crate::log::CLEAN_STOP_FILE => {}
             None => {
                 return Err(LogError::corrupt(
                     &path,

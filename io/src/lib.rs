@@ -27,4 +27,4 @@ pub use config::{Durability, LogConfig};
 pub use error::{FsError, LogError, Result};
 pub use journal::{Damaged, Dropped};
 pub use ledger::{Entry, PartitionLimits};
-pub use log::{Appended, LogStats, Lost, RecoveryReport, Reserved, ShardLog};
+pub use log::{Appended, LogStats, Lost, RecoveryReport, Reserved, ShardLog, CLEAN_STOP_FILE};

@@ -1297,6 +1297,9 @@ fn media_damage_anywhere_loses_at_most_the_damaged_frame_with_the_ledger_behind_
             for pos in positions {
                 let w = work.path().join(format!("flip-{pos}"));
                 copy_dir(&root, &w);
+                // The ledger ahead as after a crash that came once it was written:
+                // the journal is read (a clean stop's marker would skip it).
+                let _ = std::fs::remove_file(w.join("journal").join("clean-stop"));
                 let seg = w.join("journal").join(&seg_name);
                 let mut bytes = std::fs::read(&seg).unwrap();
                 bytes[pos] ^= 0x5a;
@@ -1417,5 +1420,134 @@ fn a_damaged_segment_header_is_rebuilt_from_its_frames_and_nothing_is_lost() {
             check_dense(&read_all(&log, p).await, p, &vec![1; n as usize + 1]);
             log.close().await.unwrap();
         }
+    });
+}
+
+/// After a clean stop the next start reads no journal segment (the marker says
+/// where it ends and that the ledger holds it all); a crash after that start is
+/// recovered from the journal as always, and a damaged marker, or a ledger found
+/// damaged at open, makes the start read the journal.
+#[test]
+fn a_clean_stop_is_trusted_once_and_a_crash_after_it_reads_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let marker = cfg.journal_dir.join("clean-stop");
+    let c = cfg.clone();
+    let first = run(async move {
+        let (log, report) = ShardLog::open(c).await.unwrap();
+        assert!(!report.clean_stop);
+        let p = log.create_partition("p").unwrap();
+        for i in 0..300u64 {
+            log.append(p, &payload(p, i, 900), 1, 7).await.unwrap();
+        }
+        log.close().await.unwrap();
+        p
+    });
+    assert!(marker.exists(), "a clean stop leaves its marker");
+    let c = cfg.clone();
+    let m = marker.clone();
+    run(async move {
+        let (log, report) = ShardLog::open(c).await.unwrap();
+        assert!(report.clean_stop, "{report:?}");
+        assert_eq!(report.journal_segments_scanned, 0);
+        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+        assert!(
+            !m.exists(),
+            "the marker is taken before anything is written"
+        );
+        check_dense(&read_all(&log, first).await, first, &vec![1; 300]);
+        // More after the clean start, then a crash: they live in the journal.
+        for i in 300..400u64 {
+            log.append(first, &payload(first, i, 900), 1, 7)
+                .await
+                .unwrap();
+        }
+        drop(log);
+    });
+    assert!(!marker.exists());
+    let c = cfg.clone();
+    run(async move {
+        let (log, report) = ShardLog::open(c).await.unwrap();
+        assert!(!report.clean_stop);
+        assert!(report.journal_segments_scanned > 0, "{report:?}");
+        check_dense(&read_all(&log, first).await, first, &vec![1; 400]);
+        log.close().await.unwrap();
+    });
+    // A damaged marker, and the temporary of a marker a stop died writing: the
+    // journal is read, nothing is lost.
+    let text = std::fs::read_to_string(&marker).unwrap();
+    std::fs::write(&marker, text.replace("next_seq ", "next_seq 9")).unwrap();
+    std::fs::write(cfg.journal_dir.join("clean-stop.tmp"), "tidewater cl").unwrap();
+    let c = cfg.clone();
+    run(async move {
+        let (log, report) = ShardLog::open(c).await.unwrap();
+        assert!(!report.clean_stop);
+        assert!(report.journal_segments_scanned > 0);
+        check_dense(&read_all(&log, first).await, first, &vec![1; 400]);
+        log.close().await.unwrap();
+    });
+    assert!(!cfg.journal_dir.join("clean-stop.tmp").exists());
+    // A clean stop, then the ledger's active segment cut short on the disk: the
+    // start reads the journal and restores what the cut took.
+    let ledger = cfg.ledger_dir.join("p");
+    let mut logs: Vec<_> = std::fs::read_dir(&ledger)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let last = logs.last().unwrap().clone();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let used = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[used - 100] ^= 0x5a;
+    std::fs::write(&last, &bytes).unwrap();
+    assert!(marker.exists());
+    run(async move {
+        let (log, report) = ShardLog::open(cfg).await.unwrap();
+        assert!(!report.clean_stop, "{report:?}");
+        assert!(report.frames_restored > 0, "{report:?}");
+        check_dense(&read_all(&log, first).await, first, &vec![1; 400]);
+        log.close().await.unwrap();
+    });
+}
+
+/// A lost ledger write: a block of zeros in the middle of a partition's active
+/// segment with written bytes after it, every frame still in the journal. The
+/// journal restores the frames after the block, but reads past it find nothing
+/// below the high watermark. Found while testing the clean-stop marker; the
+/// marker is not involved (it is removed here). Kept as the reproduction.
+#[test]
+#[ignore = "known bug: reads after a zeroed block of the active ledger segment return nothing"]
+fn a_lost_ledger_write_in_the_active_segment_is_restored_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let c = cfg.clone();
+    let p = run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        let p = log.create_partition("p").unwrap();
+        for i in 0..400u64 {
+            log.append(p, &payload(p, i, 900), 1, 7).await.unwrap();
+        }
+        log.close().await.unwrap();
+        p
+    });
+    let _ = std::fs::remove_file(cfg.journal_dir.join("clean-stop"));
+    let mut logs: Vec<_> = std::fs::read_dir(cfg.ledger_dir.join("p"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let last = logs.last().unwrap().clone();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let used = bytes.iter().rposition(|&b| b != 0).unwrap();
+    let block = (used / 2) & !4095;
+    bytes[block..block + 4096].fill(0);
+    std::fs::write(&last, &bytes).unwrap();
+    run(async move {
+        let (log, report) = ShardLog::open(cfg).await.unwrap();
+        assert!(report.frames_restored > 0, "{report:?}");
+        check_dense(&read_all(&log, p).await, p, &vec![1; 400]);
+        log.close().await.unwrap();
     });
 }

@@ -149,6 +149,7 @@ mod tests {
                     index_interval_bytes: 4096,
                     retention_bytes: None,
                     retention_ms: None,
+                    frame_bytes_max: 1 << 20,
                 };
                 let l = std::cell::RefCell::new(
                     Ledger::open(&path, limits, 8, &mut Vec::new(), &mut Vec::new())

@@ -148,6 +148,10 @@ pub struct LedgerLimits {
     pub index_interval_bytes: u64,
     pub retention_bytes: Option<u64>,
     pub retention_ms: Option<u64>,
+    /// Largest frame the log writes: valid data never holds a run of zeros
+    /// longer than this (a frame header is never zero), so an active segment is
+    /// read at start-up only until such a run, not to its preallocated end.
+    pub frame_bytes_max: usize,
 }
 
 /// All partitions of one core.

@@ -217,7 +217,19 @@ impl Ledger {
             .file_size()
             .await
             .map_err(|e| LogError::io("reading size of", &path, e))?;
-        let bytes = crate::journal::read_all(&file, &path, size).await?;
+        let mut bytes = if active {
+            // Preallocated: read up to the zeros after the last write, not to
+            // the end (128 MiB by default, most of it never written).
+            let zeros = self.limits.frame_bytes_max + frame::BLOCK;
+            crate::journal::read_until_zeros(&file, &path, size, zeros).await?
+        } else {
+            crate::journal::read_all(&file, &path, size).await?
+        };
+        if (bytes.len() as u64) < size && !ends_in_zeros(&bytes) {
+            // The read stopped in a run of zeros that is not the end: inside a
+            // frame written with a larger batch_bytes_max than today's. All of it.
+            bytes = crate::journal::read_all(&file, &path, size).await?;
+        }
         let mut seg = Segment {
             base_offset: base,
             end_offset: base,
@@ -254,7 +266,18 @@ impl Ledger {
                     break;
                 }
                 Step::End { pos, why } => {
-                    if why != frame::Invalid::Zeroed {
+                    if why == frame::Invalid::Zeroed
+                        && !ends_in_zeros(&bytes[pos.min(bytes.len())..])
+                    {
+                        // Written bytes after a block of zeros: a write that was
+                        // lost. Reported, so the journal restores what follows.
+                        report.push(Dropped {
+                            path: seg.path.clone(),
+                            offset: pos as u64,
+                            reason: "zeroed block with written bytes after it (a lost write)"
+                                .into(),
+                        });
+                    } else if why != frame::Invalid::Zeroed {
                         report.push(Dropped {
                             path: seg.path.clone(),
                             offset: pos as u64,
@@ -288,5 +311,21 @@ impl Ledger {
         }
         seg.write_pos = keep_end as u64;
         Ok(seg)
+    }
+}
+
+/// Whether a scan of `bytes` from the start ends at a zeroed header with only
+/// zeros after it: where a segment's writes end.
+fn ends_in_zeros(bytes: &[u8]) -> bool {
+    let end = frame::Scanner::new(bytes, 0, bytes.len()).find_map(|s| match s {
+        Step::End { pos, why } => Some((pos, why)),
+        Step::Frame { .. } => None,
+    });
+    match end {
+        Some((pos, frame::Invalid::Zeroed)) => {
+            bytes[pos.min(bytes.len())..].iter().all(|&b| b == 0)
+        }
+        Some(_) => false,
+        None => true,
     }
 }

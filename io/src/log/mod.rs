@@ -17,6 +17,7 @@ mod ledger_task;
 mod recovery;
 mod state;
 
+pub use recovery::CLEAN_STOP_FILE;
 pub use recovery::{Lost, RecoveryReport};
 pub use state::LogStats;
 
@@ -481,7 +482,23 @@ impl ShardLog {
         if let Some(e) = sh.state.borrow().fatal.clone() {
             return Err(LogError::Shared(e));
         }
-        make_ledger_durable(&sh).await
+        make_ledger_durable(&sh).await?;
+        // A clean stop: the next start need not read the journal. Only when no
+        // append is left half-done.
+        let (next, durable) = {
+            let st = sh.state.borrow();
+            (st.next_seq, st.durable_seq)
+        };
+        if next == durable + 1 {
+            // Everything is durable already: without the marker the next start
+            // only reads the journal again.
+            if let Err(e) = recovery::write_clean_stop(&sh.cfg, next).await {
+                tracing::warn!(
+                    "cannot record the clean stop ({e}): the next start reads the journal"
+                );
+            }
+        }
+        Ok(())
     }
 }
 

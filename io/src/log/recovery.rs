@@ -4,6 +4,14 @@
 //! dropped, damaged or lost, and the report of it. Keeps every valid frame; fills
 //! offsets only a damaged frame held with payload-less entries, so offsets stay
 //! dense. Runs once, before the log takes appends; never acknowledges anything.
+//!
+//! After a clean stop it reads no journal segment: the stop left `clean-stop` in
+//! the journal directory (every frame in the ledger and synced, the journal's
+//! next sequence number), which recovery takes and removes, durably, before
+//! anything is written, so a crash after this start is recovered from the
+//! journal as always. A ledger found damaged at open (a segment cut short, written
+//! bytes after a zeroed block, an index rebuilt) is repaired from the journal
+//! whatever the marker says.
 
 use crate::config::{Durability, LogConfig};
 use crate::error::Result;
@@ -33,6 +41,8 @@ pub struct RecoveryReport {
     pub lost: Vec<Lost>,
     /// Index files rebuilt from their segments.
     pub indexes_rebuilt: Vec<PathBuf>,
+    /// The last stop was clean: the journal was not read.
+    pub clean_stop: bool,
 }
 
 /// Offsets of a partition whose records were lost to journal damage.
@@ -79,12 +89,14 @@ pub(super) struct Recovered {
 /// Opens the ledger and the journal and replays into the ledger what it lacks.
 pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
+    let clean = take_clean_stop(cfg).await?;
     let limits = LedgerLimits {
         segment_bytes: cfg.ledger_segment_bytes,
         flush_bytes: cfg.ledger_flush_bytes,
         index_interval_bytes: u64::from(cfg.index_interval_bytes),
         retention_bytes: cfg.retention_bytes,
         retention_ms: cfg.retention_ms,
+        frame_bytes_max: cfg.frame_bytes_max(),
     };
     let ledger = Ledger::open(
         &cfg.ledger_dir,
@@ -105,13 +117,84 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     .await?;
     report.damaged.extend(journal.take_repaired());
     let ledger = RefCell::new(ledger);
-    let next_seq = replay(&mut journal, &ledger, &mut report).await?;
+    // The marker names where the chain it was written for ends; anything else
+    // (a journal moved in from elsewhere) is read as always. So is the journal
+    // when the ledger or a journal header was found damaged at open (a segment
+    // cut short, an index rebuilt): the journal may still hold what it took.
+    let last_first = journal.chain().last().map(|&(_, first)| first);
+    let found_whole =
+        report.dropped.is_empty() && report.indexes_rebuilt.is_empty() && report.damaged.is_empty();
+    let trusted = clean.filter(|&n| found_whole && last_first.is_some_and(|f| f <= n));
+    let next_seq = match trusted {
+        Some(n) => {
+            for (slot, _) in journal.chain() {
+                // Every frame is in the ledger: each segment may be reused.
+                journal.set_last_seq(slot, n - 1);
+            }
+            journal.finish_recovery(None).await?;
+            report.clean_stop = true;
+            n
+        }
+        None => replay(&mut journal, &ledger, &mut report).await?,
+    };
     Ok(Recovered {
         journal,
         ledger,
         next_seq,
         report,
     })
+}
+
+/// The file a clean stop leaves in the journal directory.
+pub const CLEAN_STOP_FILE: &str = "clean-stop";
+
+/// Records a clean stop: every frame before `next_seq` is in the ledger and
+/// synced. Written last by [`super::ShardLog::close`].
+pub(super) async fn write_clean_stop(cfg: &LogConfig, next_seq: u64) -> Result<()> {
+    let body = format!(
+        "tidewater clean stop\nshard {}\nnext_seq {next_seq}\n",
+        cfg.shard
+    );
+    let text = format!("{body}crc {}\n", crc32c::crc32c(body.as_bytes()));
+    crate::fs::write_durable(&cfg.journal_dir.join(CLEAN_STOP_FILE), text.into_bytes()).await?;
+    Ok(())
+}
+
+/// The next sequence number a clean stop recorded, when its file is there and
+/// whole. The file is removed, durably, either way: whatever happens after this
+/// start, the next one reads the journal unless another clean stop says not to.
+async fn take_clean_stop(cfg: &LogConfig) -> Result<Option<u64>> {
+    let path = cfg.journal_dir.join(CLEAN_STOP_FILE);
+    // A stop that died while writing the marker leaves only its temporary.
+    let tmp = cfg.journal_dir.join(format!("{CLEAN_STOP_FILE}.tmp"));
+    if crate::fs::exists(&tmp).await {
+        crate::fs::remove_file(&tmp).await?;
+    }
+    if !crate::fs::exists(&path).await {
+        return Ok(None);
+    }
+    let text = crate::fs::read_to_string(&path).await.ok();
+    crate::fs::remove_file(&path).await?;
+    crate::fs::sync_dir(&cfg.journal_dir).await?;
+    let parsed = text.as_deref().and_then(|t| parse_clean_stop(t, cfg.shard));
+    if parsed.is_none() {
+        tracing::warn!(path = %path.display(), "clean-stop file unreadable: reading the journal");
+    }
+    Ok(parsed)
+}
+
+fn parse_clean_stop(text: &str, shard: u32) -> Option<u64> {
+    let (body, crc) = text.rsplit_once("crc ")?;
+    if crc.trim().parse::<u32>().ok()? != crc32c::crc32c(body.as_bytes()) {
+        return None;
+    }
+    let mut lines = body.lines();
+    (lines.next()? == "tidewater clean stop").then_some(())?;
+    let of = |line: Option<&str>, key: &str| -> Option<u64> {
+        line?.strip_prefix(key)?.strip_prefix(' ')?.parse().ok()
+    };
+    (of(lines.next(), "shard")? == u64::from(shard)).then_some(())?;
+    of(lines.next(), "next_seq").filter(|&n| n > 0)
 }
 
 /// Replays the journal chain into the ledger and returns the next sequence number.
