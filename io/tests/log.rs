@@ -1513,11 +1513,11 @@ fn a_clean_stop_is_trusted_once_and_a_crash_after_it_reads_the_journal() {
 
 /// A lost ledger write: a block of zeros in the middle of a partition's active
 /// segment with written bytes after it, every frame still in the journal. The
-/// journal restores the frames after the block, but reads past it find nothing
-/// below the high watermark. Found while testing the clean-stop marker; the
-/// marker is not involved (it is removed here). Kept as the reproduction.
+/// segment is cut where the last whole write before the block ended, and the
+/// journal restores everything after it. (The cut used to fall inside a write,
+/// leaving the start of a dropped frame in front of the restored ones, where
+/// reads stopped below the high watermark.)
 #[test]
-#[ignore = "known bug: reads after a zeroed block of the active ledger segment return nothing"]
 fn a_lost_ledger_write_in_the_active_segment_is_restored_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(dir.path());

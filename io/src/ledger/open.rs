@@ -241,8 +241,15 @@ impl Ledger {
         };
         let mut last_indexed: Option<u64> = None;
         let mut valid_end = 0usize;
+        // The last block boundary the scan reached with every byte before it in
+        // whole frames and pads: where one of the ledger's padded writes ended.
+        let mut write_end = 0usize;
         let mut frames: Vec<(usize, Header)> = Vec::new();
         for step in frame::Scanner::new(&bytes, 0, bytes.len()) {
+            let (Step::Frame { pos, .. } | Step::End { pos, .. }) = step;
+            if pos == frame::align_down(pos) && pos <= bytes.len() {
+                write_end = write_end.max(pos);
+            }
             match step {
                 Step::Frame { pos, header }
                     if header.kind == Kind::Data
@@ -289,8 +296,12 @@ impl Ledger {
                 }
             }
         }
+        // The active segment is cut where its last whole write ended: the frames
+        // of a torn (or lost) write after it are all still in the journal, and
+        // a cut inside a write would leave the start of a dropped frame between
+        // the last kept one and the next write, where reads would stop.
         let keep_end = if active {
-            frame::align_down(valid_end)
+            write_end.min(frame::align_down(valid_end))
         } else {
             frame::align_up(valid_end)
         };
