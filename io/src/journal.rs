@@ -246,29 +246,13 @@ async fn create_segment(path: &Path, bytes: u64) -> Result<DmaFile> {
 
 /// Reads `len` bytes from the start of `file` in large aligned reads.
 pub(crate) async fn read_all(file: &DmaFile, path: &Path, len: u64) -> Result<Vec<u8>> {
-    const PIECE: u64 = 8 << 20;
-    let mut out = Vec::with_capacity(len as usize);
-    let mut pos = 0u64;
-    while pos < len {
-        let want = PIECE.min(len - pos);
-        let piece = file
-            .read_at_aligned(pos, frame::align_up(want as usize))
-            .await
-            .map_err(|e| LogError::io("reading", path, e))?;
-        let got = piece.len().min(want as usize);
-        out.extend_from_slice(&piece[..got]);
-        if (got as u64) < want {
-            break;
-        }
-        pos += want;
-    }
-    Ok(out)
+    read_until_zeros(file, path, len, usize::MAX).await
 }
 
-/// Reads `file` from the start like [`read_all`], but stops once the bytes read
-/// end in a run of at least `zeros` zero bytes: nothing a scan from the start
-/// accepts lies past such a run when no valid frame holds one. Returns what was
-/// read (the run included).
+/// Reads `file` from the start in pieces, as [`read_all`], but stops once the
+/// bytes read end in a run of at least `zeros` zero bytes: nothing a scan from
+/// the start accepts lies past such a run when no valid frame holds one. Returns
+/// what was read (the run included).
 pub(crate) async fn read_until_zeros(
     file: &DmaFile,
     path: &Path,
@@ -276,7 +260,8 @@ pub(crate) async fn read_until_zeros(
     zeros: usize,
 ) -> Result<Vec<u8>> {
     const PIECE: u64 = 8 << 20;
-    let mut out = Vec::new();
+    // Pages of capacity never read into are never touched.
+    let mut out = Vec::with_capacity(len as usize);
     let mut pos = 0u64;
     let mut trailing = 0usize;
     while pos < len && trailing < zeros {
@@ -289,7 +274,7 @@ pub(crate) async fn read_until_zeros(
         let piece = &piece[..got];
         trailing = match piece.iter().rposition(|&b| b != 0) {
             Some(last) => got - last - 1,
-            None => trailing + got,
+            None => trailing.saturating_add(got),
         };
         out.extend_from_slice(piece);
         if (got as u64) < want {

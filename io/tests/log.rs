@@ -373,6 +373,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The newest segment file of `partition` in a ledger directory.
+fn last_ledger_segment(ledger_dir: &Path, partition: &str) -> PathBuf {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(ledger_dir.join(partition))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("a segment")
+}
+
 /// The journal segment holding frames (the one with the newest header).
 fn active_segment(journal_dir: &Path) -> PathBuf {
     let mut best = None;
@@ -1489,14 +1500,7 @@ fn a_clean_stop_is_trusted_once_and_a_crash_after_it_reads_the_journal() {
     assert!(!cfg.journal_dir.join("clean-stop.tmp").exists());
     // A clean stop, then the ledger's active segment cut short on the disk: the
     // start reads the journal and restores what the cut took.
-    let ledger = cfg.ledger_dir.join("p");
-    let mut logs: Vec<_> = std::fs::read_dir(&ledger)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    logs.sort();
-    let last = logs.last().unwrap().clone();
+    let last = last_ledger_segment(&cfg.ledger_dir, "p");
     let mut bytes = std::fs::read(&last).unwrap();
     let used = bytes.iter().rposition(|&b| b != 0).unwrap();
     bytes[used - 100] ^= 0x5a;
@@ -1532,13 +1536,7 @@ fn a_lost_ledger_write_in_the_active_segment_is_restored_from_the_journal() {
         p
     });
     let _ = std::fs::remove_file(cfg.journal_dir.join("clean-stop"));
-    let mut logs: Vec<_> = std::fs::read_dir(cfg.ledger_dir.join("p"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    logs.sort();
-    let last = logs.last().unwrap().clone();
+    let last = last_ledger_segment(&cfg.ledger_dir, "p");
     let mut bytes = std::fs::read(&last).unwrap();
     let used = bytes.iter().rposition(|&b| b != 0).unwrap();
     let block = (used / 2) & !4095;

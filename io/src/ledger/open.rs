@@ -225,11 +225,21 @@ impl Ledger {
         } else {
             crate::journal::read_all(&file, &path, size).await?
         };
-        if (bytes.len() as u64) < size && !ends_in_zeros(&bytes) {
+        let mut scan = scan_frames(&bytes, id, base, &path);
+        if (bytes.len() as u64) < size && !scan.ends_in_zeros {
             // The read stopped in a run of zeros that is not the end: inside a
             // frame written with a larger batch_bytes_max than today's. All of it.
             bytes = crate::journal::read_all(&file, &path, size).await?;
+            scan = scan_frames(&bytes, id, base, &path);
         }
+        let FrameScan {
+            frames,
+            valid_end,
+            write_end,
+            dropped,
+            ..
+        } = scan;
+        report.extend(dropped);
         let mut seg = Segment {
             base_offset: base,
             end_offset: base,
@@ -240,62 +250,6 @@ impl Ledger {
             max_timestamp_ms: i64::MIN,
         };
         let mut last_indexed: Option<u64> = None;
-        let mut valid_end = 0usize;
-        // The last block boundary the scan reached with every byte before it in
-        // whole frames and pads: where one of the ledger's padded writes ended.
-        let mut write_end = 0usize;
-        let mut frames: Vec<(usize, Header)> = Vec::new();
-        for step in frame::Scanner::new(&bytes, 0, bytes.len()) {
-            let (Step::Frame { pos, .. } | Step::End { pos, .. }) = step;
-            if pos == frame::align_down(pos) && pos <= bytes.len() {
-                write_end = write_end.max(pos);
-            }
-            match step {
-                Step::Frame { pos, header }
-                    if header.kind == Kind::Data
-                        && header.partition == id
-                        && header.base_offset == seg.end_offset
-                        && header.record_count > 0 =>
-                {
-                    frames.push((pos, header));
-                    seg.end_offset = header.end_offset();
-                    valid_end = pos + header.frame_len();
-                }
-                Step::Frame { pos, header } => {
-                    report.push(Dropped {
-                        path: seg.path.clone(),
-                        offset: pos as u64,
-                        reason: format!(
-                            "unexpected frame (kind {:?}, partition {}, offset {}) where offset {} was expected",
-                            header.kind, header.partition, header.base_offset, seg.end_offset
-                        ),
-                    });
-                    break;
-                }
-                Step::End { pos, why } => {
-                    if why == frame::Invalid::Zeroed
-                        && !ends_in_zeros(&bytes[pos.min(bytes.len())..])
-                    {
-                        // Written bytes after a block of zeros: a write that was
-                        // lost. Reported, so the journal restores what follows.
-                        report.push(Dropped {
-                            path: seg.path.clone(),
-                            offset: pos as u64,
-                            reason: "zeroed block with written bytes after it (a lost write)"
-                                .into(),
-                        });
-                    } else if why != frame::Invalid::Zeroed {
-                        report.push(Dropped {
-                            path: seg.path.clone(),
-                            offset: pos as u64,
-                            reason: why.to_string(),
-                        });
-                    }
-                    // Padding after the last frame is part of the valid prefix.
-                    valid_end = valid_end.max(frame::align_down(pos));
-                }
-            }
-        }
         // The active segment is cut where its last whole write ended: the frames
         // of a torn (or lost) write after it are all still in the journal, and
         // a cut inside a write would leave the start of a dropped frame between
@@ -325,18 +279,76 @@ impl Ledger {
     }
 }
 
-/// Whether a scan of `bytes` from the start ends at a zeroed header with only
-/// zeros after it: where a segment's writes end.
-fn ends_in_zeros(bytes: &[u8]) -> bool {
-    let end = frame::Scanner::new(bytes, 0, bytes.len()).find_map(|s| match s {
-        Step::End { pos, why } => Some((pos, why)),
-        Step::Frame { .. } => None,
-    });
-    match end {
-        Some((pos, frame::Invalid::Zeroed)) => {
-            bytes[pos.min(bytes.len())..].iter().all(|&b| b == 0)
+/// What a scan of a segment's bytes from the start found.
+struct FrameScan {
+    /// The frames of the partition, dense in offsets from the segment's base.
+    frames: Vec<(usize, Header)>,
+    /// Where the last of them ends, or the padding after it.
+    valid_end: usize,
+    /// The last block boundary the scan reached with every byte before it in
+    /// whole frames and pads: where one of the ledger's padded writes ended.
+    write_end: usize,
+    dropped: Vec<Dropped>,
+    /// It ended at a zeroed header with only zeros after it: where the
+    /// segment's writes end.
+    ends_in_zeros: bool,
+}
+
+/// Scans `bytes` (partition `id`'s segment at `base`, read from `path`) for its
+/// valid frames and reports what ends them when that is not a clean end.
+fn scan_frames(bytes: &[u8], id: u32, base: u64, path: &Path) -> FrameScan {
+    let mut scan = FrameScan {
+        frames: Vec::new(),
+        valid_end: 0,
+        write_end: 0,
+        dropped: Vec::new(),
+        ends_in_zeros: false,
+    };
+    let mut next_offset = base;
+    let dropped = |offset: usize, reason: String| Dropped {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    for step in frame::Scanner::new(bytes, 0, bytes.len()) {
+        let (Step::Frame { pos, .. } | Step::End { pos, .. }) = step;
+        if pos == frame::align_down(pos) && pos <= bytes.len() {
+            scan.write_end = scan.write_end.max(pos);
         }
-        Some(_) => false,
-        None => true,
+        match step {
+            Step::Frame { pos, header }
+                if header.kind == Kind::Data
+                    && header.partition == id
+                    && header.base_offset == next_offset
+                    && header.record_count > 0 =>
+            {
+                scan.frames.push((pos, header));
+                next_offset = header.end_offset();
+                scan.valid_end = pos + header.frame_len();
+            }
+            Step::Frame { pos, header } => {
+                scan.dropped.push(dropped(pos, format!(
+                    "unexpected frame (kind {:?}, partition {}, offset {}) where offset {} was expected",
+                    header.kind, header.partition, header.base_offset, next_offset
+                )));
+                break;
+            }
+            Step::End { pos, why } => {
+                let zeros_after = bytes[pos.min(bytes.len())..].iter().all(|&b| b == 0);
+                if why != frame::Invalid::Zeroed {
+                    scan.dropped.push(dropped(pos, why.to_string()));
+                } else if !zeros_after {
+                    // Written bytes after a block of zeros: a write that was
+                    // lost. Reported, so the journal restores what follows.
+                    let why = "zeroed block with written bytes after it (a lost write)";
+                    scan.dropped.push(dropped(pos, why.into()));
+                } else {
+                    scan.ends_in_zeros = true;
+                }
+                // Padding after the last frame is part of the valid prefix.
+                scan.valid_end = scan.valid_end.max(frame::align_down(pos));
+            }
+        }
     }
+    scan
 }
