@@ -30,7 +30,8 @@ use tidewater_kafka::stats::{Api, KafkaStats, TopicStats};
 use tidewater_shards::pipeline::JobStats;
 use tidewater_shards::sink::SinkHandle;
 
-/// How often each core copies its counters into the registry.
+/// How often each core copies its counters into the registry, unless
+/// `metrics_interval_ms` says otherwise.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 type Labels = Vec<(String, String)>;
@@ -210,6 +211,8 @@ pub struct Metrics {
     /// Failed admin TLS handshakes are logged through this, apart from refusals.
     admin_tls_log: std::sync::Mutex<tidewater_kafka::LogThrottle>,
     pub schema_registry: crate::schema_registry::RegistryStats,
+    /// How often each core's [`sync`] runs.
+    sync_interval: Duration,
 }
 
 impl Metrics {
@@ -452,7 +455,14 @@ impl Metrics {
             cores,
             stopping: AtomicBool::new(false),
             savepoints: Default::default(),
+            sync_interval: SYNC_INTERVAL,
         }
+    }
+
+    /// Sets how often each core copies its counters into the registry.
+    pub fn with_sync_interval(mut self, every: Duration) -> Metrics {
+        self.sync_interval = every;
+        self
     }
 
     /// What a core's recovery found: damage makes the server run degraded.
@@ -742,7 +752,7 @@ impl CoreSources {
 }
 
 /// Runs on each core until the server stops: copies the core's counters into the
-/// registry every [`SYNC_INTERVAL`].
+/// registry every [`Metrics::with_sync_interval`] ([`SYNC_INTERVAL`] by default).
 pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl Fn() -> bool) {
     let s = shard.to_string();
     let l = labels(&[("shard", &s)]);
@@ -792,8 +802,8 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
         }
         // A timer that fires late means the core was not free to run it: a stall.
         let asked = Instant::now();
-        wait_tick(asked + SYNC_INTERVAL, src.kafka.as_mut()).await;
-        let late = asked.elapsed().saturating_sub(SYNC_INTERVAL);
+        wait_tick(asked + m.sync_interval, src.kafka.as_mut()).await;
+        let late = asked.elapsed().saturating_sub(m.sync_interval);
         lateness.observe(late.as_secs_f64());
         if late > STALL {
             stalls.inc();

@@ -266,7 +266,7 @@ pub fn serve(settings: Settings) -> Result<i32> {
     // Cores that have finished the deletions an interrupted DeleteTopics left.
     let cleaned: Arc<Signal> = Default::default();
     let any_deleting = !deleting.is_empty();
-    let metrics = Arc::new(Metrics::new(cpus.len()));
+    let metrics = Arc::new(Metrics::new(cpus.len()).with_sync_interval(settings.metrics_interval));
     let security = security_at_start(&settings)?;
     serve_admin(&settings, &metrics)?;
     let (registry, link) = registry_front(&settings, &metrics);
