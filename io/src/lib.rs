@@ -26,5 +26,5 @@ pub mod wait;
 pub use config::{Durability, LogConfig};
 pub use error::{FsError, LogError, Result};
 pub use journal::{Damaged, Dropped};
-pub use ledger::{Entry, PartitionLimits};
+pub use ledger::{Entry, PartitionLimits, Payload};
 pub use log::{Appended, LogStats, Lost, RecoveryReport, Reserved, ShardLog, CLEAN_STOP_FILE};

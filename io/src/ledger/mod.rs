@@ -52,7 +52,54 @@ pub struct Entry {
     pub base_offset: u64,
     pub record_count: u32,
     pub timestamp_ms: i64,
-    pub payload: Vec<u8>,
+    pub payload: Payload,
+}
+
+/// A batch's bytes: a slice of the buffer a segment read filled, shared by every
+/// batch of that read (no copy, no allocation), or bytes of its own (taken from
+/// the chunks in memory, which are still being filled). Holding one keeps its read
+/// buffer alive; readers use the bytes and drop them.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    Read(glommio::io::ReadResult),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Read(r) => r,
+            Payload::Owned(v) => v,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Payload {
+        Payload::Owned(v)
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Payload {}
+
+impl PartialEq<Vec<u8>> for Payload {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        **self == other[..]
+    }
+}
+
+impl PartialEq<[u8]> for Payload {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
 }
 
 impl Entry {

@@ -6,10 +6,10 @@
 //! (which is exactly what was acknowledged). Never writes.
 
 use super::chunk::Chunk;
-use super::{Entry, Ledger};
+use super::{Entry, Ledger, Payload};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, Kind, Step, HEADER_LEN};
-use glommio::io::DmaFile;
+use glommio::io::{DmaFile, ReadResult};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
@@ -81,7 +81,14 @@ impl Ledger {
             match frame::Scanner::new(&buf, pos, buf.len()).next() {
                 Some(Step::Frame { pos: at, header }) if header.kind == Kind::Data => {
                     pos = at + header.frame_len();
-                    if !got.add(&header, &buf[at..]) {
+                    let payload = || {
+                        let (from, len) = (at + HEADER_LEN, header.payload_len as usize);
+                        ReadResult::slice(&buf, from, len).map_or_else(
+                            || Payload::Owned(buf[from..from + len].to_vec()),
+                            Payload::Read,
+                        )
+                    };
+                    if !got.add(&header, payload) {
                         break;
                     }
                 }
@@ -123,9 +130,9 @@ impl Gathered {
         }
     }
 
-    /// Takes the frame at the start of `frame` (described by `header`); `false`
+    /// Takes the frame `header` describes, whose payload `payload` gives; `false`
     /// once the read is full and the frame was left out.
-    fn add(&mut self, header: &Header, frame: &[u8]) -> bool {
+    fn add(&mut self, header: &Header, payload: impl FnOnce() -> Payload) -> bool {
         if header.end_offset() <= self.from {
             return true;
         }
@@ -138,18 +145,18 @@ impl Gathered {
             base_offset: header.base_offset,
             record_count: header.record_count,
             timestamp_ms: header.timestamp_ms,
-            payload: frame[HEADER_LEN..header.frame_len()].to_vec(),
+            payload: payload(),
         });
         true
     }
 }
 
-async fn read_range(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
-    let r = file
-        .read_at(pos, len)
+/// The bytes of `[pos, pos + len)`, in the buffer the device filled: the entries
+/// read from it share it.
+async fn read_range(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<ReadResult> {
+    file.read_at(pos, len)
         .await
-        .map_err(|e| LogError::io("reading", path, e))?;
-    Ok(r.to_vec())
+        .map_err(|e| LogError::io("reading", path, e))
 }
 
 fn read_chunks(chunks: &VecDeque<Chunk>, got: &mut Gathered) {
@@ -163,7 +170,8 @@ fn read_chunks(chunks: &VecDeque<Chunk>, got: &mut Gathered) {
         for &(_, pos) in &c.entries[first..] {
             let pos = pos as usize;
             let header = frame::decode_own(&bytes[pos..]);
-            if !got.add(&header, &bytes[pos..]) {
+            let payload = &bytes[pos + HEADER_LEN..pos + header.frame_len()];
+            if !got.add(&header, || Payload::Owned(payload.to_vec())) {
                 return;
             }
         }
