@@ -839,6 +839,30 @@ mod tests {
     }
 
     #[test]
+    fn metrics_interval_comes_from_the_flag_then_the_file_and_is_bounded() {
+        let resolve = |file: &str, flag: Option<u64>| {
+            let kafka = KafkaFlags {
+                metrics_interval_ms: flag,
+                ..Default::default()
+            };
+            let file: FileConfig = toml::from_str(file).unwrap();
+            Settings::resolve(file, None, None, &StorageFlags::default(), &kafka)
+                .map(|s| s.metrics_interval.as_millis())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(resolve("", None), Ok(500));
+        assert_eq!(resolve("metrics_interval_ms = 50", None), Ok(50));
+        assert_eq!(resolve("metrics_interval_ms = 50", Some(20)), Ok(20));
+        for bad in [Some(9), Some(60_001)] {
+            let err = resolve("", bad).unwrap_err();
+            assert!(
+                err.contains("metrics_interval_ms must be between 10 and 60000"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn core_selection_parses() {
         assert_eq!("all".parse(), Ok(CoreSelection::All));
         assert_eq!("2".parse(), Ok(CoreSelection::Count(2)));

@@ -58,8 +58,9 @@ pub struct Entry {
 /// A batch's bytes: a slice of the buffer a segment read filled, shared by every
 /// batch of that read (no copy, no allocation), or bytes of its own (taken from
 /// the chunks in memory, which are still being filled). Holding one keeps its read
-/// buffer alive; readers use the bytes and drop them.
-#[derive(Clone, Debug)]
+/// buffer alive, so readers use the bytes and drop them, and whatever keeps entries
+/// takes `Owned` copies. Like the buffer, it stays on its core (`!Send`).
+#[derive(Clone)]
 pub enum Payload {
     Read(glommio::io::ReadResult),
     Owned(Vec<u8>),
@@ -73,6 +74,13 @@ impl std::ops::Deref for Payload {
             Payload::Read(r) => r,
             Payload::Owned(v) => v,
         }
+    }
+}
+
+/// The bytes, as a `Vec<u8>` shows them (test failures compare payloads).
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
     }
 }
 

@@ -82,9 +82,9 @@ impl Ledger {
                 Some(Step::Frame { pos: at, header }) if header.kind == Kind::Data => {
                     pos = at + header.frame_len();
                     let payload = || {
-                        let (from, len) = (at + HEADER_LEN, header.payload_len as usize);
-                        ReadResult::slice(&buf, from, len).map_or_else(
-                            || Payload::Owned(buf[from..from + len].to_vec()),
+                        let (first, len) = (at + HEADER_LEN, header.payload_len as usize);
+                        ReadResult::slice(&buf, first, len).map_or_else(
+                            || Payload::Owned(buf[first..first + len].to_vec()),
                             Payload::Read,
                         )
                     };
