@@ -7,43 +7,53 @@
 //! kafka-protocol's decoder reads these batches back in the tests, and the
 //! compressed path still goes through its encoder.
 
+use bytes::{BufMut, Bytes, BytesMut};
+
 const HEADER_LEN: usize = 61;
 
-/// Builds one batch; `finish` completes the header and returns the bytes.
+/// Builds one batch in place; `take` completes the header and hands the bytes over
+/// without a copy (the buffer's unused capacity serves the next batch).
 pub struct BatchWriter {
-    buf: Vec<u8>,
+    buf: BytesMut,
+    capacity: usize,
     count: i32,
     base_ts: i64,
     max_ts: i64,
-    record: Vec<u8>,
 }
 
 /// Appends `v` as a zigzag varint: Kafka's varint and varlong, and Avro's int and
 /// long, are the same encoding.
-pub fn varint(out: &mut Vec<u8>, v: i64) {
+pub fn varint(out: &mut impl BufMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
-        out.push(z as u8 | 0x80);
+        out.put_u8(z as u8 | 0x80);
         z >>= 7;
     }
-    out.push(z as u8);
+    out.put_u8(z as u8);
+}
+
+/// The bytes [`varint`] writes for `v`.
+fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 impl BatchWriter {
     pub fn new(capacity: usize) -> BatchWriter {
         BatchWriter {
-            buf: Vec::with_capacity(capacity),
+            buf: BytesMut::with_capacity(capacity),
+            capacity,
             count: 0,
             base_ts: 0,
             max_ts: i64::MIN,
-            record: Vec::with_capacity(512),
         }
     }
 
-    /// Starts a new batch (the buffer is reused).
+    /// Starts a new batch.
     pub fn clear(&mut self) {
         self.buf.clear();
-        self.buf.resize(HEADER_LEN, 0);
+        self.buf.reserve(self.capacity);
+        self.buf.put_bytes(0, HEADER_LEN);
         self.count = 0;
         self.max_ts = i64::MIN;
     }
@@ -56,7 +66,8 @@ impl BatchWriter {
         self.count == 0
     }
 
-    /// Appends a record with a key and a value.
+    /// Appends a record with a key and a value, written straight into the batch:
+    /// its length is known before its bytes.
     pub fn push(&mut self, key: &[u8], value: &[u8], timestamp_ms: i64) {
         if self.buf.len() < HEADER_LEN {
             self.clear();
@@ -64,24 +75,33 @@ impl BatchWriter {
         if self.count == 0 {
             self.base_ts = timestamp_ms;
         }
-        let r = &mut self.record;
-        r.clear();
-        r.push(0); // attributes
-        varint(r, timestamp_ms - self.base_ts);
-        varint(r, i64::from(self.count)); // offset delta
-        varint(r, key.len() as i64);
-        r.extend_from_slice(key);
-        varint(r, value.len() as i64);
-        r.extend_from_slice(value);
-        varint(r, 0); // headers
-        varint(&mut self.buf, r.len() as i64);
-        self.buf.extend_from_slice(r);
+        let delta = timestamp_ms - self.base_ts;
+        let (klen, vlen) = (key.len() as i64, value.len() as i64);
+        let len = 1
+            + varint_len(delta)
+            + varint_len(i64::from(self.count))
+            + varint_len(klen)
+            + key.len()
+            + varint_len(vlen)
+            + value.len()
+            + 1;
+        let b = &mut self.buf;
+        varint(b, len as i64);
+        b.put_u8(0); // attributes
+        varint(b, delta);
+        varint(b, i64::from(self.count)); // offset delta
+        varint(b, klen);
+        b.put_slice(key);
+        varint(b, vlen);
+        b.put_slice(value);
+        varint(b, 0); // headers
         self.count += 1;
         self.max_ts = self.max_ts.max(timestamp_ms);
     }
 
-    /// Completes the header (lengths, timestamps, CRC32C) and returns the batch.
-    pub fn finish(&mut self) -> &[u8] {
+    /// Completes the header (lengths, timestamps, CRC32C) and returns the batch; the
+    /// writer is empty afterwards.
+    pub fn take(&mut self) -> Bytes {
         let b = &mut self.buf;
         let batch_len = (b.len() - 12) as i32;
         b[0..8].copy_from_slice(&0i64.to_be_bytes()); // base offset: the broker's
@@ -98,7 +118,8 @@ impl BatchWriter {
         b[57..61].copy_from_slice(&self.count.to_be_bytes());
         let crc = crc32c::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
-        &self.buf
+        self.count = 0;
+        self.buf.split().freeze()
     }
 }
 
@@ -106,6 +127,29 @@ impl BatchWriter {
 mod tests {
     use super::*;
     use kafka_protocol::records::RecordBatchDecoder;
+
+    #[test]
+    fn varint_len_is_what_varint_writes() {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            64,
+            -64,
+            -65,
+            8191,
+            8192,
+            i64::MAX,
+            i64::MIN,
+            300,
+            -300,
+        ] {
+            let mut out = Vec::new();
+            varint(&mut out, v);
+            assert_eq!(varint_len(v), out.len(), "{v}");
+        }
+    }
 
     #[test]
     fn kafka_protocol_reads_it_back_exactly() {
@@ -119,7 +163,7 @@ mod tests {
                 1_700_000_000_000 + (i as i64 % 7) * 13,
             );
         }
-        let mut bytes = bytes::Bytes::copy_from_slice(w.finish());
+        let mut bytes = w.take();
         let set = RecordBatchDecoder::decode(&mut bytes).expect("valid batch, CRC included");
         let records = set.records;
         assert_eq!(records.len(), 300);
@@ -133,7 +177,7 @@ mod tests {
         // Reused for the next batch.
         w.clear();
         w.push(b"x", b"y", 5);
-        let mut bytes = bytes::Bytes::copy_from_slice(w.finish());
+        let mut bytes = w.take();
         assert_eq!(
             RecordBatchDecoder::decode(&mut bytes)
                 .unwrap()

@@ -127,22 +127,74 @@ fn send<R: Encodable>(
     correlation_id: i32,
     body: &R,
 ) -> std::io::Result<usize> {
+    let mut buf = RequestBuffer::default();
+    let frame = encode_request(&mut buf, api, version, correlation_id, body)?;
+    s.write_all(frame)?;
+    s.flush()?;
+    Ok(frame.len())
+}
+
+/// A buffer requests are encoded into, kept from one request to the next so a
+/// connection's requests grow it once instead of each growing it from empty.
+#[derive(Default)]
+pub struct RequestBuffer(BytesMut);
+
+/// Encodes one request, size prefix and header included, into `buf`.
+fn encode_request<'b, R: Encodable>(
+    buf: &'b mut RequestBuffer,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> std::io::Result<&'b [u8]> {
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str("tidewater-loadgen")));
-    let mut buf = BytesMut::with_capacity(1024);
+    let buf = &mut buf.0;
+    buf.clear();
     buf.put_i32(0);
     header
-        .encode(&mut buf, api.request_header_version(version))
-        .and_then(|_| body.encode(&mut buf, version))
+        .encode(buf, api.request_header_version(version))
+        .and_then(|_| body.encode(buf, version))
         .map_err(|e| io_err(format!("encoding {api:?}: {e}")))?;
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
-    s.write_all(&buf)?;
-    s.flush()?;
-    Ok(buf.len())
+    Ok(&buf[..])
+}
+
+/// The produce request the generator sends (acks=all, one topic): `batches` are
+/// (partition, record batch). Returns the bytes to write.
+pub fn produce_request<'b>(
+    buf: &'b mut RequestBuffer,
+    topic: &str,
+    batches: Vec<(i32, Bytes)>,
+    correlation_id: i32,
+) -> std::io::Result<&'b [u8]> {
+    let req = produce_request_of(
+        -1,
+        TopicName(StrBytes::from_string(topic.to_string())),
+        batches,
+    );
+    encode_request(buf, ApiKey::Produce, PRODUCE_VERSION, correlation_id, &req)
+}
+
+fn produce_request_of(acks: i16, topic: TopicName, batches: Vec<(i32, Bytes)>) -> ProduceRequest {
+    let partition_data = batches
+        .into_iter()
+        .map(|(index, batch)| {
+            PartitionProduceData::default()
+                .with_index(index)
+                .with_records(Some(batch))
+        })
+        .collect();
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic)
+            .with_partition_data(partition_data)])
 }
 
 /// Reads one response body (after its header).
@@ -444,6 +496,7 @@ fn connection(
     // through kafka-protocol's encoder.
     let plain = matches!(opts.compression, Compression::None);
     let mut writer = batch::BatchWriter::new(opts.batch_events as usize * 340 + 64);
+    let mut request = RequestBuffer::default();
     let mut correlation = 0i32;
     let mut value = Vec::with_capacity(320);
     let mut key = Vec::with_capacity(16);
@@ -473,7 +526,7 @@ fn connection(
                 continue;
             }
         }
-        let mut partition_data = Vec::with_capacity(plan.partitions.len());
+        let mut batches = Vec::with_capacity(plan.partitions.len());
         let mut in_request = 0u64;
         let ts_now =
             origin_ms + (started.elapsed().as_secs_f64() * 1000.0 * opts.time_scale) as i64;
@@ -517,7 +570,7 @@ fn connection(
                 }
             }
             let batch = if plain {
-                Bytes::copy_from_slice(writer.finish())
+                writer.take()
             } else {
                 let mut batch = BytesMut::new();
                 RecordBatchEncoder::encode(&mut batch, &records, &encode_options)
@@ -525,20 +578,20 @@ fn connection(
                 batch.freeze()
             };
             in_request += u64::from(opts.batch_events);
-            partition_data.push(
-                PartitionProduceData::default()
-                    .with_index(*partition as i32)
-                    .with_records(Some(batch)),
-            );
+            batches.push((*partition as i32, batch));
         }
-        let req = ProduceRequest::default()
-            .with_acks(opts.acks)
-            .with_timeout_ms(30_000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic.clone())
-                .with_partition_data(partition_data)]);
+        let req = produce_request_of(opts.acks, topic.clone(), batches);
         correlation = correlation.wrapping_add(1);
-        out.bytes += send(&mut s, ApiKey::Produce, PRODUCE_VERSION, correlation, &req)? as u64;
+        let frame = encode_request(
+            &mut request,
+            ApiKey::Produce,
+            PRODUCE_VERSION,
+            correlation,
+            &req,
+        )?;
+        s.write_all(frame)?;
+        s.flush()?;
+        out.bytes += frame.len() as u64;
         out.sent += in_request;
         live.sent.fetch_add(in_request, Ordering::Relaxed);
         if opts.acks == 0 {
