@@ -386,6 +386,30 @@ fn window_update(c: &mut Criterion) {
             }
         })
     });
+    // Every key once per 100k events (each device reports in turn, as in the
+    // reference load): no entry is still in cache when its next event comes.
+    let all: Vec<Vec<u8>> = (0..DEVICES)
+        .map(|i| format!("device-{:06}", (u64::from(i) * 7919 % u64::from(DEVICES))).into_bytes())
+        .collect();
+    g.throughput(Throughput::Elements(u64::from(DEVICES)));
+    g.bench_function("update, 100k open keys touched in turn", |b| {
+        let mut w = Windows::new(layout(), 60_000, 0, 10_000_000);
+        let mut off = 0u64;
+        b.iter(|| {
+            for k in &all {
+                off += 1;
+                w.apply(
+                    k,
+                    &vals,
+                    Position {
+                        ts: 2_000,
+                        partition: 0,
+                        offset: off,
+                    },
+                );
+            }
+        })
+    });
     // Per key from here on: one element = one row of the fired window.
     g.throughput(Throughput::Elements(u64::from(DEVICES)));
     g.bench_function("fire a window of 100k keys (per key)", |b| {
