@@ -610,6 +610,18 @@ fn log_config(
     set!(ledger_flush_interval_ms, ledger_flush_interval_ms);
     set!(ledger_pending_bytes_max, ledger_pending_bytes_max);
     set!(batch_bytes_max, batch_bytes_max);
+    if flags
+        .ledger_segment_bytes
+        .or(file.ledger_segment_bytes)
+        .is_none()
+    {
+        // The default grows to hold the largest batch: only a size given
+        // explicitly can be too small for batch_bytes_max.
+        let block = tidewater_io::frame::BLOCK as u64;
+        log.ledger_segment_bytes = log
+            .ledger_segment_bytes
+            .max(log.ledger_segment_bytes_min().next_multiple_of(block));
+    }
     log.retention_bytes = flags.retention_bytes.or(file.retention_bytes);
     log.retention_ms = flags.retention_ms.or(file.retention_ms);
     log.validate()?;
@@ -835,7 +847,30 @@ mod tests {
         let d = LogConfig::new(PathBuf::new(), PathBuf::new(), 0);
         assert_eq!(s.log.journal_segment_bytes, d.journal_segment_bytes);
         assert_eq!(s.log.journal_flush_bytes_max, d.journal_flush_bytes_max);
+        assert_eq!(s.log.ledger_segment_bytes, d.ledger_segment_bytes);
         assert_eq!(s.topics[0].partitions, 8);
+    }
+
+    #[test]
+    fn the_default_ledger_segment_grows_to_hold_a_flush_and_the_largest_batch() {
+        let resolve = |text: &str| {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            let flags = StorageFlags::default();
+            Settings::resolve(file, None, None, &flags, &KafkaFlags::default())
+                .map(|s| s.log.ledger_segment_bytes)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(resolve(""), Ok(32 << 20));
+        // A ledger held back in 64 MiB flushes (as tests/hostile.rs does).
+        let big = "ledger_flush_bytes = 67108864\n";
+        let grown = resolve(big).unwrap();
+        assert!(grown >= (64 << 20) + 48 + (1 << 20) + 4096, "{grown}");
+        assert_eq!(grown % 4096, 0);
+        let err = resolve(&format!("{big}ledger_segment_bytes = 33554432\n")).unwrap_err();
+        assert!(
+            err.contains("ledger_segment_bytes (33554432) must be at least"),
+            "{err}"
+        );
     }
 
     #[test]

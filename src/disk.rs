@@ -25,7 +25,7 @@ pub const EVENTS_PER_SEC_PER_CORE_MAX: u64 = 1_500_000;
 /// segment (the reference job's 8 input and 8 output partitions, and the offsets
 /// partition) and each core's journal ring, at the default sizes.
 pub fn preallocated_bytes(cores: u64) -> u64 {
-    let ledger = 17 * (128 << 20);
+    let ledger = 17 * (32 << 20);
     let journal = cores * 4 * (64 << 20);
     ledger + journal
 }

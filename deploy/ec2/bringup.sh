@@ -161,7 +161,7 @@ say "journal device $JOURNAL_DEVICE, ledger device $LEDGER_DEVICE"
 #   ext4 -E lazy_*_init=0: initialize inode tables and the fs journal now, not in a
 #     background thread competing with the first hours of traffic.
 #   -m 0: no root-reserved blocks; the service does not run as root.
-#   -T largefile: one inode per MiB; segments are 64-128 MiB, so millions of inodes
+#   -T largefile: one inode per MiB; segments are 32-128 MiB, so millions of inodes
 #     are still spare and mkfs has less to write.
 format_device() {
   local dev=$1 label=$2 have

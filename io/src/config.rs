@@ -89,7 +89,7 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
-    /// Defaults that run on a laptop: a 256 MiB journal ring, 128 MiB ledger segments.
+    /// Defaults that run on a laptop: a 256 MiB journal ring, 32 MiB ledger segments.
     pub fn new(journal_dir: PathBuf, ledger_dir: PathBuf, shard: u32) -> Self {
         LogConfig {
             journal_dir,
@@ -101,7 +101,7 @@ impl LogConfig {
             journal_segment_bytes: 64 << 20,
             journal_segments: 4,
             journal_flush_bytes_max: 2 << 20,
-            ledger_segment_bytes: 128 << 20,
+            ledger_segment_bytes: 32 << 20,
             ledger_flush_bytes: 1 << 20,
             ledger_flush_interval_ms: 1000,
             ledger_pending_bytes_max: 64 << 20,
@@ -136,6 +136,12 @@ impl LogConfig {
     /// Largest frame (header + batch) the log writes.
     pub fn frame_bytes_max(&self) -> usize {
         HEADER_LEN + self.batch_bytes_max
+    }
+
+    /// The smallest ledger segment these limits allow: one flush and a largest
+    /// frame after it, and a block for the seal.
+    pub fn ledger_segment_bytes_min(&self) -> u64 {
+        (self.ledger_flush_bytes + self.frame_bytes_max() + BLOCK) as u64
     }
 
     /// Checks that the limits fit each other; says which one does not.
@@ -175,7 +181,7 @@ impl LogConfig {
                 self.journal_segment_bytes
             ));
         }
-        let ledger_min = (self.ledger_flush_bytes + self.frame_bytes_max() + BLOCK) as u64;
+        let ledger_min = self.ledger_segment_bytes_min();
         if self.ledger_segment_bytes < ledger_min {
             return fail(format!(
                 "ledger_segment_bytes ({}) must be at least ledger_flush_bytes + batch_bytes_max + 4 KiB ({ledger_min})",

@@ -219,7 +219,7 @@ impl Ledger {
             .map_err(|e| LogError::io("reading size of", &path, e))?;
         let mut bytes = if active {
             // Preallocated: read up to the zeros after the last write, not to
-            // the end (128 MiB by default, most of it never written).
+            // the end (32 MiB by default, most of it never written).
             let zeros = self.limits.frame_bytes_max + frame::BLOCK;
             crate::journal::read_until_zeros(&file, &path, size, zeros).await?
         } else {

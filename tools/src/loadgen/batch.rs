@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 const HEADER_LEN: usize = 61;
 
 /// Builds one batch in place; `take` completes the header and hands the bytes over
-/// without a copy (the buffer's unused capacity serves the next batch).
+/// without a copy (the next batch gets a buffer of its own while they live).
 pub struct BatchWriter {
     buf: BytesMut,
     capacity: usize,
