@@ -50,8 +50,12 @@ fn commit_buckets() -> Histogram {
 }
 
 fn fire_buckets() -> Histogram {
-    // 1 ms .. ~65 s
-    Histogram::new(exponential_buckets(1e-3, 2.0, 17))
+    // 1 ms .. 60 s; finer from 50 ms to 1 s, where fire-latency goals and alerts
+    // sit (doubling buckets made any p99 between 128 and 256 ms read as ~255 ms).
+    Histogram::new([
+        0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4,
+        0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+    ])
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
