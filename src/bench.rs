@@ -333,7 +333,8 @@ struct Live {
     ack_ms: (f64, f64, f64),
     fire_ms: (Option<f64>, Option<f64>),
     /// Fires the fire latency percentiles come from (a window fired on a core into
-    /// the topic sink is one): with a handful, the p99 is their largest.
+    /// the measured sink, ClickHouse with --clickhouse, else the topic, is one):
+    /// with a handful, the p99 is their largest.
     fires: u64,
     verified: bool,
     why_not: Vec<String>,
