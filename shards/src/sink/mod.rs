@@ -250,6 +250,21 @@ pub fn file_output_name(file: &std::path::Path) -> String {
 /// Rows (key, window_start) already in the output topic after the checkpoint.
 type Written = std::collections::HashSet<(Box<[u8]>, i64)>;
 
+/// The rows of `f` to write: those not in the output topic since the checkpoint.
+/// Reads `written` only, so a delivery retried after a failure skips the same rows.
+fn unwritten_rows<'f>(written: &'f Written, f: &'f Fired) -> impl Iterator<Item = usize> + 'f {
+    (0..f.rows())
+        .filter(move |&i| written.is_empty() || !written.contains(&(f.keys[i].clone(), f.start)))
+}
+
+/// After `f` is delivered: its window will not come again, so what was written of
+/// it before the restart need not be remembered.
+fn forget_window(written: &mut Written, f: &Fired) {
+    if !written.is_empty() {
+        written.retain(|&(_, start)| start != f.start);
+    }
+}
+
 enum Target {
     Topic(TopicTarget, Written),
     Clickhouse {
@@ -355,11 +370,8 @@ impl SinkTask {
                 // when the sink topic has as many partitions as the source), else one of
                 // this core's partitions chosen by the key.
                 let mut by_partition: Vec<Vec<topic::OutRecord>> = vec![Vec::new(); t.local.len()];
-                for i in 0..f.rows() {
+                for i in unwritten_rows(written, f) {
                     let key = &f.keys[i];
-                    if !written.is_empty() && written.remove(&(key.clone(), f.start)) {
-                        continue; // written before the restart
-                    }
                     let p = crate::partitioner::partition_for(key, t.partitions);
                     let slot = t
                         .local
@@ -384,7 +396,11 @@ impl SinkTask {
                     .collect();
                 topic::append_all(&self.log, &parts)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                // Only once the rows are in: a retry after a failed append must
+                // skip the same rows again.
+                forget_window(written, f);
+                Ok(())
             }
             Target::Clickhouse {
                 client,
@@ -466,7 +482,44 @@ async fn clickhouse(client: &mut http::Client, query: &str, body: &[u8]) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use super::window_start;
+    use super::{forget_window, unwritten_rows, window_start, Written};
+    use crate::pipeline::window::Fired;
+
+    #[test]
+    fn a_retried_delivery_skips_the_same_rows_until_one_succeeds() {
+        let fired = |start: i64| Fired {
+            start,
+            end: start + 60_000,
+            keys: vec![
+                b"a".to_vec().into(),
+                b"b".to_vec().into(),
+                b"c".to_vec().into(),
+            ],
+            slab: vec![0; 3],
+            watermark: start + 60_000,
+            due: std::time::Instant::now(),
+        };
+        let (w1, w2) = (fired(0), fired(60_000));
+        let mut written: Written = [(b"b".to_vec().into(), 0), (b"a".to_vec().into(), 60_000)]
+            .into_iter()
+            .collect();
+        // A failed append and its retry: the same rows both times.
+        for _ in 0..2 {
+            assert_eq!(
+                unwritten_rows(&written, &w1).collect::<Vec<_>>(),
+                vec![0, 2]
+            );
+        }
+        forget_window(&mut written, &w1);
+        assert_eq!(written.len(), 1, "only the delivered window is forgotten");
+        assert_eq!(
+            unwritten_rows(&written, &w2).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        forget_window(&mut written, &w2);
+        assert!(written.is_empty());
+        assert_eq!(unwritten_rows(&written, &w2).count(), 3);
+    }
 
     #[test]
     fn window_start_is_read_as_json_not_found_in_text() {
