@@ -25,8 +25,9 @@ pub const EVENTS_PER_SEC_PER_CORE_MAX: u64 = 1_500_000;
 /// segment (the reference job's 8 input and 8 output partitions, and the offsets
 /// partition) and each core's journal ring, at the default sizes.
 pub fn preallocated_bytes(cores: u64) -> u64 {
-    let ledger = 17 * (32 << 20);
-    let journal = cores * 4 * (64 << 20);
+    let d = tidewater_io::LogConfig::new(Default::default(), Default::default(), 0);
+    let ledger = 17 * d.ledger_segment_bytes;
+    let journal = cores * u64::from(d.journal_segments) * d.journal_segment_bytes;
     ledger + journal
 }
 

@@ -334,10 +334,9 @@ fn scan_frames(bytes: &[u8], id: u32, base: u64, path: &Path) -> FrameScan {
                 break;
             }
             Step::End { pos, why } => {
-                let zeros_after = bytes[pos.min(bytes.len())..].iter().all(|&b| b == 0);
                 if why != frame::Invalid::Zeroed {
                     scan.dropped.push(dropped(pos, why.to_string()));
-                } else if !zeros_after {
+                } else if !bytes[pos.min(bytes.len())..].iter().all(|&b| b == 0) {
                     // Written bytes after a block of zeros: a write that was
                     // lost. Reported, so the journal restores what follows.
                     let why = "zeroed block with written bytes after it (a lost write)";

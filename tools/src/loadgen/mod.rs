@@ -127,8 +127,26 @@ fn send<R: Encodable>(
     correlation_id: i32,
     body: &R,
 ) -> std::io::Result<usize> {
-    let mut buf = RequestBuffer::default();
-    let frame = encode_request(&mut buf, api, version, correlation_id, body)?;
+    send_in(
+        s,
+        &mut RequestBuffer::default(),
+        api,
+        version,
+        correlation_id,
+        body,
+    )
+}
+
+/// [`send`], encoding into `buf` (kept by a connection across its requests).
+fn send_in<R: Encodable>(
+    s: &mut impl Write,
+    buf: &mut RequestBuffer,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> std::io::Result<usize> {
+    let frame = encode_request(buf, api, version, correlation_id, body)?;
     s.write_all(frame)?;
     s.flush()?;
     Ok(frame.len())
@@ -582,16 +600,15 @@ fn connection(
         }
         let req = produce_request_of(opts.acks, topic.clone(), batches);
         correlation = correlation.wrapping_add(1);
-        let frame = encode_request(
+        let sent = send_in(
+            &mut s,
             &mut request,
             ApiKey::Produce,
             PRODUCE_VERSION,
             correlation,
             &req,
         )?;
-        s.write_all(frame)?;
-        s.flush()?;
-        out.bytes += frame.len() as u64;
+        out.bytes += sent as u64;
         out.sent += in_request;
         live.sent.fetch_add(in_request, Ordering::Relaxed);
         if opts.acks == 0 {
