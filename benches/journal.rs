@@ -5,6 +5,9 @@
 //! - `append_64k/{always,interval,never}`: ShardLog appends of 64 KiB batches from 64
 //!   concurrent appenders; journal on the disk under test, ledger in `/dev/shm` (its
 //!   own device, as in production where they sit on separate NVMe drives).
+//! - `append_6k_4p/never`: appends of 6 KiB to 4 partitions from 64 appenders,
+//!   interleaved, under `never`: the CPU path of laying out and handing over a write
+//!   of many partitions; CPU per append printed beside it.
 //! - `journal_vs_raw`: rounds alternating raw writes and `never` appends of the same
 //!   bytes, for a ratio that the disk's drift over a run does not skew.
 //! - `group_commit_4k/{odsync,fdatasync}/{1,8,64}`: appends/s of 4 KiB batches under
@@ -272,15 +275,16 @@ fn log_config(journal: &std::path::Path, ledger: &std::path::Path, d: Durability
     cfg
 }
 
-/// Runs `total` appends of `size` bytes from `appenders` tasks; returns the elapsed
-/// time and every append's completion latency.
+/// Runs `total` appends of `size` bytes from `appenders` tasks, appender `a` to
+/// partition `a % partitions`; returns the elapsed time and every append's
+/// completion latency.
 async fn drive(
     log: Rc<ShardLog>,
-    size: usize,
+    (size, partitions): (usize, u32),
     appenders: usize,
     total: u64,
 ) -> (Duration, Vec<u64>) {
-    let payload = Rc::new(vec![0xabu8; size]);
+    let payload = bytes::Bytes::from(vec![0xabu8; size]);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for a in 0..appenders as u64 {
@@ -290,7 +294,8 @@ async fn drive(
             let mut lat = Vec::with_capacity(n as usize);
             for _ in 0..n {
                 let t = Instant::now();
-                log.append(0, &payload, 1, 0).await.unwrap();
+                let p = (a % u64::from(partitions)) as u32;
+                log.append(p, payload.clone(), 1, 0).await.unwrap();
                 lat.push(t.elapsed().as_nanos() as u64);
             }
             lat
@@ -304,9 +309,16 @@ async fn drive(
 }
 
 fn open_log(ex: &LocalExecutor, cfg: LogConfig) -> Rc<ShardLog> {
+    open_log_with(ex, cfg, 1)
+}
+
+/// A log with partitions `bench-0` .. `bench-{n-1}`, ids 0 .. n-1.
+fn open_log_with(ex: &LocalExecutor, cfg: LogConfig, n: u32) -> Rc<ShardLog> {
     ex.run(async move {
         let (log, _) = ShardLog::open(cfg).await.unwrap();
-        log.create_partition("bench").unwrap();
+        for i in 0..n {
+            assert_eq!(log.create_partition(&format!("bench-{i}")).unwrap(), i);
+        }
         Rc::new(log)
     })
 }
@@ -324,7 +336,7 @@ fn append_64k(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter(d), |b| {
             b.iter_custom(|iters| {
                 let log = log.clone();
-                ex.run(async move { drive(log, 64 * KIB, APPENDERS_64K, iters).await.0 })
+                ex.run(async move { drive(log, (64 * KIB, 1), APPENDERS_64K, iters).await.0 })
             })
         });
         let stats = log.stats();
@@ -345,6 +357,44 @@ fn append_64k(c: &mut Criterion) {
         );
     }
     g.finish();
+}
+
+/// Appends of 6 KiB (20 reference events, what `linger.ms=5` gives per partition
+/// at 500K events/s) to 4 partitions from 64 appenders, interleaved as a core's
+/// connections interleave them, under `never`: the CPU path of a journal write
+/// (laying out one run per partition) and of handing its frames to the ledger.
+fn append_6k_4p(c: &mut Criterion) {
+    if !selected("append_6k_4p/never") {
+        return;
+    }
+    let ex = executor();
+    let mut g = c.benchmark_group("append_6k_4p");
+    g.throughput(Throughput::Bytes(6 * KIB as u64));
+    let (jdir, ldir) = (bench_dir(), ledger_dir());
+    let log = open_log_with(
+        &ex,
+        log_config(jdir.path(), ldir.path(), Durability::Never),
+        4,
+    );
+    let cpu = Rc::new(Cell::new((Duration::ZERO, 0u64)));
+    g.bench_function("never", |b| {
+        b.iter_custom(|iters| {
+            let (log, cpu) = (log.clone(), cpu.clone());
+            ex.run(async move {
+                let before = thread_cpu();
+                let elapsed = drive(log, (6 * KIB, 4), APPENDERS_64K, iters).await.0;
+                let (t, n) = cpu.get();
+                cpu.set((t + thread_cpu() - before, n + iters));
+                elapsed
+            })
+        })
+    });
+    g.finish();
+    let (t, n) = cpu.get();
+    note(
+        "append_6k_4p/never CPU us per append (executor thread)",
+        format!("{:.2}", t.as_secs_f64() * 1e6 / n.max(1) as f64),
+    );
 }
 
 /// CPU time of the calling thread, where `LocalExecutor::run` runs its tasks.
@@ -406,7 +456,7 @@ fn journal_vs_raw(_: &mut Criterion) {
                     }
                     _ => {
                         let n = (bytes / (64 * KIB)) as u64;
-                        drive(log, 64 * KIB, APPENDERS_64K, n).await.0
+                        drive(log, (64 * KIB, 1), APPENDERS_64K, n).await.0
                     }
                 }
             });
@@ -488,7 +538,8 @@ fn group_commit_4k(c: &mut Criterion) {
             for (i, &appenders) in APPENDERS.iter().enumerate() {
                 let l = logs[i].0.clone();
                 let n = per_run(appenders);
-                let (elapsed, lat) = ex.run(async move { drive(l, 4 * KIB, appenders, n).await });
+                let (elapsed, lat) =
+                    ex.run(async move { drive(l, (4 * KIB, 1), appenders, n).await });
                 let rate = n as f64 / elapsed.as_secs_f64();
                 if appenders == 1 {
                     single = rate;
@@ -521,7 +572,7 @@ fn group_commit_4k(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(mode, appenders), |b| {
                 b.iter_custom(|iters| {
                     let log = log.clone();
-                    ex.run(async move { drive(log, 4 * KIB, appenders, iters).await.0 })
+                    ex.run(async move { drive(log, (4 * KIB, 1), appenders, iters).await.0 })
                 })
             });
         }
@@ -591,6 +642,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = raw_odirect, append_64k, journal_vs_raw, group_commit_4k, write_report
+    targets = raw_odirect, append_64k, append_6k_4p, journal_vs_raw, group_commit_4k, write_report
 }
 criterion_main!(benches);

@@ -316,8 +316,10 @@ async fn copy_logs_on(settings: &Settings, from: u32, to: u32) -> Result<()> {
             let mut next = start;
             while next < end {
                 for e in old.read(id, next, COPY_READ_BYTES).await? {
+                    // Read buffers live on the core that read them: the batch is copied.
+                    let batch = bytes::Bytes::copy_from_slice(&e.payload);
                     let got = dest
-                        .append(new_id, &e.payload, e.record_count, e.timestamp_ms)
+                        .append(new_id, batch, e.record_count, e.timestamp_ms)
                         .await?;
                     if got.base_offset != e.base_offset {
                         bail!(

@@ -642,7 +642,7 @@ async fn store(s: &Service, records: &[Record]) -> Result<()> {
     s.log
         .append(
             id,
-            &bytes,
+            bytes,
             records.len() as u32,
             tidewater_kafka::groups::now_ms(),
         )

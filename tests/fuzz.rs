@@ -424,7 +424,7 @@ fn written_log(root: &Path, closed: bool) -> tidewater_io::LogConfig {
         let b = log.create_partition("b").unwrap();
         for i in 0..24u32 {
             let p = if i % 3 == 0 { b } else { a };
-            log.append(p, &vec![i as u8; 300 + i as usize * 7], 1 + i % 3, 7)
+            log.append(p, vec![i as u8; 300 + i as usize * 7], 1 + i % 3, 7)
                 .await
                 .unwrap();
         }

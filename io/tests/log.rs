@@ -116,7 +116,7 @@ fn round_trip_across_segments_ring_wrap_and_restarts() {
                         let len = rng.gen_range(10..8000);
                         let count = rng.gen_range(1..50);
                         let a = log
-                            .append(p, &payload(p, i, len), count, 1000)
+                            .append(p, payload(p, i, len), count, 1000)
                             .await
                             .unwrap();
                         assert_eq!(a.durability, Durability::Always);
@@ -172,7 +172,7 @@ fn a_reader_following_appends_sees_every_batch_once_while_chunks_are_written() {
                     // Up to the batch limit: some frames do not fit a chunk's rest.
                     let len = rng.gen_range(10..16_000);
                     let count = rng.gen_range(1..20);
-                    log.append(p, &payload(p, i, len), count, 1000)
+                    log.append(p, payload(p, i, len), count, 1000)
                         .await
                         .unwrap();
                     counts.push(count);
@@ -226,12 +226,12 @@ fn a_clean_stop_leaves_no_stale_journal_bytes_to_mistake_for_damage() {
             // 768 KiB ring wraps, so segments are reused and what follows the last
             // write is the inside of an older frame.
             for i in 0..50 {
-                log.append(p, &payload(p, round * 100 + i, 16_000), 1, 0)
+                log.append(p, payload(p, round * 100 + i, 16_000), 1, 0)
                     .await
                     .unwrap();
             }
             // A small last write ends in the middle of the older writes' frames.
-            log.append(p, &payload(p, round * 100 + 99, 10), 1, 0)
+            log.append(p, payload(p, round * 100 + 99, 10), 1, 0)
                 .await
                 .unwrap();
             log.close().await.unwrap();
@@ -258,7 +258,7 @@ fn large_one_partition_journal_writes_become_ledger_chunks_whole() {
                 let mut out = Vec::new();
                 for n in 0..40u64 {
                     let i = n * 64 + t;
-                    let o = log.append(p, &payload(p, i, 2000), 1, 1000).await.unwrap();
+                    let o = log.append(p, payload(p, i, 2000), 1, 1000).await.unwrap();
                     out.push((o.base_offset, i));
                 }
                 out
@@ -281,7 +281,7 @@ fn large_one_partition_journal_writes_become_ledger_chunks_whole() {
                 let part = if t % 2 == 0 { p } else { q };
                 for n in 0..10u64 {
                     let i = 10_000 + n * 8 + t;
-                    log.append(part, &payload(part, i, 3000), 1, 1000)
+                    log.append(part, payload(part, i, 3000), 1, 1000)
                         .await
                         .unwrap();
                 }
@@ -336,7 +336,7 @@ fn journal_only_log(root: &Path, n: u64) -> LogConfig {
         let (log, _) = ShardLog::open(c).await.unwrap();
         let p = log.create_partition("p").unwrap();
         for i in 0..n {
-            log.append(p, &payload(p, i, 100), 1, 7).await.unwrap();
+            log.append(p, payload(p, i, 100), 1, 7).await.unwrap();
         }
         // Nothing is in a ledger segment yet: the start is still offset 0.
         assert_eq!(log.log_start_offset(p).unwrap(), 0);
@@ -526,7 +526,7 @@ fn torn_tails_keep_the_valid_prefix_and_flipped_frames_lose_only_themselves() {
                 }
                 // New appends continue the dense offsets, and a second recovery
                 // keeps them and drops nothing more.
-                log.append(p, &payload(p, keep, 100), 1, 7).await.unwrap();
+                log.append(p, payload(p, keep, 100), 1, 7).await.unwrap();
                 drop(log);
                 let (log, report) = ShardLog::open(c).await.unwrap();
                 assert!(
@@ -558,7 +558,7 @@ fn retention_deletes_old_segments_and_moves_the_start() {
         let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
         let p = log.create_partition("r").unwrap();
         for i in 0..400 {
-            log.append(p, &payload(p, i, 4000), 1, 1).await.unwrap();
+            log.append(p, payload(p, i, 4000), 1, 1).await.unwrap();
         }
         log.close().await.unwrap();
         let (log, _) = ShardLog::open(cfg).await.unwrap();
@@ -591,7 +591,7 @@ async fn append_for(
             glommio::spawn_local(async move {
                 let mut i = 0;
                 while start.elapsed() < busy {
-                    log.append(p, &payload(p, a << 32 | i, 4000), 1, 1)
+                    log.append(p, payload(p, a << 32 | i, 4000), 1, 1)
                         .await
                         .unwrap();
                     i += 1;
@@ -661,7 +661,7 @@ fn a_partition_can_start_at_a_later_offset() {
         let moved = log.create_partition_at("moved", 500).unwrap();
         for i in 0..100 {
             let got = log
-                .append(moved, &payload(moved, i, 4000), 2, 1)
+                .append(moved, payload(moved, i, 4000), 2, 1)
                 .await
                 .unwrap();
             assert_eq!(got.base_offset, 500 + 2 * i);
@@ -684,7 +684,7 @@ fn a_partition_can_start_at_a_later_offset() {
         // An existing partition is returned as it is, whatever start is asked.
         assert_eq!(log.create_partition_at("moved", 7).unwrap(), moved);
         let got = log
-            .append(empty, &payload(empty, 0, 10), 1, 1)
+            .append(empty, payload(empty, 0, 10), 1, 1)
             .await
             .unwrap();
         assert_eq!(got.base_offset, 1_000);
@@ -709,14 +709,14 @@ fn a_deleted_partition_is_gone_and_its_id_never_returns() {
         let a = log.create_partition("a").unwrap();
         let b = log.create_partition("b").unwrap();
         for i in 0..50 {
-            log.append(a, &payload(a, i, 3000), 1, 1).await.unwrap();
-            log.append(b, &payload(b, i, 3000), 1, 1).await.unwrap();
+            log.append(a, payload(a, i, 3000), 1, 1).await.unwrap();
+            log.append(b, payload(b, i, 3000), 1, 1).await.unwrap();
         }
         // Appends in flight while the delete starts.
         let inflight: Vec<_> = (50..60)
             .map(|i| {
                 let log = log.clone();
-                glommio::spawn_local(async move { log.append(a, &payload(a, i, 3000), 1, 1).await })
+                glommio::spawn_local(async move { log.append(a, payload(a, i, 3000), 1, 1).await })
             })
             .collect();
         glommio::executor().yield_now().await;
@@ -725,7 +725,7 @@ fn a_deleted_partition_is_gone_and_its_id_never_returns() {
             t.await.unwrap();
         }
         assert!(matches!(
-            log.append(a, b"late", 1, 1).await,
+            log.append(a, &b"late"[..], 1, 1).await,
             Err(LogError::UnknownPartition(_))
         ));
         assert!(log.read(a, 0, 1000).await.is_err());
@@ -741,7 +741,7 @@ fn a_deleted_partition_is_gone_and_its_id_never_returns() {
         let a2 = log.create_partition("a").unwrap();
         assert!(a2 != a && a2 != b, "{a2}");
         assert_eq!(log.high_watermark(a2).unwrap(), 0);
-        log.append(a2, &payload(a2, 0, 100), 1, 1).await.unwrap();
+        log.append(a2, payload(a2, 0, 100), 1, 1).await.unwrap();
         log.close().await.unwrap();
         let (log, report) = ShardLog::open(cfg).await.unwrap();
         assert!(report.dropped.is_empty(), "{:?}", report.dropped);
@@ -763,7 +763,7 @@ fn retention_keeps_what_a_checkpoint_may_replay() {
         let p = log.create_partition("r").unwrap();
         log.retain_from(p, Some(250));
         for i in 0..400 {
-            log.append(p, &payload(p, i, 4000), 1, 1).await.unwrap();
+            log.append(p, payload(p, i, 4000), 1, 1).await.unwrap();
         }
         // The ledger syncs (and applies retention) every 50 ms here.
         glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
@@ -774,7 +774,7 @@ fn retention_keeps_what_a_checkpoint_may_replay() {
         );
         // The hold lifted, retention alone decides (as without a hold: start > 250).
         log.retain_from(p, None);
-        log.append(p, &payload(p, 400, 4000), 1, 1).await.unwrap();
+        log.append(p, payload(p, 400, 4000), 1, 1).await.unwrap();
         glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
         let free = log.log_start_offset(p).unwrap();
         assert!(free > 250, "{free}");
@@ -791,7 +791,7 @@ fn superseded_segments_go_without_a_retention_limit_and_only_those() {
         let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
         let p = log.create_partition("compacted").unwrap();
         for i in 0..400 {
-            log.append(p, &payload(p, i, 4000), 1, 1).await.unwrap();
+            log.append(p, payload(p, i, 4000), 1, 1).await.unwrap();
         }
         glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(
@@ -800,7 +800,7 @@ fn superseded_segments_go_without_a_retention_limit_and_only_those() {
             "no limit, nothing goes"
         );
         log.supersede_before(p, 250);
-        log.append(p, &payload(p, 400, 4000), 1, 1).await.unwrap();
+        log.append(p, payload(p, 400, 4000), 1, 1).await.unwrap();
         glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
         let start = log.log_start_offset(p).unwrap();
         assert!(
@@ -837,7 +837,7 @@ fn a_partition_keeps_its_own_segment_size_and_retention() {
             .collect();
         for i in 0..200 {
             for &p in &ids {
-                log.append(p, &payload(p, i, 4000), 1, 1).await.unwrap();
+                log.append(p, payload(p, i, 4000), 1, 1).await.unwrap();
             }
         }
         glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
@@ -859,7 +859,7 @@ fn a_partition_keeps_its_own_segment_size_and_retention() {
         );
         // A change at run time: plain takes the same retention.
         log.set_limits(plain, Some(own(128 << 10, Some(300 << 10))));
-        log.append(plain, &payload(plain, 200, 4000), 1, 1)
+        log.append(plain, payload(plain, 200, 4000), 1, 1)
             .await
             .unwrap();
         glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
@@ -885,7 +885,7 @@ fn deleted_records_stay_deleted_and_their_segments_go() {
         let (log, _) = ShardLog::open(cfg.clone()).await.unwrap();
         let p = log.create_partition("trimmed").unwrap();
         for i in 0..200 {
-            log.append(p, &payload(p, i, 4000), 1, 1).await.unwrap();
+            log.append(p, payload(p, i, 4000), 1, 1).await.unwrap();
         }
         let segments = log.ledger_segments(p);
         assert!(log.delete_records(p, 300).await.is_err(), "past the end");
@@ -922,7 +922,7 @@ fn lost_and_damaged_indexes_are_rebuilt() {
         let (log, _) = ShardLog::open(c).await.unwrap();
         let p = log.create_partition("x").unwrap();
         for i in 0..300 {
-            log.append(p, &payload(p, i, 2000), 2, 1).await.unwrap();
+            log.append(p, payload(p, i, 2000), 2, 1).await.unwrap();
         }
         log.close().await.unwrap();
     });
@@ -1031,15 +1031,15 @@ fn foreign_files_and_bad_settings_are_refused_with_the_file_named() {
         let (log, _) = ShardLog::open(cfg).await.unwrap();
         let p = log.create_partition("ok").unwrap();
         assert!(matches!(
-            log.append(p, &vec![0u8; 17 << 10], 1, 0).await,
+            log.append(p, vec![0u8; 17 << 10], 1, 0).await,
             Err(LogError::BatchTooLarge { .. })
         ));
         assert!(matches!(
-            log.append(p, b"x", 0, 0).await,
+            log.append(p, &b"x"[..], 0, 0).await,
             Err(LogError::EmptyBatch)
         ));
         assert!(matches!(
-            log.append(99, b"x", 1, 0).await,
+            log.append(99, &b"x"[..], 1, 0).await,
             Err(LogError::UnknownPartition(99))
         ));
         assert!(matches!(
@@ -1091,7 +1091,7 @@ fn a_full_device_fails_appends_clearly_and_harms_nothing_acknowledged() {
         let mut acked = 0u64;
         let mut first_err = None;
         for i in 0..2000u64 {
-            match log.append(p, &payload(p, i, 8000), 1, 1).await {
+            match log.append(p, payload(p, i, 8000), 1, 1).await {
                 Ok(a) => {
                     assert_eq!(a.base_offset, acked, "offsets stay dense across failures");
                     acked += 1;
@@ -1206,7 +1206,7 @@ fn a_full_ledger_device_fails_appends_and_they_resume_when_space_returns() {
         let p = log.create_partition("full").unwrap();
         let mut acked = 0u64;
         let err = loop {
-            match log.append(p, &payload(p, acked, 8000), 1, 1).await {
+            match log.append(p, payload(p, acked, 8000), 1, 1).await {
                 Ok(a) => {
                     assert_eq!(a.base_offset, acked);
                     acked += 1;
@@ -1227,7 +1227,7 @@ fn a_full_ledger_device_fails_appends_and_they_resume_when_space_returns() {
         let resumed_from = acked;
         let mut failures = 0;
         while acked < resumed_from + 300 {
-            match log.append(p, &payload(p, acked, 8000), 1, 1).await {
+            match log.append(p, payload(p, acked, 8000), 1, 1).await {
                 Ok(a) => {
                     assert_eq!(a.base_offset, acked, "offsets stay dense across failures");
                     acked += 1;
@@ -1281,7 +1281,7 @@ fn media_damage_anywhere_loses_at_most_the_damaged_frame_with_the_ledger_behind_
             for i in 0..50u64 {
                 let p = if i < 36 && i % 2 == 0 { a } else { b };
                 let k = (p == b) as usize;
-                log.append(p, &payload(p, n[k], 100), 1, 7).await.unwrap();
+                log.append(p, payload(p, n[k], 100), 1, 7).await.unwrap();
                 n[k] += 1;
             }
             if ledger_ahead {
@@ -1424,7 +1424,7 @@ fn a_damaged_segment_header_is_rebuilt_from_its_frames_and_nothing_is_lost() {
                 .count();
             assert_eq!(copies, 1, "{case}: the segment as found, kept");
             // New appends go on densely and survive the next restart.
-            log.append(p, &payload(p, n, 100), 1, 7).await.unwrap();
+            log.append(p, payload(p, n, 100), 1, 7).await.unwrap();
             drop(log);
             let (log, report) = ShardLog::open(c).await.unwrap();
             assert!(report.dropped.is_empty(), "{case}: {:?}", report.dropped);
@@ -1449,7 +1449,7 @@ fn a_clean_stop_is_trusted_once_and_a_crash_after_it_reads_the_journal() {
         assert!(!report.clean_stop);
         let p = log.create_partition("p").unwrap();
         for i in 0..300u64 {
-            log.append(p, &payload(p, i, 900), 1, 7).await.unwrap();
+            log.append(p, payload(p, i, 900), 1, 7).await.unwrap();
         }
         log.close().await.unwrap();
         p
@@ -1469,7 +1469,7 @@ fn a_clean_stop_is_trusted_once_and_a_crash_after_it_reads_the_journal() {
         check_dense(&read_all(&log, first).await, first, &vec![1; 300]);
         // More after the clean start, then a crash: they live in the journal.
         for i in 300..400u64 {
-            log.append(first, &payload(first, i, 900), 1, 7)
+            log.append(first, payload(first, i, 900), 1, 7)
                 .await
                 .unwrap();
         }
@@ -1530,7 +1530,7 @@ fn a_lost_ledger_write_in_the_active_segment_is_restored_from_the_journal() {
         let (log, _) = ShardLog::open(c).await.unwrap();
         let p = log.create_partition("p").unwrap();
         for i in 0..400u64 {
-            log.append(p, &payload(p, i, 900), 1, 7).await.unwrap();
+            log.append(p, payload(p, i, 900), 1, 7).await.unwrap();
         }
         log.close().await.unwrap();
         p

@@ -62,7 +62,7 @@ pub async fn append(cfg: LogConfig, opts: AppendOptions) -> Result<u64> {
                 let mut n = 0u64;
                 while opts.count.is_none_or(|c| n < c) {
                     let index = u64::from(opts.run) << 32 | u64::from(t) << 24 | n;
-                    let a = log.append(id, &payload(id, index), 1, 0).await?;
+                    let a = log.append(id, payload(id, index), 1, 0).await?;
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "ack {id} {} {index}", a.base_offset);
                     n += 1;

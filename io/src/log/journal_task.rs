@@ -1,13 +1,14 @@
 //! The journal task: every journal write of one core, and group commit.
 //!
-//! Owns the journal: takes the pending write, pads it to a block, keeps at most
+//! Owns the journal: takes the pending write, lays it out (one run per partition,
+//! numbered in file order), pads it to a block, keeps at most
 //! `JOURNAL_WRITES_IN_FLIGHT_MAX` writes in flight, syncs per the durability
 //! policy, rolls segments, then hands each write's frames to the ledger's chunks
 //! and acknowledges its appends, strictly in order. Never writes the ledger itself
 //! (a roll that finds no free segment asks for the ledger to be made durable).
 
 use super::ledger_task::make_ledger_durable;
-use super::state::{fail_fatal, Pending, Shared};
+use super::state::{fail_fatal, LaidOut, Shared};
 use crate::config::{Durability, JOURNAL_WRITES_IN_FLIGHT_MAX, WRITE_SAMPLES_MAX};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header};
@@ -61,7 +62,15 @@ impl Driver {
         loop {
             let seen = sh.work.epoch();
             if self.in_flight.len() < JOURNAL_WRITES_IN_FLIGHT_MAX {
-                let pending = sh.state.borrow_mut().pending.take();
+                let pending = {
+                    let mut st = sh.state.borrow_mut();
+                    let first_seq = st.next_seq;
+                    let p = st.pending.take();
+                    p.map(|p| {
+                        st.next_seq += p.appends.len() as u64;
+                        p.lay_out(first_seq)
+                    })
+                };
                 if let Some(p) = pending {
                     let outcome = p.outcome.clone();
                     if let Err(e) = self.start(p).await {
@@ -121,9 +130,9 @@ impl Driver {
         }
     }
 
-    /// Pads one pending write and starts it (rolling the segment first when it does
+    /// Pads one laid-out write and starts it (rolling the segment first when it does
     /// not fit). Returns an error only when it is fatal.
-    async fn start(&mut self, mut p: Pending) -> Result<()> {
+    async fn start(&mut self, mut p: LaidOut) -> Result<()> {
         let len = frame::pad_to_block(p.buf.as_bytes_mut(), p.len);
         p.buf.trim_to_size(len);
         if !self.journal.fits(len) {
@@ -259,7 +268,7 @@ impl Driver {
 
     /// Fails `p` and every append after it (not fatal: the log goes on). Only called
     /// with no write in flight.
-    fn fail_pending(&mut self, p: Pending, e: LogError) {
+    fn fail_pending(&mut self, p: LaidOut, e: LogError) {
         let e = Arc::new(e);
         tracing::warn!("journal write refused: {e}");
         let later = self.shared.state.borrow_mut().roll_back();

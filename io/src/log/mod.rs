@@ -1,9 +1,10 @@
 //! The per-core log: what the Kafka front end and the pipeline call.
 //!
 //! Owns one core's journal and ledger and the two tasks that move data between
-//! them. An append gets its offsets at once, is copied into the pending journal write,
-//! and completes when the write that carries it is durable per the policy (group
-//! commit: every append that arrives while a write is in flight rides the next one).
+//! them. An append gets its offsets at once, joins the pending journal write (its
+//! bytes are copied when the write is laid out, one run per partition), and
+//! completes when the write that carries it is durable per the policy (group commit:
+//! every append that arrives while a write is in flight rides the next one).
 //! Once durable, the frame is handed to the ledger, so a read never sees data that is
 //! not acknowledged. Must only be used from the core (executor) that opened it.
 //!
@@ -23,9 +24,9 @@ pub use state::LogStats;
 
 use crate::config::{Durability, LogConfig};
 use crate::error::{LogError, Result};
-use crate::frame::HEADER_LEN;
 use crate::ledger::{Entry, Ledger};
 use crate::wait::{Notify, Outcome};
+use bytes::Bytes;
 use ledger_task::make_ledger_durable;
 use recovery::Recovered;
 use state::{Offsets, Shared, State};
@@ -270,7 +271,7 @@ impl ShardLog {
     pub async fn append(
         &self,
         partition: u32,
-        batch: &[u8],
+        batch: impl Into<Bytes>,
         record_count: u32,
         timestamp_ms: i64,
     ) -> Result<Appended> {
@@ -289,10 +290,11 @@ impl ShardLog {
     pub async fn reserve(
         &self,
         partition: u32,
-        batch: &[u8],
+        batch: impl Into<Bytes>,
         record_count: u32,
         timestamp_ms: i64,
     ) -> Result<Reserved> {
+        let batch: Bytes = batch.into();
         let sh = &*self.shared;
         if batch.len() > sh.cfg.batch_bytes_max {
             return Err(LogError::BatchTooLarge {
@@ -304,7 +306,7 @@ impl ShardLog {
         if record_count == 0 || batch.is_empty() {
             return Err(LogError::EmptyBatch);
         }
-        let need = HEADER_LEN + batch.len() + HEADER_LEN;
+        let need = state::frame_bound(batch.len());
         let (base_offset, outcome) = loop {
             let seen = sh.room.epoch();
             {
@@ -328,9 +330,9 @@ impl ShardLog {
                 let fits = st
                     .pending
                     .as_ref()
-                    .is_none_or(|p| p.len + need <= sh.cfg.journal_flush_bytes_max);
+                    .is_none_or(|p| p.bound + need <= sh.cfg.journal_flush_bytes_max);
                 if fits && !ledger_full {
-                    break st.push(partition, batch, record_count, timestamp_ms, &sh.cfg);
+                    break st.push(partition, batch, record_count, timestamp_ms);
                 }
             }
             sh.work.notify();
@@ -485,11 +487,11 @@ impl ShardLog {
         make_ledger_durable(&sh).await?;
         // A clean stop: the next start need not read the journal. Only when no
         // append is left half-done.
-        let (next, durable) = {
+        let (next, durable, pending) = {
             let st = sh.state.borrow();
-            (st.next_seq, st.durable_seq)
+            (st.next_seq, st.durable_seq, st.pending.is_some())
         };
-        if next == durable + 1 {
+        if next == durable + 1 && !pending {
             // Everything is durable already: without the marker the next start
             // only reads the journal again.
             if let Err(e) = recovery::write_clean_stop(&sh.cfg, next).await {

@@ -10,6 +10,7 @@ use crate::error::LogError;
 use crate::frame::{self, Header, BLOCK, HEADER_LEN};
 use crate::ledger::Ledger;
 use crate::wait::{Notify, Outcome};
+use bytes::Bytes;
 use glommio::io::DmaBuffer;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -42,15 +43,93 @@ pub(super) struct Offsets {
     pub(super) deleting: bool,
 }
 
-/// The journal write being filled by appenders.
+/// One append waiting in the pending journal write: its batch is not copied until
+/// the write is laid out.
+pub(super) struct Append {
+    pub(super) partition: u32,
+    pub(super) batch: Bytes,
+    pub(super) base_offset: u64,
+    pub(super) record_count: u32,
+    pub(super) timestamp_ms: i64,
+}
+
+/// The journal write being filled by appenders: offsets are assigned, bytes not yet
+/// laid out (see [`Pending::lay_out`]).
 pub(super) struct Pending {
+    pub(super) appends: Vec<Append>,
+    /// An upper bound of the laid-out length: each frame counted with the most
+    /// padding any position can put before it, so any order of the frames fits.
+    pub(super) bound: usize,
+    pub(super) outcome: Rc<Outcome>,
+}
+
+/// A journal write laid out: frames grouped in one run per partition.
+pub(super) struct LaidOut {
     pub(super) buf: DmaBuffer,
+    /// Bytes of frames, before the padding to a block.
     pub(super) len: usize,
     pub(super) first_seq: u64,
     pub(super) last_seq: u64,
-    /// (position, header) of each frame in `buf`.
+    /// (position, header) of each frame in `buf`, in file order.
     pub(super) frames: Vec<(usize, Header)>,
     pub(super) outcome: Rc<Outcome>,
+}
+
+/// Bytes an append may take in a journal write: its frame, and the padding before
+/// it that keeps a header within a block (less than a header).
+pub(super) fn frame_bound(batch_len: usize) -> usize {
+    HEADER_LEN + batch_len + HEADER_LEN
+}
+
+impl Pending {
+    /// Copies the appends into one aligned buffer, grouped by partition (in partition
+    /// id order, each one's appends in their order, so offsets stay dense within a
+    /// run), and numbers the frames from `first_seq` in file order. One contiguous
+    /// run per partition per write is what lets a sealed journal segment be indexed
+    /// by runs (`docs/write-once.md`). The order across partitions means nothing.
+    pub(super) fn lay_out(self, first_seq: u64) -> LaidOut {
+        let n = self.appends.len();
+        debug_assert!(n > 0, "a pending write holds appends");
+        let mut order: Vec<(u32, u32)> = (self.appends.iter().enumerate())
+            .map(|(i, a)| (a.partition, i as u32))
+            .collect();
+        // O(n log n) whatever the number of partitions; a write of one partition
+        // (the common case on a busy core) is sorted already.
+        if !order.is_sorted() {
+            order.sort_unstable();
+        }
+        let mut buf = glommio::allocate_dma_buffer(frame::align_up(self.bound));
+        let bytes = buf.as_bytes_mut();
+        let mut frames = Vec::with_capacity(n);
+        let mut len = 0;
+        let mut seq = first_seq;
+        for &(_, i) in &order {
+            let a = &self.appends[i as usize];
+            let start = frame::frame_start(len);
+            bytes[len..start].fill(0);
+            let mut header = Header::data(
+                a.partition,
+                seq,
+                a.base_offset,
+                a.record_count,
+                a.timestamp_ms,
+            );
+            let flen = frame::encode(&mut bytes[start..], &header, &a.batch);
+            header.payload_len = a.batch.len() as u32;
+            frames.push((start, header));
+            len = start + flen;
+            seq += 1;
+        }
+        debug_assert!(len <= self.bound);
+        LaidOut {
+            buf,
+            len,
+            first_seq,
+            last_seq: seq - 1,
+            frames,
+            outcome: self.outcome,
+        }
+    }
 }
 
 pub(super) struct State {
@@ -100,40 +179,33 @@ pub(super) struct Shared {
 }
 
 impl State {
-    /// Assigns offsets and copies one frame into the pending journal write.
+    /// Assigns offsets to one batch and adds it to the pending journal write
+    /// (sequence numbers are given when the write is laid out).
     pub(super) fn push(
         &mut self,
         partition: u32,
-        batch: &[u8],
+        batch: Bytes,
         record_count: u32,
         timestamp_ms: i64,
-        cfg: &LogConfig,
     ) -> (u64, Rc<Outcome>) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
         let offsets = self.offsets.get_mut(&partition).expect("checked by caller");
         let base_offset = offsets.next;
         offsets.next += u64::from(record_count);
         let p = self.pending.get_or_insert_with(|| Pending {
-            buf: glommio::allocate_dma_buffer(cfg.journal_flush_bytes_max),
-            len: 0,
-            first_seq: seq,
-            last_seq: seq,
-            frames: Vec::new(),
+            appends: Vec::new(),
+            bound: 0,
             outcome: Rc::new(Outcome::default()),
         });
-        let start = frame::frame_start(p.len);
-        let bytes = p.buf.as_bytes_mut();
-        bytes[p.len..start].fill(0);
-        let header = Header::data(partition, seq, base_offset, record_count, timestamp_ms);
-        let len = frame::encode(&mut bytes[start..], &header, batch);
-        let mut header = header;
-        header.payload_len = batch.len() as u32;
-        p.frames.push((start, header));
-        p.len = start + len;
-        p.last_seq = seq;
+        p.bound += frame_bound(batch.len());
         self.stats.appends += 1;
         self.stats.append_bytes += batch.len() as u64;
+        p.appends.push(Append {
+            partition,
+            batch,
+            base_offset,
+            record_count,
+            timestamp_ms,
+        });
         (base_offset, p.outcome.clone())
     }
 
@@ -168,3 +240,99 @@ pub(super) fn fail_fatal(sh: &Shared, e: LogError, current: impl IntoIterator<It
 }
 
 const _: () = assert!(BLOCK >= 2 * HEADER_LEN);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Kind;
+
+    fn pending(appends: &[(u32, u64, usize)]) -> Pending {
+        let mut p = Pending {
+            appends: Vec::new(),
+            bound: 0,
+            outcome: Rc::new(Outcome::default()),
+        };
+        for (i, &(partition, base_offset, len)) in appends.iter().enumerate() {
+            p.bound += frame_bound(len);
+            p.appends.push(Append {
+                partition,
+                batch: Bytes::from(vec![i as u8 + 1; len]),
+                base_offset,
+                record_count: 1,
+                timestamp_ms: i as i64,
+            });
+        }
+        p
+    }
+
+    #[test]
+    fn a_write_holds_one_run_per_partition_numbered_in_file_order() {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async {
+                // Interleaved as appenders would: partitions 7, 3, 7, 9, 3, 7. The
+                // sizes put frames near block ends, where padding depends on order.
+                let sizes = [4000, 4030, 10, 4096 - 3 * HEADER_LEN, 1, 8000];
+                let parts = [7, 3, 7, 9, 3, 7];
+                let mut next = HashMap::new();
+                let spec: Vec<(u32, u64, usize)> = parts
+                    .iter()
+                    .zip(sizes)
+                    .map(|(&p, len)| {
+                        let o = next.entry(p).or_insert(100 * u64::from(p));
+                        *o += 1;
+                        (p, *o - 1, len)
+                    })
+                    .collect();
+                let p = pending(&spec);
+                let bound = p.bound;
+                let w = p.lay_out(41);
+                assert!(w.len <= bound, "{} > {bound}", w.len);
+                assert_eq!((w.first_seq, w.last_seq), (41, 46));
+                // File order: 3's two, 7's three, then 9's, each run in append order.
+                let order: Vec<(u32, u64)> = w
+                    .frames
+                    .iter()
+                    .map(|(_, h)| (h.partition, h.base_offset))
+                    .collect();
+                assert_eq!(
+                    order,
+                    [(3, 300), (3, 301), (7, 700), (7, 701), (7, 702), (9, 900)]
+                );
+                let bytes = w.buf.as_bytes();
+                for (k, &(pos, h)) in w.frames.iter().enumerate() {
+                    assert_eq!(h.seq, 41 + k as u64, "dense in file order");
+                    let got = frame::decode(&bytes[pos..w.len], 1 << 20).unwrap();
+                    assert_eq!(got, h);
+                    assert_eq!(got.kind, Kind::Data);
+                    let i = spec
+                        .iter()
+                        .position(|&(p, o, _)| (p, o) == (h.partition, h.base_offset))
+                        .unwrap();
+                    assert_eq!(got.timestamp_ms, i as i64);
+                    let payload = &bytes[pos + HEADER_LEN..pos + got.frame_len()];
+                    assert!(payload.len() == sizes[i] && payload.iter().all(|&b| b == i as u8 + 1));
+                    assert!(pos % BLOCK + HEADER_LEN <= BLOCK, "a header within a block");
+                }
+            });
+    }
+
+    #[test]
+    fn one_partition_keeps_append_order_and_fills_to_the_bound() {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async {
+                let spec: Vec<(u32, u64, usize)> =
+                    (0..50).map(|i| (2, i, 100 + 37 * i as usize)).collect();
+                let p = pending(&spec);
+                let bound = p.bound;
+                let w = p.lay_out(1);
+                assert!(w.len <= bound);
+                let offsets: Vec<u64> = w.frames.iter().map(|(_, h)| h.base_offset).collect();
+                assert_eq!(offsets, (0..50).collect::<Vec<_>>());
+                assert_eq!(w.buf.len(), frame::align_up(bound));
+            });
+    }
+}

@@ -345,6 +345,7 @@ impl Coordinator {
         };
         let part = self.partition(offsets_partition(first.group()))?;
         let bytes = offsets::encode(&records);
+        let len = bytes.len() as u64;
         {
             let _order = part
                 .order
@@ -352,7 +353,7 @@ impl Coordinator {
                 .await
                 .map_err(|e| KafkaError::storage(format!("offsets partition closed: {e}")))?;
             self.log
-                .append(part.id, &bytes, records.len() as u32, now_ms())
+                .append(part.id, bytes, records.len() as u32, now_ms())
                 .await
                 .map_err(|e| KafkaError::from(&e))?;
             if apply {
@@ -360,8 +361,7 @@ impl Coordinator {
                 records.into_iter().for_each(|r| o.apply(r));
             }
         }
-        part.since_snapshot
-            .set(part.since_snapshot.get() + bytes.len() as u64);
+        part.since_snapshot.set(part.since_snapshot.get() + len);
         if part.since_snapshot.get() > part.snapshot_at.get() {
             self.changed.notify();
         }
@@ -421,13 +421,14 @@ impl Coordinator {
         let mut written = 0u64;
         for chunk in offsets::batches(&records, self.log.batch_bytes_max() / 2) {
             let bytes = offsets::encode(chunk);
+            let len = bytes.len() as u64;
             let at = self
                 .log
-                .append(part.id, &bytes, chunk.len() as u32, now_ms())
+                .append(part.id, bytes, chunk.len() as u32, now_ms())
                 .await
                 .map_err(|e| KafkaError::from(&e))?;
             start.get_or_insert(at.base_offset);
-            written += bytes.len() as u64;
+            written += len;
         }
         let start = match start {
             Some(s) => s,

@@ -275,7 +275,8 @@ async fn reserve(
         }
     }
     let started = std::time::Instant::now();
-    match broker.log.reserve(id, &records, c.count, c.max_ts).await {
+    let bytes = records.len();
+    match broker.log.reserve(id, records, c.count, c.max_ts).await {
         Ok(log) => {
             broker
                 .producers
@@ -288,7 +289,7 @@ async fn reserve(
                 id,
                 batch_id,
                 count: c.count,
-                bytes: records.len(),
+                bytes,
                 started,
             })
         }

@@ -98,7 +98,7 @@ async fn reserve_all(
             let batch = encode(chunk).map_err(PipelineError::Encode)?;
             let max_ts = chunk.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
             let reserved = log
-                .reserve(partition, &batch, chunk.len() as u32, max_ts)
+                .reserve(partition, batch, chunk.len() as u32, max_ts)
                 .await
                 .map_err(|e| failed(partition, e))?;
             in_flight.push_back((reserved, partition));
