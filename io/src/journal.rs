@@ -48,7 +48,8 @@ impl SegmentHeader {
         dst[0..4].copy_from_slice(&crc.to_le_bytes());
     }
 
-    fn decode(src: &[u8]) -> std::result::Result<Self, String> {
+    /// Reads a header block back; `Err` says why it is not one.
+    pub fn decode(src: &[u8]) -> std::result::Result<Self, String> {
         if src.len() < SEG_HEADER_LEN {
             return Err("shorter than a segment header".into());
         }

@@ -23,13 +23,15 @@
 //! (partition directories, meta files, tombstones, retention deletes);
 //! `segment` a segment file and its index file; `chunk` a chunk in memory;
 //! `handoff` takes the journal's frames into chunks; `write` writes chunks to
-//! segments and syncs them; `read` serves reads; `open` recovers the directory at
+//! segments and syncs them; `read` serves reads; `mixed` indexes sealed journal
+//! segments by runs and reads through them (not yet used by the log); `open` recovers the directory at
 //! start-up. This file names only the `chunk` and `segment` types; the other files
 //! build on it, never the reverse.
 
 mod chunk;
 mod files;
 mod handoff;
+pub mod mixed;
 mod open;
 mod read;
 mod segment;

@@ -113,15 +113,15 @@ impl Ledger {
 /// The entries one read answers with: those ending after `from`, up to about
 /// `max_bytes` of payload (the first always goes in, so a reader always moves on).
 /// Disk frames and in-memory chunks are gathered the same way.
-struct Gathered {
+pub(super) struct Gathered {
     from: u64,
     max_bytes: usize,
     total: usize,
-    entries: Vec<Entry>,
+    pub(super) entries: Vec<Entry>,
 }
 
 impl Gathered {
-    fn new(from: u64, max_bytes: usize) -> Gathered {
+    pub(super) fn new(from: u64, max_bytes: usize) -> Gathered {
         Gathered {
             from,
             max_bytes,
@@ -132,7 +132,7 @@ impl Gathered {
 
     /// Takes the frame `header` describes, whose payload `payload` gives; `false`
     /// once the read is full and the frame was left out.
-    fn add(&mut self, header: &Header, payload: impl FnOnce() -> Payload) -> bool {
+    pub(super) fn add(&mut self, header: &Header, payload: impl FnOnce() -> Payload) -> bool {
         if header.end_offset() <= self.from {
             return true;
         }
@@ -153,7 +153,12 @@ impl Gathered {
 
 /// The bytes of `[pos, pos + len)`, in the buffer the device filled: the entries
 /// read from it share it.
-async fn read_range(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<ReadResult> {
+pub(super) async fn read_range(
+    file: &DmaFile,
+    path: &Path,
+    pos: u64,
+    len: usize,
+) -> Result<ReadResult> {
     file.read_at(pos, len)
         .await
         .map_err(|e| LogError::io("reading", path, e))

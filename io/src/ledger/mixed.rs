@@ -1,0 +1,232 @@
+//! Mixed segments: sealed journal segments indexed by runs, the ledger's data once
+//! `docs/write-once.md` (step 2) adopts them instead of copying their frames.
+//!
+//! Owns the run index of one segment (building it from the segment's frames, its
+//! file format, finding a partition's run by offset) and reading a partition's
+//! batches through it. It never writes or renames a segment and never decides when
+//! one is adopted or deleted. Not yet used by the log: the adoption step wires it.
+//!
+//! A run is what one journal write holds of one partition (journal writes lay out
+//! one run per partition, `log::state::Pending::lay_out`): frames in file order,
+//! offsets dense, nothing of another partition between them.
+
+use super::read::{read_range, Gathered};
+use super::{Entry, Payload};
+use crate::error::{LogError, Result};
+use crate::frame::{self, Header, Kind, Step, HEADER_LEN};
+use glommio::io::{DmaFile, ReadResult};
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"TWRUNS01";
+/// crc32c (4), magic (8), shard (4), segment_seq (8), first_seq (8), last_seq (8),
+/// run count (4).
+const INDEX_HEADER_LEN: usize = 44;
+/// partition (4), base_offset (8), end_offset (8), pos (8), len (4),
+/// max_timestamp_ms (8).
+const RUN_LEN: usize = 40;
+
+/// One partition's frames in one journal write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub partition: u32,
+    pub base_offset: u64,
+    /// One past the run's last offset.
+    pub end_offset: u64,
+    /// Position of the run's first frame in the segment file.
+    pub pos: u64,
+    /// From the first frame's start to the last frame's end.
+    pub len: u32,
+    /// The largest timestamp of the run's batches (time retention reads it).
+    pub max_timestamp_ms: i64,
+}
+
+/// The runs of one sealed journal segment, ordered by partition, then offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunIndex {
+    pub shard: u32,
+    pub segment_seq: u64,
+    /// Sequence numbers of the segment's first and last frames.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    runs: Vec<Run>,
+}
+
+impl RunIndex {
+    /// The index of a segment whose data frames are `frames` ((position, header), in
+    /// file order, as a journal scan returns them).
+    pub fn from_frames(shard: u32, segment_seq: u64, frames: &[(usize, Header)]) -> RunIndex {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut open: Option<Run> = None;
+        for &(pos, h) in frames.iter().filter(|(_, h)| h.kind == Kind::Data) {
+            let end = (pos + h.frame_len()) as u64;
+            match &mut open {
+                Some(r) if r.partition == h.partition && r.end_offset == h.base_offset => {
+                    r.end_offset = h.end_offset();
+                    r.len = (end - r.pos) as u32;
+                    r.max_timestamp_ms = r.max_timestamp_ms.max(h.timestamp_ms);
+                }
+                _ => {
+                    runs.extend(open.take());
+                    open = Some(Run {
+                        partition: h.partition,
+                        base_offset: h.base_offset,
+                        end_offset: h.end_offset(),
+                        pos: pos as u64,
+                        len: h.frame_len() as u32,
+                        max_timestamp_ms: h.timestamp_ms,
+                    });
+                }
+            }
+        }
+        runs.extend(open);
+        runs.sort_unstable_by_key(|r| (r.partition, r.base_offset));
+        let seqs = frames.iter().map(|(_, h)| h.seq);
+        RunIndex {
+            shard,
+            segment_seq,
+            first_seq: seqs.clone().min().unwrap_or(0),
+            last_seq: seqs.max().unwrap_or(0),
+            runs,
+        }
+    }
+
+    /// Every run, by partition, then offset.
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    /// The runs of `partition`, by offset.
+    pub fn runs_of(&self, partition: u32) -> &[Run] {
+        let from = self.runs.partition_point(|r| r.partition < partition);
+        let to = self.runs.partition_point(|r| r.partition <= partition);
+        &self.runs[from..to]
+    }
+
+    /// The run of `partition` that holds `offset`, if this segment has it.
+    pub fn find(&self, partition: u32, offset: u64) -> Option<&Run> {
+        let runs = self.runs_of(partition);
+        let i = runs.partition_point(|r| r.base_offset <= offset);
+        runs[..i].last().filter(|r| offset < r.end_offset)
+    }
+
+    /// The index file's bytes: a header, the runs, all under one crc32c.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(INDEX_HEADER_LEN + self.runs.len() * RUN_LEN);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.shard.to_le_bytes());
+        out.extend_from_slice(&self.segment_seq.to_le_bytes());
+        out.extend_from_slice(&self.first_seq.to_le_bytes());
+        out.extend_from_slice(&self.last_seq.to_le_bytes());
+        out.extend_from_slice(&(self.runs.len() as u32).to_le_bytes());
+        for r in &self.runs {
+            out.extend_from_slice(&r.partition.to_le_bytes());
+            out.extend_from_slice(&r.base_offset.to_le_bytes());
+            out.extend_from_slice(&r.end_offset.to_le_bytes());
+            out.extend_from_slice(&r.pos.to_le_bytes());
+            out.extend_from_slice(&r.len.to_le_bytes());
+            out.extend_from_slice(&r.max_timestamp_ms.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out[4..]);
+        out[..4].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Reads an index file's bytes back; `Err` says why they are not one (the caller
+    /// rebuilds the index from the segment's frames).
+    pub fn decode(bytes: &[u8]) -> std::result::Result<RunIndex, String> {
+        if bytes.len() < INDEX_HEADER_LEN || &bytes[4..12] != MAGIC {
+            return Err("not a run index (short, or bad magic)".into());
+        }
+        let stored = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&bytes[4..]);
+        if stored != computed {
+            return Err(format!(
+                "run index checksum mismatch ({stored:#010x} != {computed:#010x})"
+            ));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let count = u32_at(40) as usize;
+        if bytes.len() != INDEX_HEADER_LEN + count * RUN_LEN {
+            return Err(format!(
+                "run index of {} bytes for {count} runs",
+                bytes.len()
+            ));
+        }
+        let runs: Vec<Run> = (0..count)
+            .map(|k| {
+                let at = INDEX_HEADER_LEN + k * RUN_LEN;
+                Run {
+                    partition: u32_at(at),
+                    base_offset: u64_at(at + 4),
+                    end_offset: u64_at(at + 12),
+                    pos: u64_at(at + 20),
+                    len: u32_at(at + 28),
+                    max_timestamp_ms: u64_at(at + 32) as i64,
+                }
+            })
+            .collect();
+        let ordered = runs
+            .windows(2)
+            .all(|w| (w[0].partition, w[0].end_offset) <= (w[1].partition, w[1].base_offset));
+        if !ordered || runs.iter().any(|r| r.end_offset <= r.base_offset) {
+            return Err("run index out of order".into());
+        }
+        Ok(RunIndex {
+            shard: u32_at(12),
+            segment_seq: u64_at(16),
+            first_seq: u64_at(24),
+            last_seq: u64_at(32),
+            runs,
+        })
+    }
+}
+
+/// Reads the batches of `run` (in `file`, the segment at `path`) from `from`, about
+/// `max_bytes` of payload (at least one batch). The run is read whole, in one read
+/// whose buffer the batches share; it is at most one journal write.
+pub async fn read_run(
+    file: &DmaFile,
+    path: &Path,
+    run: &Run,
+    from: u64,
+    max_bytes: usize,
+) -> Result<Vec<Entry>> {
+    let aligned = frame::align_down(run.pos as usize) as u64;
+    let len = (run.pos - aligned) as usize + run.len as usize;
+    let buf = read_range(file, path, aligned, len).await?;
+    let mut got = Gathered::new(from, max_bytes);
+    let first = (run.pos - aligned) as usize;
+    for step in frame::Scanner::new(&buf, first, run.len as usize) {
+        match step {
+            Step::Frame { pos, header }
+                if header.kind == Kind::Data && header.partition == run.partition =>
+            {
+                let (at, len) = (pos + HEADER_LEN, header.payload_len as usize);
+                let payload = || {
+                    ReadResult::slice(&buf, at, len)
+                        .map_or_else(|| Payload::Owned(buf[at..at + len].to_vec()), Payload::Read)
+                };
+                if !got.add(&header, payload) || header.end_offset() >= run.end_offset {
+                    break;
+                }
+            }
+            Step::Frame { pos, header } => {
+                return Err(damaged(path, pos as u64 + aligned, &format!("{header:?}")));
+            }
+            Step::End { pos, why } => {
+                return Err(damaged(path, pos as u64 + aligned, &format!("{why:?}")));
+            }
+        }
+    }
+    Ok(got.entries)
+}
+
+/// A run that does not hold what its index says.
+fn damaged(path: &Path, at: u64, what: &str) -> LogError {
+    LogError::Corrupt {
+        path: path.to_path_buf(),
+        what: format!("at byte {at} the run index promised a frame of this run, found {what}"),
+    }
+}
