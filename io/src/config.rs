@@ -8,6 +8,11 @@ use std::path::PathBuf;
 /// next write fills, few enough that an acknowledgement waits for at most one more.
 pub(crate) const JOURNAL_WRITES_IN_FLIGHT_MAX: usize = 2;
 
+/// Completed journal writes one core keeps in memory, so that reads of the newest
+/// data (a job following its source, a consumer at the end) slice their batches
+/// out of the write's buffer instead of copying them out of the ledger's chunks.
+pub(crate) const RECENT_WRITES: usize = 4;
+
 /// Journal write samples kept between two drains.
 pub(crate) const WRITE_SAMPLES_MAX: usize = 8192;
 
@@ -116,15 +121,17 @@ impl LogConfig {
 
     /// Registered (pinned) I/O memory a core's executor should have for this log:
     /// room for every ledger chunk allowed to wait in memory, the journal writes in
-    /// flight and the one filling, and reads. Buffers beyond it come from the heap,
-    /// where each new page costs a fault and each write pins its pages, which
-    /// halved the ledger's throughput when measured (`docs/benchmarks.md`). A
-    /// ledger far behind, holding adopted journal writes (up to twice their bytes
-    /// each), can pass it: slower then, never wrong.
+    /// flight, the one filling and the recent ones kept for reads, and reads.
+    /// Buffers beyond it come from the heap, where each new page costs a fault and
+    /// each write pins its pages, which halved the ledger's throughput when
+    /// measured (`docs/benchmarks.md`). A ledger far behind, holding adopted
+    /// journal writes (up to twice their bytes each), can pass it: slower then,
+    /// never wrong.
     pub fn io_memory_bytes(&self) -> usize {
         /// Segment reads in flight on one core.
         const READS: usize = 16 << 20;
-        let journal = (JOURNAL_WRITES_IN_FLIGHT_MAX + 1) * self.journal_flush_bytes_max;
+        let journal =
+            (JOURNAL_WRITES_IN_FLIGHT_MAX + 1 + RECENT_WRITES) * self.journal_flush_bytes_max;
         // Pending bytes may pass the limit by one journal write, into two chunks.
         let ledger = self.ledger_pending_bytes_max
             + self.journal_flush_bytes_max
@@ -210,7 +217,8 @@ mod tests {
     #[test]
     fn io_memory_covers_the_ledger_and_journal_buffers_in_a_power_of_two() {
         let mut cfg = LogConfig::new(PathBuf::new(), PathBuf::new(), 0);
-        // 64 MiB of ledger chunks + 3 journal writes of 2 MiB + 16 MiB of reads.
+        // 64 MiB of ledger chunks + 7 journal writes of 2 MiB (in flight, filling,
+        // kept for reads) + 16 MiB of reads.
         assert_eq!(cfg.io_memory_bytes(), 128 << 20);
         cfg.ledger_pending_bytes_max = 256 << 20;
         assert_eq!(cfg.io_memory_bytes(), 512 << 20);

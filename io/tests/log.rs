@@ -6,7 +6,7 @@ use glommio::LocalExecutorBuilder;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use tidewater_io::frame::{self, Step};
-use tidewater_io::{Durability, LogConfig, LogError, ShardLog};
+use tidewater_io::{Durability, LogConfig, LogError, Payload, ShardLog};
 
 /// Runs `f` on a fresh single-core executor.
 fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
@@ -205,6 +205,52 @@ fn a_reader_following_appends_sees_every_batch_once_while_chunks_are_written() {
             "chunks were written meanwhile: {stats:?}"
         );
         close_shared(log).await;
+    });
+}
+
+#[test]
+fn the_newest_batches_are_read_out_of_recent_journal_writes_without_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    // Chunks stay in memory for the whole test: no read is served by a segment.
+    cfg.ledger_flush_interval_ms = 600_000;
+    run(async move {
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        let (a, b) = (
+            log.create_partition("a").unwrap(),
+            log.create_partition("b").unwrap(),
+        );
+        // Ten journal writes, each holding one batch of each partition.
+        for i in 0..10 {
+            let ra = log.reserve(a, payload(a, i, 100), 1, 1).await.unwrap();
+            let rb = log.reserve(b, payload(b, i, 300), 2, 1).await.unwrap();
+            ra.durable().await.unwrap();
+            rb.durable().await.unwrap();
+        }
+        assert_eq!(log.stats().journal_writes, 10);
+        let written = |e: &tidewater_io::Entry| matches!(e.payload, Payload::Written(_));
+        // The last four writes are kept: a's offsets 6.., b's 12...
+        for (p, from, size, count) in [(a, 6, 100, 1), (b, 12, 300, 2), (b, 13, 300, 2)] {
+            let got = log.read(p, from, 1 << 20).await.unwrap();
+            assert_eq!(got.len(), 4, "partition {p} from {from}");
+            for (k, e) in got.iter().enumerate() {
+                let i = 6 + k as u64;
+                assert!(written(e), "{p}@{from}: batch {i} copied");
+                assert_eq!((e.base_offset, e.record_count), (i * count, count as u32));
+                assert_eq!(e.payload, payload(p, i, size));
+            }
+        }
+        // Older than what they hold: every batch from the chunks, as before.
+        let got = log.read(b, 2, 1 << 20).await.unwrap();
+        assert_eq!(got.len(), 9);
+        assert!(got.iter().all(|e| !written(e)));
+        for (k, e) in got.iter().enumerate() {
+            assert_eq!(e.payload, payload(b, 1 + k as u64, 300));
+        }
+        // A small read still ends at its size, from either source.
+        assert_eq!(log.read(a, 7, 1).await.unwrap().len(), 1);
+        assert_eq!(log.read(a, 0, 1).await.unwrap().len(), 1);
+        log.close().await.unwrap();
     });
 }
 

@@ -105,6 +105,18 @@ impl Ledger {
         self.pending_bytes += len;
     }
 
+    /// Keeps a completed journal write for reads of the newest data (see
+    /// [`Payload::Written`](super::Payload)), dropping the oldest beyond
+    /// `RECENT_WRITES`. `frames` are its data frames in file order, which must be
+    /// partition id order.
+    pub fn keep_recent(&mut self, buf: Rc<DmaBuffer>, frames: Vec<(usize, Header)>) {
+        debug_assert!(frames.is_sorted_by_key(|(_, h)| h.partition));
+        self.recent.push_back(super::RecentWrite { buf, frames });
+        while self.recent.len() > crate::config::RECENT_WRITES {
+            self.recent.pop_front();
+        }
+    }
+
     /// Whether a journal write of `len` bytes is worth taking whole as a chunk: at
     /// least half a ledger flush (smaller ones are packed together by copying,
     /// so the ledger's writes stay large), and no more than half a segment.

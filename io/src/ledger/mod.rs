@@ -3,9 +3,11 @@
 //!
 //! Owns, per partition: the segment files under `<ledger_dir>/<partition-name>/`, their
 //! indexes, the in-memory chunks not yet written (frames copied in, or a whole
-//! journal write of the partition taken as it is), reads by offset, and retention. It
-//! never assigns offsets (the log does) and never decides durability for an append
-//! (the journal does); what it holds is always a prefix of what the journal accepted.
+//! journal write of the partition taken as it is), reads by offset, and retention;
+//! per core, the newest completed journal writes, which reads of the newest data
+//! slice instead of copying from the chunks. It never assigns offsets (the log
+//! does) and never decides durability for an append (the journal does); what it
+//! holds is always a prefix of what the journal accepted.
 //!
 //! A deleted partition leaves a tombstone, `.<name>.<id>.deleted` holding only its
 //! meta file, so its id is never given to another partition: journal frames that
@@ -58,14 +60,25 @@ pub struct Entry {
 }
 
 /// A batch's bytes: a slice of the buffer a segment read filled, shared by every
-/// batch of that read (no copy, no allocation), or bytes of its own (taken from
-/// the chunks in memory, which are still being filled). Holding one keeps its read
-/// buffer alive, so readers use the bytes and drop them, and whatever keeps entries
-/// takes `Owned` copies. Like the buffer, it stays on its core (`!Send`).
+/// batch of that read (no copy, no allocation); a slice of a recent journal write's
+/// buffer, likewise; or bytes of its own (taken from the chunks in memory, which
+/// are still being filled). Holding one keeps its buffer alive, so readers use the
+/// bytes and drop them, and whatever keeps entries takes `Owned` copies. Like the
+/// buffer, it stays on its core (`!Send`).
 #[derive(Clone)]
 pub enum Payload {
     Read(glommio::io::ReadResult),
+    Written(WrittenSlice),
     Owned(Vec<u8>),
+}
+
+/// A batch inside a completed journal write's buffer, which nothing changes any
+/// more.
+#[derive(Clone)]
+pub struct WrittenSlice {
+    buf: Rc<DmaBuffer>,
+    start: usize,
+    len: usize,
 }
 
 impl std::ops::Deref for Payload {
@@ -74,6 +87,7 @@ impl std::ops::Deref for Payload {
     fn deref(&self) -> &[u8] {
         match self {
             Payload::Read(r) => r,
+            Payload::Written(w) => &w.buf.as_bytes()[w.start..w.start + w.len],
             Payload::Owned(v) => v,
         }
     }
@@ -221,6 +235,15 @@ pub struct Ledger {
     deleted: std::collections::HashSet<u32>,
     /// Bytes in chunks not yet written, over all partitions.
     pending_bytes: usize,
+    /// The newest completed journal writes, oldest first, at most `RECENT_WRITES`.
+    recent: VecDeque<RecentWrite>,
+}
+
+/// A completed journal write kept for reads: its buffer and its data frames, in
+/// file order, which is partition id order (one run per partition).
+struct RecentWrite {
+    buf: Rc<DmaBuffer>,
+    frames: Vec<(usize, crate::frame::Header)>,
 }
 
 /// What to write next: one chunk of one partition.

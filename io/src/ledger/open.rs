@@ -42,6 +42,7 @@ impl Ledger {
             names: HashMap::new(),
             deleted: Default::default(),
             pending_bytes: 0,
+            recent: VecDeque::new(),
         };
         let mut dirs = Vec::new();
         let entries = fs::read_dir(dir)

@@ -6,7 +6,7 @@
 //! (which is exactly what was acknowledged). Never writes.
 
 use super::chunk::Chunk;
-use super::{Entry, Ledger, Payload};
+use super::{Entry, Ledger, Payload, RecentWrite, WrittenSlice};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, Kind, Step, HEADER_LEN};
 use glommio::io::{DmaFile, ReadResult};
@@ -59,7 +59,9 @@ impl Ledger {
                 }
                 _ => {
                     let mut got = Gathered::new(from, max_bytes);
-                    read_chunks(&p.chunks, &mut got);
+                    if !read_recent(&l.recent, id, &mut got) {
+                        read_chunks(&p.chunks, &mut got);
+                    }
                     return Ok(got.entries);
                 }
             }
@@ -162,6 +164,40 @@ pub(super) async fn read_range(
     file.read_at(pos, len)
         .await
         .map_err(|e| LogError::io("reading", path, e))
+}
+
+/// Gathers partition `id`'s batches from the recent journal writes, without a copy,
+/// when they hold the batch with `got.from` (then they hold every later one too:
+/// they are the newest writes, in order); `false`, having gathered nothing, when
+/// they do not.
+fn read_recent(recent: &VecDeque<RecentWrite>, id: u32, got: &mut Gathered) -> bool {
+    let mut first = true;
+    for w in recent {
+        // One run per partition, in partition id order.
+        let lo = w.frames.partition_point(|(_, h)| h.partition < id);
+        let hi = w.frames.partition_point(|(_, h)| h.partition <= id);
+        let run = &w.frames[lo..hi];
+        let Some(&(_, head)) = run.first() else {
+            continue;
+        };
+        if first && head.base_offset > got.from {
+            return false;
+        }
+        first = false;
+        for &(pos, header) in run {
+            let payload = || {
+                Payload::Written(WrittenSlice {
+                    buf: w.buf.clone(),
+                    start: pos + HEADER_LEN,
+                    len: header.payload_len as usize,
+                })
+            };
+            if !got.add(&header, payload) {
+                return true;
+            }
+        }
+    }
+    !first
 }
 
 fn read_chunks(chunks: &VecDeque<Chunk>, got: &mut Gathered) {

@@ -219,6 +219,7 @@ impl Driver {
                     .expect("known partition");
                 o.durable = header.end_offset();
             }
+            ledger.keep_recent(w.buf.clone(), w.frames);
             // An adopted write is a sealed chunk: due at once.
             adopt || ledger.pending_bytes() >= sh.cfg.ledger_flush_bytes
         };
