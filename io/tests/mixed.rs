@@ -62,7 +62,7 @@ fn indexed_segments(dir: &Path) -> Vec<(PathBuf, RunIndex, usize)> {
             "{path:?}: {:?}",
             scan.damage
         );
-        let index = RunIndex::from_frames(0, header.segment_seq, &scan.frames);
+        let index = RunIndex::from_frames(0, header.segment_seq, &scan.frames, 64 << 10);
         out.push((path, index, scan.frames.len()));
     }
     out
@@ -124,6 +124,14 @@ fn sealed_journal_segments_read_through_their_runs_as_through_the_log() {
         assert!(runs as u64 <= 3 * writes, "{runs} runs for {writes} writes");
         assert!(frames >= 3 * runs, "{frames} frames in {runs} runs");
 
+        let longest = segments
+            .iter()
+            .flat_map(|(_, x, _)| x.runs())
+            .map(|r| r.len);
+        assert!(
+            longest.max().unwrap() <= 64 << 10,
+            "a run is at most one write"
+        );
         let mut found = HashMap::<u32, Vec<Entry>>::new();
         for (path, index, _) in &segments {
             assert_eq!(RunIndex::decode(&index.encode()).unwrap(), *index);
@@ -193,6 +201,32 @@ fn a_damaged_run_or_index_is_reported_not_read() {
             other => panic!("damage read as {other:?}"),
         }
 
+        // An index that does not match the segment (another lap's, say) is caught.
+        let file = DmaFile::open(&path).await.unwrap();
+        let r = *index.runs_of(a).first().unwrap();
+        for wrong in [
+            tidewater_io::ledger::mixed::Run {
+                base_offset: r.base_offset + 1,
+                ..r
+            },
+            tidewater_io::ledger::mixed::Run {
+                end_offset: r.end_offset + 1,
+                ..r
+            },
+            tidewater_io::ledger::mixed::Run {
+                len: r.len + 4096,
+                ..r
+            },
+            tidewater_io::ledger::mixed::Run { partition: b, ..r },
+        ] {
+            let got = read_run(&file, &path, &wrong, wrong.base_offset, usize::MAX).await;
+            assert!(
+                matches!(got, Err(LogError::Corrupt { .. })),
+                "{wrong:?}: {got:?}"
+            );
+        }
+        assert_eq!(read_run(&file, &path, &r, 0, 1).await.unwrap().len(), 1);
+
         let good = index.encode();
         let mut flipped = good.clone();
         flipped[60] ^= 1;
@@ -203,5 +237,24 @@ fn a_damaged_run_or_index_is_reported_not_read() {
                 .unwrap_err()
                 .contains("magic")
         );
+    });
+}
+
+#[test]
+fn a_partition_alone_on_its_core_gets_a_run_per_write_not_one_per_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let journal_dir = cfg.journal_dir.clone();
+    run(async move {
+        let (log, _) = ShardLog::open(cfg).await.unwrap();
+        let p = log.create_partition("alone").unwrap();
+        // Each write: one frame of 1048 bytes, then a PAD frame to the block's end.
+        for i in 0..30u8 {
+            log.append(p, vec![i; 1000], 1, 1).await.unwrap();
+        }
+        assert_eq!(log.stats().journal_writes, 30);
+        log.close().await.unwrap();
+        let (_, index, frames) = indexed_segments(&journal_dir).remove(0);
+        assert_eq!((frames, index.runs_of(p).len()), (30, 30));
     });
 }

@@ -1,6 +1,7 @@
 //! The journal → ledger hand-off: frames the journal made durable enter the
 //! partitions' chunks, copied in place or, for a large write of one partition,
-//! taken whole without a copy.
+//! taken whole without a copy; and each completed write is kept among the recent
+//! ones that reads of the newest data slice.
 //!
 //! Asserts on this side of the boundary what the log asserts on its side: a
 //! partition's offsets are dense. Never does I/O.
@@ -108,9 +109,14 @@ impl Ledger {
     /// Keeps a completed journal write for reads of the newest data (see
     /// [`Payload::Written`](super::Payload)), dropping the oldest beyond
     /// `RECENT_WRITES`. `frames` are its data frames in file order, which must be
-    /// partition id order.
-    pub fn keep_recent(&mut self, buf: Rc<DmaBuffer>, frames: Vec<(usize, Header)>) {
-        debug_assert!(frames.is_sorted_by_key(|(_, h)| h.partition));
+    /// partition id order; a write whose frames are not is not kept (reads of it
+    /// copy out of the chunks, as before).
+    pub(crate) fn keep_recent(&mut self, buf: Rc<DmaBuffer>, frames: Vec<(usize, Header)>) {
+        if !frames.is_sorted_by_key(|(_, h)| h.partition) {
+            debug_assert!(false, "a journal write holds one run per partition");
+            self.recent.clear();
+            return;
+        }
         self.recent.push_back(super::RecentWrite { buf, frames });
         while self.recent.len() > crate::config::RECENT_WRITES {
             self.recent.pop_front();

@@ -7,8 +7,8 @@
 //! one is adopted or deleted. Not yet used by the log: the adoption step wires it.
 //!
 //! A run is what one journal write holds of one partition (journal writes lay out
-//! one run per partition, `log::state::Pending::lay_out`): frames in file order,
-//! offsets dense, nothing of another partition between them.
+//! one run per partition, `log::state::Pending::lay_out`): frames next to each
+//! other in the file, offsets dense, nothing of another partition between them.
 
 use super::read::{read_range, Gathered};
 use super::{Entry, Payload};
@@ -53,14 +53,29 @@ pub struct RunIndex {
 
 impl RunIndex {
     /// The index of a segment whose data frames are `frames` ((position, header), in
-    /// file order, as a journal scan returns them).
-    pub fn from_frames(shard: u32, segment_seq: u64, frames: &[(usize, Header)]) -> RunIndex {
+    /// file order, as a journal scan returns them). A run ends where the next frame
+    /// is of another partition, does not continue its offsets, does not follow it
+    /// in the file (a PAD frame ends each journal write, so does damage the scan
+    /// resumed after), or would pass `run_bytes_max` (the journal's largest write:
+    /// a write that ends without a PAD frame may otherwise join the next).
+    pub fn from_frames(
+        shard: u32,
+        segment_seq: u64,
+        frames: &[(usize, Header)],
+        run_bytes_max: usize,
+    ) -> RunIndex {
+        let run_bytes_max = run_bytes_max.min(u32::MAX as usize) as u64;
         let mut runs: Vec<Run> = Vec::new();
         let mut open: Option<Run> = None;
         for &(pos, h) in frames.iter().filter(|(_, h)| h.kind == Kind::Data) {
             let end = (pos + h.frame_len()) as u64;
             match &mut open {
-                Some(r) if r.partition == h.partition && r.end_offset == h.base_offset => {
+                Some(r)
+                    if r.partition == h.partition
+                        && r.end_offset == h.base_offset
+                        && frame::frame_start((r.pos + u64::from(r.len)) as usize) == pos
+                        && end - r.pos <= run_bytes_max =>
+                {
                     r.end_offset = h.end_offset();
                     r.len = (end - r.pos) as u32;
                     r.max_timestamp_ms = r.max_timestamp_ms.max(h.timestamp_ms);
@@ -148,7 +163,7 @@ impl RunIndex {
         let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         let count = u32_at(40) as usize;
-        if bytes.len() != INDEX_HEADER_LEN + count * RUN_LEN {
+        if Some(bytes.len()) != count.checked_mul(RUN_LEN).map(|n| n + INDEX_HEADER_LEN) {
             return Err(format!(
                 "run index of {} bytes for {count} runs",
                 bytes.len()
@@ -173,6 +188,10 @@ impl RunIndex {
         if !ordered || runs.iter().any(|r| r.end_offset <= r.base_offset) {
             return Err("run index out of order".into());
         }
+        let framed = |r: &Run| r.pos >= frame::BLOCK as u64 && r.len as usize >= HEADER_LEN;
+        if !runs.iter().all(framed) || u64_at(24) > u64_at(32) {
+            return Err("run index with a run outside the segment's frames".into());
+        }
         Ok(RunIndex {
             shard: u32_at(12),
             segment_seq: u64_at(16),
@@ -185,7 +204,9 @@ impl RunIndex {
 
 /// Reads the batches of `run` (in `file`, the segment at `path`) from `from`, about
 /// `max_bytes` of payload (at least one batch). The run is read whole, in one read
-/// whose buffer the batches share; it is at most one journal write.
+/// whose buffer the batches share; it is at most one journal write long. Every frame
+/// of the run is checked against the index: its first at `run.pos` with the run's
+/// first offset, offsets dense, the last ending at the run's end offset and length.
 pub async fn read_run(
     file: &DmaFile,
     path: &Path,
@@ -194,31 +215,49 @@ pub async fn read_run(
     max_bytes: usize,
 ) -> Result<Vec<Entry>> {
     let aligned = frame::align_down(run.pos as usize) as u64;
-    let len = (run.pos - aligned) as usize + run.len as usize;
-    let buf = read_range(file, path, aligned, len).await?;
-    let mut got = Gathered::new(from, max_bytes);
     let first = (run.pos - aligned) as usize;
-    for step in frame::Scanner::new(&buf, first, run.len as usize) {
-        match step {
-            Step::Frame { pos, header }
-                if header.kind == Kind::Data && header.partition == run.partition =>
-            {
-                let (at, len) = (pos + HEADER_LEN, header.payload_len as usize);
-                let payload = || {
-                    ReadResult::slice(&buf, at, len)
-                        .map_or_else(|| Payload::Owned(buf[at..at + len].to_vec()), Payload::Read)
-                };
-                if !got.add(&header, payload) || header.end_offset() >= run.end_offset {
-                    break;
-                }
-            }
-            Step::Frame { pos, header } => {
-                return Err(damaged(path, pos as u64 + aligned, &format!("{header:?}")));
-            }
+    let end = first + run.len as usize;
+    let buf = read_range(file, path, aligned, end).await?;
+    if buf.len() < end {
+        let what = format!(
+            "the file's end, before the run's end at byte {}",
+            aligned as usize + end
+        );
+        return Err(damaged(path, aligned + buf.len() as u64, &what));
+    }
+    let mut got = Gathered::new(from, max_bytes);
+    let mut next = (first, run.base_offset);
+    for step in frame::Scanner::new(&buf[..end], first, run.len as usize) {
+        let (pos, header) = match step {
+            Step::Frame { pos, header } => (pos, header),
             Step::End { pos, why } => {
                 return Err(damaged(path, pos as u64 + aligned, &format!("{why:?}")));
             }
+        };
+        let expected = header.kind == Kind::Data
+            && header.partition == run.partition
+            && header.base_offset == next.1
+            && (next.1 != run.base_offset || pos == first)
+            && pos + header.frame_len() <= end;
+        if !expected {
+            return Err(damaged(path, pos as u64 + aligned, &format!("{header:?}")));
         }
+        next = (pos + header.frame_len(), header.end_offset());
+        let (at, len) = (pos + HEADER_LEN, header.payload_len as usize);
+        let payload = || {
+            ReadResult::slice(&buf, at, len)
+                .map_or_else(|| Payload::Owned(buf[at..at + len].to_vec()), Payload::Read)
+        };
+        if !got.add(&header, payload) {
+            return Ok(got.entries);
+        }
+        if next.1 >= run.end_offset {
+            break;
+        }
+    }
+    if next != (end, run.end_offset) {
+        let what = format!("the run ending at offset {} and byte {}", next.1, next.0);
+        return Err(damaged(path, aligned + next.0 as u64, &what));
     }
     Ok(got.entries)
 }

@@ -1,5 +1,6 @@
-//! Reads by offset: from a segment file (through its sparse index) or from the
-//! chunks still in memory.
+//! Reads by offset: from a segment file (through its sparse index), from the
+//! recent journal writes (slices of their buffers) or from the chunks still in
+//! memory.
 //!
 //! Owns where a read starts and how much it takes: about `max_bytes` of payload,
 //! at least one batch when any is there, and never past what the ledger holds

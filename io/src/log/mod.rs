@@ -24,6 +24,7 @@ pub use state::LogStats;
 
 use crate::config::{Durability, LogConfig};
 use crate::error::{LogError, Result};
+use crate::frame::HEADER_LEN;
 use crate::ledger::{Entry, Ledger};
 use crate::wait::{Notify, Outcome};
 use bytes::Bytes;
@@ -282,7 +283,7 @@ impl ShardLog {
     }
 
     /// The first half of [`ShardLog::append`]: completes once the batch has its
-    /// offsets and is copied into the pending journal write (after waiting for room
+    /// offsets and is in the pending journal write (after waiting for room
     /// when the log is full), so batches reserved one after another get offsets in
     /// that order. [`Reserved::durable`] then waits for the write. A caller may
     /// reserve the next batch before the last is durable: that is how one connection
@@ -306,7 +307,6 @@ impl ShardLog {
         if record_count == 0 || batch.is_empty() {
             return Err(LogError::EmptyBatch);
         }
-        let need = state::frame_bound(batch.len());
         let (base_offset, outcome) = loop {
             let seen = sh.room.epoch();
             {
@@ -327,10 +327,11 @@ impl ShardLog {
                         return Err(LogError::Shared(e.clone()));
                     }
                 }
-                let fits = st
-                    .pending
-                    .as_ref()
-                    .is_none_or(|p| p.bound + need <= sh.cfg.journal_flush_bytes_max);
+                let fits = st.pending.as_ref().is_none_or(|p| {
+                    let raw = p.raw + HEADER_LEN + batch.len();
+                    state::laid_out_bound(raw, p.appends.len() + 1)
+                        <= sh.cfg.journal_flush_bytes_max
+                });
                 if fits && !ledger_full {
                     break st.push(partition, batch, record_count, timestamp_ms);
                 }

@@ -1,9 +1,9 @@
 //! The state one core's log shares between its face and its two tasks.
 //!
 //! Owns the offsets of every partition, the journal write being filled, the
-//! counters, the wake-ups and the fatal-error latch. Assigns offsets and sequence
-//! numbers (and gives them back when a write fails, so offsets stay dense); never
-//! does I/O. Lives on one core (`Rc`, `RefCell`): `!Send` by construction.
+//! counters, the wake-ups and the fatal-error latch. Assigns offsets at reserve and
+//! sequence numbers when the journal task lays a write out (and gives both back
+//! when a write fails, so they stay dense); never does I/O. Lives on one core (`Rc`, `RefCell`): `!Send` by construction.
 
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -57,9 +57,8 @@ pub(super) struct Append {
 /// laid out (see [`Pending::lay_out`]).
 pub(super) struct Pending {
     pub(super) appends: Vec<Append>,
-    /// An upper bound of the laid-out length: each frame counted with the most
-    /// padding any position can put before it, so any order of the frames fits.
-    pub(super) bound: usize,
+    /// Bytes of the frames (headers and batches), before any padding.
+    pub(super) raw: usize,
     pub(super) outcome: Rc<Outcome>,
 }
 
@@ -75,13 +74,21 @@ pub(super) struct LaidOut {
     pub(super) outcome: Rc<Outcome>,
 }
 
-/// Bytes an append may take in a journal write: its frame, and the padding before
-/// it that keeps a header within a block (less than a header).
-pub(super) fn frame_bound(batch_len: usize) -> usize {
-    HEADER_LEN + batch_len + HEADER_LEN
+/// The most bytes `frames` frames of `raw` bytes in all take laid out in any
+/// order. Padding goes before a frame only where its header would cross a block
+/// (less than a header, and never before the first frame), so at most once a block,
+/// and only after at least `BLOCK - HEADER_LEN + 1` bytes of frames in that block.
+pub(super) fn laid_out_bound(raw: usize, frames: usize) -> usize {
+    let paddings = frames.saturating_sub(1).min(raw / (BLOCK - HEADER_LEN + 1));
+    raw + (HEADER_LEN - 1) * paddings
 }
 
 impl Pending {
+    /// What this write may take laid out (see [`laid_out_bound`]).
+    pub(super) fn bound(&self) -> usize {
+        laid_out_bound(self.raw, self.appends.len())
+    }
+
     /// Copies the appends into one aligned buffer, grouped by partition (in partition
     /// id order, each one's appends in their order, so offsets stay dense within a
     /// run), and numbers the frames from `first_seq` in file order. One contiguous
@@ -89,6 +96,7 @@ impl Pending {
     /// by runs (`docs/write-once.md`). The order across partitions means nothing.
     pub(super) fn lay_out(self, first_seq: u64) -> LaidOut {
         let n = self.appends.len();
+        let bound = self.bound();
         debug_assert!(n > 0, "a pending write holds appends");
         let mut order: Vec<(u32, u32)> = (self.appends.iter().enumerate())
             .map(|(i, a)| (a.partition, i as u32))
@@ -98,7 +106,7 @@ impl Pending {
         if !order.is_sorted() {
             order.sort_unstable();
         }
-        let mut buf = glommio::allocate_dma_buffer(frame::align_up(self.bound));
+        let mut buf = glommio::allocate_dma_buffer(frame::align_up(bound));
         let bytes = buf.as_bytes_mut();
         let mut frames = Vec::with_capacity(n);
         let mut len = 0;
@@ -120,7 +128,7 @@ impl Pending {
             len = start + flen;
             seq += 1;
         }
-        debug_assert!(len <= self.bound);
+        debug_assert!(len <= bound);
         LaidOut {
             buf,
             len,
@@ -193,10 +201,10 @@ impl State {
         offsets.next += u64::from(record_count);
         let p = self.pending.get_or_insert_with(|| Pending {
             appends: Vec::new(),
-            bound: 0,
+            raw: 0,
             outcome: Rc::new(Outcome::default()),
         });
-        p.bound += frame_bound(batch.len());
+        p.raw += HEADER_LEN + batch.len();
         self.stats.appends += 1;
         self.stats.append_bytes += batch.len() as u64;
         p.appends.push(Append {
@@ -249,14 +257,14 @@ mod tests {
     fn pending(appends: &[(u32, u64, usize)]) -> Pending {
         let mut p = Pending {
             appends: Vec::new(),
-            bound: 0,
+            raw: 0,
             outcome: Rc::new(Outcome::default()),
         };
         for (i, &(partition, base_offset, len)) in appends.iter().enumerate() {
-            p.bound += frame_bound(len);
+            p.raw += HEADER_LEN + len;
             p.appends.push(Append {
                 partition,
-                batch: Bytes::from(vec![i as u8 + 1; len]),
+                batch: Bytes::from(vec![(i % 250) as u8 + 1; len]),
                 base_offset,
                 record_count: 1,
                 timestamp_ms: i as i64,
@@ -286,7 +294,7 @@ mod tests {
                     })
                     .collect();
                 let p = pending(&spec);
-                let bound = p.bound;
+                let bound = p.bound();
                 let w = p.lay_out(41);
                 assert!(w.len <= bound, "{} > {bound}", w.len);
                 assert_eq!((w.first_seq, w.last_seq), (41, 46));
@@ -312,7 +320,10 @@ mod tests {
                         .unwrap();
                     assert_eq!(got.timestamp_ms, i as i64);
                     let payload = &bytes[pos + HEADER_LEN..pos + got.frame_len()];
-                    assert!(payload.len() == sizes[i] && payload.iter().all(|&b| b == i as u8 + 1));
+                    assert!(
+                        payload.len() == sizes[i]
+                            && payload.iter().all(|&b| b == (i % 250) as u8 + 1)
+                    );
                     assert!(pos % BLOCK + HEADER_LEN <= BLOCK, "a header within a block");
                 }
             });
@@ -327,12 +338,41 @@ mod tests {
                 let spec: Vec<(u32, u64, usize)> =
                     (0..50).map(|i| (2, i, 100 + 37 * i as usize)).collect();
                 let p = pending(&spec);
-                let bound = p.bound;
+                let bound = p.bound();
                 let w = p.lay_out(1);
                 assert!(w.len <= bound);
                 let offsets: Vec<u64> = w.frames.iter().map(|(_, h)| h.base_offset).collect();
                 assert_eq!(offsets, (0..50).collect::<Vec<_>>());
                 assert_eq!(w.buf.len(), frame::align_up(bound));
+            });
+    }
+
+    #[test]
+    fn the_bound_holds_for_small_frames_in_any_order_and_stays_tight() {
+        use rand::{Rng, SeedableRng};
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+                for round in 0..50 {
+                    let mut next = HashMap::new();
+                    let spec: Vec<(u32, u64, usize)> = (0..400)
+                        .map(|_| {
+                            let p = rng.gen_range(0..5u32);
+                            let o = next.entry(p).or_insert(0u64);
+                            *o += 1;
+                            (p, *o - 1, rng.gen_range(1..=300 * (round % 3 + 1)))
+                        })
+                        .collect();
+                    let p = pending(&spec);
+                    let (raw, bound) = (p.raw, p.bound());
+                    let w = p.lay_out(1);
+                    assert!(w.len <= bound, "round {round}: {} > {bound}", w.len);
+                    assert!(bound <= raw + raw / 80 + HEADER_LEN, "round {round}: loose");
+                }
+                // One frame alone is never padded.
+                assert_eq!(laid_out_bound(HEADER_LEN + 5000, 1), HEADER_LEN + 5000);
             });
     }
 }
