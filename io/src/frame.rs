@@ -161,7 +161,7 @@ pub fn encode(dst: &mut [u8], header: &Header, payload: &[u8]) -> usize {
     h.payload_len = u32::try_from(payload.len()).expect("payload length checked by caller");
     put_header(&mut dst[..HEADER_LEN], &h);
     dst[HEADER_LEN..len].copy_from_slice(payload);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&dst[4..HEADER_LEN]), payload);
+    let crc = crate::checksum::crc32c_pair(&dst[4..HEADER_LEN], payload);
     dst[0..4].copy_from_slice(&crc.to_le_bytes());
     len
 }
@@ -243,7 +243,7 @@ pub fn decode(src: &[u8], payload_len_max: usize) -> Result<Header, Invalid> {
         });
     }
     let stored = u32_at(0);
-    let computed = crc32c::crc32c(&src[4..checked]);
+    let computed = crate::checksum::crc32c(&src[4..checked]);
     if stored != computed {
         return Err(Invalid::BadCrc { stored, computed });
     }

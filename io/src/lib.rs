@@ -14,6 +14,7 @@
 //!
 //! On-disk formats: `docs/storage-format.md` in the repository.
 
+pub mod checksum;
 pub mod config;
 pub mod error;
 pub mod frame;

@@ -100,7 +100,7 @@ pub fn check(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
         ));
     }
     let stored = u32::from_be_bytes(bytes[17..21].try_into().expect("4 bytes"));
-    let computed = crc32c::crc32c(&bytes[CRC_START..len]);
+    let computed = tidewater_io::checksum::crc32c(&bytes[CRC_START..len]);
     if stored != computed {
         return corrupt(format!(
             "record batch checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"

@@ -116,7 +116,7 @@ impl BatchWriter {
         b[51..53].copy_from_slice(&(-1i16).to_be_bytes()); // producer epoch
         b[53..57].copy_from_slice(&(-1i32).to_be_bytes()); // base sequence
         b[57..61].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crc32c::crc32c(&b[21..]);
+        let crc = tidewater_io::checksum::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         self.count = 0;
         self.buf.split().freeze()

@@ -520,7 +520,7 @@ impl Member {
                 break; // a partial batch at the end of the answer
             }
             let crc = u32::from_be_bytes(b[17..21].try_into().unwrap_or_default());
-            if crc32c::crc32c(&b[21..total]) != crc {
+            if tidewater_io::checksum::crc32c(&b[21..total]) != crc {
                 return Err(io_err(format!("batch at offset {base}: CRC mismatch")));
             }
             let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap_or_default());
