@@ -1,7 +1,9 @@
 //! CRC-32C (Castagnoli) on the hot paths: every frame the journal writes and every
 //! frame read back, every produced batch checked, every batch the load generator
-//! seals. `crc-fast` folds with carry-less multiplication (AVX-512 where the CPU
-//! has it, chosen at run time) and ran at twice the `crc32c` crate's speed on 6 KiB
+//! seals. `crc-fast` interleaves the CPU's crc32 instruction with carry-less
+//! multiplication folds (AVX-512 VPCLMULQDQ where the CPU has it, chosen at run
+//! time; inputs of 256 bytes or less take the crc32 instruction alone) and ran at
+//! twice the `crc32c` crate's speed on 6 KiB
 //! on the machine of `docs/benchmarks.md` (`cargo bench --bench checksum`); both
 //! give the same values, so cold paths keep the `crc32c` crate.
 

@@ -55,9 +55,12 @@ impl RunIndex {
     /// The index of a segment whose data frames are `frames` ((position, header), in
     /// file order, as a journal scan returns them). A run ends where the next frame
     /// is of another partition, does not continue its offsets, does not follow it
-    /// in the file (a PAD frame ends each journal write, so does damage the scan
-    /// resumed after), or would pass `run_bytes_max` (the journal's largest write:
-    /// a write that ends without a PAD frame may otherwise join the next).
+    /// in the file (a PAD frame between them, as ends most journal writes, or damage
+    /// the scan resumed after), or would pass `run_bytes_max` (the journal's largest
+    /// write). A write that ends without a PAD frame (on a block boundary, or fewer
+    /// than a header's bytes before one) looks like the gap a header leaves inside a
+    /// write, so one partition's runs of two writes may join: a run is at most
+    /// `run_bytes_max`, not exactly one write.
     pub fn from_frames(
         shard: u32,
         segment_seq: u64,
@@ -204,7 +207,7 @@ impl RunIndex {
 
 /// Reads the batches of `run` (in `file`, the segment at `path`) from `from`, about
 /// `max_bytes` of payload (at least one batch). The run is read whole, in one read
-/// whose buffer the batches share; it is at most one journal write long. Every frame
+/// whose buffer the batches share; it is at most the journal's largest write. Every frame
 /// of the run is checked against the index: its first at `run.pos` with the run's
 /// first offset, offsets dense, the last ending at the run's end offset and length.
 pub async fn read_run(
@@ -234,10 +237,12 @@ pub async fn read_run(
                 return Err(damaged(path, pos as u64 + aligned, &format!("{why:?}")));
             }
         };
+        // Each frame where the last one's end puts it (`frame_start`): a PAD frame
+        // the scanner skipped inside the run is damage to the index's claim too.
         let expected = header.kind == Kind::Data
             && header.partition == run.partition
             && header.base_offset == next.1
-            && (next.1 != run.base_offset || pos == first)
+            && pos == frame::frame_start(next.0)
             && pos + header.frame_len() <= end;
         if !expected {
             return Err(damaged(path, pos as u64 + aligned, &format!("{header:?}")));

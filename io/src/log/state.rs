@@ -3,7 +3,8 @@
 //! Owns the offsets of every partition, the journal write being filled, the
 //! counters, the wake-ups and the fatal-error latch. Assigns offsets at reserve and
 //! sequence numbers when the journal task lays a write out (and gives both back
-//! when a write fails, so they stay dense); never does I/O. Lives on one core (`Rc`, `RefCell`): `!Send` by construction.
+//! when a write fails, so they stay dense); never does I/O. Lives on one core
+//! (`Rc`, `RefCell`): `!Send` by construction.
 
 use crate::config::LogConfig;
 use crate::error::LogError;
