@@ -2,10 +2,10 @@
 //! frame read back, every produced batch checked, every batch the load generator
 //! seals. `crc-fast` interleaves the CPU's crc32 instruction with carry-less
 //! multiplication folds (AVX-512 VPCLMULQDQ where the CPU has it, chosen at run
-//! time; inputs of 256 bytes or less take the crc32 instruction alone) and ran at
-//! twice the `crc32c` crate's speed on 6 KiB
-//! on the machine of `docs/benchmarks.md` (`cargo bench --bench checksum`); both
-//! give the same values, so cold paths keep the `crc32c` crate.
+//! time; inputs of 256 bytes or less take the crc32 instruction alone). It ran at
+//! twice the `crc32c` crate's speed on 6 KiB on the machine of `docs/benchmarks.md`
+//! (`cargo bench --bench checksum`). Both give the same values, so cold paths keep
+//! the `crc32c` crate.
 
 use crc_fast::{CrcAlgorithm, Digest};
 
