@@ -68,6 +68,13 @@ def member(name):
         c.commit(asynchronous=False)
     except KafkaException:
         pass
+    # librdkafka can hang for good in close() when a rebalance assigns partitions
+    # while it closes (confluentinc/librdkafka#4884, open): leave the group first
+    # and serve the revoke, then close with nothing assigned.
+    c.unsubscribe()
+    until = time.time() + 15
+    while c.assignment() and time.time() < until:
+        c.poll(0.1)
     c.close()
 
 
