@@ -10,11 +10,11 @@
 //! one run per partition, `log::state::Pending::lay_out`): frames next to each
 //! other in the file, offsets dense, nothing of another partition between them.
 
-use super::read::{read_range, Gathered};
-use super::{Entry, Payload};
+use super::read::{payload_in, read_range, Gathered};
+use super::Entry;
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, Kind, Step, HEADER_LEN};
-use glommio::io::{DmaFile, ReadResult};
+use glommio::io::DmaFile;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"TWRUNS01";
@@ -248,12 +248,7 @@ pub async fn read_run(
             return Err(damaged(path, pos as u64 + aligned, &format!("{header:?}")));
         }
         next = (pos + header.frame_len(), header.end_offset());
-        let (at, len) = (pos + HEADER_LEN, header.payload_len as usize);
-        let payload = || {
-            ReadResult::slice(&buf, at, len)
-                .map_or_else(|| Payload::Owned(buf[at..at + len].to_vec()), Payload::Read)
-        };
-        if !got.add(&header, payload) {
+        if !got.add(&header, || payload_in(&buf, pos, &header)) {
             return Ok(got.entries);
         }
         if next.1 >= run.end_offset {

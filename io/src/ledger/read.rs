@@ -84,14 +84,7 @@ impl Ledger {
             match frame::Scanner::new(&buf, pos, buf.len()).next() {
                 Some(Step::Frame { pos: at, header }) if header.kind == Kind::Data => {
                     pos = at + header.frame_len();
-                    let payload = || {
-                        let (first, len) = (at + HEADER_LEN, header.payload_len as usize);
-                        ReadResult::slice(&buf, first, len).map_or_else(
-                            || Payload::Owned(buf[first..first + len].to_vec()),
-                            Payload::Read,
-                        )
-                    };
-                    if !got.add(&header, payload) {
+                    if !got.add(&header, || payload_in(&buf, at, &header)) {
                         break;
                     }
                 }
@@ -165,6 +158,16 @@ pub(super) async fn read_range(
     file.read_at(pos, len)
         .await
         .map_err(|e| LogError::io("reading", path, e))
+}
+
+/// The payload of the frame `header` describes at `at` in `buf`: a slice of the
+/// read's buffer, shared (no copy), or a copy where the buffer cannot give one.
+pub(super) fn payload_in(buf: &ReadResult, at: usize, header: &Header) -> Payload {
+    let (first, len) = (at + HEADER_LEN, header.payload_len as usize);
+    ReadResult::slice(buf, first, len).map_or_else(
+        || Payload::Owned(buf[first..first + len].to_vec()),
+        Payload::Read,
+    )
 }
 
 /// Gathers partition `id`'s batches from the recent journal writes, without a copy,

@@ -24,7 +24,6 @@ pub use state::LogStats;
 
 use crate::config::{Durability, LogConfig};
 use crate::error::{LogError, Result};
-use crate::frame::HEADER_LEN;
 use crate::ledger::{Entry, Ledger};
 use crate::wait::{Notify, Outcome};
 use bytes::Bytes;
@@ -327,11 +326,10 @@ impl ShardLog {
                         return Err(LogError::Shared(e.clone()));
                     }
                 }
-                let fits = st.pending.as_ref().is_none_or(|p| {
-                    let raw = p.raw + HEADER_LEN + batch.len();
-                    state::laid_out_bound(raw, p.appends.len() + 1)
-                        <= sh.cfg.journal_flush_bytes_max
-                });
+                let fits = st
+                    .pending
+                    .as_ref()
+                    .is_none_or(|p| p.bound_with(batch.len()) <= sh.cfg.journal_flush_bytes_max);
                 if fits && !ledger_full {
                     break st.push(partition, batch, record_count, timestamp_ms);
                 }

@@ -90,6 +90,11 @@ impl Pending {
         laid_out_bound(self.raw, self.appends.len())
     }
 
+    /// What this write would take laid out with one more batch of `batch_len` bytes.
+    pub(super) fn bound_with(&self, batch_len: usize) -> usize {
+        laid_out_bound(self.raw + HEADER_LEN + batch_len, self.appends.len() + 1)
+    }
+
     /// Copies the appends into one aligned buffer, grouped by partition (in partition
     /// id order, each one's appends in their order, so offsets stay dense within a
     /// run), and numbers the frames from `first_seq` in file order. One contiguous
