@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// job has not checkpointed past, so it bounds a RAM-backed `--ledger-dir`.
     #[arg(long)]
     retention_bytes: Option<u64>,
+    /// Run the servers with `--journal-adopt true`: sealed journal segments become
+    /// the ledger's data, every byte written once (docs/write-once.md).
+    #[arg(long)]
+    journal_adopt: bool,
     /// Run the live test a second time over TLS (an `SSL` listener, a certificate
     /// made for the run) and compare the two.
     #[arg(long)]
@@ -439,6 +443,7 @@ pub fn run(mut a: BenchArgs) -> Result<i32> {
         "ledger_dir": a.ledger_dir.as_ref().map_or("inside --dir".into(), |d| d.display().to_string()),
         "checkpoint_interval": a.checkpoint_interval,
         "retention_bytes": a.retention_bytes,
+        "journal_adopt": a.journal_adopt,
         "time_scale": a.time_scale,
         "devices": a.devices,
         "duration_secs": duration.as_secs_f64(),
@@ -576,6 +581,10 @@ fn start(
     if let Some(bytes) = a.retention_bytes {
         args.push("--retention-bytes".into());
         args.push(bytes.to_string());
+    }
+    if a.journal_adopt {
+        args.push("--journal-adopt".into());
+        args.push("true".into());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let ports = harness::Ports {

@@ -47,6 +47,11 @@ pub struct StorageFlags {
     /// Unwritten ledger bytes per core beyond which appends wait.
     #[arg(long)]
     pub ledger_pending_bytes_max: Option<usize>,
+    /// Keep sealed journal segments as the ledger's data instead of copying them:
+    /// every byte written once (needs journal and ledger on one file system;
+    /// retention does not free them yet; see docs/write-once.md).
+    #[arg(long)]
+    pub journal_adopt: Option<bool>,
     /// Delete a partition's oldest segments beyond this many bytes.
     #[arg(long)]
     pub retention_bytes: Option<u64>,
@@ -75,6 +80,7 @@ pub struct FileConfig {
     pub ledger_flush_bytes: Option<usize>,
     pub ledger_flush_interval_ms: Option<u64>,
     pub ledger_pending_bytes_max: Option<usize>,
+    pub journal_adopt: Option<bool>,
     pub retention_bytes: Option<u64>,
     pub retention_ms: Option<u64>,
     pub batch_bytes_max: Option<usize>,
@@ -609,6 +615,7 @@ fn log_config(
     set!(ledger_flush_bytes, ledger_flush_bytes);
     set!(ledger_flush_interval_ms, ledger_flush_interval_ms);
     set!(ledger_pending_bytes_max, ledger_pending_bytes_max);
+    set!(journal_adopt, journal_adopt);
     set!(batch_bytes_max, batch_bytes_max);
     if flags
         .ledger_segment_bytes

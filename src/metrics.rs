@@ -166,6 +166,7 @@ pub struct Metrics {
     ledger_writes: Family<Labels, Counter>,
     ledger_adopted_writes: Family<Labels, Counter>,
     segments_deleted: Family<Labels, Counter>,
+    journal_segments_adopted: Family<Labels, Counter>,
     cross_core_forwards: Family<Labels, Counter>,
     groups: Family<Labels, Gauge>,
     group_members: Family<Labels, Gauge>,
@@ -328,6 +329,10 @@ impl Metrics {
             segments_deleted: fam!(
                 "ledger_segments_deleted",
                 "Ledger segments removed by retention"
+            ),
+            journal_segments_adopted: fam!(
+                "journal_segments_adopted",
+                "Sealed journal segments kept as the ledger's data instead of being copied, with journal_adopt"
             ),
             cross_core_forwards: fam!(
                 "cross_core_forwards",
@@ -782,6 +787,11 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
                 st.ledger_adopted_writes,
             ),
             ("deleted", &m.segments_deleted, st.segments_deleted),
+            (
+                "adopted",
+                &m.journal_segments_adopted,
+                st.journal_segments_adopted,
+            ),
         ] {
             log_deltas
                 .entry(name)

@@ -38,7 +38,7 @@ const SMALL: &[&str] = &[
 /// than half a journal write and the ledger takes them whole; even rounds mix
 /// three partitions, whose frames the ledger copies.
 /// Returns every (partition, offset, index) it reported.
-fn append_then_kill(dir: &Path, run: u32, after: Duration) -> Vec<(u32, u64, u64)> {
+fn append_then_kill(dir: &Path, run: u32, after: Duration, extra: &[&str]) -> Vec<(u32, u64, u64)> {
     let (partitions, tasks) = if run % 2 == 1 {
         ("1", "64")
     } else {
@@ -57,6 +57,7 @@ fn append_then_kill(dir: &Path, run: u32, after: Duration) -> Vec<(u32, u64, u64
         .arg(dir)
         .args(["--run", &run.to_string()])
         .args(SMALL)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -101,8 +102,9 @@ fn append_then_kill(dir: &Path, run: u32, after: Duration) -> Vec<(u32, u64, u64
 }
 
 /// Opens the log in this process (recovery) and checks everything acknowledged.
-fn verify(dir: &Path, acked: &HashMap<(u32, u64), u64>) -> usize {
+fn verify(dir: &Path, acked: &HashMap<(u32, u64), u64>, adopt: bool) -> usize {
     let mut cfg = tidewater_io::LogConfig::new(dir.join("journal"), dir.join("ledger"), 0);
+    cfg.journal_adopt = adopt;
     let mut it = SMALL.iter();
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
         let n = || v.parse::<u64>().unwrap();
@@ -152,6 +154,19 @@ fn verify(dir: &Path, acked: &HashMap<(u32, u64), u64>) -> usize {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
+    crash_rounds(&[]);
+}
+
+/// The same with sealed journal segments adopted as the ledger's data instead of
+/// copied (`--journal-adopt true`, `docs/write-once.md`): a kill may land between
+/// any two steps of an adoption.
+#[test]
+fn sigkill_with_adopted_journal_segments_loses_nothing_acknowledged() {
+    crash_rounds(&["--journal-adopt", "true"]);
+}
+
+fn crash_rounds(extra: &[&str]) {
+    let adopt = !extra.is_empty();
     let rounds: u32 = std::env::var("TIDEWATER_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -162,7 +177,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let mut kills_with_acks = 0;
     for run in 0..rounds {
         let after = Duration::from_millis(rng.gen_range(150..900));
-        let acks = append_then_kill(dir.path(), run, after);
+        let acks = append_then_kill(dir.path(), run, after, extra);
         if !acks.is_empty() {
             kills_with_acks += 1;
         }
@@ -172,7 +187,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 "offset {offset} of partition {p} acknowledged twice"
             );
         }
-        let stored = verify(dir.path(), &acked);
+        let stored = verify(dir.path(), &acked, adopt);
         assert!(stored >= acked.len());
     }
     assert!(
@@ -184,4 +199,31 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         "{} appends acknowledged in all",
         acked.len()
     );
+    if adopt {
+        // Every byte was written once: the data is in adopted journal segments,
+        // no partition directory holds a copy.
+        let ledger = dir.path().join("ledger");
+        let count = |d: &Path, ext: &str| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == ext)
+                })
+                .count()
+        };
+        assert!(
+            count(&ledger.join("mixed"), "seg") > 3,
+            "segments were adopted"
+        );
+        for e in std::fs::read_dir(&ledger).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() && !path.ends_with("mixed") {
+                assert_eq!(count(&path, "log"), 0, "{} holds a copy", path.display());
+            }
+        }
+    }
 }

@@ -73,7 +73,7 @@ fn kill_9_under_load_loses_nothing_and_counts_nothing_twice() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    crash_loop(kills, |_| 2, true);
+    crash_loop(kills, |_| 2, true, &[]);
 }
 
 /// Rescaling: killed under load on 2 cores, restarted on 1 (partitions, key groups
@@ -81,19 +81,33 @@ fn kill_9_under_load_loses_nothing_and_counts_nothing_twice() {
 /// on; the results are the same exactly-once results.
 #[test]
 fn kill_9_and_restart_on_another_core_count_moves_state_exactly_once() {
-    crash_loop(4, |round| if round % 2 == 0 { 2 } else { 1 }, false);
+    crash_loop(4, |round| if round % 2 == 0 { 2 } else { 1 }, false, &[]);
+}
+
+/// Both at once with sealed journal segments adopted as the ledger's data
+/// (`--journal-adopt true`, `docs/write-once.md`): kills under load, restarts on
+/// 2, 1, 2 cores (a rescale copies the partitions into new adopting logs).
+#[test]
+fn kill_9_and_rescale_with_adopted_journal_segments_stays_exactly_once() {
+    let cores = |round| if round % 2 == 0 { 2 } else { 1 };
+    crash_loop(4, cores, false, &["--journal-adopt", "true"]);
 }
 
 /// The reference job under load; `kills` SIGKILLs at random moments, restart `r`
 /// on `cores(r)` cores (start: `cores(0)`); optionally the newest checkpoint is
 /// damaged before the last restart. Then every sink is checked.
-fn crash_loop(kills: u32, cores: impl Fn(u32) -> u32, damage: bool) {
+/// `extra`: more `serve` arguments, on every start.
+fn crash_loop(kills: u32, cores: impl Fn(u32) -> u32, damage: bool, extra: &[&str]) {
     let ch = common::ClickHouse::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), Some(&ch.url()), "1s");
     let data = dir.path().join("data");
     let (port, admin) = (common::free_ports(), common::free_ports());
-    let serve = |n: u32| common::serve_on(&strs(&serve_args(n, &cfg, &data)), port, admin);
+    let serve = |n: u32| {
+        let mut args = serve_args(n, &cfg, &data);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        common::serve_on(&strs(&args), port, admin)
+    };
     let bootstrap = format!("127.0.0.1:{port}");
     let (mut server, ..) = serve(cores(0));
     let state = dir.path().join("acked.json");
@@ -178,6 +192,21 @@ fn crash_loop(kills: u32, cores: impl Fn(u32) -> u32, damage: bool) {
         "{report}\nproducer: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+    if extra.contains(&"--journal-adopt") {
+        // The data was read back from adopted journal segments, never copied.
+        let mixed = data.join("ledger/shard-0/mixed");
+        let adopted = std::fs::read_dir(&mixed)
+            .unwrap_or_else(|e| panic!("{}: {e}", mixed.display()))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count();
+        assert!(adopted > 0, "no segment adopted in {}", mixed.display());
+    }
 }
 
 /// User + system CPU time of a process so far, from /proc.

@@ -102,6 +102,17 @@ pub struct RecoveredEnd {
     pub damaged: bool,
 }
 
+/// A journal segment the journal writes or wrote, as an adopting ledger reads it
+/// (`journal_adopt`).
+pub struct OpenSegment {
+    pub segment_seq: u64,
+    pub slot: usize,
+    /// Its first frame's sequence number.
+    pub first_seq: u64,
+    pub file: Rc<DmaFile>,
+    pub path: PathBuf,
+}
+
 /// One journal segment file.
 struct Slot {
     path: PathBuf,
@@ -129,6 +140,9 @@ pub struct Journal {
     sync_rolls: bool,
     /// Segment headers found damaged and rebuilt from the segment's first frame.
     repaired: Vec<Damaged>,
+    /// Sealed segments are adopted by the ledger (`journal_adopt`): a slot's file
+    /// may have been renamed away and replaced, so a reused slot is opened again.
+    adopting: bool,
 }
 
 /// What a scan of one segment found.
@@ -192,7 +206,7 @@ impl std::fmt::Display for Damaged {
     }
 }
 
-fn slot_path(dir: &Path, index: usize) -> PathBuf {
+pub(crate) fn slot_path(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("journal-{index:04}.seg"))
 }
 
@@ -221,12 +235,30 @@ async fn open_with(path: &Path, create: bool, flags: i32) -> Result<DmaFile> {
 
 /// Creates a segment file of `bytes`, allocated and zero-filled, synced.
 async fn create_segment(path: &Path, bytes: u64) -> Result<DmaFile> {
+    create_allocated(path, bytes, true).await
+}
+
+/// Creates a segment file of `bytes` at `path`, allocated but not zero-filled (the
+/// slot of a segment the ledger adopted: zero-filling would write the device once
+/// more per byte, which adoption exists to avoid). Reads of its unwritten blocks
+/// return zeros; its first writes pay the extent conversion.
+pub(crate) async fn create_unfilled_segment(path: &Path, bytes: u64) -> Result<()> {
+    create_allocated(path, bytes, false)
+        .await?
+        .close()
+        .await
+        .map_err(|e| LogError::io("closing", path, e))
+}
+
+/// Creates `path` whole or not at all: allocated under a temporary name,
+/// zero-filled when asked, synced, renamed.
+async fn create_allocated(path: &Path, bytes: u64, zero_fill: bool) -> Result<DmaFile> {
     let tmp = path.with_extension("seg.tmp");
     let file = open_rw(&tmp, true).await?;
     file.pre_allocate(bytes, false)
         .await
         .map_err(|e| LogError::io("allocating journal segment", &tmp, e))?;
-    let mut pos = 0u64;
+    let mut pos = if zero_fill { 0 } else { bytes };
     while pos < bytes {
         let len = ZERO_FILL_BYTES.min((bytes - pos) as usize);
         let mut buf = file.alloc_dma_buffer(len);
@@ -531,6 +563,7 @@ impl Journal {
             dsync,
             sync_rolls,
             repaired,
+            adopting: false,
         })
     }
 
@@ -549,6 +582,52 @@ impl Journal {
     /// writes are not already (`O_DSYNC` makes each write stable as it completes).
     fn roll_needs_sync(&self) -> bool {
         self.sync_rolls && !self.dsync
+    }
+
+    /// Sealed segments will be adopted by the ledger (`journal_adopt`): reused slots
+    /// are opened again (the ledger replaces the file it renamed away), and segment
+    /// numbers continue above `segment_seq_floor`, the newest adopted one. Call
+    /// before recovery reads the chain: a slot still holding a segment at or below
+    /// the floor holds nothing anyone needs (adoption goes in order, so it was
+    /// released, or copied before adoption was turned on) and leaves the chain,
+    /// where it would read as a break before the segments after the adopted ones.
+    pub fn set_adopting(&mut self, segment_seq_floor: u64) {
+        self.adopting = true;
+        self.segment_seq_next = self.segment_seq_next.max(segment_seq_floor + 1);
+        let stale: Vec<usize> = self
+            .live
+            .iter()
+            .copied()
+            .filter(|&i| self.slots[i].header.segment_seq <= segment_seq_floor)
+            .collect();
+        for slot in stale {
+            tracing::debug!(path = %self.slots[slot].path.display(), "journal segment already adopted or released: free");
+            self.live.retain(|&i| i != slot);
+            // In use before: reopened when reused, like any slot adoption freed.
+            self.slots[slot].last_seq = 0;
+        }
+    }
+
+    /// The active segment.
+    pub fn active(&self) -> Option<OpenSegment> {
+        self.live.back().map(|&slot| self.open_segment(slot))
+    }
+
+    /// The segment in `slot` as an adopting ledger takes it.
+    pub fn open_segment(&self, slot: usize) -> OpenSegment {
+        let s = &self.slots[slot];
+        OpenSegment {
+            segment_seq: s.header.segment_seq,
+            slot,
+            first_seq: s.header.first_seq,
+            file: s.file.clone(),
+            path: s.path.clone(),
+        }
+    }
+
+    /// Where the next write goes in the active segment.
+    pub fn write_pos(&self) -> u64 {
+        self.write_pos
     }
 
     /// Live segments, oldest first, as `(slot, first_seq)`.
@@ -801,7 +880,12 @@ impl Journal {
             segment_bytes: self.segment_bytes,
         };
         let sync = self.roll_needs_sync();
+        let flags = if self.dsync { libc::O_DSYNC } else { 0 };
         let s = &mut self.slots[slot];
+        if self.adopting && s.header.segment_seq != 0 {
+            // The ledger renamed the segment it adopted and put a new file here.
+            s.file = Rc::new(open_with(&s.path, false, flags).await?);
+        }
         let mut buf = s.file.alloc_dma_buffer(BLOCK);
         header.encode(buf.as_bytes_mut());
         s.file
@@ -825,7 +909,8 @@ impl Journal {
     }
 
     fn free_slot(&self, recyclable_seq: u64) -> Option<usize> {
-        if let Some(i) = (0..self.slots.len()).find(|&i| self.slots[i].header.segment_seq == 0) {
+        // Not in the chain: never used, forgotten by recovery, or (adopting) stale.
+        if let Some(i) = (0..self.slots.len()).find(|i| !self.live.contains(i)) {
             return Some(i);
         }
         let &oldest = self.live.front()?;

@@ -127,7 +127,7 @@ fn sealed_journal_segments_read_through_their_runs_as_through_the_log() {
         let mut found = HashMap::<u32, Vec<Entry>>::new();
         for (path, index, _) in &segments {
             assert_eq!(RunIndex::decode(&index.encode()).unwrap(), *index);
-            let file = DmaFile::open(path).await.unwrap();
+            let file = Rc::new(DmaFile::open(path).await.unwrap());
             for r in index.runs() {
                 let got = read_run(&file, path, r, r.base_offset, usize::MAX)
                     .await
@@ -184,7 +184,7 @@ fn a_damaged_run_or_index_is_reported_not_read() {
         bytes[(r.pos + u64::from(r.len) - 10) as usize] ^= 0x40;
         let copy = dir.path().join("damaged.seg");
         std::fs::write(&copy, &bytes).unwrap();
-        let file = DmaFile::open(&copy).await.unwrap();
+        let file = Rc::new(DmaFile::open(&copy).await.unwrap());
         match read_run(&file, &copy, &r, r.base_offset, usize::MAX).await {
             Err(LogError::Corrupt { path, what }) => {
                 assert_eq!(path, copy);
@@ -194,7 +194,7 @@ fn a_damaged_run_or_index_is_reported_not_read() {
         }
 
         // An index that does not match the segment (another lap's, say) is caught.
-        let file = DmaFile::open(&path).await.unwrap();
+        let file = Rc::new(DmaFile::open(&path).await.unwrap());
         let r = *index.runs_of(a).first().unwrap();
         for wrong in [
             tidewater_io::ledger::mixed::Run {

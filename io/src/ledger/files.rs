@@ -50,6 +50,7 @@ pub fn valid_partition_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 240
         && !name.starts_with('.')
+        && name != super::MIXED_DIR
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
@@ -111,6 +112,7 @@ impl Ledger {
                 dir: pdir,
                 segments: VecDeque::new(),
                 chunks: VecDeque::new(),
+                runs: VecDeque::new(),
                 next_offset: start,
                 unsynced: Vec::new(),
                 retain_from: None,

@@ -4,18 +4,19 @@
 //! Owns the run index of one segment (building it from the segment's frames, its
 //! file format, finding a partition's run by offset) and reading a partition's
 //! batches through it. It never writes or renames a segment and never decides when
-//! one is adopted or deleted. Not yet used by the log: the adoption step wires it.
+//! one is adopted or deleted (`adopted` and the log do).
 //!
 //! A run is what one journal write holds of one partition (journal writes lay out
 //! one run per partition, `log::state::Pending::lay_out`): frames next to each
 //! other in the file, offsets dense, nothing of another partition between them.
 
 use super::read::{payload_in, read_range, Gathered};
-use super::Entry;
+use super::{Entry, Payload};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, Kind, Step, HEADER_LEN};
-use glommio::io::DmaFile;
+use glommio::io::{DmaFile, ReadResult};
 use std::path::Path;
+use std::rc::Rc;
 
 const MAGIC: &[u8; 8] = b"TWRUNS01";
 /// crc32c (4), magic (8), shard (4), segment_seq (8), first_seq (8), last_seq (8),
@@ -34,10 +35,24 @@ pub struct Run {
     pub end_offset: u64,
     /// Position of the run's first frame in the segment file.
     pub pos: u64,
-    /// From the first frame's start to the last frame's end.
+    /// From the first frame's start to the last frame's end; 0 for a lost run:
+    /// offsets whose only copy was damaged journal bytes (recovery), kept so that
+    /// offsets stay dense and readers see the loss (a batch with no payload).
     pub len: u32,
     /// The largest timestamp of the run's batches (time retention reads it).
     pub max_timestamp_ms: i64,
+}
+
+impl Run {
+    /// Offsets the run names but no frame holds (see [`Run::len`]).
+    pub fn is_lost(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One past the run's last byte in the segment file.
+    pub fn end_pos(&self) -> u64 {
+        self.pos + u64::from(self.len)
+    }
 }
 
 /// The runs of one sealed journal segment, ordered by partition, then offset.
@@ -104,6 +119,23 @@ impl RunIndex {
             segment_seq,
             first_seq: seqs.clone().min().unwrap_or(0),
             last_seq: seqs.max().unwrap_or(0),
+            runs,
+        }
+    }
+
+    /// The index of a segment whose runs are `runs` (any order).
+    pub fn from_runs(
+        shard: u32,
+        segment_seq: u64,
+        (first_seq, last_seq): (u64, u64),
+        mut runs: Vec<Run>,
+    ) -> RunIndex {
+        runs.sort_unstable_by_key(|r| (r.partition, r.base_offset));
+        RunIndex {
+            shard,
+            segment_seq,
+            first_seq,
+            last_seq,
             runs,
         }
     }
@@ -191,8 +223,10 @@ impl RunIndex {
         if !ordered || runs.iter().any(|r| r.end_offset <= r.base_offset) {
             return Err("run index out of order".into());
         }
-        let framed = |r: &Run| r.pos >= frame::BLOCK as u64 && r.len as usize >= HEADER_LEN;
-        if !runs.iter().all(framed) || u64_at(24) > u64_at(32) {
+        let framed =
+            |r: &Run| r.is_lost() || r.pos >= frame::BLOCK as u64 && r.len as usize >= HEADER_LEN;
+        // An index of no frame (only lost runs) has last_seq = first_seq - 1.
+        if !runs.iter().all(framed) || u64_at(24) > u64_at(32).saturating_add(1) {
             return Err("run index with a run outside the segment's frames".into());
         }
         Ok(RunIndex {
@@ -206,29 +240,99 @@ impl RunIndex {
 }
 
 /// Reads the batches of `run` (in `file`, the segment at `path`) from `from`, about
-/// `max_bytes` of payload (at least one batch). The run is read whole, in one read
-/// whose buffer the batches share; it is at most the journal's largest write. Every frame
-/// of the run is checked against the index: its first at `run.pos` with the run's
-/// first offset, offsets dense, the last ending at the run's end offset and length.
+/// `max_bytes` of payload (at least one batch): [`read_runs`] of one run.
 pub async fn read_run(
-    file: &DmaFile,
+    file: &Rc<DmaFile>,
     path: &Path,
     run: &Run,
     from: u64,
     max_bytes: usize,
 ) -> Result<Vec<Entry>> {
-    let aligned = frame::align_down(run.pos as usize) as u64;
+    read_runs(file, path, std::slice::from_ref(run), from, max_bytes).await
+}
+
+/// Runs closer than this in the file are read in one read (the bytes between, of
+/// other partitions, read along); farther ones in reads of their own, issued at once.
+const READ_GAP_MAX: u64 = 64 << 10;
+
+/// Reads the batches of `runs` (one partition's, in offset order, in `file`, the
+/// segment at `path`) from `from`, about `max_bytes` of payload (at least one
+/// batch). Runs next to each other in the file are read together; the reads are
+/// in flight at once, and batches share their buffers. Every frame of a run is
+/// checked against the index: its first at `run.pos` with the run's first offset,
+/// offsets dense, the last ending at the run's end offset and length. A lost run
+/// (first) reads as one batch with no payload; reading stops before a later one.
+pub async fn read_runs(
+    file: &Rc<DmaFile>,
+    path: &Path,
+    runs: &[Run],
+    from: u64,
+    max_bytes: usize,
+) -> Result<Vec<Entry>> {
+    let mut got = Gathered::new(from, max_bytes);
+    let Some(first) = runs.first() else {
+        return Ok(Vec::new());
+    };
+    if first.is_lost() {
+        let count = u32::try_from(first.end_offset - first.base_offset).unwrap_or(u32::MAX);
+        let header = Header::data(first.partition, 0, first.base_offset, count, 0);
+        got.add(&header, || Payload::Owned(Vec::new()));
+        return Ok(got.entries);
+    }
+    let runs: Vec<Run> = runs.iter().take_while(|r| !r.is_lost()).copied().collect();
+    // Extents: (first run, one past the last) read together.
+    let mut extents: Vec<(usize, usize)> = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        match extents.last_mut() {
+            Some((_, end))
+                if r.pos
+                    <= frame::align_up(runs[*end - 1].end_pos() as usize) as u64 + READ_GAP_MAX =>
+            {
+                *end = i + 1
+            }
+            _ => extents.push((i, i + 1)),
+        }
+    }
+    let reads: Vec<_> = extents
+        .iter()
+        .map(|&(a, b)| {
+            let aligned = frame::align_down(runs[a].pos as usize) as u64;
+            let end = (runs[b - 1].end_pos() - aligned) as usize;
+            let (file, path) = (file.clone(), path.to_path_buf());
+            let read =
+                glommio::spawn_local(async move { read_range(&file, &path, aligned, end).await });
+            (aligned, end, read)
+        })
+        .collect();
+    for ((aligned, end, read), &(a, b)) in reads.into_iter().zip(&extents) {
+        let buf = read.await?;
+        if buf.len() < end {
+            let what = format!(
+                "the file's end, before the run's end at byte {}",
+                aligned as usize + end
+            );
+            return Err(damaged(path, aligned + buf.len() as u64, &what));
+        }
+        for run in &runs[a..b] {
+            if !gather_run(&buf, aligned, path, run, &mut got)? {
+                return Ok(got.entries);
+            }
+        }
+    }
+    Ok(got.entries)
+}
+
+/// Gathers `run`'s batches out of `buf` (the file's bytes from `aligned`) into
+/// `got`, checking every frame; `false` once the read is full.
+fn gather_run(
+    buf: &ReadResult,
+    aligned: u64,
+    path: &Path,
+    run: &Run,
+    got: &mut Gathered,
+) -> Result<bool> {
     let first = (run.pos - aligned) as usize;
     let end = first + run.len as usize;
-    let buf = read_range(file, path, aligned, end).await?;
-    if buf.len() < end {
-        let what = format!(
-            "the file's end, before the run's end at byte {}",
-            aligned as usize + end
-        );
-        return Err(damaged(path, aligned + buf.len() as u64, &what));
-    }
-    let mut got = Gathered::new(from, max_bytes);
     let mut next = (first, run.base_offset);
     for step in frame::Scanner::new(&buf[..end], first, run.len as usize) {
         let (pos, header) = match step {
@@ -248,8 +352,8 @@ pub async fn read_run(
             return Err(damaged(path, pos as u64 + aligned, &format!("{header:?}")));
         }
         next = (pos + header.frame_len(), header.end_offset());
-        if !got.add(&header, || payload_in(&buf, pos, &header)) {
-            return Ok(got.entries);
+        if !got.add(&header, || payload_in(buf, pos, &header)) {
+            return Ok(false);
         }
         if next.1 >= run.end_offset {
             break;
@@ -259,7 +363,7 @@ pub async fn read_run(
         let what = format!("the run ending at offset {} and byte {}", next.1, next.0);
         return Err(damaged(path, aligned + next.0 as u64, &what));
     }
-    Ok(got.entries)
+    Ok(true)
 }
 
 /// A run that does not hold what its index says.

@@ -26,10 +26,12 @@
 //! `segment` a segment file and its index file; `chunk` a chunk in memory;
 //! `handoff` takes the journal's frames into chunks; `write` writes chunks to
 //! segments and syncs them; `read` serves reads; `mixed` indexes sealed journal
-//! segments by runs and reads through them (not yet used by the log); `open` recovers the directory at
-//! start-up. This file names only the `chunk` and `segment` types; the other files
-//! build on it, never the reverse.
+//! segments by runs and reads through them; `adopted` keeps the runs of journal
+//! segments the ledger reads in place (`journal_adopt`); `open` recovers the directory at
+//! start-up. This file names only the `chunk`, `segment` and `adopted` types; the
+//! other files build on it, never the reverse.
 
+mod adopted;
 mod chunk;
 mod files;
 mod handoff;
@@ -39,6 +41,7 @@ mod read;
 mod segment;
 mod write;
 
+pub use adopted::{Adoption, MIXED_DIR};
 pub(crate) use chunk::chunk_capacity;
 pub use files::valid_partition_name;
 
@@ -139,6 +142,8 @@ pub struct Partition {
     dir: PathBuf,
     segments: VecDeque<Segment>,
     chunks: VecDeque<Chunk>,
+    /// Its offsets in journal segments (`journal_adopt`), after its segments.
+    runs: VecDeque<adopted::PartRun>,
     next_offset: u64,
     /// Written to a segment since the last sync.
     unsynced: Vec<Rc<DmaFile>>,
@@ -198,13 +203,15 @@ impl Partition {
         self.next_offset
     }
 
-    /// The first offset held: in the oldest segment, else in the oldest chunk not yet
-    /// written, else the end (an empty partition).
+    /// The first offset held: in the oldest segment, else in the oldest run of a
+    /// journal segment (`journal_adopt`), else in the oldest chunk not yet written,
+    /// else the end (an empty partition).
     pub fn start_offset(&self) -> u64 {
         let held = self
             .segments
             .front()
             .map(|s| s.base_offset)
+            .or_else(|| self.runs.front().map(|r| r.run.base_offset))
             .or_else(|| self.chunks.front().map(|c| c.base_offset))
             .unwrap_or(self.next_offset);
         held.max(self.deleted_before.min(self.next_offset))
@@ -237,6 +244,8 @@ pub struct Ledger {
     pending_bytes: usize,
     /// The newest completed journal writes, oldest first, at most `RECENT_WRITES`.
     recent: VecDeque<RecentWrite>,
+    /// Journal segments adopted instead of copied (`journal_adopt`).
+    adopting: Option<adopted::Adopting>,
 }
 
 /// A completed journal write kept for reads: its buffer and its data frames, in

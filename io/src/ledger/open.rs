@@ -43,6 +43,7 @@ impl Ledger {
             deleted: Default::default(),
             pending_bytes: 0,
             recent: VecDeque::new(),
+            adopting: None,
         };
         let mut dirs = Vec::new();
         let entries = fs::read_dir(dir)
@@ -50,7 +51,7 @@ impl Ledger {
             .map_err(|e| e.with_op("listing ledger directory"))?;
         for entry in entries {
             let name = name_of(&entry);
-            if name == "lost+found" || name == ".tidewater-probe" {
+            if name == "lost+found" || name == ".tidewater-probe" || name == super::MIXED_DIR {
                 continue;
             }
             if name.starts_with('.') && name.ends_with(".deleted") {
@@ -143,6 +144,7 @@ impl Ledger {
             dir: pdir.to_path_buf(),
             segments: VecDeque::new(),
             chunks: VecDeque::new(),
+            runs: VecDeque::new(),
             next_offset: 0,
             unsynced: Vec::new(),
             retain_from: None,

@@ -6,7 +6,9 @@
 //! at least one batch when any is there, and never past what the ledger holds
 //! (which is exactly what was acknowledged). Never writes.
 
+use super::adopted::{PartRun, SegFile};
 use super::chunk::Chunk;
+use super::mixed::Run;
 use super::{Entry, Ledger, Payload, RecentWrite, WrittenSlice};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header, Kind, Step, HEADER_LEN};
@@ -50,7 +52,7 @@ impl Ledger {
                     let start = seg.index_position(from);
                     let want = (max_bytes + HEADER_LEN).max(READ_BYTES_MIN) as u64;
                     let len = want.min(seg.write_pos - start) as usize;
-                    Some((
+                    Ok((
                         seg.file.clone(),
                         seg.path.clone(),
                         start,
@@ -60,14 +62,28 @@ impl Ledger {
                 }
                 _ => {
                     let mut got = Gathered::new(from, max_bytes);
-                    if !read_recent(&l.recent, id, &mut got) {
-                        read_chunks(&p.chunks, &mut got);
+                    if read_recent(&l.recent, id, &mut got) {
+                        return Ok(got.entries);
                     }
-                    return Ok(got.entries);
+                    match p.run_index(from) {
+                        Some(first) => Err(plan_runs(&p.runs, first, max_bytes)),
+                        None => {
+                            read_chunks(&p.chunks, &mut got);
+                            return Ok(got.entries);
+                        }
+                    }
                 }
             }
         };
-        let (file, path, start, len, write_pos) = plan.expect("file read planned");
+        // Through runs of journal segments (`journal_adopt`), else a segment file.
+        let (file, path, start, len, write_pos) = match plan {
+            Ok(file_read) => file_read,
+            Err((seg, runs)) => {
+                let file = seg.file().await?;
+                let path = seg.path.borrow().clone();
+                return super::mixed::read_runs(&file, &path, &runs, from, max_bytes).await;
+            }
+        };
         let file = match file {
             Some(f) => f,
             None => Rc::new(
@@ -104,6 +120,29 @@ impl Ledger {
         }
         Ok(got.entries)
     }
+}
+
+/// A read through runs takes at most this many runs.
+const RUNS_PER_READ_MAX: usize = 16;
+
+/// The runs one read takes, from `runs[first]`: that run, then the partition's
+/// next ones in the same segment while the read wants more payload, at most
+/// `RUNS_PER_READ_MAX` (a lost run is read alone).
+fn plan_runs(runs: &VecDeque<PartRun>, first: usize, max_bytes: usize) -> (Rc<SegFile>, Vec<Run>) {
+    let head = &runs[first];
+    let mut out = vec![head.run];
+    let mut bytes = u64::from(head.run.len);
+    if !head.run.is_lost() {
+        for r in runs.range(first + 1..) {
+            let more = bytes < (max_bytes + HEADER_LEN) as u64 && out.len() < RUNS_PER_READ_MAX;
+            if !more || r.segment_seq != head.segment_seq || r.run.is_lost() {
+                break;
+            }
+            bytes += u64::from(r.run.len);
+            out.push(r.run);
+        }
+    }
+    (head.file.clone(), out)
 }
 
 /// The entries one read answers with: those ending after `from`, up to about

@@ -3,8 +3,9 @@
 //! Owns the journal: takes the pending write, lays it out (one run per partition,
 //! numbered in file order), pads it to a block, keeps at most
 //! `JOURNAL_WRITES_IN_FLIGHT_MAX` writes in flight, syncs per the durability
-//! policy, rolls segments, then hands each write's frames to the ledger's chunks
-//! and acknowledges its appends, strictly in order. Never writes the ledger itself
+//! policy, rolls segments, then hands each write's frames to the ledger (into its
+//! chunks, or, with `journal_adopt`, as runs it reads where they lie) and
+//! acknowledges its appends, strictly in order. Never writes the ledger itself
 //! (a roll that finds no free segment asks for the ledger to be made durable).
 
 use super::ledger_task::make_ledger_durable;
@@ -36,6 +37,8 @@ struct InFlight {
     started: Instant,
     write: glommio::Task<Result<()>>,
     buf: Rc<DmaBuffer>,
+    /// Where the write goes in its segment file.
+    file_pos: u64,
     frames: Vec<(usize, Header)>,
     last_seq: u64,
     outcome: Rc<Outcome>,
@@ -112,8 +115,12 @@ impl Driver {
                 }
             }
             if closing {
-                if let Err(e) = self.journal.seal_for_stop().await {
-                    self.fail_all(e, None);
+                match self.journal.seal_for_stop().await {
+                    Err(e) => self.fail_all(e, None),
+                    Ok(()) if sh.ledger.borrow().is_adopting() => {
+                        sh.ledger.borrow_mut().journal_segment_sealed(None);
+                    }
+                    Ok(()) => {}
                 }
                 break;
             }
@@ -147,11 +154,13 @@ impl Driver {
             }
         }
         let buf = Rc::new(p.buf);
+        let file_pos = self.journal.write_pos();
         let write = glommio::spawn_local(self.journal.start_write(buf.clone(), p.last_seq));
         self.in_flight.push_back(InFlight {
             started: Instant::now(),
             write,
             buf,
+            file_pos,
             frames: p.frames,
             last_seq: p.last_seq,
             outcome: p.outcome,
@@ -191,6 +200,7 @@ impl Driver {
         }
         let ledger_due = {
             let mut ledger = sh.ledger.borrow_mut();
+            let adopting = ledger.is_adopting();
             // A large write of one partition (a core that owns one busy partition,
             // as with the default of one partition per core) becomes a ledger
             // chunk as it is; others
@@ -203,7 +213,10 @@ impl Driver {
                 .all(|(_, h)| h.partition == w.frames[0].1.partition);
             let large = 2 * w.buf.len() >= sh.cfg.journal_flush_bytes_max;
             let adopt = one_partition && large && ledger.adoptable(w.buf.len());
-            if adopt {
+            if adopting {
+                // The ledger reads the frames where they are (`journal_adopt`).
+                ledger.add_frames(w.file_pos, &w.frames);
+            } else if adopt {
                 ledger.adopt_write(w.buf.clone(), &w.frames);
                 st.stats.ledger_adopted_writes += 1;
             } else {
@@ -221,7 +234,7 @@ impl Driver {
             }
             ledger.keep_recent(w.buf.clone(), w.frames);
             // An adopted write is a sealed chunk: due at once.
-            adopt || ledger.pending_bytes() >= sh.cfg.ledger_flush_bytes
+            !adopting && (adopt || ledger.pending_bytes() >= sh.cfg.ledger_flush_bytes)
         };
         st.durable_seq = w.last_seq;
         drop(st);
@@ -249,6 +262,7 @@ impl Driver {
     async fn roll(&mut self, first_seq: u64) -> Result<Option<LogError>> {
         let recyclable = self.shared.state.borrow().recyclable_seq;
         if self.journal.roll(first_seq, recyclable).await? {
+            self.opened();
             self.shared.durable_wanted.set(true);
             self.shared.ledger_work.notify();
             return Ok(None);
@@ -260,11 +274,23 @@ impl Driver {
         }
         let recyclable = self.shared.state.borrow().recyclable_seq;
         if self.journal.roll(first_seq, recyclable).await? {
+            self.opened();
             return Ok(None);
         }
         Err(LogError::Config(
             "no journal segment is free although the ledger is durable".into(),
         ))
+    }
+
+    /// Tells an adopting ledger which segment the journal now writes (the one
+    /// before it is sealed).
+    fn opened(&self) {
+        let mut ledger = self.shared.ledger.borrow_mut();
+        if ledger.is_adopting() {
+            if let Some(s) = self.journal.active() {
+                ledger.journal_segment_opened(s);
+            }
+        }
     }
 
     /// Fails `p` and every append after it (not fatal: the log goes on). Only called

@@ -3,7 +3,8 @@
 //!
 //! Owns when ledger chunks are written, when the ledger is synced and retention
 //! applied, and which journal frames that makes safe to recycle
-//! (`recyclable_seq`). Every ledger write holds `ledger_io`, so the task and a
+//! (`recyclable_seq`), or, with `journal_adopt`, adopts sealed journal segments
+//! (`adopt`) instead. Every ledger write holds `ledger_io`, so the task and a
 //! journal roll never write the ledger at once. A full device is remembered and
 //! retried; any other failure stops the log. Never writes the journal.
 
@@ -90,11 +91,19 @@ pub(super) async fn make_ledger_durable(sh: &Shared) -> Result<()> {
         .map_err(|_| LogError::Closed)?;
     write_ledger(sh, true).await?;
     let durable_seq = sh.state.borrow().durable_seq;
+    // Adopting, a journal segment is free once adopted (`adopt_sealed` says so);
+    // copying, once every frame in it is in a segment file.
+    let adopting = sh.ledger.borrow().is_adopting();
     let through = sh.ledger.borrow().written_through_seq(durable_seq);
     Ledger::sync(&sh.ledger).await?;
+    if adopting {
+        super::adopt::adopt_sealed(sh).await?;
+    }
     let removed = Ledger::apply_retention(&sh.ledger, now_ms()).await;
     let mut st = sh.state.borrow_mut();
-    st.recyclable_seq = st.recyclable_seq.max(through);
+    if !adopting {
+        st.recyclable_seq = st.recyclable_seq.max(through);
+    }
     st.stats.ledger_syncs += 1;
     st.stats.segments_deleted += removed as u64;
     Ok(())

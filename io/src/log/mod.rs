@@ -13,6 +13,7 @@
 //! sync, retention), `recovery` (start-up replay). This file is the public face;
 //! the tasks never call it.
 
+mod adopt;
 mod journal_task;
 mod ledger_task;
 mod recovery;

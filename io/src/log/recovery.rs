@@ -106,6 +106,17 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
         &mut report.indexes_rebuilt,
     )
     .await?;
+    let ledger = RefCell::new(ledger);
+    Ledger::open_mixed(
+        &ledger,
+        (cfg.shard, cfg.journal_adopt, cfg.journal_flush_bytes_max),
+        &mut report.dropped,
+        &mut report.indexes_rebuilt,
+    )
+    .await?;
+    if cfg.journal_adopt {
+        prepare_adopting_journal(cfg).await?;
+    }
     let mut journal = Journal::open(
         &cfg.journal_dir,
         cfg.shard,
@@ -116,7 +127,10 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     )
     .await?;
     report.damaged.extend(journal.take_repaired());
-    let ledger = RefCell::new(ledger);
+    let (seq_floor, last_seq_floor) = ledger.borrow().adopted_floor();
+    if cfg.journal_adopt {
+        journal.set_adopting(seq_floor);
+    }
     // The marker names where the chain it was written for ends; anything else
     // (a journal moved in from elsewhere) is read as always. So is the journal
     // when the ledger or a journal header was found damaged at open (a segment
@@ -124,12 +138,17 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     let last_first = journal.chain().last().map(|&(_, first)| first);
     let found_whole =
         report.dropped.is_empty() && report.indexes_rebuilt.is_empty() && report.damaged.is_empty();
-    let trusted = clean.filter(|&n| found_whole && last_first.is_some_and(|f| f <= n));
+    // Adopting, a clean stop adopted every segment: an empty chain is whole.
+    let chain_ok = |n: u64| last_first.map_or(cfg.journal_adopt, |f| f <= n);
+    let trusted = clean.filter(|&n| found_whole && chain_ok(n));
     let next_seq = match trusted {
         Some(n) => {
             for (slot, _) in journal.chain() {
                 // Every frame is in the ledger: each segment may be reused.
                 journal.set_last_seq(slot, n - 1);
+            }
+            if cfg.journal_adopt {
+                ledger.borrow_mut().release_through(n - 1);
             }
             journal.finish_recovery(None).await?;
             report.clean_stop = true;
@@ -137,12 +156,59 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
         }
         None => replay(&mut journal, &ledger, &mut report).await?,
     };
+    // Adopted segments may have taken every journal segment: number on above them.
+    let next_seq = next_seq.max(last_seq_floor.saturating_add(1));
     Ok(Recovered {
         journal,
         ledger,
         next_seq,
         report,
     })
+}
+
+/// Before the journal opens with `journal_adopt`: journal and ledger must be on one
+/// file system (adoption renames), and a slot whose file an interrupted adoption
+/// renamed away gets a new one, not zero-filled.
+async fn prepare_adopting_journal(cfg: &LogConfig) -> Result<()> {
+    crate::fs::create_dir_all(&cfg.journal_dir).await?;
+    let journal_dev = crate::fs::device_of(&cfg.journal_dir).await?;
+    let ledger_dev = crate::fs::device_of(&cfg.ledger_dir).await?;
+    if journal_dev != ledger_dev {
+        return Err(crate::error::LogError::Config(format!(
+            "journal_adopt needs journal_dir ({}) and ledger_dir ({}) on one file system: adoption renames sealed journal segments into the ledger; turn it off to keep them on separate devices",
+            cfg.journal_dir.display(),
+            cfg.ledger_dir.display()
+        )));
+    }
+    // A rename proves it (two bind mounts of one file system share a device
+    // number and still refuse it): better refused now than at the first adoption.
+    let probe = cfg.journal_dir.join("adopt-probe.seg.tmp");
+    let landed = cfg
+        .ledger_dir
+        .join(crate::ledger::MIXED_DIR)
+        .join("adopt-probe.tmp");
+    crate::fs::write(&probe, Vec::new()).await?;
+    let renamed = crate::fs::rename(&probe, &landed).await;
+    let _ = crate::fs::remove_file(if renamed.is_ok() { &landed } else { &probe }).await;
+    if let Err(e) = renamed {
+        return Err(crate::error::LogError::Config(format!(
+            "journal_adopt needs journal_dir ({}) and ledger_dir ({}) on one file system: a rename between them failed ({e}); turn it off to keep them apart",
+            cfg.journal_dir.display(),
+            cfg.ledger_dir.display()
+        )));
+    }
+    let mut created = false;
+    for slot in 0..cfg.journal_segments as usize {
+        let path = crate::journal::slot_path(&cfg.journal_dir, slot);
+        if !crate::fs::exists(&path).await {
+            crate::journal::create_unfilled_segment(&path, cfg.journal_segment_bytes).await?;
+            created = true;
+        }
+    }
+    if created {
+        crate::fs::sync_dir(&cfg.journal_dir).await?;
+    }
+    Ok(())
 }
 
 /// The file a clean stop leaves in the journal directory.
@@ -224,6 +290,12 @@ async fn replay(
         }
         let bytes = journal.read_segment(slot).await?;
         let scan = Journal::scan(&path, &bytes, next_seq, journal.is_reused(slot));
+        let adopting = ledger.borrow().is_adopting();
+        if adopting {
+            // The ledger reads what it takes of this segment where it lies.
+            let segment = journal.open_segment(slot);
+            ledger.borrow_mut().journal_segment_opened(segment);
+        }
         report.journal_segments_scanned += 1;
         report.frames_scanned += scan.frames.len() as u64;
         if !scan.damaged.is_empty() {
@@ -280,7 +352,11 @@ async fn replay(
                     broken.insert(header.partition, ());
                     continue;
                 }
-                l.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
+                if adopting {
+                    l.add_frames(0, &[(pos, header)]);
+                } else {
+                    l.push_frame(&header, &bytes[pos..pos + header.frame_len()]);
+                }
                 report.frames_restored += 1;
             }
             if let Some(d) = damage.last() {
@@ -289,6 +365,12 @@ async fn replay(
         }
         report.damaged.extend(scan.damaged.iter().cloned());
         journal.set_last_seq(slot, scan.next_seq - 1);
+        if adopting {
+            // Sealed now or by `finish_recovery`: adopted once recovery is done.
+            ledger
+                .borrow_mut()
+                .journal_segment_sealed(Some(scan.next_seq - 1));
+        }
         next_seq = scan.next_seq;
         end = Some(RecoveredEnd {
             slot,
@@ -333,8 +415,8 @@ async fn replay(
     Ok(next_seq)
 }
 
-/// Keeps offsets `from..to` of `partition` dense with an entry of no payload, and
-/// reports them lost.
+/// Keeps offsets `from..to` of `partition` dense with an entry of no payload (a
+/// lost run, when adopting), and reports them lost.
 fn fill_lost(
     l: &mut Ledger,
     partition: u32,
@@ -343,7 +425,10 @@ fn fill_lost(
     (path, offset): (PathBuf, u64),
     report: &mut RecoveryReport,
 ) {
-    let mut at = from;
+    if l.is_adopting() {
+        l.add_lost(partition, (from, to));
+    }
+    let mut at = if l.is_adopting() { to } else { from };
     while at < to {
         // A frame covers at most u32::MAX offsets; the bytes on disk decide `to`.
         let count = u32::try_from(to - at).unwrap_or(u32::MAX);

@@ -33,6 +33,8 @@ pub struct LogStats {
     /// Journal writes taken whole as ledger chunks (no copy).
     pub ledger_adopted_writes: u64,
     pub segments_deleted: u64,
+    /// Sealed journal segments adopted as the ledger's data (`journal_adopt`).
+    pub journal_segments_adopted: u64,
 }
 
 pub(super) struct Offsets {
