@@ -48,8 +48,8 @@ pub struct StorageFlags {
     #[arg(long)]
     pub ledger_pending_bytes_max: Option<usize>,
     /// Keep sealed journal segments as the ledger's data instead of copying them:
-    /// every byte written once (needs journal and ledger on one file system;
-    /// retention does not free them yet; see docs/write-once.md).
+    /// every byte written once (needs journal and ledger on one file system; see
+    /// docs/write-once.md).
     #[arg(long)]
     pub journal_adopt: Option<bool>,
     /// Delete a partition's oldest segments beyond this many bytes.

@@ -81,8 +81,7 @@ pub struct LogConfig {
     /// Sealed journal segments become the ledger's data (renamed into
     /// `<ledger_dir>/mixed/` with a run index) instead of being copied into
     /// per-partition segments: every byte is written once (`docs/write-once.md`).
-    /// Needs the journal and the ledger on one file system. Retention does not
-    /// free adopted segments yet; off by default.
+    /// Needs the journal and the ledger on one file system; off by default.
     pub journal_adopt: bool,
     /// Sparse index: one entry per this many ledger bytes.
     pub index_interval_bytes: u32,
@@ -205,11 +204,6 @@ impl LogConfig {
         if self.ledger_pending_bytes_max < self.journal_flush_bytes_max {
             return fail(
                 "ledger_pending_bytes_max must be at least journal_flush_bytes_max".into(),
-            );
-        }
-        if self.journal_adopt && (self.retention_bytes.is_some() || self.retention_ms.is_some()) {
-            return fail(
-                "journal_adopt does not apply retention to adopted segments yet: drop retention_bytes and retention_ms, or turn journal_adopt off".into(),
             );
         }
         if self.index_interval_bytes == 0 || self.sync_interval_ms == 0 {

@@ -590,3 +590,203 @@ fn turning_adoption_on_keeps_what_was_copied_and_writes_once_from_there() {
         );
     }
 }
+
+/// Every batch read back from a partition is one `fill` wrote: its payload
+/// regenerated from the id at its start.
+fn assert_well_formed(p: u32, entries: &[Entry]) {
+    for e in entries {
+        let text = String::from_utf8_lossy(&e.payload[..40.min(e.payload.len())]).into_owned();
+        let id: u64 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|w| w.strip_prefix('i'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("offset {}: {text:?}", e.base_offset));
+        assert_eq!(e.payload, payload(p, id), "offset {}", e.base_offset);
+    }
+}
+
+async fn read_from_start(log: &ShardLog, p: u32) -> Vec<Entry> {
+    let (mut next, mut out) = (log.log_start_offset(p).unwrap(), Vec::new());
+    while next < log.high_watermark(p).unwrap() {
+        for e in log.read(p, next, 1 << 20).await.unwrap() {
+            assert_eq!(e.base_offset, next, "dense");
+            next = e.end_offset();
+            out.push(e);
+        }
+    }
+    out
+}
+
+#[test]
+fn retention_drops_runs_and_deletes_the_adopted_segments_left_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.retention_bytes = Some(200 << 10);
+    cfg.ledger_flush_interval_ms = 20;
+    let mixed = cfg.ledger_dir.join("mixed");
+    let c = cfg.clone();
+    let starts = run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        let log = Rc::new(log);
+        let parts = fill(log.clone(), 300, 0).await;
+        glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+        let st = log.stats();
+        assert!(st.segments_deleted > 5, "{st:?}");
+        let mut starts = Vec::new();
+        for &p in &parts {
+            let start = log.log_start_offset(p).unwrap();
+            assert!(start > 0, "retention moved the start");
+            match log.read(p, start - 1, 1 << 20).await {
+                Err(LogError::OffsetOutOfRange { .. }) => {}
+                other => panic!("below the start: {other:?}"),
+            }
+            let kept = read_from_start(&log, p).await;
+            assert_well_formed(p, &kept);
+            let bytes: usize = kept.iter().map(|e| e.payload.len()).sum();
+            // Runs go whole: at most a journal write's worth under the limit.
+            assert!(
+                bytes <= 200 << 10 && bytes > 100 << 10,
+                "{bytes} bytes kept"
+            );
+            starts.push((p, start));
+        }
+        // Three partitions' 200 KiB in segments of 256 KiB, where the load
+        // wrote about 6 MB.
+        let segs = files_in(&mixed, "seg").len();
+        assert!(segs <= 8, "{segs} adopted segments kept");
+        Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+        starts
+    });
+    run(async move {
+        let (log, report) = ShardLog::open(cfg).await.unwrap();
+        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+        for (p, start) in starts {
+            assert!(
+                log.log_start_offset(p).unwrap() >= start,
+                "the start never goes back"
+            );
+            assert_well_formed(p, &read_from_start(&log, p).await);
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_segment_goes_only_once_every_partition_is_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ledger_flush_interval_ms = 20;
+    let mixed = cfg.ledger_dir.join("mixed");
+    let c = cfg.clone();
+    let (a, ends) = run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        let log = Rc::new(log);
+        let parts = fill(log.clone(), 100, 0).await;
+        let (a, b) = (parts[0], parts[1]);
+        // `a` held by a checkpoint, `b` deleted up to its end, `c` deleted.
+        log.retain_from(a, Some(0));
+        let end_b = log.high_watermark(b).unwrap();
+        assert_eq!(log.delete_records(b, end_b).await.unwrap(), end_b);
+        let c_name = ["a", "b", "c"][2];
+        assert!(log.delete_partition(c_name).await.unwrap());
+        let adopted = files_in(&mixed, "seg").len();
+        assert!(adopted > 4);
+        glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            files_in(&mixed, "seg").len(),
+            adopted,
+            "a still holds them all"
+        );
+        assert_eq!(log.log_start_offset(a).unwrap(), 0);
+        // The hold lifted and `a` deleted too: no adopted segment is needed.
+        log.retain_from(a, None);
+        let end_a = log.high_watermark(a).unwrap();
+        log.delete_records(a, end_a).await.unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            files_in(&mixed, "seg").len(),
+            0,
+            "every adopted segment deleted"
+        );
+        assert_eq!(files_in(&mixed, "index").len(), 0);
+        // The log goes on from where it was.
+        assert_eq!(
+            log.append(a, b"on".to_vec(), 1, 0)
+                .await
+                .unwrap()
+                .base_offset,
+            end_a
+        );
+        Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+        (a, (end_a, end_b, b))
+    });
+    run(async move {
+        let (log, report) = ShardLog::open(cfg).await.unwrap();
+        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+        let (end_a, end_b, b) = ends;
+        assert_eq!(log.log_start_offset(a).unwrap(), end_a);
+        assert_eq!(log.high_watermark(a).unwrap(), end_a + 1);
+        assert_eq!(read_from_start(&log, a).await[0].payload, b"on".to_vec());
+        assert_eq!(log.log_start_offset(b).unwrap(), end_b);
+        assert_eq!(log.high_watermark(b).unwrap(), end_b);
+        assert_eq!(
+            log.append(b, b"b".to_vec(), 1, 0)
+                .await
+                .unwrap()
+                .base_offset,
+            end_b
+        );
+        assert!(log.partition_id("c").is_none());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_start_retention_moved_stays_while_a_neighbour_keeps_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.retention_bytes = Some(200 << 10);
+    cfg.ledger_flush_interval_ms = 20;
+    // `b` keeps everything: every adopted segment stays, `a`'s and `c`'s runs in
+    // them are dropped all the same.
+    cfg.partition_limits.insert(
+        "b".into(),
+        tidewater_io::PartitionLimits::without_retention(&cfg),
+    );
+    let c = cfg.clone();
+    let starts = run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        let log = Rc::new(log);
+        let parts = fill(log.clone(), 200, 0).await;
+        glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+        let starts: Vec<(u32, u64)> = parts
+            .iter()
+            .map(|&p| (p, log.log_start_offset(p).unwrap()))
+            .collect();
+        let b = log.partition_id("b").unwrap();
+        for &(p, start) in &starts {
+            assert_eq!(start > 0, p != b, "partition {p} starts at {start}");
+        }
+        // A crash: the starts must come from what was recorded, not from the
+        // segments that still hold the dropped runs.
+        assert_eq!(log.stats().segments_deleted, 0, "`b` holds every segment");
+        drop(log);
+        starts
+    });
+    // Retention lifted: what it dropped stays dropped, though the segments that
+    // held it are all still there.
+    cfg.retention_bytes = None;
+    run(async move {
+        let (log, report) = ShardLog::open(cfg).await.unwrap();
+        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+        for (p, start) in starts {
+            assert!(
+                log.log_start_offset(p).unwrap() >= start,
+                "the start never goes back"
+            );
+            assert_well_formed(p, &read_from_start(&log, p).await);
+        }
+        log.close().await.unwrap();
+    });
+}

@@ -21,7 +21,7 @@ use crate::fs;
 use crate::journal::{Dropped, Journal, OpenSegment, SegmentHeader};
 use glommio::io::DmaFile;
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -88,12 +88,23 @@ pub(super) struct Adopting {
     live: VecDeque<LiveSegment>,
     /// The adopted segments kept open, oldest first.
     open: VecDeque<Rc<SegFile>>,
+    /// Every adopted segment, by number: deleted once no run is in it.
+    segments: BTreeMap<u64, Rc<SegFile>>,
     /// Journal frames up to here are in adopted segments (or needed by nobody).
     adopted_through: u64,
     /// The newest adopted segment and its last frame: the journal never numbers
     /// below them again.
     segment_seq_max: u64,
     last_seq_max: u64,
+}
+
+/// What a retention pass over runs decided (see [`Ledger::take_expired_runs`]).
+#[derive(Default)]
+pub(super) struct RunsExpired {
+    /// Partition directories and their new start.
+    pub(super) starts: Vec<(PathBuf, u64)>,
+    /// Adopted segments to delete (their index files beside them).
+    pub(super) segments: Vec<PathBuf>,
 }
 
 /// What the log must do to adopt the oldest sealed segment.
@@ -307,6 +318,7 @@ impl Ledger {
             *s.file.path.borrow_mut() = done.seg_path.clone();
             a.segment_seq_max = a.segment_seq_max.max(s.segment_seq);
             a.last_seq_max = a.last_seq_max.max(s.last_seq);
+            a.segments.insert(s.segment_seq, s.file.clone());
             a.open.push_back(s.file.clone());
             while a.open.len() > ADOPTED_OPEN_MAX {
                 let old = a.open.pop_front().expect("more than the bound");
@@ -353,6 +365,7 @@ impl Ledger {
             run_bytes_max: run_bytes_max as u64,
             live: VecDeque::new(),
             open: VecDeque::new(),
+            segments: BTreeMap::new(),
             adopted_through: 0,
             segment_seq_max: 0,
             last_seq_max: 0,
@@ -385,6 +398,10 @@ impl Ledger {
             // Opened per read (`SegFile::file`).
             let seg = SegFile::new(None, seg_path);
             this.borrow_mut().register(&index, &seg, report);
+        }
+        // A partition retention emptied holds no run: it goes on from its start.
+        for p in this.borrow_mut().partitions.values_mut() {
+            p.next_offset = p.next_offset.max(p.deleted_before);
         }
         Ok(())
     }
@@ -426,6 +443,14 @@ impl Ledger {
                 });
                 continue;
             }
+            let first = p.segments.is_empty() && p.runs.is_empty();
+            if run.base_offset > have && (first || run.base_offset <= p.deleted_before) {
+                // Retention or DeleteRecords moved the start past the gap (the
+                // segments that held it are gone on purpose), or the partition
+                // holds nothing before this run.
+                p.push_run(index.segment_seq, seg, run);
+                continue;
+            }
             if run.base_offset > have {
                 report.push(Dropped {
                     path: path.clone(),
@@ -453,9 +478,70 @@ impl Ledger {
             });
         }
         let a = self.adopting_mut();
+        a.segments.insert(index.segment_seq, seg.clone());
         a.segment_seq_max = a.segment_seq_max.max(index.segment_seq);
         a.last_seq_max = a.last_seq_max.max(index.last_seq);
         a.adopted_through = a.adopted_through.max(index.last_seq);
+    }
+
+    /// Retention over runs: drops each partition's oldest runs of adopted segments
+    /// while its retention limits say so (bytes over its segments and runs, the
+    /// age of a run's newest batch), or while they are superseded or deleted
+    /// (DeleteRecords), never past a checkpoint's hold (`retain_from`) and only
+    /// once its own segments are gone (they are older). Then takes out the adopted
+    /// segments no run is in any more and no read holds. Returns the partitions
+    /// whose start moved, to record (`LOG_START_FILE`), and the segments to delete.
+    pub(super) fn take_expired_runs(&mut self, now_ms: i64) -> RunsExpired {
+        let mut out = RunsExpired::default();
+        let Some(adopted_max) = self.adopting.as_ref().map(|a| a.segment_seq_max) else {
+            return out;
+        };
+        let limits = self.limits.clone();
+        let mut held = HashSet::new();
+        for p in self.partitions.values_mut() {
+            let (retention_bytes, retention_ms) = p.retention(&limits);
+            let segments: u64 = p.segments.iter().map(|s| s.write_pos).sum();
+            let runs: u64 = p.runs.iter().map(|r| u64::from(r.run.len)).sum();
+            let mut total = segments + runs;
+            let mut dropped = false;
+            while let Some(r) = p.runs.front().filter(|_| p.segments.is_empty()) {
+                let adopted = r.segment_seq <= adopted_max;
+                let hold = p.retain_from.is_some_and(|keep| r.run.end_offset > keep);
+                let over_size = retention_bytes.is_some_and(|max| total > max);
+                let cutoff = retention_ms.map(|ms| now_ms.saturating_sub(ms as i64));
+                let too_old = cutoff.is_some_and(|c| r.run.max_timestamp_ms < c);
+                let gone = r.run.end_offset <= p.deleted_before
+                    || p.superseded_before.is_some_and(|b| r.run.end_offset <= b);
+                if !adopted || hold || !(over_size || too_old || gone) {
+                    break;
+                }
+                total -= u64::from(r.run.len);
+                p.runs.pop_front();
+                dropped = true;
+            }
+            if dropped {
+                let start = p.runs.front().map_or(p.next_offset, |r| r.run.base_offset);
+                p.deleted_before = p.deleted_before.max(start);
+                out.starts.push((p.dir.clone(), p.deleted_before));
+            }
+            held.extend(p.runs.iter().map(|r| r.segment_seq));
+        }
+        let a = self.adopting.as_mut().expect("adopting");
+        let free: Vec<u64> = a
+            .segments
+            .iter()
+            .filter(|(seq, seg)| {
+                let kept_open = a.open.iter().any(|o| Rc::ptr_eq(o, seg));
+                !held.contains(seq) && Rc::strong_count(seg) == 1 + usize::from(kept_open)
+            })
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in free {
+            let seg = a.segments.remove(&seq).expect("listed");
+            a.open.retain(|o| !Rc::ptr_eq(o, &seg));
+            out.segments.push(seg.path.borrow().clone());
+        }
+        out
     }
 }
 

@@ -156,20 +156,29 @@ impl Ledger {
         empty_tombstone(&tomb).await
     }
 
-    /// Deletes sealed segments beyond the retention limits; returns how many.
+    /// Deletes sealed segments beyond the retention limits, and adopted segments
+    /// no partition holds a run in any more; returns how many.
     pub async fn apply_retention(this: &RefCell<Self>, now_ms: i64) -> usize {
         let expired = this.borrow_mut().take_expired(now_ms);
         for (partition, seg) in &expired {
-            for path in [seg.clone(), seg.with_extension("index")] {
-                if let Err(e) = fs::remove_file(&path).await {
-                    if !e.is_not_found() {
-                        tracing::warn!(path = %path.display(), "retention could not delete: {}", e.source);
-                    }
-                }
-            }
+            remove_segment(seg).await;
             tracing::info!(partition = %partition, path = %seg.display(), "segment deleted by retention");
         }
-        expired.len()
+        let runs = this.borrow_mut().take_expired_runs(now_ms);
+        // Each start is recorded before any segment goes: the next start must not
+        // take what retention deleted for offsets lost.
+        for (dir, start) in &runs.starts {
+            let path = dir.join(super::LOG_START_FILE);
+            if let Err(e) = fs::write_durable(&path, format!("{start}\n").into_bytes()).await {
+                tracing::warn!(path = %path.display(), "retention could not record the log start, so the segments it freed stay until the next start: {}", e.source);
+                return expired.len();
+            }
+        }
+        for seg in &runs.segments {
+            remove_segment(seg).await;
+            tracing::info!(path = %seg.display(), "adopted segment deleted: no partition holds a run in it");
+        }
+        expired.len() + runs.segments.len()
     }
 
     /// Takes the sealed segments beyond the retention limits out of the partition
@@ -179,10 +188,13 @@ impl Ledger {
         let mut expired = Vec::new();
         for p in self.partitions.values_mut() {
             loop {
-                if p.segments.len() < 2 {
+                // The last segment is where the partition's writes go, unless
+                // its offsets continue in runs of journal segments.
+                if p.segments.len() < 2 && p.runs.is_empty() || p.segments.is_empty() {
                     break;
                 }
-                let total: u64 = p.segments.iter().map(|s| s.write_pos).sum();
+                let runs: u64 = p.runs.iter().map(|r| u64::from(r.run.len)).sum();
+                let total: u64 = p.segments.iter().map(|s| s.write_pos).sum::<u64>() + runs;
                 let oldest = p.segments.front().expect("segments");
                 if p.retain_from.is_some_and(|keep| oldest.end_offset > keep) {
                     break;
@@ -202,6 +214,18 @@ impl Ledger {
             }
         }
         expired
+    }
+}
+
+/// Removes a segment file, then its index (an index left alone is removed at
+/// the next start); a file already gone is no error.
+async fn remove_segment(seg: &Path) {
+    for path in [seg.to_path_buf(), seg.with_extension("index")] {
+        if let Err(e) = fs::remove_file(&path).await {
+            if !e.is_not_found() {
+                tracing::warn!(path = %path.display(), "retention could not delete: {}", e.source);
+            }
+        }
     }
 }
 
