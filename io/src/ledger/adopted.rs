@@ -101,10 +101,11 @@ pub(super) struct Adopting {
 /// What a retention pass over runs decided (see [`Ledger::take_expired_runs`]).
 #[derive(Default)]
 pub(super) struct RunsExpired {
-    /// Partition directories and their new start.
-    pub(super) starts: Vec<(PathBuf, u64)>,
-    /// Adopted segments to delete (their index files beside them).
-    pub(super) segments: Vec<PathBuf>,
+    /// Partitions whose start moved.
+    pub(super) starts: Vec<u32>,
+    /// Adopted segments to delete (their index files beside them), out of the
+    /// ledger's list already.
+    pub(super) segments: Vec<(u64, Rc<SegFile>)>,
 }
 
 /// What the log must do to adopt the oldest sealed segment.
@@ -399,10 +400,6 @@ impl Ledger {
             let seg = SegFile::new(None, seg_path);
             this.borrow_mut().register(&index, &seg, report);
         }
-        // A partition retention emptied holds no run: it goes on from its start.
-        for p in this.borrow_mut().partitions.values_mut() {
-            p.next_offset = p.next_offset.max(p.deleted_before);
-        }
         Ok(())
     }
 
@@ -443,11 +440,9 @@ impl Ledger {
                 });
                 continue;
             }
-            let first = p.segments.is_empty() && p.runs.is_empty();
-            if run.base_offset > have && (first || run.base_offset <= p.deleted_before) {
-                // Retention or DeleteRecords moved the start past the gap (the
-                // segments that held it are gone on purpose), or the partition
-                // holds nothing before this run.
+            if run.base_offset > have && run.base_offset <= p.deleted_before {
+                // Retention or DeleteRecords moved the start past the gap: the
+                // segments that held it are gone on purpose.
                 p.push_run(index.segment_seq, seg, run);
                 continue;
             }
@@ -522,7 +517,7 @@ impl Ledger {
             if dropped {
                 let start = p.runs.front().map_or(p.next_offset, |r| r.run.base_offset);
                 p.deleted_before = p.deleted_before.max(start);
-                out.starts.push((p.dir.clone(), p.deleted_before));
+                out.starts.push(p.id);
             }
             held.extend(p.runs.iter().map(|r| r.segment_seq));
         }
@@ -539,9 +534,47 @@ impl Ledger {
         for seq in free {
             let seg = a.segments.remove(&seq).expect("listed");
             a.open.retain(|o| !Rc::ptr_eq(o, &seg));
-            out.segments.push(seg.path.borrow().clone());
+            out.segments.push((seq, seg));
         }
         out
+    }
+
+    /// Puts back adopted segments a retention pass took out but did not delete.
+    pub(super) fn keep_adopted(&mut self, segments: Vec<(u64, Rc<SegFile>)>) {
+        if let Some(a) = self.adopting.as_mut() {
+            a.segments.extend(segments);
+        }
+    }
+
+    /// The newest adopted segment's number (`None`: not adopting).
+    pub(super) fn adopted_segment_max(&self) -> Option<u64> {
+        self.adopting.as_ref().map(|a| a.segment_seq_max)
+    }
+
+    /// Recovery: a partition that holds nothing (no segment, run or chunk) whose
+    /// recorded start is at or past `base` starts at `base`, the first frame the
+    /// journal still has of it (retention or DeleteRecords took everything before,
+    /// and its start may lie inside that frame). `false` when it does not apply.
+    pub fn restart_empty_at(&mut self, id: u32, base: u64) -> bool {
+        let Some(p) = self.partitions.get_mut(&id) else {
+            return false;
+        };
+        let empty = p.segments.is_empty() && p.runs.is_empty() && p.chunks.is_empty();
+        if empty && p.next_offset < base && base <= p.deleted_before {
+            p.next_offset = base;
+            return true;
+        }
+        false
+    }
+
+    /// After recovery: a partition that holds nothing goes on from its recorded
+    /// start (retention or DeleteRecords took everything), never from below it.
+    pub fn raise_empty_to_start(&mut self) {
+        for p in self.partitions.values_mut() {
+            if p.segments.is_empty() && p.runs.is_empty() && p.chunks.is_empty() {
+                p.next_offset = p.next_offset.max(p.deleted_before);
+            }
+        }
     }
 }
 

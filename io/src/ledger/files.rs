@@ -159,38 +159,78 @@ impl Ledger {
     /// Deletes sealed segments beyond the retention limits, and adopted segments
     /// no partition holds a run in any more; returns how many.
     pub async fn apply_retention(this: &RefCell<Self>, now_ms: i64) -> usize {
-        let expired = this.borrow_mut().take_expired(now_ms);
+        let (expired, mut starts) = this.borrow_mut().take_expired(now_ms);
+        let runs = this.borrow_mut().take_expired_runs(now_ms);
+        starts.extend(runs.starts);
+        // Each start is recorded before any segment goes: the next start must not
+        // take what retention deleted for offsets lost, nor bring it back.
+        if !Self::record_starts(this, &starts).await {
+            // The files stay (a restart finds them again); adopted segments are
+            // tried again at the next pass.
+            this.borrow_mut().keep_adopted(runs.segments);
+            return 0;
+        }
         for (partition, seg) in &expired {
             remove_segment(seg).await;
             tracing::info!(partition = %partition, path = %seg.display(), "segment deleted by retention");
         }
-        let runs = this.borrow_mut().take_expired_runs(now_ms);
-        // Each start is recorded before any segment goes: the next start must not
-        // take what retention deleted for offsets lost.
-        for (dir, start) in &runs.starts {
-            let path = dir.join(super::LOG_START_FILE);
-            if let Err(e) = fs::write_durable(&path, format!("{start}\n").into_bytes()).await {
-                tracing::warn!(path = %path.display(), "retention could not record the log start, so the segments it freed stay until the next start: {}", e.source);
-                return expired.len();
-            }
-        }
-        for seg in &runs.segments {
-            remove_segment(seg).await;
-            tracing::info!(path = %seg.display(), "adopted segment deleted: no partition holds a run in it");
+        for (_, seg) in &runs.segments {
+            let path = seg.path.borrow().clone();
+            remove_segment(&path).await;
+            tracing::info!(path = %path.display(), "adopted segment deleted: no partition holds a run in it");
         }
         expired.len() + runs.segments.len()
     }
 
+    /// Writes the `LOG_START_FILE` of each partition in `ids` with its start as it
+    /// is when written (one writer at a time with DeleteRecords, so the larger
+    /// offset always lands last); `false` when one could not be written. A
+    /// partition deleted meanwhile needs none.
+    async fn record_starts(this: &RefCell<Self>, ids: &[u32]) -> bool {
+        if ids.is_empty() {
+            return true;
+        }
+        let writes = this.borrow().log_start_writes.clone();
+        let Ok(_one) = writes.acquire_permit(1).await else {
+            return false;
+        };
+        for id in ids {
+            let found = this
+                .borrow()
+                .partitions
+                .get(id)
+                .map(|p| (p.dir.join(super::LOG_START_FILE), p.deleted_before));
+            let Some((path, start)) = found else { continue };
+            match fs::write_durable(&path, format!("{start}\n").into_bytes()).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "retention could not record the log start, so it deletes nothing this pass: {}", e.source);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// Takes the sealed segments beyond the retention limits out of the partition
-    /// table: (partition name, segment path) of each, for their files to be removed.
-    fn take_expired(&mut self, now_ms: i64) -> Vec<(String, PathBuf)> {
+    /// table: (partition name, segment path) of each, for their files to be
+    /// removed, and the partitions whose start must be recorded (adopting: a
+    /// partition's last own segment went, its offsets go on in runs).
+    fn take_expired(&mut self, now_ms: i64) -> (Vec<(String, PathBuf)>, Vec<u32>) {
         let limits = self.limits.clone();
+        let adopted_max = self.adopted_segment_max();
         let mut expired = Vec::new();
+        let mut starts = Vec::new();
         for p in self.partitions.values_mut() {
             loop {
-                // The last segment is where the partition's writes go, unless
-                // its offsets continue in runs of journal segments.
-                if p.segments.len() < 2 && p.runs.is_empty() || p.segments.is_empty() {
+                // The last segment is where the partition's writes go, unless its
+                // offsets go on in runs of adopted journal segments.
+                let continues = p
+                    .runs
+                    .front()
+                    .is_some_and(|r| adopted_max.is_some_and(|m| r.segment_seq <= m));
+                if p.segments.is_empty() || p.segments.len() < 2 && !continues {
                     break;
                 }
                 let runs: u64 = p.runs.iter().map(|r| u64::from(r.run.len)).sum();
@@ -211,9 +251,14 @@ impl Ledger {
                 }
                 let seg = p.segments.pop_front().expect("segment");
                 expired.push((p.name.clone(), seg.path));
+                if p.segments.is_empty() {
+                    let start = p.runs.front().map_or(p.next_offset, |r| r.run.base_offset);
+                    p.deleted_before = p.deleted_before.max(start);
+                    starts.push(p.id);
+                }
             }
         }
-        expired
+        (expired, starts)
     }
 }
 

@@ -246,6 +246,9 @@ pub struct Ledger {
     recent: VecDeque<RecentWrite>,
     /// Journal segments adopted instead of copied (`journal_adopt`).
     adopting: Option<adopted::Adopting>,
+    /// One `LOG_START_FILE` write at a time (DeleteRecords, retention over runs):
+    /// two at once could leave the smaller offset on disk.
+    log_start_writes: Rc<glommio::sync::Semaphore>,
 }
 
 /// A completed journal write kept for reads: its buffer and its data frames, in
@@ -328,6 +331,11 @@ impl Ledger {
         id: u32,
         before: u64,
     ) -> crate::error::Result<u64> {
+        let writes = this.borrow().log_start_writes.clone();
+        let _one = writes
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)?;
         let (dir, start, end) = {
             let l = this.borrow();
             let p = l

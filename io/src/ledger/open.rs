@@ -44,6 +44,7 @@ impl Ledger {
             pending_bytes: 0,
             recent: VecDeque::new(),
             adopting: None,
+            log_start_writes: Rc::new(glommio::sync::Semaphore::new(1)),
         };
         let mut dirs = Vec::new();
         let entries = fs::read_dir(dir)

@@ -68,9 +68,6 @@ impl Reserved {
 pub struct ShardLog {
     shared: Rc<Shared>,
     tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
-    /// One DeleteRecords at a time: each writes a partition's `log-start` file,
-    /// and two at once could leave the smaller offset on disk.
-    log_start_writes: glommio::sync::Semaphore,
 }
 
 impl ShardLog {
@@ -157,7 +154,6 @@ impl ShardLog {
             ShardLog {
                 shared,
                 tasks: RefCell::new(vec![journal_task, ledger_task]),
-                log_start_writes: glommio::sync::Semaphore::new(1),
             },
             report,
         ))
@@ -370,11 +366,6 @@ impl ShardLog {
     /// segments wholly before it are deleted at the next retention pass. Returns
     /// the partition's new start.
     pub async fn delete_records(&self, partition: u32, before: u64) -> Result<u64> {
-        let _one = self
-            .log_start_writes
-            .acquire_permit(1)
-            .await
-            .map_err(|_| LogError::Closed)?;
         Ledger::delete_before(&self.shared.ledger, partition, before).await
     }
 

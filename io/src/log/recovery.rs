@@ -158,6 +158,7 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     };
     // Adopted segments may have taken every journal segment: number on above them.
     let next_seq = next_seq.max(last_seq_floor.saturating_add(1));
+    ledger.borrow_mut().raise_empty_to_start();
     Ok(Recovered {
         journal,
         ledger,
@@ -327,6 +328,15 @@ async fn replay(
                 if broken.contains_key(&header.partition) || header.end_offset() <= have {
                     continue;
                 }
+                // A partition emptied by retention or DeleteRecords starts where
+                // the journal's first frame of it does.
+                let have = if header.base_offset > have
+                    && l.restart_empty_at(header.partition, header.base_offset)
+                {
+                    header.base_offset
+                } else {
+                    have
+                };
                 if let Some(d) = last_damage.as_ref().filter(|_| header.base_offset > have) {
                     // The frames between were in the damaged bytes.
                     fill_lost(
@@ -381,19 +391,7 @@ async fn replay(
         if let Some(d) = scan.damage {
             report.dropped.push(d);
         }
-        // Keep memory to about one segment: write what this one restored. On a full
-        // device it stays in memory (bounded by the journal ring) and in the journal.
-        let ids = ledger.borrow().due(true);
-        for id in ids {
-            let res = match Ledger::prepare_write(ledger, id).await {
-                Ok(Some(job)) => Ledger::run_write(ledger, job).await.map(|_| ()),
-                other => other.map(|_| ()),
-            };
-            match res {
-                Err(e) if !e.is_no_space() => return Err(e),
-                _ => {}
-            }
-        }
+        write_restored(ledger).await?;
         if !scan.sealed || end.is_some_and(|e| e.damaged) {
             for &(later, _) in &chain[i + 1..] {
                 report.dropped.push(Dropped {
@@ -413,6 +411,24 @@ async fn replay(
     }
     journal.finish_recovery(end).await?;
     Ok(next_seq)
+}
+
+/// Keeps memory to about one journal segment during replay: writes what the last
+/// one restored into the ledger's chunks (none when adopting). On a full device
+/// it stays in memory (bounded by the journal ring) and in the journal.
+async fn write_restored(ledger: &RefCell<Ledger>) -> Result<()> {
+    let ids = ledger.borrow().due(true);
+    for id in ids {
+        let res = match Ledger::prepare_write(ledger, id).await {
+            Ok(Some(job)) => Ledger::run_write(ledger, job).await.map(|_| ()),
+            other => other.map(|_| ()),
+        };
+        match res {
+            Err(e) if !e.is_no_space() => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Keeps offsets `from..to` of `partition` dense with an entry of no payload (a
