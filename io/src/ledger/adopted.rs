@@ -28,16 +28,18 @@ use std::rc::Rc;
 /// The directory of adopted segments, inside the core's ledger directory.
 pub const MIXED_DIR: &str = "mixed";
 
-/// A journal segment file as reads see it: renamed on adoption. Open while live
-/// and for the newest `ADOPTED_OPEN_MAX` adopted segments; older ones are opened
-/// per read, so open files stay bounded however many segments the ledger keeps.
+/// A journal segment file as reads see it: renamed on adoption. Open while live;
+/// adopted, kept open among the `ADOPTED_OPEN_MAX` segments adopted or read
+/// last, else opened by the next read that needs it, so open files stay bounded
+/// however many segments the ledger keeps.
 pub struct SegFile {
     file: RefCell<Option<Rc<DmaFile>>>,
     pub(super) path: RefCell<PathBuf>,
 }
 
-/// Adopted segments whose files stay open (the newest, which reads want most).
-const ADOPTED_OPEN_MAX: usize = 8;
+/// Adopted segments whose files stay open: at 64 MiB a segment, 4 GiB of each
+/// core's newest (or last read) data; a job catching up reads them in turn.
+const ADOPTED_OPEN_MAX: usize = 64;
 
 impl SegFile {
     fn new(file: Option<Rc<DmaFile>>, path: PathBuf) -> Rc<SegFile> {
@@ -47,17 +49,17 @@ impl SegFile {
         })
     }
 
-    /// The file, opened for this read when it is not kept open.
-    pub(super) async fn file(&self) -> Result<Rc<DmaFile>> {
+    /// The file, and whether it was opened just now (it was not kept open).
+    pub(super) async fn file(&self) -> Result<(Rc<DmaFile>, bool)> {
         let kept = self.file.borrow().clone();
         if let Some(f) = kept {
-            return Ok(f);
+            return Ok((f, false));
         }
         let path = self.path.borrow().clone();
         let f = DmaFile::open(&path)
             .await
             .map_err(|e| LogError::io("opening", &path, e))?;
-        Ok(Rc::new(f))
+        Ok((Rc::new(f), true))
     }
 }
 
@@ -96,6 +98,18 @@ pub(super) struct Adopting {
     /// below them again.
     segment_seq_max: u64,
     last_seq_max: u64,
+}
+
+impl Adopting {
+    /// Counts `seg` among the segments kept open, closing the oldest beyond
+    /// `ADOPTED_OPEN_MAX`.
+    fn keep_open(&mut self, seg: &Rc<SegFile>) {
+        self.open.push_back(seg.clone());
+        while self.open.len() > ADOPTED_OPEN_MAX {
+            let old = self.open.pop_front().expect("more than the bound");
+            old.file.borrow_mut().take();
+        }
+    }
 }
 
 /// What a retention pass over runs decided (see [`Ledger::take_expired_runs`]).
@@ -320,13 +334,20 @@ impl Ledger {
             a.segment_seq_max = a.segment_seq_max.max(s.segment_seq);
             a.last_seq_max = a.last_seq_max.max(s.last_seq);
             a.segments.insert(s.segment_seq, s.file.clone());
-            a.open.push_back(s.file.clone());
-            while a.open.len() > ADOPTED_OPEN_MAX {
-                let old = a.open.pop_front().expect("more than the bound");
-                old.file.borrow_mut().take();
-            }
+            a.keep_open(&s.file);
         }
         a.adopted_through = a.adopted_through.max(s.last_seq);
+    }
+
+    /// A read opened an adopted segment's file: it stays open for the reads after
+    /// it (a job catching up reads a segment many times over).
+    pub(super) fn opened_for_read(&mut self, seg: &Rc<SegFile>, file: Rc<DmaFile>) {
+        if let Some(a) = self.adopting.as_mut() {
+            if a.segments.values().any(|s| Rc::ptr_eq(s, seg)) {
+                *seg.file.borrow_mut() = Some(file);
+                a.keep_open(seg);
+            }
+        }
     }
 
     /// Loads the adopted segments of `<dir>/mixed` (with `adopt`; without, refuses
@@ -526,8 +547,8 @@ impl Ledger {
             .segments
             .iter()
             .filter(|(seq, seg)| {
-                let kept_open = a.open.iter().any(|o| Rc::ptr_eq(o, seg));
-                !held.contains(seq) && Rc::strong_count(seg) == 1 + usize::from(kept_open)
+                let kept_open = a.open.iter().filter(|o| Rc::ptr_eq(o, seg)).count();
+                !held.contains(seq) && Rc::strong_count(seg) == 1 + kept_open
             })
             .map(|(&seq, _)| seq)
             .collect();

@@ -79,7 +79,10 @@ impl Ledger {
         let (file, path, start, len, write_pos) = match plan {
             Ok(file_read) => file_read,
             Err((seg, runs)) => {
-                let file = seg.file().await?;
+                let (file, opened) = seg.file().await?;
+                if opened {
+                    this.borrow_mut().opened_for_read(&seg, file.clone());
+                }
                 let path = seg.path.borrow().clone();
                 return super::mixed::read_runs(&file, &path, &runs, from, max_bytes).await;
             }
