@@ -624,6 +624,24 @@ async fn read_from_start(log: &ShardLog, p: u32) -> Vec<Entry> {
     out
 }
 
+/// Reopens: nothing dropped, each partition's start at or past `starts`, and what
+/// it holds from there is what `fill` wrote.
+fn reopen_with_starts_kept(cfg: LogConfig, starts: Vec<(u32, u64)>) {
+    run(async move {
+        let (log, report) = ShardLog::open(cfg).await.unwrap();
+        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+        for (p, start) in starts {
+            let now = log.log_start_offset(p).unwrap();
+            assert!(
+                now >= start,
+                "partition {p}: the start went back to {now} from {start}"
+            );
+            assert_well_formed(p, &read_from_start(&log, p).await);
+        }
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn retention_drops_runs_and_deletes_the_adopted_segments_left_empty() {
     let dir = tempfile::tempdir().unwrap();
@@ -664,18 +682,7 @@ fn retention_drops_runs_and_deletes_the_adopted_segments_left_empty() {
         Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
         starts
     });
-    run(async move {
-        let (log, report) = ShardLog::open(cfg).await.unwrap();
-        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
-        for (p, start) in starts {
-            assert!(
-                log.log_start_offset(p).unwrap() >= start,
-                "the start never goes back"
-            );
-            assert_well_formed(p, &read_from_start(&log, p).await);
-        }
-        log.close().await.unwrap();
-    });
+    reopen_with_starts_kept(cfg, starts);
 }
 
 #[test]
@@ -784,18 +791,7 @@ fn a_start_retention_moved_stays_while_a_neighbour_keeps_the_segments() {
     // Retention lifted: what it dropped stays dropped, though the segments that
     // held it are all still there.
     cfg.retention_bytes = None;
-    run(async move {
-        let (log, report) = ShardLog::open(cfg).await.unwrap();
-        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
-        for (p, start) in starts {
-            assert!(
-                log.log_start_offset(p).unwrap() >= start,
-                "the start never goes back"
-            );
-            assert_well_formed(p, &read_from_start(&log, p).await);
-        }
-        log.close().await.unwrap();
-    });
+    reopen_with_starts_kept(cfg, starts);
 }
 
 #[test]
