@@ -16,7 +16,7 @@
 use super::mixed::{Run, RunIndex};
 use super::{Ledger, Partition};
 use crate::error::{LogError, Result};
-use crate::frame::{self, Header, Kind};
+use crate::frame::{Header, Kind};
 use crate::fs;
 use crate::journal::{Dropped, Journal, OpenSegment, SegmentHeader};
 use glommio::io::DmaFile;
@@ -237,32 +237,14 @@ impl Ledger {
                 .expect("journal frames name known partitions");
             assert_eq!(h.base_offset, p.next_offset, "ledger offsets are dense");
             let at = file_pos + pos as u64;
-            let end = at + h.frame_len() as u64;
-            match p.runs.back_mut() {
-                Some(r)
-                    if r.segment_seq == segment_seq
-                        && !r.run.is_lost()
-                        && r.run.partition == h.partition
-                        && frame::frame_start(r.run.end_pos() as usize) as u64 == at
-                        && end - r.run.pos <= max =>
-                {
-                    r.run.end_offset = h.end_offset();
-                    r.run.len = (end - r.run.pos) as u32;
-                    r.run.max_timestamp_ms = r.run.max_timestamp_ms.max(h.timestamp_ms);
-                    p.next_offset = h.end_offset();
-                }
-                _ => p.push_run(
-                    segment_seq,
-                    &file,
-                    Run {
-                        partition: h.partition,
-                        base_offset: h.base_offset,
-                        end_offset: h.end_offset(),
-                        pos: at,
-                        len: h.frame_len() as u32,
-                        max_timestamp_ms: h.timestamp_ms,
-                    },
-                ),
+            let joined = p
+                .runs
+                .back_mut()
+                .is_some_and(|r| r.segment_seq == segment_seq && r.run.extend(at, &h, max));
+            if joined {
+                p.next_offset = h.end_offset();
+            } else {
+                p.push_run(segment_seq, &file, Run::of_frame(at, &h));
             }
         }
     }

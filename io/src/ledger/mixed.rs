@@ -53,6 +53,38 @@ impl Run {
     pub fn end_pos(&self) -> u64 {
         self.pos + u64::from(self.len)
     }
+
+    /// The run of one data frame, `h`, at `pos` in the segment file.
+    pub fn of_frame(pos: u64, h: &Header) -> Run {
+        Run {
+            partition: h.partition,
+            base_offset: h.base_offset,
+            end_offset: h.end_offset(),
+            pos,
+            len: h.frame_len() as u32,
+            max_timestamp_ms: h.timestamp_ms,
+        }
+    }
+
+    /// Takes the data frame `h` at `pos` into the run when it continues it: same
+    /// partition, its next offsets, next in the file (where `frame_start` puts the
+    /// frame after the run's last), and the run no longer than `run_bytes_max`
+    /// with it. `false`, unchanged, when the frame starts another run (always
+    /// after a lost run).
+    pub fn extend(&mut self, pos: u64, h: &Header, run_bytes_max: u64) -> bool {
+        let end = pos + h.frame_len() as u64;
+        let continues = !self.is_lost()
+            && self.partition == h.partition
+            && self.end_offset == h.base_offset
+            && frame::frame_start(self.end_pos() as usize) as u64 == pos
+            && end - self.pos <= run_bytes_max;
+        if continues {
+            self.end_offset = h.end_offset();
+            self.len = (end - self.pos) as u32;
+            self.max_timestamp_ms = self.max_timestamp_ms.max(h.timestamp_ms);
+        }
+        continues
+    }
 }
 
 /// The runs of one sealed journal segment, ordered by partition, then offset.
@@ -86,29 +118,12 @@ impl RunIndex {
         let mut runs: Vec<Run> = Vec::new();
         let mut open: Option<Run> = None;
         for &(pos, h) in frames.iter().filter(|(_, h)| h.kind == Kind::Data) {
-            let end = (pos + h.frame_len()) as u64;
-            match &mut open {
-                Some(r)
-                    if r.partition == h.partition
-                        && r.end_offset == h.base_offset
-                        && frame::frame_start((r.pos + u64::from(r.len)) as usize) == pos
-                        && end - r.pos <= run_bytes_max =>
-                {
-                    r.end_offset = h.end_offset();
-                    r.len = (end - r.pos) as u32;
-                    r.max_timestamp_ms = r.max_timestamp_ms.max(h.timestamp_ms);
-                }
-                _ => {
-                    runs.extend(open.take());
-                    open = Some(Run {
-                        partition: h.partition,
-                        base_offset: h.base_offset,
-                        end_offset: h.end_offset(),
-                        pos: pos as u64,
-                        len: h.frame_len() as u32,
-                        max_timestamp_ms: h.timestamp_ms,
-                    });
-                }
+            let pos = pos as u64;
+            if !open
+                .as_mut()
+                .is_some_and(|r| r.extend(pos, &h, run_bytes_max))
+            {
+                runs.extend(open.replace(Run::of_frame(pos, &h)));
             }
         }
         runs.extend(open);
