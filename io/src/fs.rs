@@ -76,12 +76,6 @@ pub async fn create_dir_all(dir: &Path) -> Result<()> {
     unblock(move || blocking::create_dir_all(&dir)).await
 }
 
-/// The device `path` is on: see [`blocking::device_of`].
-pub async fn device_of(path: &Path) -> Result<u64> {
-    let path = path.to_path_buf();
-    unblock(move || blocking::device_of(&path)).await
-}
-
 /// The absolute path of `path`, every link resolved.
 pub async fn canonicalize(path: &Path) -> Result<PathBuf> {
     let path = path.to_path_buf();

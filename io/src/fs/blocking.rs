@@ -89,15 +89,6 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| FsError::new("creating", dir, e))
 }
 
-/// The device `path` is on (`st_dev`): two paths with the same one are on one
-/// file system, where a rename between them is possible.
-pub fn device_of(path: &Path) -> Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .map(|m| m.dev())
-        .map_err(|e| FsError::new("reading metadata of", path, e))
-}
-
 /// The absolute path of `path`, every link resolved.
 pub fn canonicalize(path: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(path).map_err(|e| FsError::new("resolving", path, e))

@@ -172,17 +172,9 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
 /// renamed away gets a new one, not zero-filled.
 async fn prepare_adopting_journal(cfg: &LogConfig) -> Result<()> {
     crate::fs::create_dir_all(&cfg.journal_dir).await?;
-    let journal_dev = crate::fs::device_of(&cfg.journal_dir).await?;
-    let ledger_dev = crate::fs::device_of(&cfg.ledger_dir).await?;
-    if journal_dev != ledger_dev {
-        return Err(crate::error::LogError::Config(format!(
-            "journal_adopt needs journal_dir ({}) and ledger_dir ({}) on one file system: adoption renames sealed journal segments into the ledger; turn it off to keep them on separate devices",
-            cfg.journal_dir.display(),
-            cfg.ledger_dir.display()
-        )));
-    }
-    // A rename proves it (two bind mounts of one file system share a device
-    // number and still refuse it): better refused now than at the first adoption.
+    // A rename proves it (a device number would not: two bind mounts of one file
+    // system share it and still refuse one): better refused now than at the first
+    // adoption.
     let probe = cfg.journal_dir.join("adopt-probe.seg.tmp");
     let landed = cfg
         .ledger_dir
@@ -193,7 +185,7 @@ async fn prepare_adopting_journal(cfg: &LogConfig) -> Result<()> {
     let _ = crate::fs::remove_file(if renamed.is_ok() { &landed } else { &probe }).await;
     if let Err(e) = renamed {
         return Err(crate::error::LogError::Config(format!(
-            "journal_adopt needs journal_dir ({}) and ledger_dir ({}) on one file system: a rename between them failed ({e}); turn it off to keep them apart",
+            "journal_adopt needs journal_dir ({}) and ledger_dir ({}) on one file system: adoption renames sealed journal segments into the ledger, and a rename between them failed ({e}); turn it off to keep them on separate devices",
             cfg.journal_dir.display(),
             cfg.ledger_dir.display()
         )));
