@@ -498,9 +498,9 @@ impl Ledger {
         let mut held = HashSet::new();
         for p in self.partitions.values_mut() {
             let (retention_bytes, retention_ms) = p.retention(&limits);
-            let segments: u64 = p.segments.iter().map(|s| s.write_pos).sum();
-            let runs: u64 = p.runs.iter().map(|r| u64::from(r.run.len)).sum();
-            let mut total = segments + runs;
+            // Runs go only once the partition's own segments are gone, so its
+            // size is its runs'.
+            let mut total: u64 = p.runs.iter().map(|r| u64::from(r.run.len)).sum();
             let mut dropped = false;
             while let Some(r) = p.runs.front().filter(|_| p.segments.is_empty()) {
                 let adopted = r.segment_seq <= adopted_max;

@@ -223,6 +223,8 @@ impl Ledger {
         let mut expired = Vec::new();
         let mut starts = Vec::new();
         for p in self.partitions.values_mut() {
+            // Runs do not change here: their bytes count once.
+            let runs: u64 = p.runs.iter().map(|r| u64::from(r.run.len)).sum();
             loop {
                 // The last segment is where the partition's writes go, unless its
                 // offsets go on in runs of adopted journal segments.
@@ -233,7 +235,6 @@ impl Ledger {
                 if p.segments.is_empty() || p.segments.len() < 2 && !continues {
                     break;
                 }
-                let runs: u64 = p.runs.iter().map(|r| u64::from(r.run.len)).sum();
                 let total: u64 = p.segments.iter().map(|s| s.write_pos).sum::<u64>() + runs;
                 let oldest = p.segments.front().expect("segments");
                 if p.retain_from.is_some_and(|keep| oldest.end_offset > keep) {
