@@ -167,6 +167,7 @@ pub struct Metrics {
     ledger_adopted_writes: Family<Labels, Counter>,
     segments_deleted: Family<Labels, Counter>,
     journal_segments_adopted: Family<Labels, Counter>,
+    ledger_copied_out_bytes: Family<Labels, Counter>,
     cross_core_forwards: Family<Labels, Counter>,
     groups: Family<Labels, Gauge>,
     group_members: Family<Labels, Gauge>,
@@ -333,6 +334,10 @@ impl Metrics {
             journal_segments_adopted: fam!(
                 "journal_segments_adopted",
                 "Sealed journal segments kept as the ledger's data instead of being copied, with journal_adopt"
+            ),
+            ledger_copied_out_bytes: fam!(
+                "ledger_copied_out_bytes",
+                "Bytes moved out of adopted segments into the segments of partitions kept longer than their neighbours (copy-out)"
             ),
             cross_core_forwards: fam!(
                 "cross_core_forwards",
@@ -791,6 +796,11 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
                 "adopted",
                 &m.journal_segments_adopted,
                 st.journal_segments_adopted,
+            ),
+            (
+                "copied_out",
+                &m.ledger_copied_out_bytes,
+                st.copied_out_bytes,
             ),
         ] {
             log_deltas

@@ -35,6 +35,9 @@ pub const MIXED_DIR: &str = "mixed";
 pub struct SegFile {
     file: RefCell<Option<Rc<DmaFile>>>,
     pub(super) path: RefCell<PathBuf>,
+    /// The bytes of the runs it held when adopted: copy-out weighs what is left
+    /// of them (`copy_out`).
+    pub(super) run_bytes: std::cell::Cell<u64>,
 }
 
 /// Adopted segments whose files stay open: at 64 MiB a segment, 4 GiB of each
@@ -46,6 +49,7 @@ impl SegFile {
         Rc::new(SegFile {
             file: RefCell::new(file),
             path: RefCell::new(path),
+            run_bytes: std::cell::Cell::new(0),
         })
     }
 
@@ -311,8 +315,9 @@ impl Ledger {
         let a = self.adopting_mut();
         let s = a.live.pop_front().expect("a live segment");
         assert_eq!(s.segment_seq, done.segment_seq, "segments adopted in order");
-        if done.index.is_some() {
+        if let Some(index) = &done.index {
             *s.file.path.borrow_mut() = done.seg_path.clone();
+            s.file.run_bytes.set(index.run_bytes());
             a.segment_seq_max = a.segment_seq_max.max(s.segment_seq);
             a.last_seq_max = a.last_seq_max.max(s.last_seq);
             a.segments.insert(s.segment_seq, s.file.clone());
@@ -475,6 +480,7 @@ impl Ledger {
                 ),
             });
         }
+        seg.run_bytes.set(index.run_bytes());
         let a = self.adopting_mut();
         a.segments.insert(index.segment_seq, seg.clone());
         a.segment_seq_max = a.segment_seq_max.max(index.segment_seq);
@@ -547,6 +553,12 @@ impl Ledger {
         if let Some(a) = self.adopting.as_mut() {
             a.segments.extend(segments);
         }
+    }
+
+    /// The oldest adopted segment and its number.
+    pub(super) fn oldest_adopted(&self) -> Option<(u64, &Rc<SegFile>)> {
+        let a = self.adopting.as_ref()?;
+        a.segments.iter().next().map(|(&seq, seg)| (seq, seg))
     }
 
     /// The newest adopted segment's number (`None`: not adopting).

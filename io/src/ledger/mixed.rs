@@ -155,6 +155,11 @@ impl RunIndex {
         }
     }
 
+    /// The bytes its runs hold.
+    pub fn run_bytes(&self) -> u64 {
+        self.runs.iter().map(|r| u64::from(r.len)).sum()
+    }
+
     /// Every run, by partition, then offset.
     pub fn runs(&self) -> &[Run] {
         &self.runs
@@ -295,6 +300,25 @@ pub async fn read_runs(
         return Ok(got.entries);
     }
     let runs: Vec<Run> = runs.iter().take_while(|r| !r.is_lost()).copied().collect();
+    walk_runs(file, path, &runs, |buf, pos, header| {
+        got.add(header, || payload_in(buf, pos, header))
+    })
+    .await?;
+    Ok(got.entries)
+}
+
+/// Reads `runs` (one partition's, in offset order, none lost, in `file`, the
+/// segment at `path`) and calls `each(buffer, position, header)` for every frame,
+/// in order, checked against the index: its first at `run.pos` with the run's first
+/// offset, offsets dense, the last ending at the run's end offset and length. Runs
+/// next to each other in the file are read together; the reads are in flight at
+/// once. Stops early, with `Ok(false)`, when `each` says so.
+pub async fn walk_runs(
+    file: &Rc<DmaFile>,
+    path: &Path,
+    runs: &[Run],
+    mut each: impl FnMut(&ReadResult, usize, &Header) -> bool,
+) -> Result<bool> {
     // Extents: (first run, one past the last) read together.
     let mut extents: Vec<(usize, usize)> = Vec::new();
     for (i, r) in runs.iter().enumerate() {
@@ -329,22 +353,22 @@ pub async fn read_runs(
             return Err(damaged(path, aligned + buf.len() as u64, &what));
         }
         for run in &runs[a..b] {
-            if !gather_run(&buf, aligned, path, run, &mut got)? {
-                return Ok(got.entries);
+            if !walk_run(&buf, aligned, path, run, &mut each)? {
+                return Ok(false);
             }
         }
     }
-    Ok(got.entries)
+    Ok(true)
 }
 
-/// Gathers `run`'s batches out of `buf` (the file's bytes from `aligned`) into
-/// `got`, checking every frame; `false` once the read is full.
-fn gather_run(
+/// Calls `each` for `run`'s frames in `buf` (the file's bytes from `aligned`),
+/// checking every frame; `false` once `each` says stop.
+fn walk_run(
     buf: &ReadResult,
     aligned: u64,
     path: &Path,
     run: &Run,
-    got: &mut Gathered,
+    each: &mut impl FnMut(&ReadResult, usize, &Header) -> bool,
 ) -> Result<bool> {
     let first = (run.pos - aligned) as usize;
     let end = first + run.len as usize;
@@ -367,7 +391,7 @@ fn gather_run(
             return Err(damaged(path, pos as u64 + aligned, &format!("{header:?}")));
         }
         next = (pos + header.frame_len(), header.end_offset());
-        if !got.add(&header, || payload_in(buf, pos, &header)) {
+        if !each(buf, pos, &header) {
             return Ok(false);
         }
         if next.1 >= run.end_offset {

@@ -33,6 +33,7 @@
 
 mod adopted;
 mod chunk;
+mod copy_out;
 mod files;
 mod handoff;
 pub mod mixed;

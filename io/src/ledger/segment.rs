@@ -50,7 +50,8 @@ pub(super) async fn open_segment(path: &Path, create_bytes: Option<u64>) -> Resu
         .await
         .map_err(|e| LogError::io("opening", path, e))?;
     // On tmpfs, preallocating only fills memory with zeros: there is no extent to save.
-    if let Some(bytes) = create_bytes.filter(|_| !is_tmpfs(path)) {
+    // `Some(0)` creates the file without allocating (a segment written once).
+    if let Some(bytes) = create_bytes.filter(|&b| b > 0 && !is_tmpfs(path)) {
         file.pre_allocate(bytes, false)
             .await
             .map_err(|e| LogError::io("allocating", path, e))?;

@@ -86,48 +86,16 @@ impl Ledger {
 
     /// Seals the active segment (trim, index, sync) and creates the next at `base`.
     async fn roll(this: &std::cell::RefCell<Self>, id: u32, base: u64) -> Result<()> {
-        let (sealing, path, seg_bytes, dir) = {
+        Self::seal_active(this, id).await?;
+        let (path, seg_bytes, dir) = {
             let l = this.borrow();
             let p = &l.partitions[&id];
-            // Already sealed when an earlier roll sealed it and then failed to
-            // create the next segment.
-            let sealing = p
-                .segments
-                .back()
-                .and_then(|s| Some((s.file.clone()?, s.path.clone(), s.write_pos)));
             (
-                sealing,
                 p.dir.join(segment_name(base, "log")),
                 p.segment_bytes(&l.limits),
                 p.dir.clone(),
             )
         };
-        if let Some((file, spath, write_pos)) = sealing {
-            file.truncate(write_pos)
-                .await
-                .map_err(|e| LogError::io("trimming", &spath, e))?;
-            file.fdatasync()
-                .await
-                .map_err(|e| LogError::io("syncing", &spath, e))?;
-            let (index_path, index) = {
-                let l = this.borrow();
-                let seg = l
-                    .partitions
-                    .get(&id)
-                    .and_then(|p| p.segments.back())
-                    .expect("segment");
-                (seg.path.with_extension("index"), index_bytes(seg))
-            };
-            // Under `ledger_io`: nothing else changes the segment meanwhile.
-            fs::write_durable(&index_path, index).await?;
-            let mut l = this.borrow_mut();
-            let seg = l
-                .partitions
-                .get_mut(&id)
-                .and_then(|p| p.segments.back_mut())
-                .expect("segment");
-            seg.file = None;
-        }
         let file = match open_segment(&path, Some(seg_bytes)).await {
             Ok(f) => f,
             Err(e) => {
@@ -148,6 +116,45 @@ impl Ledger {
             index: Vec::new(),
             max_timestamp_ms: i64::MIN,
         });
+        Ok(())
+    }
+
+    /// Seals `id`'s active segment, when it has one: trimmed to what was written,
+    /// synced, its index written durably, its file closed. It takes no more writes.
+    pub(super) async fn seal_active(this: &std::cell::RefCell<Self>, id: u32) -> Result<()> {
+        // Already sealed when an earlier roll sealed it and then failed to create
+        // the next segment.
+        let sealing = this.borrow().partitions.get(&id).and_then(|p| {
+            let s = p.segments.back()?;
+            Some((s.file.clone()?, s.path.clone(), s.write_pos))
+        });
+        let Some((file, spath, write_pos)) = sealing else {
+            return Ok(());
+        };
+        file.truncate(write_pos)
+            .await
+            .map_err(|e| LogError::io("trimming", &spath, e))?;
+        file.fdatasync()
+            .await
+            .map_err(|e| LogError::io("syncing", &spath, e))?;
+        let (index_path, index) = {
+            let l = this.borrow();
+            let seg = l
+                .partitions
+                .get(&id)
+                .and_then(|p| p.segments.back())
+                .expect("segment");
+            (seg.path.with_extension("index"), index_bytes(seg))
+        };
+        // Under `ledger_io`: nothing else changes the segment meanwhile.
+        fs::write_durable(&index_path, index).await?;
+        let mut l = this.borrow_mut();
+        let seg = l
+            .partitions
+            .get_mut(&id)
+            .and_then(|p| p.segments.back_mut())
+            .expect("segment");
+        seg.file = None;
         Ok(())
     }
 

@@ -100,13 +100,35 @@ pub(super) async fn make_ledger_durable(sh: &Shared) -> Result<()> {
         super::adopt::adopt_sealed(sh).await?;
     }
     let removed = Ledger::apply_retention(&sh.ledger, now_ms()).await;
+    let copied = if adopting { copy_out(sh).await } else { 0 };
     let mut st = sh.state.borrow_mut();
+    st.stats.copied_out_bytes += copied;
     if !adopting {
         st.recyclable_seq = st.recyclable_seq.max(through);
     }
     st.stats.ledger_syncs += 1;
     st.stats.segments_deleted += removed as u64;
     Ok(())
+}
+
+/// Copies out of the oldest adopted segment when partitions kept longer than
+/// their neighbours are all that keep it (`Ledger::copy_out`). A failure is
+/// logged and leaves the runs where they are, to be tried at the next pass.
+async fn copy_out(sh: &Shared) -> u64 {
+    match Ledger::copy_out(&sh.ledger).await {
+        Ok(n) => n,
+        Err(e) => {
+            let mut st = sh.state.borrow_mut();
+            if st
+                .copy_out_error_logged
+                .is_none_or(|t| t.elapsed() >= LEDGER_ERROR_LOG_EVERY)
+            {
+                tracing::warn!("copy-out failed (the adopted segment stays; tried again at the next pass): {e}");
+                st.copy_out_error_logged = Some(Instant::now());
+            }
+            0
+        }
+    }
 }
 
 /// The ledger's write-behind task: writes full chunks as they fill, and everything

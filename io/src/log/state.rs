@@ -35,6 +35,8 @@ pub struct LogStats {
     pub segments_deleted: u64,
     /// Sealed journal segments adopted as the ledger's data (`journal_adopt`).
     pub journal_segments_adopted: u64,
+    /// Bytes copy-out moved from adopted segments into partitions' own segments.
+    pub copied_out_bytes: u64,
 }
 
 pub(super) struct Offsets {
@@ -163,6 +165,8 @@ pub(super) struct State {
     /// partitions' writes may succeed in between) is reported every
     /// `LEDGER_ERROR_LOG_EVERY`, not on every retry.
     pub(super) ledger_error_logged: Option<Instant>,
+    /// When a failed copy-out was last logged (likewise).
+    pub(super) copy_out_error_logged: Option<Instant>,
     pub(super) closing: bool,
     pub(super) stats: LogStats,
     /// Per journal write (one group commit): nanoseconds from start to durable
