@@ -66,10 +66,11 @@ pub struct BenchArgs {
     /// job has not checkpointed past, so it bounds a RAM-backed `--ledger-dir`.
     #[arg(long)]
     retention_bytes: Option<u64>,
-    /// Run the servers with `--journal-adopt true`: sealed journal segments become
-    /// the ledger's data, every byte written once (docs/write-once.md).
-    #[arg(long)]
-    journal_adopt: bool,
+    /// The servers' `--journal-adopt`: auto (their default: sealed journal segments
+    /// become the ledger's data, every byte written once, when journal and ledger
+    /// share a file system), true or false (docs/write-once.md).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "true", "false"])]
+    journal_adopt: String,
     /// Run the live test a second time over TLS (an `SSL` listener, a certificate
     /// made for the run) and compare the two.
     #[arg(long)]
@@ -582,10 +583,8 @@ fn start(
         args.push("--retention-bytes".into());
         args.push(bytes.to_string());
     }
-    if a.journal_adopt {
-        args.push("--journal-adopt".into());
-        args.push("true".into());
-    }
+    args.push("--journal-adopt".into());
+    args.push(a.journal_adopt.clone());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let ports = harness::Ports {
         kafka: a.kafka_port,

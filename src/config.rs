@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use tidewater_io::{Durability, LogConfig};
+use tidewater_io::{Durability, JournalAdopt, LogConfig};
 use tidewater_shards::pipeline::spec::{Job, JobConfig};
 use tidewater_shards::Topic;
 
@@ -47,11 +47,11 @@ pub struct StorageFlags {
     /// Unwritten ledger bytes per core beyond which appends wait.
     #[arg(long)]
     pub ledger_pending_bytes_max: Option<usize>,
-    /// Keep sealed journal segments as the ledger's data instead of copying them:
-    /// every byte written once (needs journal and ledger on one file system; see
-    /// docs/write-once.md).
+    /// Keep sealed journal segments as the ledger's data instead of copying them,
+    /// so every byte is written once: auto (the default: when journal and ledger
+    /// are on one file system), true or false (docs/write-once.md).
     #[arg(long)]
-    pub journal_adopt: Option<bool>,
+    pub journal_adopt: Option<JournalAdopt>,
     /// Delete a partition's oldest segments beyond this many bytes.
     #[arg(long)]
     pub retention_bytes: Option<u64>,
@@ -80,7 +80,8 @@ pub struct FileConfig {
     pub ledger_flush_bytes: Option<usize>,
     pub ledger_flush_interval_ms: Option<u64>,
     pub ledger_pending_bytes_max: Option<usize>,
-    pub journal_adopt: Option<bool>,
+    /// `true`, `false` or `"auto"`.
+    pub journal_adopt: Option<toml::Value>,
     pub retention_bytes: Option<u64>,
     pub retention_ms: Option<u64>,
     pub batch_bytes_max: Option<usize>,
@@ -607,6 +608,16 @@ fn log_config(
     if let Some(d) = durability {
         log.durability = d;
     }
+    log.journal_adopt = match (flags.journal_adopt, &file.journal_adopt) {
+        (Some(a), _) => a,
+        (None, Some(toml::Value::Boolean(true))) => JournalAdopt::On,
+        (None, Some(toml::Value::Boolean(false))) => JournalAdopt::Off,
+        (None, Some(toml::Value::String(s))) => s.parse().map_err(anyhow::Error::msg)?,
+        (None, Some(other)) => {
+            bail!("journal_adopt is true, false or \"auto\", not {other}")
+        }
+        (None, None) => JournalAdopt::Auto,
+    };
     set!(sync_interval_ms, journal_sync_interval_ms);
     set!(journal_segment_bytes, journal_segment_bytes);
     set!(journal_segments, journal_segments);
@@ -615,7 +626,6 @@ fn log_config(
     set!(ledger_flush_bytes, ledger_flush_bytes);
     set!(ledger_flush_interval_ms, ledger_flush_interval_ms);
     set!(ledger_pending_bytes_max, ledger_pending_bytes_max);
-    set!(journal_adopt, journal_adopt);
     set!(batch_bytes_max, batch_bytes_max);
     if flags
         .ledger_segment_bytes
@@ -933,5 +943,32 @@ mod tests {
         assert_eq!(s.log.journal_segments, 6);
         assert_eq!(s.topics.len(), 1);
         assert!(s.log_config(1).journal_dir.ends_with("journal/shard-1"));
+    }
+
+    #[test]
+    fn journal_adopt_is_auto_unless_set_in_the_file_or_a_flag() {
+        let adopt = |text: &str, flag: Option<JournalAdopt>| {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            let flags = StorageFlags {
+                journal_adopt: flag,
+                ..Default::default()
+            };
+            Settings::resolve(file, None, None, &flags, &KafkaFlags::default())
+                .map(|s| s.log.journal_adopt)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(adopt("", None), Ok(JournalAdopt::Auto));
+        assert_eq!(adopt("journal_adopt = true", None), Ok(JournalAdopt::On));
+        assert_eq!(adopt("journal_adopt = false", None), Ok(JournalAdopt::Off));
+        assert_eq!(
+            adopt("journal_adopt = 'auto'", None),
+            Ok(JournalAdopt::Auto)
+        );
+        let off = Some(JournalAdopt::Off);
+        assert_eq!(adopt("journal_adopt = true", off), Ok(JournalAdopt::Off));
+        let err = adopt("journal_adopt = 'sometimes'", None).unwrap_err();
+        assert!(err.contains("auto, true or false"), "{err}");
+        let err = adopt("journal_adopt = 1", None).unwrap_err();
+        assert!(err.contains("not 1"), "{err}");
     }
 }

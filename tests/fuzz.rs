@@ -409,6 +409,8 @@ fn log_config(root: &Path) -> tidewater_io::LogConfig {
     cfg.ledger_segment_bytes = 64 << 10;
     cfg.ledger_flush_bytes = 16 << 10;
     cfg.ledger_pending_bytes_max = 1 << 20;
+    // Damage to either copy of the copy path (journal and ledger segments).
+    cfg.journal_adopt = tidewater_io::JournalAdopt::Off;
     cfg
 }
 

@@ -78,11 +78,12 @@ pub struct LogConfig {
     pub ledger_flush_interval_ms: u64,
     /// Unwritten ledger bytes on this core beyond which appends wait.
     pub ledger_pending_bytes_max: usize,
-    /// Sealed journal segments become the ledger's data (renamed into
+    /// Whether sealed journal segments become the ledger's data (renamed into
     /// `<ledger_dir>/mixed/` with a run index) instead of being copied into
-    /// per-partition segments: every byte is written once (`docs/write-once.md`).
-    /// Needs the journal and the ledger on one file system; off by default.
-    pub journal_adopt: bool,
+    /// per-partition segments, so every byte is written once
+    /// (`docs/write-once.md`). Needs the journal and the ledger on one file system;
+    /// `Auto` (the default) adopts when they are.
+    pub journal_adopt: JournalAdopt,
     /// Sparse index: one entry per this many ledger bytes.
     pub index_interval_bytes: u32,
     /// Retention: delete a partition's oldest sealed segments beyond this size.
@@ -96,6 +97,36 @@ pub struct LogConfig {
     /// Partitions with their own segment size and retention (a topic's configs),
     /// by partition name; in place from the moment the log opens or makes them.
     pub partition_limits: std::collections::HashMap<String, crate::ledger::PartitionLimits>,
+}
+
+/// The `journal_adopt` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JournalAdopt {
+    /// Adopt when the journal and the ledger are on one file system (a rename
+    /// between them works), or when the ledger holds adopted segments already
+    /// (it must go on adopting; start-up then says whether it can). Copy when
+    /// they are on separate devices, the layout the copy path is for.
+    #[default]
+    Auto,
+    /// Adopt; refused at start when the two are not on one file system.
+    On,
+    /// Copy; refused at start when the ledger holds adopted segments.
+    Off,
+}
+
+impl std::str::FromStr for JournalAdopt {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(JournalAdopt::Auto),
+            "true" | "on" => Ok(JournalAdopt::On),
+            "false" | "off" => Ok(JournalAdopt::Off),
+            other => Err(format!(
+                "journal_adopt is auto, true or false, not {other:?}"
+            )),
+        }
+    }
 }
 
 impl LogConfig {
@@ -115,7 +146,7 @@ impl LogConfig {
             ledger_flush_bytes: 1 << 20,
             ledger_flush_interval_ms: 1000,
             ledger_pending_bytes_max: 64 << 20,
-            journal_adopt: false,
+            journal_adopt: JournalAdopt::Auto,
             index_interval_bytes: 4096,
             retention_bytes: None,
             retention_ms: None,

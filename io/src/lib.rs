@@ -24,7 +24,7 @@ pub mod ledger;
 pub mod log;
 pub mod wait;
 
-pub use config::{Durability, LogConfig};
+pub use config::{Durability, JournalAdopt, LogConfig};
 pub use error::{FsError, LogError, Result};
 pub use journal::{Damaged, Dropped};
 pub use ledger::{Entry, PartitionLimits, Payload};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use tidewater_io::ledger::mixed::RunIndex;
-use tidewater_io::{Entry, LogConfig, LogError, ShardLog};
+use tidewater_io::{Entry, JournalAdopt, LogConfig, LogError, ShardLog};
 
 fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
     LocalExecutorBuilder::default()
@@ -27,7 +27,7 @@ fn config(root: &Path) -> LogConfig {
     cfg.ledger_segment_bytes = 128 << 10;
     cfg.ledger_flush_bytes = 32 << 10;
     cfg.ledger_pending_bytes_max = 1 << 20;
-    cfg.journal_adopt = true;
+    cfg.journal_adopt = JournalAdopt::On;
     cfg
 }
 
@@ -407,7 +407,7 @@ fn adoption_is_refused_across_file_systems_and_cannot_be_turned_off_silently() {
     let dir = tempfile::tempdir().unwrap();
     adopted_log(dir.path());
     let mut cfg = config(dir.path());
-    cfg.journal_adopt = false;
+    cfg.journal_adopt = JournalAdopt::Off;
     let err = run(async move { ShardLog::open(cfg).await.err().unwrap() });
     match err {
         LogError::Config(what) => assert!(what.contains("journal_adopt = true"), "{what}"),
@@ -540,7 +540,7 @@ fn turning_adoption_on_keeps_what_was_copied_and_writes_once_from_there() {
     for (crash, per) in [(false, 100), (true, 100), (false, 25), (true, 25)] {
         let dir = tempfile::tempdir().unwrap();
         let mut copying = config(dir.path());
-        copying.journal_adopt = false;
+        copying.journal_adopt = JournalAdopt::Off;
         let c = copying.clone();
         // Written with copies: per-partition segments, and (after a crash) frames
         // only the journal holds (120 KB or so: less than the 1 MiB of memory the
@@ -971,4 +971,53 @@ fn a_partition_kept_longer_is_copied_out_and_the_segments_it_shared_go() {
         "{again} adopted segments kept, {kept} before"
     );
     reopen_with_starts_kept(cfg, starts);
+}
+
+#[test]
+fn auto_adopts_on_one_file_system_and_copies_across_two() {
+    // One file system: adopted, nothing copied.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.journal_adopt = JournalAdopt::Auto;
+    let c = cfg.clone();
+    run(async move {
+        let (log, _) = ShardLog::open(c).await.unwrap();
+        let log = Rc::new(log);
+        fill(log.clone(), 40, 0).await;
+        assert!(log.stats().journal_segments_adopted > 0);
+        Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+    });
+    assert_nothing_copied(&cfg.ledger_dir);
+    // /dev/shm is a tmpfs: another file system than the temporary directory's.
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return;
+    }
+    // Moved away from a ledger that holds adopted segments: refused, and told why.
+    let other = tempfile::tempdir_in(shm).unwrap();
+    let mut moved = cfg.clone();
+    moved.journal_dir = other.path().join("journal");
+    let err = run(async move { ShardLog::open(moved).await.err().unwrap() });
+    match err {
+        LogError::Config(what) => assert!(what.contains("move journal_dir back"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+    // Two file systems and a new ledger: copied, as the two-device layout wants.
+    let fresh = tempfile::tempdir().unwrap();
+    let mut two = config(fresh.path());
+    two.journal_adopt = JournalAdopt::Auto;
+    two.journal_dir = other.path().join("journal-2");
+    let ledger = two.ledger_dir.clone();
+    run(async move {
+        let (log, _) = ShardLog::open(two).await.unwrap();
+        let log = Rc::new(log);
+        fill(log.clone(), 40, 0).await;
+        assert_eq!(log.stats().journal_segments_adopted, 0);
+        Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+    });
+    assert!(
+        !log_files(&ledger).is_empty(),
+        "copied into ledger segments"
+    );
+    assert!(!ledger.join("mixed").exists() || files_in(&ledger.join("mixed"), "seg").is_empty());
 }

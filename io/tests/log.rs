@@ -6,7 +6,7 @@ use glommio::LocalExecutorBuilder;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use tidewater_io::frame::{self, Step};
-use tidewater_io::{Durability, LogConfig, LogError, Payload, ShardLog};
+use tidewater_io::{Durability, JournalAdopt, LogConfig, LogError, Payload, ShardLog};
 
 /// Runs `f` on a fresh single-core executor.
 fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
@@ -27,6 +27,9 @@ fn small_config(root: &Path) -> LogConfig {
     cfg.ledger_flush_bytes = 32 << 10;
     cfg.ledger_pending_bytes_max = 1 << 20;
     cfg.ledger_flush_interval_ms = 50;
+    // The copy path (journal, then ledger segments), with its repairs of one copy
+    // from the other; `adopt.rs` covers adopted journal segments.
+    cfg.journal_adopt = JournalAdopt::Off;
     cfg
 }
 

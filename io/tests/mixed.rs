@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use tidewater_io::journal::{Journal, SegmentHeader};
 use tidewater_io::ledger::mixed::{read_run, RunIndex};
-use tidewater_io::{Entry, LogConfig, LogError, ShardLog};
+use tidewater_io::{Entry, JournalAdopt, LogConfig, LogError, ShardLog};
 
 fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
     LocalExecutorBuilder::default()
@@ -29,6 +29,8 @@ fn config(root: &Path) -> LogConfig {
     cfg.ledger_segment_bytes = 128 << 10;
     cfg.ledger_flush_bytes = 32 << 10;
     cfg.ledger_pending_bytes_max = 1 << 20;
+    // Indexes built here from the segments the journal keeps, copying.
+    cfg.journal_adopt = JournalAdopt::Off;
     cfg
 }
 

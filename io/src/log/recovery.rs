@@ -13,7 +13,7 @@
 //! bytes after a zeroed block, an index rebuilt) is repaired from the journal
 //! whatever the marker says.
 
-use crate::config::{Durability, LogConfig};
+use crate::config::{Durability, JournalAdopt, LogConfig};
 use crate::error::Result;
 use crate::frame::{self, Header, HEADER_LEN};
 use crate::journal::{Damaged, Dropped, Journal, RecoveredEnd};
@@ -107,14 +107,15 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     )
     .await?;
     let ledger = RefCell::new(ledger);
+    let adopt = decide_adoption(cfg).await?;
     Ledger::open_mixed(
         &ledger,
-        (cfg.shard, cfg.journal_adopt, cfg.journal_flush_bytes_max),
+        (cfg.shard, adopt, cfg.journal_flush_bytes_max),
         &mut report.dropped,
         &mut report.indexes_rebuilt,
     )
     .await?;
-    if cfg.journal_adopt {
+    if adopt {
         prepare_adopting_journal(cfg).await?;
     }
     let mut journal = Journal::open(
@@ -128,7 +129,7 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     .await?;
     report.damaged.extend(journal.take_repaired());
     let (seq_floor, last_seq_floor) = ledger.borrow().adopted_floor();
-    if cfg.journal_adopt {
+    if adopt {
         journal.set_adopting(seq_floor);
     }
     // The marker names where the chain it was written for ends; anything else
@@ -139,7 +140,7 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     let found_whole =
         report.dropped.is_empty() && report.indexes_rebuilt.is_empty() && report.damaged.is_empty();
     // Adopting, a clean stop adopted every segment: an empty chain is whole.
-    let chain_ok = |n: u64| last_first.map_or(cfg.journal_adopt, |f| f <= n);
+    let chain_ok = |n: u64| last_first.map_or(adopt, |f| f <= n);
     let trusted = clean.filter(|&n| found_whole && chain_ok(n));
     let next_seq = match trusted {
         Some(n) => {
@@ -147,7 +148,7 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
                 // Every frame is in the ledger: each segment may be reused.
                 journal.set_last_seq(slot, n - 1);
             }
-            if cfg.journal_adopt {
+            if adopt {
                 ledger.borrow_mut().release_through(n - 1);
             }
             journal.finish_recovery(None).await?;
@@ -167,25 +168,58 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     })
 }
 
-/// Before the journal opens with `journal_adopt`: journal and ledger must be on one
-/// file system (adoption renames), and a slot whose file an interrupted adoption
-/// renamed away gets a new one, not zero-filled.
-async fn prepare_adopting_journal(cfg: &LogConfig) -> Result<()> {
+/// Whether this log adopts sealed journal segments (`journal_adopt`): as set, or,
+/// with `auto`, when journal and ledger are on one file system or the ledger holds
+/// adopted segments already (then it must go on; [`prepare_adopting_journal`]
+/// says whether it can).
+async fn decide_adoption(cfg: &LogConfig) -> Result<bool> {
+    match cfg.journal_adopt {
+        JournalAdopt::On => Ok(true),
+        JournalAdopt::Off => Ok(false),
+        JournalAdopt::Auto => {
+            if one_file_system(cfg).await?.is_none() {
+                return Ok(true);
+            }
+            let mixed = cfg.ledger_dir.join(crate::ledger::MIXED_DIR);
+            let held =
+                crate::fs::exists(&mixed).await && !crate::fs::read_dir(&mixed).await?.is_empty();
+            if !held && cfg.shard == 0 {
+                tracing::info!(
+                    journal = %cfg.journal_dir.display(),
+                    ledger = %cfg.ledger_dir.display(),
+                    "journal and ledger on separate file systems: sealed journal segments are copied into the ledger (journal_adopt = auto)"
+                );
+            }
+            Ok(held)
+        }
+    }
+}
+
+/// `None` when a file renames from the journal's directory into the ledger's: they
+/// are on one file system. Else why not. A rename proves it (a device number would
+/// not: two bind mounts of one file system share it and still refuse one).
+async fn one_file_system(cfg: &LogConfig) -> Result<Option<String>> {
     crate::fs::create_dir_all(&cfg.journal_dir).await?;
-    // A rename proves it (a device number would not: two bind mounts of one file
-    // system share it and still refuse one): better refused now than at the first
-    // adoption.
+    crate::fs::create_dir_all(&cfg.ledger_dir).await?;
     let probe = cfg.journal_dir.join("adopt-probe.seg.tmp");
-    let landed = cfg
-        .ledger_dir
-        .join(crate::ledger::MIXED_DIR)
-        .join("adopt-probe.tmp");
+    let landed = cfg.ledger_dir.join("adopt-probe.tmp");
     crate::fs::write(&probe, Vec::new()).await?;
     let renamed = crate::fs::rename(&probe, &landed).await;
     let _ = crate::fs::remove_file(if renamed.is_ok() { &landed } else { &probe }).await;
-    if let Err(e) = renamed {
+    Ok(renamed.err().map(|e| e.to_string()))
+}
+
+/// Before the journal opens adopting: journal and ledger must be on one file system
+/// (adoption renames: better refused now than at the first adoption), and a slot
+/// whose file an interrupted adoption renamed away gets a new one, not zero-filled.
+async fn prepare_adopting_journal(cfg: &LogConfig) -> Result<()> {
+    if let Some(e) = one_file_system(cfg).await? {
+        let advice = match cfg.journal_adopt {
+            JournalAdopt::On => "set journal_adopt = false to keep them on separate devices",
+            _ => "the ledger holds adopted journal segments, so the journal must stay beside it: move journal_dir back",
+        };
         return Err(crate::error::LogError::Config(format!(
-            "journal_adopt needs journal_dir ({}) and ledger_dir ({}) on one file system: adoption renames sealed journal segments into the ledger, and a rename between them failed ({e}); turn it off to keep them on separate devices",
+            "journal_adopt needs journal_dir ({}) and ledger_dir ({}) on one file system: adoption renames sealed journal segments into the ledger, and a rename between them failed ({e}); {advice}",
             cfg.journal_dir.display(),
             cfg.ledger_dir.display()
         )));
