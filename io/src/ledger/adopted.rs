@@ -28,6 +28,10 @@ use std::rc::Rc;
 /// The directory of adopted segments, inside the core's ledger directory.
 pub const MIXED_DIR: &str = "mixed";
 
+/// The file start-up renames from the journal's directory into the ledger's to
+/// learn whether they are on one file system; one a crash left is removed.
+pub const ADOPT_PROBE: &str = "adopt-probe.tmp";
+
 /// A journal segment file as reads see it: renamed on adoption. Open while live;
 /// adopted, kept open among the `ADOPTED_OPEN_MAX` segments adopted or read
 /// last, else opened by the next read that needs it, so open files stay bounded
@@ -102,6 +106,8 @@ pub(super) struct Adopting {
     /// below them again.
     segment_seq_max: u64,
     last_seq_max: u64,
+    /// The segment copy-out found damaged: not tried again.
+    copy_out_refused: Option<u64>,
 }
 
 impl Adopting {
@@ -150,6 +156,13 @@ impl Partition {
         let i = self.runs.partition_point(|r| r.run.base_offset <= offset);
         let i = i.checked_sub(1)?;
         (offset < self.runs[i].run.end_offset).then_some(i)
+    }
+
+    /// Its runs in adopted segment `segment_seq`.
+    pub(super) fn runs_in(&self, segment_seq: u64) -> Vec<Run> {
+        let from = self.runs.partition_point(|r| r.segment_seq < segment_seq);
+        let to = self.runs.partition_point(|r| r.segment_seq <= segment_seq);
+        self.runs.range(from..to).map(|r| r.run).collect()
     }
 
     fn push_run(&mut self, segment_seq: u64, file: &Rc<SegFile>, run: Run) {
@@ -286,9 +299,7 @@ impl Ledger {
         }
         let mut runs = Vec::new();
         for p in self.partitions.values() {
-            let from = p.runs.partition_point(|r| r.segment_seq < s.segment_seq);
-            let to = p.runs.partition_point(|r| r.segment_seq <= s.segment_seq);
-            runs.extend(p.runs.range(from..to).map(|r| r.run));
+            runs.extend(p.runs_in(s.segment_seq));
         }
         let name = super::files::segment_name(s.segment_seq, "");
         let index = (!runs.is_empty())
@@ -378,6 +389,7 @@ impl Ledger {
             adopted_through: 0,
             segment_seq_max: 0,
             last_seq_max: 0,
+            copy_out_refused: None,
         });
         for seq in listed {
             let name = super::files::segment_name(seq, "");
@@ -555,10 +567,22 @@ impl Ledger {
         }
     }
 
-    /// The oldest adopted segment and its number.
-    pub(super) fn oldest_adopted(&self) -> Option<(u64, &Rc<SegFile>)> {
-        let a = self.adopting.as_ref()?;
-        a.segments.iter().next().map(|(&seq, seg)| (seq, seg))
+    /// The adopted segments and their numbers, oldest first.
+    pub(super) fn adopted_segments(&self) -> impl Iterator<Item = (u64, &Rc<SegFile>)> {
+        self.adopting
+            .iter()
+            .flat_map(|a| a.segments.iter().map(|(&seq, seg)| (seq, seg)))
+    }
+
+    /// The adopted segment copy-out found damaged (it is not tried again).
+    pub(super) fn copy_out_refused(&self) -> Option<u64> {
+        self.adopting.as_ref()?.copy_out_refused
+    }
+
+    pub(super) fn refuse_copy_out(&mut self, segment_seq: u64) {
+        if let Some(a) = self.adopting.as_mut() {
+            a.copy_out_refused = Some(segment_seq);
+        }
     }
 
     /// The newest adopted segment's number (`None`: not adopting).

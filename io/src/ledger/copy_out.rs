@@ -14,7 +14,7 @@ use super::adopted::SegFile;
 use super::files::segment_name;
 use super::mixed::{walk_runs, Run};
 use super::segment::{open_segment, Segment};
-use super::{Ledger, LedgerLimits};
+use super::{Ledger, LedgerLimits, Partition};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Header};
 use crate::fs;
@@ -27,39 +27,55 @@ use std::rc::Rc;
 /// most this fraction (1/4) of what it held: copying adds at most a quarter of a
 /// segment to what the device writes for it, and frees all of it.
 const COPY_OUT_SHARE_DIV: u64 = 4;
+/// Segments weighed together from the oldest: what is left of them against what
+/// they held.
+const COPY_OUT_SPAN: usize = 16;
 /// Bytes of runs one read takes while copying.
 const COPY_READ_BYTES: u64 = 2 << 20;
 
 /// What to copy out of one adopted segment: each partition's runs in it.
-struct CopyOut {
+pub(crate) struct CopyOut {
     segment_seq: u64,
     file: Rc<SegFile>,
     parts: Vec<(u32, Vec<Run>)>,
 }
 
+impl CopyOut {
+    /// The partitions with runs to copy.
+    pub(crate) fn partitions(&self) -> Vec<u32> {
+        self.parts.iter().map(|&(id, _)| id).collect()
+    }
+}
+
+/// Whether `p`'s runs in one adopted segment may be copied (see
+/// [`Ledger::copy_out_plan`]).
+fn copyable(p: &Partition, runs: &[Run]) -> bool {
+    let held = p
+        .retain_from
+        .is_some_and(|keep| runs.iter().any(|r| r.end_offset > keep));
+    !held && !runs.iter().any(Run::is_lost)
+}
+
 impl Ledger {
-    /// The oldest adopted segment, when the runs left in it are at most
-    /// `1/COPY_OUT_SHARE_DIV` of what it held, none of them is lost (a lost run has
-    /// nothing to copy; the segment stays while its partition keeps it) and none is
-    /// under a checkpoint's hold. Its runs are each partition's oldest, so copied
-    /// they go on its own segments.
-    fn copy_out_plan(&self) -> Option<CopyOut> {
-        let (segment_seq, file) = self.oldest_adopted()?;
+    /// What to copy out of the oldest adopted segment, if anything: its runs, when
+    /// the runs left in it and the segments after it, up to `COPY_OUT_SPAN` of them,
+    /// are at most `1/COPY_OUT_SHARE_DIV` of what those segments held (a partition
+    /// kept longer than its neighbours with a large share of one segment, one
+    /// sealed early, does not stop it for good), none of them lost (a lost run has
+    /// nothing to copy) and none under a checkpoint's hold (lifted soon: copying
+    /// what it keeps would write it twice for nothing). The oldest segment's runs
+    /// are each partition's oldest, so copied they go on its own segments.
+    pub(crate) fn copy_out_plan(&self) -> Option<CopyOut> {
+        let mut segments = self.adopted_segments().take(COPY_OUT_SPAN);
+        let (segment_seq, file) = segments.next()?;
+        if self.copy_out_refused() == Some(segment_seq) {
+            return None;
+        }
         let mut parts = Vec::new();
-        let mut left = 0;
+        let (mut left, mut held) = (0, file.run_bytes.get());
         for p in self.partitions.values() {
-            let runs: Vec<Run> = p
-                .runs
-                .iter()
-                .take_while(|r| r.segment_seq == segment_seq)
-                .map(|r| r.run)
-                .collect();
-            // A checkpoint's hold is lifted soon: copying what it keeps would
-            // write it twice for nothing. A lost run has nothing to copy.
-            let held = p
-                .retain_from
-                .is_some_and(|keep| runs.iter().any(|r| r.end_offset > keep));
-            if held || runs.iter().any(Run::is_lost) {
+            let runs = p.runs_in(segment_seq);
+            if !copyable(p, &runs) {
                 return None;
             }
             left += runs.iter().map(|r| u64::from(r.len)).sum::<u64>();
@@ -67,31 +83,51 @@ impl Ledger {
                 parts.push((p.id, runs));
             }
         }
+        if parts.is_empty() {
+            return None;
+        }
         parts.sort_unstable_by_key(|&(id, _)| id);
-        let small = left * COPY_OUT_SHARE_DIV <= file.run_bytes.get();
-        (!parts.is_empty() && small).then(|| CopyOut {
+        let plan = CopyOut {
             segment_seq,
             file: file.clone(),
             parts,
-        })
+        };
+        if left * COPY_OUT_SHARE_DIV <= held {
+            return Some(plan);
+        }
+        for (seq, file) in segments {
+            for p in self.partitions.values() {
+                let runs = p.runs_in(seq);
+                if !copyable(p, &runs) {
+                    return None;
+                }
+                left += runs.iter().map(|r| u64::from(r.len)).sum::<u64>();
+            }
+            held += file.run_bytes.get();
+            if left * COPY_OUT_SHARE_DIV <= held {
+                return Some(plan);
+            }
+        }
+        None
     }
 
-    /// Copies the runs left in the oldest adopted segment into their partitions'
-    /// own segments when they are a small share of it (see [`Ledger::copy_out_plan`]);
-    /// the next retention pass deletes it. Returns the bytes copied. Callers hold
-    /// the log's `ledger_io` permit.
-    pub async fn copy_out(this: &RefCell<Self>) -> Result<u64> {
-        let Some(plan) = this.borrow().copy_out_plan() else {
+    /// Copies one partition's runs of a plan (see [`Ledger::copy_out_plan`]) into its
+    /// own segments; the next retention pass deletes the adopted segment once every
+    /// partition's are. Returns the bytes copied. Callers hold the log's
+    /// `ledger_io` permit. A segment found damaged is not tried again (it stays
+    /// while a partition keeps a run in it).
+    pub(crate) async fn copy_out(this: &RefCell<Self>, plan: &CopyOut, id: u32) -> Result<u64> {
+        let Some((_, runs)) = plan.parts.iter().find(|(p, _)| *p == id) else {
             return Ok(0);
         };
         let (file, _) = plan.file.file().await?;
         let path = plan.file.path.borrow().clone();
-        let mut copied = 0;
-        for (id, runs) in &plan.parts {
-            let from = (plan.segment_seq, runs.as_slice());
-            copied += Self::copy_out_partition(this, *id, (&file, &path), from).await?;
+        let from = (plan.segment_seq, runs.as_slice());
+        let res = Self::copy_out_partition(this, id, (&file, &path), from).await;
+        if let Err(LogError::Corrupt { .. }) = &res {
+            this.borrow_mut().refuse_copy_out(plan.segment_seq);
         }
-        Ok(copied)
+        res
     }
 
     /// Writes `runs` (`id`'s oldest, in adopted segment `segment_seq`) at the end of
@@ -119,6 +155,11 @@ impl Ledger {
                 (file, path, Copier::new(from, 0, None, &limits))
             }
         };
+        // Bytes past where this copy starts (a copy cut short by a crash, or an
+        // allocation made before adoption) must not read as frames after it.
+        dst.truncate(copier.at)
+            .await
+            .map_err(|e| LogError::io("trimming", &path, e))?;
         let mut groups = runs;
         while !groups.is_empty() {
             let mut n = 0;
@@ -185,14 +226,21 @@ impl Ledger {
             return None;
         }
         // A copy interrupted by a crash may have left the first runs' frames in the
-        // partition's segments already: they go on from where those end.
+        // partition's segments already: they go on from where those end. A gap
+        // between the two (an own segment retention could not remove) is not
+        // bridged: the runs stay, and are read.
         let from = p
             .segments
             .back()
             .map_or(first.run.base_offset, |s| s.end_offset);
+        if first.run.base_offset > from {
+            return None;
+        }
         let active = p.segments.back().and_then(|s| {
             let file = s.file.clone()?;
-            let room = s.write_pos + bytes <= p.segment_bytes(&self.limits);
+            // An empty one takes the copy whatever its size: a new segment would
+            // have its name.
+            let room = s.write_pos == 0 || s.write_pos + bytes <= p.segment_bytes(&self.limits);
             room.then(|| {
                 let last = s.index.last().map(|&(_, pos)| pos);
                 let copier = Copier::new(from, s.write_pos, last, &self.limits);

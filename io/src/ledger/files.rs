@@ -227,11 +227,10 @@ impl Ledger {
             let runs: u64 = p.runs.iter().map(|r| u64::from(r.run.len)).sum();
             loop {
                 // The last segment is where the partition's writes go, unless its
-                // offsets go on in runs of adopted journal segments.
-                let continues = p
-                    .runs
-                    .front()
-                    .is_some_and(|r| adopted_max.is_some_and(|m| r.segment_seq <= m));
+                // offsets go on in runs of adopted journal segments, or it takes
+                // no writes (adopting: only copy-out writes segments).
+                let continues =
+                    adopted_max.is_some_and(|m| p.runs.front().is_none_or(|r| r.segment_seq <= m));
                 if p.segments.is_empty() || p.segments.len() < 2 && !continues {
                     break;
                 }

@@ -42,7 +42,7 @@ mod read;
 mod segment;
 mod write;
 
-pub use adopted::{Adoption, MIXED_DIR};
+pub use adopted::{Adoption, ADOPT_PROBE, MIXED_DIR};
 pub(crate) use chunk::chunk_capacity;
 pub use files::valid_partition_name;
 

@@ -55,6 +55,11 @@ impl Ledger {
             if name == "lost+found" || name == ".tidewater-probe" || name == super::MIXED_DIR {
                 continue;
             }
+            if name == super::ADOPT_PROBE {
+                // Left by a start-up that died between its rename and its removal.
+                fs::remove_file(&entry).await?;
+                continue;
+            }
             if name.starts_with('.') && name.ends_with(".deleted") {
                 // A deleted partition: keep its id, finish removing its data.
                 let (id, _) = read_meta(&entry.join(META_FILE)).await?;

@@ -100,9 +100,7 @@ pub(super) async fn make_ledger_durable(sh: &Shared) -> Result<()> {
         super::adopt::adopt_sealed(sh).await?;
     }
     let removed = Ledger::apply_retention(&sh.ledger, now_ms()).await;
-    let copied = if adopting { copy_out(sh).await } else { 0 };
     let mut st = sh.state.borrow_mut();
-    st.stats.copied_out_bytes += copied;
     if !adopting {
         st.recyclable_seq = st.recyclable_seq.max(through);
     }
@@ -111,22 +109,46 @@ pub(super) async fn make_ledger_durable(sh: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// After a failed copy-out (a full device), the next is tried this much later.
+const COPY_OUT_RETRY: Duration = Duration::from_secs(30);
+
 /// Copies out of the oldest adopted segment when partitions kept longer than
-/// their neighbours are all that keep it (`Ledger::copy_out`). A failure is
-/// logged and leaves the runs where they are, to be tried at the next pass.
-async fn copy_out(sh: &Shared) -> u64 {
-    match Ledger::copy_out(&sh.ledger).await {
-        Ok(n) => n,
-        Err(e) => {
-            let mut st = sh.state.borrow_mut();
-            if st
-                .copy_out_error_logged
-                .is_none_or(|t| t.elapsed() >= LEDGER_ERROR_LOG_EVERY)
-            {
-                tracing::warn!("copy-out failed (the adopted segment stays; tried again at the next pass): {e}");
-                st.copy_out_error_logged = Some(Instant::now());
+/// their neighbours are about all that keep it (`Ledger::copy_out_plan`), one
+/// partition at a time under `ledger_io`, so a journal roll waits for one
+/// partition's copy at most. Only from the timed pass: a roll waiting for a slot
+/// never waits for a copy. A failure is logged and leaves the runs where they
+/// are; the next try comes `COPY_OUT_RETRY` later.
+async fn copy_out(sh: &Shared) {
+    if sh
+        .state
+        .borrow()
+        .copy_out_retry_at
+        .is_some_and(|t| Instant::now() < t)
+    {
+        return;
+    }
+    let Some(plan) = sh.ledger.borrow().copy_out_plan() else {
+        return;
+    };
+    for id in plan.partitions() {
+        let Ok(_io) = sh.ledger_io.acquire_permit(1).await else {
+            return;
+        };
+        if sh.state.borrow().closing {
+            return;
+        }
+        let res = Ledger::copy_out(&sh.ledger, &plan, id).await;
+        let mut st = sh.state.borrow_mut();
+        match res {
+            Ok(n) => st.stats.copied_out_bytes += n,
+            Err(e) => {
+                tracing::warn!(
+                    "copy-out failed (the adopted segment stays; tried again in {}s): {e}",
+                    COPY_OUT_RETRY.as_secs()
+                );
+                st.copy_out_retry_at = Some(Instant::now() + COPY_OUT_RETRY);
+                return;
             }
-            0
         }
     }
 }
@@ -146,7 +168,11 @@ async fn run_ledger(sh: Rc<Shared>) {
         let wanted = sh.durable_wanted.take();
         let res = if wanted || last_sync.elapsed() >= interval {
             last_sync = Instant::now();
-            make_ledger_durable(&sh).await
+            let res = make_ledger_durable(&sh).await;
+            if res.is_ok() && !wanted && sh.ledger.borrow().is_adopting() {
+                copy_out(&sh).await;
+            }
+            res
         } else {
             match sh.ledger_io.acquire_permit(1).await {
                 Ok(_io) => write_ledger(&sh, false).await,

@@ -118,7 +118,7 @@ impl ShardLog {
                 fatal: None,
                 ledger_error: None,
                 ledger_error_logged: None,
-                copy_out_error_logged: None,
+                copy_out_retry_at: None,
                 closing: false,
                 stats: LogStats::default(),
                 write_samples: Vec::new(),

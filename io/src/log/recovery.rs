@@ -181,8 +181,11 @@ async fn decide_adoption(cfg: &LogConfig) -> Result<bool> {
                 return Ok(true);
             }
             let mixed = cfg.ledger_dir.join(crate::ledger::MIXED_DIR);
-            let held =
-                crate::fs::exists(&mixed).await && !crate::fs::read_dir(&mixed).await?.is_empty();
+            let held = crate::fs::exists(&mixed).await
+                && crate::fs::read_dir(&mixed)
+                    .await?
+                    .iter()
+                    .any(|p| p.extension().is_some_and(|x| x == "seg"));
             if !held && cfg.shard == 0 {
                 tracing::info!(
                     journal = %cfg.journal_dir.display(),
@@ -202,10 +205,14 @@ async fn one_file_system(cfg: &LogConfig) -> Result<Option<String>> {
     crate::fs::create_dir_all(&cfg.journal_dir).await?;
     crate::fs::create_dir_all(&cfg.ledger_dir).await?;
     let probe = cfg.journal_dir.join("adopt-probe.seg.tmp");
-    let landed = cfg.ledger_dir.join("adopt-probe.tmp");
+    let landed = cfg.ledger_dir.join(crate::ledger::ADOPT_PROBE);
     crate::fs::write(&probe, Vec::new()).await?;
     let renamed = crate::fs::rename(&probe, &landed).await;
-    let _ = crate::fs::remove_file(if renamed.is_ok() { &landed } else { &probe }).await;
+    let left = if renamed.is_ok() { &landed } else { &probe };
+    if let Err(e) = crate::fs::remove_file(left).await {
+        // The next start removes it (the journal and the ledger skip it).
+        tracing::warn!(path = %left.display(), "could not remove the probe file: {e}");
+    }
     Ok(renamed.err().map(|e| e.to_string()))
 }
 

@@ -165,8 +165,8 @@ pub(super) struct State {
     /// partitions' writes may succeed in between) is reported every
     /// `LEDGER_ERROR_LOG_EVERY`, not on every retry.
     pub(super) ledger_error_logged: Option<Instant>,
-    /// When a failed copy-out was last logged (likewise).
-    pub(super) copy_out_error_logged: Option<Instant>,
+    /// After a failed copy-out, none is tried before this.
+    pub(super) copy_out_retry_at: Option<Instant>,
     pub(super) closing: bool,
     pub(super) stats: LogStats,
     /// Per journal write (one group commit): nanoseconds from start to durable
