@@ -168,6 +168,7 @@ pub struct Metrics {
     segments_deleted: Family<Labels, Counter>,
     journal_segments_adopted: Family<Labels, Counter>,
     ledger_copied_out_bytes: Family<Labels, Counter>,
+    journal_segments_reused: Family<Labels, Counter>,
     cross_core_forwards: Family<Labels, Counter>,
     groups: Family<Labels, Gauge>,
     group_members: Family<Labels, Gauge>,
@@ -334,6 +335,10 @@ impl Metrics {
             journal_segments_adopted: fam!(
                 "journal_segments_adopted",
                 "Sealed journal segments kept as the ledger's data instead of being copied, with journal_adopt"
+            ),
+            journal_segments_reused: fam!(
+                "journal_segments_reused",
+                "Journal slots filled with an adopted segment retention freed, whose blocks are written, instead of a new file"
             ),
             ledger_copied_out_bytes: fam!(
                 "ledger_copied_out_bytes",
@@ -801,6 +806,11 @@ pub async fn sync(m: Arc<Metrics>, shard: u32, mut src: CoreSources, stop: impl 
                 "copied_out",
                 &m.ledger_copied_out_bytes,
                 st.copied_out_bytes,
+            ),
+            (
+                "reused",
+                &m.journal_segments_reused,
+                st.journal_segments_reused,
             ),
         ] {
             log_deltas

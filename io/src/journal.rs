@@ -250,6 +250,37 @@ pub(crate) async fn create_unfilled_segment(path: &Path, bytes: u64) -> Result<(
         .map_err(|e| LogError::io("closing", path, e))
 }
 
+/// Makes the freed adopted segment at `free` the segment file of `bytes` at `path`
+/// (a journal slot): its size set (grown by allocation, or cut), synced, then
+/// renamed. Its blocks are written already, so the journal's synced writes into
+/// them need no extent conversion; what it held is older than anything the
+/// journal numbers now, and reads as stale (`looks_stale`).
+pub(crate) async fn reuse_as_segment(free: &Path, path: &Path, bytes: u64) -> Result<()> {
+    let file = open_rw(free, false).await?;
+    let len = file
+        .file_size()
+        .await
+        .map_err(|e| LogError::io("reading size of", free, e))?;
+    if len > bytes {
+        file.truncate(bytes)
+            .await
+            .map_err(|e| LogError::io("truncating", free, e))?;
+    } else if len < bytes {
+        file.pre_allocate(bytes, false)
+            .await
+            .map_err(|e| LogError::io("allocating journal segment", free, e))?;
+    }
+    file.fdatasync()
+        .await
+        .map_err(|e| LogError::io("syncing", free, e))?;
+    file.rename(path)
+        .await
+        .map_err(|e| LogError::io("renaming", free, e))?;
+    file.close()
+        .await
+        .map_err(|e| LogError::io("closing", path, e))
+}
+
 /// Creates `path` whole or not at all: allocated under a temporary name,
 /// zero-filled when asked, synced, renamed.
 async fn create_allocated(path: &Path, bytes: u64, zero_fill: bool) -> Result<DmaFile> {
@@ -735,7 +766,15 @@ impl Journal {
                     let gap_max = (bytes.len() / HEADER_LEN) as u64;
                     let later = |h: &Header| h.seq > expected && h.seq - expected <= gap_max;
                     let Some((at, next)) = frame::resync(bytes, pos + 1, bytes.len(), later) else {
-                        scan.damage = damage(pos, why.to_string());
+                        // Nothing of ours after it. In a reused segment, bytes that
+                        // are not even a data frame's header are its previous use's,
+                        // from inside one of its frames (a segment retention freed
+                        // becomes a slot with its frames where they were): a clean
+                        // end. A torn or damaged frame of ours keeps its header, and
+                        // is reported.
+                        if !(recycled && frame::guess_data_header(rest).is_none()) {
+                            scan.damage = damage(pos, why.to_string());
+                        }
                         return None;
                     };
                     scan.damaged.push(Damaged {
@@ -1041,6 +1080,46 @@ mod tests {
         assert_eq!(SegmentHeader::decode(&block), Ok(h));
         block[20] ^= 1;
         assert!(SegmentHeader::decode(&block).is_err());
+    }
+
+    /// Ten frames of 3000 bytes from block 1, from sequence number `first`.
+    fn frames(first: u64) -> Vec<u8> {
+        let mut bytes = vec![0u8; 16 * BLOCK];
+        let mut pos = BLOCK;
+        for i in 0..10 {
+            let h = Header::data(1, first + i, i * 2, 2, 0);
+            pos = frame::frame_start(pos);
+            pos += frame::encode(&mut bytes[pos..], &h, &[7u8; 3000]);
+        }
+        bytes
+    }
+
+    /// The bytes after a reused segment's last frame may be the middle of a frame
+    /// of its previous use: a clean end. A frame of ours cut short there is not.
+    #[test]
+    fn a_reused_segment_ends_cleanly_in_the_middle_of_an_old_frame() {
+        let path = Path::new("journal-0000.seg");
+        // Ours: three frames of 3048 bytes from block 1 (to 13240), padded to
+        // block 4; there the old segment's fifth frame is 96 bytes in.
+        let mut bytes = frames(100);
+        let ours = frames(500);
+        bytes[BLOCK..13240].copy_from_slice(&ours[BLOCK..13240]);
+        let end = frame::pad_to_block(&mut bytes, 13240);
+        assert_eq!(end, 4 * BLOCK);
+        assert!(frame::guess_data_header(&bytes[end..]).is_none());
+        let scan = Journal::scan(path, &bytes, 500, true);
+        assert!(scan.damage.is_none(), "{:?}", scan.damage);
+        assert_eq!(scan.frames.len(), 3);
+        // Not reused: the same bytes are damage.
+        assert!(Journal::scan(path, &bytes, 500, false).damage.is_some());
+        // Our fourth frame torn there (its header written, not its payload):
+        // damage, reused or not.
+        let mut whole = vec![0u8; 3048];
+        frame::encode(&mut whole, &Header::data(1, 503, 6, 2, 0), &[9u8; 3000]);
+        bytes[end..end + HEADER_LEN].copy_from_slice(&whole[..HEADER_LEN]);
+        let scan = Journal::scan(path, &bytes, 500, true);
+        assert_eq!(scan.frames.len(), 3);
+        assert!(scan.damage.is_some());
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub const MIXED_DIR: &str = "mixed";
 /// learn whether they are on one file system; one a crash left is removed.
 pub const ADOPT_PROBE: &str = "adopt-probe.tmp";
 
+/// The extension of a freed adopted segment kept to become a journal slot.
+const FREE_EXT: &str = "free";
+
 /// A journal segment file as reads see it: renamed on adoption. Open while live;
 /// adopted, kept open among the `ADOPTED_OPEN_MAX` segments adopted or read
 /// last, else opened by the next read that needs it, so open files stay bounded
@@ -108,6 +111,11 @@ pub(super) struct Adopting {
     last_seq_max: u64,
     /// The segment copy-out found damaged: not tried again.
     copy_out_refused: Option<u64>,
+    /// Segments retention freed, kept (`SSSS.free`) to become journal slots:
+    /// their blocks are written, so the journal's synced writes into them need no
+    /// extent conversion. At most `free_max` (the journal's slot count).
+    free: Vec<PathBuf>,
+    free_max: usize,
 }
 
 impl Adopting {
@@ -355,15 +363,15 @@ impl Ledger {
     /// repeat what the partition holds are skipped, a gap is kept as lost.
     pub async fn open_mixed(
         this: &RefCell<Self>,
-        (shard, adopt, run_bytes_max): (u32, bool, usize),
+        (shard, adopt, run_bytes_max, free_max): (u32, bool, usize, usize),
         report: &mut Vec<Dropped>,
         rebuilt: &mut Vec<PathBuf>,
     ) -> Result<()> {
         let dir = this.borrow().dir.join(MIXED_DIR);
-        let listed = if fs::exists(&dir).await {
+        let (listed, mut free) = if fs::exists(&dir).await {
             list_mixed(&dir).await?
         } else {
-            Vec::new()
+            Default::default()
         };
         if !adopt {
             if let Some(seq) = listed.first() {
@@ -390,7 +398,15 @@ impl Ledger {
             segment_seq_max: 0,
             last_seq_max: 0,
             copy_out_refused: None,
+            free: Vec::new(),
+            free_max,
         });
+        // Beyond what the journal can take, freed segments are removed.
+        while free.len() > free_max {
+            let path = free.pop().expect("more than the bound");
+            fs::remove_file(&path).await?;
+        }
+        this.borrow_mut().adopting_mut().free = free;
         for seq in listed {
             let name = super::files::segment_name(seq, "");
             let seg_path = dir.join(format!("{name}seg"));
@@ -585,6 +601,26 @@ impl Ledger {
         }
     }
 
+    /// Where an adopted segment retention frees goes: kept as a segment for the
+    /// journal (its new path) while fewer than `free_max` are, else `None` (it is
+    /// removed).
+    pub(super) fn keep_freed(&mut self, seg_path: &Path) -> Option<PathBuf> {
+        let a = self.adopting.as_mut()?;
+        (a.free.len() < a.free_max).then(|| seg_path.with_extension(FREE_EXT))
+    }
+
+    /// A freed segment now at `path` (see [`Ledger::keep_freed`]).
+    pub(crate) fn freed(&mut self, path: PathBuf) {
+        if let Some(a) = self.adopting.as_mut() {
+            a.free.push(path);
+        }
+    }
+
+    /// A freed segment for a journal slot, if any is kept: its blocks are written.
+    pub fn take_free(&mut self) -> Option<PathBuf> {
+        self.adopting.as_mut()?.free.pop()
+    }
+
     /// The newest adopted segment's number (`None`: not adopting).
     pub(super) fn adopted_segment_max(&self) -> Option<u64> {
         self.adopting.as_ref().map(|a| a.segment_seq_max)
@@ -628,12 +664,14 @@ fn lost_run(partition: u32, from: u64, to: u64) -> Run {
     }
 }
 
-/// The segment numbers in a mixed directory that have a segment file, ascending.
-/// Leftovers of an interrupted adoption are removed: temporaries, and an index
-/// whose segment never arrived (the journal still holds it; it is adopted again).
-async fn list_mixed(dir: &Path) -> Result<Vec<u64>> {
+/// The segment numbers in a mixed directory that have a segment file, ascending,
+/// and the freed segments kept for the journal (`SSSS.free`). Leftovers of an
+/// interrupted adoption are removed: temporaries, and an index whose segment never
+/// arrived (the journal still holds it; it is adopted again).
+async fn list_mixed(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
     let mut segs = Vec::new();
     let mut indexes = Vec::new();
+    let mut free = Vec::new();
     for entry in fs::read_dir(dir).await? {
         let name = super::files::name_of(&entry);
         if name.ends_with(".tmp") {
@@ -643,10 +681,11 @@ async fn list_mixed(dir: &Path) -> Result<Vec<u64>> {
         match super::files::parse_segment_name(&name) {
             Some((seq, "seg")) => segs.push(seq),
             Some((seq, "index")) => indexes.push((seq, entry)),
+            Some((_, FREE_EXT)) => free.push(entry),
             _ => {
                 return Err(LogError::corrupt(
                     &entry,
-                    "foreign file among adopted segments (only NNNN.seg and NNNN.index belong there); move it away",
+                    "foreign file among adopted segments (only NNNN.seg, NNNN.index and NNNN.free belong there); move it away",
                 ))
             }
         }
@@ -658,7 +697,8 @@ async fn list_mixed(dir: &Path) -> Result<Vec<u64>> {
         }
     }
     segs.sort_unstable();
-    Ok(segs)
+    free.sort_unstable();
+    Ok((segs, free))
 }
 
 /// The run index of an adopted segment, from its frames.

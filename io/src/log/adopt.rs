@@ -3,8 +3,9 @@
 //!
 //! Owns the file steps, in this order: the segment synced; its run index written
 //! durably to `<ledger_dir>/mixed/SSSS.index`; the segment renamed to
-//! `mixed/SSSS.seg` and cut after its last run; a new, allocated but not zero-filled, file put in its journal
-//! slot; both directories synced. Only then may the journal reuse the slot
+//! `mixed/SSSS.seg` and cut after its last run; a file put in its journal slot (a
+//! segment retention freed, `SSSS.free`, when one is kept: its blocks are written;
+//! else a new one, allocated but not zero-filled); both directories synced. Only then may the journal reuse the slot
 //! (`recyclable_seq`). A crash between any two steps leaves either the segment in
 //! the journal (replayed and adopted again at the next start; an index without its
 //! segment is removed) or the segment in `mixed/` (the missing slot is created
@@ -56,11 +57,7 @@ pub(super) async fn adopt_sealed(sh: &Shared) -> Result<()> {
                     .map_err(|e| LogError::io("truncating", &a.seg_path, e))?;
             }
             if !fs::exists(&a.journal_path).await {
-                crate::journal::create_unfilled_segment(
-                    &a.journal_path,
-                    sh.cfg.journal_segment_bytes,
-                )
-                .await?;
+                fill_slot(sh, &a.journal_path).await?;
             }
             fs::sync_dir(parent(&a.journal_path)).await?;
             fs::sync_dir(parent(&a.seg_path)).await?;
@@ -70,6 +67,29 @@ pub(super) async fn adopt_sealed(sh: &Shared) -> Result<()> {
         let mut st = sh.state.borrow_mut();
         st.stats.journal_segments_adopted += u64::from(a.index.is_some());
     }
+}
+
+/// Puts a file in a journal slot an adoption emptied: a freed adopted segment when
+/// one is kept (written blocks: no extent conversion for the journal's synced
+/// writes), else a new file, allocated but not zero-filled.
+async fn fill_slot(sh: &Shared, slot: &Path) -> Result<()> {
+    let bytes = sh.cfg.journal_segment_bytes;
+    let free = sh.ledger.borrow_mut().take_free();
+    if let Some(free) = free {
+        match crate::journal::reuse_as_segment(&free, slot, bytes).await {
+            Ok(()) => {
+                sh.state.borrow_mut().stats.journal_segments_reused += 1;
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(path = %free.display(), "a freed segment could not become a journal slot, so a new file is made: {e}");
+                if fs::exists(&free).await {
+                    sh.ledger.borrow_mut().freed(free);
+                }
+            }
+        }
+    }
+    crate::journal::create_unfilled_segment(slot, bytes).await
 }
 
 fn parent(path: &Path) -> &Path {

@@ -110,7 +110,12 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     let adopt = decide_adoption(cfg).await?;
     Ledger::open_mixed(
         &ledger,
-        (cfg.shard, adopt, cfg.journal_flush_bytes_max),
+        (
+            cfg.shard,
+            adopt,
+            cfg.journal_flush_bytes_max,
+            cfg.journal_segments as usize,
+        ),
         &mut report.dropped,
         &mut report.indexes_rebuilt,
     )

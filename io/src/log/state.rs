@@ -35,6 +35,8 @@ pub struct LogStats {
     pub segments_deleted: u64,
     /// Sealed journal segments adopted as the ledger's data (`journal_adopt`).
     pub journal_segments_adopted: u64,
+    /// Journal slots filled with a segment retention freed instead of a new file.
+    pub journal_segments_reused: u64,
     /// Bytes copy-out moved from adopted segments into partitions' own segments.
     pub copied_out_bytes: u64,
 }
