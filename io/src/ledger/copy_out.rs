@@ -3,7 +3,8 @@
 //! segments of its own, so that those adopted segments can go.
 //!
 //! Owns choosing what to copy (the oldest adopted segment, once what partitions
-//! still hold of it is a small share of what it held) and writing a partition's
+//! still hold of it and of the segments after it is a small share of what they
+//! held) and writing a partition's
 //! runs from it into the partition's own segments, every frame checked as a read
 //! checks it. Never deletes an adopted segment (retention does, once no run is
 //! left in it) and never copies a lost run. A crash at any point leaves the runs,

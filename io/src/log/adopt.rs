@@ -5,8 +5,8 @@
 //! durably to `<ledger_dir>/mixed/SSSS.index`; the segment renamed to
 //! `mixed/SSSS.seg` and cut after its last run; a file put in its journal slot (a
 //! segment retention freed, `SSSS.free`, when one is kept: its blocks are written;
-//! else a new one, allocated but not zero-filled); both directories synced. Only then may the journal reuse the slot
-//! (`recyclable_seq`). A crash between any two steps leaves either the segment in
+//! else a new one, allocated but not zero-filled); both directories synced. Only
+//! then may the journal reuse the slot (`recyclable_seq`). A crash between any two steps leaves either the segment in
 //! the journal (replayed and adopted again at the next start; an index without its
 //! segment is removed) or the segment in `mixed/` (the missing slot is created
 //! again). Never writes frames; the ledger decides what an index holds.
