@@ -252,9 +252,11 @@ pub(crate) async fn create_unfilled_segment(path: &Path, bytes: u64) -> Result<(
 
 /// Makes the freed adopted segment at `free` the segment file of `bytes` at `path`
 /// (a journal slot): its size set (grown by allocation, or cut), synced, then
-/// renamed. Its blocks are written already, so the journal's synced writes into
-/// them need no extent conversion; what it held is older than anything the
-/// journal numbers now, and reads as stale (`looks_stale`).
+/// renamed, its first two blocks zeroed. Its blocks are written already, so the
+/// journal's synced writes into them need no extent conversion; the frames it
+/// still holds are older than anything the journal numbers (the adoption floor
+/// never goes down: the newest adopted segment is never freed) and read as stale
+/// (`looks_stale`).
 pub(crate) async fn reuse_as_segment(free: &Path, path: &Path, bytes: u64) -> Result<()> {
     let file = open_rw(free, false).await?;
     let len = file
@@ -270,6 +272,15 @@ pub(crate) async fn reuse_as_segment(free: &Path, path: &Path, bytes: u64) -> Re
             .await
             .map_err(|e| LogError::io("allocating journal segment", free, e))?;
     }
+    // Its old header and first block of frames zeroed: the slot reads as never
+    // used until the journal writes a header of its own (a crash before that
+    // must not put the old segment back in the chain), and a header lost with
+    // `durability = never` is rebuilt from our first frame, not an old one.
+    let mut zeros = file.alloc_dma_buffer(2 * BLOCK);
+    zeros.as_bytes_mut().fill(0);
+    file.write_at(zeros, 0)
+        .await
+        .map_err(|e| LogError::io("zeroing the header of", free, e))?;
     file.fdatasync()
         .await
         .map_err(|e| LogError::io("syncing", free, e))?;
@@ -766,13 +777,17 @@ impl Journal {
                     let gap_max = (bytes.len() / HEADER_LEN) as u64;
                     let later = |h: &Header| h.seq > expected && h.seq - expected <= gap_max;
                     let Some((at, next)) = frame::resync(bytes, pos + 1, bytes.len(), later) else {
-                        // Nothing of ours after it. In a reused segment, bytes that
-                        // are not even a data frame's header are its previous use's,
-                        // from inside one of its frames (a segment retention freed
-                        // becomes a slot with its frames where they were): a clean
-                        // end. A torn or damaged frame of ours keeps its header, and
-                        // is reported.
-                        if !(recycled && frame::guess_data_header(rest).is_none()) {
+                        // Nothing of ours after it. In a reused segment, bytes at a
+                        // block boundary (where our writes end) that are not even a
+                        // data frame's header are its previous use's, from inside
+                        // one of its frames (a segment retention freed becomes a
+                        // slot with its frames where they were): a clean end. A torn
+                        // or damaged frame of ours keeps its header, and is
+                        // reported.
+                        let old = recycled
+                            && pos % BLOCK == 0
+                            && frame::guess_data_header(rest).is_none();
+                        if !old {
                             scan.damage = damage(pos, why.to_string());
                         }
                         return None;

@@ -564,7 +564,11 @@ impl Ledger {
             .iter()
             .filter(|(seq, seg)| {
                 let kept_open = a.open.iter().filter(|o| Rc::ptr_eq(o, seg)).count();
-                !held.contains(seq) && Rc::strong_count(seg) == 1 + kept_open
+                // The newest stays: its number and its index's last frame are the
+                // floor the journal numbers above at the next start, and freed
+                // segments hold frames numbered below it.
+                let newest = **seq == a.segment_seq_max;
+                !newest && !held.contains(seq) && Rc::strong_count(seg) == 1 + kept_open
             })
             .map(|(&seq, _)| seq)
             .collect();

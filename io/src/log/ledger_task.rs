@@ -115,8 +115,8 @@ const COPY_OUT_RETRY: Duration = Duration::from_secs(30);
 /// Copies out of the oldest adopted segment when partitions kept longer than
 /// their neighbours are about all that keep it (`Ledger::copy_out_plan`), one
 /// partition at a time under `ledger_io`, so a journal roll waits for one
-/// partition's copy at most. Only from the timed pass: a roll waiting for a slot
-/// never waits for a copy. A failure is logged and leaves the runs where they
+/// partition's copy at most. At most once per `ledger_flush_interval_ms`, after a
+/// durable pass (a roll waiting for a slot gets its pass first). A failure is logged and leaves the runs where they
 /// are; the next try comes `COPY_OUT_RETRY` later.
 async fn copy_out(sh: &Shared) {
     if sh
@@ -159,6 +159,7 @@ async fn copy_out(sh: &Shared) {
 async fn run_ledger(sh: Rc<Shared>) {
     let interval = Duration::from_millis(sh.cfg.ledger_flush_interval_ms);
     let mut last_sync = Instant::now();
+    let mut last_copy_out = Instant::now();
     loop {
         let seen = sh.ledger_work.epoch();
         if sh.state.borrow().closing || sh.state.borrow().fatal.is_some() {
@@ -169,7 +170,10 @@ async fn run_ledger(sh: Rc<Shared>) {
         let res = if wanted || last_sync.elapsed() >= interval {
             last_sync = Instant::now();
             let res = make_ledger_durable(&sh).await;
-            if res.is_ok() && !wanted && sh.ledger.borrow().is_adopting() {
+            // On its own clock: under load every pass is one a roll asked for.
+            let due = last_copy_out.elapsed() >= interval;
+            if res.is_ok() && due && sh.ledger.borrow().is_adopting() {
+                last_copy_out = Instant::now();
                 copy_out(&sh).await;
             }
             res
