@@ -17,6 +17,14 @@ fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
         .run(f)
 }
 
+/// `config` with 200 KiB of retention a partition, applied every 20 ms.
+fn retained(root: &Path) -> LogConfig {
+    let mut cfg = config(root);
+    cfg.retention_bytes = Some(200 << 10);
+    cfg.ledger_flush_interval_ms = 20;
+    cfg
+}
+
 /// Small segments in a ring of four, so slots are reused many times over.
 fn config(root: &Path) -> LogConfig {
     let mut cfg = LogConfig::new(root.join("journal"), root.join("ledger"), 0);
@@ -53,6 +61,12 @@ async fn read_all(log: &ShardLog, p: u32) -> Vec<Entry> {
 /// Appends from twelve interleaved appenders, `per` batches each, to partitions
 /// a, b, c; returns the log and the partition ids.
 async fn fill(log: Rc<ShardLog>, per: u64, round: u64) -> Vec<u32> {
+    fill_by(log, per, round, |k| k as usize % 3).await
+}
+
+/// Appends from twelve interleaved appenders, `per` batches each; appender `k`
+/// to partition `["a", "b", "c"][of(k)]`. Returns the partition ids.
+async fn fill_by(log: Rc<ShardLog>, per: u64, round: u64, of: fn(u32) -> usize) -> Vec<u32> {
     let parts: Vec<u32> = ["a", "b", "c"]
         .iter()
         .map(|n| {
@@ -62,7 +76,7 @@ async fn fill(log: Rc<ShardLog>, per: u64, round: u64) -> Vec<u32> {
         .collect();
     let tasks: Vec<_> = (0..12u32)
         .map(|k| {
-            let (log, p) = (log.clone(), parts[k as usize % 3]);
+            let (log, p) = (log.clone(), parts[of(k)]);
             glommio::spawn_local(async move {
                 for i in 0..per {
                     let id = round << 48 | u64::from(k) << 32 | i;
@@ -645,9 +659,7 @@ fn reopen_with_starts_kept(cfg: LogConfig, starts: Vec<(u32, u64)>) {
 #[test]
 fn retention_drops_runs_and_deletes_the_adopted_segments_left_empty() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.retention_bytes = Some(200 << 10);
-    cfg.ledger_flush_interval_ms = 20;
+    let cfg = retained(dir.path());
     let mixed = cfg.ledger_dir.join("mixed");
     let c = cfg.clone();
     let starts = run(async move {
@@ -761,9 +773,7 @@ fn a_segment_goes_only_once_every_partition_is_past_it() {
 #[test]
 fn a_start_retention_moved_stays_while_a_neighbour_keeps_the_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.retention_bytes = Some(200 << 10);
-    cfg.ledger_flush_interval_ms = 20;
+    let mut cfg = retained(dir.path());
     // `b` keeps everything: every adopted segment stays, `a`'s and `c`'s runs in
     // them are dropped all the same.
     cfg.partition_limits.insert(
@@ -840,31 +850,15 @@ fn deleted_records_and_a_crash_with_everything_in_the_journal_lose_nothing_kept(
 
 /// Appends `per` batches from each of five appenders to `a` and to `c`, and from
 /// two to `b`: `b` has about a sixth of every segment.
-async fn fill_b_small(log: Rc<ShardLog>, per: u64, round: u64) -> [u32; 3] {
-    let ids = ["a", "b", "c"].map(|n| {
-        log.partition_id(n)
-            .unwrap_or_else(|| log.create_partition(n).unwrap())
-    });
-    let tasks: Vec<_> = (0..12u32)
-        .map(|k| {
-            let p = if k >= 10 {
-                ids[1]
-            } else {
-                ids[[0, 2][k as usize % 2]]
-            };
-            let log = log.clone();
-            glommio::spawn_local(async move {
-                for i in 0..per {
-                    let id = round << 48 | u64::from(k) << 32 | i;
-                    log.append(p, payload(p, id), 1, i as i64).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await;
-    }
-    ids
+async fn fill_b_small(log: Rc<ShardLog>, per: u64, round: u64) -> Vec<u32> {
+    fill_by(log, per, round, |k| {
+        if k >= 10 {
+            1
+        } else {
+            [0, 2][k as usize % 2]
+        }
+    })
+    .await
 }
 
 /// Waits until `done` says so, up to ten seconds (the ledger's passes run every
@@ -1070,9 +1064,7 @@ fn auto_adopts_on_one_file_system_and_copies_across_two() {
 #[test]
 fn freed_segments_become_journal_slots_and_a_crash_reads_past_what_they_held() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.retention_bytes = Some(200 << 10);
-    cfg.ledger_flush_interval_ms = 20;
+    let cfg = retained(dir.path());
     let mixed = cfg.ledger_dir.join("mixed");
     let c = cfg.clone();
     let want = run(async move {
