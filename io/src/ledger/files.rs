@@ -177,22 +177,23 @@ impl Ledger {
         for (_, seg) in &runs.segments {
             let path = seg.path.borrow().clone();
             let keep = this.borrow_mut().keep_freed(&path);
-            match keep {
+            let kept = match keep {
                 Some(free) => match fs::rename(&path, &free).await {
-                    Ok(()) => {
-                        remove_segment(&path).await;
-                        this.borrow_mut().freed(free);
-                        tracing::info!(path = %path.display(), "adopted segment freed: no partition holds a run in it; kept to become a journal slot");
-                    }
+                    Ok(()) => Some(free),
                     Err(e) => {
                         tracing::warn!(path = %path.display(), "adopted segment freed, and removed: it could not be kept for the journal: {e}");
-                        remove_segment(&path).await;
+                        None
                     }
                 },
-                None => {
-                    remove_segment(&path).await;
-                    tracing::info!(path = %path.display(), "adopted segment deleted: no partition holds a run in it");
-                }
+                None => None,
+            };
+            // The segment's index, and the segment unless it was kept.
+            remove_segment(&path).await;
+            if let Some(free) = kept {
+                this.borrow_mut().freed(free);
+                tracing::info!(path = %path.display(), "adopted segment freed: no partition holds a run in it; kept to become a journal slot");
+            } else {
+                tracing::info!(path = %path.display(), "adopted segment deleted: no partition holds a run in it");
             }
         }
         expired.len() + runs.segments.len()

@@ -107,7 +107,7 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     )
     .await?;
     let ledger = RefCell::new(ledger);
-    let adopt = decide_adoption(cfg).await?;
+    let (adopt, apart) = decide_adoption(cfg).await?;
     Ledger::open_mixed(
         &ledger,
         (
@@ -121,7 +121,7 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
     )
     .await?;
     if adopt {
-        prepare_adopting_journal(cfg).await?;
+        prepare_adopting_journal(cfg, apart).await?;
     }
     let mut journal = Journal::open(
         &cfg.journal_dir,
@@ -176,31 +176,31 @@ pub(super) async fn recover(cfg: &LogConfig) -> Result<Recovered> {
 /// Whether this log adopts sealed journal segments (`journal_adopt`): as set, or,
 /// with `auto`, when journal and ledger are on one file system or the ledger holds
 /// adopted segments already (then it must go on; [`prepare_adopting_journal`]
-/// says whether it can).
-async fn decide_adoption(cfg: &LogConfig) -> Result<bool> {
-    match cfg.journal_adopt {
-        JournalAdopt::On => Ok(true),
-        JournalAdopt::Off => Ok(false),
-        JournalAdopt::Auto => {
-            if one_file_system(cfg).await?.is_none() {
-                return Ok(true);
-            }
-            let mixed = cfg.ledger_dir.join(crate::ledger::MIXED_DIR);
-            let held = crate::fs::exists(&mixed).await
-                && crate::fs::read_dir(&mixed)
-                    .await?
-                    .iter()
-                    .any(|p| p.extension().is_some_and(|x| x == "seg"));
-            if !held && cfg.shard == 0 {
-                tracing::info!(
-                    journal = %cfg.journal_dir.display(),
-                    ledger = %cfg.ledger_dir.display(),
-                    "journal and ledger on separate file systems: sealed journal segments are copied into the ledger (journal_adopt = auto)"
-                );
-            }
-            Ok(held)
-        }
+/// says whether it can). With it, why the two are not on one file system, when
+/// they are not (see [`one_file_system`]).
+async fn decide_adoption(cfg: &LogConfig) -> Result<(bool, Option<String>)> {
+    if cfg.journal_adopt == JournalAdopt::Off {
+        return Ok((false, None));
     }
+    // Probed once: with `true` the answer only decides whether start is refused.
+    let apart = one_file_system(cfg).await?;
+    if cfg.journal_adopt == JournalAdopt::On || apart.is_none() {
+        return Ok((true, apart));
+    }
+    let mixed = cfg.ledger_dir.join(crate::ledger::MIXED_DIR);
+    let held = crate::fs::exists(&mixed).await
+        && crate::fs::read_dir(&mixed)
+            .await?
+            .iter()
+            .any(|p| p.extension().is_some_and(|x| x == "seg"));
+    if !held && cfg.shard == 0 {
+        tracing::info!(
+            journal = %cfg.journal_dir.display(),
+            ledger = %cfg.ledger_dir.display(),
+            "journal and ledger on separate file systems: sealed journal segments are copied into the ledger (journal_adopt = auto)"
+        );
+    }
+    Ok((held, apart))
 }
 
 /// `None` when a file renames from the journal's directory into the ledger's: they
@@ -222,10 +222,11 @@ async fn one_file_system(cfg: &LogConfig) -> Result<Option<String>> {
 }
 
 /// Before the journal opens adopting: journal and ledger must be on one file system
-/// (adoption renames: better refused now than at the first adoption), and a slot
-/// whose file an interrupted adoption renamed away gets a new one, not zero-filled.
-async fn prepare_adopting_journal(cfg: &LogConfig) -> Result<()> {
-    if let Some(e) = one_file_system(cfg).await? {
+/// (`apart` says why they are not; adoption renames: better refused now than at the
+/// first adoption), and a slot whose file an interrupted adoption renamed away gets
+/// a new one, not zero-filled.
+async fn prepare_adopting_journal(cfg: &LogConfig, apart: Option<String>) -> Result<()> {
+    if let Some(e) = apart {
         let advice = match cfg.journal_adopt {
             JournalAdopt::On => "set journal_adopt = false to keep them on separate devices",
             _ => "the ledger holds adopted journal segments, so the journal must stay beside it: move journal_dir back",
